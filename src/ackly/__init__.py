@@ -1,0 +1,3 @@
+"""ackly: a small Kafka-compatible broker."""
+
+__version__ = "0.1.0"

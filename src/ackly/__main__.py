@@ -1,0 +1,3 @@
+from ackly.cli.main import main
+
+main()

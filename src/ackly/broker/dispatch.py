@@ -1,0 +1,74 @@
+"""API key -> handler, and the ApiVersions table built from it.
+
+Each handler module under `handlers/` declares API_KEY, MIN_VERSION, MAX_VERSION and
+`handle(node, ctx, request)`. Only what is in this table is advertised (librdkafka calls
+whatever it sees listed), and the ranges keep the pre-flexible versions that librdkafka needs
+to turn features on (CLIENTS.md).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from ackly.broker.context import RequestContext
+from ackly.broker.handlers import (
+    api_versions,
+    create_topics,
+    delete_topics,
+    fetch,
+    list_offsets,
+    metadata,
+    produce,
+)
+from ackly.errors import ErrorCode, KafkaError
+from ackly.protocol.frames import FrameError
+from ackly.protocol.headers import API_VERSIONS_KEY, body_offset, response_header
+from ackly.protocol.messages import decode_request, header_version
+
+if TYPE_CHECKING:
+    from ackly.broker.node import BrokerNode
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    api_key: int
+    min_version: int
+    max_version: int
+    handle: Callable[[BrokerNode, RequestContext, Any], None]
+
+
+def _spec(module: ModuleType) -> ApiSpec:
+    return ApiSpec(module.API_KEY, module.MIN_VERSION, module.MAX_VERSION, module.handle)
+
+
+HANDLER_MODULES: tuple[ModuleType, ...] = (
+    produce, fetch, list_offsets, metadata, api_versions, create_topics, delete_topics,
+)
+
+TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}
+
+
+def dispatch(node: BrokerNode, ctx: RequestContext, frame: bytes) -> None:
+    header = ctx.header
+    spec = TABLE.get(header.api_key)
+    if spec is None or not spec.min_version <= header.api_version <= spec.max_version:
+        if header.api_key == API_VERSIONS_KEY:
+            # KIP-511: answer in v0 with the full table so the client can pick a version.
+            api_versions.respond_unsupported(ctx, TABLE.values())
+            return
+        # Kafka has no response schema for an API or version it does not know: answer with the
+        # correlation id and UNSUPPORTED_VERSION, which every client reads as that error.
+        body = struct.pack(">h", ErrorCode.unsupported_version)
+        payload = response_header(header.correlation_id, False) + body
+        ctx.send([struct.pack(">i", len(payload)) + payload])
+        return
+    try:
+        offset = body_offset(frame, header_version(header.api_key, header.api_version))
+        request = decode_request(header.api_key, header.api_version, frame, offset)
+    except (KafkaError, struct.error) as exc:
+        raise FrameError(f"malformed {header.api_key}v{header.api_version} request: {exc}")
+    spec.handle(node, ctx, request)

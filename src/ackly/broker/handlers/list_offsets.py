@@ -1,0 +1,67 @@
+"""ListOffsets (key 2): earliest, latest, max timestamp, or the first offset at a timestamp.
+
+Special timestamps as in Kafka's ListOffsetsRequest: -1 latest (HW, or LSO for
+read_committed), -2 earliest (log start offset), -3 the record with the largest timestamp
+(KIP-734), -4 earliest local (= earliest here: there is no tiered storage).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ackly.broker.context import RequestContext
+from ackly.broker.handlers.fetch import READ_COMMITTED, check_leader_epoch
+from ackly.errors import ErrorCode, KafkaError
+from ackly.protocol.messages import build
+
+if TYPE_CHECKING:
+    from ackly.broker.node import BrokerNode
+
+API_KEY = 2
+MIN_VERSION = 1
+MAX_VERSION = 8
+
+LATEST = -1
+EARLIEST = -2
+MAX_TIMESTAMP = -3
+EARLIEST_LOCAL = -4
+
+
+def _lookup(node: BrokerNode, topic: str, part: Any, isolation_level: int) -> dict[str, Any]:
+    index = int(part.partition_index)
+    try:
+        p = node.partition(topic, index)
+        check_leader_epoch(int(getattr(part, "current_leader_epoch", -1)), p.leader_epoch)
+        ts = int(part.timestamp)
+        offset, timestamp = -1, -1
+        if ts == LATEST:
+            offset = p.last_stable_offset if isolation_level == READ_COMMITTED else p.high_watermark
+        elif ts in (EARLIEST, EARLIEST_LOCAL):
+            offset = p.log_start_offset
+        elif ts == MAX_TIMESTAMP:
+            found = p.log.max_timestamp()
+            if found is not None:
+                offset, timestamp = found
+        elif ts >= 0:
+            found = p.log.offset_for_timestamp(ts)
+            if found is not None and found[0] < p.high_watermark:
+                offset, timestamp = found
+        else:
+            raise KafkaError(ErrorCode.invalid_request, f"unknown special timestamp {ts}")
+        return {
+            "partition_index": index, "error_code": ErrorCode.none, "timestamp": timestamp,
+            "offset": offset, "leader_epoch": p.leader_epoch,
+        }
+    except KafkaError as exc:
+        return {"partition_index": index, "error_code": exc.code, "timestamp": -1, "offset": -1,
+                "leader_epoch": -1}
+
+
+def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
+    isolation_level = int(getattr(request, "isolation_level", 0))
+    topics = [
+        {"name": t.name,
+         "partitions": [_lookup(node, t.name, part, isolation_level) for part in t.partitions]}
+        for t in request.topics
+    ]
+    ctx.respond(build(API_KEY, ctx.api_version, {"throttle_time": 0, "topics": topics}))

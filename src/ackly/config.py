@@ -1,0 +1,262 @@
+"""Typed broker and topic configuration; Kafka's property names are mapped here and only here.
+
+A topic config value comes from the topic's own override if it has one, else from the
+broker's default for it (its "synonym", e.g. `retention.ms` <- `log.retention.ms`), else
+from Kafka's default. DescribeConfigs reports which of the three it was.
+
+Every value is validated when it enters (start-up `--config`, CreateTopics, AlterConfigs):
+a bad value is refused with the key and the reason, never coerced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from ackly.errors import ConfigError
+
+
+class Kind(Enum):
+    INT = "int"
+    LONG = "long"
+    BOOLEAN = "boolean"
+    STRING = "string"
+    LIST = "list"
+
+
+class Source(Enum):
+    """Where a config value came from; numbers are DescribeConfigs' ConfigSource."""
+
+    TOPIC = 1  # DYNAMIC_TOPIC_CONFIG
+    BROKER_STATIC = 4  # STATIC_BROKER_CONFIG
+    DEFAULT = 5  # DEFAULT_CONFIG
+
+
+@dataclass(frozen=True)
+class ConfigDef:
+    name: str
+    kind: Kind
+    default: Any
+    doc: str
+    minimum: int | None = None
+    choices: tuple[str, ...] | None = None
+    broker_synonym: str | None = None  # the broker-wide default for a topic config
+    read_only: bool = False
+
+    def parse(self, raw: str) -> Any:
+        """Turn a string from the wire or the command line into a typed value, or refuse it."""
+        if self.kind in (Kind.INT, Kind.LONG):
+            try:
+                value: Any = int(raw.strip())
+            except ValueError:
+                raise ConfigError(self.name, f"{raw!r} is not an integer") from None
+            bits = 31 if self.kind is Kind.INT else 63
+            if not -(2**bits) <= value < 2**bits:
+                raise ConfigError(self.name, f"{value} is out of range for a {self.kind.value}")
+            if self.minimum is not None and value < self.minimum:
+                raise ConfigError(self.name, f"{value} is below the minimum {self.minimum}")
+            return value
+        if self.kind is Kind.BOOLEAN:
+            lowered = raw.strip().lower()
+            if lowered not in ("true", "false"):
+                raise ConfigError(self.name, f"{raw!r} is not true or false")
+            return lowered == "true"
+        if self.kind is Kind.LIST:
+            items = tuple(item.strip() for item in raw.split(",") if item.strip())
+            for item in items:
+                if self.choices is not None and item not in self.choices:
+                    raise ConfigError(self.name, f"{item!r} is not one of {', '.join(self.choices)}")
+            if not items:
+                raise ConfigError(self.name, "the list is empty")
+            return items
+        if self.choices is not None and raw not in self.choices:
+            raise ConfigError(self.name, f"{raw!r} is not one of {', '.join(self.choices)}")
+        return raw
+
+    def render(self, value: Any) -> str:
+        """The value as Kafka writes it in DescribeConfigs."""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, tuple):
+            return ",".join(value)
+        return str(value)
+
+
+_WEEK_MS = 7 * 24 * 60 * 60 * 1000
+
+# Topic-level configs. The attribute of TopicConfig is the name with dots as underscores.
+TOPIC_CONFIG_DEFS: tuple[ConfigDef, ...] = (
+    ConfigDef("cleanup.policy", Kind.LIST, ("delete",), "delete old segments, or compact by key",
+              choices=("delete", "compact"), broker_synonym="log.cleanup.policy"),
+    ConfigDef("retention.ms", Kind.LONG, _WEEK_MS, "delete segments older than this (-1: keep)",
+              minimum=-1, broker_synonym="log.retention.ms"),
+    ConfigDef("retention.bytes", Kind.LONG, -1, "delete oldest segments above this size (-1: keep)",
+              minimum=-1, broker_synonym="log.retention.bytes"),
+    ConfigDef("segment.bytes", Kind.INT, 1024 * 1024 * 1024, "roll a segment at this size",
+              minimum=14, broker_synonym="log.segment.bytes"),
+    ConfigDef("segment.ms", Kind.LONG, _WEEK_MS, "roll a segment at this age",
+              minimum=1, broker_synonym="log.roll.ms"),
+    ConfigDef("segment.index.bytes", Kind.INT, 10 * 1024 * 1024, "maximum size of an offset index",
+              minimum=8, broker_synonym="log.index.size.max.bytes"),
+    ConfigDef("index.interval.bytes", Kind.INT, 4096, "log bytes between two index entries",
+              minimum=0, broker_synonym="log.index.interval.bytes"),
+    ConfigDef("file.delete.delay.ms", Kind.LONG, 60_000, "delay before a deleted segment's files go",
+              minimum=0, broker_synonym="log.segment.delete.delay.ms"),
+    ConfigDef("max.message.bytes", Kind.INT, 1024 * 1024 + 12, "largest record batch accepted",
+              minimum=0, broker_synonym="message.max.bytes"),
+    ConfigDef("message.timestamp.type", Kind.STRING, "CreateTime", "which timestamp the log keeps",
+              choices=("CreateTime", "LogAppendTime"), broker_synonym="log.message.timestamp.type"),
+    ConfigDef("min.insync.replicas", Kind.INT, 1, "ISR size below which acks=all is refused",
+              minimum=1, broker_synonym="min.insync.replicas"),
+    ConfigDef("unclean.leader.election.enable", Kind.BOOLEAN, False,
+              "let an out-of-sync replica become leader (may lose acknowledged writes)",
+              broker_synonym="unclean.leader.election.enable"),
+    # ackly's own: when appended bytes reach the disk (GUARANTEES.md rule 5).
+    ConfigDef("flush.policy", Kind.STRING, "always",
+              "always: fsync before acknowledging (group commit); interval: every "
+              "flush.interval.ms; never: leave it to the OS",
+              choices=("always", "interval", "never"), broker_synonym="log.flush.policy"),
+    ConfigDef("flush.interval.ms", Kind.LONG, 1000, "flush period under flush.policy=interval",
+              minimum=1, broker_synonym="log.flush.interval.ms"),
+    ConfigDef("compression.type", Kind.STRING, "producer", "batches are kept as the producer sent them",
+              choices=("producer",), broker_synonym="compression.type"),
+)
+TOPIC_CONFIGS: Mapping[str, ConfigDef] = {d.name: d for d in TOPIC_CONFIG_DEFS}
+
+_BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
+    ConfigDef("broker.id", Kind.INT, 0, "this broker's id", minimum=0, read_only=True),
+    ConfigDef("num.partitions", Kind.INT, 1, "partitions of an auto-created topic", minimum=1),
+    ConfigDef("default.replication.factor", Kind.INT, 1, "replicas of an auto-created topic",
+              minimum=1),
+    ConfigDef("auto.create.topics.enable", Kind.BOOLEAN, True,
+              "create a topic when a client asks for its metadata"),
+    ConfigDef("delete.topic.enable", Kind.BOOLEAN, True, "allow DeleteTopics"),
+    ConfigDef("socket.request.max.bytes", Kind.INT, 100 * 1024 * 1024,
+              "largest request frame; a larger one closes the connection", minimum=1),
+    ConfigDef("log.retention.check.interval.ms", Kind.LONG, 300_000,
+              "how often retention runs", minimum=1),
+    ConfigDef("log.flush.offset.checkpoint.interval.ms", Kind.LONG, 60_000,
+              "how often the recovery point is checkpointed", minimum=1),
+    ConfigDef("fetch.max.bytes", Kind.INT, 55 * 1024 * 1024, "cap on one fetch response",
+              minimum=1024),
+    ConfigDef("group.initial.rebalance.delay.ms", Kind.INT, 3000, "first-join delay", minimum=0),
+)
+
+
+def _broker_defs() -> dict[str, ConfigDef]:
+    defs = {d.name: d for d in _BROKER_ONLY_DEFS}
+    for topic_def in TOPIC_CONFIG_DEFS:
+        assert topic_def.broker_synonym is not None
+        defs[topic_def.broker_synonym] = dataclasses.replace(
+            topic_def, name=topic_def.broker_synonym, broker_synonym=None
+        )
+    return defs
+
+
+BROKER_CONFIGS: Mapping[str, ConfigDef] = _broker_defs()
+
+
+def _attr(name: str) -> str:
+    return name.replace(".", "_")
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    """The effective configuration of one topic."""
+
+    cleanup_policy: tuple[str, ...]
+    retention_ms: int
+    retention_bytes: int
+    segment_bytes: int
+    segment_ms: int
+    segment_index_bytes: int
+    index_interval_bytes: int
+    file_delete_delay_ms: int
+    max_message_bytes: int
+    message_timestamp_type: str
+    min_insync_replicas: int
+    unclean_leader_election_enable: bool
+    flush_policy: str
+    flush_interval_ms: int
+    compression_type: str
+    overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def resolve(cls, broker: BrokerConfig, overrides: Mapping[str, str]) -> TopicConfig:
+        """Build the effective config from a topic's overrides and the broker's defaults."""
+        validate_topic_overrides(overrides)
+        values: dict[str, Any] = {}
+        for d in TOPIC_CONFIG_DEFS:
+            if d.name in overrides:
+                values[_attr(d.name)] = d.parse(overrides[d.name])
+            else:
+                assert d.broker_synonym is not None
+                values[_attr(d.name)] = broker.get(d.broker_synonym)
+        return cls(**values, overrides=dict(overrides))
+
+    def get(self, name: str) -> Any:
+        return getattr(self, _attr(name))
+
+    def source_of(self, name: str, broker: BrokerConfig) -> Source:
+        if name in self.overrides:
+            return Source.TOPIC
+        synonym = TOPIC_CONFIGS[name].broker_synonym
+        if synonym is not None and synonym in broker.explicit:
+            return Source.BROKER_STATIC
+        return Source.DEFAULT
+
+
+def validate_topic_overrides(overrides: Mapping[str, str]) -> None:
+    """Refuse unknown keys and bad values (raises ConfigError naming the key)."""
+    for key, raw in overrides.items():
+        d = TOPIC_CONFIGS.get(key)
+        if d is None:
+            raise ConfigError(key, "unknown topic config")
+        d.parse(raw)
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """The broker's static configuration (`--config key=value` at start-up)."""
+
+    values: Mapping[str, Any]
+    explicit: frozenset[str]
+
+    @classmethod
+    def from_properties(cls, props: Mapping[str, str]) -> BrokerConfig:
+        values = {name: d.default for name, d in BROKER_CONFIGS.items()}
+        for key, raw in props.items():
+            d = BROKER_CONFIGS.get(key)
+            if d is None:
+                raise ConfigError(key, "unknown broker config")
+            values[key] = d.parse(raw)
+        return cls(values=values, explicit=frozenset(props))
+
+    def get(self, name: str) -> Any:
+        return self.values[name]
+
+    @property
+    def broker_id(self) -> int:
+        return int(self.values["broker.id"])
+
+    @property
+    def socket_request_max_bytes(self) -> int:
+        return int(self.values["socket.request.max.bytes"])
+
+    def topic_defaults(self) -> TopicConfig:
+        return TopicConfig.resolve(self, {})
+
+
+def parse_properties(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Parse `key=value` strings as given on the command line."""
+    props: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(pair, "expected key=value")
+        props[key.strip()] = value.strip()
+    return props
+

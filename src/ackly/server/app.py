@@ -1,0 +1,148 @@
+"""The asyncio shell around one BrokerNode: sockets, the clock, timers and the flusher thread.
+
+This is the only layer that knows asyncio (DESIGN.md s.1). It feeds the node decoded frames
+with `now_ms`, arms one timer for the node's next deadline, and runs flushes in a single
+worker thread: while one group flush runs, new appends collect for the next one, so a burst of
+concurrent producers shares each fsync (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import random
+import time
+from collections.abc import Mapping
+
+from ackly.broker.node import BrokerNode
+from ackly.config import BrokerConfig
+from ackly.log.disk import RealDisk
+from ackly.log.partition_log import FlushJob
+from ackly.server.connection import Connection
+from ackly.types import TopicPartition
+
+log = logging.getLogger("ackly.server")
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _run_flush_jobs(jobs: list[tuple[TopicPartition, FlushJob]]) -> None:
+    for _, job in jobs:
+        job.run()
+
+
+class BrokerServer:
+    def __init__(
+        self,
+        *,
+        data_dir: str,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        properties: Mapping[str, str] | None = None,
+        advertised_host: str | None = None,
+        use_sendfile: bool = True,
+    ) -> None:
+        self.config = BrokerConfig.from_properties(dict(properties or {}))
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port
+        self.advertised_host = advertised_host or host
+        self.use_sendfile = use_sendfile
+        self.node: BrokerNode = None  # type: ignore[assignment]  # set by start()
+        self._server: asyncio.base_events.Server | None = None
+        self._flusher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-flush")
+        self._flush_task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due_ms: int | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._next_connection_id = 0
+
+    def now_ms(self) -> int:
+        return wall_clock_ms()
+
+    async def start(self) -> tuple[str, int]:
+        """Recover the logs, then listen; returns the bound (host, port)."""
+        self._server = await asyncio.start_server(
+            self._on_connection, self.host, self.port, reuse_address=True, backlog=512,
+        )
+        sock = self._server.sockets[0]
+        self.host, self.port = sock.getsockname()[:2]
+        self.node = BrokerNode(
+            config=self.config, disk=RealDisk(), data_dir=self.data_dir,
+            host=self.advertised_host if self.advertised_host != "0.0.0.0" else "127.0.0.1",
+            port=self.port, now_ms=self.now_ms(), rng=random.Random(),
+        )
+        self.after_event()
+        return self.host, self.port
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if self.node is None:  # accepted while recovering: not ready yet
+            writer.close()
+            return
+        self._next_connection_id += 1
+        conn = Connection(self, reader, writer, self._next_connection_id)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await conn.run()
+        finally:
+            self._connections.discard(task)
+
+    def after_event(self) -> None:
+        """After any input: start a group flush if one is due, and re-arm the timer."""
+        node = self.node
+        if node.has_flush_work and self._flush_task is None:
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
+        due = node.next_deadline_ms()
+        if due is not None and due != self._timer_due_ms:
+            if self._timer is not None:
+                self._timer.cancel()
+            delay_s = max(due - self.now_ms(), 0) / 1000
+            self._timer = asyncio.get_running_loop().call_later(delay_s, self._on_timer)
+            self._timer_due_ms = due
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_due_ms = None
+        self.node.tick(self.now_ms())
+        self.after_event()
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.node.has_flush_work:
+                jobs = self.node.take_flush_jobs()
+                if jobs:
+                    try:
+                        await loop.run_in_executor(self._flusher, _run_flush_jobs, jobs)
+                    except OSError:
+                        # A failed fsync leaves the data unflushed: its producers are not
+                        # acknowledged and time out (indeterminate), as Kafka's would.
+                        log.exception("flush failed; the appends it covered stay unacknowledged")
+                        continue
+                self.node.complete_flush(jobs, self.now_ms())
+        finally:
+            self._flush_task = None
+        self.after_event()
+
+    async def stop(self) -> None:
+        """Stop accepting, drop connections, finish the flush in flight, close every log."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._flush_task is not None:
+            await asyncio.gather(self._flush_task, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.node is not None:
+            self.node.close()
+        self._flusher.shutdown(wait=True)

@@ -1,0 +1,86 @@
+"""Real `ackly serve` processes for tests: start, wait until listening, kill -9, restart."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+
+_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+class BrokerProcess:
+    """One broker process on 127.0.0.1 with its own data directory.
+
+    `port=0` lets the broker pick a free port on first start; restarts reuse that port so
+    clients can reconnect to the same bootstrap address.
+    """
+
+    def __init__(self, data_dir: str, *, port: int = 0, broker_id: int = 0,
+                 configs: Mapping[str, str] | None = None, start_timeout_s: float = 20.0) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.broker_id = broker_id
+        self.configs = dict(configs or {})
+        self.start_timeout_s = start_timeout_s
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "ackly", "serve", "--host", "127.0.0.1",
+               "--port", str(self.port), "--data-dir", self.data_dir,
+               "--broker-id", str(self.broker_id)]
+        for key, value in self.configs.items():
+            cmd += ["--config", f"{key}={value}"]
+        return cmd
+
+    def start(self) -> BrokerProcess:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        ready = threading.Event()
+        proc = self.proc
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                self.output.append(line)
+                match = _LISTENING.search(line)
+                if match and not ready.is_set():
+                    self.port = int(match.group(2))
+                    ready.set()
+            ready.set()  # exited: unblock the waiter
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(self.start_timeout_s) or proc.poll() is not None:
+            self.kill()
+            raise RuntimeError("ackly serve did not start:\n" + "".join(self.output))
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` (default: kill -9) and wait for the process to end."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> int:
+        """Clean shutdown (SIGTERM); returns the exit status."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def restart(self) -> BrokerProcess:
+        self.kill()
+        return self.start()
