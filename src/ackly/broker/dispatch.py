@@ -16,10 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from ackly.broker.context import RequestContext
 from ackly.broker.handlers import (
+    alter_configs,
     api_versions,
+    create_partitions,
     create_topics,
+    delete_records,
     delete_topics,
+    describe_cluster,
+    describe_configs,
     fetch,
+    incremental_alter_configs,
     list_offsets,
     metadata,
     produce,
@@ -47,6 +53,8 @@ def _spec(module: ModuleType) -> ApiSpec:
 
 HANDLER_MODULES: tuple[ModuleType, ...] = (
     produce, fetch, list_offsets, metadata, api_versions, create_topics, delete_topics,
+    create_partitions, delete_records, describe_configs, alter_configs,
+    incremental_alter_configs, describe_cluster,
 )
 
 TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}

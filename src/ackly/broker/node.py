@@ -16,6 +16,7 @@ acks=all, below HW.
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
 from collections.abc import Iterable
@@ -31,6 +32,8 @@ from ackly.log.partition_log import FlushJob, PartitionLog
 from ackly.replication.partition import Partition
 from ackly.replication.purgatory import Purgatory
 from ackly.types import TopicPartition
+
+log = logging.getLogger("ackly.broker")
 
 
 @dataclass
@@ -224,9 +227,17 @@ class BrokerNode:
         return min(candidates)
 
     def close(self) -> None:
-        """Clean shutdown: flush and close every log (writes the clean-shutdown markers)."""
+        """Clean shutdown: flush and close every log (writes the clean-shutdown markers).
+
+        A log that cannot be closed cleanly (a full or failing disk) is logged and left for
+        recovery at the next start, which checks it from its recovery point; the others still
+        close.
+        """
         for p in self.all_partitions():
-            p.log.close()
+            try:
+                p.log.close()
+            except (OSError, KafkaError) as exc:
+                log.error("%s not closed cleanly (recovery will check it at start-up): %s", p.tp, exc)
 
     # --- requests --------------------------------------------------------------------------
 

@@ -122,6 +122,11 @@ def _is_nullable(tp: Any) -> bool:
 
 
 def _convert(kafka_type: str | None, tp: Any, value: Any) -> Any:
+    if _is_nullable(tp):
+        # `X | None`: convert as X (e.g. a nullable array of entities).
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) == 1:
+            tp = inner[0]
     if kafka_type == "timedelta_i32" or kafka_type == "timedelta_i64":
         return value if isinstance(value, datetime.timedelta) else datetime.timedelta(milliseconds=value)
     if kafka_type == "datetime_i64" and isinstance(value, int):

@@ -50,7 +50,6 @@ from ackly.protocol.records import (
 
 Headers = tuple[tuple[str, bytes | None], ...]
 
-NO_TIMESTAMP = -1
 # The smallest record: length, attributes, timestampDelta, offsetDelta, keyLength,
 # valueLength, headerCount, one byte each. Bounds the record count a section can claim.
 _MIN_RECORD_SIZE = 7
@@ -392,7 +391,6 @@ __all__ = [
     "ControlType",
     "DecodedRecord",
     "Headers",
-    "NO_TIMESTAMP",
     "Record",
     "decode_batch",
     "decode_batches",

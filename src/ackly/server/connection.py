@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -93,7 +94,7 @@ class Connection:
                 self.slots.append(slot)
                 ctx = RequestContext(
                     header=header, now_ms=now_ms,
-                    sink=lambda pieces, slot=slot: self._answer(slot, pieces),
+                    sink=functools.partial(self._answer, slot),
                     connection_id=self.connection_id, client_host=self.client_host,
                 )
                 node.handle_frame(ctx, frame)

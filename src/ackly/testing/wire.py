@@ -71,6 +71,7 @@ class WireClient:
         offset = 4
         if is_flexible(api_key, version) and api_key != 18:
             offset += 1  # empty tagged fields of response header v1
+        value: Any
         value, _ = entity_reader(response_type(api_key, version))(frame, offset)
         return correlation_id, value
 

@@ -1,0 +1,75 @@
+"""CreatePartitions (key 37): grow a topic to a larger partition count.
+
+Mirrors Kafka's CreatePartitions (KIP-195): partitions are only ever added, never removed, so
+a count that is not larger than the current one is INVALID_PARTITIONS; an unknown topic is
+UNKNOWN_TOPIC_OR_PARTITION; a topic named twice in one request is INVALID_REQUEST for each
+copy, as in Kafka. This broker is a one-broker cluster and places every new partition on
+itself, so manual replica assignments are refused with INVALID_REPLICA_ASSIGNMENT rather than
+silently ignored. `validate_only` runs the checks and adds nothing. Topics are independent:
+one refused topic does not stop another. The new partitions exist (catalogue durable,
+directories created) when the answer is sent, so `timeout` is not needed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from ackly.broker.context import RequestContext
+from ackly.errors import ErrorCode, KafkaError
+from ackly.protocol.messages import build
+
+if TYPE_CHECKING:
+    from ackly.broker.node import BrokerNode
+
+API_KEY = 37
+MIN_VERSION = 0
+MAX_VERSION = 3
+
+# Each partition is a directory with open files; a bound keeps one request from asking this
+# broker to create millions of them. Kafka itself has no such bound, but no real topic is near.
+MAX_PARTITIONS_PER_TOPIC = 100_000
+
+
+def _check(node: BrokerNode, t: Any, duplicates: set[str]) -> None:
+    """Raise the KafkaError that refuses growing this topic, if there is one."""
+    if t.name in duplicates:
+        raise KafkaError(ErrorCode.invalid_request,
+                         f"topic {t.name!r} appears more than once in the request")
+    state = node.topics.get(t.name)
+    if state is None:
+        raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {t.name!r} does not exist")
+    current = len(state.partitions)
+    count = int(t.count)
+    if count == current:
+        raise KafkaError(ErrorCode.invalid_partitions,
+                         f"topic {t.name!r} already has {current} partitions")
+    if count < current:
+        raise KafkaError(ErrorCode.invalid_partitions,
+                         f"topic {t.name!r} has {current} partitions, more than the requested "
+                         f"{count}; partitions cannot be removed")
+    if count > MAX_PARTITIONS_PER_TOPIC:
+        raise KafkaError(ErrorCode.invalid_partitions,
+                         f"{count} partitions is above this broker's limit of "
+                         f"{MAX_PARTITIONS_PER_TOPIC} per topic")
+    if t.assignments is not None:
+        raise KafkaError(ErrorCode.invalid_replica_assignment,
+                         "manual replica assignment is not supported: this broker places "
+                         "every partition itself")
+
+
+def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
+    counts = Counter(t.name for t in request.topics)
+    duplicates = {name for name, n in counts.items() if n > 1}
+    validate_only = bool(request.validate_only)
+    results = []
+    for t in request.topics:
+        try:
+            _check(node, t, duplicates)
+            if not validate_only:
+                node.add_partitions(t.name, int(t.count), ctx.now_ms)
+            results.append({"name": t.name, "error_code": ErrorCode.none, "error_message": None})
+        except KafkaError as exc:
+            results.append({"name": t.name, "error_code": exc.code,
+                            "error_message": exc.message})
+    ctx.respond(build(API_KEY, ctx.api_version, {"throttle_time": 0, "results": results}))

@@ -1,0 +1,63 @@
+"""DescribeCluster (key 60): the cluster id, the controller and the live brokers (KIP-700).
+
+Mirrors a Kafka broker's answer. ackly's single broker is the whole cluster and its own
+controller, so the broker list is this broker and the controller id is its id. v1+ asks for an
+endpoint type (KIP-919): BROKER (1) is answered; CONTROLLER (2) is what clients send to
+`bootstrap.controllers` endpoints, and a Kafka broker answers it with MISMATCHED_ENDPOINT_TYPE,
+as this one does; any other value is UNSUPPORTED_ENDPOINT_TYPE. There are no fenced brokers
+(v2). With no authorizer every operation is allowed, so when asked, the cluster's authorized
+operations are all the operations a cluster resource supports, as Kafka reports without an
+authorizer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ackly.broker.context import RequestContext
+from ackly.errors import ErrorCode
+from ackly.protocol.messages import build
+
+if TYPE_CHECKING:
+    from ackly.broker.node import BrokerNode
+
+API_KEY = 60
+MIN_VERSION = 0
+MAX_VERSION = 2
+
+ENDPOINT_BROKER = 1
+ENDPOINT_CONTROLLER = 2
+
+# AclOperation codes a CLUSTER resource supports (Kafka's AclEntry.supportedOperations).
+_CREATE, _ALTER, _DESCRIBE, _CLUSTER_ACTION = 5, 7, 8, 9
+_DESCRIBE_CONFIGS, _ALTER_CONFIGS, _IDEMPOTENT_WRITE = 10, 11, 12
+CLUSTER_OPERATIONS = sum(1 << op for op in (
+    _CREATE, _ALTER, _DESCRIBE, _CLUSTER_ACTION, _DESCRIBE_CONFIGS, _ALTER_CONFIGS,
+    _IDEMPOTENT_WRITE,
+))
+OPERATIONS_NOT_REQUESTED = -(2**31)
+
+
+def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
+    endpoint_type = int(getattr(request, "endpoint_type", ENDPOINT_BROKER))
+    response: dict[str, Any] = {
+        "throttle_time": 0, "endpoint_type": endpoint_type, "cluster_id": node.cluster_id,
+        "controller_id": -1, "brokers": [],
+        "cluster_authorized_operations": OPERATIONS_NOT_REQUESTED,
+    }
+    if endpoint_type == ENDPOINT_CONTROLLER:
+        response.update(error_code=ErrorCode.mismatched_endpoint_type,
+                        error_message="this is a broker endpoint; controllers are not listed "
+                                      "separately (use endpoint type 1, brokers)")
+    elif endpoint_type != ENDPOINT_BROKER:
+        response.update(error_code=ErrorCode.unsupported_endpoint_type,
+                        error_message=f"unknown endpoint type {endpoint_type} (1: brokers)")
+    else:
+        response.update(
+            error_code=ErrorCode.none, error_message=None, controller_id=node.broker_id,
+            brokers=[{"broker_id": node.broker_id, "host": node.host, "port": node.port,
+                      "rack": None, "is_fenced": False}],
+        )
+        if request.include_cluster_authorized_operations:
+            response["cluster_authorized_operations"] = CLUSTER_OPERATIONS
+    ctx.respond(build(API_KEY, ctx.api_version, response))

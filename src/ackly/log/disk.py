@@ -1,0 +1,497 @@
+"""The `Disk` interface: every byte the log reads or writes goes through it.
+
+Owns: the two implementations of `Disk`/`DiskFile`.
+- `RealDisk`: the operating system's filesystem, through raw fds (`os.pwrite`/`os.pread`), so
+  an append never seeks and `fileno()` can feed `loop.sendfile` (zero copy).
+- `SimDisk`: an in-memory disk for tests and the simulator. Each file has the bytes readers see
+  and the bytes that are durable; `crash()` throws away what was never flushed and may tear the
+  last write, as a power loss does.
+
+On-disk layout: none of its own; it stores whatever paths the log asks for.
+
+Invariants:
+- `DiskFile.append` writes at the file's end (the position is kept in memory, never sought);
+  the bytes are visible to `read` on return and durable only after `flush`.
+- A failed append (ENOSPC, EIO, ...) leaves the file as it was and raises
+  `KafkaError(KAFKA_STORAGE_ERROR)`, so a full disk fails one produce and the broker stays up.
+- `flush` may run in a worker thread while the event loop appends to the same file (fsync on an
+  fd is safe against concurrent pwrite); nothing else is called from another thread.
+- `write_atomic` is durable on return: temp file, fsync, rename, fsync of the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from typing import Protocol
+
+from ackly.errors import ErrorCode, KafkaError
+
+# errnos that mean "this disk cannot take the write", answered to the client as
+# KAFKA_STORAGE_ERROR. Anything else (EBADF, EINVAL, ...) is our own bug and propagates.
+STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG, errno.ENOMEM}
+)
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _storage_error(operation: str, path: str, exc: OSError) -> KafkaError:
+    return KafkaError(ErrorCode.kafka_storage_error, f"{operation} {path}: {exc.strerror}")
+
+
+class DiskFile(Protocol):
+    """One open file. Appends go to the end; reads are positional."""
+
+    path: str
+
+    def append(self, data: bytes | bytearray | memoryview) -> int:
+        """Write `data` at the end; return the position it starts at.
+
+        Visible to `read` on return; not durable until `flush`. On failure nothing is written
+        and KafkaError(KAFKA_STORAGE_ERROR) is raised.
+        """
+        ...
+
+    def read(self, position: int, size: int) -> bytes:
+        """Up to `size` bytes from `position`; short at the end of the file."""
+        ...
+
+    def size(self) -> int: ...
+
+    def flush(self) -> None:
+        """Make every byte appended so far durable (fsync). Safe concurrently with `append`."""
+        ...
+
+    def truncate(self, size: int) -> None:
+        """Cut the file to `size` bytes. Visible at once; durable after the next `flush`."""
+        ...
+
+    def close(self) -> None: ...
+
+    def fileno(self) -> int | None:
+        """A real OS fd for `sendfile`, or None when the file is not an OS file (SimDisk)."""
+        ...
+
+
+class Disk(Protocol):
+    """A directory tree of files (the paths are plain strings joined with `os.path.join`)."""
+
+    def open(self, path: str) -> DiskFile:
+        """Open `path` for reading and appending, creating it if absent."""
+        ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def listdir(self, path: str) -> list[str]:
+        """Names (not paths) in directory `path`, sorted."""
+        ...
+
+    def makedirs(self, path: str) -> None: ...
+
+    def remove(self, path: str) -> None: ...
+
+    def rename(self, src: str, dst: str) -> None:
+        """Rename a file (replacing `dst`); open files keep working. Durable on return."""
+        ...
+
+    def rmtree(self, path: str) -> None: ...
+
+    def read_file(self, path: str) -> bytes | None:
+        """The whole content of a small file, or None if it does not exist."""
+        ...
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        """Replace `path` with `data` all at once. Durable on return."""
+        ...
+
+
+# --------------------------------------------------------------------------- real filesystem
+
+
+class RealFile:
+    """A file on the OS filesystem, reached through a raw fd (see `RealDisk`)."""
+
+    def __init__(self, path: str, fd: int, size: int) -> None:
+        self.path = path
+        self._fd = fd
+        # The append position is ours, not the kernel's: appends use pwrite at this position,
+        # so a failed partial write can be rolled back and never leaves the log torn.
+        self._size = size
+
+    def append(self, data: bytes | bytearray | memoryview) -> int:
+        position = self._size
+        view = memoryview(data).cast("B")
+        total = len(view)
+        written = 0
+        try:
+            while written < total:
+                count = os.pwrite(self._fd, view[written:], position + written)
+                if count <= 0:
+                    raise OSError(errno.EIO, "pwrite wrote nothing")
+                written += count
+        except OSError as exc:
+            if written:
+                # Best effort: if this fails too, the junk lies beyond our append position,
+                # is never read (reads stop at _size) and is overwritten by the next append.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, position)
+            if exc.errno in STORAGE_ERRNOS:
+                raise _storage_error("append to", self.path, exc)
+            raise
+        self._size = position + total
+        return position
+
+    def read(self, position: int, size: int) -> bytes:
+        size = min(size, self._size - position)
+        if size <= 0:
+            return b""
+        first = os.pread(self._fd, size, position)
+        if len(first) == size or not first:
+            return first
+        parts = [first]
+        got = len(first)
+        while got < size:
+            chunk = os.pread(self._fd, size - got, position + got)
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+    def size(self) -> int:
+        return self._size
+
+    def flush(self) -> None:
+        fd = self._fd  # read once: close() may run while a flush thread is here
+        if fd < 0:
+            return
+        try:
+            _fdatasync(fd)
+        except OSError as exc:
+            if self._fd < 0:
+                return  # closed (segment deleted) while we flushed: nothing left to make durable
+            raise _storage_error("fsync", self.path, exc)
+
+    def truncate(self, size: int) -> None:
+        assert 0 <= size <= self._size, (size, self._size)
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as exc:
+            raise _storage_error("truncate", self.path, exc)
+        self._size = size
+
+    def close(self) -> None:
+        fd = self._fd
+        if fd >= 0:
+            self._fd = -1
+            os.close(fd)
+
+    def fileno(self) -> int | None:
+        return self._fd if self._fd >= 0 else None
+
+
+def _fdatasync(fd: int) -> None:
+    # fdatasync also persists the file size, which is all metadata a log needs back.
+    sync = getattr(os, "fdatasync", os.fsync)
+    sync(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    """Make a directory's entries (created, renamed files) durable."""
+    fd = os.open(path or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RealDisk:
+    """The OS filesystem. Directory changes that matter for recovery are fsynced."""
+
+    def open(self, path: str) -> DiskFile:
+        created = not os.path.exists(path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno in STORAGE_ERRNOS:
+                raise _storage_error("open", path, exc)
+            raise
+        size = os.fstat(fd).st_size
+        if created:
+            # A new segment must still exist after a power loss once its data is flushed.
+            _fsync_dir(os.path.dirname(path))
+        return RealFile(path, fd, size)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(path))
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def remove(self, path: str) -> None:
+        os.remove(path)
+        # Removal must be durable too: a clean-shutdown marker that came back after a power
+        # loss would make the next start trust indexes it must rebuild.
+        _fsync_dir(os.path.dirname(path))
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+        _fsync_dir(os.path.dirname(dst))
+
+    def rmtree(self, path: str) -> None:
+        shutil.rmtree(path)
+
+    def read_file(self, path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        temp = path + TEMP_SUFFIX
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+            _fsync_dir(os.path.dirname(path))
+        except OSError as exc:
+            if exc.errno in STORAGE_ERRNOS:
+                raise _storage_error("write", path, exc)
+            raise
+
+
+# --------------------------------------------------------------------------- simulated disk
+
+
+@dataclass(frozen=True)
+class _PendingWrite:
+    position: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class _PendingTruncate:
+    size: int
+
+
+class _SimNode:
+    """A file's content: what readers see now, what is durable, and what happened between."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.data = bytearray(data)
+        self.durable = bytes(data)
+        self.pending: list[_PendingWrite | _PendingTruncate] = []
+
+
+def _apply(content: bytearray, op: _PendingWrite | _PendingTruncate) -> None:
+    if isinstance(op, _PendingTruncate):
+        del content[op.size :]
+        return
+    if op.position > len(content):
+        # The earlier writes that filled this gap were lost: a hole reads as zeros.
+        content.extend(bytes(op.position - len(content)))
+    content[op.position : op.position + len(op.data)] = op.data
+
+
+class SimFile:
+    """A handle on a `SimDisk` file. Handles die at `SimDisk.crash()` (like the process)."""
+
+    def __init__(self, disk: SimDisk, path: str, node: _SimNode) -> None:
+        self.path = path
+        self._disk = disk
+        self._node = node
+        self._generation = disk.generation
+        self._closed = False
+
+    def _check(self) -> None:
+        assert not self._closed, f"{self.path} used after close"
+        assert self._generation == self._disk.generation, f"{self.path} used after a crash"
+
+    def append(self, data: bytes | bytearray | memoryview) -> int:
+        self._check()
+        chunk = bytes(data)
+        self._disk.reserve(len(chunk), self.path)
+        node = self._node
+        position = len(node.data)
+        node.data += chunk
+        node.pending.append(_PendingWrite(position, chunk))
+        return position
+
+    def read(self, position: int, size: int) -> bytes:
+        self._check()
+        return bytes(self._node.data[position : position + size])
+
+    def size(self) -> int:
+        return len(self._node.data)
+
+    def flush(self) -> None:
+        if self._closed:
+            return
+        self._check()
+        self._node.durable = bytes(self._node.data)
+        self._node.pending.clear()
+
+    def truncate(self, size: int) -> None:
+        self._check()
+        assert 0 <= size <= len(self._node.data)
+        del self._node.data[size:]
+        self._node.pending.append(_PendingTruncate(size))
+
+    def close(self) -> None:
+        self._closed = True
+
+    def fileno(self) -> int | None:
+        return None
+
+
+class SimDisk:
+    """An in-memory disk whose `crash()` behaves like a power loss.
+
+    Model (simplified, as the simulator needs it):
+    - directory operations (create, rename, remove) and `write_atomic` are durable at once;
+    - file content is durable up to the last `flush`; at `crash()` each file keeps its durable
+      bytes plus, chosen by the seeded `rng`, either nothing more, or the unflushed writes in
+      order up to one that is torn part-way (the page cache wrote back some of them), or only a
+      torn prefix of the last write (earlier unflushed bytes read back as zeros);
+    - `capacity_bytes`, when set, makes appends beyond it fail like ENOSPC.
+    """
+
+    def __init__(self, rng: random.Random, capacity_bytes: int | None = None) -> None:
+        self._rng = rng
+        self._files: dict[str, _SimNode] = {}
+        self._dirs: set[str] = {"/", "."}
+        self.capacity_bytes = capacity_bytes
+        self.generation = 0
+
+    @staticmethod
+    def _norm(path: str) -> str:
+        return os.path.normpath(path)
+
+    def _check_parent(self, path: str) -> None:
+        parent = os.path.dirname(path) or "."
+        if parent not in self._dirs:
+            raise FileNotFoundError(errno.ENOENT, "no such directory", parent)
+
+    def used_bytes(self) -> int:
+        return sum(len(node.data) for node in self._files.values())
+
+    def reserve(self, size: int, path: str) -> None:
+        """Refuse a write that would overflow `capacity_bytes` (a full disk)."""
+        if self.capacity_bytes is not None and self.used_bytes() + size > self.capacity_bytes:
+            raise _storage_error("append to", path, OSError(errno.ENOSPC, "No space left"))
+
+    def open(self, path: str) -> DiskFile:
+        path = self._norm(path)
+        node = self._files.get(path)
+        if node is None:
+            self._check_parent(path)
+            node = self._files[path] = _SimNode()
+        return SimFile(self, path, node)
+
+    def exists(self, path: str) -> bool:
+        path = self._norm(path)
+        return path in self._files or path in self._dirs
+
+    def listdir(self, path: str) -> list[str]:
+        path = self._norm(path)
+        if path not in self._dirs:
+            raise FileNotFoundError(errno.ENOENT, "no such directory", path)
+        names = [os.path.basename(p) for p in self._files if os.path.dirname(p) == path]
+        names += [os.path.basename(d) for d in self._dirs if d != path and os.path.dirname(d) == path]
+        return sorted(names)
+
+    def makedirs(self, path: str) -> None:
+        path = self._norm(path)
+        while path not in self._dirs:
+            self._dirs.add(path)
+            parent = os.path.dirname(path)
+            if not parent or parent == path:
+                break
+            path = parent
+
+    def remove(self, path: str) -> None:
+        path = self._norm(path)
+        if self._files.pop(path, None) is None:
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
+
+    def rename(self, src: str, dst: str) -> None:
+        src, dst = self._norm(src), self._norm(dst)
+        node = self._files.pop(src, None)
+        if node is None:
+            raise FileNotFoundError(errno.ENOENT, "no such file", src)
+        self._check_parent(dst)
+        self._files[dst] = node
+
+    def rmtree(self, path: str) -> None:
+        path = self._norm(path)
+        prefix = path + os.sep
+        for name in [p for p in self._files if p.startswith(prefix)]:
+            del self._files[name]
+        self._dirs = {d for d in self._dirs if d != path and not d.startswith(prefix)}
+
+    def read_file(self, path: str) -> bytes | None:
+        node = self._files.get(self._norm(path))
+        return None if node is None else bytes(node.data)
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        path = self._norm(path)
+        self._check_parent(path)
+        self._files[path] = _SimNode(data)
+
+    # -- faults
+
+    def crash(self) -> None:
+        """Power loss: every file falls back to what reached the disk; open handles die."""
+        for node in self._files.values():
+            content = self._survivor(node)
+            node.data = content
+            node.durable = bytes(content)
+            node.pending.clear()
+        self.generation += 1
+
+    def _survivor(self, node: _SimNode) -> bytearray:
+        content = bytearray(node.durable)
+        pending = node.pending
+        if not pending:
+            return content
+        rng = self._rng
+        if rng.random() < 0.5:
+            # Write-back reached the disk in order up to some write, which was torn.
+            kept = rng.randint(0, len(pending))
+            for op in pending[:kept]:
+                _apply(content, op)
+            if kept < len(pending):
+                torn = pending[kept]
+                if isinstance(torn, _PendingWrite) and torn.data:
+                    cut = rng.randint(0, len(torn.data) - 1)
+                    _apply(content, _PendingWrite(torn.position, torn.data[:cut]))
+        else:
+            # Only (a prefix of) the last write made it.
+            last = pending[-1]
+            if isinstance(last, _PendingWrite):
+                cut = rng.randint(0, len(last.data))
+                if cut:
+                    _apply(content, _PendingWrite(last.position, last.data[:cut]))
+        return content
+
+    def corrupt(self, path: str, position: int, data: bytes) -> None:
+        """Overwrite bytes in place, durably (bit rot, a bad sector): for recovery tests."""
+        node = self._files[self._norm(path)]
+        node.data[position : position + len(data)] = data
+        node.durable = bytes(node.data)
+        node.pending.clear()

@@ -1,0 +1,787 @@
+"""One partition's log: an ordered list of segments and the offsets that describe it.
+
+Owns: `PartitionLog` (Kafka's UnifiedLog + LocalLog, with LogLoader's recovery): offset
+assignment on append, segment rolls, reads as file ranges, flush bookkeeping (recovery point),
+timestamp lookups, retention and DeleteRecords (log start offset), truncation, recovery.
+
+On-disk layout of a partition directory (`<topic>-<partition>/`):
+    <base offset>.log / .index / .timeindex   segments (see segment.py)
+    *.deleted                                 files of deleted segments, removed after
+                                              file.delete.delay.ms (Kafka's asyncDelete)
+    recovery-point, high-watermark, log-start-offset, clean-shutdown   (see checkpoint.py)
+
+Invariants (GUARANTEES.md rules 1, 2, 4, 6):
+- log_start_offset <= high_watermark <= log_end_offset, and recovery_point <= log_end_offset.
+- Segments are sorted by base offset and contiguous: each segment's next offset is the next
+  segment's base offset; only the last (active) segment takes appends.
+- Every batch below `recovery_point` is durable (it was fsynced, or recovery found and
+  re-synced it). Recovery starts at the segment holding the checkpointed recovery point.
+- Offsets are dense and assigned here, by patching each batch's base offset in place.
+
+Visibility and durability: an append is visible to `read` on return, durable once a flush
+that covers it completes (`begin_flush` / `FlushJob.run` / `complete_flush`), and committed
+once the replication layer moves the high watermark past it (`set_high_watermark`).
+
+The log never reads the clock: every time-dependent call takes `now_ms`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from bisect import bisect_right
+from dataclasses import dataclass
+
+from ackly.config import TopicConfig
+from ackly.errors import ErrorCode, KafkaError
+from ackly.log.checkpoint import (
+    HIGH_WATERMARK_FILE,
+    LOG_START_OFFSET_FILE,
+    RECOVERY_POINT_FILE,
+    CleanShutdownMarker,
+    OffsetCheckpoint,
+)
+from ackly.log.disk import TEMP_SUFFIX, Disk, DiskFile
+from ackly.log.index import INT32_MAX
+from ackly.log.segment import (
+    DELETED_SUFFIX,
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    AppendedBatch,
+    LogSegment,
+    parse_file_name,
+)
+from ackly.protocol.record_codec import decode_batch
+from ackly.protocol.records import (
+    TIMESTAMP_TYPE_MASK,
+    BatchHeader,
+    patch_base_offset,
+    patch_leader_epoch,
+    patch_log_append_time,
+)
+from ackly.types import NO_TIMESTAMP
+
+log = logging.getLogger(__name__)
+
+LOG_APPEND_TIME = "LogAppendTime"
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    first_offset: int
+    last_offset: int
+    log_append_time_ms: int  # -1 unless message.timestamp.type=LogAppendTime
+    log_start_offset: int
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """A byte range of one segment file holding whole batches (for sendfile)."""
+
+    file: DiskFile
+    position: int
+    size: int
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    ranges: tuple[FileRange, ...]
+    size: int  # sum of the ranges' sizes
+
+
+EMPTY_READ = ReadResult((), 0)
+
+
+class FlushJob:
+    """An fsync of everything appended before `begin_flush`, to run off the event loop.
+
+    `run` only fsyncs files, so it is safe in a worker thread while the event loop keeps
+    appending; hand the job back to `complete_flush` on the event loop afterwards.
+    """
+
+    def __init__(self, files: tuple[DiskFile, ...], upto_offset: int, truncations: int) -> None:
+        self.files = files
+        self.upto_offset = upto_offset
+        self.truncations = truncations
+
+    def run(self) -> None:
+        """Every batch below `upto_offset` is durable on return."""
+        for file in self.files:
+            file.flush()
+
+    def __repr__(self) -> str:
+        return f"FlushJob(upto_offset={self.upto_offset}, files={len(self.files)})"
+
+
+@dataclass
+class _PendingDeletion:
+    due_ms: int
+    file: DiskFile
+    paths: list[str]
+
+
+class PartitionLog:
+    """The log of one partition replica on one broker."""
+
+    def __init__(self, disk: Disk, dir_path: str, config: TopicConfig, now_ms: int) -> None:
+        """Use `PartitionLog.open`."""
+        self.disk = disk
+        self.dir_path = dir_path
+        self.config = config
+        self._segments: list[LogSegment] = []
+        self._bases: list[int] = []  # base offsets of _segments, for bisect
+        self._log_start_offset = 0
+        self._high_watermark = 0
+        self._recovery_point = 0
+        # Bumped by every truncate_to: a flush that began before a truncation must not move
+        # the recovery point over offsets that were rewritten after it.
+        self._truncations = 0
+        self._pending_deletions: list[_PendingDeletion] = []
+        self._clock_ms = now_ms  # latest now_ms seen: deadlines of deletions without a now_ms
+        self._closed = False
+        self._recovery_point_file = OffsetCheckpoint(disk, dir_path, RECOVERY_POINT_FILE)
+        self._high_watermark_file = OffsetCheckpoint(disk, dir_path, HIGH_WATERMARK_FILE)
+        self._log_start_file = OffsetCheckpoint(disk, dir_path, LOG_START_OFFSET_FILE)
+        self._clean_shutdown = CleanShutdownMarker(disk, dir_path)
+
+    # ------------------------------------------------------------------ open and recovery
+
+    @classmethod
+    def open(cls, disk: Disk, dir_path: str, config: TopicConfig, now_ms: int) -> PartitionLog:
+        """Create the partition directory, or load and recover what is in it (LogLoader).
+
+        On return every batch in the log is CRC-valid and durable (recovery_point = LEO).
+        """
+        self = cls(disk, dir_path, config, now_ms)
+        disk.makedirs(dir_path)
+        self._load(now_ms)
+        return self
+
+    def _load(self, now_ms: int) -> None:
+        disk, config = self.disk, self.config
+        clean = self._clean_shutdown.is_present()
+        if clean:
+            # Gone before anything changes: a crash from here on must not look clean.
+            self._clean_shutdown.remove()
+        recovery_point = self._recovery_point_file.read()
+        high_watermark = self._high_watermark_file.read()
+        log_start = self._log_start_file.read()
+
+        names = disk.listdir(self.dir_path)
+        bases: set[int] = set()
+        for name in names:
+            if name.endswith((DELETED_SUFFIX, TEMP_SUFFIX)):
+                disk.remove(os.path.join(self.dir_path, name))
+                continue
+            parsed = parse_file_name(name)
+            if parsed is not None and parsed[1] == LOG_SUFFIX:
+                bases.add(parsed[0])
+        for name in names:
+            parsed = parse_file_name(name)
+            if parsed is not None and parsed[1] != LOG_SUFFIX and parsed[0] not in bases:
+                disk.remove(os.path.join(self.dir_path, name))  # index without its log
+
+        segments = [
+            LogSegment.open_existing(disk, self.dir_path, base, config, now_ms)
+            for base in sorted(bases)
+        ]
+        if not segments:
+            start = log_start or 0
+            segments = [LogSegment.create(disk, self.dir_path, start, config, now_ms)]
+        recovered = self._recover_segments(segments, None if clean else (recovery_point or 0))
+
+        self._set_segments(segments)
+        leo = self.log_end_offset
+        start = max(segments[0].base_offset, log_start if log_start is not None else 0)
+        if start > leo:
+            # The log start was checkpointed (durably) above data that never became durable:
+            # start afresh there, as Kafka's truncateFullyAndStartAt does.
+            log.warning("%s: log start %d above recovered end %d", self.dir_path, start, leo)
+            for segment in segments:
+                self._remove_segment_now(segment)
+            self._set_segments([LogSegment.create(disk, self.dir_path, start, config, now_ms)])
+            recovered = []
+        self._log_start_offset = start
+        # Segments wholly below the log start: a deletion that was cut short by a crash.
+        while len(self._segments) > 1 and self._segments[1].base_offset <= start:
+            self._remove_segment_now(self._segments[0])
+            self._set_segments(self._segments[1:])
+
+        # What recovery accepted may still sit only in the page cache (kill -9): make it
+        # durable, so the recovery point can honestly be the log end.
+        for segment in recovered:
+            segment.flush()
+        leo = self.log_end_offset
+        self._recovery_point = leo
+        hw = high_watermark if high_watermark is not None else start
+        self._high_watermark = min(max(hw, start), leo)
+        self._log_start_file.write(self._log_start_offset)
+        self._recovery_point_file.write(self._recovery_point)
+        self._high_watermark_file.write(self._high_watermark)
+
+    def _recover_segments(
+        self, segments: list[LogSegment], recovery_point: int | None
+    ) -> list[LogSegment]:
+        """Load or recover each segment in `segments` (edited in place); return the ones
+        recovered. `recovery_point` None means a clean shutdown: trust what was written."""
+        if recovery_point is None:
+            first_to_recover = len(segments)
+        else:
+            first_to_recover = max(0, bisect_right([s.base_offset for s in segments],
+                                                   recovery_point) - 1)
+        recovered: list[LogSegment] = []
+        i = 0
+        while i < len(segments):
+            segment = segments[i]
+            is_last = i == len(segments) - 1
+            next_base = None if is_last else segments[i + 1].base_offset
+            must_recover = i >= first_to_recover or not segment.load_indexes(next_base)
+            if not must_recover:
+                if next_base is None:
+                    must_recover = not segment.load_active_tail()
+                else:
+                    segment.load_inactive(next_base)
+            if must_recover:
+                cut = segment.recover()
+                recovered.append(segment)
+                if next_base is not None and (cut or segment.next_offset != next_base):
+                    # Later segments would follow a gap: they hold writes that came after the
+                    # lost ones. Drop them, as LogLoader deletes segments after a torn one.
+                    log.warning("%s: dropping %d segments after %d", self.dir_path,
+                                len(segments) - i - 1, segment.base_offset)
+                    for later in segments[i + 1 :]:
+                        self._remove_segment_now(later)
+                    del segments[i + 1 :]
+                elif next_base is not None:
+                    segment.on_become_inactive()
+            i += 1
+        return recovered
+
+    def _remove_segment_now(self, segment: LogSegment) -> None:
+        segment.close()
+        for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+            path = segment.path(suffix)
+            if self.disk.exists(path):
+                self.disk.remove(path)
+
+    def _set_segments(self, segments: list[LogSegment]) -> None:
+        self._segments = segments
+        self._bases = [s.base_offset for s in segments]
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        """LEO: the offset the next appended record will get."""
+        return self._segments[-1].next_offset
+
+    @property
+    def high_watermark(self) -> int:
+        return self._high_watermark
+
+    @property
+    def recovery_point(self) -> int:
+        """Every batch below this offset is durable."""
+        return self._recovery_point
+
+    @property
+    def segments(self) -> tuple[LogSegment, ...]:
+        return tuple(self._segments)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    @property
+    def _active(self) -> LogSegment:
+        return self._segments[-1]
+
+    def _check_open(self) -> None:
+        assert not self._closed, f"{self.dir_path}: log used after close"
+
+    def _advance_clock(self, now_ms: int) -> None:
+        self._clock_ms = max(self._clock_ms, now_ms)
+
+    def _segment_index(self, offset: int) -> int:
+        """Index of the segment whose range holds `offset` (0 if below them all)."""
+        return max(0, bisect_right(self._bases, offset) - 1)
+
+    def set_high_watermark(self, offset: int) -> None:
+        """Move HW forward to `offset`, clamped to [log_start_offset, LEO]. A lower value is
+        ignored: HW goes back only through `truncate_to`."""
+        self._check_open()
+        offset = min(max(offset, self._log_start_offset), self.log_end_offset)
+        if offset > self._high_watermark:
+            self._high_watermark = offset
+
+    def update_config(self, config: TopicConfig) -> None:
+        """New topic config (AlterConfigs); takes effect from the next append/roll/retention."""
+        self.config = config
+        for segment in self._segments:
+            segment.update_config(config)
+
+    # ------------------------------------------------------------------ append and roll
+
+    def append(
+        self, records: bytearray, headers: list[BatchHeader], leader_epoch: int, now_ms: int
+    ) -> AppendResult:
+        """Append validated batches as the leader: assign offsets from LEO and stamp them.
+
+        `records` holds the batches back to back and `headers` their parsed headers, as
+        `records.validate_batches` returned them. Each batch's base offset and partition
+        leader epoch are patched in place (outside the CRC); with LogAppendTime its
+        timestamp too (the CRC is re-signed). Rolls first when needed.
+
+        Visible to `read` on return; not durable (see `begin_flush`); not committed.
+        Raises KafkaError(KAFKA_STORAGE_ERROR) if the disk refuses: then nothing was written
+        and LEO did not move.
+        """
+        self._check_open()
+        assert headers, "append needs at least one batch"
+        self._advance_clock(now_ms)
+        offset_count = sum(h.last_offset_delta + 1 for h in headers)
+        self.maybe_roll(now_ms, incoming_bytes=len(records), incoming_offsets=offset_count)
+        log_append_time = self.config.message_timestamp_type == LOG_APPEND_TIME
+        first_offset = next_offset = self.log_end_offset
+        position = 0
+        batches: list[AppendedBatch] = []
+        for header in headers:
+            patch_base_offset(records, position, next_offset)
+            patch_leader_epoch(records, position, leader_epoch)
+            max_timestamp = header.max_timestamp
+            if log_append_time:
+                patch_log_append_time(records, position, header.size, now_ms)
+                max_timestamp = now_ms
+            last_offset = next_offset + header.last_offset_delta
+            batches.append(
+                AppendedBatch(position, next_offset, last_offset, header.size, max_timestamp)
+            )
+            next_offset = last_offset + 1
+            position += header.size
+        assert position == len(records), "headers do not cover records"
+        self._active.append(records, batches)
+        return AppendResult(
+            first_offset=first_offset,
+            last_offset=next_offset - 1,
+            log_append_time_ms=now_ms if log_append_time else -1,
+            log_start_offset=self._log_start_offset,
+        )
+
+    def maybe_roll(self, now_ms: int, incoming_bytes: int = 0, incoming_offsets: int = 0) -> None:
+        """Roll if the active segment cannot take `incoming_bytes` more (segment.bytes), is
+        older than segment.ms, has a full index, or would overflow its relative offsets
+        (Kafka's LogSegment.shouldRoll). Like Kafka, only append calls this for real: an idle
+        partition keeps its segment. An empty segment never rolls."""
+        self._check_open()
+        active = self._active
+        size = active.size
+        if size == 0:
+            return
+        config = self.config
+        if (
+            size + incoming_bytes > config.segment_bytes
+            or now_ms - active.created_ms > config.segment_ms
+            or active.index_full()
+            or self.log_end_offset + incoming_offsets - 1 - active.base_offset > INT32_MAX
+        ):
+            self.roll(now_ms)
+
+    def roll(self, now_ms: int) -> None:
+        """Start a new active segment at LEO (no-op if the active one is empty).
+
+        The old segment's indexes are written durably; its .log is not flushed here (the
+        next flush covers it). Raises KafkaError(KAFKA_STORAGE_ERROR) with nothing changed
+        if the disk refuses.
+        """
+        self._check_open()
+        self._advance_clock(now_ms)
+        old = self._active
+        if old.size == 0:
+            return
+        old.on_become_inactive()
+        new = LogSegment.create(self.disk, self.dir_path, self.log_end_offset, self.config, now_ms)
+        self._segments.append(new)
+        self._bases.append(new.base_offset)
+
+    # ------------------------------------------------------------------ read
+
+    def read(
+        self, fetch_offset: int, max_bytes: int, upper_offset: int, min_one_batch: bool = True
+    ) -> ReadResult:
+        """Whole batches from the one holding `fetch_offset`, each with every offset below
+        `upper_offset` (HW or LSO), at most `max_bytes` in total; with `min_one_batch` the
+        first batch comes whole even if larger (KIP-74). One FileRange per segment touched.
+
+        Sees every append that returned (visible, not necessarily durable or committed: the
+        caller bounds it with `upper_offset`). Raises KafkaError(OFFSET_OUT_OF_RANGE) if
+        `fetch_offset` is below the log start or above LEO.
+        """
+        self._check_open()
+        leo = self.log_end_offset
+        if fetch_offset < self._log_start_offset or fetch_offset > leo:
+            raise KafkaError(
+                ErrorCode.offset_out_of_range,
+                f"fetch offset {fetch_offset} outside [{self._log_start_offset}, {leo}]",
+            )
+        upper = min(upper_offset, leo)
+        if fetch_offset >= upper:
+            return EMPTY_READ
+        i = self._segment_index(fetch_offset)
+        segment = self._segments[i]
+        located = segment.translate_offset(fetch_offset)
+        if located is None:
+            return EMPTY_READ
+        position, first = located
+        if first.last_offset >= upper:
+            return EMPTY_READ
+        if first.size > max_bytes:
+            if not min_one_batch:
+                return EMPTY_READ
+            return ReadResult((FileRange(segment.file, position, first.size),), first.size)
+        ranges: list[FileRange] = []
+        remaining = max_bytes
+        while True:
+            end = segment.read_end(position, position + remaining, upper)
+            if end > position:
+                ranges.append(FileRange(segment.file, position, end - position))
+                remaining -= end - position
+            if end < segment.size or i + 1 >= len(self._segments):
+                break
+            i += 1
+            segment = self._segments[i]
+            position = 0
+            if segment.base_offset >= upper:
+                break
+        return ReadResult(tuple(ranges), max_bytes - remaining)
+
+    def read_bytes(self, r: FileRange) -> bytes:
+        """The bytes of a range from `read` (short only if the log was truncated since)."""
+        return r.file.read(r.position, r.size)
+
+    # ------------------------------------------------------------------ flush
+
+    def begin_flush(self) -> FlushJob | None:
+        """A job that makes everything appended so far durable, or None if it already is.
+
+        Covers the segments from the one holding the recovery point to the active one.
+        """
+        self._check_open()
+        leo = self.log_end_offset
+        if leo <= self._recovery_point:
+            return None
+        first = self._segment_index(self._recovery_point)
+        files = tuple(s.file for s in self._segments[first:])
+        return FlushJob(files, leo, self._truncations)
+
+    def complete_flush(self, job: FlushJob) -> None:
+        """Record that `job` ran: recovery_point = max(recovery_point, job.upto_offset).
+
+        The recovery-point checkpoint is rewritten only when the recovery point enters a new
+        segment: recovery starts from the segment holding it, so a finer checkpoint would buy
+        nothing for its fsyncs.
+        """
+        if self._closed or job.truncations != self._truncations:
+            return  # a truncation since: it set (and flushed) the recovery point itself
+        upto = min(job.upto_offset, self.log_end_offset)
+        if upto <= self._recovery_point:
+            return
+        crossed = self._segment_index(upto) != self._segment_index(self._recovery_point)
+        self._recovery_point = upto
+        if crossed:
+            self.write_checkpoints()
+
+    def flush_now(self) -> None:
+        """Flush synchronously: everything appended so far is durable on return."""
+        job = self.begin_flush()
+        if job is not None:
+            job.run()
+            self.complete_flush(job)
+
+    def write_checkpoints(self) -> None:
+        """Durably write the recovery point, high watermark and log start offset (each only
+        if it changed). The server may call this periodically (Kafka does every
+        log.flush.offset.checkpoint.interval.ms); close does it too."""
+        self._check_open()
+        self._recovery_point_file.write(self._recovery_point)
+        self._high_watermark_file.write(self._high_watermark)
+        self._log_start_file.write(self._log_start_offset)
+
+    # ------------------------------------------------------------------ timestamps
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or above the log start whose timestamp
+        is >= `timestamp_ms`, or None (ListOffsets by timestamp; Kafka's
+        UnifiedLog.fetchOffsetByTimestamp). Sees everything appended, committed or not."""
+        self._check_open()
+        start = self._log_start_offset
+        for segment in self._segments[self._segment_index(start) :]:
+            found = segment.find_timestamp(timestamp_ms, start)
+            if found is None:
+                continue
+            position, header = found
+            data = segment.read_batch(position, header)
+            return _first_record_at_or_after(data, header, timestamp_ms, start)
+        return None
+
+    def max_timestamp(self) -> tuple[int, int] | None:
+        """(offset, timestamp) of the record with the largest timestamp at or above the log
+        start (ListOffsets -3, KIP-734), the earliest such record on ties; None if no record
+        has a timestamp. Sees everything appended, committed or not."""
+        self._check_open()
+        start = self._log_start_offset
+        best: tuple[int, LogSegment, int] | None = None  # timestamp, segment, batch offset
+        for segment in self._segments[self._segment_index(start) :]:
+            timestamp, offset = segment.max_timestamp, segment.offset_of_max_timestamp
+            if timestamp != NO_TIMESTAMP and offset < start:
+                # The log start cuts this segment: only the batches above it count, and only
+                # the records above it in the batch that straddles it.
+                timestamp = NO_TIMESTAMP
+                located = segment.translate_offset(start)
+                if located is not None:
+                    for position, header in segment.iter_headers(located[0]):
+                        batch_max = header.max_timestamp
+                        if header.base_offset < start:
+                            data = segment.read_batch(position, header)
+                            batch_max = _max_record(data, header, start)[1]
+                        if batch_max > timestamp:
+                            timestamp, offset = batch_max, header.base_offset
+            if timestamp != NO_TIMESTAMP and (best is None or timestamp > best[0]):
+                best = (timestamp, segment, offset)
+        if best is None:
+            return None
+        timestamp, segment, offset = best
+        located = segment.translate_offset(offset)
+        if located is None:
+            return max(offset, start), timestamp
+        position, header = located
+        return _max_record(segment.read_batch(position, header), header, start)
+
+    # ------------------------------------------------------------------ deletion
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords: move the log start up to `offset` and delete the segments wholly
+        below it (their files go after file.delete.delay.ms). Returns the log start offset.
+
+        Raises KafkaError(OFFSET_OUT_OF_RANGE) if `offset` is above the high watermark.
+        The new log start is durable on return.
+        """
+        self._check_open()
+        if offset < 0 or offset > self._high_watermark:
+            raise KafkaError(
+                ErrorCode.offset_out_of_range,
+                f"delete-records offset {offset} outside [0, {self._high_watermark}]",
+            )
+        if offset <= self._log_start_offset:
+            return self._log_start_offset
+        self._log_start_offset = offset
+        self._log_start_file.write(offset)
+        count = 0
+        while count + 1 < len(self._segments) and self._segments[count + 1].base_offset <= offset:
+            count += 1
+        self._delete_oldest(count)
+        return offset
+
+    def enforce_retention(self, now_ms: int) -> int:
+        """Delete the oldest segments that break retention.ms (by their largest timestamp) or
+        retention.bytes, never one holding HW or anything above it (Kafka's
+        UnifiedLog.deleteOldSegments). The active segment goes too when it qualifies, after
+        a roll. Returns the number of segments deleted; the log start moves to the first
+        remaining segment (durable on return)."""
+        self._check_open()
+        self._advance_clock(now_ms)
+        config = self.config
+        if "delete" not in config.cleanup_policy:
+            return 0
+        segments = self._segments
+        hw = self._high_watermark
+
+        def deletable(segment: LogSegment) -> bool:
+            # Whole segment below HW, and not the empty active segment.
+            return segment.size > 0 and segment.next_offset <= hw
+
+        count = 0
+        if config.retention_ms >= 0:
+            while count < len(segments) and deletable(segments[count]):
+                segment = segments[count]
+                timestamp = segment.max_timestamp
+                if timestamp == NO_TIMESTAMP:
+                    timestamp = segment.created_ms  # no timestamps at all: use its age
+                if now_ms - timestamp <= config.retention_ms:
+                    break
+                count += 1
+        if config.retention_bytes >= 0:
+            excess = sum(s.size for s in segments[count:]) - config.retention_bytes
+            while count < len(segments) and deletable(segments[count]):
+                if excess - segments[count].size < 0:
+                    break
+                excess -= segments[count].size
+                count += 1
+        if count == 0:
+            return 0
+        if count == len(segments):
+            self.roll(now_ms)
+        new_start = self._segments[count].base_offset
+        if new_start > self._log_start_offset:
+            self._log_start_offset = new_start
+            self._log_start_file.write(new_start)
+        self._delete_oldest(count)
+        return count
+
+    def _delete_oldest(self, count: int) -> None:
+        """Schedule the first `count` segments for deletion (Kafka's asyncDelete): their files
+        are renamed `.deleted` now and removed by `tick` after file.delete.delay.ms, so a
+        FileRange already handed out stays readable until then."""
+        assert count < len(self._segments), "the active segment always remains"
+        doomed = self._segments[:count]
+        self._set_segments(self._segments[count:])
+        self._schedule_deletion(doomed)
+
+    def _schedule_deletion(self, segments: list[LogSegment]) -> None:
+        due_ms = self._clock_ms + self.config.file_delete_delay_ms
+        for segment in segments:
+            paths = segment.rename_to_deleted()
+            self._pending_deletions.append(_PendingDeletion(due_ms, segment.file, paths))
+
+    def tick(self, now_ms: int) -> None:
+        """Remove the files of deleted segments whose delay has passed."""
+        self._check_open()
+        self._advance_clock(now_ms)
+        keep: list[_PendingDeletion] = []
+        for pending in self._pending_deletions:
+            if pending.due_ms <= now_ms:
+                self._remove_pending(pending)
+            else:
+                keep.append(pending)
+        self._pending_deletions = keep
+
+    def _remove_pending(self, pending: _PendingDeletion) -> None:
+        pending.file.close()
+        for path in pending.paths:
+            # A later segment of the same base may have been deleted under the same name.
+            if self.disk.exists(path):
+                self.disk.remove(path)
+
+    def truncate_to(self, offset: int) -> None:
+        """Drop every record at or above `offset` (a follower's truncation; Kafka's
+        UnifiedLog.truncateTo). A cut inside a batch drops that whole batch, so LEO may end
+        below `offset`. Below the first segment, the log restarts empty at `offset`.
+
+        Durable on return (the cut file is fsynced and the recovery point checkpoint
+        lowered first), so a crash can never bring truncated batches back. HW, recovery
+        point and log start are clamped to the new LEO.
+        """
+        self._check_open()
+        if offset >= self.log_end_offset:
+            return
+        assert offset >= 0, offset
+        self._truncations += 1
+        if offset < self._recovery_point:
+            self._recovery_point = offset
+            self._recovery_point_file.write(offset)
+        if offset < self._segments[0].base_offset:
+            if offset < self._log_start_offset:
+                self._log_start_offset = offset
+                self._log_start_file.write(offset)
+            doomed = self._segments
+            self._set_segments([])
+            self._schedule_deletion(doomed)
+            self._set_segments(
+                [LogSegment.create(self.disk, self.dir_path, offset, self.config, self._clock_ms)]
+            )
+        else:
+            i = self._segment_index(offset)
+            doomed = [s for s in self._segments[i + 1 :] if s.base_offset > offset]
+            kept = self._segments[: len(self._segments) - len(doomed)]
+            self._set_segments(kept)
+            self._schedule_deletion(doomed)
+            segment = self._active
+            segment.truncate_to(offset)
+            segment.flush()
+        leo = self.log_end_offset
+        self._recovery_point = min(self._recovery_point, leo)
+        self._recovery_point_file.write(self._recovery_point)
+        self._high_watermark = min(self._high_watermark, leo)
+        if self._log_start_offset > leo:
+            self._log_start_offset = leo
+            self._log_start_file.write(leo)
+        self._high_watermark = max(self._high_watermark, self._log_start_offset)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def close(self) -> None:
+        """Flush, write the indexes and checkpoints, then the clean-shutdown marker; close
+        every file. Everything appended is durable on return; the next open trusts it."""
+        if self._closed:
+            return
+        self.flush_now()
+        for segment in self._segments:
+            if segment.indexes_dirty:
+                segment.on_become_inactive()
+        self.write_checkpoints()
+        for pending in self._pending_deletions:
+            self._remove_pending(pending)
+        self._pending_deletions = []
+        for segment in self._segments:
+            segment.close()
+        self._clean_shutdown.write()
+        self._closed = True
+
+    def delete(self) -> None:
+        """DeleteTopics: close every file and remove the partition directory."""
+        if not self._closed:
+            for segment in self._segments:
+                segment.close()
+            for pending in self._pending_deletions:
+                pending.file.close()
+            self._pending_deletions = []
+            self._closed = True
+        if self.disk.exists(self.dir_path):
+            self.disk.rmtree(self.dir_path)
+
+    def __repr__(self) -> str:
+        return (
+            f"PartitionLog({self.dir_path!r}, log_start={self._log_start_offset}, "
+            f"hw={self._high_watermark}, leo={self.log_end_offset}, "
+            f"recovery_point={self._recovery_point}, segments={len(self._segments)})"
+        )
+
+
+def _first_record_at_or_after(
+    batch: bytes, header: BatchHeader, timestamp_ms: int, start_offset: int
+) -> tuple[int, int]:
+    """(offset, timestamp) of the first record of `batch` at or above `start_offset` with a
+    timestamp >= `timestamp_ms`. A LogAppendTime batch gives every record its max timestamp,
+    so no decoding is needed; otherwise decode, falling back to batch precision if the batch
+    cannot be decoded (e.g. a codec this process lacks)."""
+    if header.attributes & TIMESTAMP_TYPE_MASK:
+        return max(header.base_offset, start_offset), header.max_timestamp
+    try:
+        _, records = decode_batch(batch, verify_crc=False)
+    except KafkaError:
+        return max(header.base_offset, start_offset), header.max_timestamp
+    for record in records:
+        if record.offset >= start_offset and record.timestamp_ms >= timestamp_ms:
+            return record.offset, record.timestamp_ms
+    # The header promised a timestamp this high: trust it at batch precision.
+    return max(header.base_offset, start_offset), header.max_timestamp
+
+
+def _max_record(batch: bytes, header: BatchHeader, start_offset: int) -> tuple[int, int]:
+    """(offset, timestamp) of the earliest record of `batch` at or above `start_offset` with
+    the largest timestamp among those; batch precision if the batch cannot be decoded."""
+    if header.attributes & TIMESTAMP_TYPE_MASK:
+        return max(header.base_offset, start_offset), header.max_timestamp
+    try:
+        _, records = decode_batch(batch, verify_crc=False)
+    except KafkaError:
+        return max(header.base_offset, start_offset), header.max_timestamp
+    best: tuple[int, int] | None = None
+    for record in records:
+        if record.offset >= start_offset and (best is None or record.timestamp_ms > best[1]):
+            best = (record.offset, record.timestamp_ms)
+    return best if best is not None else (max(header.base_offset, start_offset), NO_TIMESTAMP)
