@@ -1,6 +1,7 @@
 """Fixtures for the real-client tests: brokers that show their output when a test fails.
 
-`broker` starts a fresh `ackly serve` process per test (through the plugin's `ackly_process`).
+`broker_factory` starts fresh `ackly serve` processes for one test (the plugin's
+`ackly_process`, plus the brokers' output printed when the test fails).
 `shared_broker` is one process per module, for the compression and acks matrices, whose tests
 each use a topic of their own; it is checked alive before each test so that one crash reads as
 one failure with the broker's output, not as a cascade of connection errors.
@@ -91,12 +92,6 @@ def broker_factory(
         _dump(started)
 
 
-@pytest.fixture
-def broker(broker_factory: Callable[..., BrokerProcess]) -> BrokerProcess:
-    """A fresh broker with the default configuration."""
-    return broker_factory()
-
-
 @pytest.fixture(scope="module")
 def _module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     b = BrokerProcess(str(tmp_path_factory.mktemp("shared") / "data")).start()
@@ -138,8 +133,7 @@ def kafkajs() -> Callable[..., Any]:
     if not (JS_DIR / "node_modules" / "kafkajs" / "package.json").exists():
         pytest.fail(
             f"kafkajs is not installed in {JS_DIR}/node_modules: run "
-            f"`cd {JS_DIR.relative_to(Path.cwd()) if JS_DIR.is_relative_to(Path.cwd()) else JS_DIR}"
-            " && npm ci` (`make slow` and `make test` do this)"
+            "`cd tests/clients/js && npm ci` (`make slow` and `make test` do this)"
         )
 
     def run(op: str, *, timeout_s: float = 30.0, **args: Any) -> Any:

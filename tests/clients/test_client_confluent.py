@@ -63,7 +63,7 @@ def test_confluent_topic_produce_consume_offsets_delete(broker_factory) -> None:
     latest = ck_list_offsets(admin, topic, {p: OffsetSpec.latest() for p in range(PARTITIONS)})
     assert {p: o for p, (o, _) in latest.items()} == {p: PER_PARTITION for p in range(PARTITIONS)}
     max_ts = ck_list_offsets(admin, topic,
-                          {p: OffsetSpec.max_timestamp() for p in range(PARTITIONS)})
+                             {p: OffsetSpec.max_timestamp() for p in range(PARTITIONS)})
     last_by_partition = {r.partition: r for r in records}
     assert max_ts == {p: (PER_PARTITION - 1, last_by_partition[p].timestamp_ms)
                       for p in range(PARTITIONS)}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -147,10 +148,8 @@ class RecordingProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
 
 
@@ -406,8 +405,6 @@ def main() -> int:
                 SCENARIOS[client](bootstrap)
             except Exception:
                 traceback.print_exc()
-            # Let stragglers (background metadata refreshes) finish before the next client.
-            time.sleep(0.5)
             recorder.client = None
     finally:
         recorder.write_manifest()

@@ -143,8 +143,8 @@ def decode_answer(header: RequestHeader, pieces: Any) -> Any:
             version = 0
     elif is_flexible(api_key, version):
         pos = skip_tagged_fields(data, pos)  # response header v1
-    body, end = entity_reader(response_type(api_key, version))(data, pos)
-    assert end == len(data), f"response decoded to byte {end} of {len(data)}"
+    body, consumed = entity_reader(response_type(api_key, version))(data, pos)
+    assert pos + consumed == len(data), f"response decoded to byte {pos + consumed} of {len(data)}"
     return body
 
 
