@@ -62,7 +62,7 @@ from ackly.protocol.records import (
 )
 from ackly.types import NO_TIMESTAMP
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 LOG_APPEND_TIME = "LogAppendTime"
 
@@ -197,7 +197,7 @@ class PartitionLog:
         if start > leo:
             # The log start was checkpointed (durably) above data that never became durable:
             # start afresh there, as Kafka's truncateFullyAndStartAt does.
-            log.warning("%s: log start %d above recovered end %d", self.dir_path, start, leo)
+            logger.warning("%s: log start %d above recovered end %d", self.dir_path, start, leo)
             for segment in segments:
                 self._remove_segment_now(segment)
             self._set_segments([LogSegment.create(disk, self.dir_path, start, config, now_ms)])
@@ -211,7 +211,8 @@ class PartitionLog:
         # What recovery accepted may still sit only in the page cache (kill -9): make it
         # durable, so the recovery point can honestly be the log end.
         for segment in recovered:
-            segment.flush()
+            if segment in self._segments:
+                segment.flush()
         leo = self.log_end_offset
         self._recovery_point = leo
         hw = high_watermark if high_watermark is not None else start
@@ -228,8 +229,8 @@ class PartitionLog:
         if recovery_point is None:
             first_to_recover = len(segments)
         else:
-            first_to_recover = max(0, bisect_right([s.base_offset for s in segments],
-                                                   recovery_point) - 1)
+            bases = [s.base_offset for s in segments]
+            first_to_recover = max(0, bisect_right(bases, recovery_point) - 1)
         recovered: list[LogSegment] = []
         i = 0
         while i < len(segments):
@@ -248,8 +249,12 @@ class PartitionLog:
                 if next_base is not None and (cut or segment.next_offset != next_base):
                     # Later segments would follow a gap: they hold writes that came after the
                     # lost ones. Drop them, as LogLoader deletes segments after a torn one.
-                    log.warning("%s: dropping %d segments after %d", self.dir_path,
-                                len(segments) - i - 1, segment.base_offset)
+                    logger.warning(
+                        "%s: dropping %d segments after %d",
+                        self.dir_path,
+                        len(segments) - i - 1,
+                        segment.base_offset,
+                    )
                     for later in segments[i + 1 :]:
                         self._remove_segment_now(later)
                     del segments[i + 1 :]
@@ -705,11 +710,14 @@ class PartitionLog:
         leo = self.log_end_offset
         self._recovery_point = min(self._recovery_point, leo)
         self._recovery_point_file.write(self._recovery_point)
-        self._high_watermark = min(self._high_watermark, leo)
         if self._log_start_offset > leo:
             self._log_start_offset = leo
             self._log_start_file.write(leo)
-        self._high_watermark = max(self._high_watermark, self._log_start_offset)
+        if self._high_watermark > leo:
+            # Durably lowered too: a stale checkpoint would, after a crash, call the records
+            # appended after this truncation committed.
+            self._high_watermark = leo
+            self._high_watermark_file.write(leo)
 
     # ------------------------------------------------------------------ shutdown
 

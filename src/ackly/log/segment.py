@@ -49,7 +49,7 @@ from ackly.protocol.records import (
 )
 from ackly.types import NO_TIMESTAMP
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -168,7 +168,7 @@ class LogSegment:
         file = disk.open(os.path.join(dir_path, file_name(base_offset, LOG_SUFFIX)))
         if file.size():
             # A stale file under a name we are about to reuse (Kafka warns and deletes it too).
-            log.warning("segment %s exists when rolling; emptying it", file.path)
+            logger.warning("segment %s exists when rolling; emptying it", file.path)
             file.truncate(0)
         return cls(disk, dir_path, base_offset, file, config, now_ms)
 
@@ -219,9 +219,11 @@ class LogSegment:
                 raise
             raise KafkaError(ErrorCode.kafka_storage_error, f"append to {self.file.path}: {exc}")
         for batch in batches:
-            self._index_batch(position + batch.position, batch.base_offset, batch.size,
-                              batch.max_timestamp)
+            self._index_batch(
+                position + batch.position, batch.base_offset, batch.size, batch.max_timestamp
+            )
         self.next_offset = batches[-1].last_offset + 1
+        self.indexes_dirty = True  # at least the largest timestamp may have moved
         return position
 
     def _index_batch(self, position: int, base_offset: int, size: int, max_timestamp: int) -> None:
@@ -323,7 +325,7 @@ class LogSegment:
                 self.base_offset, time_data, self.time_index.max_entries, next_offset_bound
             )
         except CorruptIndexError as exc:
-            log.warning("rebuilding the indexes of %s: %s", self.file.path, exc)
+            logger.warning("rebuilding the indexes of %s: %s", self.file.path, exc)
             return False
         last = offset_index.last_entry()
         if next_offset_bound is not None and last is not None and last[0] >= next_offset_bound:
@@ -411,8 +413,9 @@ class LogSegment:
         self.next_offset = next_offset
         truncated = size - position
         if truncated:
-            log.warning("recovery cut %d bytes at position %d of %s", truncated, position,
-                        self.file.path)
+            logger.warning(
+                "recovery cut %d bytes at position %d of %s", truncated, position, self.file.path
+            )
             self.file.truncate(position)
         return truncated
 

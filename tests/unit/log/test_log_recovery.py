@@ -250,3 +250,15 @@ def test_full_disk_fails_the_append_and_writes_nothing(tmp_path: Path, real: boo
     log = PartitionLog.open(disk, directory, config(), 2_000)  # type: ignore[arg-type]
     assert read_all(log) == bytes(first) + bytes(second)
     log.close()
+
+
+def test_bit_rot_on_sim_disk_is_cut_at_the_bad_batch() -> None:
+    disk = SimDisk(random.Random(0))
+    log = PartitionLog.open(disk, "/d", config(), 0)
+    stored = [bytes(append(log, batch(2))[1]) for _ in range(5)]
+    log.flush_now()
+    disk.corrupt("/d/00000000000000000000.log", len(stored[0]) * 2 + 65, b"\xee")
+    disk.crash()
+    log = PartitionLog.open(disk, "/d", config(), 0)
+    assert log.log_end_offset == 4
+    assert read_all(log) == b"".join(stored[:2])
