@@ -447,6 +447,57 @@ def _loopback_once(chunk: bytes, total_bytes: int, timeout_s: float) -> float:
     return got / elapsed / MB
 
 
+def scenario_disk(spec_write: Spec, spec_sync: Spec, file_bytes: int, files: int, syncs: int,
+                  timeout_s: float) -> list[Row]:
+    """1b/1c. What the broker's disk path costs on this machine, without the broker.
+
+    1b: 1 MiB pwrite()s into new files that are kept until the end (as a log keeps its
+    segments), no fsync: the page-cache ceiling for produce with flush.policy=never.
+    1c: 100-byte appends, each followed by fdatasync, 5 ms apart: the floor under an
+    acks=all answer with flush.policy=always.
+    """
+    chunk = os.urandom(MiB)
+    d = tempfile.mkdtemp(prefix="ackly-bench-disk-")
+    try:
+        rates = []
+        deadline = time.perf_counter() + timeout_s
+        for i in range(files):
+            fd = os.open(os.path.join(d, f"{i}.log"), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+            try:
+                t0 = time.perf_counter()
+                for pos in range(0, file_bytes, MiB):
+                    os.pwrite(fd, chunk, pos)
+                rates.append(file_bytes / (time.perf_counter() - t0) / MB)
+            finally:
+                os.close(fd)
+            if time.perf_counter() > deadline:
+                raise ScenarioTimeout(f"{i + 1} of {files} files written in {timeout_s:.0f} s")
+        lat_ms = []
+        fd = os.open(os.path.join(d, "sync.log"), os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644)
+        try:
+            record = b"x" * 100
+            for _ in range(syncs):
+                os.write(fd, record)
+                t0 = time.perf_counter()
+                os.fdatasync(fd)
+                lat_ms.append((time.perf_counter() - t0) * 1000)
+                if time.perf_counter() > deadline:
+                    break
+                time.sleep(0.005)
+        finally:
+            os.close(fd)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    lat_ms.sort()
+    return [
+        spec_row(spec_write, statistics.median(rates),
+                 f"{summary(rates)}; {file_bytes // MiB} MiB files kept, no fsync", runs=rates),
+        spec_row(spec_sync, percentile(lat_ms, 99),
+                 f"p50 {percentile(lat_ms, 50):.3f} ms, max {lat_ms[-1]:.3f} ms over {len(lat_ms)}",
+                 p50_ms=percentile(lat_ms, 50)),
+    ]
+
+
 def summary(values: Sequence[float], unit: str = "MB/s") -> str:
     if len(values) == 1:
         return ""
@@ -668,11 +719,11 @@ def scenario_latency(broker: Broker, spec: Spec, count: int, rate: float, timeou
         ack_note = (f"produce->ack alone: p50 {percentile(acked, 50):.2f}, "
                     f"p99 {percentile(acked, 99):.2f} ms")
     return [
-        make_row("5.p50", spec.scenario + ", p50", p50, "ms", "<= 2 ms", note=note),
-        make_row("5.p99", spec.scenario + ", p99", p99, "ms", spec.target, note=ack_note,
+        make_row(f"{spec.key}.p50", spec.scenario + ", p50", p50, "ms", "<= 2 ms", note=note),
+        make_row(f"{spec.key}.p99", spec.scenario + ", p99", p99, "ms", spec.target, note=ack_note,
                  ack_p50_ms=percentile(acked, 50) if acked else None,
                  ack_p99_ms=percentile(acked, 99) if acked else None),
-        make_row("5.max", spec.scenario + ", max", worst, "ms", "-", note="no target; for scale"),
+        make_row(f"{spec.key}.max", spec.scenario + ", max", worst, "ms", "-", note="no target; for scale"),
     ]
 
 
@@ -762,11 +813,14 @@ class Plan:
 def specs(big: int, small: int, lat: int) -> dict[str, Spec]:
     return {s.key: s for s in (
         Spec("1", "loopback TCP, Python, 1 MiB writes (reference)", "MB/s", "(reference)"),
+        Spec("1b", "file write, 1 MiB pwrite into the page cache (reference)", "MB/s", "(reference)"),
+        Spec("1c", "append 100 B + fdatasync at 200/s, p99 (reference)", "ms", "(reference)"),
         Spec("2a", f"produce {big} x 10 KiB, acks=1, log.flush.policy=never", "MB/s", ">= 300 MB/s"),
         Spec("2b", f"produce {big} x 10 KiB, acks=1, log.flush.policy=always", "MB/s", ">= 200 MB/s"),
         Spec("3", f"consume {big} x 10 KiB from offset 0 (assign)", "MB/s", ">= 400 MB/s"),
         Spec("4", f"produce {small} x 100 B, acks=1, log.flush.policy=always", "MB/s", ">= 60 MB/s"),
         Spec("5", f"end-to-end latency, 200 msg/s x {lat}, acks=all, flush always", "ms", "<= 2 ms"),
+        Spec("5n", f"end-to-end latency, 200 msg/s x {lat}, acks=all, flush never", "ms", "<= 2 ms"),
         Spec("6", "process start -> accepting connections (median of 5)", "s", "<= 0.5 s"),
         Spec("7", "idle broker RSS after one small topic (10 msgs in, 10 out)", "MB", "<= 60 MB"),
     )}
@@ -819,13 +873,19 @@ def run(plan: Plan) -> list[Row]:
     if plan.want("1"):
         total = (512 if plan.quick else 2048) * MiB
         run_guarded(rows, sp["1"], lambda: scenario_loopback(sp["1"], total, max(3, plan.repeats), 30.0))
+        run_guarded(rows, sp["1b"], lambda: scenario_disk(sp["1b"], sp["1c"], 200 * MiB, 3,
+                                                          max(50, lat // 2), 60.0))
 
-    if plan.want("2"):
-        with maybe_broker("never", {"log.flush.policy": "never"}, plan, rows, [sp["2a"]]) as b:
+    on_never = [sp[k] for k in ("2a", "5n") if plan.want(k[0])]
+    if on_never:
+        with maybe_broker("never", {"log.flush.policy": "never"}, plan, rows, on_never) as b:
             if b is not None:
                 bn = b
-                run_guarded(rows, sp["2a"], lambda: scenario_produce_big(
-                    bn, sp["2a"], big, plan.repeats, big_timeout, "bench-big"))
+                if plan.want("2"):
+                    run_guarded(rows, sp["2a"], lambda: scenario_produce_big(
+                        bn, sp["2a"], big, plan.repeats, big_timeout, "bench-big"))
+                if plan.want("5"):
+                    run_guarded(rows, sp["5n"], lambda: scenario_latency(bn, sp["5n"], lat, 200.0, 60.0))
 
     on_always = [sp[k] for k in ("2b", "3", "4", "5") if plan.want(k[0])]
     if on_always:
@@ -865,10 +925,18 @@ def run(plan: Plan) -> list[Row]:
     return rows
 
 
+ROW_ORDER = ("1", "1b", "1c", "2a", "2b", "3", "4", "5", "5n", "6", "7")
+
+
 def print_table(rows: list[Row], loopback_known: bool) -> None:
     headers = ("#", "scenario", "result", "target", "met", "x loopback", "note")
     table = []
-    for r in rows:
+
+    def order(r: Row) -> int:
+        base = r.key.split(".")[0]
+        return ROW_ORDER.index(base) if base in ROW_ORDER else len(ROW_ORDER)
+
+    for r in sorted(rows, key=order):
         result = "n/a" if r.value is None else f"{r.value:,.{1 if r.value >= 10 else 3}f} {r.unit}"
         target = r.target
         met = "" if r.ok is None else ("yes" if r.ok else "NO")

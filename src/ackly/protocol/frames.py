@@ -46,7 +46,8 @@ class FrameDecoder:
         if available < 4 + size:
             return None
         start = self._pos + 4
-        frame = bytes(self._buf[start : start + size])
+        with memoryview(self._buf) as view:
+            frame = bytes(view[start : start + size])  # one copy, not two
         self._pos = start + size
         if self._pos > 1 << 20 and self._pos * 2 > len(self._buf):
             # Compact so a long pipelined stream does not keep every byte it ever read.

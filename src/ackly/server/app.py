@@ -54,7 +54,8 @@ class BrokerServer:
         self.node: BrokerNode = None  # type: ignore[assignment]  # set by start()
         self._server: asyncio.base_events.Server | None = None
         self._flusher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-flush")
-        self._flush_task: asyncio.Task[None] | None = None
+        self._flush_future: concurrent.futures.Future[None] | None = None
+        self._stopping = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due_ms: int | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -97,8 +98,8 @@ class BrokerServer:
     def after_event(self) -> None:
         """After any input: start a group flush if one is due, and re-arm the timer."""
         node = self.node
-        if node.has_flush_work and self._flush_task is None:
-            self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
+        if node.has_flush_work and self._flush_future is None:
+            self._start_flush()
         due = node.next_deadline_ms()
         if due is not None and due != self._timer_due_ms:
             if self._timer is not None:
@@ -113,22 +114,31 @@ class BrokerServer:
         self.node.tick(self.now_ms())
         self.after_event()
 
-    async def _flush_loop(self) -> None:
+    def _start_flush(self) -> None:
+        """Hand every waiting FlushJob to the flusher thread as one group commit."""
+        jobs = self.node.take_flush_jobs()
+        if not jobs:
+            return
         loop = asyncio.get_running_loop()
-        try:
-            while self.node.has_flush_work:
-                jobs = self.node.take_flush_jobs()
-                if jobs:
-                    try:
-                        await loop.run_in_executor(self._flusher, _run_flush_jobs, jobs)
-                    except OSError:
-                        # A failed fsync leaves the data unflushed: its producers are not
-                        # acknowledged and time out (indeterminate), as Kafka's would.
-                        log.exception("flush failed; the appends it covered stay unacknowledged")
-                        continue
-                self.node.complete_flush(jobs, self.now_ms())
-        finally:
-            self._flush_task = None
+        future = self._flusher.submit(_run_flush_jobs, jobs)
+        self._flush_future = future
+        future.add_done_callback(
+            lambda f: loop.call_soon_threadsafe(self._on_flushed, jobs, f)
+        )
+
+    def _on_flushed(
+        self, jobs: list[tuple[TopicPartition, FlushJob]], future: concurrent.futures.Future[None]
+    ) -> None:
+        self._flush_future = None
+        if self._stopping:
+            return  # node.close() flushes and closes every log itself
+        exc = future.exception()
+        if exc is not None:
+            # A failed fsync leaves the data unflushed: its producers are not acknowledged
+            # and time out (indeterminate), as Kafka's would.
+            log.error("flush failed; the appends it covered stay unacknowledged: %s", exc)
+        else:
+            self.node.complete_flush(jobs, self.now_ms())
         self.after_event()
 
     async def stop(self) -> None:
@@ -139,8 +149,9 @@ class BrokerServer:
             task.cancel()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._flush_task is not None:
-            await asyncio.gather(self._flush_task, return_exceptions=True)
+        self._stopping = True
+        if self._flush_future is not None:
+            await asyncio.gather(asyncio.wrap_future(self._flush_future), return_exceptions=True)
         if self._timer is not None:
             self._timer.cancel()
         if self.node is not None:

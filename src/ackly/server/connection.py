@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("ackly.connection")
 
 READ_CHUNK_BYTES = 1 << 20
+# Ranges up to this size are read and written at once: a pread from the page cache costs
+# less than a task switch plus a sendfile call.
+INLINE_RANGE_BYTES = 64 * 1024
+WRITE_BUFFER_HIGH_BYTES = 4 << 20
 
 
 class _Slot:
@@ -55,6 +59,7 @@ class Connection:
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
+        self._writer_busy = False
 
     async def run(self) -> None:
         writer_task = asyncio.create_task(self._write_loop())
@@ -104,38 +109,83 @@ class Connection:
         slot.pieces = pieces
         slot.done = True
         if self.slots and self.slots[0] is slot:
-            self._head_ready.set()
+            self._pump()
+
+    def _pump(self) -> None:
+        """Write every answered slot at the head of the queue, in order, right now.
+
+        Bytes and small file ranges are written synchronously (no task switch between the
+        answer and the socket, which is most of a small request's latency). A large file
+        range, or a full transport buffer, hands the rest to the writer task, which sends
+        with sendfile and drains; it calls _pump again when done.
+        """
+        if self._writer_busy:
+            return
+        transport = self.writer.transport
+        while self.slots and self.slots[0].done:
+            if transport.is_closing():
+                return
+            if transport.get_write_buffer_size() > WRITE_BUFFER_HIGH_BYTES:
+                self._hand_to_writer()
+                return
+            slot = self.slots[0]
+            if slot.pieces is not None and not self._write_inline(slot):
+                self._hand_to_writer()
+                return
+            self.slots.popleft()
+        if len(self.slots) < self.max_in_flight:
+            self._room.set()
+
+    def _write_inline(self, slot: _Slot) -> bool:
+        """Write the slot now if it holds no large file range; False leaves it untouched."""
+        assert slot.pieces is not None
+        out = []
+        for piece in slot.pieces:
+            if isinstance(piece, (bytes, bytearray, memoryview)):
+                out.append(piece)
+            elif piece.size <= INLINE_RANGE_BYTES or not self._can_sendfile(piece):
+                out.append(piece.file.read(piece.position, piece.size))
+            else:
+                return False
+        self.writer.writelines(out)
+        return True
+
+    def _can_sendfile(self, piece: Any) -> bool:
+        return self.server.use_sendfile and piece.file.fileno() is not None
+
+    def _hand_to_writer(self) -> None:
+        self._writer_busy = True
+        self._head_ready.set()
 
     async def _write_loop(self) -> None:
+        """Sends what _pump could not: large file ranges, and writes behind a full buffer."""
         loop = asyncio.get_running_loop()
         writer = self.writer
         while True:
-            while not (self.slots and self.slots[0].done):
+            while not self._writer_busy:
                 if self._closing:
                     return
                 self._head_ready.clear()
                 await self._head_ready.wait()
-            slot = self.slots.popleft()
-            if self.slots and self.slots[0].done:
-                self._head_ready.set()
-            if len(self.slots) < self.max_in_flight:
-                self._room.set()
-            if slot.pieces is None:
-                continue  # acks=0: no answer
-            for piece in slot.pieces:
-                if isinstance(piece, (bytes, bytearray, memoryview)):
-                    writer.write(piece)
-                else:
-                    await self._send_range(loop, piece)
-            if writer.transport.get_write_buffer_size() > (1 << 20):
-                await writer.drain()
+            await writer.drain()
+            slot = self.slots[0]
+            if slot.pieces is not None and not self._write_inline(slot):
+                for piece in slot.pieces:
+                    if isinstance(piece, (bytes, bytearray, memoryview)):
+                        writer.write(piece)
+                    elif self._can_sendfile(piece) and piece.size > INLINE_RANGE_BYTES:
+                        await self._send_range(loop, piece)
+                    else:
+                        writer.write(piece.file.read(piece.position, piece.size))
+            self.slots.popleft()
+            self._writer_busy = False
+            self._pump()
+            if self._closing and not self.slots:
+                return
 
     async def _send_range(self, loop: asyncio.AbstractEventLoop, piece: Any) -> None:
-        """Send a segment byte range: zero copy with sendfile where the file allows it."""
+        """Send a segment byte range with sendfile (zero copy)."""
         fd = piece.file.fileno()
-        if fd is None or not self.server.use_sendfile:
-            self.writer.write(piece.file.read(piece.position, piece.size))
-            return
         await self.writer.drain()
         with open(fd, "rb", buffering=0, closefd=False) as f:
             sent = await loop.sendfile(self.writer.transport, f, piece.position, piece.size)

@@ -10,6 +10,7 @@ import pytest
 
 if TYPE_CHECKING:
     from ackly.testing.broker_process import BrokerProcess
+    from ackly.testing.fault_proxy import FaultProxy
     from ackly.testing.inprocess import InProcessBroker
 
 
@@ -42,3 +43,26 @@ def ackly_process(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
     finally:
         for proc in started:
             proc.kill()
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
+    """A factory of fault proxies: `fault_proxy("127.0.0.1:9092") -> FaultProxy`, started.
+
+    Keyword arguments go to `FaultProxy`. Every proxy is stopped at the end of the test.
+    """
+    from ackly.testing.fault_proxy import FaultProxy, parse_address
+
+    started: list[FaultProxy] = []
+
+    def make(upstream_bootstrap: str, **kwargs: Any) -> FaultProxy:
+        first = upstream_bootstrap.split(",")[0]
+        proxy = FaultProxy(upstream=parse_address(first), **kwargs).start()
+        started.append(proxy)
+        return proxy
+
+    try:
+        yield make
+    finally:
+        for proxy in started:
+            proxy.stop()
