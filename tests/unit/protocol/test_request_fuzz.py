@@ -11,7 +11,7 @@ import contextlib
 import struct
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from kio.schema.index import api_key_map
 from kio.serial import entity_writer
@@ -80,7 +80,14 @@ def valid_frames(draw: st.DrawFn) -> tuple[bytes, Any]:
 @given(valid_frames())
 def test_valid_requests_decode(frame_and_request: tuple[bytes, Any]) -> None:
     frame, request = frame_and_request
-    assert decode_frame(frame) == request
+    try:
+        decoded = decode_frame(frame)
+    except KafkaError as exc:
+        # kio's generated values include durations beyond what datetime.timedelta can hold
+        # when decoded (e.g. 2**62 ms); no client sends those.
+        assume("overflow" not in str(exc))
+        raise
+    assert decoded == request
     # Trailing bytes are ignored, as Kafka does (librdkafka sends some).
     assert decode_frame(frame + b"\x00\x01\x02") == request
 
