@@ -1,0 +1,554 @@
+"""One broker's side of the cluster-metadata protocol, as a state machine without I/O.
+
+Owns: this broker's store session (its lease and the keep-alives that hold it), its registration
+(/brokers/<id>, create-if-absent under the lease; one registration = one broker epoch), its view
+of the cluster (a Get of the root, then one watch from the next revision; the view changes only
+by watch events), its candidacy for controller (create-if-absent of /controller under its lease,
+etcd's election recipe) and, while it is the controller, running `controller.reconcile` on its
+view and writing the decisions. Like h11, it takes inputs (`handle(store input, now_ms)`,
+`tick(now_ms)`) and hands out outputs (`take_commands()` for the store, `take_results()` for the
+broker's own requests); it never blocks, reads no clock and starts nothing.
+
+Invariants:
+- At most one request of each session kind (grant, register, campaign, snapshot) is in flight;
+  the controller has at most one write in flight per key and at most `max_inflight_writes` in all.
+- `is_controller(now)` only while the session is believed alive: the lease is taken to end at
+  (send time of the last acknowledged grant or keep-alive) + TTL, never later than the store's
+  own deadline, so an old controller stops believing in itself before a new one can be elected.
+  Its writes are fenced anyway (every controller write is guarded on the controller key).
+- A lost session (lease expired, keep-alive refused, or the believed deadline passed) is never
+  resumed: the member revokes the old lease and registers again as a new incarnation, so the
+  controller re-elects every partition the old incarnation led or followed (Kafka fences a
+  broker whose session timed out the same way).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from ackly.cluster.controller import (
+    AlterPartitionDecision,
+    AlterPartitionRequest,
+    Cleanup,
+    ControllerPolicy,
+    alter_partition,
+    controlled_shutdown_complete,
+    controller_guard,
+    plan_create_partitions,
+    plan_create_topic,
+    reconcile,
+    topic_delete,
+    topic_write,
+)
+from ackly.cluster.metadata import BrokerInfo, ClusterMetadata, ControllerInfo, KeySpace, encode_cluster_id
+from ackly.cluster.store import (
+    CancelWatch,
+    Command,
+    CommandResult,
+    CompareAndSet,
+    Delete,
+    Get,
+    GrantLease,
+    KeepAlive,
+    LeaseExpired,
+    RevokeLease,
+    StoreError,
+    StoreInput,
+    Watch,
+    WatchCanceled,
+    WatchEvent,
+)
+from ackly.errors import ErrorCode
+from ackly.types import TopicPartition
+
+
+@dataclass(frozen=True)
+class MemberConfig:
+    session_timeout_ms: int = 9_000  # the lease TTL (Kafka's broker.session.timeout.ms)
+    heartbeat_interval_ms: int = 2_000  # keep-alive period (broker.heartbeat.interval.ms)
+    request_timeout_ms: int = 5_000  # an unanswered write is forgotten and decided again
+    max_inflight_writes: int = 1_000
+    keys: KeySpace = field(default_factory=KeySpace)
+    policy: ControllerPolicy = field(default_factory=ControllerPolicy)
+
+    def __post_init__(self) -> None:
+        assert 0 < self.heartbeat_interval_ms < self.session_timeout_ms
+
+
+class _Kind(Enum):
+    GRANT = "grant"
+    KEEPALIVE = "keepalive"
+    REVOKE = "revoke"
+    SNAPSHOT = "snapshot"
+    WATCH = "watch"
+    CANCEL_WATCH = "cancel_watch"
+    REGISTER = "register"
+    UPDATE_REGISTRATION = "update_registration"
+    CAMPAIGN = "campaign"
+    RESIGN = "resign"
+    CLUSTER_ID = "cluster_id"
+    CONTROLLER_WRITE = "controller_write"
+    ISR_CHANGE = "isr_change"
+    USER = "user"  # the broker's own request; its result goes to take_results()
+
+
+# Requests that belong to one session and are meaningless after it is lost.
+_SESSION_KINDS = frozenset({
+    _Kind.KEEPALIVE, _Kind.REGISTER, _Kind.UPDATE_REGISTRATION, _Kind.CAMPAIGN, _Kind.RESIGN,
+    _Kind.CONTROLLER_WRITE,
+})
+
+
+@dataclass
+class _Request:
+    kind: _Kind
+    sent_ms: int
+    lease_id: int | None = None
+    key: str | None = None
+    tp: TopicPartition | None = None
+
+
+@dataclass
+class _PendingWrite:
+    request_id: int
+    sent_ms: int
+    applied_revision: int = 0  # set when the store acknowledged; cleared once the view has it
+
+
+class ClusterMember:
+    def __init__(
+        self,
+        broker: BrokerInfo,
+        *,
+        config: MemberConfig | None = None,
+        rng: random.Random,
+        now_ms: int,
+    ) -> None:
+        self.broker = replace(broker, lease_id=None, epoch=0, shutting_down=False)
+        self.broker_id = broker.broker_id
+        self.config = config or MemberConfig()
+        self.keys = self.config.keys
+        self.rng = rng
+        self.metadata = ClusterMetadata(keys=self.keys)
+        self.synced = False  # the view holds a snapshot and the watch continues it
+        self._new_cluster_id = uuid.UUID(int=rng.getrandbits(128), version=4).hex[:22]
+        self._next_request_id = 1
+        self._inflight: dict[int, _Request] = {}
+        self._inflight_kinds: Counter[_Kind] = Counter()
+        self._outbox: list[Command] = []
+        self._results: list[CommandResult] = []
+        self._lease_id: int | None = None
+        self._lease_valid_until_ms = 0
+        self._next_keepalive_ms = 0
+        self._watch_id: int | None = None
+        self._pending_writes: dict[str, _PendingWrite] = {}
+        self._isr_changes: dict[TopicPartition, int] = {}
+        self._reconciled: tuple[int, int] | None = None  # (view revision, pending count) last run
+        self._resigned_epoch = 0  # the controller epoch this member gave up (not to act on it again)
+        self._shutting_down = False
+        self._left = False
+        self._step(now_ms)
+
+    # --- inputs ----------------------------------------------------------------------------------
+
+    def handle(self, message: StoreInput, now_ms: int) -> None:
+        self.handle_all([message], now_ms)
+
+    def handle_all(self, messages: Iterable[StoreInput], now_ms: int) -> None:
+        """Take a batch of store inputs in delivery order; consecutive watch events are applied
+        to the view as one batch."""
+        events: list[WatchEvent] = []
+        for message in messages:
+            if isinstance(message, WatchEvent):
+                if message.watch_id == self._watch_id and self.synced:
+                    events.append(message)
+                continue
+            if events:
+                self.metadata = self.metadata.apply(events)
+                events = []
+            if isinstance(message, CommandResult):
+                self._on_result(message, now_ms)
+            elif isinstance(message, WatchCanceled):
+                if message.watch_id == self._watch_id:
+                    self._resync()
+            elif isinstance(message, LeaseExpired) and message.lease_id == self._lease_id:
+                self._lose_session(now_ms, revoke=False)
+        if events:
+            self.metadata = self.metadata.apply(events)
+        self._step(now_ms)
+
+    def tick(self, now_ms: int) -> None:
+        self._step(now_ms)
+
+    # --- outputs ---------------------------------------------------------------------------------
+
+    def take_commands(self) -> list[Command]:
+        commands, self._outbox = self._outbox, []
+        return commands
+
+    def take_results(self) -> list[CommandResult]:
+        """Results of the broker's own requests (create_topic, ..., alter_partition)."""
+        results, self._results = self._results, []
+        return results
+
+    def next_deadline_ms(self) -> int | None:
+        if self._left:
+            return None
+        timeout = self.config.request_timeout_ms
+        deadlines = [p.sent_ms + timeout for p in self._pending_writes.values()]
+        deadlines += [r.sent_ms + timeout for r in self._inflight.values()]
+        if self._lease_id is not None:
+            deadlines += [self._next_keepalive_ms, self._lease_valid_until_ms]
+        return min(deadlines, default=None)
+
+    # --- queries ---------------------------------------------------------------------------------
+
+    @property
+    def lease_id(self) -> int | None:
+        return self._lease_id
+
+    def session_valid(self, now_ms: int) -> bool:
+        return self._lease_id is not None and now_ms < self._lease_valid_until_ms
+
+    def registration(self) -> BrokerInfo | None:
+        """This broker's registration as the view shows it, if it is this session's."""
+        info = self.metadata.brokers.get(self.broker_id)
+        if info is None or self._lease_id is None or info.lease_id != self._lease_id:
+            return None
+        return info
+
+    @property
+    def broker_epoch(self) -> int | None:
+        info = self.registration()
+        return None if info is None else info.epoch
+
+    def is_controller(self, now_ms: int) -> bool:
+        controller = self.metadata.controller
+        return (
+            self.session_valid(now_ms)
+            and controller is not None
+            and controller.broker_id == self.broker_id
+            and controller.lease_id == self._lease_id
+            and controller.epoch != self._resigned_epoch
+        )
+
+    def isr_change_pending(self, tp: TopicPartition) -> bool:
+        """An AlterPartition write for tp is in flight (send one at a time, as Kafka does)."""
+        return tp in self._isr_changes
+
+    def shutdown_ready(self, now_ms: int) -> bool:
+        """After begin_controlled_shutdown: leadership has moved away as far as it can, and this
+        broker no longer acts as controller. Then call leave()."""
+        if not self._shutting_down:
+            return False
+        if not self.session_valid(now_ms):
+            return True
+        info = self.registration()
+        return (
+            info is not None
+            and info.shutting_down
+            and controlled_shutdown_complete(self.metadata, self.broker_id)
+            and not self.is_controller(now_ms)
+        )
+
+    # --- the broker's requests -------------------------------------------------------------------
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        replication_factor: int,
+        now_ms: int,
+        *,
+        configs: dict[str, str] | None = None,
+        assignment: list[tuple[int, ...]] | None = None,
+    ) -> int:
+        """Write a new topic (validated name and configs) placed on this view's live brokers.
+        Raises KafkaError if it cannot be placed; returns the request id whose result
+        (take_results) says whether the write won (COMPARE_FAILED: the name was taken)."""
+        topic = plan_create_topic(
+            self.metadata, name, partitions, replication_factor, self.rng, configs=configs,
+            assignment=assignment,
+        )
+        return self._send_user(topic_write(self._new_request_id(), self.metadata, topic), now_ms)
+
+    def create_partitions(self, name: str, total: int, now_ms: int) -> int:
+        topic = plan_create_partitions(self.metadata, name, total, self.rng)
+        return self._send_user(topic_write(self._new_request_id(), self.metadata, topic), now_ms)
+
+    def alter_topic_configs(self, name: str, configs: dict[str, str], now_ms: int) -> int | None:
+        topic = self.metadata.topics.get(name)
+        if topic is None:
+            return None
+        return self._send_user(
+            topic_write(self._new_request_id(), self.metadata, topic.with_configs(configs)), now_ms
+        )
+
+    def delete_topic(self, name: str, now_ms: int) -> int | None:
+        if name not in self.metadata.topics:
+            return None
+        return self._send_user(topic_delete(self._new_request_id(), self.metadata, name), now_ms)
+
+    def alter_partition(self, request: AlterPartitionRequest, now_ms: int) -> AlterPartitionDecision:
+        """Validate an ISR change against this view and, if it changes something, write it
+        (guarded, see controller.alter_partition). Its outcome shows in the view; until then
+        isr_change_pending(tp) is true."""
+        if request.tp in self._isr_changes:
+            return AlterPartitionDecision(
+                ErrorCode.operation_not_attempted, self.metadata.partition(request.tp), None,
+                "an ISR change is in flight",
+            )
+        epoch = self.broker_epoch
+        if epoch is None:
+            return AlterPartitionDecision(
+                ErrorCode.stale_broker_epoch, self.metadata.partition(request.tp), None,
+                "this broker's session is not registered",
+            )
+        if request.leader_broker_epoch is None:
+            request = replace(request, leader_broker_epoch=epoch)
+        decision = alter_partition(self.metadata, request)
+        if decision.change is not None:
+            rid = self._new_request_id()
+            self._send(decision.change.command(rid, self.keys), _Kind.ISR_CHANGE, now_ms, tp=request.tp)
+            self._isr_changes[request.tp] = rid
+        return decision
+
+    def begin_controlled_shutdown(self, now_ms: int) -> None:
+        """Ask the controller to move leadership away (the registration says shutting_down).
+        Poll shutdown_ready(); then leave()."""
+        self._shutting_down = True
+        self._step(now_ms)
+
+    def leave(self, now_ms: int) -> None:
+        """End the session now: revoking the lease deletes the registration (and the controller
+        key, if held) at once, instead of after the session timeout."""
+        if self._lease_id is not None:
+            self._send(RevokeLease(self._new_request_id(), self._lease_id), _Kind.REVOKE, now_ms)
+        self._lease_id = None
+        self._left = True
+
+    # --- the state machine -----------------------------------------------------------------------
+
+    def _step(self, now_ms: int) -> None:
+        if self._left:
+            return
+        self._expire_pending(now_ms)
+        if self._lease_id is not None and now_ms >= self._lease_valid_until_ms:
+            self._lose_session(now_ms, revoke=True)
+        if self._lease_id is None and not self._in_flight(_Kind.GRANT):
+            grant = GrantLease(self._new_request_id(), self.config.session_timeout_ms)
+            self._send(grant, _Kind.GRANT, now_ms)
+        if self._lease_id is not None and now_ms >= self._next_keepalive_ms:
+            self._next_keepalive_ms = now_ms + self.config.heartbeat_interval_ms
+            self._send(
+                KeepAlive(self._new_request_id(), self._lease_id),
+                _Kind.KEEPALIVE, now_ms, lease_id=self._lease_id,
+            )
+        if not self.synced:
+            if not self._in_flight(_Kind.SNAPSHOT):
+                self._send(Get(self._new_request_id(), self.keys.prefix), _Kind.SNAPSHOT, now_ms)
+            return
+        if self.metadata.cluster_id is None and not self._in_flight(_Kind.CLUSTER_ID):
+            key = self.keys.cluster_id
+            self._send(
+                CompareAndSet(self._new_request_id(), key, 0, encode_cluster_id(self._new_cluster_id)),
+                _Kind.CLUSTER_ID, now_ms,
+            )
+        if self._lease_id is not None:
+            self._maintain_registration(now_ms)
+        if self.is_controller(now_ms):
+            self._act_as_controller(now_ms)
+
+    def _maintain_registration(self, now_ms: int) -> None:
+        assert self._lease_id is not None
+        key = self.keys.broker(self.broker_id)
+        current = self.metadata.brokers.get(self.broker_id)
+        mine = self.registration()
+        if current is None:
+            # Absent: register. Present under another lease: an earlier incarnation's key, still
+            # leased; wait for it to expire (the watch shows the delete), never overwrite it.
+            if not self._in_flight(_Kind.REGISTER):
+                info = replace(self.broker, shutting_down=self._shutting_down)
+                self._send(
+                    CompareAndSet(self._new_request_id(), key, 0, info.encode(), lease_id=self._lease_id),
+                    _Kind.REGISTER, now_ms, lease_id=self._lease_id,
+                )
+            return
+        if mine is None:
+            return
+        if self._shutting_down and not mine.shutting_down and not self._in_flight(_Kind.UPDATE_REGISTRATION):
+            info = replace(self.broker, shutting_down=True)
+            self._send(
+                CompareAndSet(
+                    self._new_request_id(), key, self.metadata.mod_revision(key), info.encode(),
+                    lease_id=self._lease_id,
+                ),
+                _Kind.UPDATE_REGISTRATION, now_ms,
+            )
+        if (
+            self.metadata.controller is None
+            and not self._shutting_down
+            and not self._in_flight(_Kind.CAMPAIGN)
+        ):
+            self._send(
+                CompareAndSet(
+                    self._new_request_id(), self.keys.controller, 0,
+                    ControllerInfo(self.broker_id).encode(), lease_id=self._lease_id,
+                ),
+                _Kind.CAMPAIGN, now_ms, lease_id=self._lease_id,
+            )
+
+    def _act_as_controller(self, now_ms: int) -> None:
+        controller = self.metadata.controller
+        assert controller is not None
+        if self._shutting_down and controlled_shutdown_complete(self.metadata, self.broker_id):
+            # Leadership has moved off this broker: hand the controller role over too.
+            if not self._in_flight(_Kind.RESIGN):
+                key = self.keys.controller
+                self._send(
+                    Delete(self._new_request_id(), key, self.metadata.mod_revision(key)),
+                    _Kind.RESIGN, now_ms,
+                )
+                self._resigned_epoch = controller.epoch
+            return
+        if (self.metadata.revision, len(self._pending_writes)) == self._reconciled:
+            return  # nothing changed since the last run
+        guard = controller_guard(self.metadata)
+        for decision in reconcile(self.metadata, self.config.policy):
+            if len(self._pending_writes) >= self.config.max_inflight_writes:
+                break
+            key = self.keys.partition(decision.tp)
+            if key in self._pending_writes:
+                continue
+            rid = self._new_request_id()
+            if isinstance(decision, Cleanup):
+                command: Command = decision.command(rid, self.keys)
+            else:
+                command = decision.command(rid, self.keys, (guard,))
+            self._send(command, _Kind.CONTROLLER_WRITE, now_ms, key=key)
+            self._pending_writes[key] = _PendingWrite(rid, now_ms)
+        self._reconciled = (self.metadata.revision, len(self._pending_writes))
+
+    def _on_result(self, result: CommandResult, now_ms: int) -> None:
+        request = self._forget(result.request_id)
+        if request is None:
+            return  # timed out and forgotten, or not ours
+        kind = request.kind
+        if kind is _Kind.GRANT:
+            if result.ok and result.lease_id is not None and not self._left:
+                self._lease_id = result.lease_id
+                self._lease_valid_until_ms = request.sent_ms + result.ttl_ms
+                self._next_keepalive_ms = now_ms + self.config.heartbeat_interval_ms
+            elif result.ok and result.lease_id is not None:
+                self._send(RevokeLease(self._new_request_id(), result.lease_id), _Kind.REVOKE, now_ms)
+        elif kind is _Kind.KEEPALIVE:
+            if request.lease_id == self._lease_id:
+                if result.ok:
+                    valid_until_ms = request.sent_ms + result.ttl_ms
+                    self._lease_valid_until_ms = max(self._lease_valid_until_ms, valid_until_ms)
+                elif result.error is StoreError.LEASE_NOT_FOUND:
+                    self._lose_session(now_ms, revoke=False)
+        elif kind is _Kind.SNAPSHOT:
+            if result.ok:
+                if self._watch_id is not None:
+                    self._send(
+                        CancelWatch(self._new_request_id(), self._watch_id), _Kind.CANCEL_WATCH, now_ms
+                    )
+                self.metadata = ClusterMetadata.from_kvs(result.kvs, result.revision, self.keys)
+                self.synced = True
+                self._reconciled = None
+                watch = Watch(self._new_request_id(), self.keys.prefix, result.revision + 1)
+                self._watch_id = watch.request_id
+                self._send(watch, _Kind.WATCH, now_ms)
+        elif kind is _Kind.WATCH:
+            if not result.ok and result.request_id == self._watch_id:
+                self._resync()
+        elif kind is _Kind.CONTROLLER_WRITE:
+            assert request.key is not None
+            pending = self._pending_writes.get(request.key)
+            if pending is not None and pending.request_id == result.request_id:
+                # Decide again once the view has caught up with what the store answered: the
+                # write itself, or the writes that made its compares fail. Deciding earlier
+                # would only repeat the refused write.
+                if result.ok:
+                    pending.applied_revision = result.revision
+                else:
+                    pending.applied_revision = max((kv.mod_revision for kv in result.kvs), default=0)
+                    if pending.applied_revision <= self.metadata.revision:
+                        del self._pending_writes[request.key]
+        elif kind is _Kind.ISR_CHANGE:
+            assert request.tp is not None
+            if self._isr_changes.get(request.tp) == result.request_id:
+                del self._isr_changes[request.tp]
+            self._results.append(result)
+        elif kind is _Kind.USER:
+            self._results.append(result)
+        # REGISTER, UPDATE_REGISTRATION, CAMPAIGN, RESIGN, CLUSTER_ID, REVOKE, CANCEL_WATCH: the
+        # watch shows what happened; a refusal or an unknown outcome is decided again from it.
+
+    def _expire_pending(self, now_ms: int) -> None:
+        timeout = self.config.request_timeout_ms
+        for key, pending in list(self._pending_writes.items()):
+            seen = pending.applied_revision > 0 and self.metadata.revision >= pending.applied_revision
+            if seen or now_ms >= pending.sent_ms + timeout:
+                del self._pending_writes[key]
+                self._forget(pending.request_id)
+        for rid, request in list(self._inflight.items()):
+            if request.kind is _Kind.CONTROLLER_WRITE or now_ms < request.sent_ms + timeout:
+                continue
+            # Unanswered: treat it as lost (its kind may be sent again) and tell the broker
+            # that the outcome of its own request is unknown.
+            self._forget(rid)
+            if request.kind is _Kind.ISR_CHANGE and request.tp is not None:
+                self._isr_changes.pop(request.tp, None)
+            if request.kind in (_Kind.ISR_CHANGE, _Kind.USER):
+                self._results.append(CommandResult(rid, False, error=StoreError.UNAVAILABLE))
+            if request.kind is _Kind.WATCH and rid == self._watch_id:
+                self._resync()
+
+    def _lose_session(self, now_ms: int, *, revoke: bool) -> None:
+        old = self._lease_id
+        self._lease_id = None
+        self._reconciled = None
+        self._pending_writes.clear()
+        for rid in [r for r, req in self._inflight.items() if req.kind in _SESSION_KINDS]:
+            self._forget(rid)
+        if revoke and old is not None:
+            self._send(RevokeLease(self._new_request_id(), old), _Kind.REVOKE, now_ms)
+
+    def _resync(self) -> None:
+        self.synced = False
+        self._reconciled = None
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    def _new_request_id(self) -> int:
+        rid = self._next_request_id
+        self._next_request_id += 1
+        return rid
+
+    def _in_flight(self, kind: _Kind) -> bool:
+        return self._inflight_kinds[kind] > 0
+
+    def _forget(self, request_id: int) -> _Request | None:
+        request = self._inflight.pop(request_id, None)
+        if request is not None:
+            self._inflight_kinds[request.kind] -= 1
+        return request
+
+    def _send(
+        self, command: Command, kind: _Kind, now_ms: int, *, lease_id: int | None = None,
+        key: str | None = None, tp: TopicPartition | None = None,
+    ) -> None:
+        self._inflight[command.request_id] = _Request(kind, now_ms, lease_id=lease_id, key=key, tp=tp)
+        self._inflight_kinds[kind] += 1
+        self._outbox.append(command)
+
+    def _send_user(self, command: Command, now_ms: int) -> int:
+        self._send(command, _Kind.USER, now_ms)
+        return command.request_id

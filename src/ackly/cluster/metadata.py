@@ -1,0 +1,556 @@
+"""Cluster metadata: immutable snapshots of what the MetadataStore holds, and their encodings.
+
+Owns: the meaning of every key and value under the store's root (KeySpace builds and parses the
+keys; each value type encodes and decodes itself as JSON), and `ClusterMetadata`, one broker's
+view of the cluster at one store revision, as Kafka's MetadataImage is a view of the metadata
+log at one offset. A view changes only by `apply(watch events)`, which returns a new snapshot;
+nothing here is ever mutated, so a snapshot can be handed to request handlers as is.
+
+Facts taken from the store, not from the values (so they cannot disagree with it):
+- a broker's epoch is the create_revision of its registration key (one per incarnation, as
+  Kafka's broker epoch is the offset of its registration record, KIP-380/KIP-903);
+- the controller epoch is the create_revision of the controller key;
+- every key's mod_revision is kept (`mod_revision(key)`) for compare-and-set.
+
+Invariants of PartitionState (checked on construction and on decode; Kafka's
+PartitionRegistration): replicas are distinct and non-empty; the ISR is a non-empty subset of
+the replicas; the leader is NO_LEADER or an ISR member; epochs are >= 0; a RECOVERING
+partition (KIP-704, after an unclean election) has an ISR of exactly one broker, its leader
+unless it has none.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum, IntEnum
+from types import MappingProxyType
+from typing import Any
+
+from ackly.cluster.store import KeyValue, WatchEvent
+from ackly.errors import AcklyError
+from ackly.types import TopicPartition
+
+NO_LEADER = -1
+VALUE_VERSION = 1  # the "v" of every encoded value; a reader refuses versions it does not know
+
+
+class MetadataDecodeError(AcklyError):
+    """A value in the store that this version of ackly cannot read: version skew or a bug in
+    whatever wrote it. Raised, never skipped: acting on a partial view is worse."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"cannot decode {what}: {reason}")
+
+
+class LeaderRecoveryState(IntEnum):
+    """KIP-704. After an unclean election the leader is RECOVERING until it has made its log
+    consistent; until then the ISR stays {leader} and followers do not fetch from it."""
+
+    RECOVERED = 0
+    RECOVERING = 1
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+
+class KeyKind(Enum):
+    CLUSTER_ID = "cluster_id"
+    CONTROLLER = "controller"
+    BROKER = "broker"
+    TOPIC = "topic"
+    PARTITION = "partition"
+
+
+@dataclass(frozen=True)
+class ParsedKey:
+    kind: KeyKind
+    broker_id: int = -1
+    topic: str = ""
+    partition: int = -1
+
+    @property
+    def tp(self) -> TopicPartition:
+        assert self.kind is KeyKind.PARTITION
+        return TopicPartition(self.topic, self.partition)
+
+
+def _parse_index(text: str) -> int | None:
+    """A non-negative decimal with no sign or leading zeros, as the key writers produce."""
+    if not text.isdigit() or (len(text) > 1 and text[0] == "0"):
+        return None
+    return int(text)
+
+
+@dataclass(frozen=True)
+class KeySpace:
+    """The store keys of one cluster. The root lets several clusters (or tests) share a store."""
+
+    root: str = "/ackly"
+
+    def __post_init__(self) -> None:
+        assert self.root.startswith("/") and not self.root.endswith("/"), self.root
+
+    @property
+    def prefix(self) -> str:
+        return self.root + "/"
+
+    @property
+    def cluster_id(self) -> str:
+        return f"{self.root}/cluster_id"
+
+    @property
+    def controller(self) -> str:
+        return f"{self.root}/controller"
+
+    @property
+    def brokers_prefix(self) -> str:
+        return f"{self.root}/brokers/"
+
+    def broker(self, broker_id: int) -> str:
+        assert broker_id >= 0
+        return f"{self.root}/brokers/{broker_id}"
+
+    def topic(self, name: str) -> str:
+        assert name and "/" not in name, name
+        return f"{self.root}/topics/{name}"
+
+    def partition(self, tp: TopicPartition) -> str:
+        assert tp.topic and "/" not in tp.topic and tp.partition >= 0, tp
+        return f"{self.root}/partitions/{tp.topic}/{tp.partition}"
+
+    def parse(self, key: str) -> ParsedKey | None:
+        """What a key names, or None for keys this version does not know (ignored, so that
+        a newer broker can add keys without breaking older ones)."""
+        if not key.startswith(self.prefix):
+            return None
+        parts = key[len(self.prefix):].split("/")
+        if parts == ["cluster_id"]:
+            return ParsedKey(KeyKind.CLUSTER_ID)
+        if parts == ["controller"]:
+            return ParsedKey(KeyKind.CONTROLLER)
+        if len(parts) == 2 and parts[0] == "brokers":
+            broker_id = _parse_index(parts[1])
+            return None if broker_id is None else ParsedKey(KeyKind.BROKER, broker_id=broker_id)
+        if len(parts) == 2 and parts[0] == "topics" and parts[1]:
+            return ParsedKey(KeyKind.TOPIC, topic=parts[1])
+        if len(parts) == 3 and parts[0] == "partitions" and parts[1]:
+            index = _parse_index(parts[2])
+            return None if index is None else ParsedKey(KeyKind.PARTITION, topic=parts[1], partition=index)
+        return None
+
+
+# --- values ------------------------------------------------------------------------------------
+
+
+def _dump(doc: dict[str, Any]) -> bytes:
+    return json.dumps({"v": VALUE_VERSION, **doc}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _load(what: str, data: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MetadataDecodeError(what, f"not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise MetadataDecodeError(what, "not a JSON object")
+    if doc.get("v") != VALUE_VERSION:
+        raise MetadataDecodeError(what, f"unknown value version {doc.get('v')!r}")
+    return doc
+
+
+def _field(what: str, doc: Mapping[str, Any], name: str, kind: type) -> Any:
+    value = doc.get(name)
+    # bool is an int in Python; never accept one for the other.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise MetadataDecodeError(what, f"field {name!r} is not a {kind.__name__}: {value!r}")
+    return value
+
+
+def _int_list(what: str, doc: Mapping[str, Any], name: str) -> tuple[int, ...]:
+    value = _field(what, doc, name, list)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise MetadataDecodeError(what, f"field {name!r} is not a list of integers: {value!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    """A registered (live) broker. lease_id and epoch come from its key, not its value."""
+
+    broker_id: int
+    host: str
+    port: int
+    rack: str | None = None
+    shutting_down: bool = False  # controlled shutdown asked: move leadership away (KIP-631)
+    lease_id: int | None = None
+    epoch: int = 0
+
+    def encode(self) -> bytes:
+        return _dump({
+            "broker_id": self.broker_id, "host": self.host, "port": self.port, "rack": self.rack,
+            "shutting_down": self.shutting_down,
+        })
+
+    @classmethod
+    def decode(cls, data: bytes, *, lease_id: int | None = None, epoch: int = 0) -> BrokerInfo:
+        doc = _load("broker", data)
+        rack = doc.get("rack")
+        if rack is not None and not isinstance(rack, str):
+            raise MetadataDecodeError("broker", f"rack is not a string: {rack!r}")
+        return cls(
+            broker_id=_field("broker", doc, "broker_id", int), host=_field("broker", doc, "host", str),
+            port=_field("broker", doc, "port", int), rack=rack,
+            shutting_down=_field("broker", doc, "shutting_down", bool), lease_id=lease_id, epoch=epoch,
+        )
+
+
+@dataclass(frozen=True)
+class ControllerInfo:
+    """Who holds the controller key. epoch = its create_revision; lease_id = its lease."""
+
+    broker_id: int
+    lease_id: int | None = None
+    epoch: int = 0
+
+    def encode(self) -> bytes:
+        return _dump({"broker_id": self.broker_id})
+
+    @classmethod
+    def decode(cls, data: bytes, *, lease_id: int | None = None, epoch: int = 0) -> ControllerInfo:
+        doc = _load("controller", data)
+        return cls(_field("controller", doc, "broker_id", int), lease_id=lease_id, epoch=epoch)
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """A topic: id, config overrides, and the replica assignment its partitions were created
+    with. The assignment says which partitions exist and how the controller creates a missing
+    partition state; once a partition state exists, its `replicas` are authoritative."""
+
+    name: str
+    topic_id: uuid.UUID
+    assignment: tuple[tuple[int, ...], ...]
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "configs", MappingProxyType(dict(self.configs)))
+        assert self.assignment, "a topic has at least one partition"
+        for replicas in self.assignment:
+            assert replicas and len(set(replicas)) == len(replicas), replicas
+
+    @property
+    def partitions(self) -> int:
+        return len(self.assignment)
+
+    def partition_ids(self) -> range:
+        return range(len(self.assignment))
+
+    def with_assignment(self, assignment: Sequence[tuple[int, ...]]) -> TopicInfo:
+        return replace(self, assignment=tuple(assignment))
+
+    def with_configs(self, configs: Mapping[str, str]) -> TopicInfo:
+        return replace(self, configs=dict(configs))
+
+    def encode(self) -> bytes:
+        return _dump({
+            "name": self.name, "topic_id": str(self.topic_id),
+            "assignment": [list(r) for r in self.assignment], "configs": dict(self.configs),
+        })
+
+    @classmethod
+    def decode(cls, data: bytes) -> TopicInfo:
+        doc = _load("topic", data)
+        try:
+            topic_id = uuid.UUID(_field("topic", doc, "topic_id", str))
+        except ValueError:
+            raise MetadataDecodeError("topic", f"bad topic id {doc.get('topic_id')!r}") from None
+        raw_assignment = _field("topic", doc, "assignment", list)
+        assignment = tuple(_int_list("topic", {"r": r}, "r") for r in raw_assignment)
+        if not assignment or any(not r or len(set(r)) != len(r) for r in assignment):
+            raise MetadataDecodeError("topic", f"bad assignment {raw_assignment!r}")
+        configs = _field("topic", doc, "configs", dict)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in configs.items()):
+            raise MetadataDecodeError("topic", f"configs are not strings: {configs!r}")
+        return cls(_field("topic", doc, "name", str), topic_id, assignment, configs)
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """Leader and ISR of one partition (Kafka's PartitionRegistration).
+
+    leader_epoch rises with every leadership change, including to NO_LEADER (rule 10).
+    partition_epoch rises with every change of any field: it is what an AlterPartition
+    request must match (KIP-497), as the store's mod_revision is what a write must match.
+    """
+
+    topic_id: uuid.UUID
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    leader: int
+    leader_epoch: int = 0
+    partition_epoch: int = 0
+    leader_recovery_state: LeaderRecoveryState = LeaderRecoveryState.RECOVERED
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "isr", tuple(sorted(self.isr)))
+        problems = self.problems()
+        assert not problems, f"{self}: {'; '.join(problems)}"
+
+    def problems(self) -> list[str]:
+        return partition_state_problems(
+            self.replicas, self.isr, self.leader, self.leader_epoch, self.partition_epoch,
+            self.leader_recovery_state,
+        )
+
+    @property
+    def has_leader(self) -> bool:
+        return self.leader != NO_LEADER
+
+    @property
+    def preferred_leader(self) -> int:
+        return self.replicas[0]
+
+    def encode(self) -> bytes:
+        return _dump({
+            "topic_id": str(self.topic_id), "replicas": list(self.replicas), "isr": list(self.isr),
+            "leader": self.leader, "leader_epoch": self.leader_epoch,
+            "partition_epoch": self.partition_epoch,
+            "leader_recovery_state": int(self.leader_recovery_state),
+        })
+
+    @classmethod
+    def decode(cls, data: bytes) -> PartitionState:
+        what = "partition state"
+        doc = _load(what, data)
+        try:
+            topic_id = uuid.UUID(_field(what, doc, "topic_id", str))
+            recovery = LeaderRecoveryState(_field(what, doc, "leader_recovery_state", int))
+        except ValueError as exc:
+            raise MetadataDecodeError(what, str(exc)) from None
+        replicas = _int_list(what, doc, "replicas")
+        isr = tuple(sorted(_int_list(what, doc, "isr")))
+        leader = _field(what, doc, "leader", int)
+        leader_epoch = _field(what, doc, "leader_epoch", int)
+        partition_epoch = _field(what, doc, "partition_epoch", int)
+        problems = partition_state_problems(replicas, isr, leader, leader_epoch, partition_epoch, recovery)
+        if problems:
+            raise MetadataDecodeError(what, "; ".join(problems))
+        return cls(topic_id, replicas, isr, leader, leader_epoch, partition_epoch, recovery)
+
+
+def partition_state_problems(
+    replicas: tuple[int, ...], isr: tuple[int, ...], leader: int, leader_epoch: int, partition_epoch: int,
+    leader_recovery_state: LeaderRecoveryState,
+) -> list[str]:
+    """Which of PartitionState's invariants these fields break (empty: none)."""
+    found = []
+    if not replicas or len(set(replicas)) != len(replicas):
+        found.append(f"replicas {replicas} are empty or repeat a broker")
+    if not isr or len(set(isr)) != len(isr) or not set(isr) <= set(replicas):
+        found.append(f"ISR {isr} is not a non-empty subset of replicas {replicas}")
+    if leader != NO_LEADER and leader not in isr:
+        found.append(f"leader {leader} is not in the ISR {isr}")
+    if leader_epoch < 0 or partition_epoch < 0:
+        found.append("negative epoch")
+    if leader_recovery_state is LeaderRecoveryState.RECOVERING and (
+        len(isr) != 1 or leader not in (NO_LEADER, isr[0])
+    ):
+        found.append("a RECOVERING partition's ISR must be exactly its leader")
+    return found
+
+
+def decode_cluster_id(data: bytes) -> str:
+    doc = _load("cluster id", data)
+    return str(_field("cluster id", doc, "cluster_id", str))
+
+
+def encode_cluster_id(cluster_id: str) -> bytes:
+    return _dump({"cluster_id": cluster_id})
+
+
+# --- the snapshot ------------------------------------------------------------------------------
+
+def _empty() -> Mapping[Any, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class ClusterMetadata:
+    """One view of the cluster at store revision `revision`.
+
+    `partitions` holds every partition key in the store, including leftovers of a deleted or
+    re-created topic that the controller has not cleaned up yet; `partition(tp)` and
+    `partitions_of(topic)` show only those that belong to a live topic (same topic id, index
+    within its assignment). Everything else should use those.
+    """
+
+    keys: KeySpace = KeySpace()
+    revision: int = 0
+    cluster_id: str | None = None
+    controller: ControllerInfo | None = None
+    brokers: Mapping[int, BrokerInfo] = field(default_factory=_empty)
+    topics: Mapping[str, TopicInfo] = field(default_factory=_empty)
+    partitions: Mapping[TopicPartition, PartitionState] = field(default_factory=_empty)
+    mod_revisions: Mapping[str, int] = field(default_factory=_empty)
+
+    @classmethod
+    def from_kvs(
+        cls, kvs: Iterable[KeyValue], revision: int, keys: KeySpace | None = None
+    ) -> ClusterMetadata:
+        """The view from a Get of the root prefix answered at `revision`."""
+        builder = _Builder(cls(keys=keys or KeySpace()))
+        for kv in kvs:
+            builder.set(kv.key, kv.value, kv.mod_revision, kv.create_revision, kv.lease_id)
+        return builder.build(revision)
+
+    def apply(self, events: Iterable[WatchEvent]) -> ClusterMetadata:
+        """The view after these watch events (in the order the watch delivered them)."""
+        builder = _Builder(self)
+        revision = self.revision
+        for event in events:
+            builder.set(event.key, event.value, event.mod_revision, event.create_revision, event.lease_id)
+            revision = max(revision, event.mod_revision)
+        return builder.build(revision)
+
+    # Pure updates, for code (and tests) that build a view without a store.
+    def with_broker(self, info: BrokerInfo, mod_revision: int) -> ClusterMetadata:
+        epoch = info.epoch or mod_revision
+        return self._with(self.keys.broker(info.broker_id), info.encode(), mod_revision, epoch, info.lease_id)
+
+    def without_broker(self, broker_id: int, revision: int) -> ClusterMetadata:
+        return self._with(self.keys.broker(broker_id), None, revision, 0, None)
+
+    def with_controller(self, info: ControllerInfo, mod_revision: int) -> ClusterMetadata:
+        epoch = info.epoch or mod_revision
+        return self._with(self.keys.controller, info.encode(), mod_revision, epoch, info.lease_id)
+
+    def with_topic(self, topic: TopicInfo, mod_revision: int) -> ClusterMetadata:
+        return self._with(self.keys.topic(topic.name), topic.encode(), mod_revision, mod_revision, None)
+
+    def with_partition(self, tp: TopicPartition, state: PartitionState, mod_revision: int) -> ClusterMetadata:
+        return self._with(self.keys.partition(tp), state.encode(), mod_revision, mod_revision, None)
+
+    def _with(
+        self, key: str, value: bytes | None, mod_revision: int, create_revision: int, lease_id: int | None
+    ) -> ClusterMetadata:
+        builder = _Builder(self)
+        builder.set(key, value, mod_revision, create_revision, lease_id)
+        return builder.build(max(self.revision, mod_revision))
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def mod_revision(self, key: str) -> int:
+        """The key's mod_revision in this view; 0 if absent (what create-if-absent compares)."""
+        return self.mod_revisions.get(key, 0)
+
+    def partition_revision(self, tp: TopicPartition) -> int:
+        return self.mod_revision(self.keys.partition(tp))
+
+    def partition(self, tp: TopicPartition) -> PartitionState | None:
+        """The state of a partition of a live topic, or None (unknown, or not created yet)."""
+        topic = self.topics.get(tp.topic)
+        state = self.partitions.get(tp)
+        if topic is None or state is None or state.topic_id != topic.topic_id:
+            return None
+        return state if tp.partition < topic.partitions else None
+
+    def partitions_of(self, topic: str) -> Iterator[tuple[TopicPartition, PartitionState]]:
+        info = self.topics.get(topic)
+        if info is None:
+            return
+        for index in info.partition_ids():
+            tp = TopicPartition(topic, index)
+            state = self.partition(tp)
+            if state is not None:
+                yield tp, state
+
+    def all_partitions(self) -> Iterator[tuple[TopicPartition, PartitionState]]:
+        for name in sorted(self.topics):
+            yield from self.partitions_of(name)
+
+    def is_leftover(self, tp: TopicPartition) -> bool:
+        """A partition key that belongs to no live topic (deleted, re-created, or shrunk)."""
+        return tp in self.partitions and self.partition(tp) is None
+
+    def partition_changes(
+        self, newer: ClusterMetadata
+    ) -> list[tuple[TopicPartition, PartitionState | None, PartitionState | None]]:
+        """(tp, state here, state in `newer`) for every partition whose state differs: what a
+        broker acts on after new events (become leader or follower, stop, delete), as Kafka's
+        brokers act on a MetadataDelta."""
+        mine = dict(self.all_partitions())
+        theirs = dict(newer.all_partitions())
+        return [
+            (tp, mine.get(tp), theirs.get(tp))
+            for tp in sorted(mine.keys() | theirs.keys())
+            if mine.get(tp) != theirs.get(tp)
+        ]
+
+    def live_broker_ids(self) -> list[int]:
+        return sorted(self.brokers)
+
+    def led_by(self, broker_id: int) -> list[TopicPartition]:
+        return [tp for tp, state in self.all_partitions() if state.leader == broker_id]
+
+
+class _Builder:
+    """Copy-on-write: one copy of each map per batch of events, however many events."""
+
+    def __init__(self, base: ClusterMetadata) -> None:
+        self.base = base
+        self.cluster_id = base.cluster_id
+        self.controller = base.controller
+        self.brokers = dict(base.brokers)
+        self.topics = dict(base.topics)
+        self.partitions = dict(base.partitions)
+        self.mod_revisions = dict(base.mod_revisions)
+
+    def set(
+        self, key: str, value: bytes | None, mod_revision: int, create_revision: int, lease_id: int | None
+    ) -> None:
+        parsed = self.base.keys.parse(key)
+        if parsed is None:
+            return
+        if value is None:
+            self.mod_revisions.pop(key, None)
+        else:
+            self.mod_revisions[key] = mod_revision
+        kind = parsed.kind
+        if kind is KeyKind.CLUSTER_ID:
+            self.cluster_id = None if value is None else decode_cluster_id(value)
+        elif kind is KeyKind.CONTROLLER:
+            if value is None:
+                self.controller = None
+            else:
+                self.controller = ControllerInfo.decode(value, lease_id=lease_id, epoch=create_revision)
+        elif kind is KeyKind.BROKER:
+            if value is None:
+                self.brokers.pop(parsed.broker_id, None)
+            else:
+                info = BrokerInfo.decode(value, lease_id=lease_id, epoch=create_revision)
+                if info.broker_id != parsed.broker_id:
+                    raise MetadataDecodeError(key, f"names broker {info.broker_id}")
+                self.brokers[parsed.broker_id] = info
+        elif kind is KeyKind.TOPIC:
+            if value is None:
+                self.topics.pop(parsed.topic, None)
+            else:
+                topic = TopicInfo.decode(value)
+                if topic.name != parsed.topic:
+                    raise MetadataDecodeError(key, f"names topic {topic.name!r}")
+                self.topics[parsed.topic] = topic
+        elif kind is KeyKind.PARTITION:
+            if value is None:
+                self.partitions.pop(parsed.tp, None)
+            else:
+                self.partitions[parsed.tp] = PartitionState.decode(value)
+
+    def build(self, revision: int) -> ClusterMetadata:
+        return ClusterMetadata(
+            keys=self.base.keys, revision=revision, cluster_id=self.cluster_id, controller=self.controller,
+            brokers=MappingProxyType(self.brokers), topics=MappingProxyType(self.topics),
+            partitions=MappingProxyType(self.partitions), mod_revisions=MappingProxyType(self.mod_revisions),
+        )
