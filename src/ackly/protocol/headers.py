@@ -26,7 +26,7 @@ class RequestHeader(NamedTuple):
     client_id: str | None
 
 
-def read_uvarint(buf: bytes, pos: int) -> tuple[int, int]:
+def read_uvarint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
     """An unsigned varint at `pos`: (value, next position)."""
     value = 0
     shift = 0
@@ -43,7 +43,7 @@ def read_uvarint(buf: bytes, pos: int) -> tuple[int, int]:
             raise KafkaError(ErrorCode.corrupt_message, "varint too long")
 
 
-def skip_tagged_fields(buf: bytes, pos: int) -> int:
+def skip_tagged_fields(buf: bytes | memoryview, pos: int) -> int:
     count, pos = read_uvarint(buf, pos)
     for _ in range(count):
         _tag, pos = read_uvarint(buf, pos)
@@ -54,7 +54,7 @@ def skip_tagged_fields(buf: bytes, pos: int) -> int:
     return pos
 
 
-def parse_prefix(frame: bytes) -> RequestHeader:
+def parse_prefix(frame: bytes | memoryview) -> RequestHeader:
     """The header fields every version shares (enough to answer even an unknown API)."""
     if len(frame) < _PREFIX.size:
         raise KafkaError(ErrorCode.corrupt_message, "frame shorter than a request header")
@@ -64,11 +64,11 @@ def parse_prefix(frame: bytes) -> RequestHeader:
     if client_id_len >= 0:
         if pos + client_id_len > len(frame):
             raise KafkaError(ErrorCode.corrupt_message, "truncated client id")
-        client_id = frame[pos : pos + client_id_len].decode("utf-8", "replace")
+        client_id = bytes(frame[pos : pos + client_id_len]).decode("utf-8", "replace")
     return RequestHeader(api_key, api_version, correlation_id, client_id)
 
 
-def body_offset(frame: bytes, header_version: int) -> int:
+def body_offset(frame: bytes | memoryview, header_version: int) -> int:
     """Where the request body starts, for header v1 or v2."""
     client_id_len: int = struct.unpack_from(">h", frame, 8)[0]
     pos = _PREFIX.size + max(client_id_len, 0)

@@ -67,7 +67,7 @@ def _reader(cls: type) -> Any:
     return entity_reader(cls)
 
 
-def decode_request(api_key: int, version: int, frame: bytes, offset: int) -> Any:
+def decode_request(api_key: int, version: int, frame: bytes | memoryview, offset: int) -> Any:
     """Decode a request body. Trailing bytes are ignored, as Kafka does (librdkafka sends some)."""
     try:
         value, _size = _reader(request_type(api_key, version))(frame, offset)

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import logging
 import random
+import socket
 import time
 from collections.abc import Mapping
 
@@ -58,42 +59,39 @@ class BrokerServer:
         self._stopping = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due_ms: int | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self.connections: set[Connection] = set()
         self._next_connection_id = 0
 
     def now_ms(self) -> int:
         return wall_clock_ms()
 
     async def start(self) -> tuple[str, int]:
-        """Recover the logs, then listen; returns the bound (host, port)."""
-        self._server = await asyncio.start_server(
-            self._on_connection, self.host, self.port, reuse_address=True, backlog=512,
-        )
-        sock = self._server.sockets[0]
+        """Bind, recover the logs, then listen; returns the bound (host, port).
+
+        The port is bound before recovery (so port 0 resolves and the node can advertise it)
+        but nothing is accepted until the node is ready.
+        """
+        family, type_, proto, _, address = socket.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM
+        )[0]
+        sock = socket.socket(family, type_, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
         self.host, self.port = sock.getsockname()[:2]
         self.node = BrokerNode(
             config=self.config, disk=RealDisk(), data_dir=self.data_dir,
             host=self.advertised_host if self.advertised_host != "0.0.0.0" else "127.0.0.1",
             port=self.port, now_ms=self.now_ms(), rng=random.Random(),
         )
+        self._server = await asyncio.get_running_loop().create_server(
+            self._new_connection, sock=sock, backlog=512,
+        )
         self.after_event()
         return self.host, self.port
 
-    async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        if self.node is None:  # accepted while recovering: not ready yet
-            writer.close()
-            return
+    def _new_connection(self) -> Connection:
         self._next_connection_id += 1
-        conn = Connection(self, reader, writer, self._next_connection_id)
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            await conn.run()
-        finally:
-            self._connections.discard(task)
+        return Connection(self, self._next_connection_id)
 
     def after_event(self) -> None:
         """After any input: start a group flush if one is due, and re-arm the timer."""
@@ -145,10 +143,8 @@ class BrokerServer:
         """Stop accepting, drop connections, finish the flush in flight, close every log."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        for conn in list(self.connections):
+            conn.abort()
         self._stopping = True
         if self._flush_future is not None:
             await asyncio.gather(asyncio.wrap_future(self._flush_future), return_exceptions=True)

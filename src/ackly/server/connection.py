@@ -1,10 +1,14 @@
 """One client connection: frames in, answers out in request order, file ranges by sendfile.
 
-Requests may be pipelined; each gets a slot in arrival order, and the writer sends slot
-after slot, waiting for the head one to be answered, so answers never overtake each other
-whatever order the broker completes them in. Reading pauses while `max_in_flight` answers
-are pending, which bounds the memory one connection can hold. A framing or decoding error
-closes this connection only.
+Reading is a BufferedProtocol over a FrameDecoder, so bytes go from the socket straight into
+their final buffer (a large Produce is received into a buffer of its own, never copied).
+
+Requests may be pipelined; each gets a slot in arrival order, and answers leave slot after
+slot, so they never overtake each other whatever order the broker completes them in. An
+answer at the head is written at once (no task switch); only large file ranges (sendfile)
+and writes behind a full transport buffer go through the writer task. Reading pauses while
+`max_in_flight` answers are pending, which bounds what one connection can hold. A framing or
+decoding error closes this connection only.
 """
 
 from __future__ import annotations
@@ -26,11 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ackly.connection")
 
-READ_CHUNK_BYTES = 1 << 20
 # Ranges up to this size are read and written at once: a pread from the page cache costs
 # less than a task switch plus a sendfile call.
 INLINE_RANGE_BYTES = 64 * 1024
-WRITE_BUFFER_HIGH_BYTES = 4 << 20
 
 
 class _Slot:
@@ -41,69 +43,82 @@ class _Slot:
         self.done = False
 
 
-class Connection:
-    def __init__(
-        self, server: BrokerServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-        connection_id: int, max_in_flight: int = 64,
-    ) -> None:
+class Connection(asyncio.BufferedProtocol):
+    def __init__(self, server: BrokerServer, connection_id: int, max_in_flight: int = 64) -> None:
         self.server = server
-        self.reader = reader
-        self.writer = writer
         self.connection_id = connection_id
-        peer = writer.get_extra_info("peername")
-        self.client_host = str(peer[0]) if peer else ""
-        self.decoder = FrameDecoder(server.node.config.socket_request_max_bytes)
-        self.slots: collections.deque[_Slot] = collections.deque()
         self.max_in_flight = max_in_flight
-        self._head_ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._closing = False
+        self.client_host = ""
+        self.transport: asyncio.Transport | None = None
+        self.slots: collections.deque[_Slot] = collections.deque()
+        self.decoder = FrameDecoder(server.node.config.socket_request_max_bytes)
+        self._reading_paused = False
+        self._writing_paused = False
         self._writer_busy = False
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closed = False
 
-    async def run(self) -> None:
-        writer_task = asyncio.create_task(self._write_loop())
+    # --- asyncio protocol callbacks -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_host = str(peer[0]) if peer else ""
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.server.connections.discard(self)
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.decoder.buffer_updated(nbytes)
         try:
-            await self._read_loop()
+            while not self._closed and (frame := self.decoder.next_frame()) is not None:
+                self._handle(frame)
         except (FrameError, KafkaError) as exc:
             log.warning("closing connection %d from %s: %s", self.connection_id, self.client_host, exc)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+            self._close()
         except Exception:
             log.exception("closing connection %d after an internal error", self.connection_id)
-        finally:
-            self._closing = True
-            self._head_ready.set()
-            # Let answers already given reach the client before closing (e.g. a Produce
-            # followed by a disconnect), but never wait on a long poll.
-            try:
-                await asyncio.wait_for(writer_task, timeout=0.5)
-            except (TimeoutError, asyncio.CancelledError, ConnectionError):
-                writer_task.cancel()
-            self.writer.close()
+            self._close()
+        if len(self.slots) >= self.max_in_flight and not self._reading_paused and not self._closed:
+            self._reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        self.server.after_event()
 
-    async def _read_loop(self) -> None:
-        node = self.server.node
-        while True:
-            if len(self.slots) >= self.max_in_flight:
-                self._room.clear()
-                await self._room.wait()
-            data = await self.reader.read(READ_CHUNK_BYTES)
-            if not data:
-                return
-            self.decoder.receive_data(data)
-            now_ms = self.server.now_ms()
-            while (frame := self.decoder.next_frame()) is not None:
-                header = parse_prefix(frame)
-                slot = _Slot()
-                self.slots.append(slot)
-                ctx = RequestContext(
-                    header=header, now_ms=now_ms,
-                    sink=functools.partial(self._answer, slot),
-                    connection_id=self.connection_id, client_host=self.client_host,
-                )
-                node.handle_frame(ctx, frame)
-            self.server.after_event()
+    def eof_received(self) -> bool | None:
+        return False  # close; answers already written still go out first
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._writer_busy and self._writer_task is None:
+            self._start_writer()
+        else:
+            self._pump()
+
+    # --- input ----------------------------------------------------------------------------
+
+    def _handle(self, frame: bytes | memoryview) -> None:
+        header = parse_prefix(frame)
+        slot = _Slot()
+        self.slots.append(slot)
+        ctx = RequestContext(
+            header=header, now_ms=self.server.now_ms(), sink=functools.partial(self._answer, slot),
+            connection_id=self.connection_id, client_host=self.client_host,
+        )
+        self.server.node.handle_frame(ctx, frame)
+
+    # --- output ---------------------------------------------------------------------------
 
     def _answer(self, slot: _Slot, pieces: Sequence[Any] | None) -> None:
         slot.pieces = pieces
@@ -116,29 +131,27 @@ class Connection:
 
         Bytes and small file ranges are written synchronously (no task switch between the
         answer and the socket, which is most of a small request's latency). A large file
-        range, or a full transport buffer, hands the rest to the writer task, which sends
-        with sendfile and drains; it calls _pump again when done.
+        range, or a paused transport, hands the rest to the writer task.
         """
-        if self._writer_busy:
+        if self._writer_busy or self._closed:
             return
-        transport = self.writer.transport
         while self.slots and self.slots[0].done:
-            if transport.is_closing():
-                return
-            if transport.get_write_buffer_size() > WRITE_BUFFER_HIGH_BYTES:
-                self._hand_to_writer()
+            if self._writing_paused:
+                self._writer_busy = True  # resume_writing restarts the pump
                 return
             slot = self.slots[0]
             if slot.pieces is not None and not self._write_inline(slot):
-                self._hand_to_writer()
+                self._writer_busy = True
+                self._start_writer()
                 return
             self.slots.popleft()
-        if len(self.slots) < self.max_in_flight:
-            self._room.set()
+        if self._reading_paused and len(self.slots) < self.max_in_flight and self.transport:
+            self._reading_paused = False
+            self.transport.resume_reading()
 
     def _write_inline(self, slot: _Slot) -> bool:
         """Write the slot now if it holds no large file range; False leaves it untouched."""
-        assert slot.pieces is not None
+        assert slot.pieces is not None and self.transport is not None
         out = []
         for piece in slot.pieces:
             if isinstance(piece, (bytes, bytearray, memoryview)):
@@ -147,48 +160,51 @@ class Connection:
                 out.append(piece.file.read(piece.position, piece.size))
             else:
                 return False
-        self.writer.writelines(out)
+        self.transport.writelines(out)
         return True
 
     def _can_sendfile(self, piece: Any) -> bool:
         return self.server.use_sendfile and piece.file.fileno() is not None
 
-    def _hand_to_writer(self) -> None:
-        self._writer_busy = True
-        self._head_ready.set()
+    def _start_writer(self) -> None:
+        if self._writer_task is None and not self._closed:
+            self._writer_task = asyncio.get_running_loop().create_task(self._write_head())
 
-    async def _write_loop(self) -> None:
-        """Sends what _pump could not: large file ranges, and writes behind a full buffer."""
+    async def _write_head(self) -> None:
+        """Send the head slot when it holds a large file range: sendfile (zero copy)."""
         loop = asyncio.get_running_loop()
-        writer = self.writer
-        while True:
-            while not self._writer_busy:
-                if self._closing:
-                    return
-                self._head_ready.clear()
-                await self._head_ready.wait()
-            await writer.drain()
+        transport = self.transport
+        assert transport is not None
+        try:
             slot = self.slots[0]
-            if slot.pieces is not None and not self._write_inline(slot):
-                for piece in slot.pieces:
-                    if isinstance(piece, (bytes, bytearray, memoryview)):
-                        writer.write(piece)
-                    elif self._can_sendfile(piece) and piece.size > INLINE_RANGE_BYTES:
-                        await self._send_range(loop, piece)
-                    else:
-                        writer.write(piece.file.read(piece.position, piece.size))
+            assert slot.pieces is not None
+            for piece in slot.pieces:
+                if isinstance(piece, (bytes, bytearray, memoryview)):
+                    transport.write(piece)
+                elif self._can_sendfile(piece) and piece.size > INLINE_RANGE_BYTES:
+                    fd = piece.file.fileno()
+                    with open(fd, "rb", buffering=0, closefd=False) as f:
+                        sent = await loop.sendfile(transport, f, piece.position, piece.size)
+                    if sent != piece.size:
+                        # The file shrank under us (truncation): the frame cannot be completed.
+                        raise ConnectionError(f"sent {sent} of {piece.size} bytes of a range")
+                else:
+                    transport.write(piece.file.read(piece.position, piece.size))
             self.slots.popleft()
-            self._writer_busy = False
-            self._pump()
-            if self._closing and not self.slots:
-                return
+        except (ConnectionError, OSError, RuntimeError) as exc:
+            log.debug("connection %d: send failed: %s", self.connection_id, exc)
+            self._close()
+            return
+        finally:
+            self._writer_task = None
+        self._writer_busy = False
+        self._pump()
 
-    async def _send_range(self, loop: asyncio.AbstractEventLoop, piece: Any) -> None:
-        """Send a segment byte range with sendfile (zero copy)."""
-        fd = piece.file.fileno()
-        await self.writer.drain()
-        with open(fd, "rb", buffering=0, closefd=False) as f:
-            sent = await loop.sendfile(self.writer.transport, f, piece.position, piece.size)
-        if sent != piece.size:
-            # The file shrank under us (truncation): the frame can no longer be completed.
-            raise ConnectionError(f"sent {sent} of {piece.size} bytes of a segment range")
+    def _close(self) -> None:
+        if not self._closed and self.transport is not None:
+            self._closed = True
+            self.transport.close()  # written answers are flushed first
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()

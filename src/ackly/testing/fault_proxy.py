@@ -455,7 +455,7 @@ class _ProxyConnection:
                 return
             decoder.receive_data(data)
             while (frame := decoder.next_frame()) is not None:
-                await self._request(frame, upstream)
+                await self._request(bytes(frame), upstream)
 
     async def _request(self, frame: bytes, upstream: asyncio.StreamWriter) -> None:
         proxy = self.proxy
@@ -519,7 +519,7 @@ class _ProxyConnection:
                 return
             decoder.receive_data(data)
             while (frame := decoder.next_frame()) is not None:
-                await self._response(frame)
+                await self._response(bytes(frame))
 
     async def _response(self, frame: bytes) -> None:
         proxy = self.proxy

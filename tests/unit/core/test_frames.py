@@ -59,3 +59,39 @@ def test_garbage_gives_frames_none_or_frame_error(data: bytes) -> None:
             pass
     except FrameError:
         pass
+
+
+@given(st.lists(st.binary(max_size=3000), max_size=12), st.integers(1, 700))
+def test_buffer_protocol_path_preserves_frames(payloads: list[bytes], chunk: int) -> None:
+    """get_buffer/buffer_updated as an asyncio BufferedProtocol drives it, with small
+    thresholds so that large frames take their own buffer."""
+    stream = b"".join(frame(p) for p in payloads)
+    d = FrameDecoder(10_000, small_buffer_bytes=64, large_frame_bytes=100)
+    got = []
+    pos = 0
+    while pos < len(stream):
+        buf = d.get_buffer()
+        n = min(len(buf), chunk, len(stream) - pos)
+        buf[:n] = stream[pos : pos + n]
+        del buf
+        d.buffer_updated(n)
+        pos += n
+        while (f := d.next_frame()) is not None:
+            got.append(bytes(f))
+    assert got == payloads
+    assert d.buffered_bytes == 0
+
+
+def test_a_large_frame_is_received_into_its_own_buffer() -> None:
+    d = FrameDecoder(1 << 20, large_frame_bytes=1000)
+    payload = bytes(range(256)) * 40
+    data = frame(payload)
+    d.receive_data(data[:500])
+    assert d.next_frame() is None
+    buf = d.get_buffer()
+    assert len(buf) == len(payload) - 496  # exactly the rest of the frame
+    buf[:] = data[500:]
+    del buf
+    d.buffer_updated(len(data) - 500)
+    got = d.next_frame()
+    assert isinstance(got, memoryview) and got.readonly and bytes(got) == payload
