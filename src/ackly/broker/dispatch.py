@@ -20,15 +20,28 @@ from ackly.broker.handlers import (
     api_versions,
     create_partitions,
     create_topics,
+    delete_groups,
     delete_records,
     delete_topics,
     describe_cluster,
     describe_configs,
+    describe_groups,
+    describe_producers,
     fetch,
+    find_coordinator,
+    heartbeat,
     incremental_alter_configs,
+    init_producer_id,
+    join_group,
+    leave_group,
+    list_groups,
     list_offsets,
     metadata,
+    offset_commit,
+    offset_delete,
+    offset_fetch,
     produce,
+    sync_group,
 )
 from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.frames import FrameError
@@ -54,13 +67,15 @@ def _spec(module: ModuleType) -> ApiSpec:
 HANDLER_MODULES: tuple[ModuleType, ...] = (
     produce, fetch, list_offsets, metadata, api_versions, create_topics, delete_topics,
     create_partitions, delete_records, describe_configs, alter_configs,
-    incremental_alter_configs, describe_cluster,
+    incremental_alter_configs, describe_cluster, init_producer_id, describe_producers,
+    find_coordinator, join_group, sync_group, heartbeat, leave_group, offset_commit, offset_fetch,
+    describe_groups, list_groups, delete_groups, offset_delete,
 )
 
 TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}
 
 
-def dispatch(node: BrokerNode, ctx: RequestContext, frame: bytes) -> None:
+def dispatch(node: BrokerNode, ctx: RequestContext, frame: bytes | memoryview) -> None:
     header = ctx.header
     spec = TABLE.get(header.api_key)
     if spec is None or not spec.min_version <= header.api_version <= spec.max_version:

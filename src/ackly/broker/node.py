@@ -1,9 +1,20 @@
-"""One broker: its topics and partitions, the delayed operations, and the flush schedule.
+"""One broker: its view of the cluster, the partitions it hosts, delayed operations, flushes.
 
-Owns: the map of partitions this broker serves, the purgatory of waiting produce and fetch
-requests, and which partitions need a flush. It is deterministic: requests, ticks and flush
-completions come in from the shell with `now_ms`; answers go out through each request's
-context; flush work goes out as FlushJobs that the shell runs off the event loop.
+Owns: the broker's ClusterMember (its session with the metadata store, its view of the
+cluster, and, when elected, the controller's decisions; cluster/member.py), the partitions it
+hosts and their roles (broker/replicas.py, acting on every change of that view), the purgatory
+of waiting produce and fetch requests, topic changes asked of the store (broker/admin.py),
+which partitions need a flush, and the outputs for the shell. It is deterministic: requests,
+ticks, flush completions, store inputs and peer responses come in from the shell with
+`now_ms`; answers go out through each request's context; flush work goes out as FlushJobs;
+peer requests and store commands go out through `take_outputs` (broker/io.py).
+
+Two modes, one code path. With `external_metadata` (a cluster), store commands go to the shell,
+which carries them to a shared MemoryStore or to etcd. Without it (`ackly serve` alone), the
+broker is a cluster of one: its store is a DurableMemoryStore in the data directory
+(cluster/durable_store.py), answered in-process after every input, so a request's topic change
+is complete before its handler returns and topics survive restarts. A data directory written
+before the metadata store existed (`topics.json`) is imported into it once, topic ids kept.
 
 Group commit (flush.policy=always): appends mark their partition dirty; the shell takes every
 dirty partition's FlushJob at once, runs them in one worker call, and reports back, so one
@@ -11,7 +22,7 @@ fsync covers every append made before it started. Appends made while it runs wai
 
 Invariants: every request gets exactly one answer (or none, for acks=0); a produce answer
 with no error is sent only when the data is durable per the topic's flush.policy and, for
-acks=all, below HW.
+acks=all, below HW; this broker acts on a partition only as the metadata view it has shows it.
 """
 
 from __future__ import annotations
@@ -20,35 +31,71 @@ import logging
 import random
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from ackly.broker.admin import DEFAULT_TIMEOUT_MS, AdminOps
 from ackly.broker.context import RequestContext
 from ackly.broker.dispatch import dispatch
-from ackly.cluster.topics import TopicCatalogue, TopicMetadata
+from ackly.broker.faults import FaultPoints
+from ackly.broker.groups import make_group_coordinator
+from ackly.broker.io import PeerRequest
+from ackly.broker.replicas import ReplicaManager
+from ackly.cluster.controller import ControllerPolicy
+from ackly.cluster.durable_store import DurableMemoryStore
+from ackly.cluster.member import ClusterMember, MemberConfig
+from ackly.cluster.metadata import BrokerInfo, ClusterMetadata, TopicInfo, encode_cluster_id
+from ackly.cluster.store import Command, Put, StoreInput
+from ackly.cluster.topics import CATALOGUE_FILE, TopicCatalogue
 from ackly.config import BrokerConfig, TopicConfig
-from ackly.errors import ErrorCode, KafkaError
+from ackly.coordinator.producer_ids import ProducerIdManager
+from ackly.errors import ConfigError, ErrorCode, KafkaError
 from ackly.log.disk import Disk
-from ackly.log.partition_log import FlushJob, PartitionLog
+from ackly.log.partition_log import FlushJob
 from ackly.replication.partition import Partition
 from ackly.replication.purgatory import Purgatory
 from ackly.types import TopicPartition
 
 log = logging.getLogger("ackly.broker")
 
+# Single-broker mode: the lease of a store that lives in this process cannot outlive it, so its
+# session never needs to expire; a day keeps the member's timers quiet.
+_LOCAL_SESSION_MS = 86_400_000
+_LOCAL_HEARTBEAT_MS = 3_600_000
+_LOCAL_CLIENT = "local"
+# Bound on one pump of the in-process store: each round is a command batch and its answers.
+_MAX_LOCAL_ROUNDS = 1_000
+
 
 @dataclass
 class TopicState:
-    meta: TopicMetadata
+    """A topic as this broker's metadata view shows it, with the replicas hosted here."""
+
+    info: TopicInfo
     config: TopicConfig
-    partitions: list[Partition]
+    replicas: dict[int, Partition] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return self.meta.name
+        return self.info.name
 
     @property
     def topic_id(self) -> uuid.UUID:
-        return self.meta.topic_id
+        return self.info.topic_id
+
+    @property
+    def partition_count(self) -> int:
+        return self.info.partitions
+
+    @property
+    def meta(self) -> TopicInfo:
+        """The topic as the metadata holds it (name, id, partitions, configs)."""
+        return self.info
+
+    @property
+    def partitions(self) -> list[Partition]:
+        """The replicas hosted on this broker, by index (on a single broker: all of them)."""
+        return [self.replicas[i] for i in sorted(self.replicas)]
 
 
 class BrokerNode:
@@ -62,6 +109,8 @@ class BrokerNode:
         port: int,
         now_ms: int,
         rng: random.Random,
+        external_metadata: bool = False,
+        member_config: MemberConfig | None = None,
     ) -> None:
         self.config = config
         self.broker_id = config.broker_id
@@ -70,94 +119,190 @@ class BrokerNode:
         self.host = host
         self.port = port
         self.rng = rng
+        self.external_metadata = external_metadata
+        self.faults = FaultPoints()
         self.purgatory = Purgatory()
         self.topics: dict[str, TopicState] = {}
         self.topics_by_id: dict[uuid.UUID, TopicState] = {}
         self._dirty: set[TopicPartition] = set()
         self._flush_interval_due_ms: dict[TopicPartition, int] = {}
         self._next_retention_ms = now_ms + int(config.get("log.retention.check.interval.ms"))
+        self._next_request_id = 1
+        self._peer_out: list[PeerRequest] = []
+        self._store_out: list[Command] = []
         disk.makedirs(data_dir)
-        cluster_id = uuid.UUID(int=rng.getrandbits(128)).hex[:22]
-        self.catalogue = TopicCatalogue(disk, data_dir, cluster_id)
-        for meta in list(self.catalogue.topics.values()):
-            self._open_topic(meta, now_ms)
+        self.producer_ids = ProducerIdManager(disk, data_dir)
+        self.admin = AdminOps(self)
+        self.replicas = ReplicaManager(self, now_ms)
+        # Consumer groups: shards load as this broker becomes leader of __consumer_offsets
+        # partitions (broker/groups.py).
+        self.group_coordinator = make_group_coordinator(self, now_ms)
+        rack = str(config.get("broker.rack")) or None
+        self.member = ClusterMember(
+            BrokerInfo(self.broker_id, host, port, rack=rack),
+            config=member_config or self._member_config(), rng=random.Random(rng.getrandbits(64)),
+            now_ms=now_ms,
+        )
+        self._local_store: DurableMemoryStore | None = None
+        if not external_metadata:
+            self._local_store = DurableMemoryStore(disk, data_dir, now_ms)
+            if not self._local_store.existed:
+                self._import_catalogue()
+        self._after_input(now_ms)
+
+    def _member_config(self) -> MemberConfig:
+        policy = ControllerPolicy(
+            auto_leader_rebalance=bool(self.config.get("auto.leader.rebalance.enable")),
+            unclean_leader_election_default=bool(self.config.get("unclean.leader.election.enable")),
+        )
+        if not self.external_metadata:
+            return MemberConfig(
+                session_timeout_ms=_LOCAL_SESSION_MS, heartbeat_interval_ms=_LOCAL_HEARTBEAT_MS,
+                policy=policy,
+            )
+        return MemberConfig(
+            session_timeout_ms=int(self.config.get("broker.session.timeout.ms")),
+            heartbeat_interval_ms=int(self.config.get("broker.heartbeat.interval.ms")),
+            policy=policy,
+        )
+
+    def _import_catalogue(self) -> None:
+        """A data directory from before the metadata store: take its topics (ids kept) and
+        cluster id into the new store, all replicas on this broker."""
+        if not self.disk.exists(f"{self.data_dir}/{CATALOGUE_FILE}"):
+            return
+        assert self._local_store is not None
+        catalogue = TopicCatalogue(self.disk, self.data_dir, "")
+        keys = self.member.keys
+        puts = [Put(0, keys.cluster_id, encode_cluster_id(catalogue.cluster_id))]
+        for meta in catalogue.topics.values():
+            info = TopicInfo(meta.name, meta.topic_id, ((self.broker_id,),) * meta.partitions, meta.configs)
+            puts.append(Put(0, keys.topic(meta.name), info.encode()))
+        for i, put in enumerate(puts):
+            self._local_store.submit("import", Put(i + 1, put.key, put.value))
+        self._local_store.drain("import")
+        log.info("imported %d topics from %s into the metadata store", len(catalogue.topics), CATALOGUE_FILE)
+
+    # --- the cluster view ------------------------------------------------------------------
+
+    @property
+    def metadata(self) -> ClusterMetadata:
+        return self.member.metadata
 
     @property
     def cluster_id(self) -> str:
-        return self.catalogue.cluster_id
+        return self.member.metadata.cluster_id or ""
 
-    # --- topics -------------------------------------------------------------------------
+    def broker_address(self, broker_id: int) -> tuple[str, int] | None:
+        """Where a broker listens, as it registered (None: not registered now)."""
+        info = self.member.metadata.brokers.get(broker_id)
+        return None if info is None else (info.host, info.port)
 
-    def _partition_dir(self, tp: TopicPartition) -> str:
+    def new_request_id(self) -> int:
+        rid = self._next_request_id
+        self._next_request_id += 1
+        return rid
+
+    def _sync_topics(self, metadata: ClusterMetadata) -> None:
+        """Topic states (names, ids, configs, partition counts) as the view shows them."""
+        for name in [n for n in self.topics if n not in metadata.topics]:
+            gone = self.topics.pop(name)
+            self.topics_by_id.pop(gone.topic_id, None)
+        for name, info in metadata.topics.items():
+            state = self.topics.get(name)
+            if state is not None and state.topic_id == info.topic_id:
+                if state.info.configs != info.configs:
+                    state.config = self._resolve_config(info)
+                    for p in state.replicas.values():
+                        p.update_config(state.config)
+                state.info = info
+                continue
+            if state is not None:
+                self.topics_by_id.pop(state.topic_id, None)
+            fresh = TopicState(info, self._resolve_config(info))
+            self.topics[name] = fresh
+            self.topics_by_id[info.topic_id] = fresh
+
+    def _resolve_config(self, info: TopicInfo) -> TopicConfig:
+        try:
+            return TopicConfig.resolve(self.config, info.configs)
+        except ConfigError as exc:
+            # Written by a broker that knows configs this one does not: serve it with defaults.
+            log.error("topic %s: config %s; using the broker's defaults", info.name, exc)
+            return TopicConfig.resolve(self.config, {})
+
+    def topic_config(self, topic: str) -> TopicConfig:
+        return self.topics[topic].config
+
+    def partition_dir(self, tp: TopicPartition) -> str:
         return f"{self.data_dir}/{tp.topic}-{tp.partition}"
 
-    def _open_partition(self, tp: TopicPartition, config: TopicConfig, now_ms: int) -> Partition:
-        log = PartitionLog.open(self.disk, self._partition_dir(tp), config, now_ms)
-        return Partition(tp=tp, log=log, config=config, broker_id=self.broker_id)
+    def host_partition(self, p: Partition) -> None:
+        state = self.topics.get(p.tp.topic)
+        if state is not None:
+            state.replicas[p.tp.partition] = p
 
-    def _open_topic(self, meta: TopicMetadata, now_ms: int) -> TopicState:
-        config = TopicConfig.resolve(self.config, meta.configs)
-        partitions = [
-            self._open_partition(TopicPartition(meta.name, i), config, now_ms)
-            for i in range(meta.partitions)
-        ]
-        state = TopicState(meta=meta, config=config, partitions=partitions)
-        self.topics[meta.name] = state
-        self.topics_by_id[meta.topic_id] = state
-        return state
+    def forget_partition(self, p: Partition) -> None:
+        state = self.topics.get(p.tp.topic)
+        if state is not None and state.replicas.get(p.tp.partition) is p:
+            del state.replicas[p.tp.partition]
+        self._dirty.discard(p.tp)
+        self._flush_interval_due_ms.pop(p.tp, None)
+
+    def on_leadership_gained(self, p: Partition, now_ms: int) -> None:
+        """p now leads in a new epoch: coordinators living in its topic take it over."""
+        from ackly.broker.groups import on_partition_leadership
+
+        on_partition_leadership(self, p, True, now_ms)
+
+    def on_leadership_lost(self, p: Partition, now_ms: int) -> None:
+        from ackly.broker.groups import on_partition_leadership
+
+        on_partition_leadership(self, p, False, now_ms)
+
+    # --- topics (single-broker conveniences, and what handlers call) ---------------------
 
     def create_topic(
-        self, name: str, partitions: int, configs: dict[str, str], now_ms: int
+        self, name: str, partitions: int, configs: dict[str, str], now_ms: int,
+        replication_factor: int = 1,
     ) -> TopicState:
-        """Create a topic (the caller validated name, count and configs). Durable on return."""
-        assert name not in self.topics
-        meta = TopicMetadata(
-            name=name, topic_id=uuid.UUID(int=self.rng.getrandbits(128), version=4),
-            partitions=partitions, configs=configs,
+        """Create a topic and wait for it, in single-broker mode (tests, tools). Raises
+        KafkaError if it cannot be created; in a cluster, use `admin.create_topic`."""
+        outcome: list[tuple[ErrorCode, str | None]] = []
+        self.admin.create_topic(
+            name, partitions, replication_factor, configs, None, now_ms, DEFAULT_TIMEOUT_MS,
+            lambda code, message: outcome.append((code, message)),
         )
-        self.catalogue.put(meta)
-        return self._open_topic(meta, now_ms)
-
-    def delete_topic(self, name: str, now_ms: int) -> None:
-        state = self.topics.pop(name)
-        del self.topics_by_id[state.topic_id]
-        self.catalogue.remove(name)
-        for p in state.partitions:
-            self._dirty.discard(p.tp)
-            p.log.delete()
-            # Wake waiters so fetches on the deleted partition answer now, not at their deadline.
-            self.purgatory.check(p.tp, now_ms)
-
-    def add_partitions(self, name: str, total: int, now_ms: int) -> None:
-        state = self.topics[name]
-        meta = state.meta.with_partitions(total)
-        self.catalogue.put(meta)
-        state.meta = meta
-        for i in range(len(state.partitions), total):
-            state.partitions.append(
-                self._open_partition(TopicPartition(name, i), state.config, now_ms)
-            )
-
-    def alter_topic_configs(self, name: str, configs: dict[str, str]) -> None:
-        """Replace a topic's overrides (validated by the caller). Durable on return."""
-        state = self.topics[name]
-        config = TopicConfig.resolve(self.config, configs)
-        state.meta = state.meta.with_configs(configs)
-        self.catalogue.put(state.meta)
-        state.config = config
-        for p in state.partitions:
-            p.update_config(config)
+        self._after_input(now_ms)
+        if not outcome:
+            raise KafkaError(ErrorCode.request_timed_out, f"topic {name!r} is not created yet")
+        code, message = outcome[0]
+        if code != ErrorCode.none:
+            raise KafkaError(code, message or "")
+        return self.topics[name]
 
     def partition(self, topic: str, index: int) -> Partition:
-        """The partition, or KafkaError(UNKNOWN_TOPIC_OR_PARTITION)."""
+        """The replica of topic-index hosted here. KafkaError UNKNOWN_TOPIC_OR_PARTITION if the
+        cluster has no such partition, NOT_LEADER_OR_FOLLOWER if this broker does not host it."""
         state = self.topics.get(topic)
-        if state is None or not 0 <= index < len(state.partitions):
+        if state is None or not 0 <= index < state.partition_count:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{index} is unknown")
-        return state.partitions[index]
+        p = state.replicas.get(index)
+        if p is None:
+            raise KafkaError(
+                ErrorCode.not_leader_or_follower, f"{topic}-{index} has no replica on broker {self.broker_id}"
+            )
+        return p
+
+    def leader_partition(self, topic: str, index: int, current_leader_epoch: int = -1) -> Partition:
+        """The partition if this broker leads it (and the caller's leader epoch, if it gives
+        one, is the current one); else KafkaError as `partition` and Partition.check_leader."""
+        p = self.partition(topic, index)
+        p.check_leader(current_leader_epoch)
+        return p
 
     def all_partitions(self) -> Iterable[Partition]:
-        for state in self.topics.values():
-            yield from state.partitions
+        return list(self.replicas.partitions.values())
 
     # --- appends, flushes and time -------------------------------------------------------
 
@@ -174,10 +319,10 @@ class BrokerNode:
         """Everything waiting for a flush now; the shell runs the jobs off the loop."""
         jobs = []
         for tp in self._dirty:
-            state = self.topics.get(tp.topic)
-            if state is None or tp.partition >= len(state.partitions):
+            p = self.replicas.partitions.get(tp)
+            if p is None:
                 continue
-            job = state.partitions[tp.partition].log.begin_flush()
+            job = p.log.begin_flush()
             if job is not None:
                 jobs.append((tp, job))
         self._dirty.clear()
@@ -189,16 +334,17 @@ class BrokerNode:
 
     def complete_flush(self, jobs: list[tuple[TopicPartition, FlushJob]], now_ms: int) -> None:
         for tp, job in jobs:
-            state = self.topics.get(tp.topic)
-            if state is None or tp.partition >= len(state.partitions):
+            p = self.replicas.partitions.get(tp)
+            if p is None:
                 continue  # deleted while its flush ran
-            p = state.partitions[tp.partition]
             p.log.complete_flush(job)
             p.on_flushed()
             self.purgatory.check(tp, now_ms)
+        self._after_input(now_ms)  # a follower's next fetch may have waited for this flush
 
     def tick(self, now_ms: int) -> None:
-        """Run what is due: expired delayed operations, interval flushes, retention."""
+        """Run what is due: expired delayed operations, interval flushes, retention, the
+        member's session and the controller, ISR checks, follower fetch retries."""
         self.purgatory.expire(now_ms)
         for tp, due in list(self._flush_interval_due_ms.items()):
             if due <= now_ms:
@@ -209,21 +355,37 @@ class BrokerNode:
                 self.config.get("log.retention.check.interval.ms")
             )
             self.enforce_retention(now_ms)
+        if self._local_store is not None:
+            self._local_store.tick(now_ms)
+        before = self.member.metadata
+        self.member.tick(now_ms)
+        self._after_member(before, now_ms)
+        self.replicas.check_isr(now_ms)
         for p in self.all_partitions():
             p.log.tick(now_ms)
+        self.group_coordinator.tick(now_ms)  # sessions, rebalance deadlines, offset expiry
+        self.admin.check(now_ms)
+        self._after_input(now_ms)
 
     def enforce_retention(self, now_ms: int) -> int:
         deleted = 0
         for p in self.all_partitions():
-            if "delete" in p.config.cleanup_policy:
+            # Followers take their log start from the leader's (fetch responses).
+            if p.is_leader and "delete" in p.config.cleanup_policy:
                 deleted += p.log.enforce_retention(now_ms)
         return deleted
 
     def next_deadline_ms(self) -> int | None:
         candidates = [self._next_retention_ms, *self._flush_interval_due_ms.values()]
-        purgatory_deadline = self.purgatory.next_deadline_ms()
-        if purgatory_deadline is not None:
-            candidates.append(purgatory_deadline)
+        for deadline in (
+            self.purgatory.next_deadline_ms(),
+            self.group_coordinator.next_deadline_ms(),
+            self.member.next_deadline_ms(),
+            self.replicas.next_deadline_ms(),
+            self.admin.next_deadline_ms(),
+        ):
+            if deadline is not None:
+                candidates.append(deadline)
         return min(candidates)
 
     def close(self) -> None:
@@ -239,8 +401,87 @@ class BrokerNode:
             except (OSError, KafkaError) as exc:
                 log.error("%s not closed cleanly (recovery will check it at start-up): %s", p.tp, exc)
 
+    # --- the cluster: inputs and outputs for the shell (broker/io.py) ----------------------
+
+    def take_outputs(self) -> tuple[list[PeerRequest], list[Command]]:
+        """Peer requests and store commands to carry now (drained)."""
+        if self.external_metadata:
+            self._store_out.extend(self.member.take_commands())
+        peers, self._peer_out = self._peer_out, []
+        commands, self._store_out = self._store_out, []
+        return peers, commands
+
+    def on_store_inputs(self, items: list[StoreInput], now_ms: int) -> None:
+        """Results and watch events from the metadata store, in delivery order."""
+        self._handle_store_inputs(items, now_ms)
+        self._after_input(now_ms)
+
+    def on_peer_response(self, request_id: int, response: Any, now_ms: int) -> None:
+        if self.replicas.fetcher.owns(request_id):
+            self.replicas.on_fetch_response(request_id, response, now_ms)
+        self._after_input(now_ms)
+
+    def on_peer_failure(self, request_id: int, reason: str, now_ms: int) -> None:
+        if self.replicas.fetcher.owns(request_id):
+            log.info("fetch %d failed: %s", request_id, reason)
+            self.replicas.fetcher.on_failure(request_id, now_ms)
+        self._after_input(now_ms)
+
+    def begin_controlled_shutdown(self, now_ms: int) -> None:
+        """Ask the controller to move leadership away; poll `shutdown_ready`, then `leave`."""
+        self.member.begin_controlled_shutdown(now_ms)
+        self._after_input(now_ms)
+
+    def shutdown_ready(self, now_ms: int) -> bool:
+        return self.member.shutdown_ready(now_ms)
+
+    def leave(self, now_ms: int) -> None:
+        """End this broker's session now (its registration goes at once); then take_outputs
+        once more to send the revocation."""
+        self.member.leave(now_ms)
+        self._after_input(now_ms)
+
+    def _handle_store_inputs(self, items: list[StoreInput], now_ms: int) -> None:
+        before = self.member.metadata
+        self.member.handle_all(items, now_ms)
+        self._after_member(before, now_ms)
+
+    def _after_member(self, before: ClusterMetadata, now_ms: int) -> None:
+        """Act on what the member learned: a new view, results of this broker's requests."""
+        after = self.member.metadata
+        if after is not before:
+            self._sync_topics(after)
+            self.replicas.apply(before, after, now_ms)
+        results = self.replicas.on_member_results(self.member.take_results(), now_ms)
+        self.admin.on_results(results)
+        self.admin.check(now_ms)
+
+    def pump(self, now_ms: int) -> None:
+        """Carry out what a handler asked of the store now (single-broker mode: completes it)."""
+        self._after_input(now_ms)
+
+    def _after_input(self, now_ms: int) -> None:
+        """After any input: run the in-process store to quiescence (single-broker mode) and
+        collect the follower fetches that can be sent."""
+        store = self._local_store
+        if store is not None:
+            for _ in range(_MAX_LOCAL_ROUNDS):
+                commands = self.member.take_commands()
+                for command in commands:
+                    store.submit(_LOCAL_CLIENT, command)
+                items = store.drain(_LOCAL_CLIENT)
+                if items:
+                    self._handle_store_inputs(items, now_ms)
+                elif not commands:
+                    break
+            else:
+                raise AssertionError("the in-process metadata store did not settle")
+        self.replicas.poll_fetcher(now_ms, self._peer_out)
+
     # --- requests --------------------------------------------------------------------------
 
-    def handle_frame(self, ctx: RequestContext, frame: bytes) -> None:
+    def handle_frame(self, ctx: RequestContext, frame: bytes | memoryview) -> None:
         """Decode one request frame (its header is in ctx) and run its handler."""
         dispatch(self, ctx, frame)
+        self._after_input(ctx.now_ms)
+

@@ -25,13 +25,25 @@ def cli(log_level: str) -> None:
 @click.option("--data-dir", default="./data", show_default=True, help="where the logs live")
 @click.option("--broker-id", default=None, type=int, help="this broker's id (broker.id)")
 @click.option("--advertised-host", default=None, help="host name given to clients")
+@click.option("--advertised-port", default=None, type=click.IntRange(1, 65535),
+              help="port given to clients and other brokers, if not --port (e.g. a proxy's)")
 @click.option("--config", "configs", multiple=True, metavar="KEY=VALUE",
               help="a broker config, e.g. log.flush.policy=never (repeatable)")
+@click.option("--metadata", default=None, metavar="etcd://HOST:PORT[,HOST:PORT...]",
+              help="the cluster's metadata store; without it the broker is a cluster of one "
+                   "with its metadata in --data-dir")
 def serve(host: str, port: int, data_dir: str, broker_id: int | None,
-          advertised_host: str | None, configs: tuple[str, ...]) -> None:
+          advertised_host: str | None, advertised_port: int | None, configs: tuple[str, ...],
+          metadata: str | None) -> None:
     """Run one broker until SIGTERM or SIGINT."""
+    from ackly.server.etcd_store import parse_etcd_url
     from ackly.server.process import run_serve
 
+    try:
+        if metadata is not None:
+            parse_etcd_url(metadata)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         props = parse_properties(configs)
         if broker_id is not None:
@@ -40,7 +52,40 @@ def serve(host: str, port: int, data_dir: str, broker_id: int | None,
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     sys.exit(run_serve(data_dir=data_dir, host=host, port=port, properties=props,
-                       advertised_host=advertised_host))
+                       advertised_host=advertised_host, metadata=metadata,
+                       advertised_port=advertised_port))
+
+
+from ackly.cli.sim import sim  # noqa: E402  (after the group it joins)
+
+cli.add_command(sim)
+
+
+@cli.command()
+@click.option("--brokers", default=3, show_default=True, type=click.IntRange(1, 64))
+@click.option("--data-dir", default="./cluster", show_default=True,
+              help="etcd's data and one directory per broker")
+@click.option("--base-port", default=19092, show_default=True, type=int,
+              help="broker i listens on base-port + i")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address the brokers listen on")
+@click.option("--config", "configs", multiple=True, metavar="KEY=VALUE",
+              help="a broker config for every broker (repeatable)")
+@click.option("--etcd/--no-etcd", "use_etcd", default=None,
+              help="require etcd, or run every broker in this process without it "
+                   "(default: etcd if installed)")
+@click.pass_context
+def cluster(ctx: click.Context, brokers: int, data_dir: str, base_port: int, host: str,
+            configs: tuple[str, ...], use_etcd: bool | None) -> None:
+    """Run a local cluster (etcd + one process per broker) until Ctrl-C."""
+    from ackly.cli.cluster import run_cluster
+
+    log_level = ctx.parent.params.get("log_level", "WARNING") if ctx.parent else "WARNING"
+    try:
+        parse_properties(configs)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    sys.exit(run_cluster(brokers=brokers, data_dir=data_dir, base_port=base_port, host=host,
+                         configs=configs, use_etcd=use_etcd, log_level=str(log_level)))
 
 
 def main() -> None:

@@ -241,6 +241,11 @@ class ClusterMember:
         """An AlterPartition write for tp is in flight (send one at a time, as Kafka does)."""
         return tp in self._isr_changes
 
+    def isr_change_request_id(self, tp: TopicPartition) -> int | None:
+        """The request id of the AlterPartition write in flight for tp: its result comes back
+        through take_results() under this id."""
+        return self._isr_changes.get(tp)
+
     def shutdown_ready(self, now_ms: int) -> bool:
         """After begin_controlled_shutdown: leadership has moved away as far as it can, and this
         broker no longer acts as controller. Then call leave()."""

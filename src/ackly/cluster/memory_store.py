@@ -93,6 +93,16 @@ class MemoryStore:
         self._history: deque[_Change] = deque()
         self._outboxes: dict[ClientId, deque[StoreInput]] = {}
 
+    def restore(self, kvs: list[KeyValue], revision: int) -> None:
+        """Load keys kept from an earlier life of this store (durable_store.py), before any
+        client uses it. Leases do not survive a restart: leased keys must not be given."""
+        assert self.revision == 1 and not self._kvs and not self._history, "restore a fresh store only"
+        assert all(kv.lease_id is None and 0 < kv.mod_revision <= revision for kv in kvs), kvs
+        self._kvs = {kv.key: kv for kv in kvs}
+        self.revision = max(revision, 1)
+        # No history before this point: a watch must start after it (Get, then watch).
+        self.compact_revision = self.revision
+
     # --- the client-facing API ---------------------------------------------------------------
 
     def submit(self, client_id: ClientId, command: Command) -> None:

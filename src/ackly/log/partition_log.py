@@ -9,6 +9,9 @@ On-disk layout of a partition directory (`<topic>-<partition>/`):
     *.deleted                                 files of deleted segments, removed after
                                               file.delete.delay.ms (Kafka's asyncDelete)
     recovery-point, high-watermark, log-start-offset, clean-shutdown   (see checkpoint.py)
+    <offset>.snapshot                         producer state as of that offset (see
+                                              producer_state.py)
+    leader-epoch-checkpoint                   where each leader epoch starts (leader_epoch.py)
 
 Invariants (GUARANTEES.md rules 1, 2, 4, 6):
 - log_start_offset <= high_watermark <= log_end_offset, and recovery_point <= log_end_offset.
@@ -17,6 +20,11 @@ Invariants (GUARANTEES.md rules 1, 2, 4, 6):
 - Every batch below `recovery_point` is durable (it was fsynced, or recovery found and
   re-synced it). Recovery starts at the segment holding the checkpointed recovery point.
 - Offsets are dense and assigned here, by patching each batch's base offset in place.
+- `producer_state` describes exactly the batches below LEO (idempotent producers, KIP-98):
+  every append is checked against it before anything is written, and every change of LEO
+  other than an append (recovery, truncation) rebuilds it from a snapshot and the log.
+- `leader_epochs` has an entry for the epoch of every batch in the log (written durably before
+  the batch), none at or above LEO and none below the log start (KIP-101, KIP-279).
 
 Visibility and durability: an append is visible to `read` on return, durable once a flush
 that covers it completes (`begin_flush` / `FlushJob.run` / `complete_flush`), and committed
@@ -30,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ackly.config import TopicConfig
@@ -43,6 +52,12 @@ from ackly.log.checkpoint import (
 )
 from ackly.log.disk import TEMP_SUFFIX, Disk, DiskFile
 from ackly.log.index import INT32_MAX
+from ackly.log.leader_epoch import LeaderEpochCache, entries_from_batches
+from ackly.log.producer_state import (
+    DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+    AppendOrigin,
+    ProducerStateManager,
+)
 from ackly.log.segment import (
     DELETED_SUFFIX,
     INDEX_SUFFIX,
@@ -73,6 +88,9 @@ class AppendResult:
     last_offset: int
     log_append_time_ms: int  # -1 unless message.timestamp.type=LogAppendTime
     log_start_offset: int
+    # The append repeated batches already in the log (an idempotent producer's retry):
+    # nothing was written, and the offsets are those of the original append.
+    duplicate: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,7 +142,14 @@ class _PendingDeletion:
 class PartitionLog:
     """The log of one partition replica on one broker."""
 
-    def __init__(self, disk: Disk, dir_path: str, config: TopicConfig, now_ms: int) -> None:
+    def __init__(
+        self,
+        disk: Disk,
+        dir_path: str,
+        config: TopicConfig,
+        now_ms: int,
+        producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+    ) -> None:
         """Use `PartitionLog.open`."""
         self.disk = disk
         self.dir_path = dir_path
@@ -144,16 +169,26 @@ class PartitionLog:
         self._high_watermark_file = OffsetCheckpoint(disk, dir_path, HIGH_WATERMARK_FILE)
         self._log_start_file = OffsetCheckpoint(disk, dir_path, LOG_START_OFFSET_FILE)
         self._clean_shutdown = CleanShutdownMarker(disk, dir_path)
+        self.producer_state = ProducerStateManager(disk, dir_path, producer_id_expiration_ms)
+        self.leader_epochs = LeaderEpochCache(disk, dir_path)
 
     # ------------------------------------------------------------------ open and recovery
 
     @classmethod
-    def open(cls, disk: Disk, dir_path: str, config: TopicConfig, now_ms: int) -> PartitionLog:
+    def open(
+        cls,
+        disk: Disk,
+        dir_path: str,
+        config: TopicConfig,
+        now_ms: int,
+        producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+    ) -> PartitionLog:
         """Create the partition directory, or load and recover what is in it (LogLoader).
 
-        On return every batch in the log is CRC-valid and durable (recovery_point = LEO).
+        On return every batch in the log is CRC-valid and durable (recovery_point = LEO), and
+        the producer state describes every batch below LEO.
         """
-        self = cls(disk, dir_path, config, now_ms)
+        self = cls(disk, dir_path, config, now_ms, producer_id_expiration_ms)
         disk.makedirs(dir_path)
         self._load(now_ms)
         return self
@@ -202,6 +237,9 @@ class PartitionLog:
                 self._remove_segment_now(segment)
             self._set_segments([LogSegment.create(disk, self.dir_path, start, config, now_ms)])
             recovered = []
+            # No snapshot can describe the new, empty log (truncateFullyAndStartAt drops them).
+            self.producer_state.scan_snapshots()
+            self.producer_state.delete_all_snapshots()
         self._log_start_offset = start
         # Segments wholly below the log start: a deletion that was cut short by a crash.
         while len(self._segments) > 1 and self._segments[1].base_offset <= start:
@@ -220,6 +258,65 @@ class PartitionLog:
         self._log_start_file.write(self._log_start_offset)
         self._recovery_point_file.write(self._recovery_point)
         self._high_watermark_file.write(self._high_watermark)
+        self._load_leader_epochs()
+        self._load_producer_state(now_ms)
+
+    def _load_leader_epochs(self) -> None:
+        """Load the leader-epoch checkpoint and align it with the recovered log (Kafka's
+        LogLoader does the same); rebuild it from the batches' partition leader epochs if it
+        is missing or garbled (a log written before it existed, or a torn disk)."""
+        cache = self.leader_epochs
+        if not cache.load() and self.log_end_offset > self._log_start_offset:
+            found = [
+                (h.partition_leader_epoch, h.base_offset)
+                for h in self._headers_from(self._log_start_offset)
+            ]
+            cache.replace(entries_from_batches(found))
+        cache.truncate_from_end(self.log_end_offset)
+        cache.truncate_from_start(self._log_start_offset)
+
+    def _load_producer_state(self, now_ms: int) -> None:
+        """Rebuild the producer state of the recovered log (Kafka's LogLoader with
+        ProducerStateManager.truncateAndReload): the newest snapshot at or below LEO, then the
+        headers of every batch after it (records are not read)."""
+        state = self.producer_state
+        state.scan_snapshots()
+        state.delete_snapshots_below(self._log_start_offset)
+        if self._replay_producer_state(now_ms):
+            # Recovery made everything below LEO durable: a snapshot here spares the next
+            # recovery this replay. Only an optimisation, so a full disk must not stop the start.
+            try:
+                state.take_snapshot(self.log_end_offset)
+            except KafkaError as exc:
+                logger.warning("%s: no producer snapshot after recovery: %s", self.dir_path, exc)
+
+    def _replay_producer_state(self, now_ms: int) -> int:
+        """Reload the producer state from the newest snapshot at or below LEO (dropping the
+        ones above it) and replay the batches after it; returns how many were replayed.
+        Without a snapshot the replay starts at the first segment."""
+        state = self.producer_state
+        leo = self.log_end_offset
+        state.delete_snapshots_above(leo)
+        loaded = state.load_latest_snapshot(leo)
+        start = self._segments[0].base_offset if loaded is None else loaded
+        replayed = 0
+        for header in self._headers_from(start):
+            state.replay(header, now_ms)
+            replayed += 1
+        return replayed
+
+    def _headers_from(self, offset: int) -> Iterator[BatchHeader]:
+        """Headers of every batch holding an offset >= `offset`, in log order."""
+        for segment in self._segments[self._segment_index(offset) :]:
+            position = 0
+            if offset > segment.base_offset:
+                located = segment.translate_offset(offset)
+                if located is None:
+                    continue
+                position = located[0]
+            for _, header in segment.iter_headers(position):
+                if header.last_offset >= offset:
+                    yield header
 
     def _recover_segments(
         self, segments: list[LogSegment], recovery_point: int | None
@@ -333,14 +430,23 @@ class PartitionLog:
     # ------------------------------------------------------------------ append and roll
 
     def append(
-        self, records: bytearray, headers: list[BatchHeader], leader_epoch: int, now_ms: int
+        self,
+        records: bytearray,
+        headers: list[BatchHeader],
+        leader_epoch: int,
+        now_ms: int,
+        origin: AppendOrigin = AppendOrigin.CLIENT,
     ) -> AppendResult:
         """Append validated batches as the leader: assign offsets from LEO and stamp them.
 
         `records` holds the batches back to back and `headers` their parsed headers, as
-        `records.validate_batches` returned them. Each batch's base offset and partition
-        leader epoch are patched in place (outside the CRC); with LogAppendTime its
-        timestamp too (the CRC is re-signed). Rolls first when needed.
+        `records.validate_batches` returned them. Batches of idempotent producers are first
+        checked against the producer state (see producer_state.py; all of them before any is
+        written): a refusal raises KafkaError and writes nothing; a retry of batches already
+        in the log writes nothing and returns the original offsets with `duplicate` set.
+        Each written batch's base offset and partition leader epoch are patched in place
+        (outside the CRC); with LogAppendTime its timestamp too (the CRC is re-signed). Rolls
+        first when needed.
 
         Visible to `read` on return; not durable (see `begin_flush`); not committed.
         Raises KafkaError(KAFKA_STORAGE_ERROR) if the disk refuses: then nothing was written
@@ -349,10 +455,24 @@ class PartitionLog:
         self._check_open()
         assert headers, "append needs at least one batch"
         self._advance_clock(now_ms)
+        log_append_time = self.config.message_timestamp_type == LOG_APPEND_TIME
+        plan = self.producer_state.prepare(headers, origin)
+        if plan.duplicate is not None:
+            original = plan.duplicate
+            return AppendResult(
+                first_offset=original.first_offset,
+                last_offset=original.last_offset,
+                log_append_time_ms=original.timestamp if log_append_time else -1,
+                log_start_offset=self._log_start_offset,
+                duplicate=True,
+            )
         offset_count = sum(h.last_offset_delta + 1 for h in headers)
         self.maybe_roll(now_ms, incoming_bytes=len(records), incoming_offsets=offset_count)
-        log_append_time = self.config.message_timestamp_type == LOG_APPEND_TIME
         first_offset = next_offset = self.log_end_offset
+        if leader_epoch >= 0:
+            # Durable before the batch is written: a crash never leaves a batch whose epoch
+            # the cache does not know (a no-op after the first append of the epoch).
+            self.leader_epochs.assign(leader_epoch, first_offset)
         position = 0
         batches: list[AppendedBatch] = []
         for header in headers:
@@ -370,12 +490,83 @@ class PartitionLog:
             position += header.size
         assert position == len(records), "headers do not cover records"
         self._active.append(records, batches)
+        if plan.batches:
+            self.producer_state.apply(plan, first_offset, now_ms, now_ms if log_append_time else -1)
         return AppendResult(
             first_offset=first_offset,
             last_offset=next_offset - 1,
             log_append_time_ms=now_ms if log_append_time else -1,
             log_start_offset=self._log_start_offset,
         )
+
+    def append_replicated(
+        self, records: bytearray, headers: list[BatchHeader], now_ms: int
+    ) -> AppendResult:
+        """Append batches copied from the leader (a follower's append; Kafka's
+        appendAsFollower): offsets, partition leader epochs and timestamps are the leader's and
+        are kept as they are. The first batch must start at LEO and the batches must be
+        contiguous; else KafkaError(CORRUPT_MESSAGE) and nothing is written. Producer state is
+        updated without checks (AppendOrigin.REPLICATION); the leader-epoch cache learns every
+        new epoch (durably, before the batches are written).
+
+        Visible to `read` on return; not durable (see `begin_flush`); HW is the caller's.
+        """
+        self._check_open()
+        assert headers, "append needs at least one batch"
+        self._advance_clock(now_ms)
+        expected = first_offset = self.log_end_offset
+        for h in headers:
+            if h.base_offset != expected:
+                raise KafkaError(
+                    ErrorCode.corrupt_message,
+                    f"replicated batch at {h.base_offset}, expected {expected}",
+                )
+            expected = h.next_offset
+        plan = self.producer_state.prepare(headers, AppendOrigin.REPLICATION)
+        self.maybe_roll(
+            now_ms, incoming_bytes=len(records), incoming_offsets=expected - first_offset
+        )
+        position = 0
+        batches: list[AppendedBatch] = []
+        for h in headers:
+            if h.partition_leader_epoch >= 0:
+                self.leader_epochs.assign(h.partition_leader_epoch, h.base_offset)
+            batches.append(
+                AppendedBatch(position, h.base_offset, h.last_offset, h.size, h.max_timestamp)
+            )
+            position += h.size
+        assert position == len(records), "headers do not cover records"
+        self._active.append(records, batches)
+        if plan.batches:
+            self.producer_state.apply(plan, first_offset, now_ms)
+        return AppendResult(
+            first_offset=first_offset,
+            last_offset=expected - 1,
+            log_append_time_ms=-1,
+            log_start_offset=self._log_start_offset,
+        )
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Drop the whole log and restart it empty at `offset` (a follower that fell behind the
+        leader's log start; Kafka's truncateFullyAndStartAt). Durable on return."""
+        self._check_open()
+        assert offset >= 0, offset
+        self._truncations += 1
+        self.producer_state.delete_all_snapshots()
+        self.producer_state.clear()
+        self.leader_epochs.clear()
+        self._recovery_point = offset
+        self._recovery_point_file.write(offset)
+        doomed = self._segments
+        self._set_segments([])
+        self._schedule_deletion(doomed)
+        self._set_segments(
+            [LogSegment.create(self.disk, self.dir_path, offset, self.config, self._clock_ms)]
+        )
+        self._log_start_offset = offset
+        self._log_start_file.write(offset)
+        self._high_watermark = offset
+        self._high_watermark_file.write(offset)
 
     def maybe_roll(self, now_ms: int, incoming_bytes: int = 0, incoming_offsets: int = 0) -> None:
         """Roll if the active segment cannot take `incoming_bytes` more (segment.bytes), is
@@ -399,15 +590,19 @@ class PartitionLog:
     def roll(self, now_ms: int) -> None:
         """Start a new active segment at LEO (no-op if the active one is empty).
 
-        The old segment's indexes are written durably; its .log is not flushed here (the
-        next flush covers it). Raises KafkaError(KAFKA_STORAGE_ERROR) with nothing changed
-        if the disk refuses.
+        The old segment's indexes and a producer-state snapshot at the new base are written
+        durably; the old .log is not flushed here (the next flush covers it; a snapshot above
+        what a crash leaves is discarded by recovery). Raises KafkaError(KAFKA_STORAGE_ERROR)
+        with nothing changed if the disk refuses.
         """
         self._check_open()
         self._advance_clock(now_ms)
         old = self._active
         if old.size == 0:
             return
+        # Kafka's UnifiedLog.roll takes it too: recovery after a crash then replays at most
+        # the active segment's headers.
+        self.producer_state.take_snapshot(self.log_end_offset)
         old.on_become_inactive()
         new = LogSegment.create(self.disk, self.dir_path, self.log_end_offset, self.config, now_ms)
         self._segments.append(new)
@@ -585,6 +780,7 @@ class PartitionLog:
             return self._log_start_offset
         self._log_start_offset = offset
         self._log_start_file.write(offset)
+        self.leader_epochs.truncate_from_start(offset)
         count = 0
         while count + 1 < len(self._segments) and self._segments[count + 1].base_offset <= offset:
             count += 1
@@ -634,17 +830,20 @@ class PartitionLog:
         if new_start > self._log_start_offset:
             self._log_start_offset = new_start
             self._log_start_file.write(new_start)
+            self.leader_epochs.truncate_from_start(new_start)
         self._delete_oldest(count)
         return count
 
     def _delete_oldest(self, count: int) -> None:
         """Schedule the first `count` segments for deletion (Kafka's asyncDelete): their files
         are renamed `.deleted` now and removed by `tick` after file.delete.delay.ms, so a
-        FileRange already handed out stays readable until then."""
+        FileRange already handed out stays readable until then. Producer snapshots below the
+        log start go now; the producers' state stays (see producer_state.py)."""
         assert count < len(self._segments), "the active segment always remains"
         doomed = self._segments[:count]
         self._set_segments(self._segments[count:])
         self._schedule_deletion(doomed)
+        self.producer_state.delete_snapshots_below(self._log_start_offset)
 
     def _schedule_deletion(self, segments: list[LogSegment]) -> None:
         due_ms = self._clock_ms + self.config.file_delete_delay_ms
@@ -653,9 +852,11 @@ class PartitionLog:
             self._pending_deletions.append(_PendingDeletion(due_ms, segment.file, paths))
 
     def tick(self, now_ms: int) -> None:
-        """Remove the files of deleted segments whose delay has passed."""
+        """Remove the files of deleted segments whose delay has passed, and forget producers
+        silent for producer.id.expiration.ms."""
         self._check_open()
         self._advance_clock(now_ms)
+        self.producer_state.remove_expired(now_ms)
         keep: list[_PendingDeletion] = []
         for pending in self._pending_deletions:
             if pending.due_ms <= now_ms:
@@ -678,13 +879,18 @@ class PartitionLog:
 
         Durable on return (the cut file is fsynced and the recovery point checkpoint
         lowered first), so a crash can never bring truncated batches back. HW, recovery
-        point and log start are clamped to the new LEO.
+        point and log start are clamped to the new LEO. The producer state is rebuilt for the
+        new LEO from an older snapshot and the log (Kafka's truncateAndReload), so retries of
+        truncated batches are not mistaken for duplicates.
         """
         self._check_open()
         if offset >= self.log_end_offset:
             return
         assert offset >= 0, offset
         self._truncations += 1
+        # First, so that no crash can leave a snapshot describing batches the log lost.
+        self.producer_state.delete_snapshots_above(offset)
+        self.leader_epochs.truncate_from_end(offset)
         if offset < self._recovery_point:
             self._recovery_point = offset
             self._recovery_point_file.write(offset)
@@ -698,6 +904,9 @@ class PartitionLog:
             self._set_segments(
                 [LogSegment.create(self.disk, self.dir_path, offset, self.config, self._clock_ms)]
             )
+            # The log restarts empty: nothing is left to describe (truncateFullyAndStartAt).
+            self.producer_state.delete_all_snapshots()
+            self.producer_state.clear()
         else:
             i = self._segment_index(offset)
             doomed = [s for s in self._segments[i + 1 :] if s.base_offset > offset]
@@ -707,7 +916,9 @@ class PartitionLog:
             segment = self._active
             segment.truncate_to(offset)
             segment.flush()
+            self._replay_producer_state(self._clock_ms)
         leo = self.log_end_offset
+        self.leader_epochs.truncate_from_end(leo)  # a cut inside a batch took the whole batch
         self._recovery_point = min(self._recovery_point, leo)
         self._recovery_point_file.write(self._recovery_point)
         if self._log_start_offset > leo:
@@ -727,6 +938,8 @@ class PartitionLog:
         if self._closed:
             return
         self.flush_now()
+        # Flushed first: the snapshot at LEO then describes only durable batches.
+        self.producer_state.take_snapshot(self.log_end_offset)
         for segment in self._segments:
             if segment.indexes_dirty:
                 segment.on_become_inactive()

@@ -22,7 +22,9 @@ Schema, as kio's generated classes (the tests compare with kio byte-for-byte):
     v7+     response += error_code, session_id (after throttle_time_ms)
     v11+    partition += preferred_read_replica (before records)
     v12+    flexible: compact arrays/strings/records, tagged fields, response header v1;
-            tagged diverging_epoch, current_leader, snapshot_id written absent
+            partition tags: 0 diverging_epoch [epoch int32, end_offset int64] (a follower's
+            log diverges, KIP-595 style), 1 current_leader [leader_id int32, leader_epoch
+            int32] (KIP-951), written only when set; 2 snapshot_id never
     v13+    topics keyed by topic_id (uuid) instead of name
     v16+    tagged node_endpoints written absent
 """
@@ -47,6 +49,10 @@ _THROTTLE_V7 = struct.Struct(">ihi")  # throttle_time_ms, error_code, session_id
 _PARTITION_V4 = struct.Struct(">ihqq")  # index, error_code, high_watermark, last_stable_offset
 _PARTITION_V5 = struct.Struct(">ihqqq")  # + log_start_offset
 _ABORTED = struct.Struct(">qq")  # producer_id, first_offset
+_EPOCH_END_OFFSET = struct.Struct(">iqB")  # epoch, end_offset, empty tagged fields
+_LEADER_ID_AND_EPOCH = struct.Struct(">iiB")  # leader_id, leader_epoch, empty tagged fields
+_DIVERGING_EPOCH_TAG = 0
+_CURRENT_LEADER_TAG = 1
 _EMPTY_TAGS = b"\x00"
 _NULL_ARRAY = INT32.pack(-1)
 
@@ -75,6 +81,8 @@ class FetchPartitionData:
     aborted_transactions: Sequence[tuple[int, int]] | None = None  # (producer_id, first_offset)
     preferred_read_replica: int = -1
     records: Sequence[bytes | Chunk] = ()
+    diverging_epoch: tuple[int, int] | None = None  # (epoch, end offset), v12+
+    current_leader: tuple[int, int] | None = None  # (leader id, leader epoch), v12+
 
 
 def _records_size(records: Sequence[bytes | Chunk]) -> int:
@@ -155,7 +163,7 @@ def encode_fetch_response(
                         out = bytearray()
                     pieces.append(piece)
             if flexible:
-                out += _EMPTY_TAGS  # diverging_epoch, current_leader, snapshot_id absent
+                _put_partition_tags(out, p)
         if flexible:
             out += _EMPTY_TAGS
     if flexible:
@@ -168,3 +176,18 @@ def encode_fetch_response(
     assert isinstance(first, bytearray)
     INT32.pack_into(first, 0, total - 4)
     return [bytes(x) if isinstance(x, bytearray) else x for x in pieces]
+
+
+def _put_partition_tags(out: bytearray, p: FetchPartitionData) -> None:
+    """The partition's tagged fields, in tag order (KIP-482); none set: an empty tag buffer."""
+    # A value equal to the schema's default (-1, -1) is written absent, as Kafka does.
+    tags: list[tuple[int, bytes]] = []
+    if p.diverging_epoch is not None and p.diverging_epoch != (-1, -1):
+        tags.append((_DIVERGING_EPOCH_TAG, _EPOCH_END_OFFSET.pack(*p.diverging_epoch, 0)))
+    if p.current_leader is not None and p.current_leader != (-1, -1):
+        tags.append((_CURRENT_LEADER_TAG, _LEADER_ID_AND_EPOCH.pack(*p.current_leader, 0)))
+    put_uvarint(out, len(tags))
+    for tag, data in tags:
+        put_uvarint(out, tag)
+        put_uvarint(out, len(data))
+        out += data

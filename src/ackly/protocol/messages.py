@@ -183,5 +183,10 @@ def build(api_key: int, version: int, data: Mapping[str, Any]) -> Any:
     return _build(response_type(api_key, version), data)
 
 
+def build_request(api_key: int, version: int, data: Mapping[str, Any]) -> Any:
+    """A kio request of this version from a dict (for requests a broker sends to its peers)."""
+    return _build(request_type(api_key, version), data)
+
+
 def build_entity(cls: type, data: Mapping[str, Any]) -> Any:
     return _build(cls, data)

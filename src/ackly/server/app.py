@@ -20,7 +20,9 @@ from ackly.broker.node import BrokerNode
 from ackly.config import BrokerConfig
 from ackly.log.disk import RealDisk
 from ackly.log.partition_log import FlushJob
+from ackly.server.cluster_io import ClusterIO
 from ackly.server.connection import Connection
+from ackly.server.memory_store_bridge import SharedMemoryStore
 from ackly.types import TopicPartition
 
 log = logging.getLogger("ackly.server")
@@ -45,12 +47,27 @@ class BrokerServer:
         properties: Mapping[str, str] | None = None,
         advertised_host: str | None = None,
         use_sendfile: bool = True,
+        metadata: str | None = None,
+        metadata_hub: SharedMemoryStore | None = None,
+        advertised_port: int | None = None,
     ) -> None:
+        """`metadata` (an etcd URL, etcd://host:port,...) or `metadata_hub` (a store shared by
+        the brokers of this process) makes this broker a member of a cluster; with neither it is
+        a cluster of one with its metadata in its data directory."""
         self.config = BrokerConfig.from_properties(dict(properties or {}))
+        self.metadata = metadata
+        self.metadata_hub = metadata_hub
+        self.cluster: ClusterIO | None = None
+        # Set when the node failed on a cluster input (a bug, or metadata it cannot read): the
+        # broker must stop rather than act on a view it no longer follows (fail-stop).
+        self.failure: BaseException | None = None
+        self.failed = asyncio.Event()
         self.data_dir = data_dir
         self.host = host
         self.port = port
         self.advertised_host = advertised_host or host
+        # Given to clients and the other brokers instead of the bound port (a proxy in front).
+        self.advertised_port = advertised_port
         self.use_sendfile = use_sendfile
         self.node: BrokerNode = None  # type: ignore[assignment]  # set by start()
         self._server: asyncio.base_events.Server | None = None
@@ -81,21 +98,38 @@ class BrokerServer:
         self.node = BrokerNode(
             config=self.config, disk=RealDisk(), data_dir=self.data_dir,
             host=self.advertised_host if self.advertised_host != "0.0.0.0" else "127.0.0.1",
-            port=self.port, now_ms=self.now_ms(), rng=random.Random(),
+            port=self.advertised_port or self.port, now_ms=self.now_ms(), rng=random.Random(),
+            external_metadata=self.metadata is not None or self.metadata_hub is not None,
         )
+        if self.node.external_metadata:
+            self.cluster = ClusterIO(
+                self.node, now_ms=self.now_ms, after_event=self.after_event,
+                on_fatal=self._on_fatal, metadata=self.metadata, hub=self.metadata_hub,
+            )
+            await self.cluster.start()
         self._server = await asyncio.get_running_loop().create_server(
             self._new_connection, sock=sock, backlog=512,
         )
         self.after_event()
         return self.host, self.port
 
+    def _on_fatal(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+            log.critical("broker %d stops: the node failed on a cluster input: %r",
+                         self.config.broker_id, exc, exc_info=exc)
+            self.failed.set()
+
     def _new_connection(self) -> Connection:
         self._next_connection_id += 1
         return Connection(self, self._next_connection_id)
 
     def after_event(self) -> None:
-        """After any input: start a group flush if one is due, and re-arm the timer."""
+        """After any input: send what the node asks to send (peers, metadata store), start a
+        group flush if one is due, and re-arm the timer."""
         node = self.node
+        if self.cluster is not None:
+            self.cluster.pump()
         if node.has_flush_work and self._flush_future is None:
             self._start_flush()
         due = node.next_deadline_ms()
@@ -140,9 +174,15 @@ class BrokerServer:
         self.after_event()
 
     async def stop(self) -> None:
-        """Stop accepting, drop connections, finish the flush in flight, close every log."""
+        """Stop accepting; in a cluster, hand leadership over and leave (cluster_io.py); drop
+        connections, finish the flush in flight, close every log."""
         if self._server is not None:
             self._server.close()
+        if self.cluster is not None:
+            if self.failure is None:
+                await self.cluster.shutdown()
+            else:
+                await self.cluster.close()  # no controlled shutdown on a node in doubt
         for conn in list(self.connections):
             conn.abort()
         self._stopping = True

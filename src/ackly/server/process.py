@@ -46,39 +46,52 @@ def data_dir_lock(data_dir: str) -> Iterator[None]:
 
 async def serve(
     *, data_dir: str, host: str, port: int, properties: Mapping[str, str],
-    advertised_host: str | None = None,
-) -> None:
+    advertised_host: str | None = None, metadata: str | None = None,
+    advertised_port: int | None = None,
+) -> bool:
+    """Run until SIGTERM/SIGINT (True) or until the broker fails (False)."""
     server = BrokerServer(
         data_dir=data_dir, host=host, port=port, properties=properties,
-        advertised_host=advertised_host,
+        advertised_host=advertised_host, metadata=metadata, advertised_port=advertised_port,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     bound_host, bound_port = await server.start()
+    where = f"metadata in {metadata}" if metadata else "single broker"
     print(
         f"ackly broker {server.config.broker_id} listening on {bound_host}:{bound_port} "
-        f"(data in {data_dir})",
+        f"(data in {data_dir}; {where})",
         flush=True,
     )
-    await stop.wait()
+    stopped = asyncio.ensure_future(stop.wait())
+    failed = asyncio.ensure_future(server.failed.wait())
+    await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    failed.cancel()
     log.info("shutting down")
     await server.stop()
+    return server.failure is None
 
 
 def run_serve(
     *, data_dir: str, host: str, port: int, properties: Mapping[str, str],
-    advertised_host: str | None = None,
+    advertised_host: str | None = None, metadata: str | None = None,
+    advertised_port: int | None = None,
 ) -> int:
     try:
         with data_dir_lock(data_dir):
-            asyncio.run(serve(data_dir=data_dir, host=host, port=port, properties=properties,
-                              advertised_host=advertised_host))
+            ok = asyncio.run(serve(data_dir=data_dir, host=host, port=port, properties=properties,
+                                   advertised_host=advertised_host, metadata=metadata,
+                                   advertised_port=advertised_port))
     except DataDirInUse as exc:
         print(f"ackly: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"ackly: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
         return 1
+    if not ok:
+        print("ackly: the broker stopped after an internal failure (see the log)", file=sys.stderr)
+        return 3
     return 0

@@ -21,11 +21,16 @@ class BrokerProcess:
     """
 
     def __init__(self, data_dir: str, *, port: int = 0, broker_id: int = 0,
-                 configs: Mapping[str, str] | None = None, start_timeout_s: float = 20.0) -> None:
+                 configs: Mapping[str, str] | None = None, start_timeout_s: float = 20.0,
+                 metadata: str | None = None, advertised_host: str | None = None,
+                 advertised_port: int | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
         self.broker_id = broker_id
         self.configs = dict(configs or {})
+        self.metadata = metadata  # e.g. etcd://127.0.0.1:2379; None: single-broker mode
+        self.advertised_host = advertised_host
+        self.advertised_port = advertised_port
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
@@ -38,6 +43,12 @@ class BrokerProcess:
         cmd = [sys.executable, "-m", "ackly", "serve", "--host", "127.0.0.1",
                "--port", str(self.port), "--data-dir", self.data_dir,
                "--broker-id", str(self.broker_id)]
+        if self.metadata is not None:
+            cmd += ["--metadata", self.metadata]
+        if self.advertised_host is not None:
+            cmd += ["--advertised-host", self.advertised_host]
+        if self.advertised_port is not None:
+            cmd += ["--advertised-port", str(self.advertised_port)]
         for key, value in self.configs.items():
             cmd += ["--config", f"{key}={value}"]
         return cmd

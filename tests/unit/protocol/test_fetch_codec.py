@@ -62,6 +62,8 @@ partitions = st.builds(
     aborted_transactions=st.none() | st.lists(st.tuples(INT64, INT64), max_size=3),
     preferred_read_replica=INT32,
     records=record_pieces,
+    diverging_epoch=st.none() | st.tuples(INT32, INT64),
+    current_leader=st.none() | st.tuples(INT32, INT32),
 )
 
 
@@ -94,6 +96,12 @@ def kio_fetch_response(
             fields["log_start_offset"] = p.log_start_offset
         if version >= 11:
             fields["preferred_read_replica"] = p.preferred_read_replica
+        if version >= 12 and p.diverging_epoch is not None:
+            epoch, end_offset = p.diverging_epoch
+            fields["diverging_epoch"] = schema.EpochEndOffset(epoch=epoch, end_offset=end_offset)
+        if version >= 12 and p.current_leader is not None:
+            leader_id, leader_epoch = p.current_leader
+            fields["current_leader"] = schema.LeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch)
         return schema.PartitionData(**fields)
 
     key = "topic_id" if version >= 13 else "topic"

@@ -10,7 +10,9 @@ Every resource is planned in full before anything changes: its type and name, no
 named twice (INVALID_REQUEST for each copy), no key named twice (INVALID_REQUEST), every key
 known and every value legal (INVALID_CONFIG naming the key and the reason). A resource with
 any bad entry changes nothing. Resources are independent, as in Kafka: one refused resource
-does not stop another. `validate_only` plans and answers, and changes nothing.
+does not stop another. `validate_only` plans and answers, and changes nothing. The new
+overrides are written to the cluster metadata (broker/admin.py) and the answer goes once this
+broker's view shows them (at once on a single broker); every broker applies them from its view.
 
 BROKER resources are refused: ackly's broker configs are static (set with `--config` at
 start-up and read-only in DescribeConfigs); there is no dynamic broker config to alter.
@@ -19,10 +21,11 @@ start-up and read-only in DescribeConfigs); there is no dynamic broker config to
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.admin import DEFAULT_TIMEOUT_MS, Countdown
 from ackly.broker.context import RequestContext
 from ackly.broker.handlers.describe_configs import (
     RESOURCE_BROKER,
@@ -99,14 +102,21 @@ def checked_overrides(overrides: Mapping[str, str]) -> dict[str, str]:
     return dict(overrides)
 
 
-def apply_changes(node: BrokerNode, changes: Iterable[Change], validate_only: bool) -> None:
-    """Second phase: write the planned overrides (durable when node.alter_topic_configs returns)."""
-    if validate_only:
-        return
-    for change in changes:
-        if change.error is None:
-            assert change.topic is not None and change.overrides is not None
-            node.alter_topic_configs(change.topic, change.overrides)
+def apply_changes(node: BrokerNode, ctx: RequestContext, changes: list[Change], validate_only: bool,
+                  then: Callable[[], None]) -> None:
+    """Second phase: write the planned overrides through the cluster metadata; `then` runs once
+    every change has its outcome (a failed write sets the change's error)."""
+    todo = [] if validate_only else [c for c in changes if c.error is None]
+    countdown = Countdown(len(todo), then)
+    for change in todo:
+        assert change.topic is not None and change.overrides is not None
+
+        def done(code: ErrorCode, message: str | None, change: Change = change) -> None:
+            if code != ErrorCode.none:
+                change.error = KafkaError(code, message or "")
+            countdown.one_done()
+
+        node.admin.alter_configs(change.topic, change.overrides, ctx.now_ms, DEFAULT_TIMEOUT_MS, done)
 
 
 def change_results(changes: Iterable[Change]) -> list[dict[str, Any]]:
@@ -135,7 +145,6 @@ def _plan(node: BrokerNode, resource: Any, duplicates: set[tuple[int, str]]) -> 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     duplicates = duplicate_resources(request.resources)
     changes = [_plan(node, r, duplicates) for r in request.resources]
-    apply_changes(node, changes, bool(request.validate_only))
-    ctx.respond(build(API_KEY, ctx.api_version, {
-        "throttle_time": 0, "responses": change_results(changes),
-    }))
+    apply_changes(node, ctx, changes, bool(request.validate_only), lambda: ctx.respond(
+        build(API_KEY, ctx.api_version, {"throttle_time": 0, "responses": change_results(changes)})
+    ))

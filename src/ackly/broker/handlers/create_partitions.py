@@ -3,11 +3,11 @@
 Mirrors Kafka's CreatePartitions (KIP-195): partitions are only ever added, never removed, so
 a count that is not larger than the current one is INVALID_PARTITIONS; an unknown topic is
 UNKNOWN_TOPIC_OR_PARTITION; a topic named twice in one request is INVALID_REQUEST for each
-copy, as in Kafka. This broker is a one-broker cluster and places every new partition on
-itself, so manual replica assignments are refused with INVALID_REPLICA_ASSIGNMENT rather than
-silently ignored. `validate_only` runs the checks and adds nothing. Topics are independent:
-one refused topic does not stop another. The new partitions exist (catalogue durable,
-directories created) when the answer is sent, so `timeout` is not needed.
+copy, as in Kafka. The controller places the new partitions like the first ones (same
+replication factor), so manual replica assignments are refused with INVALID_REPLICA_ASSIGNMENT
+rather than silently ignored. `validate_only` runs the checks and adds nothing. Topics are
+independent: one refused topic does not stop another. The answer goes once this broker's view
+shows the new partitions (at once on a single broker), or at the request's timeout.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.admin import DEFAULT_TIMEOUT_MS, Countdown
 from ackly.broker.context import RequestContext
 from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.messages import build
@@ -39,7 +40,7 @@ def _check(node: BrokerNode, t: Any, duplicates: set[str]) -> None:
     state = node.topics.get(t.name)
     if state is None:
         raise KafkaError(ErrorCode.unknown_topic_or_partition, f"topic {t.name!r} does not exist")
-    current = len(state.partitions)
+    current = state.partition_count
     count = int(t.count)
     if count == current:
         raise KafkaError(ErrorCode.invalid_partitions,
@@ -62,14 +63,25 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     counts = Counter(t.name for t in request.topics)
     duplicates = {name for name, n in counts.items() if n > 1}
     validate_only = bool(request.validate_only)
-    results = []
+    timeout_ms = max(int(request.timeout.total_seconds() * 1000), 0) or DEFAULT_TIMEOUT_MS
+    results: list[dict[str, Any]] = []
+    todo: list[tuple[int, str, int]] = []
     for t in request.topics:
         try:
             _check(node, t, duplicates)
-            if not validate_only:
-                node.add_partitions(t.name, int(t.count), ctx.now_ms)
             results.append({"name": t.name, "error_code": ErrorCode.none, "error_message": None})
+            if not validate_only:
+                todo.append((len(results) - 1, t.name, int(t.count)))
         except KafkaError as exc:
             results.append({"name": t.name, "error_code": exc.code,
                             "error_message": exc.message})
-    ctx.respond(build(API_KEY, ctx.api_version, {"throttle_time": 0, "results": results}))
+    countdown = Countdown(len(todo), lambda: ctx.respond(
+        build(API_KEY, ctx.api_version, {"throttle_time": 0, "results": results})))
+    for slot, name, count in todo:
+
+        def done(code: ErrorCode, message: str | None, slot: int = slot) -> None:
+            if code != ErrorCode.none:
+                results[slot].update(error_code=code, error_message=message)
+            countdown.one_done()
+
+        node.admin.create_partitions(name, count, ctx.now_ms, timeout_ms, done)

@@ -9,8 +9,9 @@ nothing. A topic whose cleanup.policy does not include `delete` is POLICY_VIOLAT
 Kafka (compaction owns such a log). The answer's low_watermark is the log start offset after
 the call (-1 with an error).
 
-On a single broker every replica is this one, so there is nothing to wait for: the answer is
-sent at once, and `timeout` is not used. The new log start is visible and durable when the
+Only the leader moves its log start (NOT_LEADER_OR_FOLLOWER elsewhere) and answers at once;
+followers take the new log start from its fetch responses (Kafka waits for them to do so
+before answering, in its DelayedDeleteRecords; ackly does not), and `timeout` is not used. The new log start is visible and durable when the
 answer is sent (PartitionLog.delete_records_before writes it before returning), so a restart
 never brings deleted records back.
 """
@@ -37,7 +38,7 @@ NO_LOW_WATERMARK = -1  # DeleteRecordsResponse.INVALID_LOW_WATERMARK
 def _delete(node: BrokerNode, topic: str, part: Any) -> dict[str, Any]:
     index = int(part.partition_index)
     try:
-        p = node.partition(topic, index)
+        p = node.leader_partition(topic, index)
         if "delete" not in p.config.cleanup_policy:
             raise KafkaError(ErrorCode.policy_violation,
                              f"{topic}-{index}: cleanup.policy has no 'delete'")

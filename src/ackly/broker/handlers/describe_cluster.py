@@ -1,7 +1,7 @@
 """DescribeCluster (key 60): the cluster id, the controller and the live brokers (KIP-700).
 
-Mirrors a Kafka broker's answer. ackly's single broker is the whole cluster and its own
-controller, so the broker list is this broker and the controller id is its id. v1+ asks for an
+Mirrors a Kafka broker's answer, from this broker's metadata view: every live broker and the
+broker holding the controller role (on a single broker: itself). v1+ asks for an
 endpoint type (KIP-919): BROKER (1) is answered; CONTROLLER (2) is what clients send to
 `bootstrap.controllers` endpoints, and a Kafka broker answers it with MISMATCHED_ENDPOINT_TYPE,
 as this one does; any other value is UNSUPPORTED_ENDPOINT_TYPE. There are no fenced brokers
@@ -53,10 +53,13 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
         response.update(error_code=ErrorCode.unsupported_endpoint_type,
                         error_message=f"unknown endpoint type {endpoint_type} (1: brokers)")
     else:
+        metadata = node.metadata
+        controller = metadata.controller
         response.update(
-            error_code=ErrorCode.none, error_message=None, controller_id=node.broker_id,
-            brokers=[{"broker_id": node.broker_id, "host": node.host, "port": node.port,
-                      "rack": None, "is_fenced": False}],
+            error_code=ErrorCode.none, error_message=None,
+            controller_id=controller.broker_id if controller is not None else -1,
+            brokers=[{"broker_id": b.broker_id, "host": b.host, "port": b.port, "rack": b.rack,
+                      "is_fenced": False} for _, b in sorted(metadata.brokers.items())],
         )
         if request.include_cluster_authorized_operations:
             response["cluster_authorized_operations"] = CLUSTER_OPERATIONS

@@ -1,12 +1,28 @@
-"""Fetch (key 1): serve whole batches below HW (or LSO) as file ranges, long-polling if short.
+"""Fetch (key 1): serve whole batches as file ranges, to consumers below HW (or LSO) and to
+followers up to LEO; long-poll if short.
 
 The handler resolves each partition's position to file ranges (no bytes are copied here);
 the shell sends them with sendfile. If fewer than `min_bytes` are available and the request
 allows waiting, a DelayedFetch parks on the partitions and is retried when one of them
-changes (an append that moves HW, a deletion), or answered with what is there at
-`max_wait_ms`. Limits: `max_bytes` for the response and `partition_max_bytes` per partition,
-except that the first batch is always returned whole so a consumer cannot get stuck (KIP-74).
-Fetch sessions (KIP-227) are not kept: session id 0 tells clients to send full requests.
+changes (an append, a HW move, a leadership change, a deletion), or answered with what is
+there at `max_wait_ms`. Limits: `max_bytes` for the response and `partition_max_bytes` per
+partition, except that the first batch is always returned whole so a consumer cannot get
+stuck (KIP-74). Fetch sessions (KIP-227) are not kept: session id 0 tells clients to send full
+requests.
+
+Only the leader serves fetches (NOT_LEADER_OR_FOLLOWER elsewhere; no KIP-392 follower
+fetching); a request naming an older leader epoch gets FENCED_LEADER_EPOCH, a newer one
+UNKNOWN_LEADER_EPOCH (KIP-320, rule 10). Consumers never see an offset >= HW (rule 3).
+
+A follower's fetch (replica id >= 0: `replica_id` before v15, `replica_state` from v15 with
+the follower's broker epoch, KIP-903) is checked once, when it arrives (Kafka's
+Partition.fetchRecords): its last fetched epoch against this leader's leader-epoch cache; if
+its log diverges, the answer is `diverging_epoch` = (the largest epoch <= its epoch that this
+leader has, where that epoch ends here) and no records, and the fetch offset is not taken as its
+LEO (KIP-595 style; the follower truncates and fetches again, rule 11). Otherwise its fetch
+offset is its LEO: the leader records it, which may move HW (completing acks=all produces) and
+may add the follower to the ISR (rule 9). It then reads up to LEO and long-polls like a
+consumer.
 """
 
 from __future__ import annotations
@@ -16,22 +32,29 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.context import RequestContext
+from ackly.broker.faults import SERVE_ABOVE_HW
 from ackly.errors import ErrorCode, KafkaError
+from ackly.log.leader_epoch import UNDEFINED_EPOCH_OFFSET
 from ackly.protocol.fetch_codec import FetchPartitionData, encode_fetch_response
+from ackly.replication.partition import check_leader_epoch
 from ackly.replication.purgatory import DelayedOperation
 from ackly.types import TopicPartition
 
 if TYPE_CHECKING:
     from ackly.broker.node import BrokerNode
+    from ackly.replication.partition import Partition
 
 API_KEY = 1
 MIN_VERSION = 4  # record batch v2; librdkafka needs v4
 MAX_VERSION = 16
 
 READ_COMMITTED = 1
+NO_REPLICA = -1
+
+__all__ = ["API_KEY", "MAX_VERSION", "MIN_VERSION", "READ_COMMITTED", "check_leader_epoch", "handle"]
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Want:
     key: str | uuid.UUID  # what the response is keyed by: name, or topic id (v13+)
     topic: str | None  # None: unknown topic id
@@ -39,21 +62,16 @@ class _Want:
     fetch_offset: int
     current_leader_epoch: int
     partition_max_bytes: int
-
-
-def check_leader_epoch(current: int, leader_epoch: int) -> None:
-    """KIP-320: a client's view of the leader epoch must match ours, when it states one."""
-    if current < 0 or current == leader_epoch:
-        return
-    if current < leader_epoch:
-        raise KafkaError(ErrorCode.fenced_leader_epoch)
-    raise KafkaError(ErrorCode.unknown_leader_epoch)
+    last_fetched_epoch: int = -1
+    # Decided when the request arrived (a follower's divergence or error): answered as is.
+    settled: FetchPartitionData | None = None
 
 
 class DelayedFetch(DelayedOperation):
     def __init__(
         self, node: BrokerNode, ctx: RequestContext, wants: list[_Want],
         min_bytes: int, max_bytes: int, isolation_level: int, deadline_ms: int,
+        replica_id: int = NO_REPLICA,
     ) -> None:
         super().__init__(deadline_ms)
         self.node = node
@@ -62,14 +80,15 @@ class DelayedFetch(DelayedOperation):
         self.min_bytes = min_bytes
         self.max_bytes = max_bytes
         self.isolation_level = isolation_level
+        self.replica_id = replica_id
 
     def _read_all(self) -> tuple[list[tuple[str | uuid.UUID, list[FetchPartitionData]]], int, bool]:
         topics: dict[str | uuid.UUID, list[FetchPartitionData]] = {}
         total = 0
         errored = False
         for w in self.wants:
-            data = self._read_one(w, total)
-            if data.error_code:
+            data = w.settled if w.settled is not None else self._read_one(w, total)
+            if data.error_code or data.diverging_epoch is not None:
                 errored = True
             total += sum(len(r) if isinstance(r, bytes) else r.size for r in data.records)
             topics.setdefault(w.key, []).append(data)
@@ -79,11 +98,13 @@ class DelayedFetch(DelayedOperation):
         if w.topic is None:
             return FetchPartitionData(w.partition, error_code=ErrorCode.unknown_topic_id)
         try:
-            p = self.node.partition(w.topic, w.partition)
-            check_leader_epoch(w.current_leader_epoch, p.leader_epoch)
+            p = self.node.leader_partition(w.topic, w.partition, w.current_leader_epoch)
             hw = p.high_watermark
             lso = p.last_stable_offset
-            upper = lso if self.isolation_level == READ_COMMITTED else hw
+            if self.replica_id != NO_REPLICA or self.node.faults.enabled(SERVE_ABOVE_HW):
+                upper = p.log_end_offset  # followers copy everything; the fault serves it to all
+            else:
+                upper = lso if self.isolation_level == READ_COMMITTED else hw
             data = FetchPartitionData(
                 w.partition, high_watermark=hw, last_stable_offset=lso,
                 log_start_offset=p.log_start_offset,
@@ -99,7 +120,7 @@ class DelayedFetch(DelayedOperation):
                 data.records = result.ranges
             return data
         except KafkaError as exc:
-            return FetchPartitionData(w.partition, error_code=exc.code)
+            return _error(self.node, w, exc.code)
 
     def try_complete(self, now_ms: int) -> bool:
         topics, total, errored = self._read_all()
@@ -118,8 +139,72 @@ class DelayedFetch(DelayedOperation):
         ))
 
 
+def _error(node: BrokerNode, w: _Want, code: ErrorCode) -> FetchPartitionData:
+    data = FetchPartitionData(w.partition, error_code=code)
+    if code == ErrorCode.offset_out_of_range and w.topic is not None:
+        # A follower below the leader's log start restarts its log there (follower.py).
+        try:
+            p = node.partition(w.topic, w.partition)
+            data.log_start_offset = p.log_start_offset
+            data.high_watermark = p.high_watermark
+        except KafkaError:
+            pass
+    return data
+
+
+def _settle_replica_fetch(node: BrokerNode, w: _Want, replica_id: int, replica_epoch: int,
+                          now_ms: int) -> None:
+    """A follower's fetch of one partition, when it arrives: check the leader epoch and the
+    follower's log against ours; record its LEO. Sets w.settled when the answer is decided."""
+    if w.topic is None:
+        w.settled = FetchPartitionData(w.partition, error_code=ErrorCode.unknown_topic_id)
+        return
+    try:
+        p = node.leader_partition(w.topic, w.partition, w.current_leader_epoch)
+    except KafkaError as exc:
+        w.settled = _error(node, w, exc.code)
+        return
+    diverging = _divergence(p, w.last_fetched_epoch, w.fetch_offset)
+    if diverging is not None:
+        w.settled = FetchPartitionData(
+            w.partition, high_watermark=p.high_watermark, last_stable_offset=p.last_stable_offset,
+            log_start_offset=p.log_start_offset, diverging_epoch=diverging,
+        )
+        return
+    if w.fetch_offset < p.log_start_offset:
+        w.settled = _error(node, w, ErrorCode.offset_out_of_range)
+        return
+    node.replicas.on_follower_fetch(p, replica_id, replica_epoch, w.fetch_offset, now_ms)
+
+
+def _divergence(p: Partition, last_fetched_epoch: int, fetch_offset: int) -> tuple[int, int] | None:
+    """(epoch, end offset) if the follower's log diverges from ours below fetch_offset."""
+    leo = p.log_end_offset
+    if last_fetched_epoch < 0:
+        # A follower with no epoch (an empty log): only an offset past our end diverges.
+        if fetch_offset > leo:
+            latest = p.log.leader_epochs.latest_epoch
+            return (latest if latest is not None else -1, leo)
+        return None
+    epoch, end_offset = p.log.leader_epochs.end_offset_for(last_fetched_epoch, leo)
+    if end_offset == UNDEFINED_EPOCH_OFFSET:
+        return None  # we know no epoch to compare with (cannot happen for a leader)
+    if end_offset < fetch_offset or epoch < last_fetched_epoch:
+        return (epoch, end_offset)
+    return None
+
+
+def replica_of(request: Any, version: int) -> tuple[int, int]:
+    """(replica id, broker epoch) of a follower's fetch; (-1, -1) for a consumer."""
+    if version >= 15:
+        state = request.replica_state
+        return int(state.replica_id), int(state.replica_epoch)
+    return int(getattr(request, "replica_id", NO_REPLICA)), -1
+
+
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     by_id = ctx.api_version >= 13
+    replica_id, replica_epoch = replica_of(request, ctx.api_version)
     wants: list[_Want] = []
     for t in request.topics:
         if by_id:
@@ -134,13 +219,17 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                 fetch_offset=int(fp.fetch_offset),
                 current_leader_epoch=int(getattr(fp, "current_leader_epoch", -1)),
                 partition_max_bytes=int(fp.partition_max_bytes),
+                last_fetched_epoch=int(getattr(fp, "last_fetched_epoch", -1)),
             ))
+    if replica_id != NO_REPLICA:
+        for w in wants:
+            _settle_replica_fetch(node, w, replica_id, replica_epoch, ctx.now_ms)
     max_wait_ms = int(request.max_wait.total_seconds() * 1000)
     max_bytes = min(int(request.max_bytes), int(node.config.get("fetch.max.bytes")))
     op = DelayedFetch(
         node, ctx, wants, min_bytes=max(int(request.min_bytes), 0), max_bytes=max_bytes,
         isolation_level=int(getattr(request, "isolation_level", 0)),
-        deadline_ms=ctx.now_ms + max(max_wait_ms, 0),
+        deadline_ms=ctx.now_ms + max(max_wait_ms, 0), replica_id=replica_id,
     )
     keys = {TopicPartition(w.topic, w.partition) for w in wants if w.topic is not None}
     node.purgatory.try_or_watch(op, keys, ctx.now_ms)

@@ -106,7 +106,6 @@ def _plan(node: BrokerNode, resource: Any, duplicates: set[tuple[int, str]]) -> 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     duplicates = duplicate_resources(request.resources)
     changes = [_plan(node, r, duplicates) for r in request.resources]
-    apply_changes(node, changes, bool(request.validate_only))
-    ctx.respond(build(API_KEY, ctx.api_version, {
-        "throttle_time": 0, "responses": change_results(changes),
-    }))
+    apply_changes(node, ctx, changes, bool(request.validate_only), lambda: ctx.respond(
+        build(API_KEY, ctx.api_version, {"throttle_time": 0, "responses": change_results(changes)})
+    ))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.context import RequestContext
-from ackly.broker.handlers.fetch import READ_COMMITTED, check_leader_epoch
+from ackly.broker.handlers.fetch import READ_COMMITTED
 from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.messages import build
 
@@ -30,8 +30,9 @@ EARLIEST_LOCAL = -4
 def _lookup(node: BrokerNode, topic: str, part: Any, isolation_level: int) -> dict[str, Any]:
     index = int(part.partition_index)
     try:
-        p = node.partition(topic, index)
-        check_leader_epoch(int(getattr(part, "current_leader_epoch", -1)), p.leader_epoch)
+        # Only the leader answers (NOT_LEADER_OR_FOLLOWER elsewhere), in the caller's epoch
+        # (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH otherwise, KIP-320).
+        p = node.leader_partition(topic, index, int(getattr(part, "current_leader_epoch", -1)))
         ts = int(part.timestamp)
         offset, timestamp = -1, -1
         if ts == LATEST:

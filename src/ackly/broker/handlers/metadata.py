@@ -1,21 +1,38 @@
-"""Metadata (key 3): brokers, topics and partition leaders; creates topics on demand.
+"""Metadata (key 3): brokers, topics, partition leaders; creates topics on demand.
+
+Everything comes from this broker's view of the cluster metadata (cluster/metadata.py): every
+live broker with its address and rack, the controller, and per partition its leader, leader
+epoch, replicas, ISR and offline replicas (replicas whose broker is not registered). A
+partition without a leader is LEADER_NOT_AVAILABLE with leader -1, so clients wait and ask
+again; a leader change is how they learn where to send produce and fetch requests after
+NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH.
 
 `auto.create.topics.enable` as Kafka has it: a topic named in a Metadata request is created
-with `num.partitions` when the broker allows it and the request does too (v4+:
-allow_auto_topic_creation; earlier versions always allow).
+with `num.partitions` and `default.replication.factor` (capped by the live brokers) when the
+broker allows it and the request does too (v4+: allow_auto_topic_creation; earlier versions
+always allow). A single broker answers with the new topic; a cluster answers
+LEADER_NOT_AVAILABLE until the controller has placed it, and the client asks again.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.admin import DEFAULT_TIMEOUT_MS
 from ackly.broker.context import RequestContext
+from ackly.broker.groups import ensure_offsets_topic
+from ackly.cluster.metadata import NO_LEADER
 from ackly.cluster.topics import topic_name_problem
-from ackly.errors import ErrorCode
+from ackly.coordinator.group_coordinator import INTERNAL_TOPICS, OFFSETS_TOPIC
+from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.messages import build
+from ackly.types import TopicPartition
 
 if TYPE_CHECKING:
     from ackly.broker.node import BrokerNode, TopicState
+
+log = logging.getLogger("ackly.metadata")
 
 API_KEY = 3
 MIN_VERSION = 0
@@ -23,29 +40,55 @@ MAX_VERSION = 12
 
 
 def topic_entry(node: BrokerNode, state: TopicState) -> dict[str, Any]:
-    isr = [node.broker_id]
+    metadata = node.metadata
+    live = metadata.brokers
+    partitions = []
+    for index in state.info.partition_ids():
+        ps = metadata.partition(TopicPartition(state.name, index))
+        if ps is None:  # the controller has not created its state yet
+            partitions.append({
+                "error_code": ErrorCode.leader_not_available, "partition_index": index,
+                "leader_id": -1, "leader_epoch": -1, "replica_nodes": list(state.info.assignment[index]),
+                "isr_nodes": [], "offline_replicas": [],
+            })
+            continue
+        partitions.append({
+            "error_code": ErrorCode.none if ps.leader != NO_LEADER else ErrorCode.leader_not_available,
+            "partition_index": index,
+            "leader_id": ps.leader,
+            "leader_epoch": ps.leader_epoch,
+            "replica_nodes": list(ps.replicas),
+            "isr_nodes": list(ps.isr),
+            "offline_replicas": [b for b in ps.replicas if b not in live],
+        })
     return {
         "error_code": ErrorCode.none,
         "name": state.name,
         "topic_id": state.topic_id,
-        "is_internal": False,
-        "partitions": [
-            {
-                "error_code": ErrorCode.none,
-                "partition_index": p.tp.partition,
-                "leader_id": node.broker_id,
-                "leader_epoch": p.leader_epoch,
-                "replica_nodes": [node.broker_id],
-                "isr_nodes": isr,
-                "offline_replicas": [],
-            }
-            for p in state.partitions
-        ],
+        "is_internal": state.name in INTERNAL_TOPICS,
+        "partitions": partitions,
     }
 
 
 def _missing(name: str | None, code: ErrorCode, topic_id: Any = None) -> dict[str, Any]:
     return {"error_code": code, "name": name, "topic_id": topic_id, "partitions": []}
+
+
+def _auto_create(node: BrokerNode, name: str, now_ms: int) -> dict[str, Any]:
+    live = len([b for b in node.metadata.brokers.values() if not b.shutting_down])
+    replication_factor = min(int(node.config.get("default.replication.factor")), max(live, 1))
+
+    def done(code: ErrorCode, message: str | None) -> None:
+        if code not in (ErrorCode.none, ErrorCode.topic_already_exists):
+            log.warning("auto-creating %s: %s %s", name, code.name, message)
+
+    node.admin.create_topic(name, int(node.config.get("num.partitions")), replication_factor, {}, None,
+                            now_ms, DEFAULT_TIMEOUT_MS, done)
+    node.pump(now_ms)  # a single broker creates it here
+    state = node.topics.get(name)
+    if state is None:
+        return _missing(name, ErrorCode.leader_not_available)
+    return topic_entry(node, state)
 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
@@ -70,16 +113,27 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                 topics.append(topic_entry(node, state))
             elif topic_name_problem(name) is not None:
                 topics.append(_missing(name, ErrorCode.invalid_topic_exception))
+            elif name == OFFSETS_TOPIC:
+                # Kafka creates it as the coordinator's internal topic, whatever the settings.
+                try:
+                    ensure_offsets_topic(node, ctx.now_ms)
+                    topics.append(topic_entry(node, node.topics[name]))
+                except KafkaError:
+                    topics.append(_missing(name, ErrorCode.leader_not_available))
             elif allow_auto and node.config.get("auto.create.topics.enable"):
-                count = int(node.config.get("num.partitions"))
-                topics.append(topic_entry(node, node.create_topic(name, count, {}, ctx.now_ms)))
+                topics.append(_auto_create(node, name, ctx.now_ms))
             else:
                 topics.append(_missing(name, ErrorCode.unknown_topic_or_partition))
+    metadata = node.metadata
+    controller = metadata.controller
     ctx.respond(build(API_KEY, ctx.api_version, {
         "throttle_time": 0,
-        "brokers": [{"node_id": node.broker_id, "host": node.host, "port": node.port}],
-        "cluster_id": node.cluster_id,
-        "controller_id": node.broker_id,
+        "brokers": [
+            {"node_id": b.broker_id, "host": b.host, "port": b.port, "rack": b.rack}
+            for _, b in sorted(metadata.brokers.items())
+        ],
+        "cluster_id": node.cluster_id or None,
+        "controller_id": controller.broker_id if controller is not None else -1,
         "topics": topics,
         "cluster_authorized_operations": -2147483648,
     }))

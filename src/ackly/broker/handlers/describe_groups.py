@@ -1,0 +1,65 @@
+"""DescribeGroups (key 15): state, protocol and members of classic groups.
+
+Member metadata and assignments are shown only for a Stable group, as Kafka does. A group
+that does not exist is described as Dead with no error before v6, and as GROUP_ID_NOT_FOUND
+from v6 (KIP-1043). With no authorizer every operation is allowed: when asked (v3+), a group's
+authorized operations are all those a GROUP resource supports (READ, DELETE, DESCRIBE).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ackly.broker.context import RequestContext
+from ackly.broker.groups import Respond
+from ackly.coordinator.group import GroupDescription
+from ackly.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from ackly.broker.node import BrokerNode
+
+API_KEY = 15
+MIN_VERSION = 0
+MAX_VERSION = 6
+
+_READ, _DELETE, _DESCRIBE = 3, 6, 8  # AclOperation codes
+GROUP_OPERATIONS = sum(1 << op for op in (_READ, _DELETE, _DESCRIBE))
+OPERATIONS_NOT_REQUESTED = -(2**31)
+
+
+def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
+    version = ctx.api_version
+    group_ids = list(request.groups)
+    operations = (GROUP_OPERATIONS if getattr(request, "include_authorized_operations", False)
+                  else OPERATIONS_NOT_REQUESTED)
+
+    def group(group_id: str, d: GroupDescription | None, code: ErrorCode = ErrorCode.none
+              ) -> dict[str, Any]:
+        if d is None:
+            if code is ErrorCode.none and version >= 6:
+                code = ErrorCode.group_id_not_found
+            return {"error_code": code,
+                    "error_message": f"Group {group_id} not found." if version >= 6 else None,
+                    "group_id": group_id, "group_state": "Dead", "protocol_type": "",
+                    "protocol_data": "", "members": [], "authorized_operations": operations}
+        return {
+            "error_code": ErrorCode.none, "error_message": None, "group_id": group_id,
+            "group_state": d.state.value, "protocol_type": d.protocol_type,
+            "protocol_data": d.protocol_data, "authorized_operations": operations,
+            "members": [{"member_id": m.member_id, "group_instance_id": m.group_instance_id,
+                         "client_id": m.client_id, "client_host": m.client_host,
+                         "member_metadata": m.metadata, "member_assignment": m.assignment}
+                        for m in d.members],
+        }
+
+    def fields(found: list[tuple[str, GroupDescription | None]]) -> dict[str, Any]:
+        return {"groups": [group(g, d) for g, d in found]}
+
+    def failed(code: ErrorCode) -> dict[str, Any]:
+        groups = [group(g, None, code) for g in group_ids]
+        for g in groups:
+            g["error_message"] = None
+        return {"groups": groups}
+
+    waiter: Respond[list[tuple[str, GroupDescription | None]]] = Respond(ctx, fields, failed)
+    node.group_coordinator.describe_groups(group_ids, waiter, ctx.now_ms)

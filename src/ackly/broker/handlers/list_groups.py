@@ -1,0 +1,43 @@
+"""ListGroups (key 16): every group this broker coordinates.
+
+v4+ filters by state (KIP-518, case-insensitive, as Kafka), v5+ by type (KIP-848): every group
+here is a "classic" group. Groups known only by their offsets are listed with an empty
+protocol type, as Kafka lists them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ackly.broker.context import RequestContext
+from ackly.broker.groups import Respond
+from ackly.coordinator.group_manager import GroupListing
+from ackly.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from ackly.broker.node import BrokerNode
+
+API_KEY = 16
+MIN_VERSION = 0
+MAX_VERSION = 5
+
+CLASSIC = "classic"
+
+
+def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
+    states = {s.lower() for s in getattr(request, "states_filter", ()) or ()}
+    types = {t.lower() for t in getattr(request, "types_filter", ()) or ()}
+
+    def fields(listings: list[GroupListing]) -> dict[str, Any]:
+        if types and CLASSIC not in types:
+            listings = []
+        return {"error_code": ErrorCode.none, "groups": [
+            {"group_id": g.group_id, "protocol_type": g.protocol_type, "group_state": g.state.value,
+             "group_type": CLASSIC}
+            for g in sorted(listings, key=lambda g: g.group_id)
+            if not states or g.state.value.lower() in states
+        ]}
+
+    waiter: Respond[list[GroupListing]] = Respond(
+        ctx, fields, lambda code: {"error_code": code, "groups": []})
+    node.group_coordinator.list_groups(waiter, ctx.now_ms)

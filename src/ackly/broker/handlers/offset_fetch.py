@@ -1,0 +1,71 @@
+"""OffsetFetch (key 9): a group's committed offsets (-1 where it has none).
+
+v1 names the partitions; v2+ may ask for every partition (null topics); v8+ asks for several
+groups at once (KIP-709). The answer is given once everything written to those groups' shards
+is committed, so an offset is never shown before it is durable. `require_stable` (v7+, KIP-447)
+is accepted: there are no transactional offsets yet, so nothing is ever pending. v9's member
+id and epoch are for KIP-848 groups and are ignored for classic groups, as Kafka does. v10
+names topics by id and is not offered.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ackly.broker.context import RequestContext
+from ackly.broker.groups import Respond
+from ackly.coordinator.group_coordinator import FetchedTopics, GroupOffsets
+from ackly.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from ackly.broker.node import BrokerNode
+
+API_KEY = 9
+MIN_VERSION = 1
+MAX_VERSION = 9
+
+
+def _wanted(topics: Any) -> list[tuple[str, list[int]]] | None:
+    if topics is None:
+        return None
+    return [(t.name, [int(p) for p in t.partition_indexes]) for t in topics]
+
+
+def _topics(fetched: FetchedTopics, error: ErrorCode = ErrorCode.none) -> list[dict[str, Any]]:
+    return [
+        {"name": topic, "partitions": [
+            {"partition_index": p,
+             "committed_offset": -1 if v is None else v.offset,
+             "committed_leader_epoch": -1 if v is None else v.leader_epoch,
+             "metadata": "" if v is None else v.metadata,
+             "error_code": error}
+            for p, v in partitions
+        ]}
+        for topic, partitions in fetched
+    ]
+
+
+def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
+    version = ctx.api_version
+    if version >= 8:
+        requests = [(g.group_id, _wanted(g.topics)) for g in request.groups]
+    else:
+        requests = [(request.group_id, _wanted(request.topics))]
+
+    def fields(results: list[GroupOffsets]) -> dict[str, Any]:
+        if version >= 8:
+            return {"groups": [{"group_id": r.group_id, "topics": _topics(r.topics),
+                                "error_code": r.error} for r in results]}
+        (result,) = results
+        return {"topics": _topics(result.topics), "error_code": result.error}
+
+    def failed(code: ErrorCode) -> dict[str, Any]:
+        if version >= 8:
+            return {"groups": [{"group_id": g, "topics": [], "error_code": code} for g, _ in requests]}
+        # v1 has no group-level error: every partition asked for carries it.
+        _, wanted = requests[0]
+        return {"error_code": code,
+                "topics": _topics([(t, [(p, None) for p in ps]) for t, ps in wanted or []], code)}
+
+    waiter: Respond[list[GroupOffsets]] = Respond(ctx, fields, failed)
+    node.group_coordinator.fetch_offsets(requests, waiter, ctx.now_ms)

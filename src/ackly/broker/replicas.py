@@ -1,0 +1,295 @@
+"""The partitions this broker hosts, kept in step with the cluster metadata (Kafka's
+ReplicaManager acting on a MetadataDelta).
+
+Owns: which partition replicas are open here and in which role, the follower fetcher, and the
+leader's side of the ISR protocol. After every change of the member's metadata view the broker
+calls `apply(before, after)`; for each partition whose state changed:
+- not assigned here (any more), or its topic was deleted or re-created: stop it and delete its
+  log;
+- assigned here and led by this broker: lead it (Partition.make_leader: a new epoch is
+  assigned in the leader-epoch cache at LEO; waiting fetches and produces are re-checked); a
+  RECOVERING partition (after an unclean election, KIP-704) is marked RECOVERED at once: there
+  is no tiered storage to wait for;
+- assigned here and led by another broker (or none): follow it from the new leader in the new
+  epoch. Nothing is truncated now: the first fetch finds the divergence (rule 11).
+
+ISR changes (rule 9, KIP-497, KIP-903): the leader asks the controller through the cluster
+member (`alter_partition`, one change in flight per partition), expanding when a follower's
+fetch shows it caught up (LEO >= HW and >= the epoch's start), shrinking when a follower has
+not caught up for replica.lag.time.max.ms (checked every half of it, as Kafka's
+isr-expiration task). While a change is in flight HW uses the union of the old and new ISR.
+A refused change is dropped; one whose outcome is unknown (UNAVAILABLE) is kept and sent again
+until the metadata settles it.
+
+Every partition directory holds `partition.metadata` (KIP-516: "version: 0\\ntopic_id: <uuid>\\n"),
+so a log left by an earlier topic of the same name is never mistaken for the new one's.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ackly.broker.faults import FORGET_PRODUCER_STATE
+from ackly.broker.io import PeerRequest
+from ackly.cluster.controller import AlterPartitionRequest
+from ackly.cluster.metadata import NO_LEADER, ClusterMetadata, LeaderRecoveryState, PartitionState
+from ackly.cluster.store import CommandResult, StoreError
+from ackly.log.partition_log import PartitionLog
+from ackly.replication.follower import FetcherConfig, ReplicaFetcher
+from ackly.replication.partition import Partition
+from ackly.types import TopicPartition
+
+if TYPE_CHECKING:
+    from ackly.broker.node import BrokerNode
+
+log = logging.getLogger("ackly.replicas")
+
+PARTITION_METADATA_FILE = "partition.metadata"
+
+
+def fetcher_config(node: BrokerNode) -> FetcherConfig:
+    c = node.config
+    return FetcherConfig(
+        max_wait_ms=int(c.get("replica.fetch.wait.max.ms")),
+        partition_max_bytes=int(c.get("replica.fetch.max.bytes")),
+        response_max_bytes=int(c.get("replica.fetch.response.max.bytes")),
+        backoff_ms=int(c.get("replica.fetch.backoff.ms")),
+        request_timeout_ms=int(c.get("replica.socket.timeout.ms")),
+    )
+
+
+class ReplicaManager:
+    def __init__(self, node: BrokerNode, now_ms: int) -> None:
+        self.node = node
+        self.broker_id = node.broker_id
+        self.partitions: dict[TopicPartition, Partition] = {}
+        self.topic_ids: dict[TopicPartition, uuid.UUID] = {}
+        self.fetcher = ReplicaFetcher(
+            node.broker_id, fetcher_config(node), self.partitions.get, node.new_request_id
+        )
+        self.lag_max_ms = int(node.config.get("replica.lag.time.max.ms"))
+        self._next_isr_check_ms = now_ms + max(self.lag_max_ms // 2, 1)
+        self._isr_requests: dict[int, TopicPartition] = {}  # member request id -> partition
+
+    # --- metadata ------------------------------------------------------------------------
+
+    def apply(self, before: ClusterMetadata, after: ClusterMetadata, now_ms: int) -> None:
+        """Act on every partition whose state differs between two views."""
+        for tp, _old, state in before.partition_changes(after):
+            self._apply_one(tp, state, after, now_ms)
+
+    def _apply_one(
+        self, tp: TopicPartition, state: PartitionState | None, metadata: ClusterMetadata, now_ms: int
+    ) -> None:
+        p = self.partitions.get(tp)
+        hosted = state is not None and self.broker_id in state.replicas
+        if p is not None and (state is None or not hosted or self.topic_ids[tp] != state.topic_id):
+            self.stop(tp, now_ms)
+            p = None
+        if state is None or not hosted:
+            return
+        if p is None:
+            p = self._open(tp, state.topic_id, now_ms)
+        if state.leader == self.broker_id:
+            registration = self.node.member.registration()
+            if registration is None or registration.epoch > metadata.partition_revision(tp):
+                # The state names an earlier incarnation of this broker as leader (a restart
+                # faster than the session timeout). This one may have lost unflushed data: it
+                # must not lead until the controller elects it (again) in a new epoch, which it
+                # does for every partition a restarted broker led.
+                self._become_follower(p, replace(state, leader=NO_LEADER), now_ms)
+                return
+            self._become_leader(p, state, now_ms)
+        else:
+            self._become_follower(p, state, now_ms)
+
+    def _open(self, tp: TopicPartition, topic_id: uuid.UUID, now_ms: int) -> Partition:
+        node = self.node
+        disk = node.disk
+        dir_path = node.partition_dir(tp)
+        marker = f"{dir_path}/{PARTITION_METADATA_FILE}"
+        found = _read_topic_id(disk.read_file(marker)) if disk.exists(dir_path) else None
+        if found is not None and found != topic_id:
+            log.warning("%s: the log on disk belongs to topic id %s, not %s: deleting it", tp, found, topic_id)
+            disk.rmtree(dir_path)
+        config = node.topic_config(tp.topic)
+        plog = PartitionLog.open(
+            disk, dir_path, config, now_ms,
+            producer_id_expiration_ms=int(node.config.get("producer.id.expiration.ms")),
+        )
+        if found != topic_id:
+            disk.write_atomic(marker, f"version: 0\ntopic_id: {topic_id}\n".encode())
+        if node.faults.enabled(FORGET_PRODUCER_STATE):
+            plog.producer_state.clear()
+        p = Partition(tp=tp, log=plog, config=config, broker_id=self.broker_id)
+        self.partitions[tp] = p
+        self.topic_ids[tp] = topic_id
+        self.node.host_partition(p)
+        return p
+
+    def stop(self, tp: TopicPartition, now_ms: int, *, delete: bool = True) -> None:
+        """Stop hosting tp (its topic was deleted or it moved away): the log is deleted."""
+        p = self.partitions.pop(tp)
+        self.topic_ids.pop(tp, None)
+        self.fetcher.unfollow(tp)
+        if p.is_leader:
+            self.node.on_leadership_lost(p, now_ms)
+        p.stop()  # waiters re-checked below see it gone
+        self.node.forget_partition(p)
+        if delete:
+            p.log.delete()
+        self.node.purgatory.check(tp, now_ms)
+
+    def _become_leader(self, p: Partition, state: PartitionState, now_ms: int) -> None:
+        new_term = p.make_leader(state, now_ms)
+        self.fetcher.unfollow(p.tp)
+        if new_term:
+            log.info("%s: leading in epoch %d (ISR %s, LEO %d, HW %d)", p.tp, p.leader_epoch,
+                     sorted(p.isr), p.log_end_offset, p.high_watermark)
+            if self.node.faults.enabled(FORGET_PRODUCER_STATE):
+                p.log.producer_state.clear()
+            self.node.on_leadership_gained(p, now_ms)
+        if state.leader_recovery_state is LeaderRecoveryState.RECOVERING and p.pending_isr is None:
+            # KIP-704: nothing to recover here (no remote storage): declare it recovered.
+            self._alter_isr(p, frozenset({self.broker_id}), {}, now_ms, recovered=True)
+        self.node.purgatory.check(p.tp, now_ms)
+
+    def _become_follower(self, p: Partition, state: PartitionState, now_ms: int) -> None:
+        was_leader = p.is_leader
+        changed = p.make_follower(state)
+        if was_leader:
+            self.node.on_leadership_lost(p, now_ms)
+        if changed:
+            if state.leader == NO_LEADER:
+                self.fetcher.unfollow(p.tp)
+            else:
+                self.fetcher.follow(p.tp, state.topic_id, state.leader, state.leader_epoch)
+                log.info("%s: following %d in epoch %d (LEO %d)", p.tp, state.leader, state.leader_epoch,
+                         p.log_end_offset)
+        # A produce waiting for HW, or a fetch, learns that this broker no longer leads.
+        self.node.purgatory.check(p.tp, now_ms)
+
+    # --- the leader's side of follower fetches ------------------------------------------------
+
+    def on_follower_fetch(
+        self, p: Partition, replica_id: int, broker_epoch: int, fetch_offset: int, now_ms: int
+    ) -> None:
+        """A follower fetched from fetch_offset (its log is consistent with ours below it)."""
+        if p.record_follower_fetch(replica_id, broker_epoch, fetch_offset, now_ms):
+            self.node.purgatory.check(p.tp, now_ms)
+        new_isr = p.isr_to_expand(replica_id)
+        if new_isr is None:
+            return
+        info = self.node.metadata.brokers.get(replica_id)
+        if info is None or info.shutting_down or (broker_epoch >= 0 and info.epoch != broker_epoch):
+            return  # not (this incarnation) registered, or leaving: the controller would refuse
+        epochs = {replica_id: info.epoch}
+        self._alter_isr(p, new_isr, epochs, now_ms)
+
+    def _alter_isr(
+        self, p: Partition, new_isr: frozenset[int], broker_epochs: dict[int, int], now_ms: int,
+        *, recovered: bool = False,
+    ) -> None:
+        member = self.node.member
+        if member.isr_change_pending(p.tp):
+            return
+        request = AlterPartitionRequest(
+            p.tp, self.broker_id, p.leader_epoch, p.partition_epoch, tuple(sorted(new_isr)),
+            leader_recovery_state=LeaderRecoveryState.RECOVERED if recovered or not p.recovering
+            else LeaderRecoveryState.RECOVERING,
+            broker_epochs=broker_epochs,
+        )
+        decision = member.alter_partition(request, now_ms)
+        if decision.change is None:
+            if not decision.accepted:
+                log.info("%s: ISR change to %s refused: %s %s", p.tp, sorted(new_isr),
+                         decision.error.name, decision.message)
+            return
+        rid = member.isr_change_request_id(p.tp)
+        assert rid is not None
+        self._isr_requests[rid] = p.tp
+        if p.pending_isr is None:
+            p.begin_isr_change(new_isr, broker_epochs)
+        log.info("%s: asking for ISR %s (was %s)", p.tp, sorted(new_isr), sorted(p.isr))
+
+    def on_member_results(self, results: list[CommandResult], now_ms: int) -> list[CommandResult]:
+        """Take the results of this broker's ISR changes; return the others."""
+        rest = []
+        for result in results:
+            tp = self._isr_requests.pop(result.request_id, None)
+            if tp is None:
+                rest.append(result)
+                continue
+            p = self.partitions.get(tp)
+            if p is None or p.pending_isr is None or result.ok:
+                continue  # applied: the metadata will show it
+            if result.error is StoreError.UNAVAILABLE:
+                continue  # unknown: kept, and sent again by the next ISR check
+            log.info("%s: ISR change to %s refused by the store (%s)", tp, sorted(p.pending_isr.isr),
+                     result.error)
+            if p.abandon_isr_change():
+                self.node.purgatory.check(tp, now_ms)
+        return rest
+
+    def check_isr(self, now_ms: int) -> None:
+        """Every replica.lag.time.max.ms / 2: shrink ISRs with lagging followers; send again
+        changes whose outcome was unknown."""
+        if now_ms < self._next_isr_check_ms:
+            return
+        self._next_isr_check_ms = now_ms + max(self.lag_max_ms // 2, 1)
+        member = self.node.member
+        for p in list(self.partitions.values()):
+            if not p.is_leader:
+                continue
+            if p.pending_isr is not None:
+                if not member.isr_change_pending(p.tp):
+                    # The outcome was unknown and the metadata has not settled it: ask again
+                    # (from the same partition epoch, so a write that did land refuses this one).
+                    pending = p.pending_isr
+                    if p.abandon_isr_change():
+                        self.node.purgatory.check(p.tp, now_ms)
+                    self._alter_isr(p, pending.isr, pending.broker_epochs, now_ms)
+                continue
+            shrunk = p.isr_to_shrink(now_ms, self.lag_max_ms)
+            if shrunk is not None:
+                log.info("%s: followers %s out of sync", p.tp, sorted(p.isr - shrunk))
+                self._alter_isr(p, shrunk, {}, now_ms)
+
+    # --- the follower's fetches ---------------------------------------------------------------
+
+    def poll_fetcher(self, now_ms: int, out: list[PeerRequest]) -> None:
+        epoch = self.node.member.broker_epoch
+        self.fetcher.broker_epoch = epoch if epoch is not None else -1
+        can_reach = lambda b: self.node.broker_address(b) is not None  # noqa: E731
+        for rid, leader_id, request in self.fetcher.poll(now_ms, can_reach):
+            out.append(PeerRequest(rid, leader_id, request))
+
+    def on_fetch_response(self, request_id: int, response: Any, now_ms: int) -> None:
+        outcome = self.fetcher.on_response(request_id, response, now_ms)
+        for p in outcome.appended:
+            self.node.after_append(p, now_ms)
+        for p in outcome.truncated:
+            self.node.purgatory.check(p.tp, now_ms)
+
+    def next_deadline_ms(self) -> int | None:
+        deadlines = [self._next_isr_check_ms]
+        fetch = self.fetcher.next_deadline_ms()
+        if fetch is not None:
+            deadlines.append(fetch)
+        return min(deadlines)
+
+
+def _read_topic_id(data: bytes | None) -> uuid.UUID | None:
+    if data is None:
+        return None
+    for line in data.decode(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "topic_id":
+            try:
+                return uuid.UUID(value.strip())
+            except ValueError:
+                return None
+    return None

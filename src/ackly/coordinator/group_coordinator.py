@@ -1,0 +1,317 @@
+"""The group coordinator of one broker: which shard owns a group, and the group APIs.
+
+Mirrors Kafka's GroupCoordinatorService: requests are routed to the shard (partition of
+`__consumer_offsets`) that owns the group, `abs(javaStringHashCode(group_id)) % partitions`
+exactly as Kafka computes it, so Kafka's tools and ackly agree on where a group lives, and run
+there through the coordinator runtime (records in, replay out; replies once committed).
+
+The internal topic is created by the broker the first time a client looks a group up (or
+joins, or commits), with cleanup.policy=compact. Compaction itself is not implemented yet:
+the partitions keep every record and loading replays them all, which is correct (later
+records win) but grows with the number of offset commits.
+
+Until the topic exists there are no groups: group-less answers need no shard.
+
+In a cluster a broker holds only the shards of the `__consumer_offsets` partitions it leads
+(`load_shard` when it becomes leader: replay; `unload_shard` when it stops), as Kafka's
+coordinators follow partition leadership. A request for a group whose shard is elsewhere is
+answered NOT_COORDINATOR, which sends the client to FindCoordinator again.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from ackly.coordinator.group import GroupConfig, GroupDescription, JoinRequest, JoinResult, SyncResult
+from ackly.coordinator.group_manager import (
+    CommitPartition,
+    GroupListing,
+    GroupShard,
+    OffsetsConfig,
+)
+from ackly.coordinator.records import OffsetCommitValue
+from ackly.coordinator.runtime import CoordinatorRuntime, Effects, ReplyScheduler, ShardLog, Waiter
+from ackly.errors import ErrorCode
+
+OFFSETS_TOPIC = "__consumer_offsets"
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
+
+T = TypeVar("T")
+
+FetchedTopics = list[tuple[str, list[tuple[int, OffsetCommitValue | None]]]]
+
+
+def java_string_hash(s: str) -> int:
+    """java.lang.String.hashCode: 31*h + c over UTF-16 code units, in 32-bit arithmetic."""
+    h = 0
+    data = s.encode("utf-16-be")
+    for i in range(0, len(data), 2):
+        h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def partition_for(group_id: str, partitions: int) -> int:
+    """Kafka's Utils.abs(groupId.hashCode) % partitions (abs(Integer.MIN_VALUE) is 0 there)."""
+    h = java_string_hash(group_id)
+    return (0 if h == -(1 << 31) else abs(h)) % partitions
+
+
+class Gather(Generic[T]):
+    """Collects the outcome of several operations (one per group) into one list, and passes it
+    on once all are in. A failed item `i` becomes `on_fail(i, code)`."""
+
+    def __init__(self, count: int, waiter: Waiter[list[T]],
+                 on_fail: Callable[[int, ErrorCode], T]) -> None:
+        self._results: list[T | None] = [None] * count
+        self._missing = count
+        self._waiter = waiter
+        self._on_fail = on_fail
+        if count == 0:
+            waiter.complete([])
+
+    def slot(self, index: int) -> Waiter[T]:
+        gather = self
+
+        class _Slot:
+            def complete(self, result: T) -> None:
+                gather._set(index, result)
+
+            def fail(self, code: ErrorCode) -> None:
+                gather._set(index, gather._on_fail(index, code))
+
+        return _Slot()
+
+    def _set(self, index: int, result: T) -> None:
+        assert self._results[index] is None, "slot answered twice"
+        self._results[index] = result
+        self._missing -= 1
+        if self._missing == 0:
+            self._waiter.complete([r for r in self._results if r is not None])
+
+
+@dataclass(frozen=True)
+class GroupOffsets:
+    group_id: str
+    error: ErrorCode
+    topics: FetchedTopics
+
+
+class GroupCoordinator:
+    def __init__(self, *, config: GroupConfig, offsets_config: OffsetsConfig,
+                 scheduler: ReplyScheduler, rng: random.Random, write_timeout_ms: int) -> None:
+        self.config = config
+        self.offsets_config = offsets_config
+        self.rng = rng
+        self.runtime: CoordinatorRuntime[GroupShard] = CoordinatorRuntime(scheduler, write_timeout_ms)
+        self.partitions = 0
+
+    @property
+    def loaded(self) -> bool:
+        """The internal topic exists (its partition count is known)."""
+        return self.partitions > 0
+
+    def load(self, logs: Sequence[ShardLog], now_ms: int) -> None:
+        """Take over every partition of the internal topic: replay each into its shard."""
+        assert not self.loaded, "the group coordinator is loaded once"
+        self.set_partition_count(len(logs))
+        for index, shard_log in enumerate(logs):
+            self.load_shard(index, shard_log, now_ms)
+
+    def set_partition_count(self, partitions: int) -> None:
+        """How many partitions the internal topic has (fixed once it exists)."""
+        assert partitions > 0
+        self.partitions = partitions
+
+    def load_shard(self, index: int, shard_log: ShardLog, now_ms: int) -> None:
+        """This broker now leads partition `index`: replay it into a fresh shard."""
+        if index in self.runtime:
+            self.runtime.unload(index)
+        shard = GroupShard(index, self.config, self.offsets_config, self._new_member_id, now_ms)
+        self.runtime.load(index, shard_log, shard, now_ms)
+
+    def unload_shard(self, index: int) -> None:
+        """This broker no longer leads partition `index`: drop the shard (its soft state,
+        such as a rebalance in progress, is lost; replies still held time out)."""
+        if index in self.runtime:
+            self.runtime.unload(index)
+
+    def here(self, group_id: str) -> bool:
+        """Whether this broker holds the shard of `group_id` (the topic exists)."""
+        return self.loaded and self.partition_for(group_id) in self.runtime
+
+    def partition_for(self, group_id: str) -> int:
+        assert self.loaded
+        return partition_for(group_id, self.partitions)
+
+    def _new_member_id(self, prefix: str) -> str:
+        """Kafka's member ids: client id (or group instance id) + "-" + a random UUID."""
+        return f"{prefix}-{uuid.UUID(int=self.rng.getrandbits(128), version=4)}"
+
+    def _write(self, group_id: str, op: Callable[[GroupShard, Effects], None], now_ms: int) -> None:
+        self.runtime.write(self.partition_for(group_id), op, now_ms)
+
+    # --- membership ----------------------------------------------------------------------------
+
+    def join_group(self, group_id: str, req: JoinRequest, waiter: Waiter[JoinResult], now_ms: int) -> None:
+        assert self.loaded, "the broker creates the internal topic before a join"
+        if not self.here(group_id):
+            waiter.fail(ErrorCode.not_coordinator)
+            return
+        self._write(group_id, lambda s, fx: s.join(group_id, req, waiter, now_ms, fx), now_ms)
+
+    def sync_group(self, group_id: str, generation: int, member_id: str, instance_id: str | None,
+                   protocol_type: str | None, protocol_name: str | None,
+                   assignments: dict[str, bytes], waiter: Waiter[SyncResult], now_ms: int) -> None:
+        if not self.loaded:
+            waiter.complete(SyncResult(ErrorCode.unknown_member_id))
+            return
+        if not self.here(group_id):
+            waiter.fail(ErrorCode.not_coordinator)
+            return
+        self._write(group_id, lambda s, fx: s.sync(
+            group_id, generation, member_id, instance_id, protocol_type, protocol_name, assignments,
+            waiter, now_ms, fx), now_ms)
+
+    def heartbeat(self, group_id: str, member_id: str, instance_id: str | None, generation: int,
+                  waiter: Waiter[ErrorCode], now_ms: int) -> None:
+        if not self.loaded:
+            waiter.complete(ErrorCode.unknown_member_id)
+            return
+        if not self.here(group_id):
+            waiter.fail(ErrorCode.not_coordinator)
+            return
+
+        def op(shard: GroupShard, fx: Effects) -> None:
+            fx.reply(waiter, shard.heartbeat(group_id, member_id, instance_id, generation, now_ms))
+
+        self._write(group_id, op, now_ms)
+
+    def leave_group(self, group_id: str, leaving: list[tuple[str, str | None]],
+                    waiter: Waiter[tuple[ErrorCode, list[ErrorCode]]], now_ms: int) -> None:
+        if not self.loaded:
+            waiter.complete((ErrorCode.none, [ErrorCode.unknown_member_id] * len(leaving)))
+            return
+        if not self.here(group_id):
+            waiter.fail(ErrorCode.not_coordinator)
+            return
+
+        def op(shard: GroupShard, fx: Effects) -> None:
+            fx.reply(waiter, shard.leave(group_id, leaving, now_ms, fx))
+
+        self._write(group_id, op, now_ms)
+
+    # --- offsets -------------------------------------------------------------------------------
+
+    def commit_offsets(self, group_id: str, member_id: str, instance_id: str | None, generation: int,
+                       expire_timestamp_ms: int, partitions: list[CommitPartition],
+                       missing_group_error: ErrorCode, waiter: Waiter[list[ErrorCode]],
+                       now_ms: int) -> None:
+        assert self.loaded, "the broker creates the internal topic before a commit"
+        if not self.here(group_id):
+            waiter.fail(ErrorCode.not_coordinator)
+            return
+
+        def op(shard: GroupShard, fx: Effects) -> None:
+            fx.reply(waiter, shard.commit_offsets(
+                group_id, member_id, instance_id, generation, expire_timestamp_ms, partitions,
+                now_ms, fx, missing_group_error))
+
+        self._write(group_id, op, now_ms)
+
+    def fetch_offsets(self, requests: list[tuple[str, list[tuple[str, list[int]]] | None]],
+                      waiter: Waiter[list[GroupOffsets]], now_ms: int) -> None:
+        """OffsetFetch for (group, partitions or None for all) pairs; answered once everything
+        written so far to the groups' shards is committed (no uncommitted offset is shown)."""
+        if not self.loaded:
+            waiter.complete([GroupOffsets(g, ErrorCode.none, [(t, [(p, None) for p in ps])
+                                                             for t, ps in (wanted or [])])
+                             for g, wanted in requests])
+            return
+
+        if len(requests) == 1 and not self.here(requests[0][0]):
+            waiter.fail(ErrorCode.not_coordinator)
+            return
+
+        def compute() -> list[GroupOffsets]:
+            return [GroupOffsets(g, ErrorCode.none,
+                                 self.runtime.shard(self.partition_for(g)).fetch_offsets(g, wanted))
+                    if self.here(g) else GroupOffsets(g, ErrorCode.not_coordinator, [])
+                    for g, wanted in requests]
+
+        shards = {self.partition_for(g) for g, _ in requests if self.here(g)}
+        self.runtime.read(shards, compute, waiter, now_ms)
+
+    def delete_offsets(self, group_id: str, partitions: list[tuple[str, int]],
+                       waiter: Waiter[tuple[ErrorCode, list[ErrorCode]]], now_ms: int) -> None:
+        if not self.loaded:
+            waiter.complete((ErrorCode.group_id_not_found, []))
+            return
+        if not self.here(group_id):
+            waiter.fail(ErrorCode.not_coordinator)
+            return
+
+        def op(shard: GroupShard, fx: Effects) -> None:
+            fx.reply(waiter, shard.delete_offsets(group_id, partitions, fx))
+
+        self._write(group_id, op, now_ms)
+
+    # --- admin ---------------------------------------------------------------------------------
+
+    def describe_groups(self, group_ids: list[str], waiter: Waiter[list[tuple[str, GroupDescription | None]]],
+                        now_ms: int) -> None:
+        if not self.loaded:
+            waiter.complete([(g, None) for g in group_ids])
+            return
+        if not all(self.here(g) for g in group_ids):
+            waiter.fail(ErrorCode.not_coordinator)  # clients ask each group's coordinator
+            return
+
+        def compute() -> list[tuple[str, GroupDescription | None]]:
+            return [(g, self.runtime.shard(self.partition_for(g)).describe(g)) for g in group_ids]
+
+        self.runtime.read({self.partition_for(g) for g in group_ids}, compute, waiter, now_ms)
+
+    def list_groups(self, waiter: Waiter[list[GroupListing]], now_ms: int) -> None:
+        if not self.loaded:
+            waiter.complete([])
+            return
+
+        def compute() -> list[GroupListing]:
+            return [listing for _, shard in self.runtime.shards() for listing in shard.list_groups()]
+
+        self.runtime.read([i for i, _ in self.runtime.shards()], compute, waiter, now_ms)
+
+    def delete_groups(self, group_ids: list[str], waiter: Waiter[list[tuple[str, ErrorCode]]],
+                      now_ms: int) -> None:
+        if not self.loaded:
+            waiter.complete([(g, ErrorCode.group_id_not_found) for g in group_ids])
+            return
+        gather: Gather[tuple[str, ErrorCode]] = Gather(
+            len(group_ids), waiter, lambda i, code: (group_ids[i], code))
+        for i, group_id in enumerate(group_ids):
+            slot = gather.slot(i)
+
+            def op(shard: GroupShard, fx: Effects, group_id: str = group_id,
+                   slot: Waiter[tuple[str, ErrorCode]] = slot) -> None:
+                fx.reply(slot, (group_id, shard.delete_group(group_id, fx)))
+
+            if not self.here(group_id):
+                slot.complete((group_id, ErrorCode.not_coordinator))
+                continue
+            self._write(group_id, op, now_ms)
+
+    # --- time ----------------------------------------------------------------------------------
+
+    def tick(self, now_ms: int) -> None:
+        self.runtime.tick(now_ms)
+
+    def next_deadline_ms(self) -> int | None:
+        return self.runtime.next_deadline_ms()
+
+    def shards(self) -> list[GroupShard]:
+        return [shard for _, shard in self.runtime.shards()]
+

@@ -1,0 +1,176 @@
+"""One simulated broker process: a BrokerNode incarnation on its SimDisk, run by the simulator.
+
+Owns: the broker's disk (one `SimDisk` for the broker's whole life), the current node object
+(None while the process is dead), its incarnation number, its tick timer, its flush in flight,
+and the pause backlog. It is the simulator's version of `server/app.py`: after every input it
+drains the node's outputs (peer requests, store commands), starts a group flush if one is due
+(the job's `run()` is executed by the simulator after a seeded delay) and re-arms the tick.
+
+Lifecycle: `start` builds a node on the disk (recovery runs in the constructor); `kill` drops
+the node object and crashes the disk (unflushed bytes vanish, the last write may tear); a later
+`start` is the restart, on the same disk. `pause` freezes the process: inputs queue up, timers
+and flushes wait, nothing is answered; `resume` replays the backlog in arrival order.
+
+Invariants:
+- An input scheduled for incarnation k never reaches incarnation k+1 (`deliver` checks it),
+  so nothing from before a crash touches the restarted node or its new file handles.
+- While paused the node is not called at all (no tick, no input, no flush completion).
+- At most one group flush is in flight, as in the shell: appends made while it runs wait for
+  the next one (group commit).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ackly.log.disk import SimDisk
+from ackly.sim.scheduler import Event, Scheduler, Timer
+
+NodeInput = Callable[[Any], None]
+
+
+class NodeFactory(Protocol):
+    def __call__(self, broker_id: int, disk: SimDisk, now_ms: int, rng: random.Random) -> Any: ...
+
+
+class OutputSink(Protocol):
+    """Where a host's node outputs go (the cluster routes them to the network and the store)."""
+
+    def peer_requests(self, host: BrokerHost, requests: list[Any]) -> None: ...
+
+    def store_commands(self, host: BrokerHost, commands: list[Any]) -> None: ...
+
+
+class BrokerHost:
+    def __init__(
+        self, broker_id: int, scheduler: Scheduler, rng: random.Random, factory: NodeFactory,
+        outputs: OutputSink, flush_delay_max_ms: int,
+    ) -> None:
+        self.broker_id = broker_id
+        self.scheduler = scheduler
+        self.rng = rng
+        self.factory = factory
+        self.outputs = outputs
+        self.flush_delay_max_ms = flush_delay_max_ms
+        self.disk = SimDisk(random.Random(rng.getrandbits(64)))
+        self.node: Any = None
+        self.incarnation = 0
+        self.paused = False
+        self.kills = 0
+        self._backlog: list[NodeInput] = []
+        self._flush: Event | None = None
+        self._tick = Timer(scheduler, f"tick b{broker_id}", self._on_tick)
+        self.replicated = False  # the node speaks the cluster I/O interface (broker/io.py)
+
+    @property
+    def running(self) -> bool:
+        return self.node is not None
+
+    @property
+    def endpoint(self) -> str:
+        return f"b{self.broker_id}"
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        assert self.node is None
+        self.incarnation += 1
+        self.paused = False
+        self._backlog.clear()
+        self.node = self.factory(
+            self.broker_id, self.disk, self.scheduler.now_ms, random.Random(self.rng.getrandbits(64))
+        )
+        self.replicated = hasattr(self.node, "take_outputs")
+        self.after_input()
+
+    def kill(self) -> None:
+        """kill -9 plus power loss: the process and everything unflushed are gone."""
+        assert self.node is not None
+        self.node = None
+        self.kills += 1
+        self.incarnation += 1  # nothing scheduled for the dead process may reach the next one
+        self.paused = False
+        self._backlog.clear()
+        self._tick.cancel()
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        self.disk.crash()
+
+    def pause(self) -> None:
+        assert self.node is not None
+        self.paused = True
+        self._tick.cancel()
+
+    def resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        backlog, self._backlog = self._backlog, []
+        incarnation = self.incarnation
+        for fn in backlog:
+            self._replay(incarnation, fn)
+        self.after_input()
+
+    def _replay(self, incarnation: int, fn: NodeInput) -> None:
+        self.scheduler.after(0, f"backlog b{self.broker_id}", lambda: self.deliver(incarnation, fn))
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def deliver(self, incarnation: int, fn: NodeInput) -> None:
+        """Run `fn(node)` if incarnation `incarnation` is still the live one (queued while paused)."""
+        if incarnation != self.incarnation or self.node is None:
+            return
+        if self.paused:
+            self._backlog.append(fn)
+            return
+        fn(self.node)
+        self.after_input()
+
+    def _on_tick(self) -> None:
+        if self.node is None or self.paused:
+            return
+        self.node.tick(self.scheduler.now_ms)
+        self.after_input(after_tick=True)
+
+    def after_input(self, after_tick: bool = False) -> None:
+        """What the shell does after any input: carry outputs, start a flush, re-arm the timer."""
+        node = self.node
+        if node is None or self.paused:
+            return
+        if self.replicated:
+            peers, commands = node.take_outputs()
+            if commands:
+                self.outputs.store_commands(self, list(commands))
+            if peers:
+                self.outputs.peer_requests(self, list(peers))
+            if self.node is not node:
+                return  # an output callback killed it (never in practice, but stay safe)
+        if self._flush is None and node.has_flush_work:
+            self._start_flush(node)
+        due = node.next_deadline_ms()
+        if due is not None:
+            now = self.scheduler.now_ms
+            # A deadline the tick just ran must not spin the clock: at least 1 ms later.
+            due = max(due, now + 1) if after_tick else max(due, now)
+        self._tick.set(due)
+
+    def _start_flush(self, node: Any) -> None:
+        jobs = node.take_flush_jobs()
+        if not jobs:
+            return
+        incarnation = self.incarnation
+        delay = self.rng.randint(0, self.flush_delay_max_ms) if self.flush_delay_max_ms > 0 else 0
+
+        def done() -> None:
+            self.deliver(incarnation, lambda n: self._complete_flush(n, jobs))
+
+        self._flush = self.scheduler.after(delay, f"flush b{self.broker_id}", done)
+
+    def _complete_flush(self, node: Any, jobs: list[Any]) -> None:
+        self._flush = None
+        for _, job in jobs:
+            job.run()  # fsync: every byte appended to these files so far becomes durable
+        node.complete_flush(jobs, self.scheduler.now_ms)

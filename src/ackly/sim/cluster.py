@@ -1,0 +1,493 @@
+"""A simulated cluster and one seeded history of it: brokers, store, network, clients, faults.
+
+Owns: the composition of one simulation (`SimCluster`) and its run (`run_seed`), in three
+phases:
+1. faults: `steps` events with the seed's fault plan, producers writing, consumers reading,
+   invariants checked after every event;
+2. liveness: every fault healed (dead brokers restarted, partitions and pauses ended, delays
+   off), no new writes; the cluster must converge within a bounded virtual time: every
+   partition has a leader and its full replica set in the ISR, every follower has caught up,
+   every producer has its last write acknowledged, every consumer has read up to HW;
+3. final: the history checks of `invariants.check_history`, and every follower's log byte for
+   byte the leader's.
+A failure in any phase stops the run; `SimResult.reproduction` is the one-line command that
+replays it (`ackly sim --seed N --steps M`).
+
+Everything is a function of (seed, steps, brokers, fault points): one thread, the scheduler's
+virtual clock, PRNGs forked from the seed, no unordered iteration. `SimResult.trace_hash`
+fingerprints the event sequence, so a replay can be compared with the original.
+
+Modes: with a BrokerNode that speaks the cluster I/O interface (broker/io.py) the brokers form
+a replicated cluster on the simulated store (RF = min(3, brokers), min ISR 2); with the
+single-broker node there is one broker, RF 1, and the same phases check rule 6 (crash
+durability with flush.policy=always) and rules 2-3.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ackly.broker.node import BrokerNode
+from ackly.cluster.metadata import NO_LEADER
+from ackly.config import BrokerConfig
+from ackly.log.disk import SimDisk
+from ackly.sim.broker import BrokerHost, NodeFactory
+from ackly.sim.clients import Admin, ClientEnv, ClientViolation, Consumer, History, Producer
+from ackly.sim.faults import FaultInjector, FaultPlan
+from ackly.sim.invariants import (
+    InvariantViolation,
+    LogRecord,
+    MetadataObserver,
+    ReplicaChecker,
+    check_history,
+    is_leader,
+    log_records,
+    partitions_of,
+    read_batches,
+)
+from ackly.sim.network import Network
+from ackly.sim.scheduler import Scheduler
+from ackly.sim.store import StoreBridge
+from ackly.types import TopicPartition
+
+START_MS = 1_700_000_000_000
+TOPIC = "sim"
+PEER_TIMEOUT_MS = 2_500
+CONVERGENCE_POLL_MS = 200
+
+
+def node_is_replicated() -> bool:
+    """Whether this build's BrokerNode runs on cluster metadata (broker/io.py)."""
+    return hasattr(BrokerNode, "take_outputs")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    seed: int
+    steps: int = 300
+    brokers: int = 3
+    fault_points: tuple[str, ...] = ()
+    liveness_ms: int = 60_000  # virtual time the healed cluster has to converge
+    liveness_events: int = 400_000
+
+
+@dataclass
+class SimResult:
+    config: SimConfig
+    ok: bool
+    phase: str
+    failure: str | None
+    events: int
+    virtual_ms: int
+    trace_hash: str
+    stats: dict[str, Any] = field(default_factory=dict)
+    trace_tail: list[str] = field(default_factory=list)
+
+    @property
+    def reproduction(self) -> str:
+        c = self.config
+        line = f"ackly sim --seed {c.seed} --steps {c.steps}"
+        if c.brokers != SimConfig.brokers:
+            line += f" --brokers {c.brokers}"
+        for name in c.fault_points:
+            line += f" --fault-point {name}"
+        return line
+
+
+# Kafka's timeouts scaled down so that a short history holds several failovers.
+SIM_BROKER_CONFIG = {
+    "broker.session.timeout.ms": "3000",
+    "broker.heartbeat.interval.ms": "1000",
+    "replica.lag.time.max.ms": "2000",
+    "replica.fetch.wait.max.ms": "200",
+    "replica.fetch.backoff.ms": "100",
+    "replica.socket.timeout.ms": "2000",
+}
+
+
+def default_node_factory(broker_config: dict[str, str], fault_points: tuple[str, ...]) -> NodeFactory:
+    replicated = node_is_replicated()
+
+    def make(broker_id: int, disk: SimDisk, now_ms: int, rng: random.Random) -> Any:
+        props = {**broker_config, "broker.id": str(broker_id)}
+        kwargs: dict[str, Any] = {"external_metadata": True} if replicated else {}
+        node = BrokerNode(
+            config=BrokerConfig.from_properties(props), disk=disk, data_dir=f"/data/b{broker_id}",
+            host=f"b{broker_id}.sim", port=9092, now_ms=now_ms, rng=rng, **kwargs,
+        )
+        faults = getattr(node, "faults", None)
+        for name in fault_points:
+            assert faults is not None, "this BrokerNode has no fault points"
+            faults.enable(name)
+        return node
+
+    return make
+
+
+class SimCluster:
+    def __init__(self, config: SimConfig, node_factory: NodeFactory | None = None) -> None:
+        self.config = config
+        self.scheduler = Scheduler(config.seed, START_MS)
+        self.replicated = node_is_replicated()
+        n = config.brokers if self.replicated else 1
+        self.plan = FaultPlan.draw(self.scheduler.fork(), replicated=self.replicated)
+        self.replication_factor = min(3, n)
+        self.min_isr = 2 if self.replication_factor >= 3 else 1
+        broker_config = SIM_BROKER_CONFIG if self.replicated else {}
+        factory = node_factory or default_node_factory(broker_config, config.fault_points)
+        host_rng = self.scheduler.fork()
+        self.hosts: dict[int, BrokerHost] = {
+            b: BrokerHost(b, self.scheduler, random.Random(host_rng.getrandbits(64)), factory, self,
+                          self.plan.flush_delay_max_ms)
+            for b in range(1, n + 1)
+        }
+        self.network = Network(self.scheduler, self.scheduler.fork(), self.hosts.get, self.plan.network)
+        self.observer: MetadataObserver | None = None
+        self.store = StoreBridge(self.scheduler, self.scheduler.fork(), self.hosts.get, self.plan.store,
+                                 on_change=self._poll_observer)
+        self.observer = MetadataObserver(self.store.store)
+        self.checker = ReplicaChecker(epochs_bumped_on_restart=self.replicated)
+        self.restart_revision: dict[int, int] = {}
+        self.history = History()
+        self.env = ClientEnv(self.scheduler, self.network, self.history, sorted(self.hosts), TOPIC)
+        client_rng = self.scheduler.fork()
+        self.partitions = client_rng.randint(1, 3)
+        self.admin = Admin("admin", self.env, random.Random(client_rng.getrandbits(64)), self.partitions,
+                           self.replication_factor, {
+                               "min.insync.replicas": str(self.min_isr), "flush.policy": "always",
+                               "unclean.leader.election.enable": "false",
+                           })
+        self.producers: list[Producer] = []
+        for i in range(client_rng.randint(1, 3)):
+            acks = 1 if client_rng.random() < 0.2 else -1
+            idempotent = acks == -1 and client_rng.random() < 0.8
+            self.producers.append(Producer(
+                f"p{i}", self.env, random.Random(client_rng.getrandbits(64)), acks=acks,
+                producer_id=1_000 + i if idempotent else None, max_writes=10_000,
+                think_ms=client_rng.choice((0, 20, 200)),
+            ))
+        self.consumers = [
+            Consumer(f"c{i}", self.env, random.Random(client_rng.getrandbits(64)),
+                     max_wait_ms=client_rng.choice((0, 100, 500)))
+            for i in range(client_rng.randint(1, 2))
+        ]
+        self.injector = FaultInjector(self, self.plan, self.scheduler.fork())
+        self.phase = "faults"
+        self.converged = False
+
+    # --- outputs of the nodes (BrokerHost's OutputSink) -----------------------------------------
+
+    def peer_requests(self, host: BrokerHost, requests: list[Any]) -> None:
+        for req in requests:
+            self._peer_request(host, req.request_id, req.broker_id, req.request)
+
+    def _peer_request(self, host: BrokerHost, rid: int, dst: int, request: Any) -> None:
+        """Carry one PeerRequest; exactly one of on_peer_response / on_peer_failure follows."""
+        incarnation = host.incarnation
+
+        def respond(response: Any) -> None:
+            host.deliver(incarnation, lambda n: n.on_peer_response(rid, response, self.scheduler.now_ms))
+
+        def fail(reason: str) -> None:
+            host.deliver(incarnation, lambda n: n.on_peer_failure(rid, reason, self.scheduler.now_ms))
+
+        if host.node.broker_address(dst) is None or dst not in self.hosts:
+            # The shell's peer pool cannot connect to a broker it has no address for.
+            label = f"no address b{host.broker_id}->b{dst}"
+            self.scheduler.after(1, label, lambda: fail("unknown broker address"))
+            return
+        self.network.request(
+            host.endpoint, dst, request, client_id=f"ackly-broker-{host.broker_id}",
+            timeout_ms=PEER_TIMEOUT_MS, on_response=respond, on_failure=fail,
+        )
+
+    def store_commands(self, host: BrokerHost, commands: list[Any]) -> None:
+        self.store.send(host, commands)
+
+    # --- processes ---------------------------------------------------------------------------------
+
+    def kill(self, broker_id: int) -> None:
+        host = self.hosts[broker_id]
+        incarnation = host.incarnation
+        host.kill()
+        self.network.drop_endpoint(host.endpoint, broker_id)
+        self.store.broker_died(broker_id)
+        self.checker.forget_incarnation(broker_id, incarnation)
+
+    def restart(self, broker_id: int) -> None:
+        host = self.hosts[broker_id]
+        if host.running:
+            return
+        self.restart_revision[broker_id] = self.store.store.revision
+        host.start()
+
+    def client_names(self) -> list[str]:
+        return [c.name for c in self._clients()]
+
+    def _clients(self) -> list[Admin | Producer | Consumer]:
+        return [self.admin, *self.producers, *self.consumers]
+
+    def replica_peers(self, broker_id: int) -> set[int]:
+        """Brokers that share a partition with `broker_id` (all others while none is known)."""
+        assert self.observer is not None
+        states = list(self.observer.metadata.all_partitions())
+        if not states:
+            return set(self.hosts) - {broker_id}
+        peers: set[int] = set()
+        for _, state in states:
+            if broker_id in state.replicas:
+                peers.update(state.replicas)
+        peers.discard(broker_id)
+        return peers
+
+    def fully_in_sync(self, broker_id: int) -> bool:
+        """Whether a restarted broker holds again what its crash may have lost: registered anew,
+        and back in the ISR of every partition it replicates (joined since it registered)."""
+        if not self.replicated:
+            return self.hosts[broker_id].running
+        assert self.observer is not None
+        metadata = self.observer.metadata
+        registration = metadata.brokers.get(broker_id)
+        if registration is None or registration.epoch <= self.restart_revision.get(broker_id, 0):
+            return False
+        for tp, state in metadata.all_partitions():
+            if broker_id not in state.replicas:
+                continue
+            if broker_id not in state.isr:
+                return False
+            joined = self.observer.isr_joined.get((tp, broker_id), 0)
+            if joined <= registration.epoch and state.isr != (broker_id,):
+                return False
+        return True
+
+    # --- checks ------------------------------------------------------------------------------------
+
+    def _poll_observer(self) -> None:
+        if self.observer is not None:
+            self.observer.poll()
+
+    def check(self) -> None:
+        """The invariants that must hold after every event."""
+        self._poll_observer()
+        for b, host in self.hosts.items():
+            if host.node is not None:
+                self.checker.check(b, host.incarnation, host.node)
+
+    def _leader_of(self, tp: TopicPartition) -> tuple[int, Any] | None:
+        """(broker, replica) of the partition's leader as the store names it (single-broker: the one)."""
+        if not self.replicated:
+            host = self.hosts[1]
+            if host.node is None:
+                return None
+            for p in partitions_of(host.node):
+                if p.tp == tp:
+                    return 1, p
+            return None
+        assert self.observer is not None
+        state = self.observer.metadata.partition(tp)
+        if state is None or state.leader == NO_LEADER:
+            return None
+        host = self.hosts[state.leader]
+        if host.node is None:
+            return None
+        for p in partitions_of(host.node):
+            if p.tp == tp:
+                return state.leader, p
+        return None
+
+    def topic_partitions(self) -> list[TopicPartition]:
+        return [TopicPartition(TOPIC, i) for i in range(self.partitions)]
+
+    def unconverged(self) -> list[str]:
+        """What still keeps the healed cluster from having converged (empty: converged)."""
+        waiting: list[str] = []
+        if not self.admin.done:
+            waiting.append("the topic is not created")
+            return waiting
+        for b, host in self.hosts.items():
+            if not host.running or host.paused:
+                waiting.append(f"b{b} is not running")
+        leader_hws: dict[int, int] = {}
+        for tp in self.topic_partitions():
+            found = self._leader_of(tp)
+            if found is None:
+                waiting.append(f"{tp} has no running leader")
+                continue
+            leader_id, leader = found
+            if not is_leader(leader):
+                waiting.append(f"{tp}: b{leader_id} does not act as leader yet")
+                continue
+            leo, hw = leader.log_end_offset, leader.high_watermark
+            leader_hws[tp.partition] = hw
+            if hw != leo:
+                waiting.append(f"{tp}: leader b{leader_id} HW {hw} < LEO {leo}")
+            if self.replicated:
+                waiting += self._followers_waiting(tp, leader_id, leader)
+        for producer in self.producers:
+            if not producer.idle:
+                write = producer.current
+                waiting.append(f"{producer.name} still sending write {write.write_id if write else '?'}")
+        for consumer in self.consumers:
+            if not consumer.caught_up(leader_hws):
+                waiting.append(f"{consumer.name} at {consumer.positions}, leader HWs {leader_hws}")
+        return waiting
+
+    def _followers_waiting(self, tp: TopicPartition, leader_id: int, leader: Any) -> list[str]:
+        assert self.observer is not None
+        state = self.observer.metadata.partition(tp)
+        assert state is not None
+        waiting = []
+        if set(state.isr) != set(state.replicas):
+            waiting.append(f"{tp}: ISR {state.isr} != replicas {state.replicas}")
+        for b in state.replicas:
+            if b == leader_id:
+                continue
+            node = self.hosts[b].node
+            if node is None:
+                continue
+            replica = next((p for p in partitions_of(node) if p.tp == tp), None)
+            if replica is None:
+                waiting.append(f"{tp}: b{b} has no replica")
+            elif (replica.log_end_offset, replica.high_watermark, replica.leader_epoch) != (
+                leader.log_end_offset, leader.high_watermark, leader.leader_epoch
+            ):
+                waiting.append(
+                    f"{tp}: follower b{b} LEO/HW/epoch {replica.log_end_offset}/{replica.high_watermark}/"
+                    f"{replica.leader_epoch} vs leader b{leader_id} {leader.log_end_offset}/"
+                    f"{leader.high_watermark}/{leader.leader_epoch}"
+                )
+        return waiting
+
+    def final_problems(self) -> list[str]:
+        leader_logs: dict[TopicPartition, list[LogRecord]] = {}
+        problems: list[str] = []
+        for tp in self.topic_partitions():
+            found = self._leader_of(tp)
+            assert found is not None
+            leader_id, leader = found
+            leader_logs[tp] = log_records(leader)
+            if not self.replicated:
+                continue
+            expected = read_batches(leader, leader.log_start_offset, leader.log_end_offset)
+            for b, host in self.hosts.items():
+                if b == leader_id or host.node is None:
+                    continue
+                replica = next((p for p in partitions_of(host.node) if p.tp == tp), None)
+                if replica is None:
+                    continue
+                got = read_batches(replica, replica.log_start_offset, replica.log_end_offset)
+                if got != expected:
+                    problems.append(f"{tp}: follower b{b}'s log differs from leader b{leader_id}'s (rule 11)")
+        # acks=all with RF 3 / min ISR 2 / flush always (rule 13), or one broker flushing
+        # always, where acks=1 is as durable (rule 6).
+        durable = (-1,) if self.replicated else (-1, 1)
+        problems += check_history(self.history, leader_logs, durable_acks=durable)
+        return problems
+
+    # --- the run -----------------------------------------------------------------------------------
+
+    def heal(self) -> None:
+        """Start the liveness phase: every fault ends, no new ones, no new writes."""
+        self.injector.stop()
+        self.network.heal_all()
+        self.network.faults.delay_rate = 0.0
+        self.store.faults.delay_rate = 0.0
+        for b in sorted(self.hosts):
+            self.store.reconnect(b)
+            host = self.hosts[b]
+            if not host.running:
+                self.restart(b)
+            elif host.paused:
+                host.resume()
+        for producer in self.producers:
+            producer.producing = False
+            producer.wake()
+        for consumer in self.consumers:
+            consumer.wake()
+        self._poll_convergence()
+
+    def _poll_convergence(self) -> None:
+        self.converged = not self.unconverged()
+        if not self.converged:
+            self.scheduler.after(CONVERGENCE_POLL_MS, "convergence poll", self._poll_convergence)
+
+    def run(self) -> SimResult:
+        failure: str | None = None
+        try:
+            self._run()
+        except (InvariantViolation, ClientViolation) as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # the core (or the simulator) crashed: a bug all the same
+            failure = f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exc(limit=-8))}"
+        return SimResult(
+            config=self.config, ok=failure is None, phase=self.phase, failure=failure,
+            events=self.scheduler.events_run, virtual_ms=self.scheduler.now_ms - START_MS,
+            trace_hash=self.scheduler.trace_hash, stats=self.stats(),
+            trace_tail=list(self.scheduler.trace_tail),
+        )
+
+    def _run(self) -> None:
+        for b in sorted(self.hosts):
+            self.hosts[b].start()
+        for client in self._clients():
+            client.wake()
+        self.injector.start()
+        self.check()
+        self._steps(lambda: self.scheduler.events_run < self.config.steps)
+        self.phase = "liveness"
+        self.heal()
+        deadline_ms = self.scheduler.now_ms + self.config.liveness_ms
+        event_limit = self.scheduler.events_run + self.config.liveness_events
+        self._steps(lambda: not self.converged and self.scheduler.now_ms <= deadline_ms
+                    and self.scheduler.events_run < event_limit)
+        if not self.converged:
+            waiting = self.unconverged()
+            if waiting:
+                raise InvariantViolation(
+                    f"liveness: the healed cluster did not converge within {self.config.liveness_ms} ms: "
+                    + "; ".join(waiting[:8])
+                )
+        self.phase = "final"
+        problems = self.final_problems()
+        if problems:
+            raise InvariantViolation(
+                f"{len(problems)} problem(s) in the history:\n  " + "\n  ".join(problems[:10])
+            )
+
+    def _steps(self, more: Callable[[], bool]) -> None:
+        while more():
+            if not self.scheduler.step():
+                return
+            self.check()
+
+    def stats(self) -> dict[str, Any]:
+        writes = self.history.writes
+        return {
+            "mode": "replicated" if self.replicated else "single-broker",
+            "brokers": len(self.hosts),
+            "partitions": self.partitions,
+            "plan": self.plan.describe(),
+            "faults": dict(sorted(self.injector.injected.items())),
+            "writes": len(writes),
+            "acknowledged": sum(1 for w in writes if w.acknowledged),
+            "refused": sum(1 for w in writes if w.refused),
+            "reads": len(self.history.reads),
+            "kills": sum(h.kills for h in self.hosts.values()),
+            "elections": self.observer.elections if self.observer else 0,
+            "messages": self.network.messages_sent,
+            "dropped": self.network.messages_dropped,
+            "resets": self.network.resets,
+            "store_commands": self.store.commands,
+            "committed_batches_checked": self.checker.checked_batches,
+        }
+
+
+def run_seed(seed: int, steps: int = 300, brokers: int = 3, fault_points: tuple[str, ...] = (),
+             **kwargs: Any) -> SimResult:
+    """Run one seeded history and report what happened (never raises for a found bug)."""
+    config = SimConfig(seed=seed, steps=steps, brokers=brokers, fault_points=fault_points, **kwargs)
+    return SimCluster(config).run()

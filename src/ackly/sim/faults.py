@@ -1,0 +1,240 @@
+"""Swarm faults: each seed draws its own fault mix and rates, then an injector plays them.
+
+Owns: `FaultPlan` (which kinds of fault this seed uses, how often, how long they last, and the
+network, store and disk latencies) and `FaultInjector` (fires one fault at a time at seeded
+intervals and schedules its end). Swarm testing (TigerBeetle's simulator, Groce et al.): a seed
+that leaves some fault kinds out explores histories that a fixed mix of every fault would
+almost never reach (a long run of partitions without kills, say).
+
+Fault kinds: "kill" (kill -9 with power loss, restart later), "partition" (two brokers cut
+from each other), "isolate" (one broker cut from every other broker, and from the store with
+probability 1/2, while clients can still reach it: the zombie-leader case), "store" (one broker
+cut from the store), "pause" (a process stops for a while: GC, SIGSTOP), "reset" (one
+connection closed), "stall" (one link holds its messages for a while), "client" (a client cut
+from one broker).
+
+Invariants:
+- Kills never lose the disks of two replicas of a partition at once: a broker whose disk
+  crashed counts as lost until it is back in the ISR of every partition it replicates, and no
+  other broker sharing a partition with it is killed meanwhile (rule 13's premise).
+- Every fault ends by itself (a restart, a heal, a resume), and `stop` ends them all at once for
+  the liveness phase; an end scheduled before `stop` is then a no-op.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ackly.sim.network import NetworkFaults, broker_endpoint
+from ackly.sim.store import StoreFaults
+
+if TYPE_CHECKING:
+    from ackly.sim.cluster import SimCluster
+
+KINDS = ("kill", "partition", "isolate", "store", "pause", "reset", "stall", "client")
+
+
+@dataclass
+class FaultPlan:
+    weights: dict[str, float] = field(default_factory=dict)
+    interval_ms: tuple[int, int] = (200, 1_500)
+    duration_ms: tuple[int, int] = (200, 4_000)
+    network: NetworkFaults = field(default_factory=NetworkFaults)
+    store: StoreFaults = field(default_factory=StoreFaults)
+    flush_delay_max_ms: int = 5
+
+    @classmethod
+    def draw(cls, rng: random.Random, *, replicated: bool) -> FaultPlan:
+        kinds = list(KINDS) if replicated else ["kill", "pause", "reset", "stall", "client"]
+        chosen = [k for k in kinds if rng.random() < 0.6] or [rng.choice(kinds)]
+        weights = {k: rng.uniform(0.2, 1.0) for k in chosen}
+        lo = rng.choice((50, 150, 400))
+        interval = (lo, lo * rng.choice((2, 4, 8)))
+        duration_hi = rng.choice((800, 2_500, 6_000))
+        return cls(
+            weights=weights,
+            interval_ms=interval,
+            duration_ms=(100, duration_hi),
+            network=NetworkFaults(
+                latency_ms=rng.choice((0, 1, 2)),
+                delay_rate=rng.choice((0.0, 0.05, 0.3)),
+                delay_max_ms=rng.choice((5, 50, 400)),
+            ),
+            store=StoreFaults(
+                latency_ms=rng.choice((0, 1, 3)),
+                delay_rate=rng.choice((0.0, 0.1, 0.4)),
+                delay_max_ms=rng.choice((5, 100, 600)),
+            ),
+            flush_delay_max_ms=rng.choice((0, 2, 20)),
+        )
+
+    def describe(self) -> str:
+        kinds = ",".join(f"{k}:{w:.2f}" for k, w in self.weights.items())
+        return (
+            f"faults[{kinds}] every {self.interval_ms[0]}-{self.interval_ms[1]} ms lasting "
+            f"{self.duration_ms[0]}-{self.duration_ms[1]} ms; "
+            f"net delay {self.network.delay_rate:.2f}x{self.network.delay_max_ms} ms; "
+            f"store delay {self.store.delay_rate:.2f}x{self.store.delay_max_ms} ms; "
+            f"flush <= {self.flush_delay_max_ms} ms"
+        )
+
+
+class FaultInjector:
+    def __init__(self, cluster: SimCluster, plan: FaultPlan, rng: random.Random) -> None:
+        self.cluster = cluster
+        self.plan = plan
+        self.rng = rng
+        self.active = False
+        self.lost_disks: set[int] = set()
+        self.injected: dict[str, int] = {}
+        self._epoch = 0  # bumped by stop(): ends scheduled before it do nothing
+
+    def start(self) -> None:
+        if not self.plan.weights:
+            return
+        self.active = True
+        self._schedule_next()
+
+    def stop(self) -> None:
+        self.active = False
+        self._epoch += 1
+
+    def _schedule_next(self) -> None:
+        lo, hi = self.plan.interval_ms
+        self.cluster.scheduler.after(self.rng.randint(lo, hi), "fault", self._fire)
+
+    def _duration(self) -> int:
+        lo, hi = self.plan.duration_ms
+        return self.rng.randint(lo, hi)
+
+    def _later(self, delay_ms: int, label: str, action: Callable[[], None]) -> None:
+        epoch = self._epoch
+
+        def run() -> None:
+            if epoch == self._epoch:
+                action()
+
+        self.cluster.scheduler.after(delay_ms, label, run)
+
+    def _fire(self) -> None:
+        if not self.active:
+            return
+        kinds = list(self.plan.weights)
+        kind = self.rng.choices(kinds, weights=[self.plan.weights[k] for k in kinds])[0]
+        if getattr(self, f"_{kind}")():
+            self.injected[kind] = self.injected.get(kind, 0) + 1
+        self._schedule_next()
+
+    # --- the faults (each returns whether it did something) --------------------------------------
+
+    def _running(self) -> list[int]:
+        return [b for b, h in self.cluster.hosts.items() if h.running]
+
+    def kill_allowed(self, broker_id: int) -> bool:
+        self._refresh_lost_disks()
+        peers = self.cluster.replica_peers(broker_id)
+        return not (self.lost_disks & peers)
+
+    def _refresh_lost_disks(self) -> None:
+        for b in sorted(self.lost_disks):
+            if self.cluster.hosts[b].running and self.cluster.fully_in_sync(b):
+                self.lost_disks.discard(b)
+
+    def _kill(self) -> bool:
+        candidates = [b for b in self._running() if self.kill_allowed(b)]
+        if not candidates:
+            return False
+        b = self.rng.choice(candidates)
+        self.cluster.kill(b)
+        self.lost_disks.add(b)
+        self._later(self._duration(), f"restart b{b}", lambda: self.cluster.restart(b))
+        return True
+
+    def _partition(self) -> bool:
+        brokers = sorted(self.cluster.hosts)
+        if len(brokers) < 2:
+            return False
+        a, b = self.rng.sample(brokers, 2)
+        ea, eb = broker_endpoint(a), broker_endpoint(b)
+        self.cluster.network.cut(ea, eb)
+        self._later(self._duration(), f"heal b{a}|b{b}", lambda: self.cluster.network.heal(ea, eb))
+        return True
+
+    def _isolate(self) -> bool:
+        brokers = sorted(self.cluster.hosts)
+        if len(brokers) < 2:
+            return False
+        b = self.rng.choice(brokers)
+        eb = broker_endpoint(b)
+        others = [broker_endpoint(o) for o in brokers if o != b]
+        for other in others:
+            self.cluster.network.cut(eb, other)
+        from_store = self.rng.random() < 0.5
+        if from_store:
+            self.cluster.store.cut_off(b)
+
+        def heal() -> None:
+            for other in others:
+                self.cluster.network.heal(eb, other)
+            if from_store:
+                self.cluster.store.reconnect(b)
+
+        self._later(self._duration(), f"heal isolated b{b}", heal)
+        return True
+
+    def _store(self) -> bool:
+        b = self.rng.choice(sorted(self.cluster.hosts))
+        if b in self.cluster.store.cut:
+            return False
+        self.cluster.store.cut_off(b)
+        self._later(self._duration(), f"store heal b{b}", lambda: self.cluster.store.reconnect(b))
+        return True
+
+    def _pause(self) -> bool:
+        candidates = [b for b in self._running() if not self.cluster.hosts[b].paused]
+        if not candidates:
+            return False
+        b = self.rng.choice(candidates)
+        host = self.cluster.hosts[b]
+        host.pause()
+        incarnation = host.incarnation
+
+        def resume() -> None:
+            if host.incarnation == incarnation:
+                host.resume()
+
+        self._later(self._duration(), f"resume b{b}", resume)
+        return True
+
+    def _reset(self) -> bool:
+        connections = self.cluster.network.connections()
+        if not connections:
+            return False
+        conn = self.rng.choice(connections)
+        self.cluster.network.reset(conn, "connection reset (fault)")
+        return True
+
+    def _stall(self) -> bool:
+        brokers = sorted(self.cluster.hosts)
+        endpoints = [broker_endpoint(b) for b in brokers] + self.cluster.client_names()
+        a = self.rng.choice(endpoints)
+        b = broker_endpoint(self.rng.choice(brokers))
+        if a == b:
+            return False
+        until = self.cluster.scheduler.now_ms + self._duration()
+        self.cluster.network.stall(a, b, until)
+        self.cluster.network.stall(b, a, until)
+        return True
+
+    def _client(self) -> bool:
+        clients = self.cluster.client_names()
+        if not clients:
+            return False
+        c = self.rng.choice(clients)
+        b = broker_endpoint(self.rng.choice(sorted(self.cluster.hosts)))
+        self.cluster.network.cut(c, b)
+        self._later(self._duration(), f"heal {c}|{b}", lambda: self.cluster.network.heal(c, b))
+        return True
