@@ -13,6 +13,7 @@ reports on stdout, one JSON object per line, flushed at once:
 It processes records at least once: it reports them, then commits synchronously, so a record
 whose offset was committed has always been reported, even if the process is then killed.
 "stop" on stdin closes it cleanly (LeaveGroup for dynamic members); SIGKILL is a crash.
+With ACKLY_MEMBER_DEBUG=1 in the environment the client library logs at DEBUG on stderr.
 """
 
 from __future__ import annotations

@@ -90,8 +90,8 @@ def test_leader_killed_mid_stream_loses_no_acknowledged_record(ackly_cluster: An
         producer.produce(TOPIC, value=b"m%05d" % i, on_delivery=on_delivery)
         producer.poll(0)
         if i == total // 3:
-            producer.flush(30)
-            cluster.kill(leader)  # abrupt: sockets closed, no hand-over, lease revoked
+            # Abrupt, with records in flight: sockets closed, no hand-over, lease revoked.
+            cluster.kill(leader)
         if i % 50 == 0:
             time.sleep(0.01)  # pace the stream so the kill lands mid-stream
     assert producer.flush(60) == 0, "every record was answered"
@@ -149,3 +149,48 @@ def test_isr_below_min_isr_refuses_acks_all_and_acks_1_still_works(ackly_cluster
     relaxed.flush(30)
     assert results == [None]
     assert leo() == before + 1
+
+
+def test_committed_offsets_survive_the_loss_of_the_coordinators_broker(ackly_cluster: Any) -> None:
+    from ackly.coordinator.group_coordinator import OFFSETS_TOPIC, partition_for
+
+    cluster: InProcessCluster = ackly_cluster(3)
+    create_topic(cluster, "events")
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True})
+    for i in range(100):
+        producer.produce("events", value=b"e%03d" % i)
+    assert producer.flush(30) == 0
+
+    group = "survivors"
+    first = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group,
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    first.subscribe(["events"])
+    seen: list[bytes] = []
+    deadline = time.monotonic() + 60
+    while len(seen) < 40 and time.monotonic() < deadline:
+        message = first.poll(0.5)
+        if message is not None and not message.error():
+            seen.append(message.value())
+    assert len(seen) >= 40
+    first.commit(asynchronous=False)
+    committed = len(seen)
+    first.close()
+
+    partitions = cluster.call(lambda: cluster.server(cluster.running()[0]).node.topics[OFFSETS_TOPIC].partition_count)
+    coordinator = cluster.leader(OFFSETS_TOPIC, partition_for(group, partitions))
+    assert coordinator in cluster.running()
+    cluster.kill(coordinator)
+    cluster.wait_until(lambda: cluster.leader(OFFSETS_TOPIC, partition_for(group, partitions)) not in (-1, coordinator),
+                       30, "a new coordinator")
+
+    second = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group,
+                       "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    second.subscribe(["events"])
+    resumed: list[bytes] = []
+    deadline = time.monotonic() + 60
+    while len(resumed) < 100 - committed and time.monotonic() < deadline:
+        message = second.poll(0.5)
+        if message is not None and not message.error():
+            resumed.append(message.value())
+    second.close()
+    assert resumed == [b"e%03d" % i for i in range(committed, 100)], "resumed at the committed offset"

@@ -21,13 +21,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.errors import ErrorCode
 from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
 from kio.static.primitive import Records, i16, i32
 
-from ackly.protocol.record_codec import Record, encode_batch
+from ackly.errors import KafkaError
+from ackly.protocol.record_codec import Record, decode_batches, encode_batch
 from ackly.server.etcd_process import free_port
 from ackly.testing.cluster_processes import ClusterProcesses, PartitionView, wait_until
 from ackly.testing.fault_proxy import FaultProxy
@@ -200,6 +201,17 @@ def produce_direct(address: str, values: list[int], timeout_s: float = 15.0) -> 
     return int(response.responses[0].partition_responses[0].error_code)
 
 
+def logged_values(partition_dir: Any) -> list[int] | None:
+    """The record values in a partition directory's segments, in offset order; None if a
+    segment ends in a partial batch (being written)."""
+    data = b"".join(path.read_bytes() for path in sorted(partition_dir.glob("*.log")))
+    try:
+        batches = decode_batches(data)
+    except KafkaError:
+        return None
+    return [int(r.value) for _, records in batches for r in records if r.value is not None]
+
+
 def test_partitioned_leader_cannot_acknowledge_and_its_divergent_tail_is_truncated(
     tmp_path: Any,
 ) -> None:
@@ -218,6 +230,7 @@ def test_partitioned_leader_cannot_acknowledge_and_its_divergent_tail_is_truncat
     cluster = ClusterProcesses(
         str(tmp_path / "cluster"), 3, configs=FAST_FAILOVER, etcd=etcd, ports=ports,
         advertised_ports=advertised, metadata_urls={b: f"etcd://{r.address}" for b, r in relays.items()},
+        log_level="INFO",
     )
     try:
         cluster.start()
@@ -247,7 +260,7 @@ def test_partitioned_leader_cannot_acknowledge_and_its_divergent_tail_is_truncat
 
         # The others elect a new leader (epoch bumped) and take acks=all writes without it.
         after = wait_until(
-            lambda: (v := cluster.partition(TOPIC, asking=[b for b in range(3) if b != old][0]))
+            lambda: (v := cluster.partition(TOPIC, asking=next(b for b in range(3) if b != old)))
             and v.leader not in (-1, old) and v, WAIT_S, "a new leader among the others",
         )
         assert after.leader_epoch > before.leader_epoch
@@ -263,18 +276,37 @@ def test_partitioned_leader_cannot_acknowledge_and_its_divergent_tail_is_truncat
         relays[old].heal()
         proxy.clear_rules()
         assert cut.fired > 0
-        wait_until(
-            lambda: (v := fully_replicated(cluster)) and old in v.isr and v, WAIT_S,
-            f"broker {old} back in the ISR",
+        healed = wait_until(
+            lambda: (v := cluster.partition(TOPIC, asking=new_leader)) and old in v.isr
+            and len(v.isr) == 3 and v,
+            WAIT_S, f"broker {old} back in the ISR (as broker {new_leader} sees it)",
         )
-        # Make the old leader lead again (a controlled shutdown of the new one), so that what
-        # a consumer reads is the old leader's own log after truncation.
-        cluster.stop(new_leader)
-        wait_until(lambda: (v := cluster.partition(TOPIC, asking=old)) and v.leader == old and v,
-                   WAIT_S, f"broker {old} leading again")
-        values = consume_all(",".join(cluster.address(b) for b in range(3) if b != new_leader), 200)
+        assert healed.leader_epoch >= after.leader_epoch
+        # Its own log, read from its files: the committed records, and nothing of the tail.
+        logged = wait_until(lambda: (v := logged_values(segment.parent)) == list(range(0, 200)) and v,
+                            WAIT_S, f"broker {old}'s log to hold exactly the committed records")
+        assert set(diverged).isdisjoint(logged)
+        # The old leader leads again, in a newer epoch: it is the preferred replica, so the
+        # controller's rebalance brings leadership back; if it has not, a controlled shutdown of
+        # the current leader does. Consumers then read its log.
+        stopped: set[int] = set()
+        current = cluster.partition(TOPIC, asking=old)
+        if current is not None and current.leader not in (old, -1):
+            cluster.stop(current.leader)
+            stopped.add(current.leader)
+        again = wait_until(
+            lambda: (v := cluster.partition(TOPIC, asking=old)) and v.leader == old and v,
+            WAIT_S, f"broker {old} leading again",
+        )
+        assert again.leader_epoch > after.leader_epoch
+        bootstrap = ",".join(cluster.address(b) for b in range(3) if b not in stopped)
+        values = consume_all(bootstrap, 200)
         assert set(diverged).isdisjoint(values), "the old leader's divergent tail survived"
         assert values == list(range(0, 200)), "the committed records are not exactly what was acknowledged"
+    except BaseException:
+        for b in cluster.brokers:  # shown by pytest with the failure
+            print(f"===== broker {b} =====\n{cluster.output(b)[-20000:]}")
+        raise
     finally:
         cluster.stop_all()
         proxy.stop()

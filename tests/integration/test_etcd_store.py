@@ -439,3 +439,18 @@ def test_parse_etcd_url() -> None:
             parse_etcd_url(bad)
     with pytest.raises(ValueError):
         grpc_target([("a.example", 1), ("b.example", 2)])
+
+
+def test_several_endpoints_fail_over_to_one_that_answers(etcd_server: EtcdProcess) -> None:
+    from ackly.server.etcd_process import free_port
+
+    async def scenario() -> None:
+        driver = Driver()
+        dead = free_port()  # nothing listens there
+        driver.client = EtcdStore([("127.0.0.1", dead), ("127.0.0.1", etcd_server.client_port)],
+                                  driver.deliver)
+        await driver.client.start()
+        assert (await driver.request(Put(1, "/m/a", b"1"))).ok
+        await driver.client.close()
+
+    run(scenario)

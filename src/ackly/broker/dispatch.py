@@ -40,6 +40,7 @@ from ackly.broker.handlers import (
     offset_commit,
     offset_delete,
     offset_fetch,
+    offset_for_leader_epoch,
     produce,
     sync_group,
 )
@@ -69,7 +70,7 @@ HANDLER_MODULES: tuple[ModuleType, ...] = (
     create_partitions, delete_records, describe_configs, alter_configs,
     incremental_alter_configs, describe_cluster, init_producer_id, describe_producers,
     find_coordinator, join_group, sync_group, heartbeat, leave_group, offset_commit, offset_fetch,
-    describe_groups, list_groups, delete_groups, offset_delete,
+    describe_groups, list_groups, delete_groups, offset_delete, offset_for_leader_epoch,
 )
 
 TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}

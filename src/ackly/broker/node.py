@@ -65,6 +65,7 @@ _LOCAL_HEARTBEAT_MS = 3_600_000
 _LOCAL_CLIENT = "local"
 # Bound on one pump of the in-process store: each round is a command batch and its answers.
 _MAX_LOCAL_ROUNDS = 1_000
+PRODUCER_ID_BITS = 44
 
 
 @dataclass
@@ -131,7 +132,11 @@ class BrokerNode:
         self._peer_out: list[PeerRequest] = []
         self._store_out: list[Command] = []
         disk.makedirs(data_dir)
-        self.producer_ids = ProducerIdManager(disk, data_dir)
+        # In a cluster any broker answers InitProducerId, so each hands out ids from a range of
+        # its own (2^44 ids per broker id); a single broker starts at 0 as it always has.
+        self.producer_ids = ProducerIdManager(
+            disk, data_dir, first_id=self.broker_id << PRODUCER_ID_BITS if external_metadata else 0
+        )
         self.admin = AdminOps(self)
         self.replicas = ReplicaManager(self, now_ms)
         # Consumer groups: shards load as this broker becomes leader of __consumer_offsets

@@ -1,6 +1,6 @@
 """`ackly sim`: run (or replay) seeded simulations of a whole cluster (src/ackly/sim/).
 
-One seed is one history: `ackly sim --seed 42 --steps 300` replays exactly the history CI ran
+One seed is one history: `ackly sim --seed 42 --steps 2000` replays exactly the history CI ran
 under that seed, and a failing run ends with that one line to copy. `--seeds K` runs K seeds
 from `--seed` on, for exploring.
 """
@@ -14,7 +14,7 @@ import time
 import click
 
 from ackly.broker.faults import KNOWN_FAULTS
-from ackly.sim.cluster import SimResult, run_seed
+from ackly.sim.cluster import DEFAULT_STEPS, SimResult, run_seed
 
 
 def _summary(result: SimResult, elapsed_s: float) -> str:
@@ -31,7 +31,7 @@ def _summary(result: SimResult, elapsed_s: float) -> str:
 
 @click.command("sim")
 @click.option("--seed", type=int, required=True, help="the history to run (everything follows from it)")
-@click.option("--steps", type=int, default=300, show_default=True, help="events in the fault phase")
+@click.option("--steps", type=int, default=DEFAULT_STEPS, show_default=True, help="events in the fault phase")
 @click.option("--brokers", type=int, default=3, show_default=True)
 @click.option("--seeds", type=int, default=1, show_default=True, help="run this many seeds from --seed on")
 @click.option("--fault-point", "fault_points", multiple=True, type=click.Choice(sorted(KNOWN_FAULTS)),

@@ -1,9 +1,9 @@
-"""The topic catalogue of a single broker, kept durable in the data directory.
+"""The topic catalogue of single brokers before the metadata store, and topic-name rules.
 
-Owns: which topics exist, their topic ids, partition counts and config overrides. A change is
-written (atomically, through the Disk interface) before it is acted on, so after a crash the
-catalogue names every topic whose partition directories may exist. Replicated clusters keep
-the same facts in the MetadataStore instead.
+`TopicCatalogue` is what a single broker kept in its data directory before topics moved into
+the cluster metadata (a single broker now keeps a durable in-process metadata store, see
+cluster/durable_store.py). It is only read, once, to import an older data directory
+(broker/node.py); nothing writes it any more except that import's own reading of an absent file.
 
 File `topics.json`: {"version": 1, "cluster_id": str, "topics": [{"name", "topic_id",
 "partitions", "configs"}]}.

@@ -90,8 +90,11 @@ class _Epochs:
 class ProducerIdManager:
     """Hands out producer ids and bumps their epochs; see the module docstring."""
 
-    def __init__(self, disk: Disk, data_dir: str, block_size: int = BLOCK_SIZE) -> None:
-        assert block_size >= 1
+    def __init__(self, disk: Disk, data_dir: str, block_size: int = BLOCK_SIZE, first_id: int = 0) -> None:
+        """`first_id`: the lowest id this manager may hand out. In a cluster each broker has its
+        own range (broker/node.py), so brokers never hand out the same id; Kafka's controller
+        hands out blocks instead (see docs)."""
+        assert block_size >= 1 and first_id >= 0
         self._disk = disk
         self._path = os.path.join(data_dir, BLOCK_FILE)
         self._block_size = block_size
@@ -101,6 +104,8 @@ class ProducerIdManager:
         record = self._read_record()
         if record is not None:
             self._replay(record, restarted=True)
+        if self._block_end < first_id:
+            self._next_id = self._block_end = first_id
 
     # ------------------------------------------------------------------ allocation
 

@@ -171,7 +171,9 @@ class LeaderEpochCache:
         removed = self._remove_from_end(
             lambda e: e.epoch >= epoch or e.start_offset >= start_offset
         )
-        if removed and not (len(removed) == 1 and removed[0].epoch == epoch):
+        # Replacing one epoch that never had a record (it starts where this one does) is normal:
+        # a leader's epoch assigned at LEO, then a newer one. Anything else drops history.
+        if len(removed) > 1 or (removed and removed[0].start_offset != start_offset):
             logger.warning("%s: epoch %d at %d replaced entries %s", self.path, epoch, start_offset, removed)
         self._put(EpochEntry(epoch, start_offset))
         self._flush()

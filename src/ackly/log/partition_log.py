@@ -885,6 +885,10 @@ class PartitionLog:
         """
         self._check_open()
         if offset >= self.log_end_offset:
+            # No record to drop, but the leader-epoch cache may end with an epoch this replica
+            # assigned as leader and never wrote in: it is not in the log, so it goes (Kafka's
+            # UnifiedLog.truncateTo does the same), or the next fetch would claim it.
+            self.leader_epochs.truncate_from_end(self.log_end_offset)
             return
         assert offset >= 0, offset
         self._truncations += 1

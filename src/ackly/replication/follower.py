@@ -170,7 +170,7 @@ class ReplicaFetcher:
             if session.inflight is not None:
                 if now_ms - session.inflight.sent_ms < self.config.max_wait_ms + self.config.request_timeout_ms:
                     continue
-                log.warning("fetch %d to broker %d unanswered; sending again", session.inflight.request_id,
+                log.info("fetch %d to broker %d unanswered; sending again", session.inflight.request_id,
                             leader_id)
                 self._by_request.pop(session.inflight.request_id, None)
                 session.inflight = None
@@ -318,11 +318,12 @@ class ReplicaFetcher:
             offset, _ = truncation_offset(
                 p.log.leader_epochs, p.log_end_offset, int(diverging.epoch), int(diverging.end_offset)
             )
-            if offset < p.log_end_offset:
-                log.info("%s: truncating %d -> %d (leader %d: epoch %d ends at %d)", p.tp, p.log_end_offset,
-                         offset, followed.leader_id, int(diverging.epoch), int(diverging.end_offset))
-                p.log.truncate_to(offset)
-                outcome.truncated.append(p)
+            log.info("%s: truncating %d -> %d (leader %d: epoch %d ends at %d)", p.tp, p.log_end_offset,
+                     offset, followed.leader_id, int(diverging.epoch), int(diverging.end_offset))
+            # At LEO too: that drops an epoch this replica assigned as leader and never wrote
+            # in, which is what made the leader answer a divergence.
+            p.log.truncate_to(offset)
+            outcome.truncated.append(p)
             return
         records = data.records
         if records:

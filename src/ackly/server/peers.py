@@ -236,6 +236,9 @@ class _PeerLink:
                 self.pool.config.connect_timeout_ms / 1000,
             )
         except asyncio.CancelledError:
+            protocol.link = None  # the pool is closing; a connection made meanwhile goes too
+            if protocol.transport is not None:
+                protocol.transport.abort()
             raise
         except (OSError, TimeoutError) as exc:
             self.connect_task = None

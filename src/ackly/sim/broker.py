@@ -14,7 +14,9 @@ and flushes wait, nothing is answered; `resume` replays the backlog in arrival o
 Invariants:
 - An input scheduled for incarnation k never reaches incarnation k+1 (`deliver` checks it),
   so nothing from before a crash touches the restarted node or its new file handles.
-- While paused the node is not called at all (no tick, no input, no flush completion).
+- While paused the node is not called at all (no tick, no input, no flush completion), and
+  inputs reach it in arrival order across a pause: after `resume`, new inputs wait behind the
+  backlog.
 - At most one group flush is in flight, as in the shell: appends made while it runs wait for
   the next one (group commit).
 """
@@ -62,7 +64,6 @@ class BrokerHost:
         self._backlog: list[NodeInput] = []
         self._flush: Event | None = None
         self._tick = Timer(scheduler, f"tick b{broker_id}", self._on_tick)
-        self.replicated = False  # the node speaks the cluster I/O interface (broker/io.py)
 
     @property
     def running(self) -> bool:
@@ -82,7 +83,6 @@ class BrokerHost:
         self.node = self.factory(
             self.broker_id, self.disk, self.scheduler.now_ms, random.Random(self.rng.getrandbits(64))
         )
-        self.replicated = hasattr(self.node, "take_outputs")
         self.after_input()
 
     def kill(self) -> None:
@@ -108,14 +108,26 @@ class BrokerHost:
         if not self.paused:
             return
         self.paused = False
-        backlog, self._backlog = self._backlog, []
-        incarnation = self.incarnation
-        for fn in backlog:
-            self._replay(incarnation, fn)
         self.after_input()
+        self._drain_backlog()
 
-    def _replay(self, incarnation: int, fn: NodeInput) -> None:
-        self.scheduler.after(0, f"backlog b{self.broker_id}", lambda: self.deliver(incarnation, fn))
+    def _drain_backlog(self) -> None:
+        """Replay the backlog one input per event, oldest first. Until it is empty, new inputs
+        queue behind it: an input that arrives just after the resume must not overtake one
+        that arrived during the pause (watch events would apply out of order)."""
+        if not self._backlog or self.paused or self.node is None:
+            return
+        incarnation = self.incarnation
+
+        def replay_one() -> None:
+            if incarnation != self.incarnation or self.node is None or self.paused or not self._backlog:
+                return
+            fn = self._backlog.pop(0)
+            fn(self.node)
+            self.after_input()
+            self._drain_backlog()
+
+        self.scheduler.after(0, f"backlog b{self.broker_id}", replay_one)
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -123,7 +135,7 @@ class BrokerHost:
         """Run `fn(node)` if incarnation `incarnation` is still the live one (queued while paused)."""
         if incarnation != self.incarnation or self.node is None:
             return
-        if self.paused:
+        if self.paused or self._backlog:
             self._backlog.append(fn)
             return
         fn(self.node)
@@ -140,14 +152,11 @@ class BrokerHost:
         node = self.node
         if node is None or self.paused:
             return
-        if self.replicated:
-            peers, commands = node.take_outputs()
-            if commands:
-                self.outputs.store_commands(self, list(commands))
-            if peers:
-                self.outputs.peer_requests(self, list(peers))
-            if self.node is not node:
-                return  # an output callback killed it (never in practice, but stay safe)
+        peers, commands = node.take_outputs()
+        if commands:
+            self.outputs.store_commands(self, list(commands))
+        if peers:
+            self.outputs.peer_requests(self, list(peers))
         if self._flush is None and node.has_flush_work:
             self._start_flush(node)
         due = node.next_deadline_ms()

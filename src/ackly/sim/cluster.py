@@ -17,10 +17,9 @@ Everything is a function of (seed, steps, brokers, fault points): one thread, th
 virtual clock, PRNGs forked from the seed, no unordered iteration. `SimResult.trace_hash`
 fingerprints the event sequence, so a replay can be compared with the original.
 
-Modes: with a BrokerNode that speaks the cluster I/O interface (broker/io.py) the brokers form
-a replicated cluster on the simulated store (RF = min(3, brokers), min ISR 2); with the
-single-broker node there is one broker, RF 1, and the same phases check rule 6 (crash
-durability with flush.policy=always) and rules 2-3.
+The brokers run with `external_metadata` on the simulated store (broker/io.py), the topic with
+RF = min(3, brokers), min ISR 2 (1 below three brokers), flush.policy=always and unclean
+election off. With one broker the same phases check rule 6 (crash durability).
 """
 
 from __future__ import annotations
@@ -58,21 +57,20 @@ START_MS = 1_700_000_000_000
 TOPIC = "sim"
 PEER_TIMEOUT_MS = 2_500
 CONVERGENCE_POLL_MS = 200
-
-
-def node_is_replicated() -> bool:
-    """Whether this build's BrokerNode runs on cluster metadata (broker/io.py)."""
-    return hasattr(BrokerNode, "take_outputs")
+LIVELOCK_EVENTS = 5_000
+# Events in the fault phase: enough for several kills, partitions and failovers (the first
+# fault comes 50 ms to 3 s into a history; a few hundred events end before it).
+DEFAULT_STEPS = 2_000
 
 
 @dataclass(frozen=True)
 class SimConfig:
     seed: int
-    steps: int = 300
+    steps: int = DEFAULT_STEPS
     brokers: int = 3
     fault_points: tuple[str, ...] = ()
     liveness_ms: int = 60_000  # virtual time the healed cluster has to converge
-    liveness_events: int = 400_000
+    liveness_events: int = 200_000
 
 
 @dataclass
@@ -110,19 +108,14 @@ SIM_BROKER_CONFIG = {
 
 
 def default_node_factory(broker_config: dict[str, str], fault_points: tuple[str, ...]) -> NodeFactory:
-    replicated = node_is_replicated()
-
-    def make(broker_id: int, disk: SimDisk, now_ms: int, rng: random.Random) -> Any:
+    def make(broker_id: int, disk: SimDisk, now_ms: int, rng: random.Random) -> BrokerNode:
         props = {**broker_config, "broker.id": str(broker_id)}
-        kwargs: dict[str, Any] = {"external_metadata": True} if replicated else {}
         node = BrokerNode(
             config=BrokerConfig.from_properties(props), disk=disk, data_dir=f"/data/b{broker_id}",
-            host=f"b{broker_id}.sim", port=9092, now_ms=now_ms, rng=rng, **kwargs,
+            host=f"b{broker_id}.sim", port=9092, now_ms=now_ms, rng=rng, external_metadata=True,
         )
-        faults = getattr(node, "faults", None)
         for name in fault_points:
-            assert faults is not None, "this BrokerNode has no fault points"
-            faults.enable(name)
+            node.faults.enable(name)
         return node
 
     return make
@@ -132,13 +125,12 @@ class SimCluster:
     def __init__(self, config: SimConfig, node_factory: NodeFactory | None = None) -> None:
         self.config = config
         self.scheduler = Scheduler(config.seed, START_MS)
-        self.replicated = node_is_replicated()
-        n = config.brokers if self.replicated else 1
-        self.plan = FaultPlan.draw(self.scheduler.fork(), replicated=self.replicated)
+        n = config.brokers
+        assert n >= 1
+        self.plan = FaultPlan.draw(self.scheduler.fork(), brokers=n)
         self.replication_factor = min(3, n)
         self.min_isr = 2 if self.replication_factor >= 3 else 1
-        broker_config = SIM_BROKER_CONFIG if self.replicated else {}
-        factory = node_factory or default_node_factory(broker_config, config.fault_points)
+        factory = node_factory or default_node_factory(SIM_BROKER_CONFIG, config.fault_points)
         host_rng = self.scheduler.fork()
         self.hosts: dict[int, BrokerHost] = {
             b: BrokerHost(b, self.scheduler, random.Random(host_rng.getrandbits(64)), factory, self,
@@ -150,7 +142,7 @@ class SimCluster:
         self.store = StoreBridge(self.scheduler, self.scheduler.fork(), self.hosts.get, self.plan.store,
                                  on_change=self._poll_observer)
         self.observer = MetadataObserver(self.store.store)
-        self.checker = ReplicaChecker(epochs_bumped_on_restart=self.replicated)
+        self.checker = ReplicaChecker()
         self.restart_revision: dict[int, int] = {}
         self.history = History()
         self.env = ClientEnv(self.scheduler, self.network, self.history, sorted(self.hosts), TOPIC)
@@ -247,8 +239,6 @@ class SimCluster:
     def fully_in_sync(self, broker_id: int) -> bool:
         """Whether a restarted broker holds again what its crash may have lost: registered anew,
         and back in the ISR of every partition it replicates (joined since it registered)."""
-        if not self.replicated:
-            return self.hosts[broker_id].running
         assert self.observer is not None
         metadata = self.observer.metadata
         registration = metadata.brokers.get(broker_id)
@@ -278,15 +268,7 @@ class SimCluster:
                 self.checker.check(b, host.incarnation, host.node)
 
     def _leader_of(self, tp: TopicPartition) -> tuple[int, Any] | None:
-        """(broker, replica) of the partition's leader as the store names it (single-broker: the one)."""
-        if not self.replicated:
-            host = self.hosts[1]
-            if host.node is None:
-                return None
-            for p in partitions_of(host.node):
-                if p.tp == tp:
-                    return 1, p
-            return None
+        """(broker, replica) of the partition's leader as the store names it."""
         assert self.observer is not None
         state = self.observer.metadata.partition(tp)
         if state is None or state.leader == NO_LEADER:
@@ -325,8 +307,7 @@ class SimCluster:
             leader_hws[tp.partition] = hw
             if hw != leo:
                 waiting.append(f"{tp}: leader b{leader_id} HW {hw} < LEO {leo}")
-            if self.replicated:
-                waiting += self._followers_waiting(tp, leader_id, leader)
+            waiting += self._followers_waiting(tp, leader_id, leader)
         for producer in self.producers:
             if not producer.idle:
                 write = producer.current
@@ -370,8 +351,6 @@ class SimCluster:
             assert found is not None
             leader_id, leader = found
             leader_logs[tp] = log_records(leader)
-            if not self.replicated:
-                continue
             expected = read_batches(leader, leader.log_start_offset, leader.log_end_offset)
             for b, host in self.hosts.items():
                 if b == leader_id or host.node is None:
@@ -382,9 +361,9 @@ class SimCluster:
                 got = read_batches(replica, replica.log_start_offset, replica.log_end_offset)
                 if got != expected:
                     problems.append(f"{tp}: follower b{b}'s log differs from leader b{leader_id}'s (rule 11)")
-        # acks=all with RF 3 / min ISR 2 / flush always (rule 13), or one broker flushing
-        # always, where acks=1 is as durable (rule 6).
-        durable = (-1,) if self.replicated else (-1, 1)
+        # acks=all with RF 3 / min ISR 2 / flush always (rule 13); with a single replica that
+        # flushes always, acks=1 is as durable (rule 6).
+        durable = (-1,) if self.replication_factor > 1 else (-1, 1)
         problems += check_history(self.history, leader_logs, durable_acks=durable)
         return problems
 
@@ -459,15 +438,24 @@ class SimCluster:
             )
 
     def _steps(self, more: Callable[[], bool]) -> None:
+        scheduler = self.scheduler
+        still_since = (scheduler.now_ms, scheduler.events_run)
         while more():
-            if not self.scheduler.step():
+            if not scheduler.step():
                 return
             self.check()
+            if scheduler.now_ms != still_since[0]:
+                still_since = (scheduler.now_ms, scheduler.events_run)
+            elif scheduler.events_run - still_since[1] > LIVELOCK_EVENTS:
+                # Messages bouncing back and forth with no time passing: a retry without backoff.
+                raise InvariantViolation(
+                    f"livelock: {LIVELOCK_EVENTS} events at one instant without the clock moving; "
+                    f"the last ones: {scheduler.trace_tail[-6:]}"
+                )
 
     def stats(self) -> dict[str, Any]:
         writes = self.history.writes
         return {
-            "mode": "replicated" if self.replicated else "single-broker",
             "brokers": len(self.hosts),
             "partitions": self.partitions,
             "plan": self.plan.describe(),
@@ -486,7 +474,7 @@ class SimCluster:
         }
 
 
-def run_seed(seed: int, steps: int = 300, brokers: int = 3, fault_points: tuple[str, ...] = (),
+def run_seed(seed: int, steps: int = DEFAULT_STEPS, brokers: int = 3, fault_points: tuple[str, ...] = (),
              **kwargs: Any) -> SimResult:
     """Run one seeded history and report what happened (never raises for a found bug)."""
     config = SimConfig(seed=seed, steps=steps, brokers=brokers, fault_points=fault_points, **kwargs)

@@ -47,8 +47,9 @@ class FaultPlan:
     flush_delay_max_ms: int = 5
 
     @classmethod
-    def draw(cls, rng: random.Random, *, replicated: bool) -> FaultPlan:
-        kinds = list(KINDS) if replicated else ["kill", "pause", "reset", "stall", "client"]
+    def draw(cls, rng: random.Random, *, brokers: int) -> FaultPlan:
+        # Partitions between brokers need two of them.
+        kinds = list(KINDS) if brokers > 1 else ["kill", "store", "pause", "reset", "stall", "client"]
         chosen = [k for k in kinds if rng.random() < 0.6] or [rng.choice(kinds)]
         weights = {k: rng.uniform(0.2, 1.0) for k in chosen}
         lo = rng.choice((50, 150, 400))
@@ -59,12 +60,13 @@ class FaultPlan:
             interval_ms=interval,
             duration_ms=(100, duration_hi),
             network=NetworkFaults(
-                latency_ms=rng.choice((0, 1, 2)),
+                # Never 0: a network without latency lets a polling client spin in zero time.
+                latency_ms=rng.choice((1, 2)),
                 delay_rate=rng.choice((0.0, 0.05, 0.3)),
                 delay_max_ms=rng.choice((5, 50, 400)),
             ),
             store=StoreFaults(
-                latency_ms=rng.choice((0, 1, 3)),
+                latency_ms=rng.choice((1, 3)),
                 delay_rate=rng.choice((0.0, 0.1, 0.4)),
                 delay_max_ms=rng.choice((5, 100, 600)),
             ),

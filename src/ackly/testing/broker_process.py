@@ -23,7 +23,7 @@ class BrokerProcess:
     def __init__(self, data_dir: str, *, port: int = 0, broker_id: int = 0,
                  configs: Mapping[str, str] | None = None, start_timeout_s: float = 20.0,
                  metadata: str | None = None, advertised_host: str | None = None,
-                 advertised_port: int | None = None) -> None:
+                 advertised_port: int | None = None, log_level: str | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
         self.broker_id = broker_id
@@ -31,6 +31,7 @@ class BrokerProcess:
         self.metadata = metadata  # e.g. etcd://127.0.0.1:2379; None: single-broker mode
         self.advertised_host = advertised_host
         self.advertised_port = advertised_port
+        self.log_level = log_level  # DEBUG, INFO, WARNING (the default) or ERROR
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
@@ -40,7 +41,10 @@ class BrokerProcess:
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "ackly", "serve", "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "ackly"]
+        if self.log_level is not None:
+            cmd += ["--log-level", self.log_level]
+        cmd += ["serve", "--host", "127.0.0.1",
                "--port", str(self.port), "--data-dir", self.data_dir,
                "--broker-id", str(self.broker_id)]
         if self.metadata is not None:

@@ -66,6 +66,7 @@ class ClusterProcesses:
         ports: Mapping[int, int] | None = None,
         advertised_ports: Mapping[int, int] | None = None,
         metadata_urls: Mapping[int, str] | None = None,
+        log_level: str | None = None,
     ) -> None:
         """`ports`: listen port per broker id (default: free ports, kept across restarts);
         `advertised_ports`: the port a broker registers instead (a proxy in front of it);
@@ -81,6 +82,7 @@ class ClusterProcesses:
         self.ports = dict(ports or {})
         self.advertised_ports = dict(advertised_ports or {})
         self.metadata_urls = dict(metadata_urls or {})
+        self.log_level = log_level
         self.brokers: dict[int, BrokerProcess] = {}
 
     @property
@@ -106,7 +108,7 @@ class ClusterProcesses:
                     os.path.join(self.base_dir, f"broker-{broker_id}"), broker_id=broker_id,
                     configs=configs, metadata=self.metadata_urls.get(broker_id, self.metadata_url),
                     start_timeout_s=self.start_timeout_s, port=self.ports.get(broker_id, 0),
-                    advertised_port=self.advertised_ports.get(broker_id),
+                    advertised_port=self.advertised_ports.get(broker_id), log_level=self.log_level,
                 )
                 self.brokers[broker_id] = proc
                 proc.start()

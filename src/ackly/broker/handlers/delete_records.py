@@ -11,9 +11,10 @@ the call (-1 with an error).
 
 Only the leader moves its log start (NOT_LEADER_OR_FOLLOWER elsewhere) and answers at once;
 followers take the new log start from its fetch responses (Kafka waits for them to do so
-before answering, in its DelayedDeleteRecords; ackly does not), and `timeout` is not used. The new log start is visible and durable when the
-answer is sent (PartitionLog.delete_records_before writes it before returning), so a restart
-never brings deleted records back.
+before answering, in its DelayedDeleteRecords; ackly does not), and `timeout` is not used.
+The new log start is visible and durable when the answer is sent
+(PartitionLog.delete_records_before writes it before returning), so a restart never brings
+deleted records back.
 """
 
 from __future__ import annotations

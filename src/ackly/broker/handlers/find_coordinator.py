@@ -3,9 +3,10 @@
 
 The first lookup creates `__consumer_offsets` (Kafka does the same); on a single broker at
 once, so a client that finds its coordinator can join at once; in a cluster the answer is
-COORDINATOR_NOT_AVAILABLE (retriable) until the topic and the partition's leader exist. v4+ asks for several keys at once (KIP-699). Transaction
-coordinators (key type 1) are not implemented yet: COORDINATOR_NOT_AVAILABLE, which clients
-retry; other key types are INVALID_REQUEST.
+COORDINATOR_NOT_AVAILABLE (retriable) until the topic and the partition's leader exist.
+v4+ asks for several keys at once (KIP-699). Transaction coordinators (key type 1) are not
+implemented yet: COORDINATOR_NOT_AVAILABLE, which clients retry; other key types are
+INVALID_REQUEST.
 """
 
 from __future__ import annotations
