@@ -165,11 +165,14 @@ class BrokerNode:
                 session_timeout_ms=_LOCAL_SESSION_MS, heartbeat_interval_ms=_LOCAL_HEARTBEAT_MS,
                 policy=policy,
             )
-        return MemberConfig(
-            session_timeout_ms=int(self.config.get("broker.session.timeout.ms")),
-            heartbeat_interval_ms=int(self.config.get("broker.heartbeat.interval.ms")),
-            policy=policy,
-        )
+        session_ms = int(self.config.get("broker.session.timeout.ms"))
+        heartbeat_ms = int(self.config.get("broker.heartbeat.interval.ms"))
+        if heartbeat_ms >= session_ms:
+            # A lease renewed less often than it lasts would expire between renewals.
+            log.warning("broker.heartbeat.interval.ms %d >= broker.session.timeout.ms %d; using %d",
+                        heartbeat_ms, session_ms, max(session_ms // 3, 1))
+            heartbeat_ms = max(session_ms // 3, 1)
+        return MemberConfig(session_timeout_ms=session_ms, heartbeat_interval_ms=heartbeat_ms, policy=policy)
 
     def _import_catalogue(self) -> None:
         """A data directory from before the metadata store: take its topics (ids kept) and

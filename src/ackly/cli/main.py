@@ -36,14 +36,18 @@ def serve(host: str, port: int, data_dir: str, broker_id: int | None,
           advertised_host: str | None, advertised_port: int | None, configs: tuple[str, ...],
           metadata: str | None) -> None:
     """Run one broker until SIGTERM or SIGINT."""
-    from ackly.server.etcd_store import parse_etcd_url
+    # kio registers hypothesis strategies for its types whenever hypothesis can be imported
+    # (it can in a development virtualenv): 150 ms and 10 MB that a broker never uses.
+    sys.modules.setdefault("hypothesis", None)  # type: ignore[arg-type]
     from ackly.server.process import run_serve
 
-    try:
-        if metadata is not None:
+    if metadata is not None:
+        from ackly.server.etcd_store import parse_etcd_url
+
+        try:
             parse_etcd_url(metadata)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     try:
         props = parse_properties(configs)
         if broker_id is not None:

@@ -411,3 +411,30 @@ def test_a_follower_behind_the_leaders_log_start_restarts_its_log_there(tmp_path
     p = c.node(lagging).partition("t", 0)
     assert (p.log_start_offset, p.log_end_offset) == (4, 6)
     assert log_values(c.node(lagging), "t") == [b"v4", b"v5"]
+
+
+def test_metadata_lists_every_broker_leader_replicas_isr_and_offline_replicas(tmp_path: Path) -> None:
+    c = CoreCluster(tmp_path, [1, 2, 3], props={"auto.leader.rebalance.enable": "false"})
+    create(c, 1, "t", configs={"min.insync.replicas": "2"})
+    c.settle()
+    mod = _schema(METADATA, 12)
+
+    def metadata(broker: int) -> Any:
+        return c.wait(c.call(broker, METADATA, 12, topics=(mod.MetadataRequestTopic(topic_id=None, name="t"),),
+                             allow_auto_topic_creation=False, include_topic_authorized_operations=False))
+
+    response = metadata(2)
+    assert sorted(int(b.node_id) for b in response.brokers) == [1, 2, 3]
+    assert int(response.controller_id) in (1, 2, 3) and response.cluster_id
+    (p,) = response.topics[0].partitions
+    state = c.state("t")
+    assert (int(p.leader_id), int(p.leader_epoch)) == (state.leader, state.leader_epoch)
+    assert sorted(p.replica_nodes) == [1, 2, 3] and sorted(p.isr_nodes) == [1, 2, 3] and not p.offline_replicas
+    down = next(b for b in c.running if b != state.leader)
+    c.kill(down)
+    c.until(lambda: down not in c.state("t").isr)
+    asking = next(b for b in c.running if b != down)
+    response = metadata(asking)
+    (p,) = response.topics[0].partitions
+    assert sorted(int(b.node_id) for b in response.brokers) == sorted(c.running)
+    assert list(p.offline_replicas) == [down] and down not in p.isr_nodes
