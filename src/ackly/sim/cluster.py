@@ -7,7 +7,7 @@ phases:
 2. liveness: every fault healed (dead brokers restarted, partitions and pauses ended, delays
    off), no new writes; the cluster must converge within a bounded virtual time: every
    partition has a leader and its full replica set in the ISR, every follower has caught up,
-   every producer has its last write acknowledged, every consumer has read up to HW;
+   no producer has a write in flight, every consumer has read up to HW;
 3. final: the history checks of `invariants.check_history`, and every follower's log byte for
    byte the leader's.
 A failure in any phase stops the run; `SimResult.reproduction` is the one-line command that

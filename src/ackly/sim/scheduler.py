@@ -50,8 +50,8 @@ class Scheduler:
         self._tail_limit = 40
 
     def fork(self) -> random.Random:
-        """An independent PRNG for one component, drawn from the master one (so that one
-        component drawing more numbers does not shift what the others draw... after the fork)."""
+        """An independent PRNG for one component, seeded from the master one at construction:
+        how many numbers one component draws then never shifts what another one draws."""
         return random.Random(self.rng.getrandbits(64))
 
     def at(self, time_ms: int, label: str, action: Action) -> Event:
