@@ -30,17 +30,65 @@ from ackly.sim.cluster import SimResult, run_seed
 
 SMOKE_SEEDS = range(10)
 SMOKE_STEPS = 1_000
-# 200 histories of 2,000 events: about a minute on one core. 300 events (the first plan) end
-# before most seeds' first fault; 2,000 hold several kills, partitions and failovers.
+# 200 histories of 4,000 events: about 70 s on one core. 300 events (the first plan) end before
+# most seeds' first fault; 4,000 hold several kills, partitions, pauses and failovers.
 CI_SEEDS = range(1_000, 1_200)
-CI_STEPS = 2_000
+CI_STEPS = 4_000
 
-# (seed, steps, brokers, what it found). Add every seed that ever failed, with the bug it found.
-REGRESSION_SEEDS: list[tuple[int, int, int, str]] = [
-    (34, 2_000, 3, "a follower whose leader-epoch cache ended with an epoch it assigned as leader "
-                   "but never wrote in fetched forever (truncation to LEO left the entry): livelock, "
-                   "the ISR never healed (PartitionLog.truncate_to, fixed to trim the cache)"),
+# Core bugs still open, by name; a seed that fails on one is an expected failure (xfail, not
+# strict: a history drifts as the core changes) until the bug is fixed. Then delete the entry.
+PENDING_ISR = "pending-isr"
+OPEN_BUGS = {
+    PENDING_ISR: (
+        "a leader forgets its pending ISR expansion before its metadata view shows the outcome "
+        "(broker/replicas.py: check_isr abandons and re-sends it; on_member_results abandons it on "
+        "COMPARE_FAILED, which its own earlier, successful send causes). HW then advances over the "
+        "smaller ISR; the controller elects the added member (it is in the stored ISR) and the old "
+        "leader truncates records below its HW (rule 11): consumers have read records that vanish, "
+        "and acks=all records acknowledged at that HW are lost (rule 13). Kafka keeps the pending "
+        "(maximal) ISR until new metadata arrives (Partition.handleAlterPartitionError)"
+    ),
+}
+OPEN_CI_SEEDS = {1_149: PENDING_ISR}
+
+# Every seed that ever failed, with what it found: (seed, steps, brokers, finding, open bug or
+# None). Seeds found by an earlier simulator version no longer replay that history; they still
+# run a hard one.
+REGRESSION_SEEDS: list[tuple[int, int, int, str, str | None]] = [
+    (34, 2_000, 3, "livelock: a follower whose leader-epoch cache ended with an epoch it assigned as "
+                   "leader and never wrote in sent that epoch forever; the leader answered 'diverging' "
+                   "and truncation to LEO was a no-op that left the entry; the ISR never healed "
+                   "(fixed: PartitionLog.truncate_to trims the cache, as Kafka's UnifiedLog.truncateTo)",
+     None),
+    (9_024, 6_000, 5, "simulator bug: after a pause, an input arriving at the resume overtook the "
+                      "backlog, so a registration's put reached a broker before its earlier delete and "
+                      "its view lost the broker for good (fixed in sim/broker.py)", None),
+    (1_042, 6_000, 3, "pending ISR, through the COMPARE_FAILED path (an earlier fault plan)", None),
+    (5_241, 6_000, 3, "pending ISR, through the check_isr path (an earlier simulator)", None),
+    (40_204, 4_000, 3, "pending ISR: leader b3 (ISR {1,3}) asked to add b2; the store took it, but b3 "
+                       "dropped the change (check_isr re-sent it, refused: its own write had moved the "
+                       "partition epoch), acknowledged acks=all writes at offsets 40-44 with HW over "
+                       "{1,3}, then the controller made b2 (LEO 40) leader: three acknowledged writes "
+                       "lost", PENDING_ISR),
+    (10_007, 6_000, 3, "pending ISR: acks=all records committed at HW 2 over ISR {2,3} truncated after "
+                       "the preferred replica, still short of them, was elected", PENDING_ISR),
+    (10_032, 6_000, 3, "pending ISR: a consumer read offsets 86-90, later truncated", PENDING_ISR),
+    (20_170, 8_000, 5, "pending ISR: two replicas hold different committed batches at offset 137",
+     PENDING_ISR),
+    (20_236, 8_000, 5, "pending ISR: a replica truncated below its HW", PENDING_ISR),
+    (20_263, 8_000, 5, "pending ISR: consumers read 40 records later lost", PENDING_ISR),
+    (50_448, 5_000, 4, "pending ISR: an acks=all write acknowledged at offset 30 on its first attempt "
+                       "lost (seen at the end with the per-event checks off)", PENDING_ISR),
+    (50_238, 5_000, 4, "pending ISR: two replicas hold different committed batches at offset 2; an "
+                       "acks=all write acknowledged there lost", PENDING_ISR),
 ]
+
+
+def _expected_failure(bug: str | None) -> list[pytest.MarkDecorator]:
+    if bug is None:
+        return []
+    return [pytest.mark.xfail(reason=f"open core bug {bug}: {OPEN_BUGS[bug][:120]}...", strict=False)]
+
 
 # Deliberate bugs, the seeds that must catch them, and what the complaint must mention. Each
 # range starts at the first seed that caught its bug when this was written (10, 0 and 14) and
@@ -69,13 +117,20 @@ def test_smoke_seed(seed: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", CI_SEEDS)
+@pytest.mark.parametrize(
+    "seed", [pytest.param(seed, marks=_expected_failure(OPEN_CI_SEEDS.get(seed))) for seed in CI_SEEDS]
+)
 def test_ci_seed(seed: int) -> None:
     assert_ok(run_seed(seed, steps=CI_STEPS))
 
 
-@pytest.mark.parametrize(("seed", "steps", "brokers", "found"), REGRESSION_SEEDS,
-                         ids=[f"seed{s[0]}" for s in REGRESSION_SEEDS])
+@pytest.mark.parametrize(
+    ("seed", "steps", "brokers", "found"),
+    [
+        pytest.param(seed, steps, brokers, found, id=f"seed{seed}", marks=_expected_failure(bug))
+        for seed, steps, brokers, found, bug in REGRESSION_SEEDS
+    ],
+)
 def test_regression_seed(seed: int, steps: int, brokers: int, found: str) -> None:
     assert_ok(run_seed(seed, steps=steps, brokers=brokers))
 
