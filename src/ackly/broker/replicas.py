@@ -80,6 +80,9 @@ class ReplicaManager:
         """Act on every partition whose state differs between two views."""
         for tp, _old, state in before.partition_changes(after):
             self._apply_one(tp, state, after, now_ms)
+        if after.revision != before.revision:
+            for p in list(self.partitions.values()):
+                self._settle_refused(p, now_ms)
 
     def _apply_one(
         self, tp: TopicPartition, state: PartitionState | None, metadata: ClusterMetadata, now_ms: int
@@ -207,6 +210,10 @@ class ReplicaManager:
             if not decision.accepted:
                 log.info("%s: ISR change to %s refused: %s %s", p.tp, sorted(new_isr),
                          decision.error.name, decision.message)
+            # Decided on this broker's own (current) view, nothing was sent: a change kept
+            # pending for a re-send is settled by that view.
+            if p.pending_isr is not None and p.abandon_isr_change():
+                self.node.purgatory.check(p.tp, now_ms)
             return
         rid = member.isr_change_request_id(p.tp)
         assert rid is not None
@@ -228,11 +235,29 @@ class ReplicaManager:
                 continue  # applied: the metadata will show it
             if result.error is StoreError.UNAVAILABLE:
                 continue  # unknown: kept, and sent again by the next ISR check
-            log.info("%s: ISR change to %s refused by the store (%s)", tp, sorted(p.pending_isr.isr),
-                     result.error)
-            if p.abandon_isr_change():
-                self.node.purgatory.check(tp, now_ms)
+            log.info("%s: ISR change to %s refused by the store (%s) at revision %d", tp,
+                     sorted(p.pending_isr.isr), result.error, result.revision)
+            # Not abandoned yet: our own earlier send of this change may be what made the
+            # compare fail. Dropping its members from the maximal ISR now would let HW pass
+            # them while the store may already list them in the ISR, and the controller could
+            # elect one of them without those records (Kafka's Partition.
+            # handleAlterPartitionError keeps the pending state until new metadata arrives).
+            p.pending_isr.refused_at_revision = result.revision
+            self._settle_refused(p, now_ms)
         return rest
+
+    def _settle_refused(self, p: Partition, now_ms: int) -> None:
+        """Abandon a refused change once the metadata view has reached the refusal's revision
+        and still shows the partition epoch it was based on: then the store really kept the
+        old ISR. (Had the change landed, the view would show a newer partition epoch and
+        Partition._set_isr would have settled it.)"""
+        pending = p.pending_isr
+        if pending is None or pending.refused_at_revision is None:
+            return
+        if self.node.member.metadata.revision < pending.refused_at_revision:
+            return
+        if p.abandon_isr_change():
+            self.node.purgatory.check(p.tp, now_ms)
 
     def check_isr(self, now_ms: int) -> None:
         """Every replica.lag.time.max.ms / 2: shrink ISRs with lagging followers; send again
@@ -245,12 +270,13 @@ class ReplicaManager:
             if not p.is_leader:
                 continue
             if p.pending_isr is not None:
-                if not member.isr_change_pending(p.tp):
-                    # The outcome was unknown and the metadata has not settled it: ask again
-                    # (from the same partition epoch, so a write that did land refuses this one).
-                    pending = p.pending_isr
-                    if p.abandon_isr_change():
-                        self.node.purgatory.check(p.tp, now_ms)
+                self._settle_refused(p, now_ms)
+                pending = p.pending_isr
+                if pending is not None and pending.refused_at_revision is None \
+                        and not member.isr_change_pending(p.tp):
+                    # The outcome was unknown and the metadata has not settled it: ask again,
+                    # keeping the change pending (its members still count for HW), from the
+                    # same partition epoch, so a write that did land refuses this one.
                     self._alter_isr(p, pending.isr, pending.broker_epochs, now_ms)
                 continue
             shrunk = p.isr_to_shrink(now_ms, self.lag_max_ms)

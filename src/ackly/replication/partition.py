@@ -71,6 +71,10 @@ class PendingIsrChange:
     isr: frozenset[int]
     base_partition_epoch: int
     broker_epochs: dict[int, int] = field(default_factory=dict)
+    # Store revision at which the store refused it. A refusal is usually caused by this
+    # leader's own earlier send of the same change, which landed: the change counts for HW
+    # until the metadata view reaches this revision and shows which it was.
+    refused_at_revision: int | None = None
 
 
 @dataclass
