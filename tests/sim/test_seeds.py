@@ -37,16 +37,7 @@ CI_STEPS = 4_000
 
 # Core bugs still open, by name; a seed that fails on one is an expected failure (xfail, not
 # strict: a history drifts as the core changes) until the bug is fixed. Then delete the entry.
-PENDING_ISR_LOCAL = "pending-isr-local-refusal"
-OPEN_BUGS: dict[str, str] = {
-    PENDING_ISR_LOCAL: (
-        "the rest of the pending-ISR bug below: when a re-send of a pending ISR change is refused "
-        "by the leader's own ClusterMember on its (stale) view, nothing reaches the store, and "
-        "broker/replicas.py abandons the change; if the first send had landed, HW can pass the "
-        "added member before the view shows it. The fix is to settle such a change with a "
-        "store read (its revision) instead of the local view."
-    ),
-}
+OPEN_BUGS: dict[str, str] = {}
 OPEN_CI_SEEDS: dict[int, str] = {}
 
 # Found by the seeds below and fixed: a leader forgot its pending ISR expansion before its
@@ -54,7 +45,8 @@ OPEN_CI_SEEDS: dict[int, str] = {}
 # its own earlier successful send causes, abandoned it). HW then advanced over the smaller ISR,
 # the controller elected the added member (in the stored ISR) and acknowledged records were
 # truncated (rules 11, 13). Fixed as Kafka's Partition.handleAlterPartitionError does: the
-# change stays pending until the metadata view reaches the refusal's revision.
+# change stays pending until the metadata view reaches the refusal's revision, and a change
+# the store applied stays pending, never re-sent, until the view shows it.
 PENDING_ISR_FIXED = None
 
 # Every seed that ever failed, with what it found: (seed, steps, brokers, finding, open bug or
@@ -79,8 +71,10 @@ REGRESSION_SEEDS: list[tuple[int, int, int, str, str | None]] = [
     (10_007, 6_000, 3, "pending ISR: acks=all records committed at HW 2 over ISR {2,3} truncated after "
                        "the preferred replica, still short of them, was elected", PENDING_ISR_FIXED),
     (10_032, 6_000, 3, "pending ISR: a consumer read offsets 86-90, later truncated", PENDING_ISR_FIXED),
-    (20_170, 8_000, 5, "pending ISR: two replicas hold different committed batches at offset 137",
-     PENDING_ISR_LOCAL),
+    (20_170, 8_000, 5, "pending ISR: two replicas hold different committed batches at offset 137 "
+                       "(the last path: a change the store had applied was re-sent, refused on the "
+                       "leader's stale view and abandoned; fixed: an applied change is never re-sent)",
+     PENDING_ISR_FIXED),
     (20_236, 8_000, 5, "pending ISR: a replica truncated below its HW", PENDING_ISR_FIXED),
     (20_263, 8_000, 5, "pending ISR: consumers read 40 records later lost", PENDING_ISR_FIXED),
     (50_448, 5_000, 4, "pending ISR: an acks=all write acknowledged at offset 30 on its first attempt "

@@ -231,8 +231,13 @@ class ReplicaManager:
                 rest.append(result)
                 continue
             p = self.partitions.get(tp)
-            if p is None or p.pending_isr is None or result.ok:
-                continue  # applied: the metadata will show it
+            if p is None or p.pending_isr is None:
+                continue
+            if result.ok:
+                # Applied: the view will show it (Partition._set_isr settles it then). Until
+                # then it is neither re-sent nor abandoned.
+                p.pending_isr.landed_at_revision = result.revision
+                continue
             if result.error is StoreError.UNAVAILABLE:
                 continue  # unknown: kept, and sent again by the next ISR check
             log.info("%s: ISR change to %s refused by the store (%s) at revision %d", tp,
@@ -273,7 +278,7 @@ class ReplicaManager:
                 self._settle_refused(p, now_ms)
                 pending = p.pending_isr
                 if pending is not None and pending.refused_at_revision is None \
-                        and not member.isr_change_pending(p.tp):
+                        and pending.landed_at_revision is None and not member.isr_change_pending(p.tp):
                     # The outcome was unknown and the metadata has not settled it: ask again,
                     # keeping the change pending (its members still count for HW), from the
                     # same partition epoch, so a write that did land refuses this one.

@@ -75,6 +75,8 @@ class PendingIsrChange:
     # leader's own earlier send of the same change, which landed: the change counts for HW
     # until the metadata view reaches this revision and shows which it was.
     refused_at_revision: int | None = None
+    # Store revision at which the store applied it: the view will show it; never re-sent.
+    landed_at_revision: int | None = None
 
 
 @dataclass
