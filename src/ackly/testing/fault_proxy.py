@@ -69,6 +69,7 @@ from ackly.errors import KafkaError
 from ackly.protocol.frames import FrameDecoder, FrameError
 from ackly.protocol.headers import API_VERSIONS_KEY, body_offset, parse_prefix, read_uvarint
 from ackly.protocol.messages import header_version, is_flexible, known_versions, response_type
+from ackly.testing.loop_thread import start_loop_thread
 
 log = logging.getLogger("ackly.fault_proxy")
 
@@ -593,29 +594,12 @@ class FaultProxy:
 
     def start(self) -> FaultProxy:
         assert self._thread is None, "start() once"
-        ready = threading.Event()
-        failure: list[BaseException] = []
 
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self._open_initial())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.close()
+        async def setup() -> None:
+            self._loop = asyncio.get_running_loop()
+            await self._open_initial()
 
-        self._thread = threading.Thread(target=run, name="ackly-fault-proxy", daemon=True)
-        self._thread.start()
-        if not ready.wait(CALL_TIMEOUT_S):
-            raise TimeoutError("the fault proxy did not start")
-        if failure:
-            raise failure[0]
+        self._loop, self._thread = start_loop_thread("ackly-fault-proxy", setup, CALL_TIMEOUT_S)
         return self
 
     def stop(self) -> None:

@@ -16,6 +16,8 @@ import socket
 import struct
 import threading
 
+from ackly.testing.loop_thread import start_loop_thread
+
 CALL_TIMEOUT_S = 10.0
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -45,32 +47,12 @@ class TcpRelay:
         return f"{self.host}:{self.port}"
 
     def start(self) -> TcpRelay:
-        ready = threading.Event()
-        failure: list[BaseException] = []
+        async def setup() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+            self.port = int(self._server.sockets[0].getsockname()[1])
 
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                self._server = loop.run_until_complete(
-                    asyncio.start_server(self._serve, self.host, self.port)
-                )
-                self.port = int(self._server.sockets[0].getsockname()[1])
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="ackly-tcp-relay", daemon=True)
-        self._thread.start()
-        if not ready.wait(CALL_TIMEOUT_S):
-            raise TimeoutError("the relay did not start")
-        if failure:
-            raise failure[0]
+        self._loop, self._thread = start_loop_thread("ackly-tcp-relay", setup, CALL_TIMEOUT_S)
         return self
 
     def cut(self) -> None:
