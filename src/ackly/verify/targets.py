@@ -1,0 +1,302 @@
+"""The cluster a verify run drives, and the levers the nemesis pulls on it.
+
+`OwnCluster` starts etcd and N `ackly serve` processes (ackly.testing.ClusterProcesses) with
+two fault proxies and one TCP relay per broker in between:
+
+    clients --> client proxy --> broker i (its real port)
+    broker j --> peer proxy (the port broker i advertises) --> broker i
+    broker i --> relay i --> etcd
+
+so that client faults (client proxy), inter-broker partitions (peer proxy: every replica fetch
+towards a broker) and cuts from the metadata store (relay) are separate levers. Brokers start
+with the short session and lag timeouts below, so that a failover takes seconds.
+
+`ExternalCluster` is any Kafka-compatible cluster reached through `--bootstrap`: only a client
+proxy stands in front of it, so only the proxy faults apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ackly.testing.cluster_processes import ClusterProcesses, wait_until
+from ackly.testing.fault_proxy import FaultProxy, parse_address
+from ackly.testing.tcp_relay import TcpRelay
+
+FAST_FAILOVER = {
+    "broker.session.timeout.ms": "3000",
+    "broker.heartbeat.interval.ms": "500",
+    "replica.lag.time.max.ms": "3000",
+    "replica.fetch.backoff.ms": "200",
+    "replica.fetch.wait.max.ms": "200",
+    "offsets.topic.num.partitions": "3",
+    "transaction.state.log.num.partitions": "3",
+    "group.initial.rebalance.delay.ms": "300",  # the first members of a group start at once
+}
+
+
+class EtcdMissing(RuntimeError):
+    pass
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int, replication_factor: int,
+                 configs: Mapping[str, str], timeout_s: float = 30.0) -> None:
+    """Create the workload's topic (confluent-kafka's admin client, whatever the workload's
+    client), and wait until every partition has a leader."""
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
+    futures = admin.create_topics(
+        [NewTopic(topic, partitions, replication_factor, config=dict(configs))],
+        operation_timeout=timeout_s, request_timeout=timeout_s)
+    futures[topic].result(timeout=timeout_s)
+
+    def ready() -> bool:
+        meta = admin.list_topics(topic, timeout=5)
+        parts = meta.topics[topic].partitions if topic in meta.topics else {}
+        return len(parts) == partitions and all(p.leader >= 0 for p in parts.values())
+
+    wait_until(ready, timeout_s, f"topic {topic}: a leader for every partition", interval_s=0.2)
+
+
+def broker_count(bootstrap: str, timeout_s: float = 10.0) -> int:
+    """How many brokers the cluster's metadata lists."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
+    return len(admin.list_topics(timeout=timeout_s).brokers)
+
+
+def _leader_via_client(bootstrap: str, topic: str, partition: int) -> int | None:
+    from confluent_kafka.admin import AdminClient
+
+    with contextlib.suppress(Exception):
+        meta = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2}).list_topics(topic, timeout=3)
+        return int(meta.topics[topic].partitions[partition].leader)
+    return None
+
+
+class OwnCluster:
+    processes = True
+
+    def __init__(self, base_dir: str, brokers: int, *, configs: Mapping[str, str] | None = None,
+                 planted_faults: Sequence[str] = (), topic: str = "", partitions: int = 1,
+                 replication_factor: int = 3) -> None:
+        self.base_dir = base_dir
+        self.partitions = partitions
+        self.replication_factor = min(replication_factor, brokers)
+        self.count = brokers
+        self.configs = {**FAST_FAILOVER, **dict(configs or {})}
+        self.planted_faults = tuple(planted_faults)
+        self.topic = topic
+        self.etcd: Any = None
+        self.cluster: ClusterProcesses | None = None
+        self.client_proxy: FaultProxy | None = None
+        self.peer_proxy: FaultProxy | None = None
+        self.relays: dict[int, TcpRelay] = {}
+
+    @property
+    def bootstrap(self) -> str:
+        assert self.client_proxy is not None
+        return self.client_proxy.bootstrap
+
+    def start(self) -> OwnCluster:
+        from ackly.server.etcd_process import EtcdProcess, etcd_binary, free_port
+
+        if etcd_binary() is None:
+            raise EtcdMissing("verify's own cluster needs etcd (Debian: apt-get install etcd-server); "
+                              "or point it at a running cluster with --bootstrap")
+        try:
+            self.etcd = EtcdProcess(os.path.join(self.base_dir, "etcd")).start()
+            for _attempt in range(10):
+                # The brokers' ports are only reserved by number until they start: the proxy's
+                # and relays' own listeners (port 0) must not land on one of them.
+                ports = {b: free_port() for b in range(self.count)}
+                real = {b: ("127.0.0.1", p) for b, p in ports.items()}
+                self.peer_proxy = FaultProxy(upstreams=real).start()
+                advertised = {b: int(a.rsplit(":", 1)[1]) for b, a in self.peer_proxy.listeners.items()}
+                self.relays = {b: TcpRelay(("127.0.0.1", self.etcd.client_port)).start()
+                               for b in range(self.count)}
+                taken = set(advertised.values()) | {r.port for r in self.relays.values()}
+                if not taken & set(ports.values()):
+                    break
+                self.peer_proxy.stop()
+                for relay in self.relays.values():
+                    relay.stop()
+            else:
+                raise RuntimeError("could not find free ports for the brokers")
+            self.cluster = ClusterProcesses(
+                os.path.join(self.base_dir, "cluster"), self.count, configs=self.configs, etcd=self.etcd,
+                ports=ports, advertised_ports=advertised,
+                metadata_urls={b: f"etcd://{r.address}" for b, r in self.relays.items()},
+                faults=self.planted_faults, log_level="WARNING",
+            )
+            self.cluster.start()
+            # Explicit upstreams: clients reach the brokers' real ports, never the peer proxy.
+            self.client_proxy = FaultProxy(upstreams=real).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.client_proxy is not None:
+            self.client_proxy.stop()
+        if self.cluster is not None:
+            for b in self.cluster.brokers:
+                self.cluster.resume(b)
+            self.cluster.stop_all()
+        for relay in self.relays.values():
+            relay.stop()
+        if self.peer_proxy is not None:
+            self.peer_proxy.stop()
+        if self.etcd is not None:
+            self.etcd.stop()
+
+    # --- FaultTarget ----------------------------------------------------------------------
+
+    def _cluster(self) -> ClusterProcesses:
+        assert self.cluster is not None
+        return self.cluster
+
+    def broker_ids(self) -> list[int]:
+        return list(range(self.count))
+
+    def leader_of(self, partition: int) -> int | None:
+        view = self._cluster().partition(self.topic, partition)
+        return view.leader if view is not None and view.leader >= 0 else None
+
+    def kill(self, broker_id: int) -> None:
+        self._cluster().kill(broker_id)
+
+    def restart(self, broker_id: int) -> None:
+        cluster = self._cluster()
+        if cluster.running(broker_id):
+            cluster.restart(broker_id)
+        else:
+            cluster.start_broker(broker_id)
+
+    def pause(self, broker_id: int) -> None:
+        self._cluster().pause(broker_id)
+
+    def resume(self, broker_id: int) -> None:
+        self._cluster().resume(broker_id)
+
+    def isolate(self, broker_id: int) -> None:
+        assert self.peer_proxy is not None
+        self.peer_proxy.add_rule(None, "reset", broker_id=broker_id)
+        self.peer_proxy.disconnect_all(reset=True)
+        self.relays[broker_id].cut()
+
+    def reconnect(self, broker_id: int) -> None:
+        assert self.peer_proxy is not None
+        self.relays[broker_id].heal()
+        self.peer_proxy.clear_rules()
+
+    def client_rule(self, broker_id: int, action: str, **kwargs: Any) -> object:
+        assert self.client_proxy is not None
+        api_key = kwargs.pop("api_key", None)
+        return self.client_proxy.add_rule(api_key, action, broker_id=broker_id, **kwargs)  # type: ignore[arg-type]
+
+    def remove_client_rules(self, rules: Sequence[object]) -> None:
+        assert self.client_proxy is not None
+        if rules:
+            self.client_proxy.clear_rules()
+
+    def reset_clients(self) -> None:
+        assert self.client_proxy is not None
+        self.client_proxy.disconnect_all(reset=True)
+
+    def wait_healthy(self, timeout_s: float) -> bool:
+        """Every broker running and in the cluster, every partition of the topic led with a
+        full ISR; bounded by `timeout_s`."""
+        cluster = self._cluster()
+        for b in self.broker_ids():
+            cluster.resume(b)
+            if not cluster.running(b):
+                cluster.start_broker(b)
+        try:
+            cluster.wait_ready(timeout_s)
+        except TimeoutError:
+            return False
+
+        def whole() -> bool:
+            for p in range(self.partitions):
+                view = cluster.partition(self.topic, p)
+                if view is None or view.leader < 0 or len(view.isr) < self.replication_factor:
+                    return False
+            return True
+
+        try:
+            wait_until(whole, timeout_s, "every partition led with a full ISR", interval_s=0.2)
+        except TimeoutError:
+            return False
+        return True
+
+    def broker_logs(self) -> dict[int, str]:
+        cluster = self._cluster()
+        return {b: cluster.output(b) for b in cluster.brokers}
+
+
+class ExternalCluster:
+    """A cluster verify did not start: faults only through a client proxy in front of it."""
+
+    processes = False
+
+    def __init__(self, bootstrap: str, topic: str = "") -> None:
+        self.real_bootstrap = bootstrap
+        self.topic = topic
+        self.client_proxy = FaultProxy(upstream=parse_address(bootstrap.split(",")[0]))
+
+    @property
+    def bootstrap(self) -> str:
+        return self.client_proxy.bootstrap
+
+    def start(self) -> ExternalCluster:
+        self.client_proxy.start()
+        return self
+
+    def stop(self) -> None:
+        self.client_proxy.stop()
+
+    def broker_ids(self) -> list[int]:
+        return sorted(self.client_proxy.listeners) or [0]
+
+    def leader_of(self, partition: int) -> int | None:
+        return _leader_via_client(self.real_bootstrap, self.topic, partition)
+
+    def _refuse(self, broker_id: int) -> None:
+        raise RuntimeError("process faults need a cluster that verify started")
+
+    kill = restart = pause = resume = isolate = reconnect = _refuse
+
+    def client_rule(self, broker_id: int, action: str, **kwargs: Any) -> object:
+        api_key = kwargs.pop("api_key", None)
+        return self.client_proxy.add_rule(api_key, action, broker_id=broker_id, **kwargs)  # type: ignore[arg-type]
+
+    def remove_client_rules(self, rules: Sequence[object]) -> None:
+        if rules:
+            self.client_proxy.clear_rules()
+
+    def reset_clients(self) -> None:
+        self.client_proxy.disconnect_all(reset=True)
+
+    def wait_healthy(self, timeout_s: float) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.real_bootstrap, "log_level": 2})
+
+        def led() -> bool:
+            meta = admin.list_topics(self.topic, timeout=5)
+            parts = meta.topics[self.topic].partitions if self.topic in meta.topics else {}
+            return bool(parts) and all(p.leader >= 0 and len(p.isrs) == len(p.replicas) for p in parts.values())
+
+        try:
+            wait_until(led, timeout_s, "every partition led with a full ISR", interval_s=0.2)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,55 @@
+"""What verify reads from the clients' own errors: send outcomes and lost producer state."""
+
+from __future__ import annotations
+
+from ackly.testing.faulty_serve import split_args
+from ackly.verify.client_signals import judge_producer_state, producer_state_lost
+from ackly.verify.clients import classify_error
+from ackly.verify.history import Recorder, send_mop, sent_mop
+
+UNKNOWN = ('client failed: KafkaError{FATAL,code=UNKNOWN_PRODUCER_ID,str="ProduceRequest for queue [1] '
+           'with 1 message(s) failed due to unknown producer id"}')
+
+
+def test_only_refusals_before_the_append_without_retries_are_definite() -> None:
+    assert classify_error("NOT_ENOUGH_REPLICAS", retries_off=True) == "fail"
+    assert classify_error("NOT_ENOUGH_REPLICAS", retries_off=False) == "info"  # an earlier try may have landed
+    assert classify_error("NOT_ENOUGH_REPLICAS_AFTER_APPEND", retries_off=True) == "info"
+    assert classify_error("_MSG_TIMED_OUT", retries_off=True) == "info"
+    assert classify_error("_UNKNOWN_PARTITION", retries_off=False) == "fail"  # never sent
+
+
+def test_a_refusal_after_an_acknowledged_send_is_lost_state_and_before_one_is_not() -> None:
+    rec = Recorder()
+    ok = rec.invoke(0, "send", [send_mop("queue/1", 0)], extra={"producer": "0.0"})
+    rec.complete(ok, "ok", [sent_mop("queue/1", 0, 0)])
+    lost = rec.invoke(1, "send", [send_mop("queue/1", 1)], extra={"producer": "0.0"})
+    rec.complete(lost, "info", error=UNKNOWN)
+    first = rec.invoke(2, "send", [send_mop("queue/1", 2)], extra={"producer": "1.0"})
+    rec.complete(first, "info", error=UNKNOWN)
+    found_lost, found_first = producer_state_lost(rec.history())
+    assert (found_lost.count, found_first.count) == (1, 1)
+    assert found_lost.examples[0].key == "queue/1" and found_lost.examples[0].ops == (2, 3)
+
+    strict = {"enable.idempotence": "true", "acks": "all", "unclean.leader.election.enable": "false"}
+    assert judge_producer_state(found_lost, strict).status == "violation"
+    assert judge_producer_state(found_lost, {**strict, "acks": "1"}).status == "allowed-by-config"
+    assert judge_producer_state(found_lost, {**strict, "enable.idempotence": "false"}).status == "reported"
+
+
+def test_faulty_serve_takes_fault_names_then_the_ackly_command_line() -> None:
+    faults, rest = split_args(["--fault", "serve-above-hw", "--fault=forget-producer-state", "--",
+                               "serve", "--port", "0"])
+    assert faults == ["serve-above-hw", "forget-producer-state"]
+    assert rest == ["serve", "--port", "0"]
+
+
+def test_fault_points_stay_out_of_the_user_facing_commands() -> None:
+    from click.testing import CliRunner
+
+    from ackly.cli.main import cli
+
+    serve_help = CliRunner().invoke(cli, ["serve", "--help"]).output
+    verify_help = CliRunner().invoke(cli, ["verify", "--help"]).output
+    assert "--fault" not in serve_help and "fault point" not in serve_help.lower()
+    assert "--semantics" in verify_help and "--planted-fault" not in verify_help
