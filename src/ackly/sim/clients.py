@@ -41,15 +41,16 @@ PRODUCE, FETCH, METADATA, CREATE_TOPICS = 0, 1, 3, 19
 PRODUCE_VERSION, FETCH_VERSION, METADATA_VERSION, CREATE_TOPICS_VERSION = 9, 11, 12, 5
 
 # A write refused with these was certainly not appended (rule 8; the sequence checks of rule 15
-# run before anything is written).
+# run before anything is written). UNKNOWN_PRODUCER_ID is not among them: a leader with no state
+# for a producer accepts any sequence (KIP-360, log/producer_state.py).
 REFUSED = frozenset({
     ErrorCode.not_enough_replicas, ErrorCode.out_of_order_sequence_number,
-    ErrorCode.unknown_producer_id, ErrorCode.invalid_producer_epoch,
+    ErrorCode.invalid_producer_epoch,
 })
 # The producer's identity is no longer usable: bump the epoch and start again at sequence 0
 # (KIP-360). The write in hand is abandoned (its earlier attempts may still surface).
 RESTART_IDENTITY = frozenset({
-    ErrorCode.out_of_order_sequence_number, ErrorCode.unknown_producer_id, ErrorCode.invalid_producer_epoch,
+    ErrorCode.out_of_order_sequence_number, ErrorCode.invalid_producer_epoch,
 })
 
 
@@ -329,28 +330,37 @@ class Consumer(_Client):
     def step(self) -> None:
         if self._inflight:
             return
+        fetch = self._next_fetch(isolation_level=0)
+        if fetch is None:
+            return
+        partition, leader, request = fetch
+        self._inflight = True
+        self.send(leader, request, lambda r: self._on_fetch(partition, leader, r), self._on_failure)
+
+    def _next_fetch(self, isolation_level: int) -> tuple[int, int, Any] | None:
+        """The next partition in turn, its leader and a Fetch from this consumer's position
+        there; None (after asking for metadata) while the topic or that leader is unknown."""
         if self.partitions == 0:
             self.refresh_metadata()
-            return
+            return None
         partition = self._next % self.partitions
         self._next += 1
         known = self.leaders.get(partition)
         if known is None:
             self.refresh_metadata()
-            return
+            return None
         leader, epoch = known
-        position = self.positions.get(partition, 0)
         request = frames.request(FETCH, FETCH_VERSION, {
             "replica_id": -1, "max_wait": self.max_wait_ms, "min_bytes": 1, "max_bytes": 1 << 20,
-            "isolation_level": 0, "session_id": 0, "session_epoch": -1,
+            "isolation_level": isolation_level, "session_id": 0, "session_epoch": -1,
             "topics": [{"topic": self.env.topic, "partitions": [{
-                "partition": partition, "current_leader_epoch": epoch, "fetch_offset": position,
+                "partition": partition, "current_leader_epoch": epoch,
+                "fetch_offset": self.positions.get(partition, 0),
                 "log_start_offset": -1, "partition_max_bytes": 1 << 20,
             }]}],
             "forgotten_topics_data": [], "rack_id": "",
         })
-        self._inflight = True
-        self.send(leader, request, lambda r: self._on_fetch(partition, leader, r), self._on_failure)
+        return partition, leader, request
 
     def _on_fetch(self, partition: int, leader: int, response: Any) -> None:
         self._inflight = False
@@ -373,6 +383,9 @@ class Consumer(_Client):
                 ) from exc
             for header, records in batches:
                 if header.is_control:
+                    # A transaction marker: consumed, never returned (Kafka's fetcher moves
+                    # past it, so a log that ends with one is still read to its end).
+                    position = max(position, header.last_offset + 1)
                     continue
                 for record in records:
                     if record.offset < position:

@@ -20,6 +20,12 @@ fingerprints the event sequence, so a replay can be compared with the original.
 The brokers run with `external_metadata` on the simulated store (broker/io.py), the topic with
 RF = min(3, brokers), min ISR 2 (1 below three brokers), flush.policy=always and unclean
 election off. With one broker the same phases check rule 6 (crash durability).
+
+With `transactions` (`ackly sim --transactions`), transactional producers and read_committed
+consumers join the same topic (sim/txn_clients.py, drawn from a PRNG forked after everything
+else, so every other seed keeps its history): convergence then also needs every partition's
+LSO at its HW (rule 22: no hanging transaction) and every transactional producer out of its
+transaction, and the final phase adds the transaction checks of sim/txn_invariants.py.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ from ackly.sim.invariants import (
 from ackly.sim.network import Network
 from ackly.sim.scheduler import Scheduler
 from ackly.sim.store import StoreBridge
+from ackly.sim.txn_clients import READ_COMMITTED, IsolatedConsumer, TransactionalProducer, TxnHistory
+from ackly.sim.txn_invariants import check_transactions, marker_outcomes
 from ackly.types import TopicPartition
 
 START_MS = 1_700_000_000_000
@@ -71,6 +79,7 @@ class SimConfig:
     fault_points: tuple[str, ...] = ()
     liveness_ms: int = 60_000  # virtual time the healed cluster has to converge
     liveness_events: int = 200_000
+    transactions: bool = False  # transactional producers and read_committed consumers too
 
 
 @dataclass
@@ -93,6 +102,8 @@ class SimResult:
             line += f" --brokers {c.brokers}"
         for name in c.fault_points:
             line += f" --fault-point {name}"
+        if c.transactions:
+            line += " --transactions"
         return line
 
 
@@ -104,6 +115,12 @@ SIM_BROKER_CONFIG = {
     "replica.fetch.wait.max.ms": "200",
     "replica.fetch.backoff.ms": "100",
     "replica.socket.timeout.ms": "2000",
+}
+# With transactions: a few coordinator shards, and timed-out transactions looked for every
+# second, so a crashed producer's transaction is aborted well within the liveness phase.
+SIM_TXN_CONFIG = {
+    "transaction.state.log.num.partitions": "4",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
 }
 
 
@@ -130,7 +147,8 @@ class SimCluster:
         self.plan = FaultPlan.draw(self.scheduler.fork(), brokers=n)
         self.replication_factor = min(3, n)
         self.min_isr = 2 if self.replication_factor >= 3 else 1
-        factory = node_factory or default_node_factory(SIM_BROKER_CONFIG, config.fault_points)
+        broker_config = {**SIM_BROKER_CONFIG, **(SIM_TXN_CONFIG if config.transactions else {})}
+        factory = node_factory or default_node_factory(broker_config, config.fault_points)
         host_rng = self.scheduler.fork()
         self.hosts: dict[int, BrokerHost] = {
             b: BrokerHost(b, self.scheduler, random.Random(host_rng.getrandbits(64)), factory, self,
@@ -168,16 +186,40 @@ class SimCluster:
             for i in range(client_rng.randint(1, 2))
         ]
         self.injector = FaultInjector(self, self.plan, self.scheduler.fork())
+        # Drawn last, and only with transactions, so that every other seed keeps its history.
+        self.txns = TxnHistory()
+        self.txn_producers: list[TransactionalProducer] = []
+        self.txn_consumers: list[IsolatedConsumer] = []
+        if config.transactions:
+            self._add_transactional_clients(self.scheduler.fork())
         self.phase = "faults"
         self.converged = False
+
+    def _add_transactional_clients(self, rng: random.Random) -> None:
+        count = rng.randint(1, 2)
+        twins = count == 2 and rng.random() < 0.3  # both instances of one transactional id
+        for i in range(count):
+            self.txn_producers.append(TransactionalProducer(
+                f"tp{i}", self.env, random.Random(rng.getrandbits(64)), self.txns,
+                timeout_ms=rng.choice((3_000, 6_000, 10_000)), commit_rate=rng.choice((0.5, 0.8)),
+                crash_rate=rng.choice((0.0, 0.01, 0.03)), max_txns=10_000, think_ms=rng.choice((0, 20, 200)),
+                transactional_id="txn-tp0" if twins else None,
+            ))
+        for i in range(rng.randint(1, 2)):
+            self.txn_consumers.append(IsolatedConsumer(
+                f"rc{i}", self.env, random.Random(rng.getrandbits(64)), max_wait_ms=rng.choice((0, 100, 500)),
+                isolation_level=READ_COMMITTED, txns=self.txns,
+            ))
 
     # --- outputs of the nodes (BrokerHost's OutputSink) -----------------------------------------
 
     def peer_requests(self, host: BrokerHost, requests: list[Any]) -> None:
         for req in requests:
-            self._peer_request(host, req.request_id, req.broker_id, req.request)
+            # The replica channel keeps the connection key every history has always used.
+            channel = "" if req.channel == "replica" else req.channel
+            self._peer_request(host, req.request_id, req.broker_id, req.request, channel)
 
-    def _peer_request(self, host: BrokerHost, rid: int, dst: int, request: Any) -> None:
+    def _peer_request(self, host: BrokerHost, rid: int, dst: int, request: Any, channel: str = "") -> None:
         """Carry one PeerRequest; exactly one of on_peer_response / on_peer_failure follows."""
         incarnation = host.incarnation
 
@@ -194,7 +236,7 @@ class SimCluster:
             return
         self.network.request(
             host.endpoint, dst, request, client_id=f"ackly-broker-{host.broker_id}",
-            timeout_ms=PEER_TIMEOUT_MS, on_response=respond, on_failure=fail,
+            timeout_ms=PEER_TIMEOUT_MS, on_response=respond, on_failure=fail, channel=channel,
         )
 
     def store_commands(self, host: BrokerHost, commands: list[Any]) -> None:
@@ -220,8 +262,8 @@ class SimCluster:
     def client_names(self) -> list[str]:
         return [c.name for c in self._clients()]
 
-    def _clients(self) -> list[Admin | Producer | Consumer]:
-        return [self.admin, *self.producers, *self.consumers]
+    def _clients(self) -> list[Admin | Producer | Consumer | TransactionalProducer]:
+        return [self.admin, *self.producers, *self.consumers, *self.txn_producers, *self.txn_consumers]
 
     def replica_peers(self, broker_id: int) -> set[int]:
         """Brokers that share a partition with `broker_id` (all others while none is known)."""
@@ -307,12 +349,19 @@ class SimCluster:
             leader_hws[tp.partition] = hw
             if hw != leo:
                 waiting.append(f"{tp}: leader b{leader_id} HW {hw} < LEO {leo}")
+            if leader.last_stable_offset != hw:
+                # A hanging transaction: open with no producer to end it, or its markers unwritten.
+                waiting.append(f"{tp}: leader b{leader_id} LSO {leader.last_stable_offset} < HW {hw}")
             waiting += self._followers_waiting(tp, leader_id, leader)
         for producer in self.producers:
             if not producer.idle:
                 write = producer.current
                 waiting.append(f"{producer.name} still sending write {write.write_id if write else '?'}")
-        for consumer in self.consumers:
+        for txn_producer in self.txn_producers:
+            if not txn_producer.idle:
+                txn = txn_producer.txn
+                waiting.append(f"{txn_producer.name} still in transaction {txn.txn_id if txn else '?'}")
+        for consumer in [*self.consumers, *self.txn_consumers]:
             if not consumer.caught_up(leader_hws):
                 waiting.append(f"{consumer.name} at {consumer.positions}, leader HWs {leader_hws}")
         return waiting
@@ -345,6 +394,7 @@ class SimCluster:
 
     def final_problems(self) -> list[str]:
         leader_logs: dict[TopicPartition, list[LogRecord]] = {}
+        markers: dict[TopicPartition, dict[bytes, str]] = {}
         problems: list[str] = []
         for tp in self.topic_partitions():
             found = self._leader_of(tp)
@@ -352,6 +402,7 @@ class SimCluster:
             leader_id, leader = found
             leader_logs[tp] = log_records(leader)
             expected = read_batches(leader, leader.log_start_offset, leader.log_end_offset)
+            markers[tp] = marker_outcomes(data for _base, _last, data in expected)
             for b, host in self.hosts.items():
                 if b == leader_id or host.node is None:
                     continue
@@ -365,6 +416,9 @@ class SimCluster:
         # flushes always, acks=1 is as durable (rule 6).
         durable = (-1,) if self.replication_factor > 1 else (-1, 1)
         problems += check_history(self.history, leader_logs, durable_acks=durable)
+        if self.config.transactions:
+            problems += check_transactions(self.txns, leader_logs, self.txn_consumers,
+                                           durable=self.replication_factor != 2, markers=markers)
         return problems
 
     # --- the run -----------------------------------------------------------------------------------
@@ -385,7 +439,10 @@ class SimCluster:
         for producer in self.producers:
             producer.producing = False
             producer.wake()
-        for consumer in self.consumers:
+        for txn_producer in self.txn_producers:
+            txn_producer.producing = False
+            txn_producer.wake()
+        for consumer in [*self.consumers, *self.txn_consumers]:
             consumer.wake()
         self._poll_convergence()
 
@@ -471,6 +528,16 @@ class SimCluster:
             "resets": self.network.resets,
             "store_commands": self.store.commands,
             "committed_batches_checked": self.checker.checked_batches,
+            **(self._txn_stats() if self.config.transactions else {}),
+        }
+
+    def _txn_stats(self) -> dict[str, Any]:
+        return {
+            "transactions": self.txns.counts(),
+            "committed_reads": len(self.txns.committed_reads),
+            "producer_crashes": self.txns.crashes,
+            "fenced": self.txns.fenced,
+            "surprises": list(self.txns.surprises[:5]),
         }
 
 

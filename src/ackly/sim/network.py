@@ -96,6 +96,7 @@ class Connection:
     slots: deque[_Slot] = field(default_factory=deque)
     last_request_ms: int = 0
     last_response_ms: int = 0
+    channel: str = ""  # a broker's second connection to one peer (io.PeerRequest.channel)
 
 
 class Network:
@@ -109,7 +110,7 @@ class Network:
         self.faults = faults
         self.cuts: set[frozenset[str]] = set()
         self.stalled_until: dict[tuple[str, str], int] = {}  # (from, to) endpoint -> time
-        self._connections: dict[tuple[str, int], Connection] = {}
+        self._connections: dict[tuple[str, int, str], Connection] = {}
         self._next_conn_id = 1
         self.messages_sent = 0
         self.messages_dropped = 0
@@ -143,8 +144,8 @@ class Network:
             return
         conn.alive = False
         self.resets += 1
-        if self._connections.get((conn.src, conn.dst)) is conn:
-            del self._connections[(conn.src, conn.dst)]
+        if self._connections.get((conn.src, conn.dst, conn.channel)) is conn:
+            del self._connections[(conn.src, conn.dst, conn.channel)]
         failed = list(conn.inflight)
         conn.inflight.clear()
         conn.slots.clear()
@@ -182,19 +183,21 @@ class Network:
 
     def request(
         self, src: str, dst: int, request: Any, *, client_id: str, timeout_ms: int,
-        on_response: ResponseCallback, on_failure: FailureCallback,
+        on_response: ResponseCallback, on_failure: FailureCallback, channel: str = "",
     ) -> None:
-        """Send a kio request from endpoint `src` to broker `dst` on their connection."""
-        conn = self._connections.get((src, dst))
+        """Send a kio request from endpoint `src` to broker `dst` on their connection (a broker
+        keeps one per `channel`, as the shell's peer pool does, so a transaction marker never
+        waits behind a long-polling replica fetch)."""
+        conn = self._connections.get((src, dst, channel))
         if conn is None:
             host = self.hosts(dst)
             if host is None or not host.running:
                 # Connection refused: tell the requester from the next event, never from here.
                 self.scheduler.after(1, f"refused {src}->b{dst}", lambda: on_failure("connection refused"))
                 return
-            conn = Connection(self._next_conn_id, src, dst, host.incarnation, client_id)
+            conn = Connection(self._next_conn_id, src, dst, host.incarnation, client_id, channel=channel)
             self._next_conn_id += 1
-            self._connections[(src, dst)] = conn
+            self._connections[(src, dst, channel)] = conn
         api_key, version = frames.api_of(request)
         correlation_id = conn.next_correlation_id
         conn.next_correlation_id += 1
