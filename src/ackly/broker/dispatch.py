@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from ackly.broker.context import RequestContext
 from ackly.broker.handlers import (
+    add_offsets_to_txn,
+    add_partitions_to_txn,
     alter_configs,
     api_versions,
     create_partitions,
@@ -27,6 +29,8 @@ from ackly.broker.handlers import (
     describe_configs,
     describe_groups,
     describe_producers,
+    describe_transactions,
+    end_txn,
     fetch,
     find_coordinator,
     heartbeat,
@@ -36,6 +40,7 @@ from ackly.broker.handlers import (
     leave_group,
     list_groups,
     list_offsets,
+    list_transactions,
     metadata,
     offset_commit,
     offset_delete,
@@ -43,6 +48,8 @@ from ackly.broker.handlers import (
     offset_for_leader_epoch,
     produce,
     sync_group,
+    txn_offset_commit,
+    write_txn_markers,
 )
 from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.frames import FrameError
@@ -71,6 +78,8 @@ HANDLER_MODULES: tuple[ModuleType, ...] = (
     incremental_alter_configs, describe_cluster, init_producer_id, describe_producers,
     find_coordinator, join_group, sync_group, heartbeat, leave_group, offset_commit, offset_fetch,
     describe_groups, list_groups, delete_groups, offset_delete, offset_for_leader_epoch,
+    write_txn_markers, txn_offset_commit, add_partitions_to_txn, add_offsets_to_txn, end_txn,
+    describe_transactions, list_transactions,
 )
 
 TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}

@@ -19,9 +19,10 @@ from ackly.cluster.metadata import NO_LEADER, BrokerInfo
 from ackly.config import BrokerConfig
 from ackly.coordinator.group import GroupConfig
 from ackly.coordinator.group_coordinator import OFFSETS_TOPIC, GroupCoordinator, partition_for
-from ackly.coordinator.group_manager import OffsetsConfig
+from ackly.coordinator.group_manager import CommitPartition, OffsetsConfig
 from ackly.coordinator.runtime import AwaitCommitted
 from ackly.errors import ErrorCode, KafkaError
+from ackly.log.producer_state import AppendOrigin
 from ackly.protocol.messages import build
 from ackly.protocol.records import iter_batches, validate_batches
 from ackly.replication.partition import Partition
@@ -60,6 +61,11 @@ class PartitionShardLog:
     (acks=all, then `after_append`, which schedules the flush per flush.policy and wakes the
     purgatory), read back from its log start when the coordinator loads.
 
+    Appends are Kafka's AppendOrigin.COORDINATOR: no sequence checks, but a transactional
+    batch (TxnOffsetCommit) has its producer epoch checked and starts or continues the
+    producer's transaction on the partition, so the LSO covers the pending offsets until the
+    marker. Loading reads control batches too: the runtime hands them to the shard.
+
     A shard belongs to one leadership of its partition: once the partition is no longer led
     here in the epoch the shard was loaded in, its HW reads as -1, so held replies never
     complete on a HW that a new leader (whose log may differ above the old HW) moved; they
@@ -90,7 +96,7 @@ class PartitionShardLog:
     def append(self, batch: bytes, now_ms: int) -> None:
         p = self.partition
         headers = validate_batches(batch, p.config.max_message_bytes)
-        p.append_as_leader(bytearray(batch), headers, -1, now_ms)
+        p.append_as_leader(bytearray(batch), headers, -1, now_ms, origin=AppendOrigin.COORDINATOR)
         self._after_append(p, now_ms)
 
     def read_batches(self) -> Iterator[bytes]:
@@ -247,6 +253,55 @@ class Respond(Generic[T]):
     def _send(self, fields: Mapping[str, Any]) -> None:
         ctx = self.ctx
         ctx.respond(build(ctx.header.api_key, ctx.api_version, {"throttle_time": 0, **fields}))
+
+
+def start_offset_commit(node: BrokerNode, ctx: RequestContext, request: Any
+                        ) -> tuple[Respond[list[ErrorCode]], list[CommitPartition], GroupCoordinator] | None:
+    """The part OffsetCommit and TxnOffsetCommit share: check each partition as Kafka's
+    KafkaApis does (an empty group id is INVALID_GROUP_ID, an unknown topic partition
+    UNKNOWN_TOPIC_OR_PARTITION), and give the waiter that answers every partition in request
+    order, the partitions left for the group to decide, and the coordinator. None when the
+    request is already answered (nothing left to commit, or no `__consumer_offsets`)."""
+    # One slot per partition of the request, in request order; None until decided.
+    slots: list[tuple[str, int, ErrorCode | None]] = []
+    to_commit: list[CommitPartition] = []
+    commit_slots: list[int] = []
+    for topic in request.topics:
+        state = node.topics.get(topic.name)
+        for p in topic.partitions:
+            index = int(p.partition_index)
+            if not request.group_id:
+                code: ErrorCode | None = ErrorCode.invalid_group_id
+            elif state is None or not 0 <= index < state.partition_count:
+                code = ErrorCode.unknown_topic_or_partition
+            else:
+                code = None
+                commit_slots.append(len(slots))
+                to_commit.append(CommitPartition(
+                    topic.name, index, int(p.committed_offset),
+                    int(getattr(p, "committed_leader_epoch", -1)), p.committed_metadata))
+            slots.append((topic.name, index, code))
+
+    def fields(errors: list[ErrorCode]) -> dict[str, Any]:
+        decided = [code for _, _, code in slots]
+        for slot, error in zip(commit_slots, errors, strict=True):
+            decided[slot] = error
+        topics: dict[str, list[dict[str, Any]]] = {}
+        for (name, index, _), code in zip(slots, decided, strict=True):
+            topics.setdefault(name, []).append({"partition_index": index, "error_code": code})
+        return {"topics": [{"name": name, "partitions": parts} for name, parts in topics.items()]}
+
+    waiter: Respond[list[ErrorCode]] = Respond(
+        ctx, fields, lambda code: fields([code] * len(to_commit)))
+    if not to_commit:
+        waiter.complete([])
+        return None
+    try:
+        coordinator = ensure_offsets_topic(node, ctx.now_ms)
+    except KafkaError as exc:
+        waiter.fail(exc.code)
+        return None
+    return waiter, to_commit, coordinator
 
 
 def client_host(ctx: RequestContext) -> str:

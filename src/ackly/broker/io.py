@@ -15,9 +15,11 @@ the shell two kinds of outputs and takes their outcomes back as inputs, with `no
     BrokerNode.next_deadline_ms() / tick(now_ms)   include the member's and replication's timers
 
 Peer requests: the shell sends `request` (a kio request object: its class names the API key and
-version) to `broker_id` on a connection of its own (one per peer is enough: the node keeps at
-most one fetch in flight per leader), and reports exactly one outcome per request id. Answers
-to one peer may be reported in any order relative to store inputs.
+version) to `broker_id` on a connection of its own per (peer, `channel`): "replica" carries
+the follower fetches (at most one in flight per leader, long-polling), "txn" the transaction
+markers and KIP-890 verifications, which must not wait behind a fetch. It reports exactly one
+outcome per request id. Answers to one peer may be reported in any order relative to store
+inputs.
 
 Store commands are cluster/store.py `Command`s, to be submitted with this broker's client id
 (`str(broker_id)`, or anything unique per broker process) to the MemoryStore or the etcd adapter;
@@ -39,6 +41,9 @@ class PeerRequest:
     request_id: int
     broker_id: int
     request: Any  # a kio request object; api key and version come from its class
+    # Requests on different channels to one broker use different connections, so transaction
+    # markers and verifications never queue behind a long-polling replica fetch.
+    channel: str = "replica"
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from ackly.broker.faults import FaultPoints
 from ackly.broker.groups import make_group_coordinator
 from ackly.broker.io import PeerRequest
 from ackly.broker.replicas import ReplicaManager
+from ackly.broker.transactions import TransactionsBroker
 from ackly.cluster.controller import ControllerPolicy
 from ackly.cluster.durable_store import DurableMemoryStore
 from ackly.cluster.member import ClusterMember, MemberConfig
@@ -142,6 +143,9 @@ class BrokerNode:
         # Consumer groups: shards load as this broker becomes leader of __consumer_offsets
         # partitions (broker/groups.py).
         self.group_coordinator = make_group_coordinator(self, now_ms)
+        # Transactions: shards load as this broker becomes leader of __transaction_state
+        # partitions; markers and KIP-890 verification (broker/transactions.py).
+        self.transactions = TransactionsBroker(self, now_ms)
         rack = str(config.get("broker.rack")) or None
         self.member = ClusterMember(
             BrokerInfo(self.broker_id, host, port, rack=rack),
@@ -262,11 +266,13 @@ class BrokerNode:
         from ackly.broker.groups import on_partition_leadership
 
         on_partition_leadership(self, p, True, now_ms)
+        self.transactions.on_partition_leadership(p, True, now_ms)
 
     def on_leadership_lost(self, p: Partition, now_ms: int) -> None:
         from ackly.broker.groups import on_partition_leadership
 
         on_partition_leadership(self, p, False, now_ms)
+        self.transactions.on_partition_leadership(p, False, now_ms)
 
     # --- topics (single-broker conveniences, and what handlers call) ---------------------
 
@@ -372,6 +378,7 @@ class BrokerNode:
         for p in self.all_partitions():
             p.log.tick(now_ms)
         self.group_coordinator.tick(now_ms)  # sessions, rebalance deadlines, offset expiry
+        self.transactions.tick(now_ms)  # transaction timeouts, expired transactional ids
         self.admin.check(now_ms)
         self._after_input(now_ms)
 
@@ -388,6 +395,7 @@ class BrokerNode:
         for deadline in (
             self.purgatory.next_deadline_ms(),
             self.group_coordinator.next_deadline_ms(),
+            self.transactions.next_deadline_ms(),
             self.member.next_deadline_ms(),
             self.replicas.next_deadline_ms(),
             self.admin.next_deadline_ms(),
@@ -427,12 +435,16 @@ class BrokerNode:
     def on_peer_response(self, request_id: int, response: Any, now_ms: int) -> None:
         if self.replicas.fetcher.owns(request_id):
             self.replicas.on_fetch_response(request_id, response, now_ms)
+        elif self.transactions.owns(request_id):
+            self.transactions.on_peer_response(request_id, response, now_ms)
         self._after_input(now_ms)
 
     def on_peer_failure(self, request_id: int, reason: str, now_ms: int) -> None:
         if self.replicas.fetcher.owns(request_id):
             log.info("fetch %d failed: %s", request_id, reason)
             self.replicas.fetcher.on_failure(request_id, now_ms)
+        elif self.transactions.owns(request_id):
+            self.transactions.on_peer_failure(request_id, reason, now_ms)
         self._after_input(now_ms)
 
     def begin_controlled_shutdown(self, now_ms: int) -> None:
@@ -485,6 +497,7 @@ class BrokerNode:
             else:
                 raise AssertionError("the in-process metadata store did not settle")
         self.replicas.poll_fetcher(now_ms, self._peer_out)
+        self.transactions.poll(now_ms, self._peer_out)
 
     # --- requests --------------------------------------------------------------------------
 

@@ -64,6 +64,14 @@ from ackly.cli.sim import sim  # noqa: E402  (after the group it joins)
 
 cli.add_command(sim)
 
+from ackly.cli.verify import verify  # noqa: E402  (after the group it joins)
+
+cli.add_command(verify)
+
+from ackly.cli.transactions import transactions  # noqa: E402  (after the group it joins)
+
+cli.add_command(transactions)
+
 
 @cli.command()
 @click.option("--brokers", default=3, show_default=True, type=click.IntRange(1, 64))

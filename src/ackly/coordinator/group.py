@@ -723,10 +723,15 @@ class ClassicGroup:
         return answer
 
     def validate_offset_commit(self, member_id: str, instance_id: str | None, generation: int,
-                               now_ms: int) -> ErrorCode:
-        """May this (non-transactional) offset commit go in? Kafka's ClassicGroup
-        .validateOffsetCommit: generation -1 with no member is a group-less consumer (or an
-        admin tool) and is accepted only while the group has no members."""
+                               now_ms: int, transactional: bool = False) -> ErrorCode:
+        """May this offset commit go in? Kafka's ClassicGroup.validateOffsetCommit:
+        generation -1 with no member is a group-less consumer (or an admin tool) and is
+        accepted only while the group has no members.
+
+        A transactional one (TxnOffsetCommit, KIP-447) is fenced the same way by member id,
+        instance id and generation, but one without them is accepted whatever the group's
+        state (TxnOffsetCommit v0-v2 carry no member), and one from the current generation
+        is accepted while the assignment is being decided: Kafka skips both checks for it."""
         if self.state is DEAD:
             return ErrorCode.coordinator_not_available
         if generation < 0 and self.state is EMPTY:
@@ -737,8 +742,10 @@ class ClassicGroup:
                 return error
             if generation != self.generation:
                 return ErrorCode.illegal_generation
-        elif self.state is not EMPTY:
+        elif self.state is not EMPTY and not transactional:
             return ErrorCode.unknown_member_id
+        if transactional:
+            return ErrorCode.none
         answer = COMMIT_ANSWER[self.state]
         member = self.members.get(member_id)
         if answer is ErrorCode.none and member is not None and not (

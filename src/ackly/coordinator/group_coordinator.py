@@ -16,6 +16,16 @@ In a cluster a broker holds only the shards of the `__consumer_offsets` partitio
 (`load_shard` when it becomes leader: replay; `unload_shard` when it stops), as Kafka's
 coordinators follow partition leadership. A request for a group whose shard is elsewhere is
 answered NOT_COORDINATOR, which sends the client to FindCoordinator again.
+
+A write the log refuses (an offset commit, a group's new generation) takes the shard back to
+its log (runtime.py): the refused offset is never shown by OffsetFetch, the group is what its
+last record says, and the requests parked in the shard's rebalances get NOT_COORDINATOR and
+rejoin, as after a move of the partition (Kafka's runtime reverts the same state).
+
+Transactions (KIP-98, KIP-447): `commit_transactional_offsets` writes a TxnOffsetCommit's
+offsets in the producer's transactional batch, pending in the shard; `complete_transaction`
+is called once that producer's marker is on the shard's partition and commits or drops them
+(see group_manager.py for the rules, runtime.py for the batches and the replay of markers).
 """
 
 from __future__ import annotations
@@ -29,20 +39,23 @@ from typing import Generic, TypeVar
 from ackly.coordinator.group import GroupConfig, GroupDescription, JoinRequest, JoinResult, SyncResult
 from ackly.coordinator.group_manager import (
     CommitPartition,
+    FetchedOffset,
     GroupListing,
     GroupShard,
     OffsetsConfig,
 )
-from ackly.coordinator.records import OffsetCommitValue
 from ackly.coordinator.runtime import CoordinatorRuntime, Effects, ReplyScheduler, ShardLog, Waiter
 from ackly.errors import ErrorCode
 
 OFFSETS_TOPIC = "__consumer_offsets"
-INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
+# Kafka's internal topics: shown as such in Metadata, never deleted by DeleteTopics. The
+# transaction coordinator's topic is named here too (transaction_coordinator.py imports this
+# module, not the other way round).
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, "__transaction_state"})
 
 T = TypeVar("T")
 
-FetchedTopics = list[tuple[str, list[tuple[int, OffsetCommitValue | None]]]]
+FetchedTopics = list[tuple[str, list[tuple[int, FetchedOffset]]]]
 
 
 def java_string_hash(s: str) -> int:
@@ -130,8 +143,11 @@ class GroupCoordinator:
         """This broker now leads partition `index`: replay it into a fresh shard."""
         if index in self.runtime:
             self.runtime.unload(index)
-        shard = GroupShard(index, self.config, self.offsets_config, self._new_member_id, now_ms)
-        self.runtime.load(index, shard_log, shard, now_ms)
+
+        def new_shard(now_ms: int) -> GroupShard:
+            return GroupShard(index, self.config, self.offsets_config, self._new_member_id, now_ms)
+
+        self.runtime.load(index, shard_log, new_shard, now_ms)
 
     def unload_shard(self, index: int) -> None:
         """This broker no longer leads partition `index`: drop the shard (its soft state,
@@ -222,10 +238,32 @@ class GroupCoordinator:
 
         self._write(group_id, op, now_ms)
 
+    def commit_transactional_offsets(self, group_id: str, producer_id: int, producer_epoch: int,
+                                     member_id: str, instance_id: str | None, generation: int,
+                                     partitions: list[CommitPartition],
+                                     waiter: Waiter[list[ErrorCode]], now_ms: int) -> None:
+        """TxnOffsetCommit (KIP-98, KIP-447): offsets written in the producer's transaction,
+        pending until its marker reaches the group's shard (`complete_transaction`). Answered
+        once the records are committed to the log, like an offset commit."""
+        assert self.loaded, "the broker creates the internal topic before a commit"
+        if not self.here(group_id):
+            waiter.fail(ErrorCode.not_coordinator)
+            return
+
+        def op(shard: GroupShard, fx: Effects) -> None:
+            fx.reply(waiter, shard.commit_transactional_offsets(
+                group_id, member_id, instance_id, generation, partitions, now_ms, fx))
+
+        self.runtime.write_transactional(self.partition_for(group_id), producer_id, producer_epoch,
+                                         op, now_ms)
+
     def fetch_offsets(self, requests: list[tuple[str, list[tuple[str, list[int]]] | None]],
-                      waiter: Waiter[list[GroupOffsets]], now_ms: int) -> None:
+                      waiter: Waiter[list[GroupOffsets]], now_ms: int,
+                      require_stable: bool = False) -> None:
         """OffsetFetch for (group, partitions or None for all) pairs; answered once everything
-        written so far to the groups' shards is committed (no uncommitted offset is shown)."""
+        written so far to the groups' shards is committed (no uncommitted offset is shown).
+        `require_stable`: a partition with a pending transactional offset answers
+        UNSTABLE_OFFSET_COMMIT (KIP-447)."""
         if not self.loaded:
             waiter.complete([GroupOffsets(g, ErrorCode.none, [(t, [(p, None) for p in ps])
                                                              for t, ps in (wanted or [])])
@@ -238,7 +276,8 @@ class GroupCoordinator:
 
         def compute() -> list[GroupOffsets]:
             return [GroupOffsets(g, ErrorCode.none,
-                                 self.runtime.shard(self.partition_for(g)).fetch_offsets(g, wanted))
+                                 self.runtime.shard(self.partition_for(g)).fetch_offsets(
+                                     g, wanted, require_stable))
                     if self.here(g) else GroupOffsets(g, ErrorCode.not_coordinator, [])
                     for g, wanted in requests]
 
@@ -258,6 +297,14 @@ class GroupCoordinator:
             fx.reply(waiter, shard.delete_offsets(group_id, partitions, fx))
 
         self._write(group_id, op, now_ms)
+
+    def complete_transaction(self, partition_index: int, producer_id: int, committed: bool,
+                             now_ms: int) -> None:
+        """A transaction marker of `producer_id` was appended to partition `partition_index` of
+        the internal topic: its pending transactional offsets there become committed offsets
+        (COMMIT) or are dropped (ABORT). Mirrors GroupCoordinator.onTransactionCompleted.
+        A shard not held here replays the marker from its log when it is loaded."""
+        self.runtime.complete_transaction(partition_index, producer_id, committed, now_ms)
 
     # --- admin ---------------------------------------------------------------------------------
 

@@ -22,8 +22,26 @@ explicit retention (OffsetCommit v2-v4) expires at its own timestamp. A group th
 has no offsets left is deleted with them. The check runs every
 offsets.retention.check.interval.ms.
 
+Transactional offsets (KIP-98, KIP-447; Kafka's OffsetMetadataManager): TxnOffsetCommit
+writes the same OffsetCommit records, but in a transactional batch of the producer. Replayed,
+they are *pending*: kept per producer id, invisible to OffsetFetch and to the group's
+committed offsets, until that producer's transaction marker reaches this partition. COMMIT
+makes each of them the committed offset unless a later record already replaced it (order of
+application is the record offset in the log, so an OffsetCommit appended after the
+transactional record wins, and replay after compaction would agree); ABORT drops them. While
+a (group, topic, partition) has a pending offset, OffsetFetch with require_stable answers
+UNSTABLE_OFFSET_COMMIT for it, offset expiry keeps that partition's offset and the group, and
+tombstones (OffsetDelete, DeleteGroups, expiry) remove committed offsets only: pending ones
+are only ever resolved by their transaction's marker. Kafka's newer OffsetMetadataManager
+also drops the pending offsets a tombstone covers (and DeleteGroups writes tombstones for
+them); ackly keeps them, so that an offset sent in a transaction becomes visible with its
+commit whatever happened to the group meanwhile (GUARANTEES.md rule 21): a group deleted while
+a transaction holds offsets of it comes back, as a simple group, with the COMMIT marker.
+
 Invariants: every group here is alive (Dead groups are removed); `offsets` holds no empty
-maps; each group's deadline in `_due` is its current `next_deadline_ms()`.
+maps, and `committed_at` has exactly the keys of `offsets`; `pending` and `open_txns` hold no
+empty maps and describe the same (producer, group, partition) triples; each group's deadline in
+`_due` is its current `next_deadline_ms()`.
 """
 
 from __future__ import annotations
@@ -59,12 +77,15 @@ from ackly.coordinator.records import (
     encode_key,
     encode_offset_commit_value,
 )
-from ackly.coordinator.runtime import Effects, Waiter
+from ackly.coordinator.runtime import NO_PRODUCER_ID, Effects, RecordMeta, Waiter
 from ackly.errors import ErrorCode
 
 log = logging.getLogger("ackly.coordinator")
 
 TopicPartitionKey = tuple[str, int]
+# What OffsetFetch shows for one partition: its committed offset, None (no offset: -1), or the
+# partition's error (UNSTABLE_OFFSET_COMMIT).
+FetchedOffset = OffsetCommitValue | ErrorCode | None
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,14 @@ class CommitPartition:
 
 
 @dataclass(frozen=True)
+class PendingOffset:
+    """A transactional offset waiting for its transaction's marker, and where its record is."""
+
+    value: OffsetCommitValue
+    record_offset: int
+
+
+@dataclass(frozen=True)
 class GroupListing:
     group_id: str
     protocol_type: str
@@ -99,6 +128,12 @@ class GroupShard:
         self._new_member_id = new_member_id
         self.groups: dict[str, ClassicGroup] = {}
         self.offsets: dict[str, dict[TopicPartitionKey, OffsetCommitValue]] = {}
+        # The log offset of the record behind each committed offset (order of application).
+        self.committed_at: dict[str, dict[TopicPartitionKey, int]] = {}
+        # Transactional offsets by producer id, then group; and the producers with a pending
+        # offset per group and partition (Kafka's pendingTransactionalOffsets, openTransactions).
+        self.pending: dict[int, dict[str, dict[TopicPartitionKey, PendingOffset]]] = {}
+        self.open_txns: dict[str, dict[TopicPartitionKey, set[int]]] = {}
         self._due: dict[str, int] = {}
         self._heap: list[tuple[int, str]] = []
         self._next_expiry_ms = now_ms + offsets_config.retention_check_interval_ms
@@ -106,11 +141,25 @@ class GroupShard:
     # --- replay ------------------------------------------------------------------------------
 
     def replay(self, key: bytes, value: bytes | None, now_ms: int, loading: bool) -> None:
+        """`Shard.replay`; the runtime uses `replay_record`, which knows where the record is."""
+        raise AssertionError("a GroupShard is replayed with replay_record")
+
+    def replay_record(self, key: bytes, value: bytes | None, meta: RecordMeta, now_ms: int,
+                      loading: bool) -> None:
         try:
             decoded_key = decode_key(key)
             if isinstance(decoded_key, OffsetCommitKey):
-                self._replay_offset(decoded_key, None if value is None else decode_offset_commit_value(value),
-                                    now_ms)
+                decoded = None if value is None else decode_offset_commit_value(value)
+                if meta.producer_id != NO_PRODUCER_ID:
+                    self._replay_pending_offset(decoded_key, decoded, meta, now_ms)
+                else:
+                    self._replay_offset(decoded_key, decoded, meta.offset, now_ms)
+            elif meta.producer_id != NO_PRODUCER_ID:
+                # Only offsets are written in transactions; anything else in a transactional
+                # batch did not come from a coordinator.
+                if not loading:
+                    raise AssertionError("group records are never transactional")
+                log.warning("shard %d: transactional group record skipped", self.index)
             else:
                 self._replay_group(decoded_key, None if value is None else decode_group_metadata_value(value),
                                    now_ms, loading)
@@ -121,19 +170,82 @@ class GroupShard:
                 raise
             log.warning("shard %d: undecodable record skipped: %s", self.index, exc)
 
-    def _replay_offset(self, key: OffsetCommitKey, value: OffsetCommitValue | None, now_ms: int) -> None:
+    def _replay_offset(self, key: OffsetCommitKey, value: OffsetCommitValue | None,
+                       record_offset: int, now_ms: int) -> None:
         tp = (key.topic, key.partition)
         if value is None:
+            # A tombstone removes the committed offset only: pending transactional offsets of
+            # this partition are resolved by their marker (see the module docstring).
             group_offsets = self.offsets.get(key.group)
             if group_offsets is not None:
                 group_offsets.pop(tp, None)
+                self.committed_at[key.group].pop(tp, None)
                 if not group_offsets:
                     del self.offsets[key.group]
+                    del self.committed_at[key.group]
             return
-        self.offsets.setdefault(key.group, {})[tp] = value
-        if key.group not in self.groups:
+        self._put_offset(key.group, tp, value, record_offset, now_ms)
+
+    def _put_offset(self, group_id: str, tp: TopicPartitionKey, value: OffsetCommitValue,
+                    record_offset: int, now_ms: int) -> None:
+        self.offsets.setdefault(group_id, {})[tp] = value
+        self.committed_at.setdefault(group_id, {})[tp] = record_offset
+        self._ensure_group(group_id, now_ms)
+
+    def _ensure_group(self, group_id: str, now_ms: int) -> None:
+        if group_id not in self.groups:
             # A "simple" group: known only by its offsets (Kafka creates it the same way).
-            self.groups[key.group] = ClassicGroup(key.group, self.config, now_ms)
+            self.groups[group_id] = ClassicGroup(group_id, self.config, now_ms)
+
+    def _replay_pending_offset(self, key: OffsetCommitKey, value: OffsetCommitValue | None,
+                               meta: RecordMeta, now_ms: int) -> None:
+        """A TxnOffsetCommit record: pending until its producer's marker (Kafka's
+        OffsetMetadataManager.replay with a producer id). The group exists from now on, as
+        Kafka creates a simple group when it validates the request."""
+        if value is None:
+            log.warning("shard %d: transactional tombstone for %s skipped", self.index, key)
+            return
+        tp = (key.topic, key.partition)
+        self.pending.setdefault(meta.producer_id, {}).setdefault(key.group, {})[tp] = PendingOffset(
+            value, meta.offset)
+        self.open_txns.setdefault(key.group, {}).setdefault(tp, set()).add(meta.producer_id)
+        self._ensure_group(key.group, now_ms)
+
+    def replay_marker(self, producer_id: int, committed: bool, now_ms: int) -> None:
+        """The producer's transaction ended on this partition (Kafka's
+        replayEndTransactionMarker): its pending offsets become committed, each unless a
+        record appended after it already set that partition's offset, or are dropped."""
+        by_group = self.pending.pop(producer_id, None)
+        if by_group is None:
+            return
+        for group_id, by_tp in by_group.items():
+            open_by_tp = self.open_txns[group_id]
+            for tp in by_tp:
+                producers = open_by_tp[tp]
+                producers.discard(producer_id)
+                if not producers:
+                    del open_by_tp[tp]
+            if not open_by_tp:
+                del self.open_txns[group_id]
+            if not committed:
+                continue
+            for tp, pending in by_tp.items():
+                last = self.committed_at.get(group_id, {}).get(tp)
+                if last is None or pending.record_offset > last:
+                    self._put_offset(group_id, tp, pending.value, pending.record_offset, now_ms)
+                else:
+                    log.info("group %s: transactional offset of %s-%d (record %d) is older than "
+                             "the committed one (record %d); not applied", group_id, tp[0], tp[1],
+                             pending.record_offset, last)
+            self._touch(self.groups.get(group_id))
+
+    def has_pending_offsets(self, group_id: str, tp: TopicPartitionKey | None = None) -> bool:
+        """Whether a transaction holds an offset of this group (of this partition) pending:
+        Kafka's hasPendingTransactionalOffsets."""
+        open_by_tp = self.open_txns.get(group_id)
+        if open_by_tp is None:
+            return False
+        return tp is None or tp in open_by_tp
 
     def _replay_group(self, key: GroupMetadataKey, value: GroupMetadataValue | None, now_ms: int,
                       loading: bool) -> None:
@@ -229,14 +341,16 @@ class GroupShard:
                 continue
             base, kept_topics = rule
             group_offsets = self.offsets.get(group_id, {})
+            # A partition with a pending transactional offset keeps its offset, and a group
+            # with one stays (Kafka's cleanupExpiredOffsets).
             expired = [
                 tp for tp, o in group_offsets.items()
-                if tp[0] not in kept_topics and (
+                if tp[0] not in kept_topics and not self.has_pending_offsets(group_id, tp) and (
                     now_ms >= o.expire_timestamp_ms if o.expire_timestamp_ms >= 0
                     else now_ms - base(o) >= retention_ms
                 )
             ]
-            all_gone = len(expired) == len(group_offsets)
+            all_gone = len(expired) == len(group_offsets) and not self.has_pending_offsets(group_id)
             for topic, partition in expired:
                 fx.append(encode_key(OffsetCommitKey(group_id, topic, partition)), None)
             if expired:
@@ -313,6 +427,32 @@ class GroupShard:
             self._touch(group)
         if error is not ErrorCode.none:
             return [error] * len(partitions)
+        return self._append_offset_commits(group_id, partitions, expire_timestamp_ms, now_ms, fx)
+
+    def commit_transactional_offsets(self, group_id: str, member_id: str, instance_id: str | None,
+                                     generation: int, partitions: list[CommitPartition], now_ms: int,
+                                     fx: Effects) -> list[ErrorCode]:
+        """TxnOffsetCommit: one error per partition; the records go in the producer's
+        transactional batch (the runtime's `write_transactional`) and stay pending until its
+        marker. Fenced like OffsetCommit (KIP-447: ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID,
+        FENCED_INSTANCE_ID); a group that does not exist is accepted with generation -1 (a
+        producer without group metadata, TxnOffsetCommit v0-v2), as Kafka's
+        validateTransactionalOffsetCommit does."""
+        group = self.groups.get(group_id)
+        if group is None:
+            error = ErrorCode.none if generation < 0 else ErrorCode.illegal_generation
+        else:
+            error = group.validate_offset_commit(member_id, instance_id, generation, now_ms,
+                                                 transactional=True)
+        if error is not ErrorCode.none:
+            return [error] * len(partitions)
+        return self._append_offset_commits(group_id, partitions, -1, now_ms, fx)
+
+    def _append_offset_commits(self, group_id: str, partitions: list[CommitPartition],
+                               expire_timestamp_ms: int, now_ms: int, fx: Effects) -> list[ErrorCode]:
+        """Append an offset commit record per partition (OffsetCommit's and TxnOffsetCommit's
+        alike); one error per partition: OFFSET_METADATA_TOO_LARGE past
+        `offset.metadata.max.bytes`, else NONE."""
         errors = []
         max_bytes = self.offsets_config.metadata_max_bytes
         for p in partitions:
@@ -326,17 +466,27 @@ class GroupShard:
             errors.append(ErrorCode.none)
         return errors
 
-    def fetch_offsets(self, group_id: str, wanted: list[tuple[str, list[int]]] | None
-                      ) -> list[tuple[str, list[tuple[int, OffsetCommitValue | None]]]]:
+    def fetch_offsets(self, group_id: str, wanted: list[tuple[str, list[int]]] | None,
+                      require_stable: bool = False) -> list[tuple[str, list[tuple[int, FetchedOffset]]]]:
         """Committed offsets per topic: of the partitions asked for (None where there is none,
-        as Kafka answers -1), or every one the group has when `wanted` is None."""
+        as Kafka answers -1), or every one the group has when `wanted` is None. Pending
+        transactional offsets are never shown; with `require_stable` (KIP-447) a partition
+        that has one answers UNSTABLE_OFFSET_COMMIT instead, so the consumer waits for the
+        transaction to end rather than start from an offset about to change."""
         group_offsets = self.offsets.get(group_id, {})
+        open_by_tp = self.open_txns.get(group_id, {}) if require_stable else {}
+
+        def answer(tp: TopicPartitionKey) -> FetchedOffset:
+            if tp in open_by_tp:
+                return ErrorCode.unstable_offset_commit
+            return group_offsets.get(tp)
+
         if wanted is None:
-            by_topic: dict[str, list[tuple[int, OffsetCommitValue | None]]] = {}
-            for (topic, partition), value in sorted(group_offsets.items()):
-                by_topic.setdefault(topic, []).append((partition, value))
+            by_topic: dict[str, list[tuple[int, FetchedOffset]]] = {}
+            for topic, partition in sorted(group_offsets):
+                by_topic.setdefault(topic, []).append((partition, answer((topic, partition))))
             return list(by_topic.items())
-        return [(topic, [(p, group_offsets.get((topic, p))) for p in partitions])
+        return [(topic, [(p, answer((topic, p))) for p in partitions])
                 for topic, partitions in wanted]
 
     def delete_offsets(self, group_id: str, partitions: list[tuple[str, int]], fx: Effects
@@ -393,3 +543,14 @@ class GroupShard:
                 group.check_invariants()
         assert all(self.offsets.values()), "an empty offsets map was kept"
         assert set(self.offsets) <= set(self.groups), "offsets of a group that does not exist"
+        assert {g: set(o) for g, o in self.offsets.items()} == {
+            g: set(o) for g, o in self.committed_at.items()}, "committed_at out of step with offsets"
+        triples = {(pid, g, tp) for pid, by_group in self.pending.items()
+                   for g, by_tp in by_group.items() for tp in by_tp}
+        assert all(by_group and all(by_group.values()) for by_group in self.pending.values()), \
+            "an empty pending map was kept"
+        assert all(by_tp and all(by_tp.values()) for by_tp in self.open_txns.values()), \
+            "an empty open-transactions entry was kept"
+        assert triples == {(pid, g, tp) for g, by_tp in self.open_txns.items()
+                           for tp, pids in by_tp.items() for pid in pids}, \
+            "pending offsets and open transactions disagree"

@@ -30,11 +30,31 @@ operation that wrote it returns (Kafka's runtime also replays before the append)
 once the partition's flush covers it (per flush.policy) and committed once HW passes it.
 Replies are sent only for committed state.
 
-If the append fails (disk error), the replies of that operation fail with NOT_COORDINATOR or
-COORDINATOR_NOT_AVAILABLE and the records' effect stays in memory without being in the log.
-Kafka reverts its in-memory state to the last committed snapshot in that case; ackly keeps no
-snapshots yet: on a single broker a failed append means a failing disk, and a restart
-rebuilds the state from what the log really holds.
+If the log refuses the append (NOT_ENOUGH_REPLICAS while the partition's ISR is below
+min.insync.replicas, a failing disk, a lost leadership, a batch too large), the shard's
+in-memory state is reverted to what the log holds before the op's replies fail (with
+NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE, see `append_error_to_response`): Kafka's
+CoordinatorRuntime reverts its snapshot registry to the last written offset in that case
+(revertLastWrittenOffset). ackly keeps no snapshots: the runtime replays the partition into a
+fresh shard from the factory it was loaded with, the normal loading path, and drops the old
+one (`Shard.on_unloaded`: requests parked in its soft state are answered and retry). So the
+state a later op reads is always the log's, and an op retried after a refusal writes its
+record again instead of finding its effect already in memory. The replay costs a load; it
+happens only when the log refuses a write, and a client retries after a backoff, so reverts
+are paced by the clients' retries (and by the timers, for writes a timer makes). The
+invariant: between ops, a shard's durable state is exactly its log replayed.
+
+Transactions (KIP-98, KIP-447; Kafka's CoordinatorRuntime.scheduleTransactionalWriteOperation):
+a shard that implements `TransactionalShard` may write records inside a producer's transaction
+(`write_transactional`). They go in one transactional batch carrying the producer id and epoch
+and are replayed only once the log accepted that batch (so a refused one leaves nothing to
+revert), because the log checks the producer epoch: a fenced producer's records must never
+reach the state, where a later transaction marker of the same producer id would otherwise
+commit them. Such a shard replays every record
+with its offset and its batch's producer id (`replay_record`), and the partition's transaction
+markers (control batches) with `replay_marker`: when loading, in log order, and live through
+`complete_transaction`, called by whoever appended the marker. A shard that is not
+transactional sees `Shard.replay` only, and no control batch.
 """
 
 from __future__ import annotations
@@ -42,10 +62,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from ackly.errors import ErrorCode, KafkaError
-from ackly.protocol.record_codec import Record, decode_batch, encode_batch
+from ackly.protocol.record_codec import (
+    ControlType,
+    Record,
+    decode_batch,
+    decode_control_record,
+    encode_batch,
+)
 
 log = logging.getLogger("ackly.coordinator")
 
@@ -53,6 +79,18 @@ T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
 
 EncodedRecord = tuple[bytes, bytes | None]  # key, value (None: tombstone)
+
+NO_PRODUCER_ID = -1  # Kafka's RecordBatch.NO_PRODUCER_ID
+NO_SEQUENCE = -1  # Kafka's RecordBatch.NO_SEQUENCE: coordinator batches skip sequence checks
+
+
+@dataclass(frozen=True)
+class RecordMeta:
+    """Where a replayed record sits: its offset in the shard's log, and the producer id of its
+    batch (NO_PRODUCER_ID unless it was written inside a transaction)."""
+
+    offset: int
+    producer_id: int = NO_PRODUCER_ID
 
 
 class Waiter(Protocol[T_contra]):
@@ -73,17 +111,22 @@ class Reply(Generic[T]):
 
 
 class Effects:
-    """What one operation produced: the records it wrote (already replayed) and its replies."""
+    """What one operation produced: the records it wrote and its replies.
 
-    def __init__(self, replay: Callable[[bytes, bytes | None], None]) -> None:
+    `replay(key, value, index)` applies record number `index` of the operation at once; with
+    None the records are replayed by the runtime after their append (transactional writes)."""
+
+    def __init__(self, replay: Callable[[bytes, bytes | None, int], None] | None) -> None:
         self.records: list[EncodedRecord] = []
         self.replies: list[Reply[Any]] = []
         self._replay = replay
 
     def append(self, key: bytes, value: bytes | None) -> None:
-        """Write a record: it is replayed into the shard now and appended when the op ends."""
+        """Write a record: it is replayed into the shard now (or, in a transactional write,
+        once appended) and appended when the op ends."""
         self.records.append((key, value))
-        self._replay(key, value)
+        if self._replay is not None:
+            self._replay(key, value, len(self.records) - 1)
 
     def reply(self, waiter: Waiter[T], result: T) -> None:
         self.replies.append(Reply(waiter, result))
@@ -107,6 +150,19 @@ class Shard(Protocol):
     def next_deadline_ms(self) -> int | None: ...
 
 
+@runtime_checkable
+class TransactionalShard(Protocol):
+    """A shard whose records may be written inside transactions (see the module docstring).
+    The runtime replays its records through `replay_record` instead of `Shard.replay`."""
+
+    def replay_record(self, key: bytes, value: bytes | None, meta: RecordMeta, now_ms: int,
+                      loading: bool) -> None:
+        """Apply one record, knowing its offset and its batch's producer id."""
+
+    def replay_marker(self, producer_id: int, committed: bool, now_ms: int) -> None:
+        """Apply a transaction marker of `producer_id` (COMMIT or ABORT) on this partition."""
+
+
 class ShardLog(Protocol):
     """The partition behind a shard, as the runtime uses it."""
 
@@ -121,7 +177,9 @@ class ShardLog(Protocol):
     def log_end_offset(self) -> int: ...
 
     def append(self, batch: bytes, now_ms: int) -> None:
-        """Append one record batch; raises KafkaError if the log refuses it."""
+        """Append one record batch at the log end (its first record takes offset
+        `log_end_offset`); raises KafkaError if the log refuses it (for a transactional batch:
+        also a fenced producer epoch)."""
 
     def read_batches(self) -> Iterator[bytes]:
         """Every batch from the log start to the log end (for loading)."""
@@ -139,6 +197,10 @@ def append_error_to_response(code: ErrorCode) -> ErrorCode:
     if code in (ErrorCode.message_too_large, ErrorCode.record_list_too_large):
         return ErrorCode.unknown_server_error
     return code
+
+
+_PRODUCER_REFUSALS = frozenset({ErrorCode.invalid_producer_epoch, ErrorCode.producer_fenced,
+                                ErrorCode.invalid_txn_state})
 
 
 class AwaitCommitted:
@@ -177,11 +239,16 @@ class ReplyScheduler(Protocol):
 
 S = TypeVar("S", bound=Shard)
 
+# Makes an empty shard at `now_ms`, for loading and for a revert (see the module docstring).
+ShardFactory = Callable[[int], S]
+
 
 @dataclass
 class _Loaded(Generic[S]):
+    index: int
     log: ShardLog
     state: S
+    new_state: ShardFactory[S]
 
 
 class CoordinatorRuntime(Generic[S]):
@@ -201,31 +268,55 @@ class CoordinatorRuntime(Generic[S]):
     def shards(self) -> Iterable[tuple[int, S]]:
         return ((i, s.state) for i, s in self._shards.items())
 
-    def load(self, index: int, shard_log: ShardLog, state: S, now_ms: int) -> None:
-        """Replay the partition from its log start into `state` and take it over.
+    def load(self, index: int, shard_log: ShardLog, new_state: ShardFactory[S], now_ms: int) -> S:
+        """Replay the partition from its log start into a shard made by `new_state` and take
+        it over; return that shard. `new_state` makes the shard again when a write must be
+        reverted (see the module docstring).
 
         A record that cannot be decoded is logged and skipped (a client may have produced
-        into the internal topic), as is every control batch (transaction markers).
+        into the internal topic). Control batches (transaction markers) reach a
+        `TransactionalShard` in log order, so its pending transactional records come back
+        pending, committed or dropped exactly as they were; other shards skip them.
         """
         assert index not in self._shards, f"shard {index} loaded twice"
+        state = self._replay_log(index, shard_log, new_state(now_ms), now_ms)
+        self._shards[index] = _Loaded(index, shard_log, state, new_state)
+        return state
+
+    def _replay_log(self, index: int, shard_log: ShardLog, state: S, now_ms: int) -> S:
+        tstate = state if isinstance(state, TransactionalShard) else None
         records = 0
         for batch in shard_log.read_batches():
             header, decoded = decode_batch(batch)
             if header.is_control:
+                if tstate is not None and decoded:
+                    try:
+                        marker = decode_control_record(decoded[0])
+                    except KafkaError as exc:
+                        log.warning("shard %d: control batch at %d skipped: %s", index,
+                                    header.base_offset, exc)
+                        continue
+                    tstate.replay_marker(header.producer_id, marker.kind is ControlType.COMMIT,
+                                         now_ms)
                 continue
+            producer_id = header.producer_id if header.is_transactional else NO_PRODUCER_ID
             for record in decoded:
                 if record.key is None:
                     log.warning("shard %d: record at %d has no key; skipped", index, record.offset)
                     continue
                 try:
-                    state.replay(record.key, record.value, now_ms, True)
+                    if tstate is not None:
+                        tstate.replay_record(record.key, record.value,
+                                             RecordMeta(record.offset, producer_id), now_ms, True)
+                    else:
+                        state.replay(record.key, record.value, now_ms, True)
                 except KafkaError as exc:
                     log.warning("shard %d: record at %d skipped: %s", index, record.offset, exc)
                 records += 1
         state.on_loaded(now_ms)
-        self._shards[index] = _Loaded(shard_log, state)
         if records:
             log.info("coordinator shard %d loaded from %d records", index, records)
+        return state
 
     def unload(self, index: int) -> None:
         """Drop a shard (its partition is led elsewhere now). Replies it holds stay in the
@@ -236,13 +327,65 @@ class CoordinatorRuntime(Generic[S]):
     def write(self, index: int, op: Callable[[S, Effects], None], now_ms: int) -> None:
         """Run `op` on a shard; append what it wrote; hold its replies until committed."""
         loaded = self._shards[index]
-
-        def replay(key: bytes, value: bytes | None) -> None:
-            loaded.state.replay(key, value, now_ms, False)
-
-        fx = Effects(replay)
+        fx = Effects(self._live_replay(loaded, now_ms))
         op(loaded.state, fx)
         self._finish(loaded, fx, now_ms)
+
+    def write_transactional(self, index: int, producer_id: int, producer_epoch: int,
+                            op: Callable[[S, Effects], None], now_ms: int) -> None:
+        """Run `op` on a `TransactionalShard`; append what it wrote as one transactional
+        batch of this producer (Kafka's AppendOrigin.COORDINATOR append: the log checks the
+        epoch and starts or continues the producer's transaction on the partition, so its LSO
+        stays below the records until the marker). The records are replayed, pending, only
+        once the log accepted them; if it refuses, every reply of the op fails with the
+        log's error (INVALID_PRODUCER_EPOCH, PRODUCER_FENCED, ...) mapped as for any append.
+        Replies wait until the batch is committed, as for `write`."""
+        loaded = self._shards[index]
+        state = loaded.state
+        assert isinstance(state, TransactionalShard), "a transactional write needs a TransactionalShard"
+        fx = Effects(None)
+        op(loaded.state, fx)
+        if fx.records:
+            base_offset = loaded.log.log_end_offset
+            batch = encode_batch([Record(key=k, value=v) for k, v in fx.records], now_ms=now_ms,
+                                 producer_id=producer_id, producer_epoch=producer_epoch,
+                                 base_sequence=NO_SEQUENCE, transactional=True)
+            if not self._append(loaded, batch, fx, now_ms, revert=False):
+                return
+            for i, (key, value) in enumerate(fx.records):
+                state.replay_record(key, value, RecordMeta(base_offset + i, producer_id), now_ms,
+                                    False)
+        self._hold(loaded, fx, now_ms)
+
+    def complete_transaction(self, index: int, producer_id: int, committed: bool,
+                             now_ms: int) -> None:
+        """A marker of `producer_id` was appended to shard `index`'s partition: replay it.
+        A shard not held here (its partition is led elsewhere) replays it when loaded."""
+        loaded = self._shards.get(index)
+        if loaded is None:
+            return
+        state = loaded.state
+        if isinstance(state, TransactionalShard):
+            state.replay_marker(producer_id, committed, now_ms)
+
+    def _live_replay(self, loaded: _Loaded[S], now_ms: int
+                     ) -> Callable[[bytes, bytes | None, int], None]:
+        """Replay of an op's records before their append. Record `index` of the op lands at
+        LEO + index: the op's batch is appended right after the op, before anything else."""
+        state = loaded.state
+        base_offset = loaded.log.log_end_offset
+        if isinstance(state, TransactionalShard):
+            tstate = state
+
+            def replay_with_offset(key: bytes, value: bytes | None, index: int) -> None:
+                tstate.replay_record(key, value, RecordMeta(base_offset + index), now_ms, False)
+
+            return replay_with_offset
+
+        def replay(key: bytes, value: bytes | None, index: int) -> None:
+            state.replay(key, value, now_ms, False)
+
+        return replay
 
     def read(self, indexes: Iterable[int], compute: Callable[[], T], waiter: Waiter[T],
              now_ms: int) -> None:
@@ -254,15 +397,12 @@ class CoordinatorRuntime(Generic[S]):
         self.scheduler.defer(op, {shard_log.key for shard_log, _ in waits}, now_ms)
 
     def tick(self, now_ms: int) -> None:
-        for loaded in self._shards.values():
+        for loaded in list(self._shards.values()):
             due = loaded.state.next_deadline_ms()
             if due is None or due > now_ms:
                 continue
 
-            def replay(key: bytes, value: bytes | None, _loaded: _Loaded[S] = loaded) -> None:
-                _loaded.state.replay(key, value, now_ms, False)
-
-            fx = Effects(replay)
+            fx = Effects(self._live_replay(loaded, now_ms))
             loaded.state.tick(now_ms, fx)
             self._finish(loaded, fx, now_ms)
 
@@ -273,15 +413,42 @@ class CoordinatorRuntime(Generic[S]):
     def _finish(self, loaded: _Loaded[S], fx: Effects, now_ms: int) -> None:
         if fx.records:
             batch = encode_batch([Record(key=k, value=v) for k, v in fx.records], now_ms=now_ms)
-            try:
-                loaded.log.append(batch, now_ms)
-            except KafkaError as exc:
-                code = append_error_to_response(exc.code)
-                log.error("coordinator append to %s failed (%s); %d replies fail with %s",
-                          loaded.log.key, exc, len(fx.replies), code.name)
-                for reply in fx.replies:
-                    reply.waiter.fail(code)
+            if not self._append(loaded, batch, fx, now_ms, revert=True):
                 return
+        self._hold(loaded, fx, now_ms)
+
+    def _append(self, loaded: _Loaded[S], batch: bytes, fx: Effects, now_ms: int, *,
+                revert: bool) -> bool:
+        """Append an op's batch; if the log refuses it, revert the shard to its log when the
+        op's records were replayed already (`revert`), fail the op's replies, and say so."""
+        try:
+            loaded.log.append(batch, now_ms)
+        except KafkaError as exc:
+            code = append_error_to_response(exc.code)
+            # A fenced producer's transactional batch is the client's problem, not the log's.
+            refused_producer = code in _PRODUCER_REFUSALS
+            level = logging.INFO if refused_producer else logging.ERROR
+            log.log(level, "coordinator append to %s failed (%s); %d replies fail with %s%s",
+                    loaded.log.key, exc, len(fx.replies), code.name,
+                    "; the shard reverts to its log" if revert else "")
+            if revert:
+                self._revert(loaded, now_ms)
+            for reply in fx.replies:
+                reply.waiter.fail(code)
+            return False
+        return True
+
+    def _revert(self, loaded: _Loaded[S], now_ms: int) -> None:
+        """Take the shard back to what its log holds (Kafka's revertLastWrittenOffset): replay
+        the log into a fresh shard, then drop the old one, whose soft state answers its parked
+        requests. Done before the failed op's replies go out, so whoever hears the failure
+        already sees the log's state."""
+        old = loaded.state
+        loaded.state = self._replay_log(loaded.index, loaded.log, loaded.new_state(now_ms), now_ms)
+        old.on_unloaded()
+
+    def _hold(self, loaded: _Loaded[S], fx: Effects, now_ms: int) -> None:
+        """Hold the op's replies until everything in the log so far is committed."""
         if not fx.replies:
             return
         op = AwaitCommitted([(loaded.log, loaded.log.log_end_offset)], fx.replies,

@@ -6,6 +6,8 @@ timestamp lookups, retention and DeleteRecords (log start offset), truncation, r
 
 On-disk layout of a partition directory (`<topic>-<partition>/`):
     <base offset>.log / .index / .timeindex   segments (see segment.py)
+    <base offset>.txnindex                    aborted transactions whose markers are in
+                                              that segment (see txn_index.py)
     *.deleted                                 files of deleted segments, removed after
                                               file.delete.delay.ms (Kafka's asyncDelete)
     recovery-point, high-watermark, log-start-offset, clean-shutdown   (see checkpoint.py)
@@ -25,6 +27,12 @@ Invariants (GUARANTEES.md rules 1, 2, 4, 6):
   other than an append (recovery, truncation) rebuilds it from a snapshot and the log.
 - `leader_epochs` has an entry for the epoch of every batch in the log (written durably before
   the batch), none at or above LEO and none below the log start (KIP-101, KIP-279).
+- Transactions (KIP-98): `producer_state` also knows every ongoing transaction and the
+  completed ones whose marker HW has not passed; every ABORT marker in the log has its entry
+  in its segment's `.txnindex` (written at the append, leader and follower alike; truncated
+  with the log; rebuilt by recovery for every segment it re-scans, by replaying the producer
+  state from a snapshot at or below the first re-scanned offset).
+- log_start_offset <= last_stable_offset <= high_watermark (GUARANTEES.md rule 2).
 
 Visibility and durability: an append is visible to `read` on return, durable once a flush
 that covers it completes (`begin_flush` / `FlushJob.run` / `complete_flush`), and committed
@@ -56,6 +64,7 @@ from ackly.log.leader_epoch import LeaderEpochCache, entries_from_batches
 from ackly.log.producer_state import (
     DEFAULT_PRODUCER_ID_EXPIRATION_MS,
     AppendOrigin,
+    CompletedTxn,
     ProducerStateManager,
 )
 from ackly.log.segment import (
@@ -67,7 +76,8 @@ from ackly.log.segment import (
     LogSegment,
     parse_file_name,
 )
-from ackly.protocol.record_codec import decode_batch
+from ackly.log.txn_index import TXN_INDEX_SUFFIX, AbortedTxn
+from ackly.protocol.record_codec import ControlRecord, decode_batch, decode_control_batch
 from ackly.protocol.records import (
     TIMESTAMP_TYPE_MASK,
     BatchHeader,
@@ -259,7 +269,17 @@ class PartitionLog:
         self._recovery_point_file.write(self._recovery_point)
         self._high_watermark_file.write(self._high_watermark)
         self._load_leader_epochs()
-        self._load_producer_state(now_ms)
+        # Aborted-transaction indexes: trusted below the recovery point (flushed with their
+        # segments); the ones of re-scanned segments (or unreadable ones) are rebuilt by the
+        # producer-state replay, which then starts at or below their first offset.
+        rebuild_from = leo
+        for segment in self._segments:
+            if segment in recovered or not segment.txn_index.load():
+                segment.txn_index.reset()
+                rebuild_from = min(rebuild_from, segment.base_offset)
+        self._load_producer_state(now_ms, rebuild_from)
+        for segment in self._segments:
+            segment.txn_index.flush()
 
     def _load_leader_epochs(self) -> None:
         """Load the leader-epoch checkpoint and align it with the recovered log (Kafka's
@@ -275,14 +295,15 @@ class PartitionLog:
         cache.truncate_from_end(self.log_end_offset)
         cache.truncate_from_start(self._log_start_offset)
 
-    def _load_producer_state(self, now_ms: int) -> None:
+    def _load_producer_state(self, now_ms: int, rebuild_from: int) -> None:
         """Rebuild the producer state of the recovered log (Kafka's LogLoader with
-        ProducerStateManager.truncateAndReload): the newest snapshot at or below LEO, then the
-        headers of every batch after it (records are not read)."""
+        ProducerStateManager.truncateAndReload): the newest snapshot at or below LEO, HW and
+        `rebuild_from`, then the headers of every batch after it (records are read only for
+        markers)."""
         state = self.producer_state
         state.scan_snapshots()
         state.delete_snapshots_below(self._log_start_offset)
-        if self._replay_producer_state(now_ms):
+        if self._replay_producer_state(now_ms, rebuild_from):
             # Recovery made everything below LEO durable: a snapshot here spares the next
             # recovery this replay. Only an optimisation, so a full disk must not stop the start.
             try:
@@ -290,23 +311,36 @@ class PartitionLog:
             except KafkaError as exc:
                 logger.warning("%s: no producer snapshot after recovery: %s", self.dir_path, exc)
 
-    def _replay_producer_state(self, now_ms: int) -> int:
+    def _replay_producer_state(self, now_ms: int, rebuild_from: int | None = None) -> int:
         """Reload the producer state from the newest snapshot at or below LEO (dropping the
         ones above it) and replay the batches after it; returns how many were replayed.
-        Without a snapshot the replay starts at the first segment."""
+        Without a snapshot the replay starts at the first segment.
+
+        The snapshot is also at or below HW, so that the replay sees every marker HW has not
+        passed (an unreplicated transaction holds the LSO back; snapshots do not keep them),
+        and at or below `rebuild_from`, so that every ABORT marker from there on reaches its
+        segment's aborted-transaction index (entries already there are kept, not doubled)."""
         state = self.producer_state
         leo = self.log_end_offset
         state.delete_snapshots_above(leo)
-        loaded = state.load_latest_snapshot(leo)
+        limit = min(leo, self._high_watermark)
+        if rebuild_from is not None:
+            limit = min(limit, rebuild_from)
+        loaded = state.load_latest_snapshot(limit)
         start = self._segments[0].base_offset if loaded is None else loaded
         replayed = 0
-        for header in self._headers_from(start):
-            state.replay(header, now_ms)
+        for segment, position, header in self._batches_from(start):
+            marker = None
+            if header.is_control and header.producer_id >= 0:
+                marker = _read_marker(segment.read_batch(position, header))
+            completed = state.replay(header, now_ms, marker)
+            if completed is not None and completed.aborted:
+                segment.txn_index.add_if_absent(completed.as_aborted())
             replayed += 1
         return replayed
 
-    def _headers_from(self, offset: int) -> Iterator[BatchHeader]:
-        """Headers of every batch holding an offset >= `offset`, in log order."""
+    def _batches_from(self, offset: int) -> Iterator[tuple[LogSegment, int, BatchHeader]]:
+        """(segment, position, header) of every batch holding an offset >= `offset`."""
         for segment in self._segments[self._segment_index(offset) :]:
             position = 0
             if offset > segment.base_offset:
@@ -314,9 +348,14 @@ class PartitionLog:
                 if located is None:
                     continue
                 position = located[0]
-            for _, header in segment.iter_headers(position):
+            for batch_position, header in segment.iter_headers(position):
                 if header.last_offset >= offset:
-                    yield header
+                    yield segment, batch_position, header
+
+    def _headers_from(self, offset: int) -> Iterator[BatchHeader]:
+        """Headers of every batch holding an offset >= `offset`, in log order."""
+        for _, _, header in self._batches_from(offset):
+            yield header
 
     def _recover_segments(
         self, segments: list[LogSegment], recovery_point: int | None
@@ -362,7 +401,7 @@ class PartitionLog:
 
     def _remove_segment_now(self, segment: LogSegment) -> None:
         segment.close()
-        for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+        for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX):
             path = segment.path(suffix)
             if self.disk.exists(path):
                 self.disk.remove(path)
@@ -385,6 +424,33 @@ class PartitionLog:
     @property
     def high_watermark(self) -> int:
         return self._high_watermark
+
+    @property
+    def last_stable_offset(self) -> int:
+        """LSO: the first offset of the oldest transaction that is ongoing or whose marker is
+        not yet below HW, else HW; never below the log start (Kafka's
+        UnifiedLog.lastStableOffset with firstUnstableOffset). read_committed reads stop here."""
+        hw = self._high_watermark
+        first = self.producer_state.first_unstable_offset(hw)
+        if first is None:
+            return hw
+        return min(max(first, self._log_start_offset), hw)
+
+    def collect_aborted_transactions(self, start_offset: int, upper_offset: int) -> list[AbortedTxn]:
+        """Every aborted transaction holding an offset in [start_offset, upper_offset), from
+        the segments' indexes (Kafka's LocalLog.collectAbortedTransactions): the search
+        walks forward from the segment holding `start_offset` and stops at the first entry
+        whose LSO reaches `upper_offset` (no later marker can end a transaction that began
+        below it)."""
+        self._check_open()
+        found: list[AbortedTxn] = []
+        for segment in self._segments[self._segment_index(start_offset) :]:
+            for entry in segment.txn_index.entries:
+                if entry.last_offset >= start_offset and entry.first_offset < upper_offset:
+                    found.append(entry)
+                if entry.last_stable_offset >= upper_offset:
+                    return found
+        return found
 
     @property
     def recovery_point(self) -> int:
@@ -436,6 +502,7 @@ class PartitionLog:
         leader_epoch: int,
         now_ms: int,
         origin: AppendOrigin = AppendOrigin.CLIENT,
+        verification_guard: object | None = None,
     ) -> AppendResult:
         """Append validated batches as the leader: assign offsets from LEO and stamp them.
 
@@ -448,6 +515,11 @@ class PartitionLog:
         (outside the CRC); with LogAppendTime its timestamp too (the CRC is re-signed). Rolls
         first when needed.
 
+        Transactional batches and markers (control batches, COORDINATOR origin only) go
+        through the producer state's transaction checks too (`verification_guard`: KIP-890,
+        see producer_state.py); an ABORT marker's entry goes to the active segment's
+        aborted-transaction index.
+
         Visible to `read` on return; not durable (see `begin_flush`); not committed.
         Raises KafkaError(KAFKA_STORAGE_ERROR) if the disk refuses: then nothing was written
         and LEO did not move.
@@ -456,7 +528,8 @@ class PartitionLog:
         assert headers, "append needs at least one batch"
         self._advance_clock(now_ms)
         log_append_time = self.config.message_timestamp_type == LOG_APPEND_TIME
-        plan = self.producer_state.prepare(headers, origin)
+        markers = _markers_of(records, headers)
+        plan = self.producer_state.prepare(headers, origin, markers, verification_guard)
         if plan.duplicate is not None:
             original = plan.duplicate
             return AppendResult(
@@ -491,7 +564,9 @@ class PartitionLog:
         assert position == len(records), "headers do not cover records"
         self._active.append(records, batches)
         if plan.batches:
-            self.producer_state.apply(plan, first_offset, now_ms, now_ms if log_append_time else -1)
+            self._index_completed(self.producer_state.apply(
+                plan, first_offset, now_ms, now_ms if log_append_time else -1
+            ))
         return AppendResult(
             first_offset=first_offset,
             last_offset=next_offset - 1,
@@ -522,7 +597,9 @@ class PartitionLog:
                     f"replicated batch at {h.base_offset}, expected {expected}",
                 )
             expected = h.next_offset
-        plan = self.producer_state.prepare(headers, AppendOrigin.REPLICATION)
+        plan = self.producer_state.prepare(
+            headers, AppendOrigin.REPLICATION, _markers_of(records, headers)
+        )
         self.maybe_roll(
             now_ms, incoming_bytes=len(records), incoming_offsets=expected - first_offset
         )
@@ -538,13 +615,20 @@ class PartitionLog:
         assert position == len(records), "headers do not cover records"
         self._active.append(records, batches)
         if plan.batches:
-            self.producer_state.apply(plan, first_offset, now_ms)
+            self._index_completed(self.producer_state.apply(plan, first_offset, now_ms))
         return AppendResult(
             first_offset=first_offset,
             last_offset=expected - 1,
             log_append_time_ms=-1,
             log_start_offset=self._log_start_offset,
         )
+
+    def _index_completed(self, completed: list[CompletedTxn]) -> None:
+        """Aborted transactions just completed by markers of the active segment go to its
+        index (Kafka's LogSegment.updateTxnIndex)."""
+        for txn in completed:
+            if txn.aborted:
+                self._active.txn_index.append(txn.as_aborted())
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Drop the whole log and restart it empty at `offset` (a follower that fell behind the
@@ -676,7 +760,12 @@ class PartitionLog:
             return None
         first = self._segment_index(self._recovery_point)
         files = tuple(s.file for s in self._segments[first:])
-        return FlushJob(files, leo, self._truncations)
+        # Aborted-transaction indexes go with their segments: below the recovery point they
+        # are trusted by the next recovery.
+        txn_files = tuple(
+            f for f in (s.txn_index.file for s in self._segments[first:]) if f is not None
+        )
+        return FlushJob(files + txn_files, leo, self._truncations)
 
     def complete_flush(self, job: FlushJob) -> None:
         """Record that `job` ran: recovery_point = max(recovery_point, job.upto_offset).
@@ -920,6 +1009,9 @@ class PartitionLog:
             segment = self._active
             segment.truncate_to(offset)
             segment.flush()
+            # Entries of markers the cut took go too (Kafka's TransactionIndex.truncateTo).
+            segment.txn_index.truncate_to(segment.next_offset)
+            segment.txn_index.flush()
             self._replay_producer_state(self._clock_ms)
         leo = self.log_end_offset
         self.leader_epochs.truncate_from_end(leo)  # a cut inside a batch took the whole batch
@@ -974,6 +1066,28 @@ class PartitionLog:
             f"hw={self._high_watermark}, leo={self.log_end_offset}, "
             f"recovery_point={self._recovery_point}, segments={len(self._segments)})"
         )
+
+
+def _read_marker(batch: bytes) -> ControlRecord:
+    """The marker of a control batch read back from the log (CRC already checked)."""
+    return decode_control_batch(batch)[1]
+
+
+def _markers_of(records: bytearray, headers: list[BatchHeader]) -> list[ControlRecord | None]:
+    """Per batch of an append, the marker of each control batch (None for data batches);
+    an empty list when there is none. KafkaError(CORRUPT_MESSAGE) for a control batch that
+    does not hold exactly one transaction marker."""
+    if not any(h.is_control for h in headers):
+        return []
+    markers: list[ControlRecord | None] = []
+    position = 0
+    view = memoryview(records)
+    for h in headers:
+        markers.append(
+            decode_control_batch(view[position : position + h.size])[1] if h.is_control else None
+        )
+        position += h.size
+    return markers
 
 
 def _first_record_at_or_after(

@@ -18,15 +18,48 @@ request before anything is written, so a refused request writes nothing:
   ProducerAppendInfo.checkProducerEpoch).
 - newer epoch (the producer bumped it, KIP-360): the batch must start at sequence 0, else
   OUT_OF_ORDER_SEQUENCE_NUMBER; the old epoch's batches are forgotten.
-- a producer id with no state here: sequence 0 starts it; any other sequence gets
-  UNKNOWN_PRODUCER_ID. Kafka since KIP-360 (2.5) accepts any sequence here instead, because its
-  brokers could lose a producer's state to retention; ackly keeps the state across retention
-  and DeleteRecords (as Kafka now does too) until producer.id.expiration.ms of silence, so this
-  case means the state expired or the log was truncated under it, and accepting would write past
-  batches this partition never saw: a gap. The error makes the client bump its epoch and start
-  again at sequence 0 (KIP-360), which keeps its records in order.
+- a producer id with no state here: any sequence starts it (KIP-360, Kafka 2.5:
+  ProducerAppendInfo.checkSequence accepts any sequence when there is no current epoch). The
+  state is legitimately absent when none of the producer's batches is in this replica's log,
+  and that happens without any fault of the broker: librdkafka times out (message.timeout.ms)
+  the first batches it sent to a leader that was then cut off, while the partition has no
+  known leader, without bumping its epoch, so the new leader's first batch from it carries a
+  later sequence; or a pipelined request arrives after a retriable refusal of the one before
+  it (NOT_ENOUGH_REPLICAS, NOT_LEADER_OR_FOLLOWER) once the ISR or the leadership changed; or
+  the state expired (producer.id.expiration.ms of silence) or went with a truncation.
+  UNKNOWN_PRODUCER_ID here is fatal for librdkafka unless the batch is a first attempt at the
+  sequence it expected next ("unable to retry without risking duplication").
+  What still holds (rules 15 and 17): from the first batch accepted here on, the producer's
+  batches are contiguous, in send order and never written twice, since every later one passes
+  the sequence checks above; a batch sent before that first one can never be written after
+  it (its sequence is behind: OUT_OF_ORDER_SEQUENCE_NUMBER, or a duplicate of one of the last
+  5). The producer's earlier batches are simply not in this partition, as in Kafka: none of
+  them is in this replica's log, so none was committed (acks=all, unclean election off).
 Appends that come through replication (and recovery's replay) are not checked: the leader
 checked them, and the log is the truth (Kafka's AppendOrigin.REPLICATION).
+
+Transactions (KIP-98; Kafka's ProducerStateEntry.currentTxnFirstOffset, ongoingTxns,
+unreplicatedTxns and ProducerAppendInfo.appendEndTxnMarker):
+- A producer's first transactional batch on this partition starts its ongoing transaction
+  there (`current_txn_first_offset`); a control batch (COMMIT or ABORT marker) ends it and
+  becomes a completed transaction, kept as *unreplicated* until HW passes its marker.
+- The first unstable offset (the LSO's lower bound) is the first offset of the oldest
+  transaction that is ongoing or unreplicated (Kafka's firstUnstableOffset): a transaction
+  whose marker a new leader might not have must stay invisible to read_committed fetches.
+- Client batches: a transactional batch follows the epoch and sequence rules above; a
+  non-transactional batch from a producer with an ongoing transaction is refused
+  (INVALID_TXN_STATE); a control batch from a client is refused (INVALID_RECORD, Kafka's
+  LogValidator). With KIP-890 verification, a transactional batch that would start a
+  transaction must carry the verification guard handed out when the coordinator was asked,
+  and still current: a marker or an epoch bump since then voids it (INVALID_TXN_STATE;
+  Kafka's VerificationStateEntry).
+- Coordinator appends (Kafka's AppendOrigin.COORDINATOR: markers, and a coordinator's own
+  transactional records): no sequence checks; an epoch older than the producer's is refused
+  (INVALID_PRODUCER_EPOCH) and a newer one becomes the producer's epoch (fencing); a marker
+  from an older coordinator epoch than the last one seen is refused
+  (TRANSACTION_COORDINATOR_FENCED).
+- Producers with an ongoing transaction never expire (they hold the LSO; the transaction
+  coordinator ends them).
 
 On-disk layout: `<20-digit offset>.snapshot` in the partition directory holds the state of every
 producer after every batch below that offset and none at or above it. It is written (atomically)
@@ -71,6 +104,8 @@ import crc32c
 
 from ackly.errors import ErrorCode, KafkaError
 from ackly.log.disk import Disk
+from ackly.log.txn_index import AbortedTxn
+from ackly.protocol.record_codec import ControlRecord, ControlType
 from ackly.protocol.records import BatchHeader
 from ackly.types import NO_TIMESTAMP
 
@@ -99,6 +134,8 @@ class AppendOrigin(enum.Enum):
     """Where an append comes from, which decides what is checked (Kafka's AppendOrigin)."""
 
     CLIENT = "client"  # a producer: every check
+    # Markers and a coordinator's own transactional records: epochs, not sequences.
+    COORDINATOR = "coordinator"
     REPLICATION = "replication"  # a follower copying its leader, or recovery: none
 
 
@@ -122,7 +159,8 @@ class ProducerStateEntry:
     batches: tuple[BatchMetadata, ...] = ()  # oldest first, at most NUM_BATCHES_TO_RETAIN
     last_timestamp: int = NO_TIMESTAMP
     last_append_ms: int = 0
-    # Transactions (KIP-98) will use these; idempotent producers leave them unset.
+    # Transactions (KIP-98): the coordinator epoch of the last marker, and the first offset
+    # of the producer's ongoing transaction on this partition (NO_OFFSET: none).
     coordinator_epoch: int = -1
     current_txn_first_offset: int = NO_OFFSET
 
@@ -156,6 +194,35 @@ class PlannedBatch:
     last_offset_delta: int
     max_timestamp: int
     is_control: bool
+    is_transactional: bool = False
+    marker: ControlRecord | None = None  # a control batch's marker
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedTxn:
+    """A transaction a marker ended on this partition (Kafka's CompletedTxn)."""
+
+    producer_id: int
+    first_offset: int
+    last_offset: int  # the marker's offset
+    aborted: bool
+    # The LSO just after its marker, as the aborted-transaction index records it.
+    last_stable_offset: int
+
+    def as_aborted(self) -> AbortedTxn:
+        return AbortedTxn(
+            self.producer_id, self.first_offset, self.last_offset, self.last_stable_offset
+        )
+
+
+@dataclass(slots=True)
+class _Verification:
+    """A KIP-890 verification in flight or done for a producer (Kafka's
+    VerificationStateEntry): the guard is the identity the append must present."""
+
+    guard: object
+    epoch: int
+    created_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +318,11 @@ class ProducerStateManager:
         self._snapshots: set[int] = set()
         # No producer can expire before this (a lower bound; `remove_expired` scans only then).
         self._next_expiry_ms = _NEVER
+        # Producer id -> first offset of its ongoing transaction here (mirrors the entries).
+        self._ongoing: dict[int, int] = {}
+        # Completed transactions whose marker HW has not yet passed, in marker order.
+        self._unreplicated: list[CompletedTxn] = []
+        self._verifications: dict[int, _Verification] = {}
 
     # ------------------------------------------------------------------ state
 
@@ -272,41 +344,116 @@ class ProducerStateManager:
     def clear(self) -> None:
         self._producers.clear()
         self._next_expiry_ms = _NEVER
+        self._ongoing.clear()
+        self._unreplicated.clear()
+        self._verifications.clear()
+
+    # ------------------------------------------------------------------ transactions
+
+    def ongoing_transactions(self) -> dict[int, int]:
+        """Producer id -> first offset of every ongoing transaction on this partition."""
+        return dict(self._ongoing)
+
+    def first_unstable_offset(self, high_watermark: int) -> int | None:
+        """The first offset of the oldest transaction that is ongoing, or completed with its
+        marker not yet below `high_watermark` (Kafka's firstUnstableOffset); None if none.
+        Forgets the completed transactions HW has passed."""
+        if self._unreplicated and self._unreplicated[0].last_offset < high_watermark:
+            self._unreplicated = [t for t in self._unreplicated if t.last_offset >= high_watermark]
+        first: int | None = None
+        if self._ongoing:
+            first = min(self._ongoing.values())
+        for txn in self._unreplicated:
+            if first is None or txn.first_offset < first:
+                first = txn.first_offset
+        return first
+
+    def _lso_after(self, producer_id: int, marker_offset: int) -> int:
+        """The LSO an aborted-index entry records: the oldest other ongoing transaction's first
+        offset, else just past the marker (Kafka's ProducerStateManager.lastStableOffset)."""
+        others = [first for pid, first in self._ongoing.items() if pid != producer_id]
+        return min(others) if others else marker_offset + 1
+
+    def verification_guard(self, producer_id: int, epoch: int, now_ms: int) -> object:
+        """The guard a transactional append of this producer must carry after the coordinator
+        verified the partition (KIP-890 part 1); the same one while a verification for this
+        epoch stands. A marker or an epoch bump voids it."""
+        current = self._verifications.get(producer_id)
+        if current is not None and current.epoch == epoch:
+            return current.guard
+        guard = object()
+        self._verifications[producer_id] = _Verification(guard, epoch, now_ms)
+        return guard
+
+    def has_ongoing_transaction(self, producer_id: int) -> bool:
+        return producer_id in self._ongoing
 
     # ------------------------------------------------------------------ appends
 
-    def prepare(self, headers: Sequence[BatchHeader], origin: AppendOrigin) -> AppendPlan:
+    def prepare(
+        self,
+        headers: Sequence[BatchHeader],
+        origin: AppendOrigin,
+        markers: Sequence[ControlRecord | None] = (),
+        verification_guard: object | None = None,
+    ) -> AppendPlan:
         """Check the batches of one append; change nothing (Kafka's
         UnifiedLog.analyzeAndValidateProducerState with ProducerAppendInfo).
+
+        `markers` holds, per batch, the marker of a control batch (None for data batches; may
+        be empty when there is no control batch). `verification_guard`, when given, is the
+        KIP-890 guard a transactional batch that starts a transaction must match.
 
         Returns the plan to `apply` once the batches are written, or a plan whose `duplicate`
         says the append repeats batches already in the log: write nothing, answer with those
         offsets. Raises KafkaError (OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH,
-        UNKNOWN_PRODUCER_ID, INVALID_RECORD) if any batch is refused: nothing may be written.
+        INVALID_RECORD, INVALID_TXN_STATE,
+        TRANSACTION_COORDINATOR_FENCED) if any batch is refused: nothing may be written.
         """
         planned: list[PlannedBatch] = []
         duplicates: list[BatchMetadata] = []
         fresh = 0  # batches to write, idempotent or not
         # Each producer's (epoch, last sequence) after the batches of this append so far.
         working: dict[int, tuple[int, int]] = {}
+        # Each producer's "in a transaction here" after the batches of this append so far.
+        in_txn: dict[int, bool] = {}
         offset_delta = 0
-        for h in headers:
+        for i, h in enumerate(headers):
             delta = offset_delta
             offset_delta += h.last_offset_delta + 1
             pid = h.producer_id
+            marker = markers[i] if i < len(markers) else None
+            if h.is_control and marker is None and origin is not AppendOrigin.CLIENT:
+                raise KafkaError(ErrorCode.corrupt_message, "control batch without a marker")
             if pid < 0:
+                if origin is not AppendOrigin.REPLICATION and (h.is_transactional or h.is_control):
+                    raise KafkaError(
+                        ErrorCode.invalid_record, "a transactional batch needs a producer id"
+                    )
                 fresh += 1  # not an idempotent batch: nothing to check or keep
                 continue
-            if origin is AppendOrigin.CLIENT:
-                duplicate = self._check_client_batch(h, working)
-                if duplicate is not None:
-                    duplicates.append(duplicate)
-                    continue
+            if origin is not AppendOrigin.REPLICATION:
+                ongoing = in_txn.get(pid, pid in self._ongoing)
+                if origin is AppendOrigin.CLIENT:
+                    if h.is_control:
+                        # Kafka's LogValidator: only the coordinator writes markers.
+                        raise KafkaError(
+                            ErrorCode.invalid_record, "clients may not write control batches"
+                        )
+                    duplicate = self._check_client_batch(h, working)
+                    if duplicate is not None:
+                        duplicates.append(duplicate)
+                        continue
+                    self._check_txn_state(h, ongoing, verification_guard)
+                else:
+                    self._check_coordinator_batch(h, working, marker)
             fresh += 1
             working[pid] = (h.producer_epoch, h.last_sequence)
+            in_txn[pid] = False if h.is_control else (h.is_transactional or in_txn.get(
+                pid, pid in self._ongoing))
             planned.append(PlannedBatch(
                 pid, h.producer_epoch, h.base_sequence, h.last_sequence, delta,
-                h.last_offset_delta, h.max_timestamp, h.is_control,
+                h.last_offset_delta, h.max_timestamp, h.is_control, h.is_transactional, marker,
             ))
         if not duplicates:
             return AppendPlan(tuple(planned)) if planned else EMPTY_PLAN
@@ -322,6 +469,53 @@ class ProducerStateManager:
             first.first_seq, last.last_seq, first.first_offset,
             max(d.last_offset for d in duplicates), last.timestamp,
         ))
+
+    def _check_txn_state(
+        self, h: BatchHeader, ongoing: bool, verification_guard: object | None
+    ) -> None:
+        """A client batch against the producer's transaction here (see module doc)."""
+        pid = h.producer_id
+        if not h.is_transactional:
+            if ongoing:
+                raise KafkaError(
+                    ErrorCode.invalid_txn_state,
+                    f"producer {pid} has an ongoing transaction: non-transactional batch refused",
+                )
+            return
+        if ongoing or verification_guard is None:
+            return
+        current = self._verifications.get(pid)
+        if current is None or current.guard is not verification_guard:
+            # A marker (or an epoch bump) landed since the coordinator answered: this batch
+            # belongs to a transaction that has ended here (KIP-890's hanging transaction).
+            raise KafkaError(
+                ErrorCode.invalid_txn_state,
+                f"producer {pid}: the partition's transaction verification no longer holds",
+            )
+
+    def _check_coordinator_batch(
+        self, h: BatchHeader, working: dict[int, tuple[int, int]], marker: ControlRecord | None
+    ) -> None:
+        """Epoch (and, for a marker, coordinator epoch) checks of a coordinator's append."""
+        pid = h.producer_id
+        entry = self._producers.get(pid)
+        if pid in working:
+            current_epoch = working[pid][0]
+        elif entry is not None:
+            current_epoch = entry.epoch
+        else:
+            return
+        if h.producer_epoch < current_epoch:
+            raise KafkaError(
+                ErrorCode.invalid_producer_epoch,
+                f"producer {pid} epoch {h.producer_epoch} is older than {current_epoch}",
+            )
+        if marker is not None and entry is not None and marker.coordinator_epoch < entry.coordinator_epoch:
+            raise KafkaError(
+                ErrorCode.transaction_coordinator_fenced,
+                f"marker of producer {pid} from coordinator epoch {marker.coordinator_epoch} < "
+                f"{entry.coordinator_epoch}",
+            )
 
     def _check_client_batch(
         self, h: BatchHeader, working: dict[int, tuple[int, int]]
@@ -340,12 +534,8 @@ class ProducerStateManager:
         else:
             entry = self._producers.get(pid)
             if entry is None:
-                if first_seq != 0:
-                    raise KafkaError(
-                        ErrorCode.unknown_producer_id,
-                        f"no state for producer {pid} (expired or truncated); sequence {first_seq} "
-                        "cannot be checked",
-                    )
+                # No batch of this producer in the log: nothing to check a sequence against
+                # (KIP-360; see the module doc for what ordering still holds).
                 return None
             # Retries are looked up in the state before this append, as Kafka does: within one
             # request a batch cannot repeat another of the same request.
@@ -375,31 +565,41 @@ class ProducerStateManager:
 
     def apply(
         self, plan: AppendPlan, first_offset: int, now_ms: int, log_append_time_ms: int = -1
-    ) -> None:
+    ) -> list[CompletedTxn]:
         """Record the batches of `plan`, now written from `first_offset` on. With
-        `log_append_time_ms` >= 0 the batches were stamped with it (LogAppendTime)."""
+        `log_append_time_ms` >= 0 the batches were stamped with it (LogAppendTime).
+        Returns the transactions its markers completed, in log order."""
         assert plan.duplicate is None, "a duplicate writes nothing"
+        completed: list[CompletedTxn] = []
         for b in plan.batches:
             start = first_offset + b.offset_delta
             timestamp = b.max_timestamp if log_append_time_ms < 0 else log_append_time_ms
-            self._record(
+            txn = self._record(
                 b.producer_id, b.epoch, b.first_seq, b.last_seq, start,
                 start + b.last_offset_delta, timestamp, b.is_control, now_ms,
+                b.is_transactional, b.marker,
             )
+            if txn is not None:
+                completed.append(txn)
+        return completed
 
-    def replay(self, h: BatchHeader, now_ms: int) -> None:
-        """Record a batch read back from the log (recovery, truncation), unchecked."""
+    def replay(
+        self, h: BatchHeader, now_ms: int, marker: ControlRecord | None = None
+    ) -> CompletedTxn | None:
+        """Record a batch read back from the log (recovery, truncation), unchecked. A control
+        batch comes with its marker. Returns the transaction it completed, if it is a marker."""
         if h.producer_id < 0:
-            return
-        self._record(
+            return None
+        return self._record(
             h.producer_id, h.producer_epoch, h.base_sequence, h.last_sequence, h.base_offset,
-            h.last_offset, h.max_timestamp, h.is_control, now_ms,
+            h.last_offset, h.max_timestamp, h.is_control, now_ms, h.is_transactional, marker,
         )
 
     def _record(
         self, pid: int, epoch: int, first_seq: int, last_seq: int, first_offset: int,
         last_offset: int, timestamp: int, is_control: bool, now_ms: int,
-    ) -> None:
+        is_transactional: bool = False, marker: ControlRecord | None = None,
+    ) -> CompletedTxn | None:
         entry = self._producers.get(pid)
         if entry is None:
             entry = self._producers[pid] = ProducerStateEntry(pid, epoch)
@@ -407,15 +607,44 @@ class ProducerStateManager:
         if epoch != entry.epoch:
             # A new epoch (or, from replication, whatever the leader wrote) starts afresh:
             # the old epoch's batches can no longer be retried (ProducerStateEntry.
-            # maybeUpdateProducerEpoch).
+            # maybeUpdateProducerEpoch); a verification of the old epoch no longer holds.
             entry.epoch = epoch
             entry.batches = ()
-        if not is_control:
-            # A transaction marker carries the epoch but no sequence; data batches are kept.
+            self._verifications.pop(pid, None)
+        if not is_control and first_seq >= 0:
+            # A transaction marker carries the epoch but no sequence, nor does a coordinator's
+            # own transactional batch; a producer's data batches are kept.
             batch = BatchMetadata(first_seq, last_seq, first_offset, last_offset, timestamp)
             entry.batches = (*entry.batches[1 - NUM_BATCHES_TO_RETAIN :], batch)
         entry.last_timestamp = timestamp
         entry.last_append_ms = now_ms
+        if is_control:
+            return self._end_transaction(entry, last_offset, marker)
+        if is_transactional and entry.current_txn_first_offset == NO_OFFSET:
+            entry.current_txn_first_offset = first_offset
+            self._ongoing[pid] = first_offset
+        return None
+
+    def _end_transaction(
+        self, entry: ProducerStateEntry, marker_offset: int, marker: ControlRecord | None
+    ) -> CompletedTxn:
+        """A marker at `marker_offset` ends the producer's transaction here (Kafka's
+        ProducerAppendInfo.appendEndTxnMarker): a marker with no transaction before it still
+        completes one, holding only the marker."""
+        pid = entry.producer_id
+        first = entry.current_txn_first_offset
+        if first == NO_OFFSET:
+            first = marker_offset
+        aborted = marker is None or marker.kind is ControlType.ABORT
+        lso = self._lso_after(pid, marker_offset)
+        txn = CompletedTxn(pid, first, marker_offset, aborted, lso)
+        entry.current_txn_first_offset = NO_OFFSET
+        if marker is not None:
+            entry.coordinator_epoch = marker.coordinator_epoch
+        self._ongoing.pop(pid, None)
+        self._verifications.pop(pid, None)
+        self._unreplicated.append(txn)
+        return txn
 
     # ------------------------------------------------------------------ expiry
 
@@ -425,12 +654,25 @@ class ProducerStateManager:
         if now_ms < self._next_expiry_ms:
             return 0
         limit = self._expiration_ms
-        expired = [pid for pid, e in self._producers.items() if now_ms - e.last_append_ms >= limit]
+        # A producer in a transaction holds the LSO: only its marker may end it (Kafka's
+        # ProducerStateManager.isProducerExpired).
+        expired = [
+            pid for pid, e in self._producers.items()
+            if now_ms - e.last_append_ms >= limit and pid not in self._ongoing
+        ]
         for pid in expired:
             del self._producers[pid]
+        for pid in [p for p, v in self._verifications.items() if now_ms - v.created_ms >= limit]:
+            del self._verifications[pid]
         self._next_expiry_ms = min(
-            (e.last_append_ms + limit for e in self._producers.values()), default=_NEVER
+            (e.last_append_ms + limit for e in self._producers.values()
+             if e.producer_id not in self._ongoing), default=_NEVER
         )
+        if self._verifications:
+            self._next_expiry_ms = min(
+                self._next_expiry_ms,
+                min(v.created_ms + limit for v in self._verifications.values()),
+            )
         return len(expired)
 
     # ------------------------------------------------------------------ snapshots
@@ -494,6 +736,8 @@ class ProducerStateManager:
                 continue
             for entry in entries:
                 self._producers[entry.producer_id] = entry
+                if entry.current_txn_first_offset != NO_OFFSET:
+                    self._ongoing[entry.producer_id] = entry.current_txn_first_offset
             self._next_expiry_ms = 0 if entries else _NEVER
             return offset
         return None

@@ -8,6 +8,8 @@ On-disk layout, in the partition directory (Kafka's names, 20-digit zero-padded 
     00000000000000000000.log        record batches (v2) exactly as on the wire, back to back
     00000000000000000000.index      sparse offset index (see index.py)
     00000000000000000000.timeindex  sparse time index (see index.py)
+    00000000000000000000.txnindex   aborted transactions whose markers are here (see
+                                    txn_index.py); absent while there are none
 A segment being deleted has `.deleted` appended to each name until its delay has passed.
 
 Invariants:
@@ -39,6 +41,7 @@ from ackly.log.index import (
     OffsetIndex,
     TimeIndex,
 )
+from ackly.log.txn_index import TXN_INDEX_SUFFIX, TransactionIndex
 from ackly.protocol.records import (
     HEADER_SIZE,
     LOG_OVERHEAD,
@@ -56,7 +59,7 @@ INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
 DELETED_SUFFIX = ".deleted"
 
-_FILE_NAME = re.compile(r"([0-9]{20})(\.log|\.index|\.timeindex)")
+_FILE_NAME = re.compile(r"([0-9]{20})(\.log|\.index|\.timeindex|\.txnindex)")
 
 # Reads while scanning: large for recovery (every byte is checked), small for header walks
 # (a walk covers about one index interval, 4 KiB by default).
@@ -146,6 +149,7 @@ class LogSegment:
         self.file = file
         self.offset_index = OffsetIndex(base_offset, offset_index_entries(config))
         self.time_index = TimeIndex(base_offset, time_index_entries(config))
+        self.txn_index = TransactionIndex(disk, dir_path, base_offset)
         self.index_interval_bytes = config.index_interval_bytes
         # Age for segment.ms rolls. Kafka prefers the first batch's timestamp; producer clocks
         # are not ours to trust, so ackly uses the broker's clock when the segment was made
@@ -170,7 +174,9 @@ class LogSegment:
             # A stale file under a name we are about to reuse (Kafka warns and deletes it too).
             logger.warning("segment %s exists when rolling; emptying it", file.path)
             file.truncate(0)
-        return cls(disk, dir_path, base_offset, file, config, now_ms)
+        segment = cls(disk, dir_path, base_offset, file, config, now_ms)
+        segment.txn_index.reset()  # likewise a stale aborted-transaction index
+        return segment
 
     @classmethod
     def open_existing(
@@ -477,12 +483,15 @@ class LogSegment:
 
     def close(self) -> None:
         self.file.close()
+        self.txn_index.close()
 
     def rename_to_deleted(self) -> list[str]:
         """Rename this segment's files to `<name>.deleted` (durable); the open .log keeps
         serving reads until it is closed. Returns the new paths."""
         renamed = []
-        for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+        # No fetch reads the aborted transactions of a deleted segment: its index closes now.
+        self.txn_index.close()
+        for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX):
             path = self.path(suffix)
             if self.disk.exists(path):
                 self.disk.rename(path, path + DELETED_SUFFIX)

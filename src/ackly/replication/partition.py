@@ -110,8 +110,10 @@ class Partition:
 
     @property
     def last_stable_offset(self) -> int:
-        # No transactions yet: the LSO is the HW (GUARANTEES.md "Words").
-        return self.log.high_watermark
+        """LSO (KIP-98): below HW, at the first offset of the oldest transaction that is
+        ongoing or whose marker HW has not passed; the same rule on leaders and followers,
+        which replay the same batches into their producer state (see PartitionLog)."""
+        return self.log.last_stable_offset
 
     @property
     def log_end_offset(self) -> int:
@@ -282,6 +284,7 @@ class Partition:
         acks: int,
         now_ms: int,
         origin: AppendOrigin = AppendOrigin.CLIENT,
+        verification_guard: object | None = None,
     ) -> AppendResult:
         """Append validated batches in this leader's epoch. Visible to followers at once and
         to consumers below HW only; durable after the covering flush; committed once HW
@@ -293,6 +296,11 @@ class Partition:
         the flush cover them like any append. The min-ISR check comes first, as in Kafka's
         Partition.appendRecordsToLeader, so a retry is refused while the ISR is too small
         (rule 8: NOT_ENOUGH_REPLICAS, and LEO does not move).
+
+        `origin` COORDINATOR is for transaction markers and a coordinator's own transactional
+        records (Kafka's AppendOrigin.COORDINATOR: epoch checks, no sequence checks; the
+        producer's transaction here starts or continues, so the LSO covers it).
+        `verification_guard`: KIP-890's, see log/producer_state.py.
         """
         self.check_leader()
         if acks == -1 and len(self.isr) < self.config.min_insync_replicas:
@@ -300,7 +308,9 @@ class Partition:
                 ErrorCode.not_enough_replicas,
                 f"ISR size {len(self.isr)} < min.insync.replicas {self.config.min_insync_replicas}",
             )
-        result = self.log.append(records, headers, self.leader_epoch, now_ms, origin)
+        result = self.log.append(
+            records, headers, self.leader_epoch, now_ms, origin, verification_guard
+        )
         self._advance_hw()
         return result
 

@@ -1,11 +1,12 @@
 """Outbound connections from this broker to the other brokers (replica fetches, forwarded
 requests): the shell side of the core's `PeerRequest`s.
 
-One connection per destination broker, opened when the first request for it arrives and kept
-open. Requests are pipelined: each is written at once with the next correlation id, and since
-a Kafka broker answers one connection's requests in order, responses are matched to the
-oldest request in flight; a response whose correlation id is not that one breaks the
-connection (the peer is confused, nothing after it can be trusted).
+One connection per destination broker and channel (the request's `channel`: "replica" for
+fetches, "txn" for transaction markers and verifications), opened when the first request for
+it arrives and kept open. Requests are pipelined: each is written at once with the next
+correlation id, and since a Kafka broker answers one connection's requests in order,
+responses are matched to the oldest request in flight; a response whose correlation id is
+not that one breaks the connection (the peer is confused, nothing after it can be trusted).
 
 Exactly one outcome per request, always delivered from a loop callback, never from inside
 `send()` (so the node is never re-entered while it hands out its outputs):
@@ -58,6 +59,7 @@ AddressResolver = Callable[[int], Address | None]
 _HEADER = struct.Struct(">ihhih")  # size, api key, api version, correlation id, client id length
 _INT32 = struct.Struct(">i")
 _MAX_CORRELATION_ID = 2**31 - 1
+DEFAULT_CHANNEL = "replica"
 
 
 class OutboundRequest(Protocol):
@@ -71,6 +73,9 @@ class OutboundRequest(Protocol):
 
     @property
     def request(self) -> Any: ...
+
+    @property
+    def channel(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -408,7 +413,9 @@ class PeerPool:
         self._on_response = on_response
         self._on_failure = on_failure
         self.rng = rng or random.Random()
-        self._links: dict[int, _PeerLink] = {}
+        # One link per (broker, channel): a marker or a verification request never waits
+        # behind a replica fetch long-polling on the same broker's "replica" connection.
+        self._links: dict[tuple[int, str], _PeerLink] = {}
         self._closed = False
 
     def send(self, request: OutboundRequest) -> None:
@@ -429,22 +436,23 @@ class PeerPool:
         if address is None:
             self._fail_soon(pending, f"broker {request.broker_id} has no known address")
             return
-        link = self._links.get(request.broker_id)
+        key = (request.broker_id, getattr(request, "channel", DEFAULT_CHANNEL))
+        link = self._links.get(key)
         if link is None:
-            link = self._links[request.broker_id] = _PeerLink(self, request.broker_id)
+            link = self._links[key] = _PeerLink(self, request.broker_id)
         if link.pending >= self.config.max_pending:
             self._fail_soon(pending, f"{link.pending} requests already pending for broker "
                                      f"{request.broker_id}")
             return
         link.submit(pending, address)
 
-    def in_flight(self, broker_id: int) -> int:
+    def in_flight(self, broker_id: int, channel: str = DEFAULT_CHANNEL) -> int:
         """Requests queued or written to `broker_id` and not yet answered (for tests)."""
-        link = self._links.get(broker_id)
+        link = self._links.get((broker_id, channel))
         return 0 if link is None else link.pending
 
-    def connected(self, broker_id: int) -> bool:
-        link = self._links.get(broker_id)
+    def connected(self, broker_id: int, channel: str = DEFAULT_CHANNEL) -> bool:
+        link = self._links.get((broker_id, channel))
         return link is not None and link.state == "connected"
 
     async def close(self) -> None:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
@@ -23,7 +23,8 @@ class BrokerProcess:
     def __init__(self, data_dir: str, *, port: int = 0, broker_id: int = 0,
                  configs: Mapping[str, str] | None = None, start_timeout_s: float = 20.0,
                  metadata: str | None = None, advertised_host: str | None = None,
-                 advertised_port: int | None = None, log_level: str | None = None) -> None:
+                 advertised_port: int | None = None, log_level: str | None = None,
+                 faults: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.port = port
         self.broker_id = broker_id
@@ -32,6 +33,8 @@ class BrokerProcess:
         self.advertised_host = advertised_host
         self.advertised_port = advertised_port
         self.log_level = log_level  # DEBUG, INFO, WARNING (the default) or ERROR
+        # Fault points to enable (broker/faults.py), through ackly.testing.faulty_serve only.
+        self.faults = tuple(faults)
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
@@ -42,6 +45,11 @@ class BrokerProcess:
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "ackly"]
+        if self.faults:
+            cmd = [sys.executable, "-m", "ackly.testing.faulty_serve"]
+            for name in self.faults:
+                cmd += ["--fault", name]
+            cmd.append("--")
         if self.log_level is not None:
             cmd += ["--log-level", self.log_level]
         cmd += ["serve", "--host", "127.0.0.1",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -67,10 +67,12 @@ class ClusterProcesses:
         advertised_ports: Mapping[int, int] | None = None,
         metadata_urls: Mapping[int, str] | None = None,
         log_level: str | None = None,
+        faults: Sequence[str] = (),
     ) -> None:
         """`ports`: listen port per broker id (default: free ports, kept across restarts);
         `advertised_ports`: the port a broker registers instead (a proxy in front of it);
-        `metadata_urls`: a broker's --metadata instead of the etcd's own URL (a relay)."""
+        `metadata_urls`: a broker's --metadata instead of the etcd's own URL (a relay);
+        `faults`: fault points every broker starts with (planted bugs, testing/faulty_serve.py)."""
         assert brokers >= 1
         self.base_dir = base_dir
         self.count = brokers
@@ -83,6 +85,7 @@ class ClusterProcesses:
         self.advertised_ports = dict(advertised_ports or {})
         self.metadata_urls = dict(metadata_urls or {})
         self.log_level = log_level
+        self.faults = tuple(faults)
         self.brokers: dict[int, BrokerProcess] = {}
 
     @property
@@ -109,6 +112,7 @@ class ClusterProcesses:
                     configs=configs, metadata=self.metadata_urls.get(broker_id, self.metadata_url),
                     start_timeout_s=self.start_timeout_s, port=self.ports.get(broker_id, 0),
                     advertised_port=self.advertised_ports.get(broker_id), log_level=self.log_level,
+                    faults=self.faults,
                 )
                 self.brokers[broker_id] = proc
                 proc.start()

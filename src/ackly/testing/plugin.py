@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ackly.testing.cluster_processes import ClusterProcesses
     from ackly.testing.fault_proxy import FaultProxy
     from ackly.testing.inprocess import InProcessBroker
+    from ackly.testing.postgres import PostgresServer
 
 
 @pytest.fixture
@@ -128,3 +129,26 @@ def ackly_cluster_processes(tmp_path: Path) -> Iterator[Callable[..., ClusterPro
     finally:
         for cluster in started:
             cluster.stop_all()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL server for the test session (initdb in a temporary directory,
+    127.0.0.1 only, run as the `postgres` user under root). Skips only if PostgreSQL is not
+    installed."""
+    from ackly.testing.postgres import PostgresServer, postgres_bin_dir
+
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    server = PostgresServer(bin_dir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> str:
+    """The conninfo of a new, empty database on the session's PostgreSQL server."""
+    return postgres_server.create_database()

@@ -134,9 +134,11 @@ def test_init_producer_id_bumps_the_epoch_and_fences_stale_ones(node: BrokerNode
     assert init_producer_id(node, version, pid, -1).error_code == ErrorCode.invalid_request
 
 
-def test_transactional_ids_are_refused_for_now(node: BrokerNode) -> None:
+def test_transactional_ids_go_to_their_transaction_coordinator(node: BrokerNode) -> None:
+    # Before any FindCoordinator created __transaction_state, no broker coordinates the id:
+    # the client looks the coordinator up (tests/unit/broker/test_transactions_apis.py).
     answer = init_producer_id(node, 4, transactional_id="txn")
-    assert answer.error_code == ErrorCode.transactional_id_authorization_failed
+    assert answer.error_code == ErrorCode.not_coordinator
     assert (answer.producer_id, answer.producer_epoch) == (-1, -1)
 
 
@@ -158,11 +160,12 @@ def test_produce_refusals_carry_kafkas_codes(node: BrokerNode) -> None:
     produce(node, pbatch(pid, 0, 0))
     code, _, message = produce(node, pbatch(pid, 0, 2))
     assert code == ErrorCode.out_of_order_sequence_number and message and "expected 1" in message
-    assert produce(node, pbatch(pid + 1000, 0, 4))[0] == ErrorCode.unknown_producer_id
+    # A producer with no state here starts at any sequence (KIP-360), not UNKNOWN_PRODUCER_ID.
+    assert produce(node, pbatch(pid + 1000, 0, 4))[:2] == (ErrorCode.none, 1)
     bumped = init_producer_id(node, 4, pid, 0)
     assert produce(node, pbatch(pid, bumped.producer_epoch, 0))[0] == ErrorCode.none
     assert produce(node, pbatch(pid, 0, 1))[0] == ErrorCode.invalid_producer_epoch
-    assert node.partition(TOPIC, 0).log_end_offset == 2
+    assert node.partition(TOPIC, 0).log_end_offset == 3
 
 
 def test_describe_producers(node: BrokerNode) -> None:

@@ -2,14 +2,16 @@
 
 Four simulated consumers (two dynamic, two static; JoinGroup versions with and without
 KIP-394 and KIP-814) join, sync, heartbeat, commit, leave, crash and come back while time
-jumps, commits to the log are held back and released, and the coordinator restarts from its
-log. After every step:
+jumps, commits to the log are held back and released, the log refuses a write (the shard
+goes back to what its log holds: runtime.py), and the coordinator restarts from its log.
+After every step:
 - the groups' own invariants hold (ClassicGroup.check_invariants);
 - within one generation no partition is delivered to two members (a static member that
   replaced its old id is the same member: the same instance), and what a member is given
   is exactly what the record of its generation says it has;
-- the live generation never goes down while the coordinator runs, and the generations in the
-  log never go down;
+- the live generation never goes down while the coordinator runs (except to what the log
+  holds, when a refused write reverts the shard), and the generations in the log never go
+  down;
 - an offset commit is accepted only from a member of the current generation (or group-less
   while the group has no members): a stale generation's commit is refused;
 - rebuilding the coordinator from the log gives the same groups and offsets (replay
@@ -32,6 +34,7 @@ from ackly.errors import ErrorCode
 from ackly.protocol.record_codec import decode_batch
 
 from .helpers import GROUP, Box, Harness, durable_view
+from .txn_helpers import FailingLog
 
 E = ErrorCode
 PARTITIONS = 6
@@ -82,7 +85,10 @@ def encode_assignment(partitions: list[int]) -> bytes:
 class GroupMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.h = Harness(partitions=2)
+        logs = [FailingLog(i) for i in range(2)]
+        for log in logs:
+            log.code = E.not_enough_replicas
+        self.h = Harness(logs=list(logs))
         self.clients = [
             Client("d1", None, 9), Client("d2", None, 3),
             Client("s1", "i1", 9), Client("s2", "i2", 5),
@@ -312,6 +318,16 @@ class GroupMachine(RuleBasedStateMachine):
             log.auto_commit = False
 
     @rule()
+    def refuse_the_next_write(self) -> None:
+        """`__consumer_offsets` falls below min ISR for one append: whichever op writes next
+        is refused and the shard reverts to its log."""
+        for log in self._failing_logs():
+            log.failures = 1
+
+    def _failing_logs(self) -> list[FailingLog]:
+        return [log for log in self.h.logs if isinstance(log, FailingLog)]
+
+    @rule()
     def release_log_commits(self) -> None:
         for log in self.h.logs:
             log.auto_commit = True
@@ -342,6 +358,11 @@ class GroupMachine(RuleBasedStateMachine):
     @invariant()
     def generations_never_go_down(self) -> None:
         group = self.group()
+        if any(log.failures == 0 and log.refused for log in self._failing_logs()):
+            # A refused write reverted the shard: the generation is the log's again.
+            self.max_generation = 0
+            for log in self._failing_logs():
+                log.refused = False
         if group is not None:
             assert group.generation >= self.max_generation
             self.max_generation = group.generation

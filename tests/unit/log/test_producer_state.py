@@ -11,7 +11,9 @@ the log read back must never hold a gap or a repeat in any producer's sequences.
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import uuid
 from dataclasses import dataclass
 
 import pytest
@@ -19,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from ackly.cluster.metadata import LeaderRecoveryState, PartitionState
 from ackly.errors import ErrorCode, KafkaError
 from ackly.log.disk import SimDisk
 from ackly.log.partition_log import AppendResult, PartitionLog
@@ -37,6 +40,8 @@ from ackly.log.producer_state import (
 )
 from ackly.protocol.record_codec import Record, encode_batch
 from ackly.protocol.records import iter_batches, validate_batches
+from ackly.replication.partition import Partition
+from ackly.types import TopicPartition
 
 from .helpers import DIR, batch, config, read_all
 
@@ -80,14 +85,17 @@ def state_of(log: PartitionLog) -> dict[int, tuple[int, tuple[tuple[int, int, in
 
 def assert_gapless(log: PartitionLog) -> None:
     """Rules 15/17 on the log itself: per producer, epochs never go back, a new epoch starts
-    at sequence 0, and within an epoch each batch's first sequence follows the last one's."""
+    at sequence 0, and within an epoch each batch's first sequence follows the last one's. A
+    producer's first batch in the log may carry any sequence (KIP-360: no state to check)."""
     last: dict[int, tuple[int, int]] = {}
     for _, h in iter_batches(read_all(log)):
         if h.producer_id < 0:
             continue
         previous = last.get(h.producer_id)
-        if previous is None or h.producer_epoch != previous[0]:
-            assert previous is None or h.producer_epoch > previous[0], "epoch went back"
+        if previous is None:
+            pass
+        elif h.producer_epoch != previous[0]:
+            assert h.producer_epoch > previous[0], "epoch went back"
             assert h.base_sequence == 0, f"epoch {h.producer_epoch} starts at {h.base_sequence}"
         else:
             assert h.base_sequence == next_sequence(previous[1]), "gap or repeat in sequences"
@@ -149,9 +157,7 @@ def expect(model: list[Stored], specs: list[Spec]) -> tuple[str, object]:
         if spec.pid in seen:
             epoch, last_seq = seen[spec.pid]
         elif spec.pid not in state:
-            if spec.first_seq != 0:
-                return "error", ErrorCode.unknown_producer_id
-            seen[spec.pid] = (spec.epoch, spec.last_seq)
+            seen[spec.pid] = (spec.epoch, spec.last_seq)  # no state: any sequence (KIP-360)
             continue
         else:
             epoch, kept = state[spec.pid]
@@ -366,7 +372,6 @@ def test_refusals_write_nothing_and_name_the_reason() -> None:
     assert refused(log, pbatch(7, 3, 3)) == ErrorCode.out_of_order_sequence_number  # gap
     assert refused(log, pbatch(7, 2, 2)) == ErrorCode.invalid_producer_epoch  # fenced epoch
     assert refused(log, pbatch(7, 4, 2)) == ErrorCode.out_of_order_sequence_number  # new epoch, seq != 0
-    assert refused(log, pbatch(8, 0, 5)) == ErrorCode.unknown_producer_id  # no state, seq != 0
     assert refused(log, pbatch(7, -1, 2)) == ErrorCode.invalid_record  # producer id, no epoch
     # One bad batch refuses the whole request, the good one before it included.
     assert refused(log, pbatch(7, 3, 2), pbatch(7, 3, 4)) == ErrorCode.out_of_order_sequence_number
@@ -469,6 +474,43 @@ def test_snapshots_above_the_recovered_end_are_discarded() -> None:
     assert lost_a_snapshot, "no seed lost the tail a snapshot described"
 
 
+def test_a_batch_that_overtook_the_producers_first_one_is_accepted_without_state() -> None:
+    """A new leader with an ISR below min.insync.replicas refuses a producer's first request
+    (NOT_ENOUGH_REPLICAS, nothing written); the ISR grows before the request the producer had
+    pipelined behind it arrives. That one reaches a log with no state for the producer: Kafka
+    (KIP-360) accepts it, whatever its sequence, where UNKNOWN_PRODUCER_ID would be fatal for
+    librdkafka's retried batch (a batch after a gap librdkafka's own message timeouts left
+    meets the same empty state). The refused batch can never be written after it."""
+    tp = TopicPartition("t", 0)
+    cfg = dataclasses.replace(config(), min_insync_replicas=2)
+    p = Partition(tp=tp, log=PartitionLog.open(SimDisk(random.Random(31)), DIR, cfg, NOW_MS),
+                  config=cfg, broker_id=1)
+
+    def leader_state(isr: tuple[int, ...], partition_epoch: int) -> PartitionState:
+        return PartitionState(uuid.UUID(int=7), (1, 2, 3), isr, 1, 1, partition_epoch,
+                              LeaderRecoveryState.RECOVERED)
+
+    def produce(data: bytes) -> AppendResult:
+        records = bytearray(data)
+        return p.append_as_leader(records, validate_batches(records, 1 << 30), -1, NOW_MS)
+
+    assert p.make_leader(leader_state((1,), 1), NOW_MS)
+    first, overtaking = pbatch(7, 0, 0, count=3), pbatch(7, 0, 3, count=2)
+    with pytest.raises(KafkaError) as caught:
+        produce(first)
+    assert caught.value.code == ErrorCode.not_enough_replicas
+    p.update_isr(leader_state((1, 2), 2))
+    assert p.log.producer_state.get(7) is None
+    assert produce(overtaking).first_offset == 0
+    assert state_of(p.log)[7] == (0, ((3, 4, 0, 1),))
+    # The first batch's retry: refused, never written behind the batch that overtook it.
+    assert refused(p.log, first) == ErrorCode.out_of_order_sequence_number
+    again = produce(overtaking)  # a retry of the accepted one is its duplicate
+    assert again.duplicate and (again.first_offset, again.last_offset) == (0, 1)
+    assert produce(pbatch(7, 0, 5)).first_offset == 2  # and the producer goes on in sequence
+    assert p.log_end_offset == 3
+
+
 def test_truncation_forgets_the_batches_it_removed() -> None:
     log = open_log(SimDisk(random.Random(8)), segment_bytes=300)
     for seq in range(8):
@@ -478,7 +520,9 @@ def test_truncation_forgets_the_batches_it_removed() -> None:
     assert not send(log, pbatch(7, 0, 5)).duplicate  # written again, at offset 5
     log.truncate_to(0)
     assert state_of(log) == {}
-    assert refused(log, pbatch(7, 0, 6)) == ErrorCode.unknown_producer_id
+    # No state left: the next batch starts the producer afresh, whatever its sequence (KIP-360).
+    assert send(log, pbatch(7, 0, 6)).first_offset == 0
+    assert refused(log, pbatch(7, 0, 8)) == ErrorCode.out_of_order_sequence_number
 
 
 def test_retention_keeps_producers_and_deletes_snapshots_below_the_log_start() -> None:
@@ -504,8 +548,9 @@ def test_producers_expire_after_silence() -> None:
     assert set(state_of(log)) == {7, 8}
     log.tick(NOW_MS + 1_000)
     assert set(state_of(log)) == {8}
-    assert refused(log, pbatch(7, 0, 1), now_ms=NOW_MS + 1_000) == ErrorCode.unknown_producer_id
-    send(log, pbatch(7, 1, 0), now_ms=NOW_MS + 1_000)  # the client's KIP-360 recovery
+    # Expired: the producer's next batch is accepted as it comes (KIP-360), in sequence after it.
+    send(log, pbatch(7, 0, 1), now_ms=NOW_MS + 1_000)
+    send(log, pbatch(7, 0, 2), now_ms=NOW_MS + 1_000)
     log.tick(NOW_MS + 1_600)
     assert set(state_of(log)) == {7}
 

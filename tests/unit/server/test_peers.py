@@ -444,3 +444,38 @@ def test_random_faults_give_every_request_exactly_one_outcome(seed: int) -> None
         await broker.stop()
 
     run(scenario)
+
+
+@dataclass(frozen=True)
+class ChannelReq:
+    request_id: int
+    broker_id: int
+    request: Any
+    channel: str
+
+
+def test_channels_to_one_broker_use_their_own_connections() -> None:
+    """A transaction marker must not wait behind a replica fetch long-polling at the leader."""
+
+    async def scenario() -> None:
+        broker = await FakeBroker().start()
+        broker.auto_answer = False
+        outcomes = Outcomes()
+        pool = make_pool(outcomes, {1: broker.address})
+        pool.send(ChannelReq(1, 1, METADATA_V9, "replica"))  # the long poll: never answered here
+        await broker.wait_received(1)
+        pool.send(ChannelReq(2, 1, METADATA_V9, "txn"))
+        pool.send(Req(3, 1, METADATA_V1))  # no channel: the replica connection
+        await broker.wait_received(3)
+        assert len(broker.connections) == 2
+        by_id = {r.correlation_id: r for r in broker.received if r.conn is broker.connections[1]}
+        assert len(by_id) == 1
+        broker.answer(next(iter(by_id.values())))
+        await outcomes.wait([2])
+        assert not outcomes.done(1) and not outcomes.done(3)
+        assert pool.in_flight(1) == 2 and pool.in_flight(1, "txn") == 0
+        assert pool.connected(1, "txn")
+        await pool.close()
+        await broker.stop()
+
+    run(scenario)

@@ -1,8 +1,8 @@
 """DescribeProducers (key 61, KIP-664): the idempotent producers a partition knows.
 
 For each requested partition: every producer with state in its log (see log/producer_state.py)
-with its epoch, last sequence and last timestamp. Transactions do not exist yet, so the
-coordinator epoch and the current transaction's start offset are always -1.
+with its epoch, last sequence and last timestamp, the coordinator epoch of its last marker
+here, and the first offset of its ongoing transaction here (-1: none; KIP-98).
 """
 
 from __future__ import annotations

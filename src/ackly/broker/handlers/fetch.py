@@ -14,6 +14,13 @@ Only the leader serves fetches (NOT_LEADER_OR_FOLLOWER elsewhere; no KIP-392 fol
 fetching); a request naming an older leader epoch gets FENCED_LEADER_EPOCH, a newer one
 UNKNOWN_LEADER_EPOCH (KIP-320, rule 10). Consumers never see an offset >= HW (rule 3).
 
+isolation_level read_committed (KIP-98): the upper bound is the LSO, not HW (rule 3), and
+the partition's `aborted_transactions` lists (producer id, first offset) of every aborted
+transaction that overlaps what is returned, from the segments' aborted-transaction indexes;
+the consumer skips those producers' records up to their ABORT markers. Every response
+carries the real LSO. The long poll wakes on every HW move, which is also when the LSO moves
+(a marker's transaction stays unstable until HW passes the marker).
+
 A follower's fetch (replica id >= 0: `replica_id` before v15, `replica_state` from v15 with
 the follower's broker epoch, KIP-903) is checked once, when it arrives (Kafka's
 Partition.fetchRecords): its last fetched epoch against this leader's leader-epoch cache; if
@@ -118,6 +125,15 @@ class DelayedFetch(DelayedOperation):
                     w.fetch_offset, max(budget, 0), upper, min_one_batch=total_so_far == 0
                 )
                 data.records = result.ranges
+                if self.isolation_level == READ_COMMITTED and result.ranges:
+                    # The consumer drops the records of these producers from each one's first
+                    # offset up to its ABORT marker (KIP-98; Kafka's
+                    # LocalLog.collectAbortedTransactions, bounded here by the LSO rather
+                    # than by the end of the returned batches: a later entry is ignored).
+                    data.aborted_transactions = [
+                        (t.producer_id, t.first_offset)
+                        for t in p.log.collect_aborted_transactions(w.fetch_offset, upper)
+                    ]
             return data
         except KafkaError as exc:
             return _error(self.node, w, exc.code)

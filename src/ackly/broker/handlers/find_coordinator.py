@@ -4,8 +4,9 @@
 The first lookup creates `__consumer_offsets` (Kafka does the same); on a single broker at
 once, so a client that finds its coordinator can join at once; in a cluster the answer is
 COORDINATOR_NOT_AVAILABLE (retriable) until the topic and the partition's leader exist.
-v4+ asks for several keys at once (KIP-699). Transaction coordinators (key type 1) are not
-implemented yet: COORDINATOR_NOT_AVAILABLE, which clients retry; other key types are
+v4+ asks for several keys at once (KIP-699). Key type 1 (TRANSACTION) answers the leader of
+the transactional id's `__transaction_state` partition, `Utils.abs(id.hashCode) % partitions`
+as for groups, creating that topic on the first lookup the same way; other key types are
 INVALID_REQUEST.
 """
 
@@ -32,14 +33,17 @@ TRANSACTION_KEY_TYPE = 1
 def _coordinator(node: BrokerNode, ctx: RequestContext, key: str, key_type: int) -> dict[str, Any]:
     try:
         if key_type == TRANSACTION_KEY_TYPE:
-            raise KafkaError(ErrorCode.coordinator_not_available,
-                             "transactions are not implemented yet")
-        if key_type != GROUP_KEY_TYPE:
+            if not key:
+                raise KafkaError(ErrorCode.invalid_request, "empty transactional id")
+            node.transactions.ensure_topic(ctx.now_ms)
+            broker = node.transactions.coordinator_of(key)
+        elif key_type == GROUP_KEY_TYPE:
+            ensure_offsets_topic(node, ctx.now_ms)
+            broker = coordinator_of(node, key)
+        else:
             raise KafkaError(ErrorCode.invalid_request, f"unknown coordinator key type {key_type}")
-        ensure_offsets_topic(node, ctx.now_ms)
-        broker = coordinator_of(node, key)
         if broker is None:
-            raise KafkaError(ErrorCode.coordinator_not_available, "the group's partition has no leader now")
+            raise KafkaError(ErrorCode.coordinator_not_available, "the key's partition has no leader now")
     except KafkaError as exc:
         return {"key": key, "error_code": exc.code, "error_message": exc.message or None,
                 "node_id": -1, "host": "", "port": -1}

@@ -1,8 +1,9 @@
 """ListOffsets (key 2): earliest, latest, max timestamp, or the first offset at a timestamp.
 
 Special timestamps as in Kafka's ListOffsetsRequest: -1 latest (HW, or LSO for
-read_committed), -2 earliest (log start offset), -3 the record with the largest timestamp
-(KIP-734), -4 earliest local (= earliest here: there is no tiered storage).
+read_committed, KIP-98), -2 earliest (log start offset), -3 the record with the largest
+timestamp (KIP-734), -4 earliest local (= earliest here: there is no tiered storage). A
+timestamp lookup finds only offsets below HW (below the LSO for read_committed).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ def _lookup(node: BrokerNode, topic: str, part: Any, isolation_level: int) -> di
         p = node.leader_partition(topic, index, int(getattr(part, "current_leader_epoch", -1)))
         ts = int(part.timestamp)
         offset, timestamp = -1, -1
+        # What a consumer of this isolation level may read (Kafka's lastFetchableOffset).
+        fetchable = p.last_stable_offset if isolation_level == READ_COMMITTED else p.high_watermark
         if ts == LATEST:
-            offset = p.last_stable_offset if isolation_level == READ_COMMITTED else p.high_watermark
+            offset = fetchable
         elif ts in (EARLIEST, EARLIEST_LOCAL):
             offset = p.log_start_offset
         elif ts == MAX_TIMESTAMP:
@@ -45,7 +48,7 @@ def _lookup(node: BrokerNode, topic: str, part: Any, isolation_level: int) -> di
                 offset, timestamp = found
         elif ts >= 0:
             found = p.log.offset_for_timestamp(ts)
-            if found is not None and found[0] < p.high_watermark:
+            if found is not None and found[0] < fetchable:
                 offset, timestamp = found
         else:
             raise KafkaError(ErrorCode.invalid_request, f"unknown special timestamp {ts}")

@@ -19,9 +19,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.context import RequestContext
-from ackly.broker.groups import Respond, ensure_offsets_topic, ms
-from ackly.coordinator.group_manager import CommitPartition
-from ackly.errors import ErrorCode, KafkaError
+from ackly.broker.groups import ms, start_offset_commit
+from ackly.errors import ErrorCode
 
 if TYPE_CHECKING:
     from ackly.broker.node import BrokerNode
@@ -35,45 +34,10 @@ _NO_RETENTION = -1
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     version = ctx.api_version
-    # One slot per partition of the request, in request order; None until decided.
-    slots: list[tuple[str, int, ErrorCode | None]] = []
-    to_commit: list[CommitPartition] = []
-    commit_slots: list[int] = []
-    for topic in request.topics:
-        state = node.topics.get(topic.name)
-        for p in topic.partitions:
-            index = int(p.partition_index)
-            if not request.group_id:
-                code: ErrorCode | None = ErrorCode.invalid_group_id
-            elif state is None or not 0 <= index < state.partition_count:
-                code = ErrorCode.unknown_topic_or_partition
-            else:
-                code = None
-                commit_slots.append(len(slots))
-                to_commit.append(CommitPartition(
-                    topic.name, index, int(p.committed_offset),
-                    int(getattr(p, "committed_leader_epoch", -1)), p.committed_metadata))
-            slots.append((topic.name, index, code))
-
-    def fields(errors: list[ErrorCode]) -> dict[str, Any]:
-        decided = [code for _, _, code in slots]
-        for slot, error in zip(commit_slots, errors, strict=True):
-            decided[slot] = error
-        topics: dict[str, list[dict[str, Any]]] = {}
-        for (name, index, _), code in zip(slots, decided, strict=True):
-            topics.setdefault(name, []).append({"partition_index": index, "error_code": code})
-        return {"topics": [{"name": name, "partitions": parts} for name, parts in topics.items()]}
-
-    waiter: Respond[list[ErrorCode]] = Respond(
-        ctx, fields, lambda code: fields([code] * len(to_commit)))
-    if not to_commit:
-        waiter.complete([])
+    started = start_offset_commit(node, ctx, request)
+    if started is None:
         return
-    try:
-        coordinator = ensure_offsets_topic(node, ctx.now_ms)
-    except KafkaError as exc:
-        waiter.fail(exc.code)
-        return
+    waiter, to_commit, coordinator = started
     retention_ms = ms(request.retention_time) if 2 <= version <= 4 else _NO_RETENTION
     expire_timestamp_ms = ctx.now_ms + retention_ms if retention_ms >= 0 else -1
     missing_group = ErrorCode.group_id_not_found if version >= 9 else ErrorCode.illegal_generation

@@ -2,10 +2,14 @@
 
 v1 names the partitions; v2+ may ask for every partition (null topics); v8+ asks for several
 groups at once (KIP-709). The answer is given once everything written to those groups' shards
-is committed, so an offset is never shown before it is durable. `require_stable` (v7+, KIP-447)
-is accepted: there are no transactional offsets yet, so nothing is ever pending. v9's member
-id and epoch are for KIP-848 groups and are ignored for classic groups, as Kafka does. v10
-names topics by id and is not offered.
+is committed, so an offset is never shown before it is durable. Offsets sent in a transaction
+(TxnOffsetCommit) are not shown until its COMMIT marker; meanwhile the last committed offset
+is. With `require_stable` (v7+, KIP-447) a partition with such a pending offset answers
+UNSTABLE_OFFSET_COMMIT (offset -1) instead, and the consumer retries until the transaction
+ends. As in Kafka, that is a partition error only: the top-level (v2-v7) and group-level (v8+)
+error codes carry group errors, and v0-v1 clients, which have no top-level error, cannot ask
+for stable offsets. v9's member id and epoch are for KIP-848 groups and are ignored for
+classic groups, as Kafka does. v10 names topics by id and is not offered.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ackly.broker.context import RequestContext
 from ackly.broker.groups import Respond
 from ackly.coordinator.group_coordinator import FetchedTopics, GroupOffsets
+from ackly.coordinator.group_manager import FetchedOffset
 from ackly.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -31,16 +36,19 @@ def _wanted(topics: Any) -> list[tuple[str, list[int]]] | None:
     return [(t.name, [int(p) for p in t.partition_indexes]) for t in topics]
 
 
+def _partition(index: int, fetched: FetchedOffset, error: ErrorCode) -> dict[str, Any]:
+    if fetched is None or isinstance(fetched, ErrorCode):
+        code = fetched if isinstance(fetched, ErrorCode) else error
+        return {"partition_index": index, "committed_offset": -1, "committed_leader_epoch": -1,
+                "metadata": "", "error_code": code}
+    return {"partition_index": index, "committed_offset": fetched.offset,
+            "committed_leader_epoch": fetched.leader_epoch, "metadata": fetched.metadata,
+            "error_code": error}
+
+
 def _topics(fetched: FetchedTopics, error: ErrorCode = ErrorCode.none) -> list[dict[str, Any]]:
     return [
-        {"name": topic, "partitions": [
-            {"partition_index": p,
-             "committed_offset": -1 if v is None else v.offset,
-             "committed_leader_epoch": -1 if v is None else v.leader_epoch,
-             "metadata": "" if v is None else v.metadata,
-             "error_code": error}
-            for p, v in partitions
-        ]}
+        {"name": topic, "partitions": [_partition(p, v, error) for p, v in partitions]}
         for topic, partitions in fetched
     ]
 
@@ -68,4 +76,5 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                 "topics": _topics([(t, [(p, None) for p in ps]) for t, ps in wanted or []], code)}
 
     waiter: Respond[list[GroupOffsets]] = Respond(ctx, fields, failed)
-    node.group_coordinator.fetch_offsets(requests, waiter, ctx.now_ms)
+    require_stable = version >= 7 and bool(request.require_stable)
+    node.group_coordinator.fetch_offsets(requests, waiter, ctx.now_ms, require_stable)

@@ -18,6 +18,17 @@ below it by the time HW passed the batch; a leader that loses its leadership (or
 while a produce waits answers NOT_LEADER_OR_FOLLOWER (Partition.produce_status). The last two
 are indeterminate: an idempotent producer's retry is recognised as a duplicate if the write
 did survive.
+
+Transactions (KIP-98, KIP-890 part 1): transactional batches are appended like idempotent
+ones, with the producer state's transaction checks (log/producer_state.py: INVALID_TXN_STATE
+for a non-transactional batch inside a transaction, INVALID_PRODUCER_EPOCH for a fenced
+epoch; PRODUCER_FENCED is not a Produce error). Control batches never come from clients
+(INVALID_RECORD). With `transaction.partition.verification.enable`, a transactional batch
+that would start the producer's transaction on a partition waits for the transaction
+coordinator (`node.transactions.verify_partitions`) to confirm the partition is in the
+transaction; a partition it refuses gets its code (PRODUCER_FENCED answered as
+INVALID_PRODUCER_EPOCH, a coordinator move as the retriable NOT_ENOUGH_REPLICAS) and nothing is
+written there.
 """
 
 from __future__ import annotations
@@ -29,9 +40,10 @@ from ackly.broker.context import RequestContext
 from ackly.broker.faults import ACK_BEFORE_REPLICATION
 from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.produce_codec import PartitionProduceResult, encode_produce_response
-from ackly.protocol.records import validate_batches
+from ackly.protocol.records import BatchHeader, validate_batches
 from ackly.replication.partition import Partition
 from ackly.replication.purgatory import DelayedOperation
+from ackly.types import TopicPartition
 
 if TYPE_CHECKING:
     from ackly.broker.node import BrokerNode
@@ -110,6 +122,52 @@ class DelayedProduce(DelayedOperation):
         ])
 
 
+@dataclass
+class _Append:
+    """A partition of the request whose batches passed validation, to append."""
+
+    slot: int
+    index: int
+    partition: Partition
+    records: bytes
+    headers: list[BatchHeader]
+    verification_guard: object | None = None
+
+
+def _verification_needed(node: BrokerNode, request: Any, p: Partition,
+                         headers: list[BatchHeader]) -> bool:
+    """KIP-890 part 1: a transactional batch that would start the producer's transaction on
+    this partition is appended only after its coordinator confirms the partition is in it."""
+    first = headers[0]
+    if not first.is_transactional or first.producer_id < 0:
+        return False
+    if getattr(request, "transactional_id", None) is None:
+        return False
+    if not bool(node.config.get("transaction.partition.verification.enable")):
+        return False
+    return not p.log.producer_state.has_ongoing_transaction(first.producer_id)
+
+
+# Verification answers a producer must see as Produce errors it knows (Kafka's
+# AddPartitionsToTxnManager and ReplicaManager): PRODUCER_FENCED is not a Produce error, so it
+# is INVALID_PRODUCER_EPOCH; a coordinator that moved or is loading becomes
+# NOT_ENOUGH_REPLICAS, which every client retries without a metadata refresh.
+_RETRY_VERIFICATION = frozenset({
+    ErrorCode.concurrent_transactions, ErrorCode.coordinator_load_in_progress,
+    ErrorCode.coordinator_not_available, ErrorCode.not_coordinator, ErrorCode.network_exception,
+})
+
+
+def _produce_code_of_verification(code: ErrorCode) -> ErrorCode:
+    if code == ErrorCode.producer_fenced:
+        return ErrorCode.invalid_producer_epoch
+    if code in _RETRY_VERIFICATION:
+        return ErrorCode.not_enough_replicas
+    if code == ErrorCode.cluster_authorization_failed:
+        return ErrorCode.invalid_txn_state
+    return code
+
+
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     acks = int(request.acks)
     if acks not in (-1, 0, 1):
@@ -117,13 +175,17 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     else:
         raise_code = None
     now_ms = ctx.now_ms
-    topics: list[tuple[str, list[PartitionProduceResult]]] = []
-    pending: list[_Pending] = []
-    slot = 0
+    layout: list[tuple[str, list[int]]] = []  # topic name, slots of its partitions
+    results: list[PartitionProduceResult | None] = []
+    appends: list[_Append] = []
+    to_verify: list[_Append] = []
     for topic in request.topic_data:
-        results: list[PartitionProduceResult] = []
+        slots: list[int] = []
         for pd in topic.partition_data:
             index = int(pd.index)
+            slot = len(results)
+            slots.append(slot)
+            results.append(None)
             try:
                 if raise_code is not None:
                     raise KafkaError(raise_code)
@@ -131,28 +193,80 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                 if pd.records is None:
                     raise KafkaError(ErrorCode.corrupt_message, "null record set")
                 headers = validate_batches(pd.records, p.config.max_message_bytes)
-                if any(h.is_transactional or h.is_control for h in headers):
+                if any(h.is_control for h in headers):
+                    # Kafka's LogValidator: only a transaction coordinator writes markers.
                     raise KafkaError(
-                        ErrorCode.invalid_record, "transactional and control batches are refused"
+                        ErrorCode.invalid_record, "control batches are not accepted from clients"
                     )
-                result = p.append_as_leader(bytearray(pd.records), headers, acks, now_ms)
+                item = _Append(slot, index, p, pd.records, headers)
+                appends.append(item)
+                if _verification_needed(node, request, p, headers):
+                    first = headers[0]
+                    item.verification_guard = p.log.producer_state.verification_guard(
+                        first.producer_id, first.producer_epoch, now_ms
+                    )
+                    to_verify.append(item)
+            except KafkaError as exc:
+                results[slot] = PartitionProduceResult(
+                    index=index, error_code=exc.code, error_message=exc.message or None,
+                )
+        layout.append((topic.name, slots))
+
+    def finish(refused: dict[TopicPartition, ErrorCode]) -> None:
+        pending: list[_Pending] = []
+        for item in appends:
+            p = item.partition
+            try:
+                code = _produce_code_of_verification(refused.get(p.tp, ErrorCode.none))
+                if code != ErrorCode.none:
+                    raise KafkaError(code, "the transaction coordinator refused the partition")
+                result = p.append_as_leader(
+                    bytearray(item.records), item.headers, acks, now_ms,
+                    verification_guard=item.verification_guard,
+                )
                 node.after_append(p, now_ms)
-                results.append(PartitionProduceResult(
-                    index=index, base_offset=result.first_offset,
+                results[item.slot] = PartitionProduceResult(
+                    index=item.index, base_offset=result.first_offset,
                     log_append_time_ms=result.log_append_time_ms,
                     log_start_offset=result.log_start_offset,
-                ))
-                pending.append(_Pending(p, result.last_offset, slot, p.leader_epoch))
+                )
+                pending.append(_Pending(p, result.last_offset, item.slot, p.leader_epoch))
             except KafkaError as exc:
-                results.append(PartitionProduceResult(
-                    index=index, error_code=exc.code, error_message=exc.message or None,
-                ))
-            slot += 1
-        topics.append((topic.name, results))
+                results[item.slot] = PartitionProduceResult(
+                    index=item.index, error_code=exc.code, error_message=exc.message or None,
+                )
+        _respond(node, ctx, request, acks, layout, results, pending)
+
+    if not to_verify:
+        finish({})
+        return
+    first = to_verify[0].headers[0]
+    # The answer may come at once (the coordinator is here) or after a peer request; the
+    # guards taken above make the append refuse if a marker lands in between.
+    node.transactions.verify_partitions(
+        str(request.transactional_id), first.producer_id, first.producer_epoch,
+        [item.partition.tp for item in to_verify], now_ms, finish,
+    )
+
+
+def _respond(
+    node: BrokerNode, ctx: RequestContext, request: Any, acks: int,
+    layout: list[tuple[str, list[int]]], results: list[PartitionProduceResult | None],
+    pending: list[_Pending],
+) -> None:
+    topics: list[tuple[str, list[PartitionProduceResult]]] = []
+    for name, slots in layout:
+        answered = []
+        for slot in slots:
+            result = results[slot]
+            assert result is not None, slot
+            answered.append(result)
+        topics.append((name, answered))
     if acks == 0:
         # The client reads no answer; the appends are flushed all the same.
         ctx.no_response()
         return
+    now_ms = ctx.now_ms
     timeout_ms = int(request.timeout.total_seconds() * 1000)
     if acks == -1 and node.faults.enabled(ACK_BEFORE_REPLICATION):
         acks = 1  # fault point: answer at the leader's append, as acks=1 would

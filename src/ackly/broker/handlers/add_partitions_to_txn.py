@@ -1,0 +1,122 @@
+"""AddPartitionsToTxn (key 24): partitions join a producer's transaction (KIP-98).
+
+v0-3 (clients): one transactional id, its producer id and epoch, and partitions. Partitions
+the cluster does not know are UNKNOWN_TOPIC_OR_PARTITION and the rest OPERATION_NOT_ATTEMPTED,
+with nothing added (Kafka's KafkaApis); else the coordinator's answer applies to every
+partition, once the Ongoing record is committed. PRODUCER_FENCED is INVALID_PRODUCER_EPOCH
+before v2 (KIP-588).
+
+v4 (broker to broker, KIP-890 part 1): several transactions at once; one with verify_only asks
+only whether each partition is in its ongoing transaction (INVALID_TXN_STATE if not), without
+adding anything: the produce path of the partition's leader asks it before a producer's first
+transactional batch there (broker/transactions.py). v5 is transaction version 2, not built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ackly.broker.context import RequestContext
+from ackly.errors import ErrorCode
+from ackly.protocol.messages import build
+from ackly.types import TopicPartition
+
+if TYPE_CHECKING:
+    from ackly.broker.node import BrokerNode
+
+API_KEY = 24
+MIN_VERSION = 0
+MAX_VERSION = 4
+
+_FENCED_ERROR_FROM_VERSION = 2
+
+Codes = dict[TopicPartition, ErrorCode]
+
+
+def _partitions(topics: Any) -> list[TopicPartition]:
+    return [TopicPartition(t.name, int(p)) for t in topics for p in t.partitions]
+
+
+def _topic_results(codes: Codes) -> list[dict[str, Any]]:
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for tp in sorted(codes):
+        by_topic.setdefault(tp.topic, []).append(
+            {"partition_index": tp.partition, "partition_error_code": codes[tp]})
+    return [{"name": t, "results_by_partition": parts} for t, parts in by_topic.items()]
+
+
+class _Answer:
+    """The coordinator's one code for every partition, as a waiter."""
+
+    def __init__(self, partitions: list[TopicPartition], version: int, done: Callable[[Codes], None]) -> None:
+        self.partitions = partitions
+        self.version = version
+        self.done = done
+
+    def complete(self, result: ErrorCode) -> None:
+        if result == ErrorCode.producer_fenced and self.version < _FENCED_ERROR_FROM_VERSION:
+            result = ErrorCode.invalid_producer_epoch
+        self.done(dict.fromkeys(self.partitions, result))
+
+    def fail(self, code: ErrorCode) -> None:
+        self.complete(code)
+
+
+def add_or_verify(node: BrokerNode, transactional_id: str, producer_id: int, producer_epoch: int,
+                  partitions: list[TopicPartition], verify_only: bool, version: int, now_ms: int,
+                  done: Callable[[Codes], None]) -> None:
+    coordinator = node.transactions.coordinator
+    if not coordinator.loaded:
+        done(dict.fromkeys(partitions, ErrorCode.not_coordinator))
+        return
+    if verify_only:
+        done(coordinator.verify_partitions(transactional_id, producer_id, producer_epoch, partitions))
+        return
+    unknown = {tp for tp in partitions if node.metadata.partition(tp) is None}
+    if unknown:
+        done({tp: ErrorCode.unknown_topic_or_partition if tp in unknown else ErrorCode.operation_not_attempted
+              for tp in partitions})
+        return
+    coordinator.add_partitions(transactional_id, producer_id, producer_epoch, partitions,
+                               _Answer(partitions, version, done), now_ms)
+
+
+def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
+    version = ctx.api_version
+    if version < 4:
+        def respond(codes: Codes) -> None:
+            ctx.respond(build(API_KEY, version, {
+                "throttle_time": 0, "results_by_topic_v3_and_below": _topic_results(codes)}))
+
+        add_or_verify(node, request.v3_and_below_transactional_id, int(request.v3_and_below_producer_id),
+                      int(request.v3_and_below_producer_epoch),
+                      _partitions(request.v3_and_below_topics), False, version, ctx.now_ms, respond)
+        return
+    transactions = list(request.transactions)
+    results: list[Codes | None] = [None] * len(transactions)
+
+    def respond_all() -> None:
+        ctx.respond(build(API_KEY, version, {
+            "throttle_time": 0, "error_code": ErrorCode.none,
+            "results_by_transaction": [
+                {"transactional_id": txn.transactional_id, "topic_results": _topic_results(codes or {})}
+                for txn, codes in zip(transactions, results, strict=True)
+            ],
+        }))
+
+    def slot(i: int) -> Callable[[Codes], None]:
+        def done(codes: Codes) -> None:
+            assert results[i] is None, "a transaction answered twice"
+            results[i] = codes
+            if all(r is not None for r in results):
+                respond_all()
+
+        return done
+
+    if not transactions:
+        respond_all()
+        return
+    for i, txn in enumerate(transactions):
+        add_or_verify(node, txn.transactional_id, int(txn.producer_id), int(txn.producer_epoch),
+                      _partitions(txn.topics), bool(txn.verify_only), version, ctx.now_ms, slot(i))

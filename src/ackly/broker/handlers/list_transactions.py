@@ -1,0 +1,42 @@
+"""ListTransactions (key 66, KIP-664): the transactions this broker coordinates, filtered by
+state (Kafka's names; unknown ones are echoed in `unknown_state_filters`), by producer id, and
+from v1 by duration (KIP-994: running for at least that many ms). A client lists the whole
+cluster by asking every broker. v2 (KIP-1152 pattern filter) is not built.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ackly.broker.context import RequestContext
+from ackly.coordinator.transaction_metadata import TxnState
+from ackly.errors import ErrorCode
+from ackly.protocol.messages import build
+
+if TYPE_CHECKING:
+    from ackly.broker.node import BrokerNode
+
+API_KEY = 66
+MIN_VERSION = 0
+MAX_VERSION = 1
+
+
+def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
+    names = list(request.state_filters or ())
+    known = {TxnState.by_kafka_name(n) for n in names} - {None}
+    unknown = [n for n in names if TxnState.by_kafka_name(n) is None]
+    pids = frozenset(int(p) for p in request.producer_id_filters or ())
+    duration_ms = int(getattr(request, "duration_filter", -1))
+    coordinator = node.transactions.coordinator
+    listed = []
+    if coordinator.loaded and not (names and not known):
+        states = frozenset(s for s in known if s is not None) or None
+        listed = coordinator.list_transactions(states, pids or None, duration_ms, ctx.now_ms)
+    ctx.respond(build(API_KEY, ctx.api_version, {
+        "throttle_time": 0, "error_code": ErrorCode.none, "unknown_state_filters": unknown,
+        "transaction_states": [
+            {"transactional_id": t.transactional_id, "producer_id": t.producer_id,
+             "transaction_state": t.state.kafka_name}
+            for t in listed
+        ],
+    }))

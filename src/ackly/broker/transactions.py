@@ -1,0 +1,247 @@
+"""The transaction coordinator inside one broker: its configuration, `__transaction_state`,
+markers, and KIP-890 verification for the produce path.
+
+The coordinator (coordinator/transaction_coordinator.py) knows nothing of topics, requests or
+peers. `TransactionsBroker` builds it from the broker config, creates `__transaction_state`
+when a client first looks a transactional id up (as Kafka does on FindCoordinator), loads a
+shard when this broker becomes leader of one of its partitions (coordinator epoch = that
+leader epoch) and drops it when leadership goes, hands committed decisions to the marker
+channel (broker/txn_marker_channel.py), and answers `verify_partitions` for the produce path,
+locally or by AddPartitionsToTxn v4 (verify_only) to the coordinator's broker.
+
+It runs after every input to the node (`poll`): decisions handed over again after a failed
+decision write, committed decisions, markers and Complete records due, in that order, until
+nothing changes (bounded), so a decision never waits for a timer that is not set.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ackly.broker.context import RequestContext
+from ackly.broker.groups import PartitionShardLog, PurgatoryScheduler, Respond
+from ackly.broker.io import PeerRequest
+from ackly.broker.txn_marker_channel import TXN_CHANNEL, MarkerChannel
+from ackly.cluster.metadata import NO_LEADER, BrokerInfo
+from ackly.config import BrokerConfig
+from ackly.coordinator.group_coordinator import partition_for
+from ackly.coordinator.transaction_coordinator import TRANSACTION_STATE_TOPIC, TransactionCoordinator
+from ackly.coordinator.transaction_state import TxnConfig
+from ackly.errors import ErrorCode, KafkaError
+from ackly.protocol.messages import build_request
+from ackly.replication.partition import Partition
+from ackly.types import TopicPartition
+
+if TYPE_CHECKING:
+    from ackly.broker.node import BrokerNode
+
+log = logging.getLogger("ackly.transactions")
+
+ADD_PARTITIONS_TO_TXN_KEY = 24
+VERIFY_VERSION = 4
+_MAX_POLL_ROUNDS = 100
+
+VerifyDone = Callable[[dict[TopicPartition, ErrorCode]], None]
+
+# KIP-588: PRODUCER_FENCED is answered from AddOffsetsToTxn v2 and EndTxn v2; older versions
+# get INVALID_PRODUCER_EPOCH.
+_FENCED_ERROR_FROM_VERSION = 2
+
+
+def start_error_code_request(node: BrokerNode, ctx: RequestContext) -> Respond[ErrorCode] | None:
+    """The waiter of a transaction coordinator request whose response is one error code
+    (AddOffsetsToTxn, EndTxn); None once answered NOT_COORDINATOR while the coordinator's
+    state is not loaded."""
+    def fields(code: ErrorCode) -> dict[str, Any]:
+        if code == ErrorCode.producer_fenced and ctx.api_version < _FENCED_ERROR_FROM_VERSION:
+            code = ErrorCode.invalid_producer_epoch
+        return {"error_code": code}
+
+    waiter: Respond[ErrorCode] = Respond(ctx, fields, fields)
+    if not node.transactions.coordinator.loaded:
+        waiter.fail(ErrorCode.not_coordinator)
+        return None
+    return waiter
+
+
+def txn_config(config: BrokerConfig) -> TxnConfig:
+    return TxnConfig(
+        max_timeout_ms=int(config.get("transaction.max.timeout.ms")),
+        id_expiration_ms=int(config.get("transactional.id.expiration.ms")),
+        abort_check_interval_ms=int(config.get("transaction.abort.timed.out.transaction.cleanup.interval.ms")),
+        remove_expired_interval_ms=int(config.get("transaction.remove.expired.transaction.cleanup.interval.ms")),
+    )
+
+
+class TransactionsBroker:
+    def __init__(self, node: BrokerNode, now_ms: int) -> None:
+        self.node = node
+        self.coordinator = TransactionCoordinator(
+            config=txn_config(node.config), scheduler=PurgatoryScheduler(node.purgatory),
+            write_timeout_ms=int(node.config.get("request.timeout.ms")),
+            new_producer_id=node.producer_ids.generate,
+        )
+        self.markers = MarkerChannel(node, self.coordinator)
+        self._verifications: dict[int, tuple[tuple[TopicPartition, ...], VerifyDone]] = {}
+        self._out: list[PeerRequest] = []
+
+    # --- the internal topic and its shards -------------------------------------------------
+
+    def on_partition_leadership(self, p: Partition, leader: bool, now_ms: int) -> None:
+        if p.tp.topic != TRANSACTION_STATE_TOPIC:
+            return
+        state = self.node.topics.get(TRANSACTION_STATE_TOPIC)
+        if leader and state is not None:
+            if not self.coordinator.loaded:
+                self.coordinator.set_partition_count(state.partition_count)
+            shard_log = PartitionShardLog(p, self.node.after_append)
+            self.coordinator.load_shard(p.tp.partition, shard_log, p.leader_epoch, now_ms)
+        else:
+            self.coordinator.unload_shard(p.tp.partition)
+
+    def _replication_factor(self, key: str) -> int:
+        """Capped by the live brokers, as offsets.topic.replication.factor is."""
+        wanted = int(self.node.config.get(key))
+        live = len([b for b in self.node.metadata.brokers.values() if not b.shutting_down])
+        if wanted > max(live, 1):
+            log.warning("%s: %s %d capped to the %d live brokers", TRANSACTION_STATE_TOPIC, key, wanted,
+                        max(live, 1))
+            return max(live, 1)
+        return wanted
+
+    def ensure_topic(self, now_ms: int) -> TransactionCoordinator:
+        """Create `__transaction_state` if needed; raises KafkaError(COORDINATOR_NOT_AVAILABLE)
+        while it does not exist yet (clients retry FindCoordinator)."""
+        node = self.node
+        if TRANSACTION_STATE_TOPIC not in node.topics:
+            failure: list[str] = []
+
+            def done(code: ErrorCode, message: str | None) -> None:
+                if code not in (ErrorCode.none, ErrorCode.topic_already_exists):
+                    failure.append(f"{code.name}: {message}")
+                    log.warning("cannot create %s: %s %s", TRANSACTION_STATE_TOPIC, code.name, message)
+
+            replicas = self._replication_factor("transaction.state.log.replication.factor")
+            min_isr = min(int(node.config.get("transaction.state.log.min.isr")), replicas)
+            node.admin.create_topic(
+                TRANSACTION_STATE_TOPIC, int(node.config.get("transaction.state.log.num.partitions")),
+                replicas, {
+                    # One record per transactional id wins: compaction keeps the log bounded
+                    # (not implemented yet; loading replays every record, later ones win).
+                    "cleanup.policy": "compact",
+                    "min.insync.replicas": str(min_isr),
+                    "segment.bytes": str(node.config.get("transaction.state.log.segment.bytes")),
+                    "unclean.leader.election.enable": "false",
+                }, None, now_ms, int(node.config.get("request.timeout.ms")), done,
+            )
+            node.pump(now_ms)
+            if failure:
+                raise KafkaError(ErrorCode.coordinator_not_available,
+                                 f"cannot create {TRANSACTION_STATE_TOPIC}: {failure[0]}")
+        state = node.topics.get(TRANSACTION_STATE_TOPIC)
+        if state is None:
+            raise KafkaError(ErrorCode.coordinator_not_available, f"{TRANSACTION_STATE_TOPIC} is being created")
+        if not self.coordinator.loaded:
+            self.coordinator.set_partition_count(state.partition_count)
+        return self.coordinator
+
+    def coordinator_of(self, transactional_id: str) -> BrokerInfo | None:
+        """The broker coordinating `transactional_id`: the leader of its partition."""
+        state = self.node.topics.get(TRANSACTION_STATE_TOPIC)
+        if state is None:
+            return None
+        tp = TopicPartition(TRANSACTION_STATE_TOPIC, partition_for(transactional_id, state.partition_count))
+        partition = self.node.metadata.partition(tp)
+        if partition is None or partition.leader == NO_LEADER:
+            return None
+        return self.node.metadata.brokers.get(partition.leader)
+
+    # --- KIP-890 part 1: verification for the produce path ---------------------------------
+
+    def verify_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                          partitions: Sequence[TopicPartition], now_ms: int, done: VerifyDone) -> None:
+        """Is each partition in this producer's ongoing transaction? `done` gets a code per
+        partition, now (coordinator here) or once the coordinator's broker answered."""
+        parts = tuple(partitions)
+        if self.coordinator.loaded and self.coordinator.here(transactional_id):
+            done(self.coordinator.verify_partitions(transactional_id, producer_id, producer_epoch, parts))
+            return
+        broker = self.coordinator_of(transactional_id)
+        if broker is None:
+            done(dict.fromkeys(parts, ErrorCode.coordinator_not_available))
+            return
+        if broker.broker_id == self.node.broker_id:
+            # Leader here, shard not loaded (yet, or any more).
+            done(dict.fromkeys(parts, ErrorCode.not_coordinator))
+            return
+        topics: dict[str, list[int]] = {}
+        for tp in parts:
+            topics.setdefault(tp.topic, []).append(tp.partition)
+        request = build_request(ADD_PARTITIONS_TO_TXN_KEY, VERIFY_VERSION, {"transactions": [{
+            "transactional_id": transactional_id, "producer_id": producer_id,
+            "producer_epoch": producer_epoch, "verify_only": True,
+            "topics": [{"name": t, "partitions": ids} for t, ids in topics.items()],
+        }]})
+        request_id = self.node.new_request_id()
+        self._verifications[request_id] = (parts, done)
+        self._out.append(PeerRequest(request_id, broker.broker_id, request, channel=TXN_CHANNEL))
+
+    def _on_verify_response(self, request_id: int, response: Any) -> None:
+        parts, done = self._verifications.pop(request_id)
+        top = ErrorCode(getattr(response, "error_code", ErrorCode.none))
+        codes: dict[TopicPartition, ErrorCode] = {}
+        for txn in getattr(response, "results_by_transaction", ()):
+            for topic in txn.topic_results:
+                for part in topic.results_by_partition:
+                    codes[TopicPartition(topic.name, int(part.partition_index))] = ErrorCode(part.partition_error_code)
+        fallback = top if top != ErrorCode.none else ErrorCode.unknown_server_error
+        done({tp: codes.get(tp, fallback) for tp in parts})
+
+    # --- peer requests ---------------------------------------------------------------------
+
+    def owns(self, request_id: int) -> bool:
+        return request_id in self._verifications or self.markers.owns(request_id)
+
+    def on_peer_response(self, request_id: int, response: Any, now_ms: int) -> None:
+        if request_id in self._verifications:
+            self._on_verify_response(request_id, response)
+        else:
+            self.markers.on_response(request_id, response, now_ms)
+
+    def on_peer_failure(self, request_id: int, reason: str, now_ms: int) -> None:
+        if request_id in self._verifications:
+            parts, done = self._verifications.pop(request_id)
+            log.info("verification request %d failed: %s", request_id, reason)
+            done(dict.fromkeys(parts, ErrorCode.coordinator_not_available))
+        else:
+            self.markers.on_failure(request_id, reason, now_ms)
+
+    # --- time and progress -----------------------------------------------------------------
+
+    def poll(self, now_ms: int, out: list[PeerRequest]) -> None:
+        """After every input: hand over again the decisions of shards whose decision write
+        failed, take committed decisions, send the markers that are due, write Complete
+        records."""
+        coordinator = self.coordinator
+        for _ in range(_MAX_POLL_ROUNDS):
+            for index in coordinator.take_retries():
+                coordinator.resend_decisions(index, now_ms)
+            decisions = coordinator.take_decisions()
+            for decision in decisions:
+                self.markers.add(decision)
+            before = len(self.markers)
+            self.markers.poll(now_ms, out)
+            if not decisions and len(self.markers) == before:
+                break
+        out.extend(self._out)
+        self._out.clear()
+
+    def tick(self, now_ms: int) -> None:
+        self.coordinator.tick(now_ms)
+
+    def next_deadline_ms(self) -> int | None:
+        deadlines = [d for d in (self.coordinator.next_deadline_ms(), self.markers.next_deadline_ms())
+                     if d is not None]
+        return min(deadlines) if deadlines else None

@@ -1,0 +1,349 @@
+"""The transactions of one `__transaction_state` partition (Kafka's TransactionStateManager,
+one partition's worth of it), as a coordinator runtime shard.
+
+Owns: every transactional id whose partition this is, by id, and the operations on them
+(InitProducerId, AddPartitionsToTxn, EndTxn, completion, the timers). Each operation returns
+its answer through `fx.reply` and writes at most one record per transactional id through
+`fx.append`; the metadata changes only in `replay` (coordinator/runtime.py), so a shard loaded
+from the log equals the shard that wrote it.
+
+Decisions: an operation that writes PrepareCommit or PrepareAbort also replies a `Decision`
+to the coordinator's decision waiter; the runtime delivers it once the record is committed,
+and only then are markers sent (the Prepare record is the decision point, GUARANTEES.md rule
+18). Loading a shard hands every transaction found in a Prepare state to the same waiter, so
+a new coordinator finishes what the old one decided.
+
+Timers (`tick`): an Ongoing transaction whose start is more than its timeout ago is fenced and
+aborted (Kafka's abortTimedOutTransactions: epoch bump, then PrepareAbort with that epoch);
+an id in Empty or a Complete state untouched for transactional.id.expiration.ms is removed
+(a tombstone; Kafka's removeExpiredTransactionalIds).
+
+Invariants: a transactional id maps to the partition `partition_for(id)`; at most one
+decision per (id, producer id, epoch) is in flight; the in-memory-only fields of a record
+come from `_live_extra`, set by the operation that writes it, or are -1 on load.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ackly.coordinator.runtime import Effects, Waiter
+from ackly.coordinator.transaction_metadata import (
+    COMPLETE_STATES,
+    MAX_EPOCH,
+    PREPARE_STATES,
+    InvalidTransition,
+    TransactionMetadata,
+    TxnState,
+    TxnTransit,
+    is_epoch_exhausted,
+    is_valid_transition,
+)
+from ackly.coordinator.txn_records import (
+    RecordFormatError,
+    decode_key,
+    decode_value,
+    encode_key,
+    encode_value,
+)
+from ackly.errors import ErrorCode, KafkaError
+from ackly.types import NO_PRODUCER_EPOCH, NO_PRODUCER_ID, TopicPartition
+
+log = logging.getLogger("ackly.transactions")
+
+
+@dataclass(frozen=True)
+class TxnConfig:
+    max_timeout_ms: int  # transaction.max.timeout.ms
+    id_expiration_ms: int  # transactional.id.expiration.ms
+    abort_check_interval_ms: int  # transaction.abort.timed.out.transaction.cleanup.interval.ms
+    remove_expired_interval_ms: int  # transaction.remove.expired.transaction.cleanup.interval.ms
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A committed Prepare record: markers to write to `partitions`."""
+
+    index: int  # the __transaction_state partition
+    coordinator_epoch: int
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    committed: bool
+    partitions: frozenset[TopicPartition]
+
+
+@dataclass(frozen=True)
+class InitResult:
+    error: ErrorCode
+    producer_id: int = NO_PRODUCER_ID
+    producer_epoch: int = NO_PRODUCER_EPOCH
+
+
+@dataclass(frozen=True)
+class TxnDescription:
+    transactional_id: str
+    state: TxnState
+    producer_id: int
+    producer_epoch: int
+    timeout_ms: int
+    start_ms: int
+    partitions: frozenset[TopicPartition]
+
+
+class TransactionShard:
+    def __init__(self, index: int, coordinator_epoch: int, config: TxnConfig,
+                 decisions: Waiter[Decision], now_ms: int) -> None:
+        self.index = index
+        self.coordinator_epoch = coordinator_epoch
+        self.config = config
+        self.decisions = decisions
+        self.txns: dict[str, TransactionMetadata] = {}
+        self._live_extra: tuple[int, int] | None = None
+        self._next_abort_check_ms = now_ms + config.abort_check_interval_ms
+        self._next_expiry_ms = now_ms + config.remove_expired_interval_ms
+
+    # --- replay ----------------------------------------------------------------------------
+
+    def replay(self, key: bytes, value: bytes | None, now_ms: int, loading: bool) -> None:
+        try:
+            self._replay(key, value, loading)
+        except (RecordFormatError, InvalidTransition) as exc:
+            # Loading: someone else wrote into the topic; skip it, as the loader does for any
+            # undecodable record. Live: it is our own record, so this is a bug.
+            if not loading:
+                raise
+            log.warning("__transaction_state-%d: record skipped: %s", self.index, exc)
+
+    def _replay(self, key: bytes, value: bytes | None, loading: bool) -> None:
+        extra = (NO_PRODUCER_EPOCH, NO_PRODUCER_ID) if loading or self._live_extra is None else self._live_extra
+        self._live_extra = None
+        transactional_id = decode_key(key)
+        if value is None:
+            self.txns.pop(transactional_id, None)
+            return
+        decoded = decode_value(value)
+        current = self.txns.get(transactional_id)
+        if loading or current is None:
+            # The log is the truth; later records win (as Kafka's loading does).
+            meta = TransactionMetadata.from_value(transactional_id, decoded)
+            meta.last_producer_epoch, meta.previous_producer_id = extra
+            self.txns[transactional_id] = meta
+            return
+        state = TxnState(decoded.status)
+        current.apply(TxnTransit(
+            decoded.producer_id, decoded.producer_epoch, decoded.timeout_ms, state,
+            frozenset(decoded.partitions), decoded.start_ms, decoded.last_update_ms, *extra))
+
+    def _write(self, transactional_id: str, transit: TxnTransit, fx: Effects) -> None:
+        key = encode_key(transactional_id)
+        if transit.state == TxnState.DEAD:
+            fx.append(key, None)
+            return
+        self._live_extra = (transit.last_producer_epoch, transit.previous_producer_id)
+        fx.append(key, encode_value(transit.to_value(), empty=transit.state == TxnState.EMPTY))
+        assert self._live_extra is None, "the runtime replays a record as it is written"
+
+    def on_loaded(self, now_ms: int) -> None:
+        pass
+
+    def on_unloaded(self) -> None:
+        pass
+
+    def pending_decisions(self) -> list[Decision]:
+        """Every transaction in a Prepare state (after a load: the old coordinator's)."""
+        return [self._decision(m) for m in self.txns.values() if m.state in PREPARE_STATES]
+
+    def _decision(self, meta: TransactionMetadata) -> Decision:
+        return Decision(self.index, self.coordinator_epoch, meta.transactional_id, meta.producer_id,
+                        meta.producer_epoch, meta.state == TxnState.PREPARE_COMMIT, meta.partitions)
+
+    # --- operations ------------------------------------------------------------------------
+
+    def init_producer_id(self, transactional_id: str, timeout_ms: int, expected: tuple[int, int] | None,
+                         new_producer_id: Callable[[], int], waiter: Waiter[InitResult], now_ms: int,
+                         fx: Effects) -> None:
+        """Kafka's handleInitProducerId with a transactional id (KIP-98, KIP-360)."""
+        meta = self.txns.get(transactional_id)
+        try:
+            if meta is None:
+                transit = TxnTransit(new_producer_id(), 0, timeout_ms, TxnState.EMPTY, frozenset(), -1, now_ms)
+                self._write(transactional_id, transit, fx)
+                fx.reply(waiter, InitResult(ErrorCode.none, transit.producer_id, 0))
+                return
+            fx.reply(waiter, self._init_existing(meta, timeout_ms, expected, new_producer_id, now_ms, fx))
+        except KafkaError as exc:
+            # No producer id could be reserved (a failing disk): retriable.
+            log.warning("InitProducerId %r: %s", transactional_id, exc)
+            fx.reply(waiter, InitResult(ErrorCode.coordinator_not_available))
+
+    def _init_existing(self, meta: TransactionMetadata, timeout_ms: int, expected: tuple[int, int] | None,
+                       new_producer_id: Callable[[], int], now_ms: int, fx: Effects) -> InitResult:
+        if expected is not None and not (
+            meta.producer_epoch == NO_PRODUCER_EPOCH
+            or expected[0] == meta.producer_id
+            # A retry of a bump that rotated the id, whose answer was lost.
+            or (expected[0] == meta.previous_producer_id and is_epoch_exhausted(expected[1]))
+        ):
+            return InitResult(ErrorCode.producer_fenced)
+        if meta.state in PREPARE_STATES:
+            return InitResult(ErrorCode.concurrent_transactions)
+        if meta.state == TxnState.ONGOING:
+            # The previous instance left a transaction open: fence it and abort it first. The
+            # client retries on CONCURRENT_TRANSACTIONS and gets its epoch once the abort is
+            # complete (the bumped epoch written here is never handed out).
+            self._decide(meta, TxnState.PREPARE_ABORT, now_ms, fx, self._fence(meta))
+            return InitResult(ErrorCode.concurrent_transactions)
+        assert meta.state == TxnState.EMPTY or meta.state in COMPLETE_STATES, meta.state
+        if meta.is_epoch_exhausted and (expected is None or expected[1] == meta.producer_epoch):
+            transit = meta.prepare_rotate_producer_id(new_producer_id(), timeout_ms, now_ms, expected is not None)
+        else:
+            bumped = meta.prepare_increment_epoch(timeout_ms, None if expected is None else expected[1], now_ms)
+            if isinstance(bumped, ErrorCode):
+                return InitResult(bumped)
+            transit = bumped
+        self._write(meta.transactional_id, transit, fx)
+        return InitResult(ErrorCode.none, transit.producer_id, transit.producer_epoch)
+
+    def _check_producer(self, meta: TransactionMetadata | None, producer_id: int,
+                        producer_epoch: int) -> ErrorCode | None:
+        if meta is None or meta.producer_id != producer_id:
+            return ErrorCode.invalid_producer_id_mapping
+        if meta.producer_epoch != producer_epoch:
+            return ErrorCode.producer_fenced
+        return None
+
+    def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                       partitions: Iterable[TopicPartition], waiter: Waiter[ErrorCode], now_ms: int,
+                       fx: Effects) -> None:
+        """Kafka's handleAddPartitionsToTransaction (also AddOffsetsToTxn's one partition)."""
+        meta = self.txns.get(transactional_id)
+        added = frozenset(partitions)
+        error = self._check_producer(meta, producer_id, producer_epoch)
+        if error is not None:
+            fx.reply(waiter, error)
+            return
+        assert meta is not None
+        if meta.state in PREPARE_STATES:
+            fx.reply(waiter, ErrorCode.concurrent_transactions)
+        elif meta.state == TxnState.ONGOING and added <= meta.partitions:
+            fx.reply(waiter, ErrorCode.none)
+        elif not is_valid_transition(meta.state, TxnState.ONGOING):
+            fx.reply(waiter, ErrorCode.invalid_txn_state)
+        else:
+            self._write(transactional_id, meta.prepare_add_partitions(added, now_ms), fx)
+            fx.reply(waiter, ErrorCode.none)
+
+    def verify_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                          partitions: Iterable[TopicPartition]) -> dict[TopicPartition, ErrorCode]:
+        """KIP-890 part 1: is each partition in this producer's ongoing transaction? Reads
+        only (Kafka's handleVerifyPartitionsInTransaction)."""
+        meta = self.txns.get(transactional_id)
+        wanted = list(partitions)
+        error = self._check_producer(meta, producer_id, producer_epoch)
+        if error is None and meta is not None and meta.state in PREPARE_STATES:
+            error = ErrorCode.concurrent_transactions
+        if error is not None:
+            return {tp: error for tp in wanted}
+        assert meta is not None
+        ongoing = meta.state == TxnState.ONGOING
+        return {tp: ErrorCode.none if ongoing and tp in meta.partitions else ErrorCode.invalid_txn_state
+                for tp in wanted}
+
+    def end_transaction(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                        committed: bool, waiter: Waiter[ErrorCode], now_ms: int, fx: Effects) -> None:
+        """Kafka's endTransaction from a client (EndTxn)."""
+        meta = self.txns.get(transactional_id)
+        error = self._check_producer(meta, producer_id, producer_epoch)
+        if error is not None:
+            fx.reply(waiter, error)
+            return
+        assert meta is not None
+        wanted = TxnState.PREPARE_COMMIT if committed else TxnState.PREPARE_ABORT
+        if meta.state == TxnState.ONGOING:
+            self._decide(meta, wanted, now_ms, fx)
+            fx.reply(waiter, ErrorCode.none)
+        elif meta.state in COMPLETE_STATES:
+            # A retry of an EndTxn that completed: success if it asked for the same outcome.
+            same = (meta.state == TxnState.COMPLETE_COMMIT) == committed
+            fx.reply(waiter, ErrorCode.none if same else ErrorCode.invalid_txn_state)
+        elif meta.state in PREPARE_STATES:
+            same = meta.state == wanted
+            fx.reply(waiter, ErrorCode.concurrent_transactions if same else ErrorCode.invalid_txn_state)
+        else:
+            fx.reply(waiter, ErrorCode.invalid_txn_state)
+
+    @staticmethod
+    def _fence(meta: TransactionMetadata) -> TxnTransit | None:
+        """The epoch fence before a coordinator-side abort. An epoch at the int16 maximum
+        cannot be bumped (InitProducerId rotates the producer id long before, at
+        EPOCH_EXHAUSTED; Kafka throws here): abort with the epoch it has instead."""
+        if meta.producer_epoch >= MAX_EPOCH:
+            log.error("transaction %r: epoch %d cannot be bumped; aborting without a fence",
+                      meta.transactional_id, meta.producer_epoch)
+            return None
+        return meta.prepare_fence_epoch()
+
+    def _decide(self, meta: TransactionMetadata, state: TxnState, now_ms: int, fx: Effects,
+                fence: TxnTransit | None = None) -> None:
+        transit = meta.prepare_abort_or_commit(state, now_ms, fence)
+        self._write(meta.transactional_id, transit, fx)
+        fx.reply(self.decisions, self._decision(meta))
+
+    def complete(self, decision: Decision, now_ms: int, fx: Effects, waiter: Waiter[Decision]) -> None:
+        """Every marker of `decision` is written: the Complete record (`waiter` hears once it
+        is committed, or that it failed). A transaction that moved on (its Complete record is
+        written already: a retry) has nothing to write; `waiter` hears once what the shard
+        holds is committed."""
+        meta = self.txns.get(decision.transactional_id)
+        if (meta is None or meta.state not in PREPARE_STATES or meta.producer_id != decision.producer_id
+                or meta.producer_epoch != decision.producer_epoch):
+            log.info("transaction %r moved on before its markers completed", decision.transactional_id)
+            fx.reply(waiter, decision)
+            return
+        self._write(meta.transactional_id, meta.prepare_complete(now_ms), fx)
+        fx.reply(waiter, decision)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def describe(self, transactional_id: str) -> TxnDescription | None:
+        meta = self.txns.get(transactional_id)
+        if meta is None:
+            return None
+        return TxnDescription(meta.transactional_id, meta.state, meta.producer_id, meta.producer_epoch,
+                              meta.timeout_ms, meta.start_ms, meta.partitions)
+
+    def descriptions(self) -> list[TxnDescription]:
+        return [d for tid in self.txns if (d := self.describe(tid)) is not None]
+
+    # --- timers ----------------------------------------------------------------------------
+
+    def next_deadline_ms(self) -> int | None:
+        return min(self._next_abort_check_ms, self._next_expiry_ms)
+
+    def tick(self, now_ms: int, fx: Effects) -> None:
+        if now_ms >= self._next_abort_check_ms:
+            self._next_abort_check_ms = now_ms + self.config.abort_check_interval_ms
+            self.abort_timed_out(now_ms, fx)
+        if now_ms >= self._next_expiry_ms:
+            self._next_expiry_ms = now_ms + self.config.remove_expired_interval_ms
+            self.remove_expired(now_ms, fx)
+
+    def abort_timed_out(self, now_ms: int, fx: Effects) -> None:
+        """Kafka's abortTimedOutTransactions: fence the producer (epoch bump) and abort, so the
+        LSO of every partition of the transaction moves on (GUARANTEES.md rule 22)."""
+        for meta in list(self.txns.values()):
+            if meta.state != TxnState.ONGOING or meta.start_ms + meta.timeout_ms >= now_ms:
+                continue
+            log.info("transaction %r (producer %d epoch %d) timed out after %d ms: aborting",
+                     meta.transactional_id, meta.producer_id, meta.producer_epoch, meta.timeout_ms)
+            self._decide(meta, TxnState.PREPARE_ABORT, now_ms, fx, self._fence(meta))
+
+    def remove_expired(self, now_ms: int, fx: Effects) -> None:
+        for meta in list(self.txns.values()):
+            idle = meta.state == TxnState.EMPTY or meta.state in COMPLETE_STATES
+            if idle and meta.last_update_ms + self.config.id_expiration_ms <= now_ms:
+                log.info("transactional id %r expired", meta.transactional_id)
+                self._write(meta.transactional_id, meta.prepare_dead(), fx)
