@@ -53,3 +53,10 @@ def test_fault_points_stay_out_of_the_user_facing_commands() -> None:
     verify_help = CliRunner().invoke(cli, ["verify", "--help"]).output
     assert "--fault" not in serve_help and "fault point" not in serve_help.lower()
     assert "--semantics" in verify_help and "--planted-fault" not in verify_help
+
+
+def test_faulty_serve_takes_a_flush_record_path() -> None:
+    from ackly.testing.faulty_serve import parse_args
+
+    faults, record, rest = parse_args(["--record-flushes", "d/flushed-lengths", "--", "serve", "--port", "1"])
+    assert (faults, record, rest) == ([], "d/flushed-lengths", ["serve", "--port", "1"])

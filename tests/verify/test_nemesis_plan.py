@@ -51,3 +51,14 @@ def test_set_routes_each_key_to_producer_consumer_or_topic() -> None:
     assert s.offset_commit == "before"
     with pytest.raises(ValueError):
         parse_assignments(["acks"])
+
+
+def test_lose_unflushed_is_a_known_process_fault_the_plan_schedules() -> None:
+    from ackly.verify.nemesis import PROCESS_FAULTS, UNDO
+
+    assert parse_faults("lose-unflushed,lose-unflushed-leader") == ("lose-unflushed", "lose-unflushed-leader")
+    assert "lose-unflushed" in PROCESS_FAULTS and UNDO["lose-unflushed"] == "restart"
+    events = plan(5, ("lose-unflushed", "lose-unflushed-leader"), 12.0, 1, 2)
+    assert events and events == plan(5, ("lose-unflushed", "lose-unflushed-leader"), 12.0, 1, 2)
+    assert {e.kind for e in events} <= {"lose-unflushed", "lose-unflushed-leader"}
+    assert all(e.target.startswith("leader:") for e in events if e.kind == "lose-unflushed-leader")

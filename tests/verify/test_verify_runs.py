@@ -7,6 +7,9 @@ faults, and the verdict it reaches (GUARANTEES.md s.7-8).
   fault schedule;
 - acks=1 with unclean leader election, under a partition of the leader: acknowledged writes are
   lost and the report says the configuration allows it;
+- a power loss on a single broker (lose-unflushed: its log files cut back to what fsync made
+  durable): with flush.policy=always nothing acknowledged goes; with flush.policy=never and acks=1
+  acknowledged writes go, and the report says the configuration allows it;
 - each planted bug (broker/faults.py, switched on only through ackly.testing.faulty_serve) makes
   verify fail the run.
 
@@ -16,6 +19,7 @@ Each run is bounded: a few seconds of workload, then healing, final reads and th
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from click.testing import CliRunner
 from ackly.broker.faults import FORGET_PRODUCER_STATE
 from ackly.cli.main import cli
 from ackly.server.etcd_process import etcd_binary
+from ackly.testing.flushed_lengths import RECORD_FILE
 from ackly.verify.nemesis import plan
 
 pytestmark = [
@@ -100,6 +105,38 @@ def test_acks1_with_unclean_election_loses_writes_that_the_config_allows(tmp_pat
     assert status(data, "lost-write") == "allowed-by-config"
     assert code == 0 and data["ok"], output
     assert "allowed-by-config" in output
+
+
+def dropped_bytes(output: str) -> list[int]:
+    return [int(n) for n in re.findall(r"(\d+) unflushed bytes dropped", output)]
+
+
+def test_power_loss_with_flush_always_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    code, output = verify("--semantics", "at-least-once", "--brokers", "1", "--partitions", "1",
+                          "--duration", "8", "--faults", "lose-unflushed", "--seed", "1",
+                          "--keep-data", "--out", str(tmp_path))
+    data = summary(tmp_path)
+    assert dropped_bytes(output), f"no power loss was injected:\n{output}"
+    assert data["run"]["stats"]["faults injected"] >= 1, output
+    # The broker recorded what its fsyncs covered: the workload's log is in the record.
+    record = (tmp_path / "data" / "cluster" / "broker-0" / RECORD_FILE).read_text()
+    lengths = [int(line.rsplit(" ", 1)[1]) for line in record.splitlines()
+               if line.startswith("verify-queue-0") and not line.endswith(" -")]
+    assert max(lengths, default=0) > 0, record
+    assert all(counts(data)[n] == 0 for n in LOSS), f"flush.policy=always lost acknowledged writes:\n{output}"
+    assert code == 0 and data["ok"], output
+
+
+def test_power_loss_with_flush_never_loses_writes_that_the_config_allows(tmp_path: Path) -> None:
+    code, output = verify("--semantics", "at-least-once", "--brokers", "1", "--partitions", "1",
+                          "--set", "acks=1", "--set", "flush.policy=never", "--duration", "8",
+                          "--faults", "lose-unflushed", "--seed", "1", "--out", str(tmp_path))
+    data = summary(tmp_path)
+    assert sum(dropped_bytes(output)) > 0, f"nothing unflushed was dropped:\n{output}"
+    lost = {n: counts(data)[n] for n in LOSS}
+    assert sum(lost.values()) > 0, f"no acknowledged write was lost:\n{output}"
+    assert all(status(data, n) == "allowed-by-config" for n, count in lost.items() if count), output
+    assert code == 0 and data["ok"], output
 
 
 @pytest.mark.parametrize(("fault", "extra", "caught_as"), [

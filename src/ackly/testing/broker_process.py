@@ -24,7 +24,7 @@ class BrokerProcess:
                  configs: Mapping[str, str] | None = None, start_timeout_s: float = 20.0,
                  metadata: str | None = None, advertised_host: str | None = None,
                  advertised_port: int | None = None, log_level: str | None = None,
-                 faults: Sequence[str] = ()) -> None:
+                 faults: Sequence[str] = (), record_flushes: bool = False) -> None:
         self.data_dir = data_dir
         self.port = port
         self.broker_id = broker_id
@@ -35,6 +35,8 @@ class BrokerProcess:
         self.log_level = log_level  # DEBUG, INFO, WARNING (the default) or ERROR
         # Fault points to enable (broker/faults.py), through ackly.testing.faulty_serve only.
         self.faults = tuple(faults)
+        # Record each log file's flushed length (testing/flushed_lengths.py), for drop_unflushed.
+        self.record_flushes = record_flushes
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
@@ -43,12 +45,21 @@ class BrokerProcess:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def flush_record(self) -> str:
+        """Where the broker records its flushed lengths (with `record_flushes`)."""
+        from ackly.testing.flushed_lengths import RECORD_FILE
+
+        return os.path.join(self.data_dir, RECORD_FILE)
+
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "ackly"]
-        if self.faults:
+        if self.faults or self.record_flushes:
             cmd = [sys.executable, "-m", "ackly.testing.faulty_serve"]
             for name in self.faults:
                 cmd += ["--fault", name]
+            if self.record_flushes:
+                cmd += ["--record-flushes", self.flush_record]
             cmd.append("--")
         if self.log_level is not None:
             cmd += ["--log-level", self.log_level]

@@ -68,11 +68,13 @@ class ClusterProcesses:
         metadata_urls: Mapping[int, str] | None = None,
         log_level: str | None = None,
         faults: Sequence[str] = (),
+        record_flushes: bool = False,
     ) -> None:
         """`ports`: listen port per broker id (default: free ports, kept across restarts);
         `advertised_ports`: the port a broker registers instead (a proxy in front of it);
         `metadata_urls`: a broker's --metadata instead of the etcd's own URL (a relay);
-        `faults`: fault points every broker starts with (planted bugs, testing/faulty_serve.py)."""
+        `faults`: fault points every broker starts with (planted bugs, testing/faulty_serve.py);
+        `record_flushes`: brokers record their flushed lengths, for `lose_unflushed`."""
         assert brokers >= 1
         self.base_dir = base_dir
         self.count = brokers
@@ -86,6 +88,7 @@ class ClusterProcesses:
         self.metadata_urls = dict(metadata_urls or {})
         self.log_level = log_level
         self.faults = tuple(faults)
+        self.record_flushes = record_flushes
         self.brokers: dict[int, BrokerProcess] = {}
 
     @property
@@ -112,7 +115,7 @@ class ClusterProcesses:
                     configs=configs, metadata=self.metadata_urls.get(broker_id, self.metadata_url),
                     start_timeout_s=self.start_timeout_s, port=self.ports.get(broker_id, 0),
                     advertised_port=self.advertised_ports.get(broker_id), log_level=self.log_level,
-                    faults=self.faults,
+                    faults=self.faults, record_flushes=self.record_flushes,
                 )
                 self.brokers[broker_id] = proc
                 proc.start()
@@ -176,6 +179,18 @@ class ClusterProcesses:
             proc.kill()
         else:
             proc.kill(sig)
+
+    def lose_unflushed(self, broker_id: int) -> dict[str, tuple[int, int]]:
+        """SIGKILL, then cut the broker's log files to their flushed lengths (what a power loss
+        leaves); restart it with `start_broker`. Needs `record_flushes`. Returns what was cut
+        (path -> (size before, size after))."""
+        from ackly.testing.flushed_lengths import drop_unflushed
+
+        proc = self.brokers[broker_id]
+        assert proc.record_flushes, "lose_unflushed needs brokers started with record_flushes"
+        self.resume(broker_id)
+        proc.kill()
+        return drop_unflushed(proc.flush_record)
 
     def restart(self, broker_id: int) -> BrokerProcess:
         """Kill -9 if still running, then start again on the same port and data."""

@@ -1,12 +1,17 @@
 """`ackly serve` with planted bugs switched on: for tests that prove a checker catches them.
 
     python -m ackly.testing.faulty_serve --fault serve-above-hw [--fault ...] -- serve --port ...
+    python -m ackly.testing.faulty_serve --record-flushes DATA_DIR/flushed-lengths -- serve ...
 
 starts the normal `ackly` command line (everything after `--`) in a process whose broker node
 has the named fault points of `ackly.broker.faults` enabled from the moment it is built. This
 module is the only way a broker process gets a fault point: `ackly serve` has no such option,
 and no config reaches `FaultPoints` (DESIGN.md s.7). `BrokerProcess(faults=...)` and
 `ClusterProcesses(faults=...)` start brokers through it.
+
+`--record-flushes PATH` gives the broker a `RecordingDisk` (testing/flushed_lengths.py): every
+completed fsync of a log file records the length it made durable in PATH, so that a test can
+cut the files back to what a power loss would leave (verify's "lose-unflushed" fault).
 """
 
 from __future__ import annotations
@@ -36,9 +41,24 @@ def enable_at_start(names: Sequence[str]) -> None:
     setattr(app, "BrokerNode", FaultyBrokerNode)  # noqa: B010
 
 
+def record_flushes_at(record_path: str) -> None:
+    """Make every broker the server builds from now on use a `RecordingDisk`."""
+    import ackly.server.app as app
+    from ackly.testing.flushed_lengths import RecordingDisk
+
+    setattr(app, "RealDisk", lambda: RecordingDisk(record_path))  # noqa: B010
+
+
 def split_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """(fault names, the ackly arguments after `--`)."""
+    faults, _record, rest = parse_args(argv)
+    return faults, rest
+
+
+def parse_args(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
+    """(fault names, the --record-flushes path or None, the ackly arguments after `--`)."""
     faults: list[str] = []
+    record: str | None = None
     args = list(argv)
     rest: list[str] = []
     while args:
@@ -46,19 +66,23 @@ def split_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
         if arg == "--":
             rest = args
             break
-        if arg == "--fault" and args:
+        if arg == "--record-flushes" and args:
+            record = args.pop(0)
+        elif arg == "--fault" and args:
             faults.append(args.pop(0))
         elif arg.startswith("--fault="):
             faults.append(arg.split("=", 1)[1])
         else:
-            raise SystemExit(f"usage: python -m ackly.testing.faulty_serve --fault NAME ... -- serve ...; "
-                             f"unexpected {arg!r}")
-    return faults, rest
+            raise SystemExit(f"usage: python -m ackly.testing.faulty_serve [--fault NAME ...] "
+                             f"[--record-flushes PATH] -- serve ...; unexpected {arg!r}")
+    return faults, record, rest
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    faults, rest = split_args(sys.argv[1:] if argv is None else argv)
+    faults, record, rest = parse_args(sys.argv[1:] if argv is None else argv)
     enable_at_start(faults)
+    if record is not None:
+        record_flushes_at(record)
     from ackly.cli.main import cli
 
     print(f"ackly test broker: fault points enabled: {', '.join(faults) or 'none'}", flush=True)

@@ -67,8 +67,10 @@ SEMANTICS: tuple[str, ...] = tuple(ALLOWED)
 
 Status = Literal["none", "allowed", "allowed-by-config", "reported", "violation"]
 
-# A truncated leader log loses acknowledged records and then reuses their offsets.
-TRUNCATION = LOSS | {"inconsistent-offsets"}
+# A truncated leader log loses acknowledged records and then reuses their offsets; a consumer
+# already past the new log end gets OFFSET_OUT_OF_RANGE and its auto.offset.reset moves it back
+# (a rewind no assign or seek of its own explains).
+TRUNCATION = LOSS | {"inconsistent-offsets", "nonmonotonic-poll"}
 
 
 @dataclass(frozen=True, slots=True)

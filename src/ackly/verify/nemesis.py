@@ -8,6 +8,10 @@ leave the final healing phase (`Nemesis.heal`) its share of the run.
 
 Faults (`FAULT_KINDS`), each on one broker:
 - kill: SIGKILL, restarted (same port and data) when the window ends;
+- lose-unflushed: a power loss: SIGKILL, then every log file of the broker is cut back to the
+  length its last completed fsync covered (recorded by the test launcher,
+  testing/flushed_lengths.py), restarted when the window ends; recovery must cope, and with
+  flush.policy=always no acknowledged record may go;
 - pause: SIGSTOP, SIGCONT when the window ends (alive but silent, like a long GC pause);
 - partition: the broker is cut off from the other brokers and from etcd: no replica fetch
   reaches it (every connection through the inter-broker fault proxy is reset) and its etcd
@@ -21,7 +25,7 @@ Faults (`FAULT_KINDS`), each on one broker:
   connection then closes).
 A kind may carry the suffix `-leader` (e.g. `kill-leader`): the target is then the leader of
 one of the workload's partitions when the fault starts; otherwise the schedule draws either
-a broker id or "leader". Faults on processes (kill, pause, partition) need a cluster that
+a broker id or "leader". Faults on processes (kill, lose-unflushed, pause, partition) need a cluster that
 verify started itself; against `--bootstrap` only the proxy faults apply.
 """
 
@@ -39,13 +43,14 @@ from ackly.verify.history import NEMESIS, Recorder
 
 log = logging.getLogger("ackly.verify.nemesis")
 
-PROCESS_FAULTS = ("kill", "pause", "partition")
+PROCESS_FAULTS = ("kill", "lose-unflushed", "pause", "partition")
 PROXY_FAULTS = ("client-partition", "reset", "drop")
 BASE_KINDS = PROCESS_FAULTS + PROXY_FAULTS
 FAULT_KINDS: tuple[str, ...] = BASE_KINDS + tuple(f"{k}-leader" for k in BASE_KINDS)
 # What each fault is undone by, as recorded in the history.
 UNDO = {
     "kill": "restart",
+    "lose-unflushed": "restart",
     "pause": "resume",
     "partition": "heal",
     "client-partition": "heal",
@@ -139,6 +144,9 @@ class FaultTarget(Protocol):
     def broker_ids(self) -> list[int]: ...
     def leader_of(self, partition: int) -> int | None: ...
     def kill(self, broker_id: int) -> None: ...
+    def lose_unflushed(self, broker_id: int) -> int:
+        """Kill the broker and drop its unflushed bytes; returns how many bytes went."""
+        ...
     def restart(self, broker_id: int) -> None: ...
     def pause(self, broker_id: int) -> None: ...
     def resume(self, broker_id: int) -> None: ...
@@ -220,8 +228,11 @@ class Nemesis:
         op = self.recorder.invoke(NEMESIS, kind, value)
         rules: list[object] = []
         try:
+            detail = ""
             if kind == "kill":
                 self.target.kill(broker)
+            elif kind == "lose-unflushed":
+                detail = f", {self.target.lose_unflushed(broker)} unflushed bytes dropped"
             elif kind == "pause":
                 self.target.pause(broker)
             elif kind == "partition":
@@ -256,7 +267,7 @@ class Nemesis:
         self._active.append((kind, broker, rules))
         self.injected += 1
         self.recorder.complete(op, "ok")
-        self.on_action(f"{kind} broker {broker} ({event.target}) for {event.duration_s:.1f} s")
+        self.on_action(f"{kind} broker {broker} ({event.target}) for {event.duration_s:.1f} s{detail}")
 
     def _undo_all(self) -> None:
         while self._active:
@@ -264,7 +275,7 @@ class Nemesis:
             undo = UNDO[kind]
             op = self.recorder.invoke(NEMESIS, undo, {"targets": [broker], "undoes": kind})
             try:
-                if kind == "kill":
+                if kind in ("kill", "lose-unflushed"):
                     self.target.restart(broker)
                 elif kind == "pause":
                     self.target.resume(broker)

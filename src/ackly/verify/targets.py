@@ -85,13 +85,14 @@ class OwnCluster:
 
     def __init__(self, base_dir: str, brokers: int, *, configs: Mapping[str, str] | None = None,
                  planted_faults: Sequence[str] = (), topic: str = "", partitions: int = 1,
-                 replication_factor: int = 3) -> None:
+                 replication_factor: int = 3, record_flushes: bool = False) -> None:
         self.base_dir = base_dir
         self.partitions = partitions
         self.replication_factor = min(replication_factor, brokers)
         self.count = brokers
         self.configs = {**FAST_FAILOVER, **dict(configs or {})}
         self.planted_faults = tuple(planted_faults)
+        self.record_flushes = record_flushes  # for lose_unflushed (testing/flushed_lengths.py)
         self.topic = topic
         self.etcd: Any = None
         self.cluster: ClusterProcesses | None = None
@@ -133,7 +134,7 @@ class OwnCluster:
                 os.path.join(self.base_dir, "cluster"), self.count, configs=self.configs, etcd=self.etcd,
                 ports=ports, advertised_ports=advertised,
                 metadata_urls={b: f"etcd://{r.address}" for b, r in self.relays.items()},
-                faults=self.planted_faults, log_level="WARNING",
+                faults=self.planted_faults, record_flushes=self.record_flushes, log_level="WARNING",
             )
             self.cluster.start()
             # Explicit upstreams: clients reach the brokers' real ports, never the peer proxy.
@@ -172,6 +173,12 @@ class OwnCluster:
 
     def kill(self, broker_id: int) -> None:
         self._cluster().kill(broker_id)
+
+    def lose_unflushed(self, broker_id: int) -> int:
+        if not self.record_flushes:
+            raise RuntimeError("lose-unflushed needs brokers that record their flushes")
+        cut = self._cluster().lose_unflushed(broker_id)
+        return sum(before - after for before, after in cut.values())
 
     def restart(self, broker_id: int) -> None:
         cluster = self._cluster()
@@ -272,6 +279,10 @@ class ExternalCluster:
     def _refuse(self, broker_id: int) -> None:
         raise RuntimeError("process faults need a cluster that verify started")
 
+    def _refuse_loss(self, broker_id: int) -> int:
+        raise RuntimeError("process faults need a cluster that verify started")
+
+    lose_unflushed = _refuse_loss
     kill = restart = pause = resume = isolate = reconnect = _refuse
 
     def client_rule(self, broker_id: int, action: str, **kwargs: Any) -> object:

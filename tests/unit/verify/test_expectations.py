@@ -49,3 +49,12 @@ def test_every_anomaly_has_a_meaning() -> None:
     from ackly.verify.expectations import MEANING
 
     assert set(MEANING) == set(ANOMALIES)
+
+
+def test_a_log_that_may_lose_its_tail_allows_the_consumer_rewind_that_follows() -> None:
+    # The lost tail's offsets are reused; a consumer past the new end is reset back by
+    # auto.offset.reset after OFFSET_OUT_OF_RANGE.
+    counts = {"unseen": 5, "inconsistent-offsets": 5, "nonmonotonic-poll": 1}
+    assert verdict("at-least-once", counts, {"flush.policy": "never"})
+    assert not verdict("at-least-once", counts)
+    assert not verdict("at-least-once", {"nonmonotonic-poll": 1}, {"flush.policy": "always"})
