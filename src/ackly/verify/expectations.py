@@ -69,8 +69,9 @@ Status = Literal["none", "allowed", "allowed-by-config", "reported", "violation"
 
 # A truncated leader log loses acknowledged records and then reuses their offsets; a consumer
 # already past the new log end gets OFFSET_OUT_OF_RANGE and its auto.offset.reset moves it back
-# (a rewind no assign or seek of its own explains).
-TRUNCATION = LOSS | {"inconsistent-offsets", "nonmonotonic-poll"}
+# (a rewind no assign or seek of its own explains); and an acknowledged offset past the
+# truncated log end may never be read again, so the final reads stop short of it.
+TRUNCATION = LOSS | {"inconsistent-offsets", "nonmonotonic-poll", "stuck-consumer"}
 
 
 @dataclass(frozen=True, slots=True)
