@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -41,7 +40,10 @@ from tests.clients.txnkit import (
     READ_UNCOMMITTED,
     ConfluentTxn,
     TxnProcess,
+    assert_each_input_once,
     ck_read_committed_to_end,
+    close_drivers,
+    commit_one,
     create_topic,
     delayed_produce,
     describe_transaction,
@@ -50,6 +52,7 @@ from tests.clients.txnkit import (
     offset_fetch,
     produce_plain,
     read_records,
+    wait_lso_at_hw,
     wait_until,
 )
 
@@ -65,18 +68,27 @@ OUTPUT_PARTITIONS = 3
 PER_PARTITION = 150  # inputs per partition, in two halves: before and after the kill
 
 
+def produce_inputs(bootstrap: str, source: str, first: int, end: int) -> None:
+    """Inputs first..end-1 of every input partition, value b"in-<partition>-<i>"."""
+    produce_plain(bootstrap, source, [(p, b"in-%d-%d" % (p, i)) for i in range(first, end)
+                                      for p in range(INPUT_PARTITIONS)])
+
+
+def ctp_topics(bootstrap: str, prefix: str) -> tuple[str, str, str]:
+    """A fresh input and output topic and a group name; the first half of the inputs produced."""
+    source, sink = unique_topic(f"{prefix}-in"), unique_topic(f"{prefix}-out")
+    create_topic(bootstrap, source, INPUT_PARTITIONS)
+    create_topic(bootstrap, sink, OUTPUT_PARTITIONS)
+    produce_inputs(bootstrap, source, 0, PER_PARTITION // 2)
+    return source, sink, f"group-{source}"
+
+
 def check_exactly_once(bootstrap: str, source: str, sink: str, group: str) -> None:
     """The output read with read_committed holds every input once; the aborted transactions'
     records are in the log (read_uncommitted sees more); the group's offsets are the ends."""
     total = INPUT_PARTITIONS * PER_PARTITION
     got = ck_read_committed_to_end(bootstrap, [(sink, p) for p in range(OUTPUT_PARTITIONS)])
-    seen = Counter(tuple(r.value.split(b":")[:2]) for r in got)
-    want = {(b"%d" % p, b"%d" % i) for p in range(INPUT_PARTITIONS) for i in range(PER_PARTITION)}
-    duplicates = sorted(k for k, n in seen.items() if n > 1)
-    missing = sorted(want - set(seen))
-    assert not duplicates and not missing and set(seen) == want, (
-        f"output read_committed: {len(got)} records; duplicated inputs {duplicates[:10]}, "
-        f"missing inputs {missing[:10]}, foreign {sorted(set(seen) - want)[:5]}")
+    assert_each_input_once(got, INPUT_PARTITIONS, PER_PARTITION)
     for r in got:
         p, i, v = r.value.split(b":", 2)
         assert v == b"in-%s-%s" % (p, i), f"output {r.value!r} does not carry its input"
@@ -93,13 +105,7 @@ def check_exactly_once(bootstrap: str, source: str, sink: str, group: str) -> No
 def test_consume_transform_produce_exactly_once_with_a_killed_instance(broker_factory: Any) -> None:
     broker = broker_factory(configs=BROKER_CONFIGS)
     bootstrap = broker.bootstrap
-    source, sink = unique_topic("ctp-in"), unique_topic("ctp-out")
-    group = f"group-{source}"
-    create_topic(bootstrap, source, INPUT_PARTITIONS)
-    create_topic(bootstrap, sink, OUTPUT_PARTITIONS)
-    half = PER_PARTITION // 2
-    produce_plain(bootstrap, source, [(p, b"in-%d-%d" % (p, i)) for i in range(half)
-                                      for p in range(INPUT_PARTITIONS)])
+    source, sink, group = ctp_topics(bootstrap, "ctp")
     started: list[TxnProcess] = []
 
     def instance(name: str, *extra: str) -> TxnProcess:
@@ -112,8 +118,7 @@ def test_consume_transform_produce_exactly_once_with_a_killed_instance(broker_fa
         t0, t1, t2 = instance("t0"), instance("t1", "--hold-at", "3"), instance("t2")
         t1.wait_event("holding", 90)
         t1.kill()  # inside its transaction: records and offsets written, no commit, no abort
-        produce_plain(bootstrap, source, [(p, b"in-%d-%d" % (p, i)) for i in range(half, PER_PARTITION)
-                                          for p in range(INPUT_PARTITIONS)])
+        produce_inputs(bootstrap, source, PER_PARTITION // 2, PER_PARTITION)
         again = TxnProcess("t1-again", "transform", bootstrap, group, source, sink, f"ctp-t1-{source}",
                            "--abort-every", "5", "--batch", "20")
         started.append(again)
@@ -146,13 +151,7 @@ def test_consume_transform_produce_exactly_once_kafka_python(broker_factory: Any
     TxnOffsetCommit v3 carries the member id and generation): two instances, one killed
     (SIGKILL, wherever it is in its loop) and restarted with the same transactional.id."""
     bootstrap = broker_factory(configs=BROKER_CONFIGS).bootstrap
-    source, sink = unique_topic("kp-in"), unique_topic("kp-out")
-    group = f"group-{source}"
-    create_topic(bootstrap, source, INPUT_PARTITIONS)
-    create_topic(bootstrap, sink, OUTPUT_PARTITIONS)
-    half = PER_PARTITION // 2
-    produce_plain(bootstrap, source, [(p, b"in-%d-%d" % (p, i)) for i in range(half)
-                                      for p in range(INPUT_PARTITIONS)])
+    source, sink, group = ctp_topics(bootstrap, "kp")
     started: list[TxnProcess] = []
 
     def instance(name: str) -> TxnProcess:
@@ -168,8 +167,7 @@ def test_consume_transform_produce_exactly_once_kafka_python(broker_factory: Any
         k0, k1 = instance("k0"), instance("k1")
         wait_until(lambda: k1.of("committed") and committed_total() >= 100, 90, "both instances at work")
         k1.kill()
-        produce_plain(bootstrap, source, [(p, b"in-%d-%d" % (p, i)) for i in range(half, PER_PARTITION)
-                                          for p in range(INPUT_PARTITIONS)])
+        produce_inputs(bootstrap, source, PER_PARTITION // 2, PER_PARTITION)
         again = instance("k1")
         ends = {p: (PER_PARTITION, ErrorCode.none) for p in range(INPUT_PARTITIONS)}
         # The group's offsets, not the instances' reports: the kill may land between a
@@ -222,13 +220,9 @@ def test_second_producer_fences_the_first_confluent(broker_factory: Any) -> None
         assert any(e.code() in FENCED or "fenced" in e.str().lower() for e in fenced), (
             f"no ProducerFenced among the zombie's errors: {fenced}")
 
-        successor.begin()
-        successor.send(topic, 0, b"k", b"successor")
-        successor.flush()
-        successor.commit()
+        commit_one(successor, topic, 0, b"successor")
 
-        wait_until(lambda: list_offset(bootstrap, topic, 0, READ_COMMITTED)
-                   == list_offset(bootstrap, topic, 0, READ_UNCOMMITTED), 15, "the LSO to reach the HW")
+        wait_lso_at_hw(bootstrap, topic, 0, 15)
         committed = read_records("confluent", bootstrap, [(topic, 0)], READ_COMMITTED, 1)
         assert [r.value for r in committed] == [b"successor"], committed
         everything = [r.value for r in read_records("confluent", bootstrap, [(topic, 0)], READ_UNCOMMITTED, 4)]
@@ -237,12 +231,7 @@ def test_second_producer_fences_the_first_confluent(broker_factory: Any) -> None
         markers = fetch_all(bootstrap, topic, 0, READ_UNCOMMITTED).control_types
         assert sorted(markers.values()) == [ABORT_MARKER, COMMIT_MARKER], markers
     finally:
-        for driver in (zombie, successor):
-            if driver is not None:
-                try:
-                    driver.close()
-                except Exception as exc:  # a fenced producer may refuse a clean close
-                    print(f"close: {exc!r}")
+        close_drivers(zombie, successor)
 
 
 @pytest.mark.parametrize("client", ["kafka-python", "aiokafka"])
@@ -264,23 +253,14 @@ def test_second_producer_fences_the_first_python_clients(broker_factory: Any, cl
             zombie.commit()
         name = type(refused.value).__name__
         assert "Fenced" in name or "InvalidProducerEpoch" in name, f"not fenced: {refused.value!r}"
-        successor.begin()
-        successor.send(topic, 0, b"k", b"successor")
-        successor.flush()
-        successor.commit()
-        wait_until(lambda: list_offset(bootstrap, topic, 0, READ_COMMITTED)
-                   == list_offset(bootstrap, topic, 0, READ_UNCOMMITTED), 15, "the LSO to reach the HW")
+        commit_one(successor, topic, 0, b"successor")
+        wait_lso_at_hw(bootstrap, topic, 0, 15)
         everything = [r.value for r in read_records(client, bootstrap, [(topic, 0)], READ_UNCOMMITTED, 2)]
         assert everything == [b"zombie-early", b"successor"], everything
         committed = [r.value for r in read_records(client, bootstrap, [(topic, 0)], READ_COMMITTED, 1)]
         assert committed == [b"successor"], committed
     finally:
-        for driver in (zombie, successor):
-            if driver is not None:
-                try:
-                    driver.close()
-                except Exception as exc:  # a fenced producer may refuse a clean close
-                    print(f"{client} close: {exc!r}")
+        close_drivers(zombie, successor)
 
 
 # --- a hanging transaction is aborted at its timeout -----------------------------------------
@@ -303,9 +283,7 @@ def test_open_transaction_of_a_killed_producer_is_aborted_at_its_timeout(broker_
         produce_plain(bootstrap, topic, [(0, b"later-%d" % i) for i in range(3)])
 
         # Aborted within the timeout (3 s) + one cleanup interval (1 s) + the markers' writes.
-        wait_until(lambda: list_offset(bootstrap, topic, 0, READ_COMMITTED)
-                   == list_offset(bootstrap, topic, 0, READ_UNCOMMITTED), 20,
-                   "the coordinator to abort the expired transaction (LSO = HW)")
+        wait_lso_at_hw(bootstrap, topic, 0, 20, "the coordinator to abort the expired transaction (LSO = HW)")
         got = read_records("confluent", bootstrap, [(topic, 0)], READ_COMMITTED, 3)
         assert [r.value for r in got] == [b"later-0", b"later-1", b"later-2"], got
         assert list(fetch_all(bootstrap, topic, 0, READ_UNCOMMITTED).control_types.values()) == [ABORT_MARKER]
@@ -531,20 +509,11 @@ def test_a_live_producer_past_its_transaction_timeout_cannot_commit(broker_facto
         err = refused.value.args[0]
         assert err.fatal() and err.code() in FENCED, f"the late commit is refused as fenced: {err}"
         successor = ConfluentTxn(bootstrap, tid)
-        successor.begin()
-        successor.send(topic, 0, b"k", b"on-time")
-        successor.flush()
-        successor.commit()
-        wait_until(lambda: list_offset(bootstrap, topic, 0, READ_COMMITTED)
-                   == list_offset(bootstrap, topic, 0, READ_UNCOMMITTED), 15, "the LSO to reach the HW")
+        commit_one(successor, topic, 0, b"on-time")
+        wait_lso_at_hw(bootstrap, topic, 0, 15)
         got = read_records("confluent", bootstrap, [(topic, 0)], READ_COMMITTED, 1)
         assert [r.value for r in got] == [b"on-time"], got
         assert sorted(fetch_all(bootstrap, topic, 0, READ_UNCOMMITTED).control_types.values()) == [
             ABORT_MARKER, COMMIT_MARKER]
     finally:
-        for driver in (late, successor):
-            if driver is not None:
-                try:
-                    driver.close()
-                except Exception as exc:  # the timed-out producer may refuse a clean close
-                    print(f"close: {exc!r}")
+        close_drivers(late, successor)

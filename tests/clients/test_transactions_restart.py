@@ -35,7 +35,7 @@ from tests.clients.txnkit import (
     list_offset,
     produce_plain,
     read_records,
-    wait_until,
+    wait_lso_at_hw,
 )
 from tests.integration import wire_requests as rq
 
@@ -68,9 +68,7 @@ def test_transaction_open_across_a_broker_restart_commits(broker_factory: Any) -
 
         producer.producer.commit_transaction(60)
         for p in (0, 1):
-            wait_until(lambda p=p: list_offset(broker.bootstrap, topic, p, READ_COMMITTED)
-                       == list_offset(broker.bootstrap, topic, p, READ_UNCOMMITTED), 30,
-                       f"{topic}-{p}: the LSO to reach the HW")
+            wait_lso_at_hw(broker.bootstrap, topic, p, 30, f"{topic}-{p}: the LSO to reach the HW")
             markers = fetch_all(broker.bootstrap, topic, p, READ_UNCOMMITTED).control_types
             assert markers == {1: ABORT_MARKER, 5: COMMIT_MARKER}, f"{topic}-{p}: markers {markers}"
         got = read_records("confluent", broker.bootstrap, [(topic, 0), (topic, 1)], READ_COMMITTED, 6)
@@ -100,9 +98,8 @@ def test_open_transaction_of_a_dead_producer_survives_a_restart_then_times_out(b
             f"read_committed served the open transaction after recovery: {served.batches}")
         produce_plain(broker.bootstrap, topic, [(0, b"after-%d" % i) for i in range(2)])
 
-        wait_until(lambda: list_offset(broker.bootstrap, topic, 0, READ_COMMITTED)
-                   == list_offset(broker.bootstrap, topic, 0, READ_UNCOMMITTED), 40,
-                   "the coordinator to abort the expired transaction after the restart (LSO = HW)")
+        wait_lso_at_hw(broker.bootstrap, topic, 0, 40,
+                       "the coordinator to abort the expired transaction after the restart (LSO = HW)")
         got = read_records("confluent", broker.bootstrap, [(topic, 0)], READ_COMMITTED, 3)
         assert [r.value for r in got] == [b"before", b"after-0", b"after-1"], got
         assert list(fetch_all(broker.bootstrap, topic, 0, READ_UNCOMMITTED).control_types.values()) == [
@@ -151,8 +148,7 @@ def test_aborted_transactions_across_segments_survive_a_crash(broker_factory: An
     finally:
         a.close()
         b.close()
-    wait_until(lambda: list_offset(broker.bootstrap, topic, 0, READ_COMMITTED)
-               == list_offset(broker.bootstrap, topic, 0, READ_UNCOMMITTED), 15, "no transaction open")
+    wait_lso_at_hw(broker.bootstrap, topic, 0, 15, "no transaction open")
     segments = list((Path(broker.data_dir) / f"{topic}-0").glob("*.log"))
     assert len(segments) >= 6, f"the transactions span {len(segments)} segments only"
     before = fetch_all(broker.bootstrap, topic, 0, READ_COMMITTED)

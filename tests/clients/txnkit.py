@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ from kio.schema.types import TransactionalId
 from kio.static.primitive import Records, i8, i16, i32, i64
 
 from ackly.testing.wire import WireClient
-from tests.clients.clientkit import WireBatch, parse_batches
+from tests.clients.clientkit import WireBatch, parse_batches, wait_for
 from tests.integration import wire_requests as rq
 
 T = TypeVar("T")
@@ -88,14 +89,8 @@ def bounded(fn: Callable[[], T], timeout_s: float, what: str) -> T:
 
 
 def wait_until(probe: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
+    """clientkit.wait_for, with the arguments positional as the transaction tests call it."""
+    return wait_for(probe, timeout_s=timeout_s, what=what, interval_s=interval_s)
 
 
 # --- what was read -----------------------------------------------------------------------
@@ -122,6 +117,20 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     with WireClient(bootstrap) as client:
         answer = client.request(rq.create_topic(name, partitions)).topics[0]
     assert answer.error_code == 0, f"CreateTopics {name}: {answer.error_code!r}"
+
+
+def create_replicated_topics(cluster: Any, *topics: tuple[str, int], timeout_s: float = 90) -> None:
+    """Topics (name, partitions) on a ClusterProcesses with RF 3 and min ISR 2, once every
+    partition has its three replicas in the ISR."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap, "log_level": 4})
+    futures = admin.create_topics([NewTopic(t, n, 3, config={"min.insync.replicas": "2"}) for t, n in topics],
+                                  operation_timeout=30)
+    for t, _ in topics:
+        futures[t].result(timeout=60)
+    wait_until(lambda: all((v := cluster.partition(t, p)) is not None and len(v.isr) == 3
+                           for t, n in topics for p in range(n)), timeout_s, "every partition fully replicated")
 
 
 def produce_plain(bootstrap: str, topic: str, values: list[tuple[int, bytes]]) -> None:
@@ -343,6 +352,25 @@ DRIVERS: dict[str, type[TxnDriver]] = {
 }
 
 
+def commit_one(driver: TxnDriver, topic: str, partition: int, value: bytes) -> None:
+    """One transaction of one record (key b"k"), acknowledged, then committed."""
+    driver.begin()
+    driver.send(topic, partition, b"k", value)
+    driver.flush()
+    driver.commit()
+
+
+def close_drivers(*drivers: TxnDriver | None) -> None:
+    """Close each driver there is; a fenced or timed-out producer may refuse a clean close,
+    which is printed, not raised, so the others are closed too."""
+    for driver in drivers:
+        if driver is not None:
+            try:
+                driver.close()
+            except Exception as exc:
+                print(f"{driver.client} close: {exc!r}")
+
+
 # --- readers -----------------------------------------------------------------------------
 
 
@@ -363,28 +391,44 @@ def read_records(client: str, bootstrap: str, partitions: Sequence[tuple[str, in
 
 def _read_confluent(bootstrap: str, partitions: Sequence[tuple[str, int]], isolation: str, count: int,
                     timeout_s: float, start: int) -> list[Read]:
-    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": "ackly-txn-tests-unused",
-        "enable.auto.commit": False, "enable.auto.offset.store": False,
-        "auto.offset.reset": "error", "fetch.wait.max.ms": 100, "isolation.level": isolation,
-        "log_level": 4,
-    })
+    consumer = _confluent_consumer(bootstrap, isolation)
     got: list[Read] = []
     try:
         consumer.assign([TopicPartition(t, p, start) for t, p in partitions])
         deadline = time.monotonic() + timeout_s
         while len(got) < count and time.monotonic() < deadline:
-            for m in consumer.consume(num_messages=1000, timeout=0.2):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(err)
-                got.append(Read(m.topic(), m.partition(), m.offset(), m.value()))
+            got += _confluent_poll(consumer)
     finally:
         consumer.close()
+    return got
+
+
+def _confluent_consumer(bootstrap: str, isolation: str) -> Any:
+    """A confluent-kafka consumer to assign() partitions to: no group membership, no commits."""
+    from confluent_kafka import Consumer
+
+    return Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "ackly-txn-tests-unused",
+        "enable.auto.commit": False, "enable.auto.offset.store": False,
+        "auto.offset.reset": "error", "fetch.wait.max.ms": 100, "isolation.level": isolation,
+        "log_level": 4,
+    })
+
+
+def _confluent_poll(consumer: Any) -> list[Read]:
+    """One consume() round: the records it returned; an error other than end-of-partition raises."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    got: list[Read] = []
+    for m in consumer.consume(num_messages=1000, timeout=0.2):
+        err = m.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                continue
+            raise KafkaException(err)
+        got.append(Read(m.topic(), m.partition(), m.offset(), m.value()))
     return got
 
 
@@ -461,6 +505,13 @@ def list_offset(bootstrap: str, topic: str, partition: int, isolation: str, time
             return int(answer.offset)
         errors.append(f"{address}: {answer.error_code!r}")
     raise AssertionError(f"ListOffsets {topic}-{partition}: {errors}")
+
+
+def wait_lso_at_hw(bootstrap: str, topic: str, partition: int, timeout_s: float,
+                   what: str = "the LSO to reach the HW") -> None:
+    """Until the partition's LSO (ListOffsets read_committed) is its HW: no transaction open on it."""
+    wait_until(lambda: list_offset(bootstrap, topic, partition, READ_COMMITTED)
+               == list_offset(bootstrap, topic, partition, READ_UNCOMMITTED), timeout_s, what)
 
 
 @dataclass(frozen=True)
@@ -573,6 +624,18 @@ def offset_fetch(bootstrap: str, group: str, topic: str, partitions: Sequence[in
             for t in answer.topics for p in t.partitions}
 
 
+def assert_each_input_once(got: Sequence[Read], input_partitions: int, per_partition: int) -> None:
+    """`got`, outputs of txn_process.py transform (values b"p:i:..."), holds input i of input
+    partition p exactly once for every p < input_partitions and i < per_partition."""
+    seen = Counter(tuple(r.value.split(b":")[:2]) for r in got)
+    want = {(b"%d" % p, b"%d" % i) for p in range(input_partitions) for i in range(per_partition)}
+    duplicates = sorted(k for k, n in seen.items() if n > 1)
+    missing = sorted(want - set(seen))
+    assert not duplicates and not missing and set(seen) == want, (
+        f"output read_committed: {len(got)} records; duplicated inputs {duplicates[:10]}, "
+        f"missing inputs {missing[:10]}, foreign {sorted(set(seen) - want)[:5]}")
+
+
 # --- programs in their own process (txn_process.py) --------------------------------------
 
 TXN_PROCESS_PY = Path(__file__).parent / "txn_process.py"
@@ -653,15 +716,10 @@ def ck_read_committed_to_end(bootstrap: str, partitions: Sequence[tuple[str, int
 
     Done when the consumer's position reaches the LSO: librdkafka (>= 1.4) moves the position
     past control records, so a partition ending in a marker is read to its end too."""
-    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import TopicPartition
 
     ends = {tp: list_offset(bootstrap, tp[0], tp[1], READ_COMMITTED) for tp in partitions}
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": "ackly-txn-tests-unused",
-        "enable.auto.commit": False, "enable.auto.offset.store": False,
-        "auto.offset.reset": "error", "fetch.wait.max.ms": 100, "isolation.level": READ_COMMITTED,
-        "log_level": 4,
-    })
+    consumer = _confluent_consumer(bootstrap, READ_COMMITTED)
     got: list[Read] = []
     try:
         tps = [TopicPartition(t, p, 0) for t, p in partitions]
@@ -675,13 +733,7 @@ def ck_read_committed_to_end(bootstrap: str, partitions: Sequence[tuple[str, int
             assert time.monotonic() < deadline, (
                 f"read_committed consumer did not reach the LSOs {ends} in {timeout_s} s: positions "
                 f"{[(tp.topic, tp.partition, tp.offset) for tp in consumer.position(tps)]}")
-            for m in consumer.consume(num_messages=1000, timeout=0.2):
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(err)
-                got.append(Read(m.topic(), m.partition(), m.offset(), m.value()))
+            got += _confluent_poll(consumer)
     finally:
         consumer.close()
     return got

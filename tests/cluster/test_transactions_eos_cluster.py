@@ -13,19 +13,19 @@ offsets are the input's ends.
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.errors import ErrorCode
 
 from ackly.testing.cluster_processes import ClusterProcesses
 from tests.clients.txnkit import (
     COORDINATOR_GROUP,
     TxnProcess,
+    assert_each_input_once,
     ck_read_committed_to_end,
+    create_replicated_topics,
     find_coordinator,
     offset_fetch,
     wait_until,
@@ -49,14 +49,6 @@ PER_PARTITION = 100
 WAIT_S = 180.0
 
 
-def create_topics(bootstrap: str, *topics: tuple[str, int]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
-    futures = admin.create_topics([NewTopic(t, n, 3, config={"min.insync.replicas": "2"}) for t, n in topics],
-                                  operation_timeout=30)
-    for t, _ in topics:
-        futures[t].result(timeout=60)
-
-
 def produce_inputs(bootstrap: str, topic: str, first: int, end: int) -> None:
     errors: list[Any] = []
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
@@ -75,10 +67,7 @@ def test_consume_transform_produce_exactly_once_while_the_group_coordinator_dies
     suffix = uuid.uuid4().hex[:8]
     source, sink = f"eos-in-{suffix}", f"eos-out-{suffix}"
     group = f"eos-group-{suffix}"
-    create_topics(cluster.bootstrap, (source, INPUT_PARTITIONS), (sink, OUTPUT_PARTITIONS))
-    wait_until(lambda: all((v := cluster.partition(t, p)) is not None and len(v.isr) == 3
-                           for t, n in ((source, INPUT_PARTITIONS), (sink, OUTPUT_PARTITIONS))
-                           for p in range(n)), WAIT_S, "every partition fully replicated")
+    create_replicated_topics(cluster, (source, INPUT_PARTITIONS), (sink, OUTPUT_PARTITIONS), timeout_s=WAIT_S)
     half = PER_PARTITION // 2
     produce_inputs(cluster.bootstrap, source, 0, half)
     started = [TxnProcess(f"p{i}", "transform", cluster.bootstrap, group, source, sink, f"eos-p{i}-{suffix}",
@@ -103,13 +92,7 @@ def test_consume_transform_produce_exactly_once_while_the_group_coordinator_dies
 
         got = ck_read_committed_to_end(cluster.bootstrap, [(sink, p) for p in range(OUTPUT_PARTITIONS)],
                                        timeout_s=WAIT_S)
-        seen = Counter(tuple(r.value.split(b":")[:2]) for r in got)
-        want = {(b"%d" % p, b"%d" % i) for p in range(INPUT_PARTITIONS) for i in range(PER_PARTITION)}
-        duplicates = sorted(k for k, n in seen.items() if n > 1)
-        missing = sorted(want - set(seen))
-        assert not duplicates and not missing and set(seen) == want, (
-            f"output read_committed: {len(got)} records; duplicated inputs {duplicates[:10]}, "
-            f"missing inputs {missing[:10]}")
+        assert_each_input_once(got, INPUT_PARTITIONS, PER_PARTITION)
         coordinator = find_coordinator(cluster.bootstrap, group, COORDINATOR_GROUP)
         offsets = offset_fetch(cluster.address(coordinator), group, source, range(INPUT_PARTITIONS),
                                require_stable=True)

@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from ackly.testing.cluster_processes import ClusterProcesses
 from tests.clients.txnkit import (
@@ -32,6 +31,7 @@ from tests.clients.txnkit import (
     COORDINATOR_TRANSACTION,
     READ_COMMITTED,
     READ_UNCOMMITTED,
+    create_replicated_topics,
     describe_transaction,
     fetch_all,
     find_coordinator,
@@ -55,13 +55,6 @@ PER_PARTITION = 5
 WAIT_S = 90.0
 
 
-def create_topic(bootstrap: str, topic: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
-    futures = admin.create_topics([NewTopic(topic, PARTITIONS, 3, config={"min.insync.replicas": "2"})],
-                                  operation_timeout=30)
-    futures[topic].result(timeout=60)
-
-
 def leader_address(cluster: ClusterProcesses, topic: str, partition: int) -> str | None:
     view = cluster.partition(topic, partition)
     if view is None or view.error_code != 0 or view.leader < 0 or not cluster.running(view.leader):
@@ -72,9 +65,7 @@ def leader_address(cluster: ClusterProcesses, topic: str, partition: int) -> str
 def test_coordinator_killed_after_prepare_commit_the_transaction_completes(ackly_cluster_processes: Any) -> None:
     cluster: ClusterProcesses = ackly_cluster_processes(3, configs=CONFIGS)
     topic = f"txn-failover-{uuid.uuid4().hex[:8]}"
-    create_topic(cluster.bootstrap, topic)
-    wait_until(lambda: all((v := cluster.partition(topic, p)) is not None and len(v.isr) == 3
-                           for p in range(PARTITIONS)), WAIT_S, "every partition fully replicated")
+    create_replicated_topics(cluster, (topic, PARTITIONS), timeout_s=WAIT_S)
     tid = f"failover-{topic}"
     errors: list[Any] = []
     producer = Producer({
@@ -163,9 +154,7 @@ def test_data_leader_killed_mid_transaction_new_leader_keeps_it_open_then_commit
     cluster: ClusterProcesses = ackly_cluster_processes(3, configs={**CONFIGS, "broker.session.timeout.ms": "3000",
                                                                     "broker.heartbeat.interval.ms": "500"})
     topic = f"txn-leader-{uuid.uuid4().hex[:8]}"
-    create_topic(cluster.bootstrap, topic)
-    wait_until(lambda: all((v := cluster.partition(topic, p)) is not None and len(v.isr) == 3
-                           for p in range(PARTITIONS)), WAIT_S, "every partition fully replicated")
+    create_replicated_topics(cluster, (topic, PARTITIONS), timeout_s=WAIT_S)
     tid = f"leader-{topic}"
     producer = Producer({
         "bootstrap.servers": cluster.bootstrap, "transactional.id": tid, "linger.ms": 5, "acks": "all",

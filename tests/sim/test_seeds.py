@@ -84,10 +84,14 @@ REGRESSION_SEEDS: list[tuple[int, int, int, str, str | None]] = [
 ]
 
 
-def _expected_failure(bug: str | None) -> list[pytest.MarkDecorator]:
+def expected_failure(bug: str | None, open_bugs: dict[str, str] = OPEN_BUGS, *,
+                     slow: bool = False) -> list[pytest.MarkDecorator]:
+    """The marks of a seed that fails on open core bug `bug` (none for None): xfail, not
+    strict; with `slow`, it runs with the slow seeds only."""
     if bug is None:
         return []
-    return [pytest.mark.xfail(reason=f"open core bug {bug}: {OPEN_BUGS[bug][:120]}...", strict=False)]
+    xfail = pytest.mark.xfail(reason=f"open core bug {bug}: {open_bugs[bug][:120]}...", strict=False)
+    return [xfail, pytest.mark.slow] if slow else [xfail]
 
 
 # Deliberate bugs, the seeds that must catch them, and what the complaint must mention. Each
@@ -118,7 +122,7 @@ def test_smoke_seed(seed: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "seed", [pytest.param(seed, marks=_expected_failure(OPEN_CI_SEEDS.get(seed))) for seed in CI_SEEDS]
+    "seed", [pytest.param(seed, marks=expected_failure(OPEN_CI_SEEDS.get(seed))) for seed in CI_SEEDS]
 )
 def test_ci_seed(seed: int) -> None:
     assert_ok(run_seed(seed, steps=CI_STEPS))
@@ -127,7 +131,7 @@ def test_ci_seed(seed: int) -> None:
 @pytest.mark.parametrize(
     ("seed", "steps", "brokers", "found"),
     [
-        pytest.param(seed, steps, brokers, found, id=f"seed{seed}", marks=_expected_failure(bug))
+        pytest.param(seed, steps, brokers, found, id=f"seed{seed}", marks=expected_failure(bug))
         for seed, steps, brokers, found, bug in REGRESSION_SEEDS
     ],
 )

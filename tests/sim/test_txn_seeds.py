@@ -32,7 +32,7 @@ from ackly.sim.invariants import LogRecord
 from ackly.sim.txn_clients import ABORTED, COMMITTED, UNKNOWN, IsolatedConsumer, TxnBatch, TxnHistory
 from ackly.sim.txn_invariants import check_transactions, marker_outcomes
 from ackly.types import TopicPartition
-from tests.sim.test_seeds import assert_ok
+from tests.sim.test_seeds import assert_ok, expected_failure
 
 TXN_SMOKE_SEEDS = (4, 2_005)
 TXN_SMOKE_STEPS = 4_000
@@ -86,13 +86,6 @@ TXN_REGRESSION_SEEDS: list[tuple[int, int, int, str, str | None]] = [
 ]
 
 
-def _expected_failure(bug: str | None, *, slow: bool = False) -> list[pytest.MarkDecorator]:
-    if bug is None:
-        return []
-    xfail = pytest.mark.xfail(reason=f"open core bug {bug}: {TXN_OPEN_BUGS[bug][:120]}...", strict=False)
-    return [xfail, pytest.mark.slow] if slow else [xfail]
-
-
 @pytest.mark.parametrize("seed", TXN_SMOKE_SEEDS)
 def test_txn_smoke_seed(seed: int) -> None:
     result = run_seed(seed, steps=TXN_SMOKE_STEPS, transactions=True)
@@ -103,7 +96,8 @@ def test_txn_smoke_seed(seed: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "seed", [pytest.param(seed, marks=_expected_failure(TXN_OPEN_CI_SEEDS.get(seed))) for seed in TXN_CI_SEEDS]
+    "seed", [pytest.param(seed, marks=expected_failure(TXN_OPEN_CI_SEEDS.get(seed), TXN_OPEN_BUGS))
+             for seed in TXN_CI_SEEDS]
 )
 def test_txn_ci_seed(seed: int) -> None:
     assert_ok(run_seed(seed, steps=TXN_CI_STEPS, transactions=True))
@@ -111,7 +105,7 @@ def test_txn_ci_seed(seed: int) -> None:
 
 @pytest.mark.parametrize(("seed", "steps", "brokers", "found"), [
     # A seed that fails on an open bug runs with the slow seeds only (it may run to its end).
-    pytest.param(seed, steps, brokers, found, id=f"seed{seed}", marks=_expected_failure(bug, slow=True))
+    pytest.param(seed, steps, brokers, found, id=f"seed{seed}", marks=expected_failure(bug, TXN_OPEN_BUGS, slow=True))
     for seed, steps, brokers, found, bug in TXN_REGRESSION_SEEDS
 ])
 def test_txn_regression_seed(seed: int, steps: int, brokers: int, found: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ackly.testing.faulty_serve import split_args
+from ackly.testing.faulty_serve import parse_args
 from ackly.verify.client_signals import judge_producer_state, producer_state_lost
 from ackly.verify.clients import classify_error
 from ackly.verify.history import Recorder, send_mop, sent_mop
@@ -38,8 +38,8 @@ def test_a_refusal_after_an_acknowledged_send_is_lost_state_and_before_one_is_no
 
 
 def test_faulty_serve_takes_fault_names_then_the_ackly_command_line() -> None:
-    faults, rest = split_args(["--fault", "serve-above-hw", "--fault=forget-producer-state", "--",
-                               "serve", "--port", "0"])
+    faults, _record, rest = parse_args(["--fault", "serve-above-hw", "--fault=forget-producer-state", "--",
+                                        "serve", "--port", "0"])
     assert faults == ["serve-above-hw", "forget-producer-state"]
     assert rest == ["serve", "--port", "0"]
 
@@ -56,7 +56,5 @@ def test_fault_points_stay_out_of_the_user_facing_commands() -> None:
 
 
 def test_faulty_serve_takes_a_flush_record_path() -> None:
-    from ackly.testing.faulty_serve import parse_args
-
     faults, record, rest = parse_args(["--record-flushes", "d/flushed-lengths", "--", "serve", "--port", "1"])
     assert (faults, record, rest) == ([], "d/flushed-lengths", ["serve", "--port", "1"])

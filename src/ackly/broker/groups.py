@@ -170,16 +170,36 @@ def on_partition_leadership(node: BrokerNode, p: Partition, leader: bool, now_ms
         coordinator.unload_shard(p.tp.partition)
 
 
-def offsets_replication_factor(node: BrokerNode) -> int:
-    """offsets.topic.replication.factor, capped by the live brokers (with a warning), as the
-    issue asks; Kafka refuses instead until enough brokers are up."""
-    wanted = int(node.config.get("offsets.topic.replication.factor"))
-    live = len([b for b in node.metadata.brokers.values() if not b.shutting_down])
+def internal_replication_factor(node: BrokerNode, topic: str, key: str) -> int:
+    """The replication factor config `key` of internal topic `topic`, capped by the live
+    brokers (with a warning), as the issue asks; Kafka refuses instead until enough brokers
+    are up."""
+    wanted = int(node.config.get(key))
+    live = max(len([b for b in node.metadata.brokers.values() if not b.shutting_down]), 1)
     if wanted > live:
-        log.warning("%s: offsets.topic.replication.factor %d capped to the %d live brokers",
-                    OFFSETS_TOPIC, wanted, max(live, 1))
-        return max(live, 1)
+        log.warning("%s: %s %d capped to the %d live brokers", topic, key, wanted, live)
+        return live
     return wanted
+
+
+def create_internal_topic(node: BrokerNode, topic: str, partitions: int, replicas: int,
+                          configs: dict[str, str], timeout_ms: int, now_ms: int) -> None:
+    """Create internal topic `topic`, absent so far (through the controller; a single broker
+    creates it at once). Raises KafkaError(COORDINATOR_NOT_AVAILABLE) if it cannot be created
+    or does not exist yet: clients retry FindCoordinator."""
+    failure: list[str] = []
+
+    def done(code: ErrorCode, message: str | None) -> None:
+        if code not in (ErrorCode.none, ErrorCode.topic_already_exists):
+            failure.append(f"{code.name}: {message}")
+            log.warning("cannot create %s: %s %s", topic, code.name, message)
+
+    node.admin.create_topic(topic, partitions, replicas, configs, None, now_ms, timeout_ms, done)
+    node.pump(now_ms)  # a single broker completes it here
+    if failure:
+        raise KafkaError(ErrorCode.coordinator_not_available, f"cannot create {topic}: {failure[0]}")
+    if topic not in node.topics:
+        raise KafkaError(ErrorCode.coordinator_not_available, f"{topic} is being created")
 
 
 def ensure_offsets_topic(node: BrokerNode, now_ms: int) -> GroupCoordinator:
@@ -194,40 +214,32 @@ def ensure_offsets_topic(node: BrokerNode, now_ms: int) -> GroupCoordinator:
     if OFFSETS_TOPIC in node.topics and coordinator.loaded:
         return coordinator
     if OFFSETS_TOPIC not in node.topics:
-        failure: list[str] = []
-
-        def done(code: ErrorCode, message: str | None) -> None:
-            if code not in (ErrorCode.none, ErrorCode.topic_already_exists):
-                failure.append(f"{code.name}: {message}")
-                log.warning("cannot create %s: %s %s", OFFSETS_TOPIC, code.name, message)
-
-        node.admin.create_topic(
-            OFFSETS_TOPIC, int(node.config.get("offsets.topic.num.partitions")),
-            offsets_replication_factor(node), {
+        create_internal_topic(
+            node, OFFSETS_TOPIC, int(node.config.get("offsets.topic.num.partitions")),
+            internal_replication_factor(node, OFFSETS_TOPIC, "offsets.topic.replication.factor"), {
                 # Keyed records whose latest value wins: compaction keeps the log bounded
                 # (not implemented yet, see coordinator/group_coordinator.py).
                 "cleanup.policy": "compact",
                 "segment.bytes": str(node.config.get("offsets.topic.segment.bytes")),
-            }, None, now_ms, int(node.config.get("offsets.commit.timeout.ms")), done,
+            }, int(node.config.get("offsets.commit.timeout.ms")), now_ms,
         )
-        node.pump(now_ms)  # a single broker completes it here
-        if failure:
-            raise KafkaError(ErrorCode.coordinator_not_available,
-                             f"cannot create {OFFSETS_TOPIC}: {failure[0]}")
-    state = node.topics.get(OFFSETS_TOPIC)
-    if state is None:
-        raise KafkaError(ErrorCode.coordinator_not_available, f"{OFFSETS_TOPIC} is being created")
     if not coordinator.loaded:
-        coordinator.set_partition_count(state.partition_count)
+        coordinator.set_partition_count(node.topics[OFFSETS_TOPIC].partition_count)
     return coordinator
 
 
 def coordinator_of(node: BrokerNode, group_id: str) -> BrokerInfo | None:
     """The broker coordinating `group_id`: the leader of its `__consumer_offsets` partition."""
-    state = node.topics.get(OFFSETS_TOPIC)
+    return key_leader(node, OFFSETS_TOPIC, group_id)
+
+
+def key_leader(node: BrokerNode, topic: str, key: str) -> BrokerInfo | None:
+    """The leader of internal topic `topic`'s partition for `key` (a group or transactional
+    id, `partition_for`), None while the topic or that leader is unknown."""
+    state = node.topics.get(topic)
     if state is None:
         return None
-    tp = TopicPartition(OFFSETS_TOPIC, partition_for(group_id, state.partition_count))
+    tp = TopicPartition(topic, partition_for(key, state.partition_count))
     partition = node.metadata.partition(tp)
     if partition is None or partition.leader == NO_LEADER:
         return None

@@ -21,15 +21,21 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.context import RequestContext
-from ackly.broker.groups import PartitionShardLog, PurgatoryScheduler, Respond
+from ackly.broker.groups import (
+    PartitionShardLog,
+    PurgatoryScheduler,
+    Respond,
+    create_internal_topic,
+    internal_replication_factor,
+    key_leader,
+)
 from ackly.broker.io import PeerRequest
 from ackly.broker.txn_marker_channel import TXN_CHANNEL, MarkerChannel
-from ackly.cluster.metadata import NO_LEADER, BrokerInfo
+from ackly.cluster.metadata import BrokerInfo
 from ackly.config import BrokerConfig
-from ackly.coordinator.group_coordinator import partition_for
 from ackly.coordinator.transaction_coordinator import TRANSACTION_STATE_TOPIC, TransactionCoordinator
 from ackly.coordinator.transaction_state import TxnConfig
-from ackly.errors import ErrorCode, KafkaError
+from ackly.errors import ErrorCode
 from ackly.protocol.messages import build_request
 from ackly.replication.partition import Partition
 from ackly.types import TopicPartition
@@ -45,9 +51,16 @@ _MAX_POLL_ROUNDS = 100
 
 VerifyDone = Callable[[dict[TopicPartition, ErrorCode]], None]
 
-# KIP-588: PRODUCER_FENCED is answered from AddOffsetsToTxn v2 and EndTxn v2; older versions
-# get INVALID_PRODUCER_EPOCH.
+# KIP-588: PRODUCER_FENCED is answered from AddPartitionsToTxn, AddOffsetsToTxn and EndTxn v2;
+# older versions get INVALID_PRODUCER_EPOCH.
 _FENCED_ERROR_FROM_VERSION = 2
+
+
+def fenced_for_version(code: ErrorCode, api_version: int) -> ErrorCode:
+    """`code` as AddPartitionsToTxn, AddOffsetsToTxn and EndTxn of `api_version` answer it."""
+    if code == ErrorCode.producer_fenced and api_version < _FENCED_ERROR_FROM_VERSION:
+        return ErrorCode.invalid_producer_epoch
+    return code
 
 
 def start_error_code_request(node: BrokerNode, ctx: RequestContext) -> Respond[ErrorCode] | None:
@@ -55,9 +68,7 @@ def start_error_code_request(node: BrokerNode, ctx: RequestContext) -> Respond[E
     (AddOffsetsToTxn, EndTxn); None once answered NOT_COORDINATOR while the coordinator's
     state is not loaded."""
     def fields(code: ErrorCode) -> dict[str, Any]:
-        if code == ErrorCode.producer_fenced and ctx.api_version < _FENCED_ERROR_FROM_VERSION:
-            code = ErrorCode.invalid_producer_epoch
-        return {"error_code": code}
+        return {"error_code": fenced_for_version(code, ctx.api_version)}
 
     waiter: Respond[ErrorCode] = Respond(ctx, fields, fields)
     if not node.transactions.coordinator.loaded:
@@ -101,32 +112,16 @@ class TransactionsBroker:
         else:
             self.coordinator.unload_shard(p.tp.partition)
 
-    def _replication_factor(self, key: str) -> int:
-        """Capped by the live brokers, as offsets.topic.replication.factor is."""
-        wanted = int(self.node.config.get(key))
-        live = len([b for b in self.node.metadata.brokers.values() if not b.shutting_down])
-        if wanted > max(live, 1):
-            log.warning("%s: %s %d capped to the %d live brokers", TRANSACTION_STATE_TOPIC, key, wanted,
-                        max(live, 1))
-            return max(live, 1)
-        return wanted
-
     def ensure_topic(self, now_ms: int) -> TransactionCoordinator:
         """Create `__transaction_state` if needed; raises KafkaError(COORDINATOR_NOT_AVAILABLE)
         while it does not exist yet (clients retry FindCoordinator)."""
         node = self.node
         if TRANSACTION_STATE_TOPIC not in node.topics:
-            failure: list[str] = []
-
-            def done(code: ErrorCode, message: str | None) -> None:
-                if code not in (ErrorCode.none, ErrorCode.topic_already_exists):
-                    failure.append(f"{code.name}: {message}")
-                    log.warning("cannot create %s: %s %s", TRANSACTION_STATE_TOPIC, code.name, message)
-
-            replicas = self._replication_factor("transaction.state.log.replication.factor")
+            replicas = internal_replication_factor(node, TRANSACTION_STATE_TOPIC,
+                                                   "transaction.state.log.replication.factor")
             min_isr = min(int(node.config.get("transaction.state.log.min.isr")), replicas)
-            node.admin.create_topic(
-                TRANSACTION_STATE_TOPIC, int(node.config.get("transaction.state.log.num.partitions")),
+            create_internal_topic(
+                node, TRANSACTION_STATE_TOPIC, int(node.config.get("transaction.state.log.num.partitions")),
                 replicas, {
                     # One record per transactional id wins: compaction keeps the log bounded
                     # (not implemented yet; loading replays every record, later ones win).
@@ -134,29 +129,15 @@ class TransactionsBroker:
                     "min.insync.replicas": str(min_isr),
                     "segment.bytes": str(node.config.get("transaction.state.log.segment.bytes")),
                     "unclean.leader.election.enable": "false",
-                }, None, now_ms, int(node.config.get("request.timeout.ms")), done,
+                }, int(node.config.get("request.timeout.ms")), now_ms,
             )
-            node.pump(now_ms)
-            if failure:
-                raise KafkaError(ErrorCode.coordinator_not_available,
-                                 f"cannot create {TRANSACTION_STATE_TOPIC}: {failure[0]}")
-        state = node.topics.get(TRANSACTION_STATE_TOPIC)
-        if state is None:
-            raise KafkaError(ErrorCode.coordinator_not_available, f"{TRANSACTION_STATE_TOPIC} is being created")
         if not self.coordinator.loaded:
-            self.coordinator.set_partition_count(state.partition_count)
+            self.coordinator.set_partition_count(node.topics[TRANSACTION_STATE_TOPIC].partition_count)
         return self.coordinator
 
     def coordinator_of(self, transactional_id: str) -> BrokerInfo | None:
         """The broker coordinating `transactional_id`: the leader of its partition."""
-        state = self.node.topics.get(TRANSACTION_STATE_TOPIC)
-        if state is None:
-            return None
-        tp = TopicPartition(TRANSACTION_STATE_TOPIC, partition_for(transactional_id, state.partition_count))
-        partition = self.node.metadata.partition(tp)
-        if partition is None or partition.leader == NO_LEADER:
-            return None
-        return self.node.metadata.brokers.get(partition.leader)
+        return key_leader(self.node, TRANSACTION_STATE_TOPIC, transactional_id)
 
     # --- KIP-890 part 1: verification for the produce path ---------------------------------
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ackly.coordinator.group_coordinator import OFFSETS_TOPIC
 from ackly.errors import ErrorCode, KafkaError
 from ackly.log.producer_state import AppendOrigin
 from ackly.protocol.record_codec import ControlType, encode_control_batch
@@ -40,10 +41,6 @@ from ackly.types import TopicPartition
 if TYPE_CHECKING:
     from ackly.broker.node import BrokerNode
     from ackly.replication.partition import Partition
-
-OFFSETS_TOPIC = "__consumer_offsets"
-# Kafka's request.timeout.ms default, which its coordinator gives the marker append.
-MARKER_TIMEOUT_MS = 30_000
 
 MarkersDone = Callable[[dict[TopicPartition, ErrorCode]], None]
 
@@ -151,5 +148,7 @@ def append_markers(
                 waiting.append(_Waiting(p, marker, result.last_offset, p.leader_epoch))
             except KafkaError as exc:
                 results[tp] = exc.code
-    op = DelayedMarkers(node, now_ms + MARKER_TIMEOUT_MS, results, waiting, done)
+    # The marker append waits request.timeout.ms, as in KafkaApis.handleWriteTxnMarkersRequest.
+    deadline_ms = now_ms + int(node.config.get("request.timeout.ms"))
+    op = DelayedMarkers(node, deadline_ms, results, waiting, done)
     node.purgatory.try_or_watch(op, {w.partition.tp for w in waiting}, now_ms)

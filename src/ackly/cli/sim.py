@@ -65,7 +65,7 @@ def sim(seed: int, steps: int, brokers: int, seeds: int, fault_points: tuple[str
 
 
 def _run(seed: int, seeds: int, steps: int, brokers: int, fault_points: tuple[str, ...], verbose: bool,
-         as_json: bool, transactions: bool = False) -> int:
+         as_json: bool, transactions: bool) -> int:
     """Run the seeds, print one line each (or JSON); return how many failed."""
     failed = 0
     for s in range(seed, seed + seeds):

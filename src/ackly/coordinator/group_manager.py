@@ -77,8 +77,9 @@ from ackly.coordinator.records import (
     encode_key,
     encode_offset_commit_value,
 )
-from ackly.coordinator.runtime import NO_PRODUCER_ID, Effects, RecordMeta, Waiter
+from ackly.coordinator.runtime import Effects, RecordMeta, Waiter
 from ackly.errors import ErrorCode
+from ackly.types import NO_PRODUCER_ID
 
 log = logging.getLogger("ackly.coordinator")
 

@@ -72,6 +72,7 @@ from ackly.protocol.record_codec import (
     decode_control_record,
     encode_batch,
 )
+from ackly.types import NO_PRODUCER_ID
 
 log = logging.getLogger("ackly.coordinator")
 
@@ -80,7 +81,6 @@ T_contra = TypeVar("T_contra", contravariant=True)
 
 EncodedRecord = tuple[bytes, bytes | None]  # key, value (None: tombstone)
 
-NO_PRODUCER_ID = -1  # Kafka's RecordBatch.NO_PRODUCER_ID
 NO_SEQUENCE = -1  # Kafka's RecordBatch.NO_SEQUENCE: coordinator batches skip sequence checks
 
 

@@ -155,11 +155,6 @@ class TransactionMetadata:
     def is_epoch_exhausted(self) -> bool:
         return is_epoch_exhausted(self.producer_epoch)
 
-    @property
-    def pending_decision(self) -> bool:
-        """A Prepare record is written and its markers are not all written yet."""
-        return self.state in PREPARE_STATES
-
     def transit(self) -> TxnTransit:
         return TxnTransit(self.producer_id, self.producer_epoch, self.timeout_ms, self.state,
                           self.partitions, self.start_ms, self.last_update_ms,

@@ -310,13 +310,10 @@ class TransactionShard:
 
     def describe(self, transactional_id: str) -> TxnDescription | None:
         meta = self.txns.get(transactional_id)
-        if meta is None:
-            return None
-        return TxnDescription(meta.transactional_id, meta.state, meta.producer_id, meta.producer_epoch,
-                              meta.timeout_ms, meta.start_ms, meta.partitions)
+        return None if meta is None else _description(meta)
 
     def descriptions(self) -> list[TxnDescription]:
-        return [d for tid in self.txns if (d := self.describe(tid)) is not None]
+        return [_description(meta) for meta in self.txns.values()]
 
     # --- timers ----------------------------------------------------------------------------
 
@@ -347,3 +344,8 @@ class TransactionShard:
             if idle and meta.last_update_ms + self.config.id_expiration_ms <= now_ms:
                 log.info("transactional id %r expired", meta.transactional_id)
                 self._write(meta.transactional_id, meta.prepare_dead(), fx)
+
+
+def _description(meta: TransactionMetadata) -> TxnDescription:
+    return TxnDescription(meta.transactional_id, meta.state, meta.producer_id, meta.producer_epoch,
+                          meta.timeout_ms, meta.start_ms, meta.partitions)

@@ -102,14 +102,11 @@ class ConfluentExactlyOnce(ExactlyOnce[Any, C]):
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
-        try:
-            starts = self._partitions_assigned(keys)
-        except Exception:
-            # confluent-kafka then makes the assign call itself (at the group's committed
-            # offsets) and raises this from poll; the partitions stay pending, their records
-            # not applied, until a poll has sought them. (Assigning here and then raising
-            # leaves the consumer unable to close.)
-            raise
+        # If reading the positions raises, confluent-kafka makes the assign call itself (at
+        # the group's committed offsets) and raises the error from poll; the partitions stay
+        # pending, their records not applied, until a poll has sought them. (Assigning here
+        # and then raising leaves the consumer unable to close.)
+        starts = self._partitions_assigned(keys)
         self._hand_over(self._start_list(starts))
         self._positioned(keys)
 

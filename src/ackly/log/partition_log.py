@@ -215,6 +215,7 @@ class PartitionLog:
 
         names = disk.listdir(self.dir_path)
         bases: set[int] = set()
+        txn_indexed: set[int] = set()  # segments with a .txnindex: only those are read
         for name in names:
             if name.endswith((DELETED_SUFFIX, TEMP_SUFFIX)):
                 disk.remove(os.path.join(self.dir_path, name))
@@ -222,6 +223,8 @@ class PartitionLog:
             parsed = parse_file_name(name)
             if parsed is not None and parsed[1] == LOG_SUFFIX:
                 bases.add(parsed[0])
+            elif parsed is not None and parsed[1] == TXN_INDEX_SUFFIX:
+                txn_indexed.add(parsed[0])
         for name in names:
             parsed = parse_file_name(name)
             if parsed is not None and parsed[1] != LOG_SUFFIX and parsed[0] not in bases:
@@ -271,10 +274,13 @@ class PartitionLog:
         self._load_leader_epochs()
         # Aborted-transaction indexes: trusted below the recovery point (flushed with their
         # segments); the ones of re-scanned segments (or unreadable ones) are rebuilt by the
-        # producer-state replay, which then starts at or below their first offset.
+        # producer-state replay, which then starts at or below their first offset. A segment
+        # without a .txnindex file has an empty index: no need to look for the file again.
         rebuild_from = leo
         for segment in self._segments:
-            if segment in recovered or not segment.txn_index.load():
+            if segment in recovered or (
+                segment.base_offset in txn_indexed and not segment.txn_index.load()
+            ):
                 segment.txn_index.reset()
                 rebuild_from = min(rebuild_from, segment.base_offset)
         self._load_producer_state(now_ms, rebuild_from)
@@ -528,7 +534,9 @@ class PartitionLog:
         assert headers, "append needs at least one batch"
         self._advance_clock(now_ms)
         log_append_time = self.config.message_timestamp_type == LOG_APPEND_TIME
-        markers = _markers_of(records, headers)
+        # The producer state refuses a client's control batch whatever it holds: only a
+        # coordinator's markers are worth decoding.
+        markers = [] if origin is AppendOrigin.CLIENT else _markers_of(records, headers)
         plan = self.producer_state.prepare(headers, origin, markers, verification_guard)
         if plan.duplicate is not None:
             original = plan.duplicate

@@ -422,11 +422,16 @@ class ProducerStateManager:
             delta = offset_delta
             offset_delta += h.last_offset_delta + 1
             pid = h.producer_id
-            marker = markers[i] if i < len(markers) else None
-            if h.is_control and marker is None and origin is not AppendOrigin.CLIENT:
-                raise KafkaError(ErrorCode.corrupt_message, "control batch without a marker")
+            # Read once: every batch of every append passes here (followers' too).
+            is_control = h.is_control
+            is_transactional = h.is_transactional
+            marker = None
+            if is_control:
+                marker = markers[i] if i < len(markers) else None
+                if marker is None and origin is not AppendOrigin.CLIENT:
+                    raise KafkaError(ErrorCode.corrupt_message, "control batch without a marker")
             if pid < 0:
-                if origin is not AppendOrigin.REPLICATION and (h.is_transactional or h.is_control):
+                if origin is not AppendOrigin.REPLICATION and (is_transactional or is_control):
                     raise KafkaError(
                         ErrorCode.invalid_record, "a transactional batch needs a producer id"
                     )
@@ -435,7 +440,7 @@ class ProducerStateManager:
             if origin is not AppendOrigin.REPLICATION:
                 ongoing = in_txn.get(pid, pid in self._ongoing)
                 if origin is AppendOrigin.CLIENT:
-                    if h.is_control:
+                    if is_control:
                         # Kafka's LogValidator: only the coordinator writes markers.
                         raise KafkaError(
                             ErrorCode.invalid_record, "clients may not write control batches"
@@ -444,16 +449,17 @@ class ProducerStateManager:
                     if duplicate is not None:
                         duplicates.append(duplicate)
                         continue
-                    self._check_txn_state(h, ongoing, verification_guard)
+                    if is_transactional or ongoing:  # else plain idempotent: nothing to check
+                        self._check_txn_state(h, ongoing, verification_guard)
                 else:
                     self._check_coordinator_batch(h, working, marker)
+                # Only checked appends read it: replication is not checked.
+                in_txn[pid] = not is_control and (is_transactional or ongoing)
             fresh += 1
             working[pid] = (h.producer_epoch, h.last_sequence)
-            in_txn[pid] = False if h.is_control else (h.is_transactional or in_txn.get(
-                pid, pid in self._ongoing))
             planned.append(PlannedBatch(
                 pid, h.producer_epoch, h.base_sequence, h.last_sequence, delta,
-                h.last_offset_delta, h.max_timestamp, h.is_control, h.is_transactional, marker,
+                h.last_offset_delta, h.max_timestamp, is_control, is_transactional, marker,
             ))
         if not duplicates:
             return AppendPlan(tuple(planned)) if planned else EMPTY_PLAN

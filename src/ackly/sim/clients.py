@@ -318,6 +318,8 @@ class Producer(_Client):
 
 
 class Consumer(_Client):
+    fetch_isolation_level = 0  # read_uncommitted; IsolatedConsumer asks for read_committed
+
     def __init__(self, name: str, env: ClientEnv, rng: random.Random, max_wait_ms: int) -> None:
         super().__init__(name, env, rng)
         self.positions: dict[int, int] = {}
@@ -330,14 +332,14 @@ class Consumer(_Client):
     def step(self) -> None:
         if self._inflight:
             return
-        fetch = self._next_fetch(isolation_level=0)
+        fetch = self._next_fetch()
         if fetch is None:
             return
         partition, leader, request = fetch
         self._inflight = True
         self.send(leader, request, lambda r: self._on_fetch(partition, leader, r), self._on_failure)
 
-    def _next_fetch(self, isolation_level: int) -> tuple[int, int, Any] | None:
+    def _next_fetch(self) -> tuple[int, int, Any] | None:
         """The next partition in turn, its leader and a Fetch from this consumer's position
         there; None (after asking for metadata) while the topic or that leader is unknown."""
         if self.partitions == 0:
@@ -352,7 +354,7 @@ class Consumer(_Client):
         leader, epoch = known
         request = frames.request(FETCH, FETCH_VERSION, {
             "replica_id": -1, "max_wait": self.max_wait_ms, "min_bytes": 1, "max_bytes": 1 << 20,
-            "isolation_level": isolation_level, "session_id": 0, "session_epoch": -1,
+            "isolation_level": self.fetch_isolation_level, "session_id": 0, "session_epoch": -1,
             "topics": [{"topic": self.env.topic, "partitions": [{
                 "partition": partition, "current_leader_epoch": epoch,
                 "fetch_offset": self.positions.get(partition, 0),

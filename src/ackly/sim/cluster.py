@@ -57,7 +57,7 @@ from ackly.sim.invariants import (
 from ackly.sim.network import Network
 from ackly.sim.scheduler import Scheduler
 from ackly.sim.store import StoreBridge
-from ackly.sim.txn_clients import READ_COMMITTED, IsolatedConsumer, TransactionalProducer, TxnHistory
+from ackly.sim.txn_clients import IsolatedConsumer, TransactionalProducer, TxnHistory
 from ackly.sim.txn_invariants import check_transactions, marker_outcomes
 from ackly.types import TopicPartition
 
@@ -208,7 +208,7 @@ class SimCluster:
         for i in range(rng.randint(1, 2)):
             self.txn_consumers.append(IsolatedConsumer(
                 f"rc{i}", self.env, random.Random(rng.getrandbits(64)), max_wait_ms=rng.choice((0, 100, 500)),
-                isolation_level=READ_COMMITTED, txns=self.txns,
+                txns=self.txns,
             ))
 
     # --- outputs of the nodes (BrokerHost's OutputSink) -----------------------------------------

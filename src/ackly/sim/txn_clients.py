@@ -3,7 +3,7 @@ the history of every transaction and every read_committed read.
 
 Owns: `TransactionalProducer` (KIP-98 as a client runs it: FindCoordinator key type 1,
 InitProducerId with a transactional id, then transactions of AddPartitionsToTxn, transactional
-Produce and EndTxn), `CommittedConsumer` (Fetch with isolation_level read_committed, dropping
+Produce and EndTxn), `IsolatedConsumer` (Fetch with isolation_level read_committed, dropping
 aborted transactions' batches as Kafka's consumer does, CompletedFetch with its aborted-producer
 set), and `TxnHistory`: each transaction's batches and its outcome.
 
@@ -257,13 +257,11 @@ class TransactionalProducer(_Client):
             self._retry(CONCURRENT_BACKOFF_MS)
         elif code in FENCED and self.bump:
             # Our bump lost to another instance's (or a lost answer's): start afresh.
-            self.bump = False
-            self.producer_id = self.producer_epoch = -1
+            self._forget_identity()
             self._retry()
         else:
             self._surprise("InitProducerId", code)
-            self.bump = False
-            self.producer_id = self.producer_epoch = -1
+            self._forget_identity()
             self._retry()
 
     # --- one transaction -----------------------------------------------------------------------
@@ -302,18 +300,20 @@ class TransactionalProducer(_Client):
         self.txns.crashes += 1
         self._finish(ABORTED, "producer crashed")
         self.coordinator = None
-        self.producer_id = self.producer_epoch = -1
-        self.bump = False
-        self.sequences.clear()
+        self._forget_identity()
         self.leaders.clear()
         if self.rng.random() < 0.5:
             self.wake(self.rng.randint(100, 3_000))  # a new instance with the same transactional id
         else:
             self.dead = True  # the coordinator's timeout must abort what it left open
 
-    def _fenced(self, how: str) -> None:
+    def _fenced(self) -> None:
         """PRODUCER_FENCED: this instance is done; a new one re-initialises from scratch."""
         self.txns.fenced += 1
+        self._forget_identity()
+
+    def _forget_identity(self) -> None:
+        """No producer id: the next InitProducerId asks for a new one (fencing older instances)."""
         self.producer_id = self.producer_epoch = -1
         self.bump = False
         self.sequences.clear()
@@ -348,12 +348,12 @@ class TransactionalProducer(_Client):
         elif any(c in FENCED for c in failed):
             # Timed out and aborted by the coordinator, or fenced by a newer instance.
             self._finish(ABORTED, "fenced before EndTxn")
-            self._fenced("AddPartitionsToTxn")
+            self._fenced()
             self._retry()
         else:
             self._surprise("AddPartitionsToTxn", code)
             self._finish(ABORTED, f"AddPartitionsToTxn {code}")
-            self._fenced("AddPartitionsToTxn")
+            self._fenced()
             self._retry()
 
     def _produce(self, txn: Txn) -> None:
@@ -467,21 +467,20 @@ class TransactionalProducer(_Client):
                 self._finish(UNKNOWN, f"EndTxn(commit) lost, then {ErrorCode(code).name}")
             else:
                 self._finish(ABORTED, f"EndTxn refused {ErrorCode(code).name}")
-            self._fenced("EndTxn")
+            self._fenced()
             self._retry()
         else:
             self._surprise("EndTxn", code)
             self._finish(UNKNOWN if txn.commit else ABORTED, f"EndTxn {code}")
-            self._fenced("EndTxn")
+            self._fenced()
             self._retry()
 
 
 class IsolatedConsumer(Consumer):
-    """A consumer with an isolation level: read_uncommitted reads what `Consumer` reads;
-    read_committed stops at the LSO and drops aborted transactions' batches the way Kafka's
-    CompletedFetch does (the response's aborted list, ordered by first offset, adds a
-    producer to the aborted set once a batch with a producer id, marker or data, reaches its
-    first offset; that producer's ABORT marker takes it out again; control batches are
+    """A read_committed consumer: it stops at the LSO and drops aborted transactions' batches
+    the way Kafka's CompletedFetch does (the response's aborted list, ordered by first offset,
+    adds a producer to the aborted set once a batch with a producer id, marker or data, reaches
+    its first offset; that producer's ABORT marker takes it out again; control batches are
     skipped)."""
 
     # Deliberate consumer bugs for the tests that prove the checks are not vacuous.
@@ -489,26 +488,12 @@ class IsolatedConsumer(Consumer):
     fetch_isolation_level = READ_COMMITTED
 
     def __init__(self, name: str, env: ClientEnv, rng: random.Random, max_wait_ms: int,
-                 isolation_level: int, txns: TxnHistory) -> None:
+                 txns: TxnHistory) -> None:
         super().__init__(name, env, rng, max_wait_ms)
-        self.isolation_level = isolation_level
         self.txns = txns
         self.read_values: dict[int, set[bytes]] = {}
 
-    def step(self) -> None:
-        if self.isolation_level != READ_COMMITTED:
-            super().step()
-            return
-        if self._inflight:
-            return
-        fetch = self._next_fetch(self.fetch_isolation_level)
-        if fetch is None:
-            return
-        partition, leader, request = fetch
-        self._inflight = True
-        self.send(leader, request, lambda r: self._on_committed_fetch(partition, leader, r), self._on_failure)
-
-    def _on_committed_fetch(self, partition: int, leader: int, response: Any) -> None:
+    def _on_fetch(self, partition: int, leader: int, response: Any) -> None:
         self._inflight = False
         data = response.responses[0].partitions[0]
         if data.error_code != ErrorCode.none:

@@ -90,16 +90,16 @@ def check_transactions(
     # A code the producer has no rule for is a broker answer no Kafka client expects there.
     problems: list[str] = [f"unexpected answer: {what}" for what in txns.surprises]
     where = _offsets(leader_logs)
-    read_by_txn: dict[int, int] = {}
+    read_txns: set[int] = set()  # transactions a read_committed consumer returned a record of
     for reader, tp, offset, value, _ms in txns.committed_reads:
         txn = txns.by_value.get(value) if value is not None else None
         if txn is None:
             continue
-        read_by_txn[txn.txn_id] = read_by_txn.get(txn.txn_id, 0) + 1
+        read_txns.add(txn.txn_id)
         if txn.outcome == ABORTED:
             problems.append(f"aborted read: {reader} read {tp} offset {offset} ({value!r}) of {_describe(txn)}")
     for txn in txns.txns:
-        committed = txn.outcome == COMMITTED or (txn.outcome == UNKNOWN and txn.txn_id in read_by_txn)
+        committed = txn.outcome == COMMITTED or (txn.outcome == UNKNOWN and txn.txn_id in read_txns)
         found = {(tp, v): where.get((tp, v), []) for tp, v in txn.values()}
         twice = [(v.decode(), offs) for (_tp, v), offs in found.items() if len(offs) > 1]
         if twice:

@@ -49,12 +49,6 @@ def record_flushes_at(record_path: str) -> None:
     setattr(app, "RealDisk", lambda: RecordingDisk(record_path))  # noqa: B010
 
 
-def split_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(fault names, the ackly arguments after `--`)."""
-    faults, _record, rest = parse_args(argv)
-    return faults, rest
-
-
 def parse_args(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
     """(fault names, the --record-flushes path or None, the ackly arguments after `--`)."""
     faults: list[str] = []

@@ -67,7 +67,6 @@ Done = Callable[[SendResult], None]
 class ProducerClient(Protocol):
     fatal_error: str | None  # set once the client has given up for good
 
-    def send(self, topic: str, partition: int, value: int, timeout_s: float) -> SendResult: ...
     # Hand the send to the client and return; `done` is called exactly once, on any thread
     # (confluent-kafka: inside `service`), within the client's delivery timeout.
     def send_async(self, topic: str, partition: int, value: int, done: Done) -> None: ...
@@ -203,15 +202,6 @@ class ConfluentProducer:
 
     def service(self, timeout_s: float) -> None:
         self._producer.poll(timeout_s)
-
-    def send(self, topic: str, partition: int, value: int, timeout_s: float) -> SendResult:
-        results: list[SendResult] = []
-        self.send_async(topic, partition, value, results.append)
-        if not results:
-            self._producer.flush(timeout_s + 1.0)
-        if not results:
-            return SendResult("info", None, "no delivery report in time")
-        return results[0]
 
     def init_transactions(self, timeout_s: float) -> None:
         self._producer.init_transactions(timeout_s)
@@ -391,19 +381,6 @@ class KafkaPythonProducer(_NoTransactions):
             reconnect_backoff_max_ms=500,
             **args,
         )
-
-    def send(self, topic: str, partition: int, value: int, timeout_s: float) -> SendResult:
-        from kafka.errors import KafkaError, KafkaTimeoutError
-
-        try:
-            meta = self._producer.send(topic, value=_encode(value), partition=partition).get(timeout_s)
-        except KafkaTimeoutError as exc:
-            return SendResult("info", None, type(exc).__name__)
-        except KafkaError as exc:
-            name = str(getattr(exc, "message", type(exc).__name__))
-            return SendResult(classify_error(name, self.retries_off), None, name)
-        offset = int(meta.offset)
-        return SendResult("ok", offset if offset >= 0 else None)
 
     def send_async(self, topic: str, partition: int, value: int, done: Done) -> None:
         from kafka.errors import KafkaError, KafkaTimeoutError
@@ -642,4 +619,12 @@ def keys_of(records: Iterable[Record]) -> dict[str, list[tuple[int, int]]]:
     out: dict[str, list[tuple[int, int]]] = {}
     for r in records:
         out.setdefault(f"{r.topic}/{r.partition}", []).append((r.offset, r.value))
+    return out
+
+
+def next_offsets(records: Iterable[Record]) -> dict[tuple[str, int], int]:
+    """The offsets to commit after `records`: (topic, partition) -> one past the last read."""
+    out: dict[tuple[str, int], int] = {}
+    for r in records:
+        out[(r.topic, r.partition)] = max(out.get((r.topic, r.partition), 0), r.offset + 1)
     return out

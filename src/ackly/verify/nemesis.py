@@ -57,7 +57,6 @@ UNDO = {
     "reset": "heal",
     "drop": "heal",
 }
-PEER_APIS = frozenset({1, 23})  # Fetch and OffsetsForLeaderEpoch: all a follower sends
 RESET_PROBABILITY = 0.1
 DROP_PROBABILITY = 0.2
 DROP_APIS = (0, 1)  # Produce, Fetch
@@ -214,9 +213,7 @@ class Nemesis:
             leader = self.target.leader_of(int(number))
             if leader is not None and leader >= 0:
                 return leader
-            ids = self.target.broker_ids()
-            return ids[int(number) % len(ids)]
-        ids = self.target.broker_ids()
+        ids = self.target.broker_ids()  # a broker by number, or when the partition has no leader
         return ids[int(number) % len(ids)]
 
     def _inject(self, event: FaultEvent) -> None:

@@ -11,8 +11,9 @@ A run (GUARANTEES.md s.7-8):
 6. checks the recorded history (check.check) and writes the report directory.
 
 Every phase is bounded: worker calls by `op_timeout_s`, healing by `heal_timeout_s`, the final
-reads by `final_read_timeout_s`. A row that cannot run (no transactions in the broker, no
-exactly-once sink yet) ends "unfinished" with the reason, and is not a failure.
+reads by `final_read_timeout_s`. A row that cannot run (no transactions in the broker, the
+exactly-once sink on a client other than confluent-kafka) ends "unfinished" with the reason,
+and is not a failure.
 """
 
 from __future__ import annotations
@@ -34,15 +35,11 @@ from ackly.verify.history import Op, Recorder
 from ackly.verify.nemesis import PROCESS_FAULTS, FaultEvent, Nemesis, base_kind, plan
 from ackly.verify.settings import RunSettings
 from ackly.verify.workloads import queue, transactional
-from ackly.verify.workloads.context import WorkloadContext
+from ackly.verify.workloads.context import WorkloadContext, now_s
 from ackly.verify.workloads.sink import SinkWorkload
 
 QUIET_SHARE = 0.25  # of the workload time, after the last fault window
 JOIN_TIMEOUT_S = 30.0
-
-
-def now_s() -> float:
-    return time.monotonic()  # noqa: TID251  (real clients in real time: not the core)
 
 
 @dataclass
@@ -102,12 +99,6 @@ def flat_config(settings: RunSettings) -> dict[str, str]:
     return {**settings.topic, **settings.consumer, **settings.producer}
 
 
-def sink_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("ackly.eos.sink") is not None
-
-
 def run(options: RunOptions, progress: Callable[[str], None] = print) -> RunResult:
     seed = options.seed if options.seed is not None else secrets.randbelow(2**31)
     out = Path(options.out_dir)
@@ -120,10 +111,6 @@ def run(options: RunOptions, progress: Callable[[str], None] = print) -> RunResu
             progress(f"note: {', '.join(skipped)} need a cluster verify starts itself; not injected")
     progress(f"{options.semantics}: seed {seed}, {options.duration_s:g} s, client {options.client}, "
              f"faults {','.join(options.faults) or 'none'} ({len(schedule)} windows), report in {out}")
-    if options.settings.workload == "sink" and not sink_available():
-        result.reason = "the exactly-once sink workload needs ackly.eos, which is not there"
-        _write_summary(options, result)
-        return result
     if options.settings.workload == "sink" and options.client != "confluent":
         result.reason = "the exactly-once sink workload drives confluent-kafka only"
         _write_summary(options, result)
@@ -306,10 +293,3 @@ def default_out_dir(semantics: str) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return os.path.join("verify-reports", f"{stamp}-{semantics}")
 
-
-def run_rows(rows: Sequence[RunOptions], progress: Callable[[str], None] = print) -> list[RunResult]:
-    """The matrix: one run per row, one after another (each on a fresh cluster)."""
-    results = []
-    for options in rows:
-        results.append(run(options, progress))
-    return results

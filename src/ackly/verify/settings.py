@@ -45,8 +45,6 @@ CONSUMER_KEYS = frozenset(
         "partition.assignment.strategy",
     }
 )
-# Not Kafka settings: how the workload drives the clients.
-RUN_KEYS = frozenset({"offset.commit", "workload"})
 
 
 @dataclass(frozen=True)

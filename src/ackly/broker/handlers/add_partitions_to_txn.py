@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.context import RequestContext
+from ackly.broker.transactions import fenced_for_version
 from ackly.errors import ErrorCode
 from ackly.protocol.messages import build
 from ackly.types import TopicPartition
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
 API_KEY = 24
 MIN_VERSION = 0
 MAX_VERSION = 4
-
-_FENCED_ERROR_FROM_VERSION = 2
 
 Codes = dict[TopicPartition, ErrorCode]
 
@@ -55,9 +54,7 @@ class _Answer:
         self.done = done
 
     def complete(self, result: ErrorCode) -> None:
-        if result == ErrorCode.producer_fenced and self.version < _FENCED_ERROR_FROM_VERSION:
-            result = ErrorCode.invalid_producer_epoch
-        self.done(dict.fromkeys(self.partitions, result))
+        self.done(dict.fromkeys(self.partitions, fenced_for_version(result, self.version)))
 
     def fail(self, code: ErrorCode) -> None:
         self.complete(code)

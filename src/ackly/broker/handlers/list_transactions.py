@@ -22,16 +22,16 @@ MAX_VERSION = 1
 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
-    names = list(request.state_filters or ())
-    known = {TxnState.by_kafka_name(n) for n in names} - {None}
-    unknown = [n for n in names if TxnState.by_kafka_name(n) is None]
+    parsed = [(n, TxnState.by_kafka_name(n)) for n in request.state_filters or ()]
+    known = frozenset(s for _, s in parsed if s is not None)
+    unknown = [n for n, s in parsed if s is None]
     pids = frozenset(int(p) for p in request.producer_id_filters or ())
     duration_ms = int(getattr(request, "duration_filter", -1))
     coordinator = node.transactions.coordinator
     listed = []
-    if coordinator.loaded and not (names and not known):
-        states = frozenset(s for s in known if s is not None) or None
-        listed = coordinator.list_transactions(states, pids or None, duration_ms, ctx.now_ms)
+    # Only unknown states asked for: nothing matches (an empty filter would match everything).
+    if coordinator.loaded and not (parsed and not known):
+        listed = coordinator.list_transactions(known or None, pids or None, duration_ms, ctx.now_ms)
     ctx.respond(build(API_KEY, ctx.api_version, {
         "throttle_time": 0, "error_code": ErrorCode.none, "unknown_state_filters": unknown,
         "transaction_states": [

@@ -134,16 +134,19 @@ class _Append:
     verification_guard: object | None = None
 
 
-def _verification_needed(node: BrokerNode, request: Any, p: Partition,
-                         headers: list[BatchHeader]) -> bool:
+def _verifies(node: BrokerNode, request: Any) -> bool:
+    """KIP-890 part 1 applies to this request: a transactional producer's, with verification
+    on. Decided once per request, so other traffic pays nothing per partition for it."""
+    return getattr(request, "transactional_id", None) is not None and bool(
+        node.config.get("transaction.partition.verification.enable")
+    )
+
+
+def _starts_transaction(p: Partition, headers: list[BatchHeader]) -> bool:
     """KIP-890 part 1: a transactional batch that would start the producer's transaction on
     this partition is appended only after its coordinator confirms the partition is in it."""
     first = headers[0]
     if not first.is_transactional or first.producer_id < 0:
-        return False
-    if getattr(request, "transactional_id", None) is None:
-        return False
-    if not bool(node.config.get("transaction.partition.verification.enable")):
         return False
     return not p.log.producer_state.has_ongoing_transaction(first.producer_id)
 
@@ -175,6 +178,7 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     else:
         raise_code = None
     now_ms = ctx.now_ms
+    verifies = _verifies(node, request)
     layout: list[tuple[str, list[int]]] = []  # topic name, slots of its partitions
     results: list[PartitionProduceResult | None] = []
     appends: list[_Append] = []
@@ -200,7 +204,7 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                     )
                 item = _Append(slot, index, p, pd.records, headers)
                 appends.append(item)
-                if _verification_needed(node, request, p, headers):
+                if verifies and _starts_transaction(p, headers):
                     first = headers[0]
                     item.verification_guard = p.log.producer_state.verification_guard(
                         first.producer_id, first.producer_epoch, now_ms
@@ -217,9 +221,12 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
         for item in appends:
             p = item.partition
             try:
-                code = _produce_code_of_verification(refused.get(p.tp, ErrorCode.none))
-                if code != ErrorCode.none:
-                    raise KafkaError(code, "the transaction coordinator refused the partition")
+                refusal = refused.get(p.tp, ErrorCode.none)
+                if refusal != ErrorCode.none:
+                    raise KafkaError(
+                        _produce_code_of_verification(refusal),
+                        "the transaction coordinator refused the partition",
+                    )
                 result = p.append_as_leader(
                     bytearray(item.records), item.headers, acks, now_ms,
                     verification_guard=item.verification_guard,

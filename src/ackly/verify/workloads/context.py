@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ackly.verify.history import Recorder
 from ackly.verify.settings import RunSettings
+
+
+def now_s() -> float:
+    """The workers' clock (seconds, monotonic)."""
+    return time.monotonic()  # noqa: TID251  (real clients, real time: not the core)
 
 
 @dataclass

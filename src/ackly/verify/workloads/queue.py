@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import queue as queue_module
 import threading
-import time
 from typing import Any
 
 from ackly.verify.clients import (
@@ -32,16 +31,13 @@ from ackly.verify.clients import (
     keys_of,
     make_consumer,
     make_producer,
+    next_offsets,
 )
 from ackly.verify.history import Op, poll_mop, send_mop, sent_mop
-from ackly.verify.workloads.context import WorkloadContext, run_worker
+from ackly.verify.workloads.context import WorkloadContext, now_s, run_worker
 
 CRASH_PROBABILITY = 0.03  # per consumer poll
 POLL_TIMEOUT_S = 0.5
-
-
-def _now_s() -> float:
-    return time.monotonic()  # noqa: TID251  (real clients, real time: not the core)
 
 
 def producer_worker(ctx: WorkloadContext, index: int) -> None:
@@ -53,7 +49,7 @@ def producer_worker(ctx: WorkloadContext, index: int) -> None:
     outstanding: dict[int, tuple[Op, str, int]] = {}  # process -> (invocation, key, value)
     done: queue_module.SimpleQueue[tuple[int, SendResult]] = queue_module.SimpleQueue()
     interval_s = 1.0 / ctx.ops_per_s
-    next_send_s = _now_s()
+    next_send_s = now_s()
 
     def settle() -> None:
         while True:
@@ -73,7 +69,7 @@ def producer_worker(ctx: WorkloadContext, index: int) -> None:
 
     try:
         while not ctx.stop.is_set():
-            while free and _now_s() >= next_send_s and not ctx.stop.is_set():
+            while free and now_s() >= next_send_s and not ctx.stop.is_set():
                 process = free.pop(0)
                 partition = rng.randrange(ctx.partitions)
                 key = ctx.key(partition)
@@ -83,7 +79,7 @@ def producer_worker(ctx: WorkloadContext, index: int) -> None:
                 outstanding[process] = (op, key, value)
                 producer.send_async(ctx.topic, partition, value,
                                     lambda result, process=process: done.put((process, result)))  # type: ignore[misc]
-                next_send_s = max(next_send_s + interval_s, _now_s() - 1.0)
+                next_send_s = max(next_send_s + interval_s, now_s() - 1.0)
             try:
                 producer.service(0.005)
             except Exception as exc:  # e.g. confluent-kafka raising the fatal error
@@ -92,8 +88,8 @@ def producer_worker(ctx: WorkloadContext, index: int) -> None:
             fatal = producer.fatal_error
             if fatal is not None:
                 producer = _replace_failed(ctx, index, producer, fatal, outstanding, free)
-        deadline_s = _now_s() + ctx.op_timeout_s + 2.0
-        while outstanding and _now_s() < deadline_s:  # let the client report what it has
+        deadline_s = now_s() + ctx.op_timeout_s + 2.0
+        while outstanding and now_s() < deadline_s:  # let the client report what it has
             producer.service(0.05)
             settle()
     finally:
@@ -109,9 +105,9 @@ def _replace_failed(ctx: WorkloadContext, index: int, producer: ProducerClient, 
     for op, _key, _value in outstanding.values():
         ctx.recorder.complete(op, "info", error=f"client failed: {fatal}", extra={"client_fatal": True})
         ctx.count("send info")
-    free.extend(ctx.recorder.new_process() for _ in outstanding)
+    # Every process of the failed client is retired: the new client gets fresh ones.
+    free[:] = [ctx.recorder.new_process() for _ in range(len(free) + len(outstanding))]
     outstanding.clear()
-    free[:] = [ctx.recorder.new_process() for _ in free]
     ctx.note_error(f"producer-{index}: client failed: {fatal}")
     ctx.count("producer restarts")
     producer.close()
@@ -156,13 +152,6 @@ class _Consumer:
                 "mode": "subscribe" if self.subscribe else "assign"}
 
 
-def _next_offsets(records: list[Record]) -> dict[tuple[str, int], int]:
-    out: dict[tuple[str, int], int] = {}
-    for r in records:
-        out[(r.topic, r.partition)] = max(out.get((r.topic, r.partition), 0), r.offset + 1)
-    return out
-
-
 def consumer_worker(ctx: WorkloadContext, index: int) -> None:
     rng = ctx.rng(f"consumer-{index}")
     me = _Consumer(ctx, index)
@@ -176,7 +165,7 @@ def consumer_worker(ctx: WorkloadContext, index: int) -> None:
             except Exception as exc:
                 _complete_indeterminate(ctx, me, op, repr(exc))
                 continue
-            offsets = _next_offsets(records)
+            offsets = next_offsets(records)
             crash = bool(records) and rng.random() < CRASH_PROBABILITY
             if commit_first:
                 try:
@@ -239,7 +228,7 @@ def final_read(ctx: WorkloadContext, timeout_s: float) -> dict[int, tuple[int, i
             extra: dict[str, Any] = {"final": True, "isolation": ctx.settings.consumer.get(
                 "isolation.level", "read_uncommitted")}
             op = ctx.recorder.invoke(process, "poll", [["poll", {}]], extra=extra)
-            deadline_s = _now_s() + timeout_s
+            deadline_s = now_s() + timeout_s
             try:
                 _, high = client.watermarks(ctx.topic, partition, min(10.0, timeout_s))
             except Exception as exc:
@@ -248,7 +237,7 @@ def final_read(ctx: WorkloadContext, timeout_s: float) -> dict[int, tuple[int, i
             records: list[Record] = []
             position, empty_polls = 0, 0
             committed_only = extra["isolation"] == "read_committed"
-            while position < high and _now_s() < deadline_s:
+            while position < high and now_s() < deadline_s:
                 batch = [r for r in client.poll(POLL_TIMEOUT_S) if r.partition == partition and r.offset >= position]
                 records += batch
                 position = batch[-1].offset + 1 if batch else position

@@ -18,10 +18,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 from typing import Any
 
-from ackly.verify.workloads.context import WorkloadContext, run_worker
+from ackly.verify.workloads.context import WorkloadContext, now_s, run_worker
 
 EFFECTS_TABLE = "verify_effects"
 CRASH_PROBABILITY = 0.15  # per applied batch
@@ -30,10 +29,6 @@ POLL_TIMEOUT_S = 0.5
 
 class _InjectedFailure(Exception):
     """Raised inside a sink transaction to roll it back on purpose."""
-
-
-def _now_s() -> float:
-    return time.monotonic()  # noqa: TID251  (real clients, real time: not the core)
 
 
 class SinkWorkload:
@@ -124,10 +119,10 @@ class SinkWorkload:
         """Wait until the stored positions reach `high_watermarks` (partition -> offset)."""
         from ackly.eos import SqlitePositions
 
-        deadline_s = _now_s() + timeout_s
+        deadline_s = now_s() + timeout_s
         positions = SqlitePositions(self.db_path)
         try:
-            while _now_s() < deadline_s:
+            while now_s() < deadline_s:
                 stored = positions.read(self.group, [(self.ctx.topic, p) for p in high_watermarks])
                 if all(stored.get((self.ctx.topic, p), 0) >= high for p, high in high_watermarks.items()):
                     return True

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ackly.verify.clients import ProducerClient, keys_of, make_consumer, make_producer
+from ackly.verify.clients import ProducerClient, keys_of, make_consumer, make_producer, next_offsets
 from ackly.verify.history import poll_mop, send_mop, sent_mop
 from ackly.verify.workloads.context import WorkloadContext, run_worker
 
@@ -78,9 +78,7 @@ def txn_worker(ctx: WorkloadContext, index: int) -> None:
                 producer.begin_transaction()
                 for partition, _, value in sends:
                     producer.send_in_transaction(ctx.topic, partition, value)
-                offsets: dict[tuple[str, int], int] = {}
-                for r in records:
-                    offsets[(r.topic, r.partition)] = max(offsets.get((r.topic, r.partition), 0), r.offset + 1)
+                offsets = next_offsets(records)
                 if offsets:
                     producer.send_offsets_to_transaction(offsets, consumer, ctx.op_timeout_s)
                 if abort:
