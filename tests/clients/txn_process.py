@@ -26,16 +26,23 @@ Both report on stdout, one JSON object per line:
     {"event": "aborted", "txn": number, "why": text}      after each abort (and its rewind)
     {"event": "holding", "txn": number} / {"event": "open"}
     {"event": "error", "error": text, "fatal": bool}
+    {"event": "stuck", "call": name}                      a client call outlived its timeout: exit 3
     {"event": "closed"}
+
+With TXN_DEBUG_DIR set, librdkafka's debug log (eos, cgrp, protocol, broker) goes to
+TXN_DEBUG_DIR/<transactional id>.log, for diagnosis.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -43,6 +50,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 _lock = threading.Lock()
 stop = threading.Event()
 TIMEOUT_S = 30
+WATCHDOG_MARGIN_S = 15
+STUCK_EXIT_CODE = 3
 
 
 def emit(**event: Any) -> None:
@@ -66,11 +75,45 @@ def rewind(consumer: Consumer, partitions: list[tuple[str, int]]) -> None:
     if not partitions:
         return
     wanted = [TopicPartition(t, p) for t, p in partitions]
-    for tp in consumer.committed(wanted, timeout=TIMEOUT_S):
+    with watchdog("committed", TIMEOUT_S):
+        committed = consumer.committed(wanted, timeout=TIMEOUT_S)
+    for tp in committed:
         if tp.error is not None:
             raise KafkaException(tp.error)
         offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
         consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+
+def _debug() -> dict[str, Any]:
+    """librdkafka's debug log (to this program's stderr, see main) when TXN_DEBUG_DIR is set."""
+    if not os.environ.get("TXN_DEBUG_DIR"):
+        return {}
+    return {"debug": "eos,cgrp,protocol,broker,topic", "log_level": 7}
+
+
+@contextlib.contextmanager
+def watchdog(call: str, timeout_s: float) -> Iterator[None]:
+    """End the process if `call` outlives its own timeout by WATCHDOG_MARGIN_S.
+
+    librdkafka ends every transactional call by its timeout, except where it has a bug: in
+    librdkafka 2.16, send_offsets_to_transaction can wait forever for a group coordinator that
+    the client decommissioned when that broker left the Metadata response (librdkafka issue
+    5511; a dead broker leaves the Metadata response in Kafka too, once its session expires).
+    The call cannot be cancelled from here, so the program reports "stuck" and exits, as a
+    supervisor's liveness check would end it; the test starts a new instance with the same
+    transactional id, which fences this one and aborts its open transaction."""
+    timer = threading.Timer(timeout_s + WATCHDOG_MARGIN_S, _stuck, (call,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _stuck(call: str) -> None:
+    emit(event="stuck", call=call)
+    os._exit(STUCK_EXIT_CODE)
 
 
 def transform(args: argparse.Namespace) -> None:
@@ -78,13 +121,15 @@ def transform(args: argparse.Namespace) -> None:
         "bootstrap.servers": args.bootstrap, "group.id": args.group, "client.id": args.transactional_id,
         "isolation.level": "read_committed", "enable.auto.commit": False, "auto.offset.reset": "earliest",
         "session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "max.poll.interval.ms": 60_000,
-        "fetch.wait.max.ms": 100, "log_level": 4,
+        "fetch.wait.max.ms": 100, "log_level": 4, **_debug(),
     })
     producer = Producer({
         "bootstrap.servers": args.bootstrap, "transactional.id": args.transactional_id,
         "transaction.timeout.ms": 30_000, "linger.ms": 5, "log_level": 4,
+        **_debug(),
     })
-    producer.init_transactions(TIMEOUT_S)
+    with watchdog("init_transactions", TIMEOUT_S):
+        producer.init_transactions(TIMEOUT_S)
     emit(event="ready")
     consumer.subscribe([args.input])
     txn = 0
@@ -101,18 +146,21 @@ def transform(args: argparse.Namespace) -> None:
                                  value=b"%d:%d:" % (m.partition(), m.offset()) + (m.value() or b""))
                 positions[(m.topic(), m.partition())] = m.offset() + 1
             offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(positions.items())]
-            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), TIMEOUT_S)
+            with watchdog("send_offsets_to_transaction", TIMEOUT_S):
+                producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), TIMEOUT_S)
             if txn == args.hold_at:
                 if producer.flush(TIMEOUT_S):
                     raise RuntimeError("records not acknowledged before holding")
                 emit(event="holding", txn=txn)
                 signal.pause()  # open until SIGKILL
             if args.abort_every and txn % args.abort_every == 0:
-                producer.abort_transaction(TIMEOUT_S)
+                with watchdog("abort_transaction", TIMEOUT_S):
+                    producer.abort_transaction(TIMEOUT_S)
                 rewind(consumer, sorted(positions))
                 emit(event="aborted", txn=txn, why="on purpose")
                 continue
-            producer.commit_transaction(TIMEOUT_S)
+            with watchdog("commit_transaction", TIMEOUT_S):
+                producer.commit_transaction(TIMEOUT_S)
             emit(event="committed", n=len(messages), txn=txn)
         except KafkaException as exc:
             err = exc.args[0]
@@ -120,7 +168,8 @@ def transform(args: argparse.Namespace) -> None:
             if err.fatal():
                 return
             try:  # whatever failed, nothing of this transaction may count: abort it
-                producer.abort_transaction(TIMEOUT_S)
+                with watchdog("abort_transaction", TIMEOUT_S):
+                    producer.abort_transaction(TIMEOUT_S)
             except KafkaException as again:
                 emit(event="error", error=f"abort: {again.args[0].str()}", fatal=again.args[0].fatal())
                 if again.args[0].fatal():
@@ -238,6 +287,10 @@ def main() -> None:
     h.add_argument("count", type=int)
     h.add_argument("--timeout-ms", type=int, default=3000)
     args = ap.parse_args()
+    if os.environ.get("TXN_DEBUG_DIR"):  # librdkafka writes its log to fd 2: keep it whole
+        fd = os.open(os.path.join(os.environ["TXN_DEBUG_DIR"], f"{args.transactional_id}.log"),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.dup2(fd, 2)
     threading.Thread(target=watch_stdin, daemon=True).start()
     try:
         if args.command == "hold-open":

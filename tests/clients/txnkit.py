@@ -484,16 +484,38 @@ def _read_aiokafka(bootstrap: str, partitions: Sequence[tuple[str, int]], isolat
 # --- the wire ----------------------------------------------------------------------------
 
 
-def list_offset(bootstrap: str, topic: str, partition: int, isolation: str, timestamp: int = LATEST) -> int:
+_LEADER_MOVING = (ErrorCode.not_leader_or_follower, ErrorCode.leader_not_available,
+                  ErrorCode.unknown_topic_or_partition)
+
+
+def list_offset(bootstrap: str, topic: str, partition: int, isolation: str, timestamp: int = LATEST,
+                timeout_s: float = 30.0) -> int:
     """ListOffsets v7 to the partition's leader (`bootstrap` may list several brokers,
-    comma-separated): LATEST is the HW with read_uncommitted, the LSO with read_committed."""
+    comma-separated): LATEST is the HW with read_uncommitted, the LSO with read_committed.
+
+    While leadership moves (a broker restarted, a preferred leader taking over) no broker may
+    be leader for a moment: asked again, as clients do, until `timeout_s`."""
+    errors: list[str] = []
+
+    def ask() -> int | None:
+        errors.clear()
+        return _list_offset_once(bootstrap, topic, partition, isolation, timestamp, errors)
+
+    try:
+        return wait_until(ask, timeout_s, f"ListOffsets {topic}-{partition}")
+    except AssertionError as exc:
+        raise AssertionError(f"ListOffsets {topic}-{partition}: {errors}") from exc
+
+
+def _list_offset_once(bootstrap: str, topic: str, partition: int, isolation: str, timestamp: int,
+                      errors: list[str]) -> int | None:
+    """The offset, or None while every broker answers a retriable error (listed in `errors`)."""
     request = ListOffsetsRequest(
         replica_id=i32(-1), isolation_level=i8(ISOLATION[isolation]),
         topics=(ListOffsetsTopic(name=topic, partitions=(ListOffsetsPartition(
             partition_index=i32(partition), current_leader_epoch=i32(-1), timestamp=i64(timestamp),
         ),)),),
     )
-    errors = []
     for address in bootstrap.split(","):  # several brokers: the leader answers
         try:
             with WireClient(address, timeout_s=5) as client:
@@ -504,7 +526,9 @@ def list_offset(bootstrap: str, topic: str, partition: int, isolation: str, time
         if answer.error_code == ErrorCode.none:
             return int(answer.offset)
         errors.append(f"{address}: {answer.error_code!r}")
-    raise AssertionError(f"ListOffsets {topic}-{partition}: {errors}")
+        if answer.error_code not in _LEADER_MOVING:
+            raise AssertionError(f"ListOffsets {topic}-{partition}: {errors}")
+    return None
 
 
 def wait_lso_at_hw(bootstrap: str, topic: str, partition: int, timeout_s: float,
@@ -646,6 +670,7 @@ class TxnProcess:
 
     def __init__(self, name: str, *args: str) -> None:
         self.name = name
+        self.args = args
         self.proc = subprocess.Popen(
             [sys.executable, str(TXN_PROCESS_PY), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -683,6 +708,16 @@ class TxnProcess:
             return None
 
         return wait_until(probe, timeout_s, f"{self.name} to report {kind!r}")
+
+    def stuck(self) -> bool:
+        """It ended itself because a client call outlived its own timeout (a client bug, see
+        txn_process.py `watchdog`)."""
+        return self.proc.poll() is not None and bool(self.of("stuck"))
+
+    def again(self) -> TxnProcess:
+        """A new instance with the same arguments (the same transactional id: it fences this
+        one and aborts the transaction it left open)."""
+        return TxnProcess(f"{self.name}+", *self.args)
 
     def fatal_errors(self) -> list[str]:
         return [e["error"] for e in self.of("error") if e.get("fatal")]
