@@ -109,6 +109,14 @@ TOPIC_CONFIG_DEFS: tuple[ConfigDef, ...] = (
               minimum=0, broker_synonym="message.max.bytes"),
     ConfigDef("message.timestamp.type", Kind.STRING, "CreateTime", "which timestamp the log keeps",
               choices=("CreateTime", "LogAppendTime"), broker_synonym="log.message.timestamp.type"),
+    # KIP-937 (defaults as Kafka 4: any age, at most one hour ahead): a CreateTime timestamp
+    # outside [now - before, now + after] is refused with INVALID_TIMESTAMP.
+    ConfigDef("message.timestamp.before.max.ms", Kind.LONG, 2**63 - 1,
+              "oldest CreateTime timestamp accepted, as a distance before the broker's clock",
+              minimum=0, broker_synonym="log.message.timestamp.before.max.ms"),
+    ConfigDef("message.timestamp.after.max.ms", Kind.LONG, 3_600_000,
+              "latest CreateTime timestamp accepted, as a distance after the broker's clock",
+              minimum=0, broker_synonym="log.message.timestamp.after.max.ms"),
     ConfigDef("min.insync.replicas", Kind.INT, 1, "ISR size below which acks=all is refused",
               minimum=1, broker_synonym="min.insync.replicas"),
     ConfigDef("unclean.leader.election.enable", Kind.BOOLEAN, False,
@@ -247,6 +255,8 @@ class TopicConfig:
     file_delete_delay_ms: int
     max_message_bytes: int
     message_timestamp_type: str
+    message_timestamp_before_max_ms: int
+    message_timestamp_after_max_ms: int
     min_insync_replicas: int
     unclean_leader_election_enable: bool
     flush_policy: str

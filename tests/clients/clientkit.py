@@ -351,9 +351,11 @@ def ck_admin(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000})
 
 
-def ck_create_topic(admin: AdminClient, topic: str, partitions: int) -> None:
+def ck_create_topic(admin: AdminClient, topic: str, partitions: int,
+                    config: dict[str, str] | None = None) -> None:
     futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1)], operation_timeout=10
+        [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})],
+        operation_timeout=10,
     )
     futures[topic].result(timeout=15)
 

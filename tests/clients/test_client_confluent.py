@@ -97,3 +97,29 @@ def test_confluent_topic_produce_consume_offsets_delete(broker_factory) -> None:
     admin = ck_admin(bootstrap)
     ck_create_topic(admin, topic, 1)
     assert ck_list_offsets(admin, topic, {0: OffsetSpec.latest()})[0][0] == 0
+
+
+def test_confluent_timestamps_outside_the_window_are_refused(broker_factory) -> None:
+    """KIP-937: a CreateTime timestamp more than message.timestamp.after.max.ms (Kafka 4's
+    default: one hour) ahead of the broker's clock, or older than a topic's
+    message.timestamp.before.max.ms, is refused with INVALID_TIMESTAMP and never written; the
+    same producer's good records go through."""
+    from confluent_kafka import Producer
+
+    broker = broker_factory()
+    topic = unique_topic("timestamps")
+    admin = ck_admin(broker.bootstrap)
+    ck_create_topic(admin, topic, 1, config={"message.timestamp.before.max.ms": "86400000"})
+    now = base_timestamp_ms() + 3_600_000
+    reports: list[tuple[int, object]] = []
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0, "log_level": 2})
+    for ts in (now, now + 2 * 3_600_000, now - 2 * 86_400_000, now + 1000):
+        producer.produce(topic, value=b"%d" % ts, timestamp=ts, partition=0,
+                         on_delivery=lambda err, msg, ts=ts: reports.append((ts, err)))
+        producer.flush(10)  # one batch each: a refusal covers only its own record
+    assert [(ts, err.code() if err else None) for ts, err in reports] == [
+        (now, None), (now + 2 * 3_600_000, KafkaError.INVALID_TIMESTAMP),
+        (now - 2 * 86_400_000, KafkaError.INVALID_TIMESTAMP), (now + 1000, None),
+    ]
+    got = ck_consume(broker.bootstrap, topic, 1, 2)
+    assert [r.value for r in got] == [b"%d" % now, b"%d" % (now + 1000)]

@@ -126,6 +126,31 @@ def test_corrupt_batch_is_refused_and_nothing_is_written(broker, spoil) -> None:
         assert latest(c, "corrupt") == 2
 
 
+def _base_offset_five(data: bytes) -> bytes:
+    return struct.pack(">q", 5) + data[8:]  # outside the CRC: only the meaning is wrong
+
+
+def _count_off_by_one(data: bytes) -> bytes:
+    from ackly.protocol.records import crc_of
+
+    b = bytearray(data)
+    struct.pack_into(">i", b, 57, struct.unpack_from(">i", b, 57)[0] + 1)
+    struct.pack_into(">I", b, 17, crc_of(b, 0, len(b)))
+    return bytes(b)
+
+
+@pytest.mark.parametrize("spoil", [_base_offset_five, _count_off_by_one], ids=["base-offset", "count"])
+def test_invalid_batch_is_refused_and_nothing_is_written(broker, spoil) -> None:
+    """Kafka's LogValidator: a well-framed batch whose fields disagree is INVALID_RECORD, and the
+    whole record set of that partition is refused."""
+    with WireClient(broker.bootstrap) as c:
+        assert c.request(rq.create_topic("invalid")).topics[0].error_code == ErrorCode.none
+        good = rq.batch(b"a", b"b")
+        resp = c.request(rq.produce("invalid", good + spoil(rq.batch(b"c"))))
+        assert resp.responses[0].partition_responses[0].error_code == ErrorCode.invalid_record
+        assert latest(c, "invalid") == 0
+
+
 def test_produce_to_missing_topic_without_auto_create(tmp_path) -> None:
     from ackly.testing.inprocess import InProcessBroker
 

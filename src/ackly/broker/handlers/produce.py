@@ -1,7 +1,9 @@
 """Produce (key 0): validate batches, append them, answer when acks and flush.policy allow.
 
 Per partition (DESIGN.md s.3): check the topic exists and the batches' framing, magic and
-CRC (records are not decoded); patch base offsets and append the bytes as they came. Batches
+CRC, then what Kafka's LogValidator checks (protocol/batch_validation.py: offsets, counts,
+producer fields, KIP-937 timestamps, compressed batches record by record; uncompressed
+records are not decoded); patch base offsets and append the bytes as they came. Batches
 of idempotent producers are checked against the partition's producer state first (epoch,
 sequence: log/producer_state.py), all before any is written; a retry of batches already in
 the log writes nothing and is answered with their original base offset, once they are as
@@ -39,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 from ackly.broker.context import RequestContext
 from ackly.broker.faults import ACK_BEFORE_REPLICATION
 from ackly.errors import ErrorCode, KafkaError
+from ackly.protocol.batch_validation import TimestampRule, validate_client_batches
+from ackly.protocol.compression import DEFAULT_MAX_BYTES
 from ackly.protocol.produce_codec import PartitionProduceResult, encode_produce_response
 from ackly.protocol.records import BatchHeader, validate_batches
 from ackly.replication.partition import Partition
@@ -51,6 +55,15 @@ if TYPE_CHECKING:
 API_KEY = 0
 MIN_VERSION = 3  # record batch v2 only; librdkafka needs v3 to use it
 MAX_VERSION = 11
+
+
+def _timestamp_rule(p: Partition) -> TimestampRule | None:
+    """KIP-937's window for the partition's CreateTime timestamps; None with LogAppendTime (the
+    leader writes its own timestamps over the client's)."""
+    config = p.config
+    if config.message_timestamp_type != "CreateTime":
+        return None
+    return TimestampRule(config.message_timestamp_before_max_ms, config.message_timestamp_after_max_ms)
 
 
 @dataclass
@@ -202,6 +215,8 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                     raise KafkaError(
                         ErrorCode.invalid_record, "control batches are not accepted from clients"
                     )
+                validate_client_batches(pd.records, headers, now_ms, _timestamp_rule(p),
+                                        DEFAULT_MAX_BYTES)
                 item = _Append(slot, index, p, pd.records, headers)
                 appends.append(item)
                 if verifies and _starts_transaction(p, headers):
