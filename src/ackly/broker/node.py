@@ -205,6 +205,12 @@ class BrokerNode:
     def cluster_id(self) -> str:
         return self.member.metadata.cluster_id or ""
 
+    @property
+    def joined(self) -> bool:
+        """Ready to serve clients: a single broker at once, a cluster member once it has joined
+        (ClusterMember.joined)."""
+        return not self.external_metadata or self.member.joined()
+
     def broker_address(self, broker_id: int) -> tuple[str, int] | None:
         """Where a broker listens, as it registered (None: not registered now)."""
         info = self.member.metadata.brokers.get(broker_id)
