@@ -296,6 +296,14 @@ class ClusterMember:
         )
         return self._send_user(topic_write(self._new_request_id(), self.metadata, topic), now_ms)
 
+    def read_revision(self, now_ms: int) -> int:
+        """Ask the store for its current revision (a linearizable read of the broker
+        registrations); the result (take_results) carries it. Once the view's revision reaches
+        it, the view holds every write the store had made when it answered: a read barrier,
+        for a decision this view alone must not make (a broker registered a moment ago may not
+        have reached it through the watch yet)."""
+        return self._send_user(Get(self._new_request_id(), self.keys.brokers_prefix), now_ms)
+
     def create_partitions(self, name: str, total: int, now_ms: int) -> int:
         topic = plan_create_partitions(self.metadata, name, total, self.rng)
         return self._send_user(topic_write(self._new_request_id(), self.metadata, topic), now_ms)

@@ -118,3 +118,46 @@ def test_metadata_names_this_broker_while_no_controller_is_elected(tmp_path: Pat
         if not c.step():
             break
     assert windows > 0, "the rounds never showed a view without a controller"
+
+
+def _join_alone(c: CoreCluster, broker: int) -> None:
+    """Start `broker` and move only its own store traffic until it has joined: the others'
+    views do not show its registration yet (their watch events wait in the store)."""
+    c.start(broker)
+    host = c.hosts[broker]
+    node = c.node(broker)
+    for _ in range(MAX_ROUNDS):
+        if node.joined:
+            return
+        _, commands = node.take_outputs()
+        for command in commands:
+            c.store.submit(host.client, command)
+        items = c.store.drain(host.client)
+        if items:
+            node.on_store_inputs(items, c.now_ms)
+    raise AssertionError("the broker did not join")
+
+
+def test_a_view_that_trails_the_store_is_caught_up_before_refusing_too_few_brokers(tmp_path: Path) -> None:
+    c = CoreCluster(tmp_path, BROKERS, start=False)
+    c.start(0)
+    c.start(1)
+    c.settle()
+    _join_alone(c, 2)
+    controller = int(_metadata(c, 0).controller_id)
+    assert 2 not in c.node(controller).metadata.brokers  # the race: its view trails the store
+    reply = _create_topics(c, controller, "t")
+    c.until(lambda: reply.done, limit_ms=TIMEOUT_MS)
+    (topic,) = reply.value.topics
+    assert ErrorCode(topic.error_code) == ErrorCode.none, topic.error_message
+    c.until(lambda: c.leader("t") in BROKERS, limit_ms=TIMEOUT_MS)
+
+
+def test_too_few_brokers_is_still_refused_once_the_view_has_caught_up(tmp_path: Path) -> None:
+    c = CoreCluster(tmp_path, [0, 1])
+    reply = _create_topics(c, 0, "t")  # replication factor 3 on two brokers
+    c.until(lambda: reply.done, limit_ms=TIMEOUT_MS)
+    (topic,) = reply.value.topics
+    assert ErrorCode(topic.error_code) == ErrorCode.invalid_replication_factor
+    assert "larger than the 2 available brokers" in topic.error_message
+    assert "t" not in c.node(0).metadata.topics
