@@ -91,18 +91,6 @@ def _auto_create(node: BrokerNode, name: str, now_ms: int) -> dict[str, Any]:
     return topic_entry(node, state)
 
 
-def _controller_id(node: BrokerNode) -> int:
-    """The elected controller; between two controllers (the old one's lease has just expired),
-    this broker itself if it is registered. Every broker takes the admin requests a client sends
-    to "the controller" (they are store writes, broker/admin.py), as a Kafka broker forwards
-    them (KIP-590) and names a live broker as controller for the same reason; answering -1
-    instead would leave librdkafka's admin client waiting for a change it never asks about."""
-    controller = node.metadata.controller
-    if controller is not None:
-        return controller.broker_id
-    return node.broker_id if node.member.registration() is not None else -1
-
-
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     requested = request.topics
     topics: list[dict[str, Any]] = []
@@ -144,7 +132,7 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
             for _, b in sorted(metadata.brokers.items())
         ],
         "cluster_id": node.cluster_id or None,
-        "controller_id": _controller_id(node),
+        "controller_id": node.controller_id_for_clients,
         "topics": topics,
         "cluster_authorized_operations": -2147483648,
     }))
