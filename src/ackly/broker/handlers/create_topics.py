@@ -4,10 +4,10 @@ Checks, in Kafka's order: a legal name (INVALID_TOPIC_EXCEPTION), not already th
 (TOPIC_ALREADY_EXISTS), a partition count >= 1 (INVALID_PARTITIONS), a replication factor this
 cluster can hold (INVALID_REPLICATION_FACTOR: at most the live brokers, never silently capped),
 a manual assignment naming live brokers only (INVALID_REPLICA_ASSIGNMENT), every config key and
-value (INVALID_CONFIG). `validate_only` runs the checks and creates nothing. In a cluster, a refusal for brokers this
-broker's view does not show is made only after the view has caught up with the store (a read
-barrier, admin.catch_up): the store, not a view that may trail it by a watch event, says which
-brokers are registered, as Kafka's controller does.
+value (INVALID_CONFIG). `validate_only` runs the checks and creates nothing. In a cluster, a
+refusal for brokers this broker's view does not show is made only after the view has caught up
+with the store (a read barrier, admin.catch_up): the store, not a view that may trail it by a
+watch event, says which brokers are registered, as Kafka's controller does.
 
 The topic is written to the cluster metadata with create-if-absent (broker/admin.py); its
 partition states (leader, ISR) are created by the controller. The answer goes when this
