@@ -5,9 +5,11 @@ before it accepts, server/app.py). Before that its Metadata lists no broker and 
 and librdkafka's admin client, told there is no controller, waits for a broker state change
 that never comes: its CreateTopics is never sent. These tests drive three brokers starting
 from nothing on a virtual clock, one delivery round at a time with the starts staggered by a
-seeded PRNG, and play the client at the first round every broker has joined: Metadata from
-any broker names a controller and every broker, and a CreateTopics with replication factor
-3 sent to that controller is answered, within its timeout, with the topic created.
+seeded PRNG and each broker's store traffic delivered unevenly (so views trail the store and
+each other), and play the client at the first round every broker has joined: Metadata from
+any broker names a controller, and a CreateTopics with replication factor 3 sent to that
+controller is answered, within its timeout, with the topic created (the controller's view may
+not show the last registration yet: it catches up with the store before it refuses).
 """
 
 from __future__ import annotations
@@ -48,10 +50,24 @@ def _create_topics(c: CoreCluster, broker: int, name: str) -> Any:
                   timeout=datetime.timedelta(milliseconds=TIMEOUT_MS), validate_only=False)
 
 
+def _uneven_step(c: CoreCluster, rng: random.Random) -> None:
+    """One round in which each broker's store answers and watch events arrive only with some
+    probability: the brokers' views trail the store, and each other, by different amounts."""
+    for b in c.running:
+        _, commands = c.node(b).take_outputs()
+        for command in commands:
+            c.store.submit(c.hosts[b].client, command)
+    for b in c.running:
+        if rng.random() < 0.5:
+            items = c.store.drain(c.hosts[b].client)
+            if items:
+                c.node(b).on_store_inputs(items, c.now_ms)
+
+
 def _start_staggered(c: CoreCluster, rng: random.Random) -> list[tuple[int, Any]]:
-    """Start the brokers in a random order at random rounds; move one round at a time until
-    every broker has joined. Returns the Metadata answers of brokers not joined yet (what the
-    shell keeps from clients)."""
+    """Start the brokers in a random order at random rounds; move one uneven round at a time
+    until every broker has joined. Returns the Metadata answers of brokers not joined yet
+    (what the shell keeps from clients)."""
     order = rng.sample(BROKERS, len(BROKERS))
     start_round = {b: rng.randrange(0, 6) * i for i, b in enumerate(order)}
     unjoined_answers: list[tuple[int, Any]] = []
@@ -62,7 +78,7 @@ def _start_staggered(c: CoreCluster, rng: random.Random) -> list[tuple[int, Any]
         for b in c.running:
             if not c.node(b).joined and rng.random() < 0.3:
                 unjoined_answers.append((b, _metadata(c, b)))
-        c.step()
+        _uneven_step(c, rng)
         if len(c.running) == len(BROKERS) and all(c.node(b).joined for b in BROKERS):
             return unjoined_answers
     raise AssertionError(f"not every broker joined in {MAX_ROUNDS} rounds")
@@ -79,7 +95,6 @@ def test_a_topic_created_as_soon_as_every_broker_serves_is_answered_and_created(
     # The client: bootstrap from any broker, then send CreateTopics to the controller it names.
     md = _metadata(c, rng.choice(BROKERS))
     assert int(md.controller_id) in BROKERS
-    assert sorted(int(b.node_id) for b in md.brokers) == BROKERS
     reply = _create_topics(c, int(md.controller_id), "t")
     c.until(lambda: reply.done, limit_ms=TIMEOUT_MS)
     (topic,) = reply.value.topics
