@@ -145,6 +145,9 @@ class BrokerServer:
             if self.config.broker_id not in member.metadata.brokers
             else "no controller elected yet"
         )
+        self._stopping = True
+        if self._timer is not None:
+            self._timer.cancel()
         if self.cluster is not None:
             await self.cluster.close()
         self.node.close()
