@@ -216,6 +216,10 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
     ConfigDef("broker.session.timeout.ms", Kind.INT, 9000,
               "a broker that stops renewing its metadata-store lease this long is dead",
               minimum=2),
+    ConfigDef("initial.broker.registration.timeout.ms", Kind.INT, 60_000,
+              "at start, how long a broker in a cluster waits to have joined it (its view of the "
+              "metadata, its registration and a controller) before it gives up and exits; it "
+              "serves no client until then", minimum=1),
     ConfigDef("broker.heartbeat.interval.ms", Kind.INT, 2000,
               "how often a broker renews its lease (below broker.session.timeout.ms)", minimum=1),
     ConfigDef("auto.leader.rebalance.enable", Kind.BOOLEAN, True,

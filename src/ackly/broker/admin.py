@@ -38,7 +38,7 @@ DEFAULT_TIMEOUT_MS = 30_000  # for requests that carry no timeout of their own (
 
 @dataclass
 class _Op:
-    kind: str  # create, delete, partitions, configs
+    kind: str  # create, delete, partitions, configs, catch-up
     topic: str
     deadline_ms: int
     done: Done
@@ -109,6 +109,15 @@ class AdminOps:
         op = _Op("configs", name, now_ms + timeout_ms, done)
         self._start(op, lambda: self.node.member.alter_topic_configs(name, configs, now_ms))
 
+    def catch_up(self, now_ms: int, timeout_ms: int, done: Done) -> None:
+        """`done` once this broker's view holds every write the store had made when asked (a
+        read barrier, ClusterMember.read_revision), or at the deadline, or when the store
+        cannot say (REQUEST_TIMED_OUT). Asked before refusing a request for something the view
+        lacks (too few brokers for a replication factor): the view may trail the store by a
+        watch event, and Kafka refuses only what its controller, the authority, lacks."""
+        op = _Op("catch-up", "", now_ms + timeout_ms, done)
+        self._start(op, lambda: self.node.member.read_revision(now_ms))
+
     # --- outcomes ----------------------------------------------------------------------------
 
     def on_results(self, results: list[CommandResult]) -> None:
@@ -142,7 +151,9 @@ class AdminOps:
             if op.shown_in(metadata):
                 self._finish(op, ErrorCode.none, None)
             elif now_ms >= op.deadline_ms:
-                if op.revision:
+                if op.revision and op.kind == "catch-up":
+                    self._finish(op, ErrorCode.request_timed_out, "the view did not catch up in time")
+                elif op.revision:
                     log.warning("%s of %s: written, not yet shown by the metadata; answering", op.kind, op.topic)
                     self._finish(op, ErrorCode.none, None)
                 else:

@@ -205,6 +205,25 @@ class BrokerNode:
     def cluster_id(self) -> str:
         return self.member.metadata.cluster_id or ""
 
+    @property
+    def joined(self) -> bool:
+        """Ready to serve clients: a single broker at once, a cluster member once it has joined
+        (ClusterMember.joined)."""
+        return not self.external_metadata or self.member.joined()
+
+    @property
+    def controller_id_for_clients(self) -> int:
+        """The controller named in Metadata and DescribeCluster: the elected one; between two
+        controllers (the old one's lease has just ended), this broker itself if registered.
+        Every broker takes the admin requests a client sends to "the controller" (they are
+        store writes, broker/admin.py), just as a Kafka broker forwards them (KIP-590) and
+        names a live broker as controller; -1 would leave librdkafka's admin client waiting for
+        a change it never asks about."""
+        controller = self.member.metadata.controller
+        if controller is not None:
+            return controller.broker_id
+        return self.broker_id if self.member.registration() is not None else -1
+
     def broker_address(self, broker_id: int) -> tuple[str, int] | None:
         """Where a broker listens, as it registered (None: not registered now)."""
         info = self.member.metadata.brokers.get(broker_id)

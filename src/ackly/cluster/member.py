@@ -227,6 +227,20 @@ class ClusterMember:
         info = self.registration()
         return None if info is None else info.epoch
 
+    def joined(self) -> bool:
+        """The view is synced and shows a controller and a registration under this broker id
+        (this session's, or an earlier incarnation's still leased, which the controller treats
+        as this broker until it expires). A broker serves clients only from then on: before,
+        its Metadata would list no broker and no controller, and a client that asks for the
+        controller and is told "none" may not ask again (librdkafka's admin client waits for a
+        broker state change that never comes). Kafka's broker likewise handles no request
+        until it has caught up with the metadata and been unfenced."""
+        return (
+            self.synced
+            and self.metadata.controller is not None
+            and self.broker_id in self.metadata.brokers
+        )
+
     def is_controller(self, now_ms: int) -> bool:
         controller = self.metadata.controller
         return (
@@ -281,6 +295,14 @@ class ClusterMember:
             assignment=assignment,
         )
         return self._send_user(topic_write(self._new_request_id(), self.metadata, topic), now_ms)
+
+    def read_revision(self, now_ms: int) -> int:
+        """Ask the store for its current revision (a linearizable read of the broker
+        registrations); the result (take_results) carries it. Once the view's revision reaches
+        it, the view holds every write the store had made when it answered: a read barrier,
+        for a decision this view alone must not make (a broker registered a moment ago may not
+        have reached it through the watch yet)."""
+        return self._send_user(Get(self._new_request_id(), self.keys.brokers_prefix), now_ms)
 
     def create_partitions(self, name: str, total: int, now_ms: int) -> int:
         topic = plan_create_partitions(self.metadata, name, total, self.rng)

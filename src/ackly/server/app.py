@@ -37,6 +37,10 @@ def _run_flush_jobs(jobs: list[tuple[TopicPartition, FlushJob]]) -> None:
         job.run()
 
 
+class NotJoinedError(RuntimeError):
+    """The broker did not join its cluster within initial.broker.registration.timeout.ms."""
+
+
 class BrokerServer:
     def __init__(
         self,
@@ -78,15 +82,21 @@ class BrokerServer:
         self._timer_due_ms: int | None = None
         self.connections: set[Connection] = set()
         self._next_connection_id = 0
+        self._joined = asyncio.Event()  # set once the node has joined its cluster (start())
 
     def now_ms(self) -> int:
         return wall_clock_ms()
 
     async def start(self) -> tuple[str, int]:
-        """Bind, recover the logs, then listen; returns the bound (host, port).
+        """Bind, recover the logs, join the cluster, then listen; returns the bound (host, port).
 
         The port is bound before recovery (so port 0 resolves and the node can advertise it)
-        but nothing is accepted until the node is ready.
+        but nothing is accepted until the node is ready: in a cluster, until it has joined
+        (BrokerNode.joined: its view, its registration and a controller), at most
+        `initial.broker.registration.timeout.ms` (Kafka's broker waits for the same before it
+        enables request processing, and gives up after that setting). A client that connects
+        as soon as the port accepts therefore never sees an empty cluster. Raises
+        NotJoinedError if the broker did not join in time (everything started is closed).
         """
         family, type_, proto, _, address = socket.getaddrinfo(
             self.host, self.port, type=socket.SOCK_STREAM
@@ -107,11 +117,45 @@ class BrokerServer:
                 on_fatal=self._on_fatal, metadata=self.metadata, hub=self.metadata_hub,
             )
             await self.cluster.start()
+            self.after_event()
+            await self._wait_joined()
         self._server = await asyncio.get_running_loop().create_server(
             self._new_connection, sock=sock, backlog=512,
         )
         self.after_event()
         return self.host, self.port
+
+    async def _wait_joined(self) -> None:
+        timeout_ms = int(self.config.get("initial.broker.registration.timeout.ms"))
+        joined = asyncio.ensure_future(self._joined.wait())
+        failed = asyncio.ensure_future(self.failed.wait())
+        try:
+            await asyncio.wait([joined, failed], timeout=timeout_ms / 1000,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            joined.cancel()
+            failed.cancel()
+        if self._joined.is_set():
+            return
+        member = self.node.member
+        why = (
+            f"the node failed: {self.failure!r}" if self.failure is not None
+            else "no view of the metadata store yet" if not member.synced
+            else "its registration is not in the metadata yet"
+            if self.config.broker_id not in member.metadata.brokers
+            else "no controller elected yet"
+        )
+        self._stopping = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.cluster is not None:
+            await self.cluster.close()
+        self.node.close()
+        self._flusher.shutdown(wait=True)
+        raise NotJoinedError(
+            f"broker {self.config.broker_id} did not join the cluster within "
+            f"{timeout_ms} ms (initial.broker.registration.timeout.ms): {why}"
+        )
 
     def _on_fatal(self, exc: BaseException) -> None:
         if self.failure is None:
@@ -130,6 +174,8 @@ class BrokerServer:
         node = self.node
         if self.cluster is not None:
             self.cluster.pump()
+            if not self._joined.is_set() and node.joined:
+                self._joined.set()
         if node.has_flush_work and self._flush_future is None:
             self._start_flush()
         due = node.next_deadline_ms()
@@ -179,10 +225,11 @@ class BrokerServer:
         if self._server is not None:
             self._server.close()
         if self.cluster is not None:
-            if self.failure is None:
+            if self.failure is None and self._joined.is_set():
                 await self.cluster.shutdown()
             else:
-                await self.cluster.close()  # no controlled shutdown on a node in doubt
+                # No controlled shutdown on a node in doubt, nor on one that never joined.
+                await self.cluster.close()
         for conn in list(self.connections):
             conn.abort()
         self._stopping = True

@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Iterator, Mapping
 
-from ackly.server.app import BrokerServer
+from ackly.server.app import BrokerServer, NotJoinedError
 
 log = logging.getLogger("ackly")
 
@@ -58,7 +58,17 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    bound_host, bound_port = await server.start()
+    starting = asyncio.ensure_future(server.start())
+    interrupted = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([starting, interrupted], return_when=asyncio.FIRST_COMPLETED)
+    interrupted.cancel()
+    if not starting.done():  # SIGTERM while joining the cluster: stop without serving
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        log.info("stopped before joining the cluster")
+        await server.stop()
+        return True
+    bound_host, bound_port = starting.result()
     where = f"metadata in {metadata}" if metadata else "single broker"
     print(
         f"ackly broker {server.config.broker_id} listening on {bound_host}:{bound_port} "
@@ -85,7 +95,7 @@ def run_serve(
             ok = asyncio.run(serve(data_dir=data_dir, host=host, port=port, properties=properties,
                                    advertised_host=advertised_host, metadata=metadata,
                                    advertised_port=advertised_port))
-    except DataDirInUse as exc:
+    except (DataDirInUse, NotJoinedError) as exc:
         print(f"ackly: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -102,7 +102,9 @@ class Host:
 
 class CoreCluster:
     def __init__(self, root: Path, broker_ids: list[int], props: dict[str, str] | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, *, start: bool = True) -> None:
+        """`start=False`: no broker is started yet (start them with `start`, move messages
+        one round at a time with `step`)."""
         self.root = root
         self.store = MemoryStore(now_ms=START_MS)
         self.now_ms = START_MS
@@ -114,9 +116,10 @@ class CoreCluster:
         self._correlation = itertools.count(1)
         # (requester, responder, request id, reply)
         self._responses: deque[tuple[int, int, int, Reply]] = deque()
-        for b in broker_ids:
-            self.start(b)
-        self.settle()
+        if start:
+            for b in broker_ids:
+                self.start(b)
+            self.settle()
 
     # --- processes ------------------------------------------------------------------------
 
@@ -174,45 +177,50 @@ class CoreCluster:
     def pump(self, max_rounds: int = 10_000) -> None:
         """Move every message until nothing moves."""
         for _ in range(max_rounds):
-            moved = False
-            for b in self.running:
-                host = self.hosts[b]
-                node = host.node
-                assert node is not None
-                peers, commands = node.take_outputs()
-                for command in commands:
-                    self.store.submit(host.client, command)
-                    moved = True
-                for request in peers:
-                    moved = True
-                    self._send(host, request)
-                if not self.hold_flushes and node.has_flush_work:
-                    jobs = node.take_flush_jobs()
-                    for _, job in jobs:
-                        job.run()
-                    node.complete_flush(jobs, self.now_ms)
-                    moved = True
-            for b in self.running:
-                host = self.hosts[b]
-                items = self.store.drain(host.client)
-                if items:
-                    assert host.node is not None
-                    host.node.on_store_inputs(items, self.now_ms)
-                    moved = True
-            while self._responses:
-                src, dst, rid, reply = self._responses.popleft()
-                host = self.hosts[src]
-                if host.node is None or rid not in host.outgoing:
-                    continue
-                del host.outgoing[rid]
-                moved = True
-                if reply.pieces is None or src in self.partitioned or dst in self.partitioned:
-                    host.node.on_peer_failure(rid, "no answer", self.now_ms)
-                else:
-                    host.node.on_peer_response(rid, reply.value, self.now_ms)
-            if not moved:
+            if not self.step():
                 return
         raise AssertionError("the cluster did not quiesce")
+
+    def step(self) -> bool:
+        """One round: every node's outputs go out, the store's answers and the peers' responses
+        come back. False when nothing moved."""
+        moved = False
+        for b in self.running:
+            host = self.hosts[b]
+            node = host.node
+            assert node is not None
+            peers, commands = node.take_outputs()
+            for command in commands:
+                self.store.submit(host.client, command)
+                moved = True
+            for request in peers:
+                moved = True
+                self._send(host, request)
+            if not self.hold_flushes and node.has_flush_work:
+                jobs = node.take_flush_jobs()
+                for _, job in jobs:
+                    job.run()
+                node.complete_flush(jobs, self.now_ms)
+                moved = True
+        for b in self.running:
+            host = self.hosts[b]
+            items = self.store.drain(host.client)
+            if items:
+                assert host.node is not None
+                host.node.on_store_inputs(items, self.now_ms)
+                moved = True
+        while self._responses:
+            src, dst, rid, reply = self._responses.popleft()
+            host = self.hosts[src]
+            if host.node is None or rid not in host.outgoing:
+                continue
+            del host.outgoing[rid]
+            moved = True
+            if reply.pieces is None or src in self.partitioned or dst in self.partitioned:
+                host.node.on_peer_failure(rid, "no answer", self.now_ms)
+            else:
+                host.node.on_peer_response(rid, reply.value, self.now_ms)
+        return moved
 
     def _send(self, src: Host, request: Any) -> None:
         dst = self.hosts.get(request.broker_id)

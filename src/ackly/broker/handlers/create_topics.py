@@ -4,7 +4,10 @@ Checks, in Kafka's order: a legal name (INVALID_TOPIC_EXCEPTION), not already th
 (TOPIC_ALREADY_EXISTS), a partition count >= 1 (INVALID_PARTITIONS), a replication factor this
 cluster can hold (INVALID_REPLICATION_FACTOR: at most the live brokers, never silently capped),
 a manual assignment naming live brokers only (INVALID_REPLICA_ASSIGNMENT), every config key and
-value (INVALID_CONFIG). `validate_only` runs the checks and creates nothing.
+value (INVALID_CONFIG). `validate_only` runs the checks and creates nothing. In a cluster, a
+refusal for brokers this broker's view does not show is made only after the view has caught up
+with the store (a read barrier, admin.catch_up): the store, not a view that may trail it by a
+watch event, says which brokers are registered, as Kafka's controller does.
 
 The topic is written to the cluster metadata with create-if-absent (broker/admin.py); its
 partition states (leader, ISR) are created by the controller. The answer goes when this
@@ -32,6 +35,10 @@ if TYPE_CHECKING:
 API_KEY = 19
 MIN_VERSION = 2
 MAX_VERSION = 7
+
+
+class _TooFewBrokers(KafkaError):
+    """A refusal for brokers this view does not show: it may only trail the store (below)."""
 
 
 class _Plan:
@@ -63,7 +70,8 @@ def _check(node: BrokerNode, t: Any) -> _Plan:
         live = [b.broker_id for b in eligible_brokers(node.metadata)]
         found = assignment_problem(assignment, live)
         if found is not None:
-            raise KafkaError(ErrorCode.invalid_replica_assignment, found)
+            unknown = {b for replicas in assignment for b in replicas} - set(live)
+            raise (_TooFewBrokers if unknown else KafkaError)(ErrorCode.invalid_replica_assignment, found)
         partitions, replication_factor = len(assignment), len(assignment[0])
     else:
         partitions = int(t.num_partitions)
@@ -75,12 +83,14 @@ def _check(node: BrokerNode, t: Any) -> _Plan:
         if replication_factor == -1:
             replication_factor = int(node.config.get("default.replication.factor"))
         live = [b.broker_id for b in eligible_brokers(node.metadata)]
-        if replication_factor < 1 or replication_factor > len(live):
-            raise KafkaError(
+        if replication_factor < 1:
+            raise KafkaError(ErrorCode.invalid_replication_factor,
+                             f"replication factor must be >= 1, not {replication_factor}")
+        if replication_factor > len(live):
+            raise _TooFewBrokers(
                 ErrorCode.invalid_replication_factor,
                 f"replication factor {replication_factor} is larger than the {len(live)} available "
-                f"broker{'s' if len(live) != 1 else ''}" if replication_factor >= 1
-                else f"replication factor must be >= 1, not {replication_factor}",
+                f"broker{'s' if len(live) != 1 else ''}",
             )
     configs: dict[str, str] = {}
     for c in t.configs:
@@ -102,7 +112,9 @@ def _config_entries(node: BrokerNode, config: TopicConfig) -> list[dict[str, Any
     ]
 
 
-def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
+def handle(node: BrokerNode, ctx: RequestContext, request: Any, *, view_confirmed: bool = False) -> None:
+    """`view_confirmed`: this broker's view has caught up with the store since the request came
+    (a refusal for too few brokers is then final)."""
     validate_only = bool(getattr(request, "validate_only", False))
     timeout_ms = max(int(request.timeout.total_seconds() * 1000), 0) or DEFAULT_TIMEOUT_MS
     results: list[dict[str, Any]] = []
@@ -110,6 +122,18 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     for t in request.topics:
         try:
             plan = _check(node, t)
+        except _TooFewBrokers as exc:
+            if node.external_metadata and not view_confirmed:
+                # A broker registered a moment ago may not have reached this view yet (just
+                # after a cluster starts, a client is that quick): decide the whole request
+                # again once the view holds what the store has, within the request's timeout.
+                def again(code: ErrorCode, message: str | None) -> None:
+                    handle(node, ctx, request, view_confirmed=True)
+
+                node.admin.catch_up(ctx.now_ms, timeout_ms, again)
+                return
+            results.append(_failed(t.name, exc.code, exc.message))
+            continue
         except KafkaError as exc:
             results.append(_failed(t.name, exc.code, exc.message))
             continue

@@ -54,10 +54,9 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                         error_message=f"unknown endpoint type {endpoint_type} (1: brokers)")
     else:
         metadata = node.metadata
-        controller = metadata.controller
         response.update(
             error_code=ErrorCode.none, error_message=None,
-            controller_id=controller.broker_id if controller is not None else -1,
+            controller_id=node.controller_id_for_clients,
             brokers=[{"broker_id": b.broker_id, "host": b.host, "port": b.port, "rack": b.rack,
                       "is_fenced": False} for _, b in sorted(metadata.brokers.items())],
         )

@@ -125,7 +125,6 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
             else:
                 topics.append(_missing(name, ErrorCode.unknown_topic_or_partition))
     metadata = node.metadata
-    controller = metadata.controller
     ctx.respond(build(API_KEY, ctx.api_version, {
         "throttle_time": 0,
         "brokers": [
@@ -133,7 +132,7 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
             for _, b in sorted(metadata.brokers.items())
         ],
         "cluster_id": node.cluster_id or None,
-        "controller_id": controller.broker_id if controller is not None else -1,
+        "controller_id": node.controller_id_for_clients,
         "topics": topics,
         "cluster_authorized_operations": -2147483648,
     }))
