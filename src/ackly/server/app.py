@@ -217,7 +217,10 @@ class BrokerServer:
             else:
                 await self.cluster.close()  # no controlled shutdown on a node in doubt
         for conn in list(self.connections):
-            conn.abort()
+            if self.log_dir_failure is not None:
+                conn.close()  # let the KAFKA_STORAGE_ERROR answers already written go out
+            else:
+                conn.abort()
         self._stopping = True
         if self._flush_future is not None:
             await asyncio.gather(asyncio.wrap_future(self._flush_future), return_exceptions=True)
