@@ -376,6 +376,9 @@ class _SimNode:
         self.data = bytearray(data)
         self.durable = bytes(data)
         self.pending: list[_PendingWrite | _PendingTruncate] = []
+        # Writes whose write-back failed (a failed fsync): never on the disk, even if a later
+        # fsync of the file succeeds (Linux counts their pages clean). Until the next crash.
+        self.lost: list[_PendingWrite] = []
 
 
 def _apply(content: bytearray, op: _PendingWrite | _PendingTruncate) -> None:
@@ -424,13 +427,21 @@ class SimFile:
         if self._closed:
             return
         self._check()
+        node = self._node
         if self._disk.before_change("fsync", self.path):
             # Linux's write-back error: the pages it could not write count as clean from now
             # on, so what was appended since the last good flush can never become durable.
-            self._node.pending.clear()
+            node.lost.extend(op for op in node.pending if isinstance(op, _PendingWrite))
+            node.pending.clear()
             self._disk.raise_injected("fsync", self.path)
-        self._node.durable = bytes(self._node.data)
-        self._node.pending.clear()
+        durable = bytearray(node.data)
+        for op in node.lost:
+            # What the disk holds there: zeros (a later write of the same bytes would fix
+            # them; the log never rewrites).
+            end = min(op.position + len(op.data), len(durable))
+            durable[op.position : end] = bytes(max(end - op.position, 0))
+        node.durable = bytes(durable)
+        node.pending.clear()
 
     def truncate(self, size: int) -> None:
         self._check()
@@ -598,6 +609,7 @@ class SimDisk:
             node.data = content
             node.durable = bytes(content)
             node.pending.clear()
+            node.lost.clear()
         self.generation += 1
         # The process is gone; the next one finds a disk that takes writes again.
         self.health = DiskHealth()
