@@ -1,8 +1,8 @@
 """A real disk whose fsync fails on command: the "disk-error" fault of test broker processes.
 
 Owns: `FailingFile` (a `RealFile` whose fsync can be made to fail with EIO), `arm_on_signal`
-(SIGUSR1 arms the failure of the next fsync of a `.log` file) and `drop_lost_pages` (run as the
-process exits). Installed only by `ackly.testing.faulty_serve --fault disk-error`; `ackly
+(SIGUSR1 arms the failure of the next fsync of a `.log` file, SIGUSR2 withdraws it) and
+`drop_lost_pages` (run as the process exits). Installed only by `ackly.testing.faulty_serve --fault disk-error`; `ackly
 serve` has no way to reach it.
 
 What it models: Linux's write-back error (the "fsyncgate" case). The fsync fails once with
@@ -65,9 +65,16 @@ def arm() -> None:
     _armed.set()
 
 
-def arm_on_signal(sig: int = signal.SIGUSR1) -> None:
-    """Arm a failure each time the process receives `sig`; cut lost pages at exit."""
+def disarm() -> None:
+    """Withdraw an armed failure that has not fired."""
+    _armed.clear()
+
+
+def arm_on_signal(sig: int = signal.SIGUSR1, disarm_sig: int = signal.SIGUSR2) -> None:
+    """Arm a failure each time the process receives `sig` (withdraw it on `disarm_sig`); cut
+    lost pages at exit."""
     signal.signal(sig, lambda _signum, _frame: arm())
+    signal.signal(disarm_sig, lambda _signum, _frame: disarm())
     atexit.register(drop_lost_pages)
 
 
