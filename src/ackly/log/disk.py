@@ -170,7 +170,8 @@ class RealFile:
         self._size = size
 
     def append(self, data: bytes | bytearray | memoryview) -> int:
-        self._health.check("append to", self.path)
+        if self._health.failure is not None:  # one attribute read on the hot path
+            self._health.check("append to", self.path)
         position = self._size
         view = memoryview(data).cast("B")
         total = len(view)
