@@ -1,6 +1,7 @@
 """A full disk (ENOSPC) takes the broker's log directory offline like any disk error: the
 produce that hit it fails with KAFKA_STORAGE_ERROR, the broker exits 4 naming the file, and a
-restart once space is back loses no acknowledged batch."""
+restart once space is back loses no acknowledged batch. A data directory that has become
+read-only (EROFS) is refused at start-up with exit status 4, naming the file."""
 
 from __future__ import annotations
 
@@ -76,3 +77,27 @@ def test_full_disk_takes_the_broker_offline_and_a_restart_with_space_keeps_every
         resp = c.request(rq.produce("fill", rq.batch(b"after")))
         assert resp.responses[0].partition_responses[0].error_code == ErrorCode.none
     assert broker.stop() == 0, "".join(broker.output)
+
+
+def test_a_read_only_data_directory_is_refused_at_start_up_naming_it(ackly_process, small_filesystem) -> None:
+    from ackly.testing.broker_process import BrokerProcess
+
+    broker = ackly_process(name=str(small_filesystem / "data"))
+    with WireClient(broker.bootstrap) as c:
+        assert c.request(rq.create_topic("ro")).topics[0].error_code == ErrorCode.none
+        resp = c.request(rq.produce("ro", rq.batch(b"kept")))
+        assert resp.responses[0].partition_responses[0].error_code == ErrorCode.none
+    assert broker.stop() == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(small_filesystem)], check=True)
+    again = BrokerProcess(broker.data_dir, start_timeout_s=10)
+    with pytest.raises(RuntimeError, match="did not start"):
+        again.start()
+    assert again.proc is not None and again.proc.wait(timeout=30) == 4
+    output = "".join(again.output)
+    assert "log dir failed: open " in output and "Read-only file system (EROFS)" in output, output
+    subprocess.run(["mount", "-o", "remount,rw", str(small_filesystem)], check=True)
+    broker.start()
+    with WireClient(broker.bootstrap) as c:
+        part = c.request(rq.fetch("ro", 0)).responses[0].partitions[0]
+        assert part.error_code == ErrorCode.none
+        assert [r.value for _h, records in decode_batches(bytes(part.records)) for r in records] == [b"kept"]

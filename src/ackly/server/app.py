@@ -83,6 +83,7 @@ class BrokerServer:
         self._flusher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-flush")
         self._flush_future: concurrent.futures.Future[None] | None = None
         self._stopping = False
+        self._stopped = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due_ms: int | None = None
         self.connections: set[Connection] = set()
@@ -203,7 +204,10 @@ class BrokerServer:
 
     async def stop(self) -> None:
         """Stop accepting; in a cluster, hand leadership over and leave (cluster_io.py); drop
-        connections, finish the flush in flight, close every log."""
+        connections, finish the flush in flight, close every log. A second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._server is not None:
             self._server.close()
         if self.cluster is not None:

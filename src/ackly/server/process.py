@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator, Mapping
 
 from ackly.errors import StorageError
+from ackly.log.disk import STORAGE_ERRNOS
 from ackly.server.app import BrokerServer
 
 log = logging.getLogger("ackly")
@@ -28,10 +29,16 @@ class DataDirInUse(RuntimeError):
 
 @contextlib.contextmanager
 def data_dir_lock(data_dir: str) -> Iterator[None]:
-    """Hold an exclusive lock on the data directory, or refuse with who holds it."""
-    os.makedirs(data_dir, exist_ok=True)
+    """Hold an exclusive lock on the data directory, or refuse with who holds it.
+    StorageError if the directory cannot be written (read-only, full, failing)."""
     path = os.path.join(data_dir, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRNOS:
+            raise StorageError("open", path, exc.errno, exc.strerror or str(exc)) from exc
+        raise
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -94,7 +101,7 @@ def run_serve(
     except DataDirInUse as exc:
         print(f"ackly: {exc}", file=sys.stderr)
         return 1
-    except StorageError as exc:  # during recovery, before serving anything
+    except StorageError as exc:  # the lock, or recovery: before serving anything
         print(f"ackly: log dir failed: {exc.message}; nothing was served", file=sys.stderr)
         return EXIT_LOG_DIR_FAILURE
     except OSError as exc:
