@@ -213,6 +213,9 @@ def test_three_brokers_the_leader_whose_fsync_fails_steps_down_and_loses_nothing
     # The shell leaves the cluster at once (lease revoked); the others elect an ISR member.
     node.leave(c.now_ms)
     c.pump()
+    other = next(b for b in c.running if b != leader)
+    # Gone from the cluster at once, not after the session timeout (no clock has moved).
+    assert leader not in c.node(other).metadata.brokers
     c.kill(leader, revoke=False)
     c.hold_flushes = False
     c.until(lambda: c.leader(TOPIC) not in (-1, leader))
