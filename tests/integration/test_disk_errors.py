@@ -50,7 +50,11 @@ def exit_status(proc: BrokerProcess, timeout_s: float = WAIT_S) -> int:
     return proc.proc.wait(timeout=timeout_s)
 
 
-def check_failure_report(output: str) -> None:
+def check_failure_report(read_output: Callable[[], str]) -> None:
+    # The lines are read from the process's pipe by a thread: the last ones may arrive just
+    # after the exit status. "lost pages" is printed last, as the process exits.
+    wait_until(lambda: "lost pages of " in read_output(), 10.0, "the broker's last output lines")
+    output = read_output()
     assert "log dir failed: fsync " in output, output[-3000:]
     assert ".log: Input/output error (EIO)" in output, output[-3000:]
     # The pages of the failed fsync were really lost (cut at exit): the test has teeth.
@@ -98,7 +102,7 @@ def test_one_broker_a_failed_fsync_stops_acknowledgements_and_restart_keeps_ever
             broker.proc.send_signal(signal.SIGUSR1)  # the next fsync of the log fails
     assert signalled_at is not None, "the producer never got going"
     assert exit_status(broker) == EXIT_LOG_DIR_FAILURE, "".join(broker.output)[-3000:]
-    check_failure_report("".join(broker.output))
+    check_failure_report(lambda: "".join(broker.output))
     producer.flush(30)  # with the broker gone, what was in flight times out
     with lock:
         acknowledged, refused = list(acked), dict(failed)
@@ -128,7 +132,7 @@ def test_three_brokers_the_leader_with_a_failed_fsync_leaves_and_the_isr_takes_o
     assert proc.proc is not None
     proc.proc.send_signal(signal.SIGUSR1)
     assert exit_status(proc) == EXIT_LOG_DIR_FAILURE, cluster.output(victim)[-3000:]
-    check_failure_report(cluster.output(victim))
+    check_failure_report(lambda: cluster.output(victim))
 
     after = wait_until(
         lambda: (v := cluster.partition(TOPIC)) and v.leader not in (-1, victim)

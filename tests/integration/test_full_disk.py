@@ -11,10 +11,19 @@ import pytest
 from kio.schema.errors import ErrorCode
 
 from ackly.protocol.record_codec import decode_batches
+from ackly.testing.broker_process import BrokerProcess
+from ackly.testing.cluster_processes import wait_until
 from ackly.testing.wire import WireClient
 from tests.integration import wire_requests as rq
 
 pytestmark = pytest.mark.slow
+
+
+def output_with(broker: BrokerProcess, text: str) -> str:
+    """The broker's output once it holds `text`: its last lines come through a pipe that a
+    thread reads, so they may land just after the exit status."""
+    wait_until(lambda: text in "".join(broker.output), 10.0, f"{text!r} in the broker's output")
+    return "".join(broker.output)
 
 
 @pytest.fixture
@@ -58,7 +67,7 @@ def test_full_disk_takes_the_broker_offline_and_a_restart_with_space_keeps_every
     # non-zero naming the file and the error.
     assert broker.proc is not None
     assert broker.proc.wait(timeout=30) == 4, "".join(broker.output)
-    output = "".join(broker.output)
+    output = output_with(broker, "ENOSPC")
     assert "log dir failed: " in output and "No space left on device (ENOSPC)" in output, output
     # Space comes back: the restart recovers and every acknowledged batch is readable.
     subprocess.run(["mount", "-o", "remount,size=8m", str(small_filesystem)], check=True)
@@ -80,8 +89,6 @@ def test_full_disk_takes_the_broker_offline_and_a_restart_with_space_keeps_every
 
 
 def test_a_read_only_data_directory_is_refused_at_start_up_naming_it(ackly_process, small_filesystem) -> None:
-    from ackly.testing.broker_process import BrokerProcess
-
     broker = ackly_process(name=str(small_filesystem / "data"))
     with WireClient(broker.bootstrap) as c:
         assert c.request(rq.create_topic("ro")).topics[0].error_code == ErrorCode.none
@@ -93,7 +100,7 @@ def test_a_read_only_data_directory_is_refused_at_start_up_naming_it(ackly_proce
     with pytest.raises(RuntimeError, match="did not start"):
         again.start()
     assert again.proc is not None and again.proc.wait(timeout=30) == 4
-    output = "".join(again.output)
+    output = output_with(again, "EROFS")
     assert "log dir failed: open " in output and "Read-only file system (EROFS)" in output, output
     subprocess.run(["mount", "-o", "remount,rw", str(small_filesystem)], check=True)
     broker.start()
