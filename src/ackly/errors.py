@@ -7,9 +7,11 @@ are ackly's own bugs are assertions.
 
 from __future__ import annotations
 
+import errno
+
 from kio.schema.errors import ErrorCode
 
-__all__ = ["AcklyError", "ConfigError", "ErrorCode", "KafkaError"]
+__all__ = ["AcklyError", "ConfigError", "ErrorCode", "KafkaError", "StorageError"]
 
 
 class AcklyError(Exception):
@@ -23,6 +25,24 @@ class KafkaError(AcklyError):
         super().__init__(message or code.name)
         self.code = code
         self.message = message
+
+
+class StorageError(KafkaError):
+    """A write, fsync, rename or truncate in the data directory failed (EIO, ENOSPC, EROFS, ...).
+
+    The one error type the `Disk` interface raises for a failed change. It is answered as
+    KAFKA_STORAGE_ERROR, and it takes the log directory offline (Kafka's LogDirFailureChannel):
+    after it, nothing is acknowledged on the strength of a later fsync, because Linux reports a
+    failed write-back once and then counts the lost pages as clean.
+    """
+
+    def __init__(self, operation: str, path: str, errno_code: int | None, reason: str) -> None:
+        name = errno.errorcode.get(errno_code, str(errno_code)) if errno_code is not None else "?"
+        super().__init__(ErrorCode.kafka_storage_error, f"{operation} {path}: {reason} ({name})")
+        self.operation = operation
+        self.path = path
+        self.errno = errno_code
+        self.reason = reason
 
 
 class ConfigError(AcklyError):

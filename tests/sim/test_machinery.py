@@ -33,6 +33,7 @@ class FakeNode:
         self.store_inputs: list[StoreInput] = []
         self.commands: list[Any] = []
         self.has_flush_work = False
+        self.log_dir_failure = None
 
     def handle_frame(self, ctx: Any, frame: bytes) -> None:
         self.waiting.append(ctx)
@@ -71,6 +72,9 @@ class Sink:
     def store_commands(self, host: BrokerHost, commands: list[Any]) -> None:
         assert self.store is not None
         self.store.send(host, commands)
+
+    def log_dir_failed(self, host: BrokerHost) -> None:
+        raise AssertionError("fake nodes have no log directory")
 
 
 def make_world(seed: int = 1, delay_rate: float = 0.5) -> tuple[Scheduler, dict[int, BrokerHost], Network, Sink]:

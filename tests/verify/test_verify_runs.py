@@ -10,6 +10,8 @@ faults, and the verdict it reaches (GUARANTEES.md s.7-8).
 - a power loss on a single broker (lose-unflushed: its log files cut back to what fsync made
   durable): with flush.policy=always nothing acknowledged goes; with flush.policy=never and acks=1
   acknowledged writes go, and the report says the configuration allows it;
+- a failed fsync (disk-error: EIO on the leader's next fsync of its log) on one broker and
+  on three: the broker stops, nothing acknowledged is lost;
 - each planted bug (broker/faults.py, switched on only through ackly.testing.faulty_serve) makes
   verify fail the run.
 
@@ -124,6 +126,21 @@ def test_power_loss_with_flush_always_loses_nothing_acknowledged(tmp_path: Path)
                if line.startswith("verify-queue-0") and not line.endswith(" -")]
     assert max(lengths, default=0) > 0, record
     assert all(counts(data)[n] == 0 for n in LOSS), f"flush.policy=always lost acknowledged writes:\n{output}"
+    assert code == 0 and data["ok"], output
+
+
+@pytest.mark.parametrize("brokers", [1, 3])
+def test_a_failed_fsync_on_the_leader_loses_nothing_acknowledged(tmp_path: Path, brokers: int) -> None:
+    code, output = verify("--semantics", "at-least-once", "--brokers", str(brokers),
+                          "--partitions", "1", "--duration", "10", "--faults", "disk-error-leader",
+                          "--seed", "1", "--out", str(tmp_path))
+    data = summary(tmp_path)
+    assert data["run"]["stats"]["faults injected"] >= 1, output
+    logs = "".join(path.read_text() for path in sorted(tmp_path.glob("broker-*.log")))
+    # The fault fired: a broker took its log directory offline, and the pages of the failed
+    # fsync were lost when it exited.
+    assert "log dir failed: fsync " in logs and "lost pages of " in logs, logs[-3000:]
+    assert all(counts(data)[n] == 0 for n in LOSS), f"a disk error lost acknowledged writes:\n{output}"
     assert code == 0 and data["ok"], output
 
 

@@ -20,9 +20,19 @@ Group commit (flush.policy=always): appends mark their partition dirty; the shel
 dirty partition's FlushJob at once, runs them in one worker call, and reports back, so one
 fsync covers every append made before it started. Appends made while it runs wait for the next.
 
+Disk errors (Kafka's LogDirFailureChannel; ackly has one data directory): the first failed
+write, fsync, rename or truncate (a StorageError, from the event loop or from a flush job)
+takes the log directory offline for good: `log_dir_failure` is set (the output the shell acts
+on: it tells the cluster and exits non-zero), every hosted partition goes offline (waiting and
+new produces, and fetches, are answered KAFKA_STORAGE_ERROR), no flush completion is accepted
+any more, followers stop fetching, and `close` leaves the logs for recovery at the next start.
+The disk itself refuses every later change (log/disk.py), so no later fsync can ever be taken
+to cover the range the failed one lost.
+
 Invariants: every request gets exactly one answer (or none, for acks=0); a produce answer
 with no error is sent only when the data is durable per the topic's flush.policy and, for
-acks=all, below HW; this broker acts on a partition only as the metadata view it has shows it.
+acks=all, below HW; this broker acts on a partition only as the metadata view it has shows it;
+once `log_dir_failure` is set, no produce is answered with success again.
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ from ackly.cluster.store import Command, Put, StoreInput
 from ackly.cluster.topics import CATALOGUE_FILE, TopicCatalogue
 from ackly.config import BrokerConfig, TopicConfig
 from ackly.coordinator.producer_ids import ProducerIdManager
-from ackly.errors import ConfigError, ErrorCode, KafkaError
+from ackly.errors import ConfigError, ErrorCode, KafkaError, StorageError
 from ackly.log.disk import Disk
 from ackly.log.partition_log import FlushJob
 from ackly.replication.partition import Partition
@@ -132,6 +142,9 @@ class BrokerNode:
         self._next_request_id = 1
         self._peer_out: list[PeerRequest] = []
         self._store_out: list[Command] = []
+        # The first storage error: the log directory is offline from then on (see the module
+        # docstring). The shell watches it after every input.
+        self.log_dir_failure: StorageError | None = None
         disk.makedirs(data_dir)
         # In a cluster any broker answers InitProducerId, so each hands out ids from a range of
         # its own (2^44 ids per broker id); a single broker starts at 0 as it always has.
@@ -330,6 +343,11 @@ class BrokerNode:
     def leader_partition(self, topic: str, index: int, current_leader_epoch: int = -1) -> Partition:
         """The partition if this broker leads it (and the caller's leader epoch, if it gives
         one, is the current one); else KafkaError as `partition` and Partition.check_leader."""
+        if self.log_dir_failure is not None:
+            raise KafkaError(
+                ErrorCode.kafka_storage_error,
+                f"broker {self.broker_id}'s log directory is offline: {self.log_dir_failure}",
+            )
         p = self.partition(topic, index)
         p.check_leader(current_leader_epoch)
         return p
@@ -350,7 +368,10 @@ class BrokerNode:
 
     def take_flush_jobs(self) -> list[tuple[TopicPartition, FlushJob]]:
         """Everything waiting for a flush now; the shell runs the jobs off the loop."""
-        jobs = []
+        jobs: list[tuple[TopicPartition, FlushJob]] = []
+        if self.log_dir_failure is not None:
+            self._dirty.clear()
+            return jobs
         for tp in self._dirty:
             p = self.replicas.partitions.get(tp)
             if p is None:
@@ -366,6 +387,17 @@ class BrokerNode:
         return bool(self._dirty)
 
     def complete_flush(self, jobs: list[tuple[TopicPartition, FlushJob]], now_ms: int) -> None:
+        """The jobs from `take_flush_jobs` ran without error. Ignored once the log directory
+        is offline: a flush that ends after a failure proves nothing about what it covered."""
+        if self.log_dir_failure is not None:
+            return
+        try:
+            self._complete_flush(jobs, now_ms)
+        except StorageError as exc:  # a checkpoint the completion writes
+            self._take_log_dir_offline(exc, now_ms)
+        self._after_input(now_ms)  # a follower's next fetch may have waited for this flush
+
+    def _complete_flush(self, jobs: list[tuple[TopicPartition, FlushJob]], now_ms: int) -> None:
         for tp, job in jobs:
             p = self.replicas.partitions.get(tp)
             if p is None:
@@ -373,11 +405,51 @@ class BrokerNode:
             p.log.complete_flush(job)
             p.on_flushed()
             self.purgatory.check(tp, now_ms)
-        self._after_input(now_ms)  # a follower's next fetch may have waited for this flush
+
+    def flush_failed(self, error: BaseException, now_ms: int) -> None:
+        """A flush job raised: its range (and everything after it) is never made durable by
+        this process, so the log directory goes offline. Any exception counts, not only a
+        StorageError: a flush that did not finish proves nothing."""
+        if not isinstance(error, StorageError):
+            error = StorageError("fsync", "(flush job)", None, repr(error))
+        self._take_log_dir_offline(self.disk.failure or error, now_ms)
+        self._after_input(now_ms)
+
+    def _take_log_dir_offline(self, error: StorageError, now_ms: int) -> None:
+        """Kafka's LogDirFailureChannel + ReplicaManager.handleLogDirFailure, for the only
+        log directory: every partition goes offline, waiting produces are answered
+        KAFKA_STORAGE_ERROR, flushes and fetches stop. The shell then tells the cluster and
+        exits (it watches `log_dir_failure`)."""
+        if self.log_dir_failure is not None:
+            return
+        self.log_dir_failure = error
+        log.critical("broker %d: log directory %s failed (%s); taking it offline: nothing "
+                     "appended after the last successful flush will be acknowledged",
+                     self.broker_id, self.data_dir, error)
+        self._dirty.clear()
+        self._flush_interval_due_ms.clear()
+        reason = f"log directory offline: {error}"
+        for p in self.all_partitions():
+            p.take_offline(reason)
+            self.purgatory.check(p.tp, now_ms)
+
+    def _check_log_dir(self, now_ms: int) -> None:
+        """Notice a failure the disk recorded while a handler turned it into an error code."""
+        if self.log_dir_failure is None:
+            failure = self.disk.failure
+            if failure is not None:
+                self._take_log_dir_offline(failure, now_ms)
 
     def tick(self, now_ms: int) -> None:
         """Run what is due: expired delayed operations, interval flushes, retention, the
         member's session and the controller, ISR checks, follower fetch retries."""
+        try:
+            self._tick(now_ms)
+        except StorageError as exc:
+            self._take_log_dir_offline(exc, now_ms)
+        self._after_input(now_ms)
+
+    def _tick(self, now_ms: int) -> None:
         self.purgatory.expire(now_ms)
         for tp, due in list(self._flush_interval_due_ms.items()):
             if due <= now_ms:
@@ -399,10 +471,11 @@ class BrokerNode:
         self.group_coordinator.tick(now_ms)  # sessions, rebalance deadlines, offset expiry
         self.transactions.tick(now_ms)  # transaction timeouts, expired transactional ids
         self.admin.check(now_ms)
-        self._after_input(now_ms)
 
     def enforce_retention(self, now_ms: int) -> int:
         deleted = 0
+        if self.log_dir_failure is not None:
+            return 0
         for p in self.all_partitions():
             # Followers take their log start from the leader's (fetch responses).
             if p.is_leader and "delete" in p.config.cleanup_policy:
@@ -428,8 +501,18 @@ class BrokerNode:
 
         A log that cannot be closed cleanly (a full or failing disk) is logged and left for
         recovery at the next start, which checks it from its recovery point; the others still
-        close.
+        close. With the log directory offline nothing is flushed or written: every log is left
+        for recovery, its files closed (no clean-shutdown marker can make the next start trust
+        what the failed fsync may have lost).
         """
+        if self.log_dir_failure is not None:
+            count = 0
+            for p in self.all_partitions():
+                p.log.abandon()
+                count += 1
+            log.error("broker %d: log directory offline; %d logs left for recovery at the next "
+                      "start", self.broker_id, count)
+            return
         for p in self.all_partitions():
             try:
                 p.log.close()
@@ -448,14 +531,20 @@ class BrokerNode:
 
     def on_store_inputs(self, items: list[StoreInput], now_ms: int) -> None:
         """Results and watch events from the metadata store, in delivery order."""
-        self._handle_store_inputs(items, now_ms)
+        try:
+            self._handle_store_inputs(items, now_ms)
+        except StorageError as exc:  # a log created, truncated or deleted for the new view
+            self._take_log_dir_offline(exc, now_ms)
         self._after_input(now_ms)
 
     def on_peer_response(self, request_id: int, response: Any, now_ms: int) -> None:
-        if self.replicas.fetcher.owns(request_id):
-            self.replicas.on_fetch_response(request_id, response, now_ms)
-        elif self.transactions.owns(request_id):
-            self.transactions.on_peer_response(request_id, response, now_ms)
+        try:
+            if self.replicas.fetcher.owns(request_id):
+                self.replicas.on_fetch_response(request_id, response, now_ms)
+            elif self.transactions.owns(request_id):
+                self.transactions.on_peer_response(request_id, response, now_ms)
+        except StorageError as exc:  # a follower's append or truncation
+            self._take_log_dir_offline(exc, now_ms)
         self._after_input(now_ms)
 
     def on_peer_failure(self, request_id: int, reason: str, now_ms: int) -> None:
@@ -502,6 +591,11 @@ class BrokerNode:
     def _after_input(self, now_ms: int) -> None:
         """After any input: run the in-process store to quiescence (single-broker mode) and
         collect the follower fetches that can be sent."""
+        self._check_log_dir(now_ms)
+        if self.log_dir_failure is not None:
+            # Offline: the store in the data directory takes no writes, there is nothing more
+            # to replicate into, and no marker can be written here.
+            return
         store = self._local_store
         if store is not None:
             for _ in range(_MAX_LOCAL_ROUNDS):
@@ -522,6 +616,11 @@ class BrokerNode:
 
     def handle_frame(self, ctx: RequestContext, frame: bytes | memoryview) -> None:
         """Decode one request frame (its header is in ctx) and run its handler."""
-        dispatch(self, ctx, frame)
+        try:
+            dispatch(self, ctx, frame)
+        except StorageError as exc:
+            # A handler let it through (most answer it per partition): the request stays
+            # unanswered, and the shell closes its connection as the broker stops.
+            self._take_log_dir_offline(exc, ctx.now_ms)
         self._after_input(ctx.now_ms)
 

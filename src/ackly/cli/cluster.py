@@ -196,6 +196,15 @@ async def _serve_in_process(brokers: int, data_dir: str, base_port: int, host: s
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     servers: list[BrokerServer] = []
+    watchers: list[asyncio.Task[None]] = []
+
+    async def stop_on_failure(broker_id: int, server: BrokerServer) -> None:
+        # A broker whose disk failed (or that failed on a cluster input) stops alone; the
+        # others carry on, as separate processes would.
+        await server.failed.wait()
+        print(f"[broker {broker_id}] stopped: {server.failure}", flush=True)
+        await server.stop()
+
     try:
         for broker_id in range(brokers):
             server = BrokerServer(
@@ -205,11 +214,16 @@ async def _serve_in_process(brokers: int, data_dir: str, base_port: int, host: s
             )
             await server.start()
             servers.append(server)
+            watchers.append(asyncio.ensure_future(stop_on_failure(broker_id, server)))
             print(f"[broker {broker_id}] listening on {server.host}:{server.port}", flush=True)
         bootstrap = ",".join(f"{s.host}:{s.port}" for s in servers)
         print(f"\n{brokers} brokers in one process\nbootstrap.servers={bootstrap}\n"
               "Ctrl-C stops the cluster.", flush=True)
         await stop.wait()
     finally:
+        for watcher, server in zip(watchers, servers, strict=True):
+            if not server.failed.is_set():
+                watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)  # a failed one's stop finishes
         for server in servers:  # one after another: each hands its leadership to the rest
             await server.stop()

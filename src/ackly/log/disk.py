@@ -12,8 +12,12 @@ On-disk layout: none of its own; it stores whatever paths the log asks for.
 Invariants:
 - `DiskFile.append` writes at the file's end (the position is kept in memory, never sought);
   the bytes are visible to `read` on return and durable only after `flush`.
-- A failed append (ENOSPC, EIO, ...) leaves the file as it was and raises
-  `KafkaError(KAFKA_STORAGE_ERROR)`, so a full disk fails one produce and the broker stays up.
+- Any failed change (append, flush, truncate, rename, remove, `write_atomic`: EIO, ENOSPC,
+  EROFS, ...) raises `StorageError` and trips the disk's `DiskHealth`: from then on every
+  change is refused with `StorageError` (reads still work). The log directory is offline until
+  the process restarts, so no later fsync can be taken to cover a range an earlier one failed
+  on (Linux reports a failed write-back once, then counts the pages as clean). A failed append
+  also rolls back what it wrote, so the file holds no bytes the log does not account for.
 - `flush` may run in a worker thread while the event loop appends to the same file (fsync on an
   fd is safe against concurrent pwrite); nothing else is called from another thread.
 - `write_atomic` is durable on return: temp file, fsync, rename, fsync of the directory.
@@ -29,10 +33,11 @@ import shutil
 from dataclasses import dataclass
 from typing import Protocol
 
-from ackly.errors import ErrorCode, KafkaError
+from ackly.errors import StorageError
 
-# errnos that mean "this disk cannot take the write", answered to the client as
-# KAFKA_STORAGE_ERROR. Anything else (EBADF, EINVAL, ...) is our own bug and propagates.
+# errnos that mean "this disk cannot take the write": StorageError, and the log directory goes
+# offline. Anything else (EBADF, EINVAL, ENOENT, ...) is our own bug and propagates. A failed
+# fsync is a StorageError whatever its errno.
 STORAGE_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG, errno.ENOMEM}
 )
@@ -40,8 +45,35 @@ STORAGE_ERRNOS = frozenset(
 TEMP_SUFFIX = ".tmp"
 
 
-def _storage_error(operation: str, path: str, exc: OSError) -> KafkaError:
-    return KafkaError(ErrorCode.kafka_storage_error, f"{operation} {path}: {exc.strerror}")
+def _storage_error(operation: str, path: str, exc: OSError) -> StorageError:
+    return StorageError(operation, path, exc.errno, exc.strerror or str(exc))
+
+
+class DiskHealth:
+    """Whether a disk still takes changes (Kafka's LogDirFailureChannel, for one directory).
+
+    The first failed change trips it (`trip`); from then on `check` refuses every change with a
+    StorageError naming that first failure. Nothing resets it but a new process (a new disk
+    object): recovery at the next start decides what survived. `failure` is written by the
+    flusher thread and read by the event loop; one attribute store is atomic in CPython.
+    """
+
+    def __init__(self) -> None:
+        self.failure: StorageError | None = None
+
+    def trip(self, error: StorageError) -> StorageError:
+        if self.failure is None:
+            self.failure = error
+        return error
+
+    def check(self, operation: str, path: str) -> None:
+        failure = self.failure
+        if failure is not None:
+            raise StorageError(
+                operation, path, failure.errno,
+                f"the log directory is offline since {failure.operation} {failure.path} failed: "
+                f"{failure.reason}",
+            )
 
 
 class DiskFile(Protocol):
@@ -53,7 +85,7 @@ class DiskFile(Protocol):
         """Write `data` at the end; return the position it starts at.
 
         Visible to `read` on return; not durable until `flush`. On failure nothing is written
-        and KafkaError(KAFKA_STORAGE_ERROR) is raised.
+        and StorageError is raised (the disk is then offline).
         """
         ...
 
@@ -64,11 +96,14 @@ class DiskFile(Protocol):
     def size(self) -> int: ...
 
     def flush(self) -> None:
-        """Make every byte appended so far durable (fsync). Safe concurrently with `append`."""
+        """Make every byte appended so far durable (fsync). Safe concurrently with `append`.
+        StorageError if it fails: then no byte appended since the last successful flush may
+        be counted as durable, ever (the disk is offline)."""
         ...
 
     def truncate(self, size: int) -> None:
-        """Cut the file to `size` bytes. Visible at once; durable after the next `flush`."""
+        """Cut the file to `size` bytes. Visible at once; durable after the next `flush`.
+        StorageError if it fails (the disk is then offline)."""
         ...
 
     def close(self) -> None: ...
@@ -79,7 +114,17 @@ class DiskFile(Protocol):
 
 
 class Disk(Protocol):
-    """A directory tree of files (the paths are plain strings joined with `os.path.join`)."""
+    """A directory tree of files (the paths are plain strings joined with `os.path.join`).
+
+    Every change (append, flush, truncate, rename, remove, write_atomic, creating a file) that
+    fails raises StorageError and takes the disk offline: `failure` is then that first error,
+    and every later change raises StorageError too.
+    """
+
+    @property
+    def failure(self) -> StorageError | None:
+        """The first failed change, or None while the disk is healthy."""
+        ...
 
     def open(self, path: str) -> DiskFile:
         """Open `path` for reading and appending, creating it if absent."""
@@ -116,14 +161,17 @@ class Disk(Protocol):
 class RealFile:
     """A file on the OS filesystem, reached through a raw fd (see `RealDisk`)."""
 
-    def __init__(self, path: str, fd: int, size: int) -> None:
+    def __init__(self, path: str, fd: int, size: int, health: DiskHealth) -> None:
         self.path = path
         self._fd = fd
+        self._health = health
         # The append position is ours, not the kernel's: appends use pwrite at this position,
         # so a failed partial write can be rolled back and never leaves the log torn.
         self._size = size
 
     def append(self, data: bytes | bytearray | memoryview) -> int:
+        if self._health.failure is not None:  # one attribute read on the hot path
+            self._health.check("append to", self.path)
         position = self._size
         view = memoryview(data).cast("B")
         total = len(view)
@@ -141,7 +189,7 @@ class RealFile:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, position)
             if exc.errno in STORAGE_ERRNOS:
-                raise _storage_error("append to", self.path, exc)
+                raise self._health.trip(_storage_error("append to", self.path, exc)) from exc
             raise
         self._size = position + total
         return position
@@ -170,19 +218,25 @@ class RealFile:
         fd = self._fd  # read once: close() may run while a flush thread is here
         if fd < 0:
             return
+        self._health.check("fsync", self.path)
         try:
-            _fdatasync(fd)
+            self._sync(fd)
         except OSError as exc:
             if self._fd < 0:
                 return  # closed (segment deleted) while we flushed: nothing left to make durable
-            raise _storage_error("fsync", self.path, exc)
+            raise self._health.trip(_storage_error("fsync", self.path, exc)) from exc
+
+    def _sync(self, fd: int) -> None:
+        """The fsync itself (a test-only subclass makes it fail on command)."""
+        _fdatasync(fd)
 
     def truncate(self, size: int) -> None:
         assert 0 <= size <= self._size, (size, self._size)
+        self._health.check("truncate", self.path)
         try:
             os.ftruncate(self._fd, size)
         except OSError as exc:
-            raise _storage_error("truncate", self.path, exc)
+            raise self._health.trip(_storage_error("truncate", self.path, exc)) from exc
         self._size = size
 
     def close(self) -> None:
@@ -213,19 +267,39 @@ def _fsync_dir(path: str) -> None:
 class RealDisk:
     """The OS filesystem. Directory changes that matter for recovery are fsynced."""
 
+    # The class of the files `open` returns (a test-only subclass fails fsyncs on command).
+    file_class: type[RealFile] = RealFile
+
+    def __init__(self) -> None:
+        self.health = DiskHealth()
+
+    @property
+    def failure(self) -> StorageError | None:
+        return self.health.failure
+
+    def _fail(self, operation: str, path: str, exc: OSError) -> None:
+        """Raise StorageError for a storage errno (tripping the health), else `exc` itself."""
+        if exc.errno in STORAGE_ERRNOS:
+            raise self.health.trip(_storage_error(operation, path, exc)) from exc
+        raise exc
+
     def open(self, path: str) -> DiskFile:
         created = not os.path.exists(path)
+        if created:
+            self.health.check("create", path)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            if exc.errno in STORAGE_ERRNOS:
-                raise _storage_error("open", path, exc)
-            raise
+            self._fail("open", path, exc)
         size = os.fstat(fd).st_size
         if created:
             # A new segment must still exist after a power loss once its data is flushed.
-            _fsync_dir(os.path.dirname(path))
-        return RealFile(path, fd, size)
+            try:
+                _fsync_dir(os.path.dirname(path))
+            except OSError as exc:
+                os.close(fd)
+                raise self.health.trip(_storage_error("fsync directory of", path, exc)) from exc
+        return self.file_class(path, fd, size, self.health)
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
@@ -237,14 +311,22 @@ class RealDisk:
         os.makedirs(path, exist_ok=True)
 
     def remove(self, path: str) -> None:
-        os.remove(path)
-        # Removal must be durable too: a clean-shutdown marker that came back after a power
-        # loss would make the next start trust indexes it must rebuild.
-        _fsync_dir(os.path.dirname(path))
+        self.health.check("remove", path)
+        try:
+            os.remove(path)
+            # Removal must be durable too: a clean-shutdown marker that came back after a
+            # power loss would make the next start trust indexes it must rebuild.
+            _fsync_dir(os.path.dirname(path))
+        except OSError as exc:
+            self._fail("remove", path, exc)
 
     def rename(self, src: str, dst: str) -> None:
-        os.replace(src, dst)
-        _fsync_dir(os.path.dirname(dst))
+        self.health.check("rename", src)
+        try:
+            os.replace(src, dst)
+            _fsync_dir(os.path.dirname(dst))
+        except OSError as exc:
+            self._fail("rename", src, exc)
 
     def rmtree(self, path: str) -> None:
         shutil.rmtree(path)
@@ -257,6 +339,7 @@ class RealDisk:
             return None
 
     def write_atomic(self, path: str, data: bytes) -> None:
+        self.health.check("write", path)
         temp = path + TEMP_SUFFIX
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -270,9 +353,7 @@ class RealDisk:
             os.replace(temp, path)
             _fsync_dir(os.path.dirname(path))
         except OSError as exc:
-            if exc.errno in STORAGE_ERRNOS:
-                raise _storage_error("write", path, exc)
-            raise
+            self._fail("write", path, exc)
 
 
 # --------------------------------------------------------------------------- simulated disk
@@ -296,6 +377,9 @@ class _SimNode:
         self.data = bytearray(data)
         self.durable = bytes(data)
         self.pending: list[_PendingWrite | _PendingTruncate] = []
+        # Writes whose write-back failed (a failed fsync): never on the disk, even if a later
+        # fsync of the file succeeds (Linux counts their pages clean). Until the next crash.
+        self.lost: list[_PendingWrite] = []
 
 
 def _apply(content: bytearray, op: _PendingWrite | _PendingTruncate) -> None:
@@ -324,6 +408,7 @@ class SimFile:
 
     def append(self, data: bytes | bytearray | memoryview) -> int:
         self._check()
+        self._disk.before_change("append to", self.path)
         chunk = bytes(data)
         self._disk.reserve(len(chunk), self.path)
         node = self._node
@@ -343,12 +428,26 @@ class SimFile:
         if self._closed:
             return
         self._check()
-        self._node.durable = bytes(self._node.data)
-        self._node.pending.clear()
+        node = self._node
+        if self._disk.before_change("fsync", self.path):
+            # Linux's write-back error: the pages it could not write count as clean from now
+            # on, so what was appended since the last good flush can never become durable.
+            node.lost.extend(op for op in node.pending if isinstance(op, _PendingWrite))
+            node.pending.clear()
+            self._disk.raise_injected("fsync", self.path)
+        durable = bytearray(node.data)
+        for op in node.lost:
+            # What the disk holds there: zeros (a later write of the same bytes would fix
+            # them; the log never rewrites).
+            end = min(op.position + len(op.data), len(durable))
+            durable[op.position : end] = bytes(max(end - op.position, 0))
+        node.durable = bytes(durable)
+        node.pending.clear()
 
     def truncate(self, size: int) -> None:
         self._check()
         assert 0 <= size <= len(self._node.data)
+        self._disk.before_change("truncate", self.path)
         del self._node.data[size:]
         self._node.pending.append(_PendingTruncate(size))
 
@@ -368,7 +467,12 @@ class SimDisk:
       bytes plus, chosen by the seeded `rng`, either nothing more, or the unflushed writes in
       order up to one that is torn part-way (the page cache wrote back some of them), or only a
       torn prefix of the last write (earlier unflushed bytes read back as zeros);
-    - `capacity_bytes`, when set, makes appends beyond it fail like ENOSPC.
+    - `capacity_bytes`, when set, makes appends beyond it fail like ENOSPC;
+    - `fail_next(operation)` makes the next append or fsync (of a file whose path ends with
+      `suffix`) fail with `errno`; a failed fsync drops the file's unflushed writes from what a
+      crash can keep, as Linux marks pages whose write-back failed clean;
+    - any failed change takes the disk offline (`DiskHealth`) until `crash()`, which stands
+      for the process restarting on a disk that works again.
     """
 
     def __init__(self, rng: random.Random, capacity_bytes: int | None = None) -> None:
@@ -377,6 +481,44 @@ class SimDisk:
         self._dirs: set[str] = {"/", "."}
         self.capacity_bytes = capacity_bytes
         self.generation = 0
+        self.health = DiskHealth()
+        self._armed: list[tuple[str, str, int]] = []  # (operation, path suffix, errno)
+        self._firing = errno.EIO  # the errno of the armed failure firing now
+
+    @property
+    def failure(self) -> StorageError | None:
+        return self.health.failure
+
+    def fail_next(self, operation: str, suffix: str = "", errno_code: int = errno.EIO) -> None:
+        """Make the next `operation` ("append to" or "fsync") of a file whose path ends with
+        `suffix` fail with `errno_code` (once)."""
+        assert operation in ("append to", "fsync"), operation
+        self._armed.append((operation, suffix, errno_code))
+
+    def disarm(self) -> None:
+        """Forget the failures armed by `fail_next` that have not fired."""
+        self._armed.clear()
+
+    @property
+    def armed(self) -> bool:
+        return bool(self._armed)
+
+    def before_change(self, operation: str, path: str) -> bool:
+        """Refuse a change of an offline disk; True if an armed failure fires on this one (the
+        caller then undoes what it must and calls `raise_injected`)."""
+        self.health.check(operation, path)
+        for i, (armed_operation, suffix, errno_code) in enumerate(self._armed):
+            if armed_operation == operation and path.endswith(suffix):
+                del self._armed[i]
+                self._firing = errno_code
+                if operation != "fsync":
+                    self.raise_injected(operation, path)
+                return True
+        return False
+
+    def raise_injected(self, operation: str, path: str) -> None:
+        code = self._firing
+        raise self.health.trip(StorageError(operation, path, code, os.strerror(code)))
 
     @staticmethod
     def _norm(path: str) -> str:
@@ -393,13 +535,16 @@ class SimDisk:
     def reserve(self, size: int, path: str) -> None:
         """Refuse a write that would overflow `capacity_bytes` (a full disk)."""
         if self.capacity_bytes is not None and self.used_bytes() + size > self.capacity_bytes:
-            raise _storage_error("append to", path, OSError(errno.ENOSPC, "No space left"))
+            raise self.health.trip(
+                _storage_error("append to", path, OSError(errno.ENOSPC, "No space left"))
+            )
 
     def open(self, path: str) -> DiskFile:
         path = self._norm(path)
         node = self._files.get(path)
         if node is None:
             self._check_parent(path)
+            self.health.check("create", path)
             node = self._files[path] = _SimNode()
         return SimFile(self, path, node)
 
@@ -426,11 +571,13 @@ class SimDisk:
 
     def remove(self, path: str) -> None:
         path = self._norm(path)
+        self.health.check("remove", path)
         if self._files.pop(path, None) is None:
             raise FileNotFoundError(errno.ENOENT, "no such file", path)
 
     def rename(self, src: str, dst: str) -> None:
         src, dst = self._norm(src), self._norm(dst)
+        self.health.check("rename", src)
         node = self._files.pop(src, None)
         if node is None:
             raise FileNotFoundError(errno.ENOENT, "no such file", src)
@@ -451,6 +598,7 @@ class SimDisk:
     def write_atomic(self, path: str, data: bytes) -> None:
         path = self._norm(path)
         self._check_parent(path)
+        self.health.check("write", path)
         self._files[path] = _SimNode(data)
 
     # -- faults
@@ -462,7 +610,11 @@ class SimDisk:
             node.data = content
             node.durable = bytes(content)
             node.pending.clear()
+            node.lost.clear()
         self.generation += 1
+        # The process is gone; the next one finds a disk that takes writes again.
+        self.health = DiskHealth()
+        self._armed.clear()
 
     def _survivor(self, node: _SimNode) -> bytearray:
         content = bytearray(node.durable)

@@ -1056,6 +1056,20 @@ class PartitionLog:
         self._clean_shutdown.write()
         self._closed = True
 
+    def abandon(self) -> None:
+        """The log directory failed: close every file, flushing and writing nothing (no
+        checkpoint, no clean-shutdown marker), so the next start recovers this log from its
+        recovery point, checking every batch's CRC, as after a crash (Kafka's
+        LocalLog.closeHandlers)."""
+        if self._closed:
+            return
+        for segment in self._segments:
+            segment.close()
+        for pending in self._pending_deletions:
+            pending.file.close()
+        self._pending_deletions = []
+        self._closed = True
+
     def delete(self) -> None:
         """DeleteTopics: close every file and remove the partition directory."""
         if not self._closed:

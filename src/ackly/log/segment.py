@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 
 from ackly.config import TopicConfig
-from ackly.errors import ErrorCode, KafkaError
+from ackly.errors import ErrorCode, KafkaError, StorageError
 from ackly.log.disk import STORAGE_ERRNOS, Disk, DiskFile
 from ackly.log.index import (
     INT32_MAX,
@@ -208,7 +208,7 @@ class LogSegment:
         """
         assert batches and batches[0].base_offset >= self.next_offset, self.next_offset
         if self._failed:
-            raise KafkaError(ErrorCode.kafka_storage_error, f"{self.file.path} is offline")
+            raise StorageError("append to", self.file.path, None, "the segment is offline")
         before = self.file.size()
         try:
             position = self.file.append(records)
@@ -223,7 +223,7 @@ class LogSegment:
                 self._failed = True
             if isinstance(exc, KafkaError) or exc.errno not in STORAGE_ERRNOS:
                 raise
-            raise KafkaError(ErrorCode.kafka_storage_error, f"append to {self.file.path}: {exc}")
+            raise StorageError("append to", self.file.path, exc.errno, exc.strerror or str(exc))
         for batch in batches:
             self._index_batch(
                 position + batch.position, batch.base_offset, batch.size, batch.max_timestamp

@@ -97,6 +97,9 @@ class Partition:
         self.recovering = False
         self.leader_epoch_start_offset = UNKNOWN_OFFSET
         self.followers: dict[int, FollowerProgress] = {}
+        # Why this replica's log directory is offline (a failed write or fsync), or None.
+        # Offline is for good in this process: HW stops and every waiting produce fails.
+        self.offline: str | None = None
 
     # --- state ---------------------------------------------------------------------------
 
@@ -316,7 +319,10 @@ class Partition:
 
     def produce_status(self, last_offset: int, acks: int) -> ErrorCode | None:
         """How a produce waiting on the batch ending at `last_offset` stands: None to keep
-        waiting, or the code to answer with (NONE when HW and the flush policy allow it)."""
+        waiting, or the code to answer with (NONE when HW and the flush policy allow it).
+        KAFKA_STORAGE_ERROR once the log directory is offline, whatever else holds."""
+        if self.offline is not None:
+            return ErrorCode.kafka_storage_error
         if acks == -1:
             if not self.is_leader:
                 return ErrorCode.not_leader_or_follower
@@ -353,8 +359,13 @@ class Partition:
         """The recovery point moved; returns True if HW moved with it."""
         return self._advance_hw()
 
+    def take_offline(self, reason: str) -> None:
+        """The log directory failed: HW never moves again here, waiting produces fail with
+        KAFKA_STORAGE_ERROR (Kafka's offline partitions)."""
+        self.offline = reason
+
     def _advance_hw(self) -> bool:
-        if not self.is_leader:
+        if not self.is_leader or self.offline is not None:
             return False
         target = self.durable_end_offset
         for b in self.maximal_isr:

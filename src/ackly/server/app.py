@@ -4,6 +4,12 @@ This is the only layer that knows asyncio (DESIGN.md s.1). It feeds the node dec
 with `now_ms`, arms one timer for the node's next deadline, and runs flushes in a single
 worker thread: while one group flush runs, new appends collect for the next one, so a burst of
 concurrent producers shares each fsync (group commit).
+
+A failed flush (or any failed write the node reports through `log_dir_failure`) stops the
+broker: the node has taken its log directory offline (nothing after the last good flush is
+acknowledged, produce and fetch answer KAFKA_STORAGE_ERROR), and the server then leaves the
+cluster at once (its lease is revoked, so leadership moves to in-sync replicas and this broker
+leaves every ISR) and `failed` is set, so the process exits non-zero naming the file and error.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Mapping
 
 from ackly.broker.node import BrokerNode
 from ackly.config import BrokerConfig
+from ackly.errors import StorageError
 from ackly.log.disk import RealDisk
 from ackly.log.partition_log import FlushJob
 from ackly.server.cluster_io import ClusterIO
@@ -65,6 +72,8 @@ class BrokerServer:
         # Set when the node failed on a cluster input (a bug, or metadata it cannot read): the
         # broker must stop rather than act on a view it no longer follows (fail-stop).
         self.failure: BaseException | None = None
+        # Set when the log directory failed (a write or fsync error): then `failure` is it too.
+        self.log_dir_failure: StorageError | None = None
         self.failed = asyncio.Event()
         self.data_dir = data_dir
         self.host = host
@@ -78,6 +87,7 @@ class BrokerServer:
         self._flusher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-flush")
         self._flush_future: concurrent.futures.Future[None] | None = None
         self._stopping = False
+        self._stopped = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due_ms: int | None = None
         self.connections: set[Connection] = set()
@@ -158,6 +168,11 @@ class BrokerServer:
         )
 
     def _on_fatal(self, exc: BaseException) -> None:
+        storage = self.node.log_dir_failure or self.node.disk.failure
+        if storage is not None:
+            # The node failed because its disk did: report that, not a bug.
+            self._on_log_dir_failure(storage)
+            return
         if self.failure is None:
             self.failure = exc
             log.critical("broker %d stops: the node failed on a cluster input: %r",
@@ -172,6 +187,8 @@ class BrokerServer:
         """After any input: send what the node asks to send (peers, metadata store), start a
         group flush if one is due, and re-arm the timer."""
         node = self.node
+        if node.log_dir_failure is not None and self.log_dir_failure is None:
+            self._on_log_dir_failure(node.log_dir_failure)
         if self.cluster is not None:
             self.cluster.pump()
             if not self._joined.is_set() and node.joined:
@@ -185,6 +202,17 @@ class BrokerServer:
             delay_s = max(due - self.now_ms(), 0) / 1000
             self._timer = asyncio.get_running_loop().call_later(delay_s, self._on_timer)
             self._timer_due_ms = due
+
+    def _on_log_dir_failure(self, error: StorageError) -> None:
+        """The node took the log directory offline: stop the broker (see the module docstring)."""
+        if self.log_dir_failure is not None:
+            return
+        self.log_dir_failure = error
+        if self.failure is None:
+            self.failure = error
+        log.critical("broker %d stops: log dir failed: %s (errno %s)", self.config.broker_id,
+                     error.message, error.errno)
+        self.failed.set()
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -212,26 +240,38 @@ class BrokerServer:
             return  # node.close() flushes and closes every log itself
         exc = future.exception()
         if exc is not None:
-            # A failed fsync leaves the data unflushed: its producers are not acknowledged
-            # and time out (indeterminate), as Kafka's would.
-            log.error("flush failed; the appends it covered stay unacknowledged: %s", exc)
+            # Never retried: a later fsync that succeeds proves nothing about the pages this
+            # one failed to write (Linux reports a write-back error once). The node takes the
+            # log directory offline; after_event below sees it and stops the broker.
+            self.node.flush_failed(exc, self.now_ms())
         else:
             self.node.complete_flush(jobs, self.now_ms())
         self.after_event()
 
     async def stop(self) -> None:
         """Stop accepting; in a cluster, hand leadership over and leave (cluster_io.py); drop
-        connections, finish the flush in flight, close every log."""
+        connections, finish the flush in flight, close every log. A second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._server is not None:
             self._server.close()
         if self.cluster is not None:
             if self.failure is None and self._joined.is_set():
                 await self.cluster.shutdown()
+            elif self.log_dir_failure is not None:
+                # No controlled shutdown (this broker can no longer write, and its data after
+                # the last good flush is in doubt): leave at once, so the controller elects
+                # in-sync replicas and drops this broker from every ISR.
+                await self.cluster.leave()
             else:
                 # No controlled shutdown on a node in doubt, nor on one that never joined.
                 await self.cluster.close()
         for conn in list(self.connections):
-            conn.abort()
+            if self.log_dir_failure is not None:
+                conn.close()  # let the KAFKA_STORAGE_ERROR answers already written go out
+            else:
+                conn.abort()
         self._stopping = True
         if self._flush_future is not None:
             await asyncio.gather(asyncio.wrap_future(self._flush_future), return_exceptions=True)

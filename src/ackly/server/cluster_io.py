@@ -158,6 +158,16 @@ class ClusterIO:
         await self._settle(LEAVE_TIMEOUT_MS)
         await self.close()
 
+    async def leave(self) -> None:
+        """Leave now, without a controlled shutdown (the log directory failed): revoke the
+        lease, let the revocation land (bounded), close."""
+        if self._closed:
+            return
+        self.node.leave(self._now_ms())
+        self._after_event()
+        await self._settle(LEAVE_TIMEOUT_MS)
+        await self.close()
+
     async def _settle(self, timeout_ms: int) -> None:
         """Wait until the store client has nothing in flight (EtcdStore), at most timeout_ms."""
         settle = getattr(self.store, "settle", None)  # only the etcd client has calls in flight

@@ -208,3 +208,9 @@ class Connection(asyncio.BufferedProtocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    def close(self) -> None:
+        """Close once the bytes already handed to the transport are sent (answers given while
+        the broker stops, e.g. KAFKA_STORAGE_ERROR, still reach the client)."""
+        if self.transport is not None:
+            self.transport.close()

@@ -11,11 +11,16 @@ import signal
 import sys
 from collections.abc import Iterator, Mapping
 
+from ackly.errors import StorageError
+from ackly.log.disk import STORAGE_ERRNOS
 from ackly.server.app import BrokerServer, NotJoinedError
 
 log = logging.getLogger("ackly")
 
 LOCK_FILE = ".lock"
+# Exit statuses: 1 cannot start, 3 stopped on an internal failure, 4 the log directory failed.
+EXIT_INTERNAL_FAILURE = 3
+EXIT_LOG_DIR_FAILURE = 4
 
 
 class DataDirInUse(RuntimeError):
@@ -24,10 +29,16 @@ class DataDirInUse(RuntimeError):
 
 @contextlib.contextmanager
 def data_dir_lock(data_dir: str) -> Iterator[None]:
-    """Hold an exclusive lock on the data directory, or refuse with who holds it."""
-    os.makedirs(data_dir, exist_ok=True)
+    """Hold an exclusive lock on the data directory, or refuse with who holds it.
+    StorageError if the directory cannot be written (read-only, full, failing)."""
     path = os.path.join(data_dir, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRNOS:
+            raise StorageError("open", path, exc.errno, exc.strerror or str(exc)) from exc
+        raise
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -48,8 +59,8 @@ async def serve(
     *, data_dir: str, host: str, port: int, properties: Mapping[str, str],
     advertised_host: str | None = None, metadata: str | None = None,
     advertised_port: int | None = None,
-) -> bool:
-    """Run until SIGTERM/SIGINT (True) or until the broker fails (False)."""
+) -> BaseException | None:
+    """Run until SIGTERM/SIGINT (None) or until the broker fails (the failure)."""
     server = BrokerServer(
         data_dir=data_dir, host=host, port=port, properties=properties,
         advertised_host=advertised_host, metadata=metadata, advertised_port=advertised_port,
@@ -67,7 +78,7 @@ async def serve(
         await asyncio.gather(starting, return_exceptions=True)
         log.info("stopped before joining the cluster")
         await server.stop()
-        return True
+        return None
     bound_host, bound_port = starting.result()
     where = f"metadata in {metadata}" if metadata else "single broker"
     print(
@@ -82,7 +93,7 @@ async def serve(
     failed.cancel()
     log.info("shutting down")
     await server.stop()
-    return server.failure is None
+    return server.failure
 
 
 def run_serve(
@@ -92,16 +103,29 @@ def run_serve(
 ) -> int:
     try:
         with data_dir_lock(data_dir):
-            ok = asyncio.run(serve(data_dir=data_dir, host=host, port=port, properties=properties,
-                                   advertised_host=advertised_host, metadata=metadata,
-                                   advertised_port=advertised_port))
+            failure = asyncio.run(serve(
+                data_dir=data_dir, host=host, port=port, properties=properties,
+                advertised_host=advertised_host, metadata=metadata,
+                advertised_port=advertised_port,
+            ))
     except (DataDirInUse, NotJoinedError) as exc:
         print(f"ackly: {exc}", file=sys.stderr)
         return 1
+    except StorageError as exc:  # the lock, or recovery: before serving anything
+        print(f"ackly: log dir failed: {exc.message}; nothing was served", file=sys.stderr)
+        return EXIT_LOG_DIR_FAILURE
     except OSError as exc:
         print(f"ackly: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
         return 1
-    if not ok:
+    if isinstance(failure, StorageError):
+        print(
+            f"ackly: log dir failed: {failure.message}. The broker stopped: nothing appended "
+            "after its last successful flush was acknowledged. Fix the disk and restart it; "
+            "it recovers from its last recovery point, checking every batch.",
+            file=sys.stderr,
+        )
+        return EXIT_LOG_DIR_FAILURE
+    if failure is not None:
         print("ackly: the broker stopped after an internal failure (see the log)", file=sys.stderr)
-        return 3
+        return EXIT_INTERNAL_FAILURE
     return 0

@@ -8,7 +8,10 @@ drains the node's outputs (peer requests, store commands), starts a group flush 
 
 Lifecycle: `start` builds a node on the disk (recovery runs in the constructor); `kill` drops
 the node object and crashes the disk (unflushed bytes vanish, the last write may tear); a later
-`start` is the restart, on the same disk. `pause` freezes the process: inputs queue up, timers
+`start` is the restart, on the same disk. A failed fsync or write (`SimDisk.fail_next`) is
+handled as `server/app.py` does: the node takes its log directory offline, the host makes it
+leave the cluster (lease revoked) and reports `log_dir_failed` to its sink, which stops the
+process a little later (it answers KAFKA_STORAGE_ERROR meanwhile). `pause` freezes the process: inputs queue up, timers
 and flushes wait, nothing is answered; `resume` replays the backlog in arrival order.
 
 Invariants:
@@ -27,6 +30,7 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ackly.errors import StorageError
 from ackly.log.disk import SimDisk
 from ackly.sim.scheduler import Event, Scheduler, Timer
 
@@ -43,6 +47,10 @@ class OutputSink(Protocol):
     def peer_requests(self, host: BrokerHost, requests: list[Any]) -> None: ...
 
     def store_commands(self, host: BrokerHost, commands: list[Any]) -> None: ...
+
+    def log_dir_failed(self, host: BrokerHost) -> None:
+        """The host's node took its log directory offline and left: stop the process."""
+        ...
 
 
 class BrokerHost:
@@ -63,6 +71,8 @@ class BrokerHost:
         self.kills = 0
         self._backlog: list[NodeInput] = []
         self._flush: Event | None = None
+        self.leaving = False  # the node's log directory failed: it left, the process will stop
+        self.log_dir_failures = 0
         self._tick = Timer(scheduler, f"tick b{broker_id}", self._on_tick)
 
     @property
@@ -79,6 +89,7 @@ class BrokerHost:
         assert self.node is None
         self.incarnation += 1
         self.paused = False
+        self.leaving = False
         self._backlog.clear()
         self.node = self.factory(
             self.broker_id, self.disk, self.scheduler.now_ms, random.Random(self.rng.getrandbits(64))
@@ -157,6 +168,15 @@ class BrokerHost:
             self.outputs.store_commands(self, list(commands))
         if peers:
             self.outputs.peer_requests(self, list(peers))
+        if node.log_dir_failure is not None and not self.leaving:
+            # What the shell does (server/app.py): leave at once (the revocation goes out with
+            # the next outputs), then the process exits.
+            self.leaving = True
+            self.log_dir_failures += 1
+            node.leave(self.scheduler.now_ms)
+            self.after_input(after_tick)
+            self.outputs.log_dir_failed(self)
+            return
         if self._flush is None and node.has_flush_work:
             self._start_flush(node)
         due = node.next_deadline_ms()
@@ -180,6 +200,10 @@ class BrokerHost:
 
     def _complete_flush(self, node: Any, jobs: list[Any]) -> None:
         self._flush = None
-        for _, job in jobs:
-            job.run()  # fsync: every byte appended to these files so far becomes durable
+        try:
+            for _, job in jobs:
+                job.run()  # fsync: every byte appended to these files so far becomes durable
+        except StorageError as exc:
+            node.flush_failed(exc, self.scheduler.now_ms)
+            return
         node.complete_flush(jobs, self.scheduler.now_ms)

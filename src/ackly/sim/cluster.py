@@ -124,6 +124,11 @@ SIM_TXN_CONFIG = {
 }
 
 
+# How long a broker whose disk failed keeps answering KAFKA_STORAGE_ERROR before its process
+# exits (the shell waits for its lease revocation, bounded).
+DISK_ERROR_EXIT_MS = 50
+
+
 def default_node_factory(broker_config: dict[str, str], fault_points: tuple[str, ...]) -> NodeFactory:
     def make(broker_id: int, disk: SimDisk, now_ms: int, rng: random.Random) -> BrokerNode:
         props = {**broker_config, "broker.id": str(broker_id)}
@@ -241,6 +246,20 @@ class SimCluster:
 
     def store_commands(self, host: BrokerHost, commands: list[Any]) -> None:
         self.store.send(host, commands)
+
+    def log_dir_failed(self, host: BrokerHost) -> None:
+        """A broker's disk failed (the "disk-error" fault): it answered KAFKA_STORAGE_ERROR and
+        left the cluster; the process exits a little later (the shell's bounded wait for the
+        lease revocation), and comes back after a while on its disk as the failure left it."""
+        broker_id, incarnation = host.broker_id, host.incarnation
+
+        def exit_process() -> None:
+            if host.incarnation != incarnation or not host.running:
+                return
+            self.kill(broker_id)
+            self.injector.after_disk_error(broker_id)
+
+        self.scheduler.after(DISK_ERROR_EXIT_MS, f"exit b{broker_id} (disk error)", exit_process)
 
     # --- processes ---------------------------------------------------------------------------------
 
@@ -522,6 +541,7 @@ class SimCluster:
             "refused": sum(1 for w in writes if w.refused),
             "reads": len(self.history.reads),
             "kills": sum(h.kills for h in self.hosts.values()),
+            "log_dir_failures": sum(h.log_dir_failures for h in self.hosts.values()),
             "elections": self.observer.elections if self.observer else 0,
             "messages": self.network.messages_sent,
             "dropped": self.network.messages_dropped,

@@ -11,18 +11,23 @@ from each other), "isolate" (one broker cut from every other broker, and from th
 probability 1/2, while clients can still reach it: the zombie-leader case), "store" (one broker
 cut from the store), "pause" (a process stops for a while: GC, SIGSTOP), "reset" (one
 connection closed), "stall" (one link holds its messages for a while), "client" (a client cut
-from one broker).
+from one broker), "disk-error" (a broker's next fsync or append of a log fails, EIO or ENOSPC:
+the broker takes its log directory offline, leaves and exits; it restarts later; drawn last,
+for about half the seeds, so that the other kinds' histories did not change when it came).
 
 Invariants:
 - Kills never lose the disks of two replicas of a partition at once: a broker whose disk
   crashed counts as lost until it is back in the ISR of every partition it replicates, and no
-  other broker sharing a partition with it is killed meanwhile (rule 13's premise).
+  other broker sharing a partition with it is killed meanwhile (rule 13's premise). A broker
+  with a disk error armed counts as lost from the moment it is armed until it has failed,
+  restarted and caught up.
 - Every fault ends by itself (a restart, a heal, a resume), and `stop` ends them all at once for
   the liveness phase; an end scheduled before `stop` is then a no-op.
 """
 
 from __future__ import annotations
 
+import errno
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
     from ackly.sim.cluster import SimCluster
 
 KINDS = ("kill", "partition", "isolate", "store", "pause", "reset", "stall", "client")
+DISK_ERROR = "disk-error"
 
 
 @dataclass
@@ -55,7 +61,7 @@ class FaultPlan:
         lo = rng.choice((50, 150, 400))
         interval = (lo, lo * rng.choice((2, 4, 8)))
         duration_hi = rng.choice((800, 2_500, 6_000))
-        return cls(
+        plan = cls(
             weights=weights,
             interval_ms=interval,
             duration_ms=(100, duration_hi),
@@ -72,6 +78,10 @@ class FaultPlan:
             ),
             flush_delay_max_ms=rng.choice((0, 2, 20)),
         )
+        # Drawn after everything else, so the plans of seeds without it are what they were.
+        if rng.random() < 0.5:
+            plan.weights[DISK_ERROR] = rng.uniform(0.1, 0.5)
+        return plan
 
     def describe(self) -> str:
         kinds = ",".join(f"{k}:{w:.2f}" for k, w in self.weights.items())
@@ -103,6 +113,8 @@ class FaultInjector:
     def stop(self) -> None:
         self.active = False
         self._epoch += 1
+        for host in self.cluster.hosts.values():
+            host.disk.disarm()  # the liveness phase has no new faults
 
     def _schedule_next(self) -> None:
         lo, hi = self.plan.interval_ms
@@ -126,7 +138,7 @@ class FaultInjector:
             return
         kinds = list(self.plan.weights)
         kind = self.rng.choices(kinds, weights=[self.plan.weights[k] for k in kinds])[0]
-        if getattr(self, f"_{kind}")():
+        if getattr(self, f"_{kind.replace('-', '_')}")():
             self.injected[kind] = self.injected.get(kind, 0) + 1
         self._schedule_next()
 
@@ -142,7 +154,9 @@ class FaultInjector:
 
     def _refresh_lost_disks(self) -> None:
         for b in sorted(self.lost_disks):
-            if self.cluster.hosts[b].running and self.cluster.fully_in_sync(b):
+            host = self.cluster.hosts[b]
+            if host.running and not host.disk.armed and not host.leaving \
+                    and self.cluster.fully_in_sync(b):
                 self.lost_disks.discard(b)
 
     def _kill(self) -> bool:
@@ -154,6 +168,32 @@ class FaultInjector:
         self.lost_disks.add(b)
         self._later(self._duration(), f"restart b{b}", lambda: self.cluster.restart(b))
         return True
+
+    def _disk_error(self) -> bool:
+        candidates = [b for b in self._running() if self.kill_allowed(b)
+                      and not self.cluster.hosts[b].disk.armed]
+        if not candidates:
+            return False
+        b = self.rng.choice(candidates)
+        if self.rng.random() < 0.75:
+            # Linux's write-back error: the unflushed writes of that file are gone.
+            self.cluster.hosts[b].disk.fail_next("fsync", ".log", errno.EIO)
+        else:
+            self.cluster.hosts[b].disk.fail_next("append to", ".log", errno.ENOSPC)
+        self.lost_disks.add(b)
+        return True
+
+    def after_disk_error(self, broker_id: int) -> None:
+        """The broker whose disk failed has exited: restart it after a while (at once in the
+        liveness phase, which restarts every broker)."""
+        self.lost_disks.add(broker_id)
+        if not self.active:
+            self.cluster.scheduler.after(
+                0, f"restart b{broker_id}", lambda: self.cluster.restart(broker_id)
+            )
+            return
+        self._later(self._duration(), f"restart b{broker_id}",
+                    lambda: self.cluster.restart(broker_id))
 
     def _partition(self) -> bool:
         brokers = sorted(self.cluster.hosts)

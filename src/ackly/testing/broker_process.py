@@ -83,6 +83,7 @@ class BrokerProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         ready = threading.Event()
+        listening = threading.Event()
         proc = self.proc
 
         def pump() -> None:
@@ -92,11 +93,13 @@ class BrokerProcess:
                 match = _LISTENING.search(line)
                 if match and not ready.is_set():
                     self.port = int(match.group(2))
+                    listening.set()
                     ready.set()
             ready.set()  # exited: unblock the waiter
 
         threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(self.start_timeout_s) or proc.poll() is not None:
+        # Not `proc.poll()` alone: its output can end before the exit is reaped.
+        if not ready.wait(self.start_timeout_s) or not listening.is_set() or proc.poll() is not None:
             self.kill()
             raise RuntimeError("ackly serve did not start:\n" + "".join(self.output))
         return self

@@ -205,6 +205,16 @@ class ClusterProcesses:
         self.resume(broker_id)
         return self.brokers[broker_id].stop()
 
+    def fail_disk(self, broker_id: int) -> None:
+        """The next fsync of a log file of this broker fails with EIO (brokers started with the
+        "disk-error" fault: testing/disk_faults.py). The broker then stops by itself."""
+        assert "disk-error" in self.brokers[broker_id].faults, "started without the disk fault"
+        self._signal(broker_id, signal.SIGUSR1)
+
+    def withdraw_disk_failure(self, broker_id: int) -> None:
+        """Withdraw a failure `fail_disk` armed that has not fired yet."""
+        self._signal(broker_id, signal.SIGUSR2)
+
     def pause(self, broker_id: int) -> None:
         self._signal(broker_id, signal.SIGSTOP)
 

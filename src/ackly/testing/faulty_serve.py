@@ -9,6 +9,10 @@ module is the only way a broker process gets a fault point: `ackly serve` has no
 and no config reaches `FaultPoints` (DESIGN.md s.7). `BrokerProcess(faults=...)` and
 `ClusterProcesses(faults=...)` start brokers through it.
 
+`--fault disk-error` is a fault of the disk, not of the node: the broker gets a real disk whose
+next fsync of a `.log` file fails with EIO each time the process receives SIGUSR1, and whose
+lost pages are cut when the process exits (testing/disk_faults.py).
+
 `--record-flushes PATH` gives the broker a `RecordingDisk` (testing/flushed_lengths.py): every
 completed fsync of a log file records the length it made durable in PATH, so that a test can
 cut the files back to what a power loss would leave (verify's "lose-unflushed" fault).
@@ -21,6 +25,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ackly.broker.faults import KNOWN_FAULTS
+
+DISK_ERROR = "disk-error"  # SIGUSR1 fails the next fsync of a .log file (testing/disk_faults.py)
 
 
 def enable_at_start(names: Sequence[str]) -> None:
@@ -41,12 +47,31 @@ def enable_at_start(names: Sequence[str]) -> None:
     setattr(app, "BrokerNode", FaultyBrokerNode)  # noqa: B010
 
 
-def record_flushes_at(record_path: str) -> None:
-    """Make every broker the server builds from now on use a `RecordingDisk`."""
+def record_flushes_at(record_path: str, failing: bool = False) -> None:
+    """Make every broker the server builds from now on use a `RecordingDisk` (whose fsyncs
+    fail on SIGUSR1 too, with `failing`)."""
     import ackly.server.app as app
+    from ackly.testing.disk_faults import FailingFile
     from ackly.testing.flushed_lengths import RecordingDisk
 
-    setattr(app, "RealDisk", lambda: RecordingDisk(record_path))  # noqa: B010
+    class FailingRecordingDisk(RecordingDisk):
+        file_class = FailingFile
+
+    disk_class = FailingRecordingDisk if failing else RecordingDisk
+    setattr(app, "RealDisk", lambda: disk_class(record_path))  # noqa: B010
+
+
+def fail_fsyncs_on_signal() -> None:
+    """Make every broker the server builds from now on use a disk whose fsyncs fail on SIGUSR1."""
+    import ackly.server.app as app
+    from ackly.log.disk import RealDisk
+    from ackly.testing.disk_faults import FailingFile, arm_on_signal
+
+    class FailingDisk(RealDisk):
+        file_class = FailingFile
+
+    arm_on_signal()
+    setattr(app, "RealDisk", FailingDisk)  # noqa: B010
 
 
 def parse_args(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
@@ -74,12 +99,17 @@ def parse_args(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     faults, record, rest = parse_args(sys.argv[1:] if argv is None else argv)
+    disk_error = DISK_ERROR in faults
+    faults = [name for name in faults if name != DISK_ERROR]
     enable_at_start(faults)
+    if disk_error:
+        fail_fsyncs_on_signal()
     if record is not None:
-        record_flushes_at(record)
+        record_flushes_at(record, failing=disk_error)
     from ackly.cli.main import cli
 
-    print(f"ackly test broker: fault points enabled: {', '.join(faults) or 'none'}", flush=True)
+    enabled = [*faults, DISK_ERROR] if disk_error else faults
+    print(f"ackly test broker: fault points enabled: {', '.join(enabled) or 'none'}", flush=True)
     cli(rest, prog_name="ackly")
 
 

@@ -102,6 +102,7 @@ class RecordingDisk(RealDisk):
     """`RealDisk` whose files record their flushed lengths in `record_path`."""
 
     def __init__(self, record_path: str) -> None:
+        super().__init__()
         self._record = _Record(record_path)
 
     def open(self, path: str) -> DiskFile:

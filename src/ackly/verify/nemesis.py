@@ -12,6 +12,11 @@ Faults (`FAULT_KINDS`), each on one broker:
   length its last completed fsync covered (recorded by the test launcher,
   testing/flushed_lengths.py), restarted when the window ends; recovery must cope, and with
   flush.policy=always no acknowledged record may go;
+- disk-error: the broker's next fsync of a log file fails with EIO (the test launcher's
+  disk fault, testing/disk_faults.py; the pages of the failed fsync are lost when the process
+  exits). The broker must take its log directory offline, acknowledge nothing more, leave the
+  cluster and exit; it is started again when the window ends (if it never fsynced meanwhile,
+  the armed failure is withdrawn instead);
 - pause: SIGSTOP, SIGCONT when the window ends (alive but silent, like a long GC pause);
 - partition: the broker is cut off from the other brokers and from etcd: no replica fetch
   reaches it (every connection through the inter-broker fault proxy is reset) and its etcd
@@ -25,7 +30,7 @@ Faults (`FAULT_KINDS`), each on one broker:
   connection then closes).
 A kind may carry the suffix `-leader` (e.g. `kill-leader`): the target is then the leader of
 one of the workload's partitions when the fault starts; otherwise the schedule draws either
-a broker id or "leader". Faults on processes (kill, lose-unflushed, pause, partition) need a cluster that
+a broker id or "leader". Faults on processes (kill, lose-unflushed, disk-error, pause, partition) need a cluster that
 verify started itself; against `--bootstrap` only the proxy faults apply.
 """
 
@@ -43,7 +48,7 @@ from ackly.verify.history import NEMESIS, Recorder
 
 log = logging.getLogger("ackly.verify.nemesis")
 
-PROCESS_FAULTS = ("kill", "lose-unflushed", "pause", "partition")
+PROCESS_FAULTS = ("kill", "lose-unflushed", "disk-error", "pause", "partition")
 PROXY_FAULTS = ("client-partition", "reset", "drop")
 BASE_KINDS = PROCESS_FAULTS + PROXY_FAULTS
 FAULT_KINDS: tuple[str, ...] = BASE_KINDS + tuple(f"{k}-leader" for k in BASE_KINDS)
@@ -51,6 +56,7 @@ FAULT_KINDS: tuple[str, ...] = BASE_KINDS + tuple(f"{k}-leader" for k in BASE_KI
 UNDO = {
     "kill": "restart",
     "lose-unflushed": "restart",
+    "disk-error": "restart",
     "pause": "resume",
     "partition": "heal",
     "client-partition": "heal",
@@ -147,6 +153,12 @@ class FaultTarget(Protocol):
         """Kill the broker and drop its unflushed bytes; returns how many bytes went."""
         ...
     def restart(self, broker_id: int) -> None: ...
+    def fail_disk(self, broker_id: int) -> None:
+        """Make the broker's next fsync of a log file fail (EIO)."""
+        ...
+    def end_disk_error(self, broker_id: int) -> None:
+        """Start the broker again if its disk error stopped it; else withdraw the failure."""
+        ...
     def pause(self, broker_id: int) -> None: ...
     def resume(self, broker_id: int) -> None: ...
     def isolate(self, broker_id: int) -> None: ...
@@ -230,6 +242,8 @@ class Nemesis:
                 self.target.kill(broker)
             elif kind == "lose-unflushed":
                 detail = f", {self.target.lose_unflushed(broker)} unflushed bytes dropped"
+            elif kind == "disk-error":
+                self.target.fail_disk(broker)
             elif kind == "pause":
                 self.target.pause(broker)
             elif kind == "partition":
@@ -274,6 +288,8 @@ class Nemesis:
             try:
                 if kind in ("kill", "lose-unflushed"):
                     self.target.restart(broker)
+                elif kind == "disk-error":
+                    self.target.end_disk_error(broker)
                 elif kind == "pause":
                     self.target.resume(broker)
                 elif kind == "partition":

@@ -176,8 +176,10 @@ def _make_target(options: RunOptions, topic: str, out: Path) -> Any:
     if options.bootstrap is not None:
         return ExternalCluster(options.bootstrap, topic=topic)
     record_flushes = any(base_kind(f) == "lose-unflushed" for f in options.faults)
+    disk_errors = any(base_kind(f) == "disk-error" for f in options.faults)
     return OwnCluster(str(out / "data"), options.brokers, planted_faults=options.planted_faults,
-                      topic=topic, partitions=options.partitions, record_flushes=record_flushes)
+                      topic=topic, partitions=options.partitions, record_flushes=record_flushes,
+                      disk_errors=disk_errors)
 
 
 def _drive(options: RunOptions, ctx: WorkloadContext, target: Any, schedule: Sequence[FaultEvent],

@@ -85,7 +85,8 @@ class OwnCluster:
 
     def __init__(self, base_dir: str, brokers: int, *, configs: Mapping[str, str] | None = None,
                  planted_faults: Sequence[str] = (), topic: str = "", partitions: int = 1,
-                 replication_factor: int = 3, record_flushes: bool = False) -> None:
+                 replication_factor: int = 3, record_flushes: bool = False,
+                 disk_errors: bool = False) -> None:
         self.base_dir = base_dir
         self.partitions = partitions
         self.replication_factor = min(replication_factor, brokers)
@@ -93,6 +94,7 @@ class OwnCluster:
         self.configs = {**FAST_FAILOVER, **dict(configs or {})}
         self.planted_faults = tuple(planted_faults)
         self.record_flushes = record_flushes  # for lose_unflushed (testing/flushed_lengths.py)
+        self.disk_errors = disk_errors  # for fail_disk (testing/disk_faults.py)
         self.topic = topic
         self.etcd: Any = None
         self.cluster: ClusterProcesses | None = None
@@ -134,7 +136,8 @@ class OwnCluster:
                 os.path.join(self.base_dir, "cluster"), self.count, configs=self.configs, etcd=self.etcd,
                 ports=ports, advertised_ports=advertised,
                 metadata_urls={b: f"etcd://{r.address}" for b, r in self.relays.items()},
-                faults=self.planted_faults, record_flushes=self.record_flushes, log_level="WARNING",
+                faults=self.planted_faults + (("disk-error",) if self.disk_errors else ()),
+                record_flushes=self.record_flushes, log_level="WARNING",
             )
             self.cluster.start()
             # Explicit upstreams: clients reach the brokers' real ports, never the peer proxy.
@@ -184,6 +187,18 @@ class OwnCluster:
         cluster = self._cluster()
         if cluster.running(broker_id):
             cluster.restart(broker_id)
+        else:
+            cluster.start_broker(broker_id)
+
+    def fail_disk(self, broker_id: int) -> None:
+        if not self.disk_errors:
+            raise RuntimeError("disk-error needs brokers started with the disk fault")
+        self._cluster().fail_disk(broker_id)
+
+    def end_disk_error(self, broker_id: int) -> None:
+        cluster = self._cluster()
+        if cluster.running(broker_id):
+            cluster.withdraw_disk_failure(broker_id)
         else:
             cluster.start_broker(broker_id)
 
@@ -283,7 +298,7 @@ class ExternalCluster:
         raise RuntimeError("process faults need a cluster that verify started")
 
     lose_unflushed = _refuse_loss
-    kill = restart = pause = resume = isolate = reconnect = _refuse
+    kill = restart = pause = resume = isolate = reconnect = fail_disk = end_disk_error = _refuse
 
     def client_rule(self, broker_id: int, action: str, **kwargs: Any) -> object:
         api_key = kwargs.pop("api_key", None)

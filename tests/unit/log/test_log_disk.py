@@ -6,10 +6,11 @@ import errno
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ackly.errors import ErrorCode, KafkaError
+from ackly.errors import ErrorCode, KafkaError, StorageError
 from ackly.log import disk as disk_module
 from ackly.log.disk import Disk, RealDisk, SimDisk
 
@@ -83,7 +84,8 @@ def test_real_file_has_a_fileno_and_sim_file_has_none(tmp_path: Path) -> None:
 def test_real_append_failing_part_way_leaves_file_unchanged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    f = RealDisk().open(str(tmp_path / "seg.log"))
+    disk = RealDisk()
+    f = disk.open(str(tmp_path / "seg.log"))
     f.append(b"0123456789")
     real_pwrite = os.pwrite
     calls = 0
@@ -96,14 +98,47 @@ def test_real_append_failing_part_way_leaves_file_unchanged(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(disk_module.os, "pwrite", pwrite_then_enospc)
-    with pytest.raises(KafkaError) as caught:
+    with pytest.raises(StorageError) as caught:
         f.append(b"abcdefgh")
     assert caught.value.code == ErrorCode.kafka_storage_error
+    assert caught.value.errno == errno.ENOSPC and caught.value.path == f.path
     monkeypatch.undo()
     assert f.size() == 10
     assert os.path.getsize(tmp_path / "seg.log") == 10  # the partial bytes were cut back
-    assert f.append(b"X") == 10
-    assert f.read(0, 20) == b"0123456789X"
+    assert f.read(0, 20) == b"0123456789"
+    # The disk is offline now: every change is refused, reads still work.
+    assert disk.failure is caught.value
+    with pytest.raises(StorageError, match="offline since append to"):
+        f.append(b"X")
+    with pytest.raises(StorageError):
+        f.flush()
+    with pytest.raises(StorageError):
+        disk.write_atomic(str(tmp_path / "cp"), b"1")
+    with pytest.raises(StorageError):
+        disk.rename(f.path, f.path + ".x")
+    assert f.read(0, 20) == b"0123456789"
+    f.close()
+
+
+def test_real_failed_fsync_takes_the_disk_offline_and_no_later_fsync_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = RealDisk()
+    f = disk.open(str(tmp_path / "seg.log"))
+    f.append(b"abc")
+
+    def eio(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(disk_module, "_fdatasync", eio)
+    with pytest.raises(StorageError) as caught:
+        f.flush()
+    assert (caught.value.operation, caught.value.errno) == ("fsync", errno.EIO)
+    monkeypatch.undo()
+    # The retry would succeed on Linux and prove nothing: it is refused.
+    with pytest.raises(StorageError, match="offline since fsync"):
+        f.flush()
+    assert disk.failure is caught.value
     f.close()
 
 
@@ -196,3 +231,43 @@ def test_sim_full_disk_refuses_appends() -> None:
         f.append(b"too much")
     assert caught.value.code == ErrorCode.kafka_storage_error
     assert f.size() == 8
+
+
+def test_sim_failed_fsync_loses_the_unflushed_writes_and_takes_the_disk_offline() -> None:
+    for seed in range(50):
+        disk = SimDisk(random.Random(seed))
+        f = disk.open("/a.log")
+        f.append(b"durable")
+        f.flush()
+        f.append(b"-lost")
+        disk.fail_next("fsync", suffix=".log")
+        with pytest.raises(StorageError) as caught:
+            f.flush()
+        assert (caught.value.operation, caught.value.errno) == ("fsync", errno.EIO)
+        assert disk.failure is caught.value
+        assert f.read(0, 100) == b"durable-lost"  # the page cache still shows them
+        changes: list[tuple[Any, tuple[Any, ...]]] = [
+            (f.flush, ()), (f.append, (b"x",)), (f.truncate, (0,)),
+            (disk.write_atomic, ("/cp", b"1")), (disk.rename, ("/a.log", "/b")),
+        ]
+        for change, args in changes:
+            with pytest.raises(StorageError, match=r"offline since fsync /a\.log"):
+                change(*args)
+        disk.crash()  # the write-back never happens: only the flushed bytes are left
+        assert disk.read_file("/a.log") == b"durable"
+        assert disk.failure is None  # a new process on a working disk
+        disk.open("/a.log").append(b"!")
+
+
+def test_sim_armed_failure_waits_for_a_matching_file() -> None:
+    disk = SimDisk(random.Random(0))
+    disk.makedirs("/p")
+    index = disk.open("/p/0.index")
+    disk.fail_next("append to", suffix=".log", errno_code=errno.ENOSPC)
+    index.append(b"ok")
+    index.flush()
+    assert disk.armed and disk.failure is None
+    with pytest.raises(StorageError) as caught:
+        disk.open("/p/0.log").append(b"x")
+    assert caught.value.errno == errno.ENOSPC and not disk.armed
+    assert disk.read_file("/p/0.log") == b""
