@@ -122,7 +122,7 @@ TOPIC_CONFIG_DEFS: tuple[ConfigDef, ...] = (
     ConfigDef("unclean.leader.election.enable", Kind.BOOLEAN, False,
               "let an out-of-sync replica become leader (may lose acknowledged writes)",
               broker_synonym="unclean.leader.election.enable"),
-    # ackly's own: when appended bytes reach the disk (GUARANTEES.md rule 5).
+    # ackly's own: when appended bytes reach the disk (docs/guarantees.md rule 5).
     ConfigDef("flush.policy", Kind.STRING, "always",
               "always: fsync before acknowledging (group commit); interval: every "
               "flush.interval.ms; never: leave it to the OS",

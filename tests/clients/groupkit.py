@@ -1,4 +1,4 @@
-"""Consumer-group scenarios with real clients (GUARANTEES.md rules 24 and 25).
+"""Consumer-group scenarios with real clients (docs/guarantees.md rules 24 and 25).
 
 Each member is its own process (group_member.py for the Python clients, js/group_member.js for
 kafkajs) so a test can stop it cleanly, kill it with SIGKILL, or start another in its place.

@@ -1,7 +1,7 @@
 """aiokafka 0.14 against a real `ackly serve`: topics, records, offsets.
 
 aiokafka never uses flexible versions: it picks Produce v7, Fetch v11, ListOffsets v3,
-Metadata v5 (CLIENTS.md), so this covers the pre-flexible encoders. Idempotence is off by
+Metadata v5 (docs/clients.md), so this covers the pre-flexible encoders. Idempotence is off by
 default; the consumer has no group_id (assign + seek).
 """
 

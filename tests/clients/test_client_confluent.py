@@ -1,7 +1,7 @@
 """confluent-kafka (librdkafka 2.16) against a real `ackly serve`: topics, records, offsets.
 
 librdkafka picks Produce v10, Fetch v16 (topic ids), ListOffsets v7, Metadata v13 here
-(CLIENTS.md). Consumer groups are not implemented yet, so the consumer has a group.id (the
+(docs/clients.md). Consumer groups are not implemented yet, so the consumer has a group.id (the
 client insists) but only uses `assign()` with explicit offsets and never commits.
 """
 

@@ -1,7 +1,7 @@
 """kafka-python 3.0 against a real `ackly serve`: topics, records, offsets.
 
 kafka-python picks Produce v9, Fetch v12, ListOffsets v11 (flexible) and Metadata v13 here
-(CLIENTS.md). Its 3.x producer defaults to idempotence on, which needs InitProducerId (not
+(docs/clients.md). Its 3.x producer defaults to idempotence on, which needs InitProducerId (not
 implemented yet), so it is turned off explicitly. The consumer has no group_id: assign + seek.
 """
 

@@ -1,7 +1,7 @@
 """kafkajs 2.2.4 (Node) against a real `ackly serve`: topics, records, offsets.
 
 kafkajs picks Produce v7, Fetch v11, ListOffsets v3, Metadata v6 and never flexible versions
-(CLIENTS.md). Each step runs `node js/kafkajs_driver.js` once (see the `kafkajs` fixture).
+(docs/clients.md). Each step runs `node js/kafkajs_driver.js` once (see the `kafkajs` fixture).
 kafkajs has no group-less consumer, so records are read back with kafkajs's own Fetch request
 and record decoder, without its group protocol (see the comment at the top of the driver).
 kafkajs headers are an object, so this test uses no repeated header keys.

@@ -1,6 +1,6 @@
 """kcat 1.7.1 (librdkafka 2.0.2) against a real `ackly serve`: topics, records, offsets.
 
-kcat picks Produce v7, Fetch v11, ListOffsets v2, Metadata v4 (CLIENTS.md). It has no admin
+kcat picks Produce v7, Fetch v11, ListOffsets v2, Metadata v4 (docs/clients.md). It has no admin
 commands and no way to set a record's timestamp, so:
 - the topic is auto-created by kcat's own producer metadata request (num.partitions=2);
 - kcat produces partition 0 (keys and headers; librdkafka stamps the create time, checked to

@@ -1,5 +1,5 @@
 """Consumer groups with confluent-kafka (librdkafka): sharing, leaving, crashing, joining late,
-resuming after a restart (GUARANTEES.md rule 24), and static membership (rule 25)."""
+resuming after a restart (docs/guarantees.md rule 24), and static membership (rule 25)."""
 
 from __future__ import annotations
 

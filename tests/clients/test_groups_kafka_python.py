@@ -1,6 +1,6 @@
 """Consumer groups with kafka-python: three members share a topic, one leaves, one crashes, one
 joins late; every record is processed; after a restart the group resumes at its committed
-offsets; no partition has two owners in one generation (GUARANTEES.md rule 24)."""
+offsets; no partition has two owners in one generation (docs/guarantees.md rule 24)."""
 
 from __future__ import annotations
 

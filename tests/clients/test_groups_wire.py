@@ -1,7 +1,7 @@
 """The group APIs on the wire, against a real `ackly serve`, with hand-made requests.
 
 What no well-behaved client does on purpose: commit with a stale generation or as an unknown
-member (refused: GUARANTEES.md rule 24), restart a static member and check the generation
+member (refused: docs/guarantees.md rule 24), restart a static member and check the generation
 did not move, run two processes with one group.instance.id (the older is fenced: rule 25).
 Also the versions real clients use for the batch forms: FindCoordinator v4 (several keys),
 OffsetFetch v8 (several groups), LeaveGroup v3 (several members, by instance id), and

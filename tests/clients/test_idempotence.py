@@ -1,6 +1,6 @@
 """Idempotent producers (KIP-98) against a real `ackly serve`: exactly once, in order.
 
-GUARANTEES.md rules 15-17. Each test sends numbered records to one partition through the
+docs/guarantees.md rules 15-17. Each test sends numbered records to one partition through the
 fault proxy, which costs the producer its Produce responses (swallowed, or the connection
 reset before or after the broker read the request), or kills the broker with kill -9 after
 it appended a batch and before its answer reached the producer. The producer retries; the

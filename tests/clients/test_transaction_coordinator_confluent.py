@@ -1,4 +1,4 @@
-"""A confluent-kafka transactional producer against a real `ackly serve` (GUARANTEES.md rules
+"""A confluent-kafka transactional producer against a real `ackly serve` (docs/guarantees.md rules
 18-20): init, a committed transaction over two partitions, an aborted one, and a second
 producer instance with the same transactional.id fencing the first; a read_committed consumer
 reads exactly the committed records."""

@@ -1,7 +1,7 @@
 """Transactions as kafka-python's admin client sees and repairs them (KIP-664 tools, the calls
 behind kafka-transactions.sh): ListTransactions and DescribeTransactions at the coordinator,
 DescribeProducers at the partition leader, and an administrative abort (WriteTxnMarkers to the
-leader) of a hanging transaction that no coordinator knows of (GUARANTEES.md rules 18, 22).
+leader) of a hanging transaction that no coordinator knows of (docs/guarantees.md rules 18, 22).
 """
 
 from __future__ import annotations

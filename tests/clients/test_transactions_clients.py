@@ -1,4 +1,4 @@
-"""Transactions with each client's producer, read by each client's consumer (GUARANTEES.md
+"""Transactions with each client's producer, read by each client's consumer (docs/guarantees.md
 rules 1, 3, 18, 20, 21).
 
 One producer (confluent-kafka, kafka-python or aiokafka) writes four transactions to three

@@ -1,4 +1,4 @@
-"""Exactly-once with real clients against one `ackly serve` (GUARANTEES.md rules 19-23).
+"""Exactly-once with real clients against one `ackly serve` (docs/guarantees.md rules 19-23).
 
 - consume-transform-produce: three confluent-kafka processes (txn_process.py transform) read
   an input topic in one group and write an output topic, sending their input positions in

@@ -1,4 +1,4 @@
-"""Transactions across a broker crash (kill -9) and restart, with confluent-kafka (GUARANTEES.md
+"""Transactions across a broker crash (kill -9) and restart, with confluent-kafka (docs/guarantees.md
 rules 2, 6, 18, 20, 22).
 
 What the restarted broker rebuilds from its logs: the transaction coordinator's state (from

@@ -1,4 +1,4 @@
-"""Shared pieces of the transaction tests (GUARANTEES.md rules 18-23) with real clients.
+"""Shared pieces of the transaction tests (docs/guarantees.md rules 18-23) with real clients.
 
 - `TxnDriver`: one transactional producer of confluent-kafka, kafka-python or aiokafka behind
   one small interface (begin, send, flush, commit, abort), so a scenario reads the same

@@ -1,7 +1,7 @@
 """Replication with a real client: an in-process 3-broker cluster (ackly_cluster) and
 confluent-kafka (librdkafka) producing with acks=all, idempotence on, min ISR 2.
 
-GUARANTEES.md rules 7-13 and 16-17, as a user sees them: the leader is stopped abruptly while
+docs/guarantees.md rules 7-13 and 16-17, as a user sees them: the leader is stopped abruptly while
 the producer writes; leadership moves (a new leader epoch); every acknowledged record is
 consumed exactly once, in order; the stopped broker comes back and rejoins the ISR; followers'
 logs are byte-identical to the leader's. With the ISR below min ISR, acks=all is refused with

@@ -1,5 +1,5 @@
 """Exactly-once consume-transform-produce on three `ackly serve` processes while a broker dies
-(GUARANTEES.md rules 13, 18-22, 24), with confluent-kafka.
+(docs/guarantees.md rules 13, 18-22, 24), with confluent-kafka.
 
 Three processes (tests/clients/txn_process.py transform) read an input topic in one group and
 write an output topic, in transactions that carry their input positions (KIP-447); every

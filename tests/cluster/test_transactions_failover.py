@@ -1,4 +1,4 @@
-"""Failover in the middle of a transaction (GUARANTEES.md rules 18, 20, 22), on three
+"""Failover in the middle of a transaction (docs/guarantees.md rules 18, 20, 22), on three
 `ackly serve` processes with etcd and confluent-kafka: of the transaction coordinator during
 the transaction commit, and of a data partition's leader while the transaction is open.
 

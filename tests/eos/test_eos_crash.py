@@ -1,4 +1,4 @@
-"""Exactly once into a database under kill -9 (GUARANTEES.md s.7, last row; ackly.eos).
+"""Exactly once into a database under kill -9 (docs/guarantees.md s.7, last row; ackly.eos).
 
 A confluent-kafka consumer process (transfers.py) credits accounts from 2,000 transfer records
 over 3 partitions, in PostgreSQL and in SQLite. It is SIGKILLed at seeded points (after a

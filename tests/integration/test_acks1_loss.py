@@ -1,4 +1,4 @@
-"""acks=1 can lose acknowledged records on leader failover; acks=all cannot (GUARANTEES.md
+"""acks=1 can lose acknowledged records on leader failover; acks=all cannot (docs/guarantees.md
 rules 7, 12, 13).
 
 Three `ackly serve` processes on etcd, RF=3, min.insync.replicas=2, unclean election off,

@@ -1,4 +1,4 @@
-"""Three `ackly serve` processes on etcd, real clients, real faults (GUARANTEES.md rules 7-17).
+"""Three `ackly serve` processes on etcd, real clients, real faults (docs/guarantees.md rules 7-17).
 
 - The partition leader is killed with SIGKILL while an idempotent acks=all producer (min ISR 2)
   is mid-stream, and later restarted: every acknowledged record is consumed exactly once, in

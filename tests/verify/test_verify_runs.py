@@ -1,5 +1,5 @@
 """`ackly verify` end to end: its own 3-broker cluster (etcd + processes), real clients, real
-faults, and the verdict it reaches (GUARANTEES.md s.7-8).
+faults, and the verdict it reaches (docs/guarantees.md s.7-8).
 
 - the matrix: at-most-once loses records and never duplicates them under leader kills,
   at-least-once loses nothing, exactly-once neither (or is marked unfinished while the broker

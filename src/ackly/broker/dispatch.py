@@ -3,7 +3,7 @@
 Each handler module under `handlers/` declares API_KEY, MIN_VERSION, MAX_VERSION and
 `handle(node, ctx, request)`. Only what is in this table is advertised (librdkafka calls
 whatever it sees listed), and the ranges keep the pre-flexible versions that librdkafka needs
-to turn features on (CLIENTS.md).
+to turn features on (docs/clients.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Named fault points: deliberate bugs that tests and the simulator switch on by name.
 
-In the spirit of FoundationDB's BUGGIFY and Redpanda's failure probes (DESIGN.md s.7): each
+In the spirit of FoundationDB's BUGGIFY and Redpanda's failure probes: each
 point is a place in the core that can misbehave on purpose, so that a test can prove the
 checkers catch the bug it would cause. A point costs one set lookup and does nothing unless
 enabled; it can be enabled only through this object (`node.faults.enable(name)`), which only

@@ -1,6 +1,6 @@
 """What a BrokerNode asks its shell to carry, besides client answers and flushes.
 
-The core never opens a connection or awaits the metadata store (DESIGN.md s.1, s.4). It hands
+The core never opens a connection or awaits the metadata store (docs/architecture.md). It hands
 the shell two kinds of outputs and takes their outcomes back as inputs, with `now_ms`:
 
     BrokerNode.take_outputs() -> (list[PeerRequest], list[store Command])   drained; call it

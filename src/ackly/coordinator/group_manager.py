@@ -35,7 +35,7 @@ tombstones (OffsetDelete, DeleteGroups, expiry) remove committed offsets only: p
 are only ever resolved by their transaction's marker. Kafka's newer OffsetMetadataManager
 also drops the pending offsets a tombstone covers (and DeleteGroups writes tombstones for
 them); ackly keeps them, so that an offset sent in a transaction becomes visible with its
-commit whatever happened to the group meanwhile (GUARANTEES.md rule 21): a group deleted while
+commit whatever happened to the group meanwhile (docs/guarantees.md rule 21): a group deleted while
 a transaction holds offsets of it comes back, as a simple group, with the COMMIT marker.
 
 Invariants: every group here is alive (Dead groups are removed); `offsets` holds no empty
@@ -414,7 +414,7 @@ class GroupShard:
                        now_ms: int, fx: Effects, missing_group_error: ErrorCode) -> list[ErrorCode]:
         """OffsetCommit: one error per partition. A group-less commit (generation -1, no
         member) creates a simple group; any other commit needs a group that knows the member
-        in this generation (GUARANTEES.md rule 24)."""
+        in this generation (docs/guarantees.md rule 24)."""
         group = self.groups.get(group_id)
         if group is None:
             if generation >= 0:

@@ -9,7 +9,7 @@ from the log equals the shard that wrote it.
 
 Decisions: an operation that writes PrepareCommit or PrepareAbort also replies a `Decision`
 to the coordinator's decision waiter; the runtime delivers it once the record is committed,
-and only then are markers sent (the Prepare record is the decision point, GUARANTEES.md rule
+and only then are markers sent (the Prepare record is the decision point, docs/guarantees.md rule
 18). Loading a shard hands every transaction found in a Prepare state to the same waiter, so
 a new coordinator finishes what the old one decided.
 
@@ -330,7 +330,7 @@ class TransactionShard:
 
     def abort_timed_out(self, now_ms: int, fx: Effects) -> None:
         """Kafka's abortTimedOutTransactions: fence the producer (epoch bump) and abort, so the
-        LSO of every partition of the transaction moves on (GUARANTEES.md rule 22)."""
+        LSO of every partition of the transaction moves on (docs/guarantees.md rule 22)."""
         for meta in list(self.txns.values()):
             if meta.state != TxnState.ONGOING or meta.start_ms + meta.timeout_ms >= now_ms:
                 continue

@@ -1,4 +1,4 @@
-"""Exactly-once from Kafka into a SQL database: the idempotent consumer (GUARANTEES.md s.7).
+"""Exactly-once from Kafka into a SQL database: the idempotent consumer (docs/guarantees.md s.7).
 
 A sink stores each partition's consumed position (group, topic, partition, next offset) in
 the same local database transaction as the effect of the records, and starts every assigned

@@ -15,7 +15,7 @@ On-disk layout of a partition directory (`<topic>-<partition>/`):
                                               producer_state.py)
     leader-epoch-checkpoint                   where each leader epoch starts (leader_epoch.py)
 
-Invariants (GUARANTEES.md rules 1, 2, 4, 6):
+Invariants (docs/guarantees.md rules 1, 2, 4, 6):
 - log_start_offset <= high_watermark <= log_end_offset, and recovery_point <= log_end_offset.
 - Segments are sorted by base offset and contiguous: each segment's next offset is the next
   segment's base offset; only the last (active) segment takes appends.
@@ -32,7 +32,7 @@ Invariants (GUARANTEES.md rules 1, 2, 4, 6):
   in its segment's `.txnindex` (written at the append, leader and follower alike; truncated
   with the log; rebuilt by recovery for every segment it re-scans, by replaying the producer
   state from a snapshot at or below the first re-scanned offset).
-- log_start_offset <= last_stable_offset <= high_watermark (GUARANTEES.md rule 2).
+- log_start_offset <= last_stable_offset <= high_watermark (docs/guarantees.md rule 2).
 
 Visibility and durability: an append is visible to `read` on return, durable once a flush
 that covers it completes (`begin_flush` / `FlushJob.run` / `complete_flush`), and committed

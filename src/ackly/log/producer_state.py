@@ -6,7 +6,7 @@ metadata of its last 5 batches (sequence range, offset range, timestamp), its la
 and when it last appended; the checks a client's batch must pass before it is appended; and
 the `<offset>.snapshot` files that let recovery skip most of the log.
 
-What a client append meets (GUARANTEES.md rules 15 and 17), checked for every batch of the
+What a client append meets (docs/guarantees.md rules 15 and 17), checked for every batch of the
 request before anything is written, so a refused request writes nothing:
 - same epoch, same sequence range as one of the producer's last 5 batches: a duplicate (a
   retry whose first answer was lost). Nothing is written; the append answers with the

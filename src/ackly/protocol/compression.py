@@ -13,7 +13,7 @@ Invariants:
 - What `compress` writes every client can read: gzip members, raw snappy, LZ4 frames with
   independent 64 KiB blocks, single zstd frames.
 
-What each client sends (see CLIENTS.md): librdkafka sends raw snappy and zstd frames without a
+What each client sends (see docs/clients.md): librdkafka sends raw snappy and zstd frames without a
 content size; kafka-python sends xerial-framed snappy; the Java client sends xerial-framed
 snappy and LZ4 frames with independent blocks (Kafka's KafkaLZ4BlockOutputStream).
 """

@@ -8,7 +8,7 @@ HW. Nothing here does I/O or talks to the controller: the broker applies the met
 (`record_follower_fetch`), asks what ISR change is due (`isr_to_shrink`, `isr_to_expand`) and
 sends it through the cluster member itself.
 
-HW (GUARANTEES.md rules 2, 7-9): on the leader, the smallest LEO over the *maximal* ISR (the
+HW (docs/guarantees.md rules 2, 7-9): on the leader, the smallest LEO over the *maximal* ISR (the
 committed ISR plus the members of a change in flight: while an expansion waits for the store,
 the new member already counts, so HW never passes what a replica the controller may elect
 lacks; Kafka's maximalIsr). With `flush.policy=always` the leader's own term is its recovery

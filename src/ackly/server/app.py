@@ -1,6 +1,6 @@
 """The asyncio shell around one BrokerNode: sockets, the clock, timers and the flusher thread.
 
-This is the only layer that knows asyncio (DESIGN.md s.1). It feeds the node decoded frames
+This is the only layer that knows asyncio (docs/architecture.md). It feeds the node decoded frames
 with `now_ms`, arms one timer for the node's next deadline, and runs flushes in a single
 worker thread: while one group flush runs, new appends collect for the next one, so a burst of
 concurrent producers shares each fsync (group commit).

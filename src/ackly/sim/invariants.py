@@ -2,7 +2,7 @@
 
 Owns the checkers; each raises `InvariantViolation` with the rule it saw broken.
 
-After every event (GUARANTEES.md rules 2, 10, 11, 12; Kafka's Raft simulation checks the same
+After every event (docs/guarantees.md rules 2, 10, 11, 12; Kafka's Raft simulation checks the same
 kinds of things):
 - `MetadataObserver`, an independent store client watching every key from revision 1: every
   partition state written keeps its own invariants (ISR within replicas, leader in ISR), one

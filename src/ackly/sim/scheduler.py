@@ -10,7 +10,7 @@ Invariants:
   (time, sequence) order; two events at one time run in the order they were scheduled, so a
   FIFO link stays FIFO when its messages land in the same millisecond.
 - One event runs at a time, to completion, and nothing runs between events but the run loop's
-  own checks (invariants after every event, STYLE.md "invariants after every step").
+  own checks (invariants after every event, as TigerBeetle and FoundationDB check them).
 - Everything is a function of the seed: no wall clock, no threads, no unordered iteration.
 """
 

@@ -1,4 +1,4 @@
-"""What must hold for transactions at the end of a simulated history (KIP-98; GUARANTEES.md's
+"""What must hold for transactions at the end of a simulated history (KIP-98; docs/guarantees.md's
 transaction rules), after the liveness phase healed everything and the cluster converged.
 
 Owns `check_transactions` and `marker_outcomes`. Any answer the producer has no rule for is a

@@ -6,7 +6,7 @@
 starts the normal `ackly` command line (everything after `--`) in a process whose broker node
 has the named fault points of `ackly.broker.faults` enabled from the moment it is built. This
 module is the only way a broker process gets a fault point: `ackly serve` has no such option,
-and no config reaches `FaultPoints` (DESIGN.md s.7). `BrokerProcess(faults=...)` and
+and no config reaches `FaultPoints` (broker/faults.py). `BrokerProcess(faults=...)` and
 `ClusterProcesses(faults=...)` start brokers through it.
 
 `--fault disk-error` is a fault of the disk, not of the node: the broker gets a real disk whose

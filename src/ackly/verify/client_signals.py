@@ -1,6 +1,6 @@
 """What the clients themselves say went wrong, read from the history's error fields.
 
-producer-state-lost (GUARANTEES.md rules 16-17): an idempotent producer was told by a broker
+producer-state-lost (docs/guarantees.md rules 16-17): an idempotent producer was told by a broker
 that its producer id or sequence is unknown there (UNKNOWN_PRODUCER_ID, or a sequence gap:
 OUT_OF_ORDER_SEQUENCE_NUMBER) on a partition where it already had a send acknowledged (the
 producer client is the send op's extra "producer"). With acks=all and unclean leader election off, every batch a

@@ -4,7 +4,7 @@ confluent-kafka (librdkafka) is the default; kafka-python and aiokafka are selec
 call is bounded by a timeout. A record's value is the decimal text of the workload's integer
 `v`; records whose value is not such an integer (someone else's data) are skipped on read.
 
-How a send's outcome is classified (GUARANTEES.md s.8): "ok" when the client reports the write
+How a send's outcome is classified (docs/guarantees.md s.8): "ok" when the client reports the write
 acknowledged; "fail" only when the write cannot have happened (refused before any request left,
 or refused by the broker before the append with no earlier attempt that might have landed:
 retries off); "info" otherwise (a timeout, a lost connection, NOT_ENOUGH_REPLICAS_AFTER_APPEND,

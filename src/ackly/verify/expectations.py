@@ -1,4 +1,4 @@
-"""What each delivery semantics promises (GUARANTEES.md s.7), as the anomalies it allows.
+"""What each delivery semantics promises (docs/guarantees.md s.7), as the anomalies it allows.
 
 A run passes when every anomaly that occurred is allowed: by the semantics (at-most-once may
 lose, at-least-once may duplicate, exactly-once neither), by a configuration the run chose on
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-# In the order reports list them (GUARANTEES.md s.8).
+# In the order reports list them (docs/guarantees.md s.8).
 ANOMALIES: tuple[str, ...] = (
     "lost-write",
     "unseen",

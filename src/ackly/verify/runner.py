@@ -1,6 +1,6 @@
 """One verify run, start to verdict: cluster, workload, faults, healing, final reads, check, report.
 
-A run (GUARANTEES.md s.7-8):
+A run (docs/guarantees.md s.7-8):
 1. starts its own cluster (targets.OwnCluster: etcd + N `ackly serve` processes behind fault
    proxies) or, with `bootstrap`, uses a running one (targets.ExternalCluster);
 2. creates the workload's topic with the semantics' topic settings;

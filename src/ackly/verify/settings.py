@@ -1,6 +1,6 @@
 """What one verify run asks of the clients and the topic: the semantics presets and `--set`.
 
-A preset (GUARANTEES.md s.7) fixes the producer's settings, the consumer's, the topic's and
+A preset (docs/guarantees.md s.7) fixes the producer's settings, the consumer's, the topic's and
 when the consumer's offset commit happens relative to processing:
 
 | semantics | producer | consumer | topic | offset commit |

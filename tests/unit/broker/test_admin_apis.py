@@ -133,7 +133,7 @@ def test_advertised_ranges_are_registered_and_known_to_kio() -> None:
         spec = TABLE[module.API_KEY]
         assert (spec.min_version, spec.max_version) == (module.MIN_VERSION, module.MAX_VERSION)
         assert set(versions(module)) <= set(known_versions(module.API_KEY))
-    # the ranges real clients pick (CLIENTS.md); kio has no DescribeConfigs v0
+    # the ranges real clients pick (docs/clients.md); kio has no DescribeConfigs v0
     assert (TABLE[32].min_version, TABLE[32].max_version) == (1, 4)
     assert (TABLE[33].min_version, TABLE[33].max_version) == (0, 2)
     assert (TABLE[37].min_version, TABLE[37].max_version) == (0, 3)

@@ -6,7 +6,7 @@ store gives) but moves command results around them at random and holds some mess
 a later round, so members see results before or after the watch events of the same write.
 
 `Observer` is an independent store client that watches everything from the first revision and
-checks, event by event, the invariants of the metadata history (GUARANTEES.md rules 10 and 12):
+checks, event by event, the invariants of the metadata history (docs/guarantees.md rules 10 and 12):
 one leader per leader epoch, epochs never fall, a new leader was a live ISR member when elected
 (or the election was an allowed unclean one), the ISR stays within the replicas.
 """

@@ -1,6 +1,6 @@
 """The classic group protocol, driven request by request with a virtual clock.
 
-Each test plays one situation from Kafka's rules (GUARANTEES.md rules 24 and 25) against the
+Each test plays one situation from Kafka's rules (docs/guarantees.md rules 24 and 25) against the
 coordinator on in-memory logs, checks the group's invariants, and ends by rebuilding the
 coordinator from the records and comparing what they say with the live state.
 """

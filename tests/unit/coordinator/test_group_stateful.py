@@ -277,7 +277,7 @@ class GroupMachine(RuleBasedStateMachine):
             return
         (error,) = box.value
         if error is E.none:
-            # GUARANTEES.md rule 24: only the current generation's members (or nobody, while
+            # docs/guarantees.md rule 24: only the current generation's members (or nobody, while
             # the group is empty) may commit.
             if generation < 0:
                 assert before is None or before[0] is EMPTY, f"group-less commit accepted in {before}"

@@ -1,5 +1,5 @@
 """Offsets sent in a transaction (TxnOffsetCommit, KIP-98/KIP-447) on the group coordinator,
-driven by hand with a virtual clock (GUARANTEES.md rule 21).
+driven by hand with a virtual clock (docs/guarantees.md rule 21).
 
 A transaction marker is played the way the broker plays it: a control batch appended to the
 group's shard log, then `complete_transaction`. Every test ends by rebuilding the coordinator

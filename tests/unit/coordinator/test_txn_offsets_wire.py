@@ -1,5 +1,5 @@
 """TxnOffsetCommit on the wire against an in-process BrokerNode (encoded kio frames through
-dispatch and the handlers), across a restart (GUARANTEES.md rules 21 and 23).
+dispatch and the handlers), across a restart (docs/guarantees.md rules 21 and 23).
 
 Most tests play the transaction coordinator's part by hand, with KIP-890 verification off: the
 TxnOffsetCommit a producer sends after AddOffsetsToTxn, then the WriteTxnMarkers a coordinator

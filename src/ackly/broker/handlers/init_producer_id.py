@@ -3,7 +3,7 @@
 Without a transactional id any broker answers (there is no coordinator to find): a fresh id
 with epoch 0, or, when the request carries the producer's id and epoch (v3+), that id with the
 next epoch (see coordinator/producer_ids.py). v0 must stay advertised: librdkafka turns
-idempotence on only if it is (CLIENTS.md).
+idempotence on only if it is (docs/clients.md).
 
 With a transactional id the request goes to the transaction coordinator of that id
 (coordinator/transaction_state.py, Kafka's TransactionCoordinator.handleInitProducerId): a

@@ -2,7 +2,7 @@
 
 Per partition, checked here: the group id is not empty (INVALID_GROUP_ID) and the topic
 partition exists (UNKNOWN_TOPIC_OR_PARTITION), as Kafka's KafkaApis does; then the group
-decides (GUARANTEES.md rule 24): a member of the current generation may commit (not while its
+decides (docs/guarantees.md rule 24): a member of the current generation may commit (not while its
 assignment is being decided: REBALANCE_IN_PROGRESS), a stale generation gets
 ILLEGAL_GENERATION, an unknown member UNKNOWN_MEMBER_ID, and a commit with generation -1 and
 no member (a consumer without group management, or an admin tool) only while the group has no

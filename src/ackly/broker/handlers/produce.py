@@ -1,6 +1,6 @@
 """Produce (key 0): validate batches, append them, answer when acks and flush.policy allow.
 
-Per partition (DESIGN.md s.3): check the topic exists and the batches' framing, magic and
+Per partition (docs/architecture.md, "A produce request"): check the topic exists and the batches' framing, magic and
 CRC, then what Kafka's LogValidator checks (protocol/batch_validation.py: offsets, counts,
 producer fields, KIP-937 timestamps, compressed batches record by record; uncompressed
 records are not decoded); patch base offsets and append the bytes as they came. Batches
@@ -13,7 +13,7 @@ acks=all, below HW; on timeout the unfinished partitions get
 REQUEST_TIMED_OUT, which is indeterminate for the client: the write may still surface.
 acks=0 gets no answer at all.
 
-In a cluster (GUARANTEES.md rules 7-10, 14): only the leader appends (NOT_LEADER_OR_FOLLOWER
+In a cluster (docs/guarantees.md rules 7-10, 14): only the leader appends (NOT_LEADER_OR_FOLLOWER
 elsewhere); acks=all is refused before the append with NOT_ENOUGH_REPLICAS while the ISR is
 below min.insync.replicas, and answered NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank
 below it by the time HW passed the batch; a leader that loses its leadership (or its epoch)

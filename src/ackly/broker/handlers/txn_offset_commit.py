@@ -12,7 +12,7 @@ not exist, come with generation -1 and are accepted.
 The offsets are written to `__consumer_offsets` in a transactional batch of the producer (id
 and epoch; an older epoch is refused by the log: INVALID_PRODUCER_EPOCH). They stay *pending*,
 invisible to OffsetFetch, until the transaction's marker reaches that partition: COMMIT makes
-them the group's committed offsets, ABORT drops them (GUARANTEES.md rule 21). The answer waits
+them the group's committed offsets, ABORT drops them (docs/guarantees.md rule 21). The answer waits
 until the records are committed to the log, like an offset commit's.
 
 KIP-890 part 1 (Kafka's GroupCoordinator.handleTxnCommitOffsets since 3.6): with
@@ -21,7 +21,7 @@ the group's `__consumer_offsets` partition, the transaction coordinator is asked
 that partition is in the producer's ongoing transaction; a refusal is every partition's answer
 (NETWORK_EXCEPTION becomes COORDINATOR_LOAD_IN_PROGRESS, which old clients retry), so a
 TxnOffsetCommit delayed past the end of its transaction cannot open a new one on the
-partition (GUARANTEES.md rule 23). The partition's verification guard is checked again right
+partition (docs/guarantees.md rule 23). The partition's verification guard is checked again right
 before the append: a marker that landed meanwhile voids it (INVALID_TXN_STATE).
 
 Versions 0-3; v4+ belongs to transaction version 2 (KIP-890 part 2), not offered.

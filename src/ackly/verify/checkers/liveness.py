@@ -1,4 +1,4 @@
-"""Liveness after healing (GUARANTEES.md rule 22; TigerBeetle's "a healed core converges").
+"""Liveness after healing (docs/guarantees.md rule 22; TigerBeetle's "a healed core converges").
 
 The final phase is the client ops whose extra has "final": true, and every op after the last
 nemesis op. For each key the final phase assigned or read (or whose topic it subscribed

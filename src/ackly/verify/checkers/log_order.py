@@ -1,5 +1,5 @@
 """Checkers of the log's shape: one offset holds one value, one value sits at one offset, and one
-producer's sends land in send order (GUARANTEES.md rules 1, 15, 17)."""
+producer's sends land in send order (docs/guarantees.md rules 1, 15, 17)."""
 
 from __future__ import annotations
 

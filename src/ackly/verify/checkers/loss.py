@@ -1,4 +1,4 @@
-"""Checkers of loss: acknowledged sends that the log no longer gives back (GUARANTEES.md rules 6,
+"""Checkers of loss: acknowledged sends that the log no longer gives back (docs/guarantees.md rules 6,
 12, 13). The two findings split those sends in two, so none is counted twice:
 - lost-write: no poll ever returned it, though polls reached its offset or beyond: it is gone;
 - unseen: lost or late. Where the runner marked final reads (extra "final": fresh readers from the

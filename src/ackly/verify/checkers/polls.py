@@ -1,5 +1,5 @@
 """Checkers of one consumer's position: it only moves forward, one record at a time, between
-resets (an assign, subscribe, seek or rebalance; see model.Segment). GUARANTEES.md rules 1, 3, 24.
+resets (an assign, subscribe, seek or rebalance; see model.Segment). docs/guarantees.md rules 1, 3, 24.
 
 A gap is a skip only when a record the consumer should have returned is known to sit inside it:
 control batches (transaction markers) take offsets no poll returns, and a read_committed consumer

@@ -1,4 +1,4 @@
-"""The exactly-once sink (GUARANTEES.md s.7, last row): each acknowledged record applied once.
+"""The exactly-once sink (docs/guarantees.md s.7, last row): each acknowledged record applied once.
 
 The history's last ok "sink-read" op holds the sink's final contents, {key: [[offset, v, times]]}.
 A record is (key, offset): the sink stores the position with the effect, so it applies each

@@ -1,4 +1,4 @@
-"""Checkers of transactions and producer fencing (GUARANTEES.md rules 19, 20, 23; KIP-98, KIP-890).
+"""Checkers of transactions and producer fencing (docs/guarantees.md rules 19, 20, 23; KIP-98, KIP-890).
 
 - aborted-read (G1a): a read of a write that definitely did not happen: a failed send (by any
   reader) or a write of an aborted transaction (by a read_committed reader; read_uncommitted

@@ -1,4 +1,4 @@
-"""The exactly-once sink workload (GUARANTEES.md s.7, last row): Kafka into SQLite, exactly once.
+"""The exactly-once sink workload (docs/guarantees.md s.7, last row): Kafka into SQLite, exactly once.
 
 Producers are the queue workload's (idempotent, acks=all). Sink workers consume the topic in
 one group with the idempotent consumer of `ackly.eos` (confluent-kafka), and apply every record
