@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Iterator, Mapping
 
+from ackly.errors import ConfigError
 from ackly.server.app import BrokerServer
 
 log = logging.getLogger("ackly")
@@ -88,6 +89,9 @@ def run_serve(
     except DataDirInUse as exc:
         print(f"ackly: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # one only the running broker can check (a host to resolve)
+        print(f"ackly: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"ackly: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
         return 1
