@@ -32,7 +32,8 @@ from ackly.types import TopicPartition
 
 log = logging.getLogger("ackly.server")
 
-# At most one warning a period about refused connections (a flood must not flood the log).
+# At most one warning a period about refused connections or a full request memory pool (a
+# flood must not flood the log).
 REFUSAL_LOG_PERIOD_S = 10.0
 # The sweep for idle and silent connections runs this often at most (and at least a quarter
 # of the shortest timeout, so a connection is closed within 1.25 x its timeout).
@@ -100,6 +101,7 @@ class BrokerServer:
         )
         self._refused_since_log: dict[str, int] = {}
         self._refusal_logged_s: float | None = None
+        self._pool_logged_s: float | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
         # Closed by the sweep, by reason (for the admin view and tests).
         self.expired: dict[str, int] = {"connections.max.idle.ms": 0,
@@ -194,12 +196,19 @@ class BrokerServer:
         if not pool.adjust(delta_bytes):
             return
         if pool.exhausted:
-            log.info("request memory pool full (%d of %d bytes, queued.max.request.bytes): "
-                     "reading paused", pool.used_bytes, pool.capacity_bytes)
+            now = asyncio.get_running_loop().time()
+            if self._pool_logged_s is None or now - self._pool_logged_s >= REFUSAL_LOG_PERIOD_S:
+                log.warning(
+                    "request memory pool full (%d of %d bytes, queued.max.request.bytes): "
+                    "reading paused until answers free memory (%d times so far); at most one "
+                    "such line every %.0f s", pool.used_bytes, pool.capacity_bytes,
+                    pool.exhaustions, REFUSAL_LOG_PERIOD_S,
+                )
+                self._pool_logged_s = now
             for conn in self.connections:
                 conn.set_memory_paused(not pool.may_read(conn))
         else:
-            log.info("request memory pool has room again: reading resumed")
+            log.debug("request memory pool has room again: reading resumed")
             for conn in self.connections:
                 conn.set_memory_paused(False)
 
