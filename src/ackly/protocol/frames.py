@@ -33,6 +33,9 @@ _SIZE = struct.Struct(">i")
 SMALL_BUFFER_BYTES = 256 * 1024
 LARGE_FRAME_BYTES = 64 * 1024
 GROW_MIN_BYTES = 64 * 1024
+# What a growing buffer is extended with (calloc'd: its pages cost nothing until read).
+_ZEROS = bytes(1024 * 1024)
+_ZEROS_VIEW = memoryview(_ZEROS)
 
 
 class FrameError(AcklyError):
@@ -77,9 +80,13 @@ class FrameDecoder:
         large = self._large
         if large is not None:
             if self._large_got == len(large):
-                grown = bytearray(len(large) + self.growth_bytes())
-                grown[: self._large_got] = large
-                self._large = large = grown
+                # Grow in place: realloc can move a large block without copying it (mremap),
+                # where a new buffer would copy everything received so far.
+                need = self.growth_bytes()
+                while need:
+                    step = min(need, len(_ZEROS))
+                    large.extend(_ZEROS_VIEW[:step])
+                    need -= step
             return memoryview(large)[self._large_got :]
         pending = len(self._pending)
         if pending:
@@ -102,39 +109,39 @@ class FrameDecoder:
 
     def _parse(self, end: int) -> None:
         """Take every complete frame out of scratch[:end]; keep the incomplete rest."""
-        buf = self._scratch
-        start = 0
-        while self._error is None:
-            available = end - start
-            if available < 4:
-                break
-            (size,) = _SIZE.unpack_from(buf, start)
-            if size < 0:
-                self._error = FrameError(f"negative frame size {size}")
-                return
-            if size > self._max_frame_bytes:
-                self._error = FrameError(
-                    f"frame of {size} bytes exceeds socket.request.max.bytes {self._max_frame_bytes}"
-                )
-                return
-            body_start = start + 4
-            if available - 4 >= size:
-                with memoryview(buf) as view:
+        with memoryview(self._scratch) as view:
+            start = 0
+            while True:
+                available = end - start
+                if available < 4:
+                    break
+                (size,) = _SIZE.unpack_from(view, start)
+                if size < 0:
+                    self._error = FrameError(f"negative frame size {size}")
+                    return
+                if size > self._max_frame_bytes:
+                    self._error = FrameError(
+                        f"frame of {size} bytes exceeds socket.request.max.bytes "
+                        f"{self._max_frame_bytes}"
+                    )
+                    return
+                body_start = start + 4
+                if available - 4 >= size:
                     self._frames.append(bytes(view[body_start : body_start + size]))
-                start = body_start + size
-                continue
-            body_available = available - 4
-            if size > self._large_frame_bytes and body_available > 0:
-                capacity = min(size, max(2 * body_available, self._grow_min_bytes))
-                large = bytearray(capacity)
-                large[:body_available] = buf[body_start:end]
-                self._large = large
-                self._large_size = size
-                self._large_got = body_available
-                return
-            break
-        if start < end:
-            self._pending[:] = buf[start:end]
+                    start = body_start + size
+                    continue
+                body_available = available - 4
+                if size > self._large_frame_bytes and body_available > 0:
+                    capacity = min(size, max(2 * body_available, self._grow_min_bytes))
+                    large = bytearray(capacity)
+                    large[:body_available] = view[body_start:end]
+                    self._large = large
+                    self._large_size = size
+                    self._large_got = body_available
+                    return
+                break
+            if start < end:
+                self._pending[:] = view[start:end]
 
     def growth_bytes(self) -> int:
         """Bytes the next get_buffer() will allocate (0: it receives into what is held)."""
