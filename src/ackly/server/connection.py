@@ -19,7 +19,8 @@ Resources (the server owns the limits; a connection reports what it holds):
   none is left (a quota's throttle would be one more bit).
 - `activity` changes on every read and write and `established` turns on with the first
   complete request: the server's sweep closes idle connections and those that never send a
-  first request from them.
+  first request from them. (Where a listener authenticates, `established` is the place to
+  wait for the end of authentication instead.)
 """
 
 from __future__ import annotations
