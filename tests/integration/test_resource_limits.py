@@ -303,3 +303,58 @@ def test_a_connection_that_never_completes_a_first_request_is_closed(ackly_proce
         assert time.monotonic() - started >= 0.5
         # The connection that completed its first request is not affected.
         assert api_versions(good).error_code == ErrorCode.none
+
+
+# --- connection limits in-process (fast) ----------------------------------------------------
+
+
+def _is_refused(client: WireClient) -> bool:
+    """True when the broker closed the connection at accept (EOF before any request)."""
+    client.sock.settimeout(10)
+    try:
+        return client.sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_max_connections_refuses_new_connections_and_keeps_the_open_ones(tmp_path) -> None:
+    broker = InProcessBroker(str(tmp_path / "d"), {"max.connections": "3"}).start()
+    try:
+        admitted = [WireClient(broker.bootstrap) for _ in range(3)]
+        for c in admitted:
+            assert api_versions(c).error_code == ErrorCode.none
+        extra = WireClient(broker.bootstrap)
+        assert _is_refused(extra)
+        extra.close()
+        for c in admitted:  # the open ones keep working
+            assert api_versions(c).error_code == ErrorCode.none
+        admitted.pop().close()
+        assert broker.server is not None
+        server = broker.server
+        wait_until(lambda: broker.call(lambda: server.limits.open_connections) == 2, 10,
+                   "the broker to see the close")
+        with WireClient(broker.bootstrap) as again:  # a freed slot is usable
+            assert api_versions(again).error_code == ErrorCode.none
+        assert broker.call(lambda: server.limits.refused["max.connections"]) == 1
+        for c in admitted:
+            c.close()
+    finally:
+        broker.stop()
+
+
+def test_a_per_ip_override_by_host_name_applies_to_its_addresses(tmp_path) -> None:
+    """`localhost:3` lifts the per-IP limit of 1 to 3 for 127.0.0.1 (the name is resolved at
+    start-up); the fourth connection from it is refused."""
+    broker = InProcessBroker(str(tmp_path / "d"), {
+        "max.connections.per.ip": "1", "max.connections.per.ip.overrides": "localhost:3",
+    }).start()
+    try:
+        clients = [WireClient(broker.bootstrap) for _ in range(3)]
+        for c in clients:
+            assert api_versions(c).error_code == ErrorCode.none
+        with WireClient(broker.bootstrap) as fourth:
+            assert _is_refused(fourth)
+        for c in clients:
+            c.close()
+    finally:
+        broker.stop()

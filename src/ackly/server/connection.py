@@ -109,7 +109,7 @@ class Connection(asyncio.BufferedProtocol):
             self.slots.clear()
             if self._receiving_large:
                 self._receiving_large = False
-                self.server.pool.set_receiving(self, False)
+                self.server.set_receiving(self, False)  # the next large frame may go on
             self.server.pool_adjust(-released)
             self.server.release(self)
         if self._writer_task is not None:
