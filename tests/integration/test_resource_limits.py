@@ -193,6 +193,67 @@ def test_thousand_length_prefixes_of_100_mib_cost_almost_nothing(ackly_process) 
                 s.close()
 
 
+def test_partial_frames_hold_no_more_than_the_pool(ackly_process) -> None:
+    """Eight connections each send 20 MiB of a 100 MiB frame into a 32 MiB pool: the broker
+    stops reading when the pool is full (only the oldest frame may go on), so its memory grows
+    by about the pool and one frame, not by everything sent; once they close, a real client
+    produces and consumes."""
+    broker: BrokerProcess = ackly_process(configs={
+        "queued.max.request.bytes": str(32 * MiB),
+        "connections.first.request.timeout.ms": "-1",
+    })
+    assert broker.proc is not None
+    pid = broker.proc.pid
+    produce_and_consume(broker.bootstrap, count=20, value_bytes=1024)
+    before = vm_rss_bytes(pid)
+    chunk = bytes(256 * 1024)
+    socks = []
+    try:
+        remaining = {}
+        for _ in range(8):
+            s = socket.create_connection(("127.0.0.1", broker.port), timeout=10)
+            s.sendall(struct.pack(">i", 100 * MiB))
+            s.setblocking(False)
+            socks.append(s)
+            remaining[s] = 20 * MiB
+        writable = selectors.DefaultSelector()
+        for s in socks:
+            writable.register(s, selectors.EVENT_WRITE)
+        deadline = time.monotonic() + 60
+        # Send until the broker has said the pool is full and no socket has taken a byte for
+        # half a second (the broker stopped reading; the kernel's buffers are full).
+        while time.monotonic() < deadline:
+            ready = writable.select(timeout=0.5)
+            if not ready:
+                if any("request memory pool full" in line for line in broker.output):
+                    break
+                continue
+            for key, _ in ready:
+                s = key.fileobj
+                assert isinstance(s, socket.socket)
+                try:
+                    sent = s.send(chunk[: min(len(chunk), remaining[s])])
+                except BlockingIOError:
+                    continue
+                remaining[s] -= sent
+                if not remaining[s]:
+                    writable.unregister(s)
+            if not writable.get_map():
+                break
+        writable.close()
+        assert any("request memory pool full" in line for line in broker.output)
+        after = vm_rss_bytes(pid)
+        sent_mib = sum(20 * MiB - r for r in remaining.values()) / MiB
+        print(f"sent {sent_mib:.0f} MiB of partial frames; VmRSS {before / 1e6:.1f} MB before, "
+              f"{after / 1e6:.1f} MB with the pool full")
+        # The pool (32 MiB), the exempt frame's buffer (at most 2 x its 20 MiB) and slack.
+        assert after - before < 110 * MiB
+    finally:
+        for s in socks:
+            s.close()
+    produce_and_consume(broker.bootstrap, count=50, value_bytes=1024)
+
+
 def _attempts_refused(port: int, source: str, count: int, deadline: float) -> int:
     """Open `count` connections from `source` in waves; return how many the broker closed
     without reading (EOF or reset before we sent anything)."""
