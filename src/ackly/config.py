@@ -11,7 +11,7 @@ a bad value is refused with the key and the reason, never coerced.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -45,9 +45,17 @@ class ConfigDef:
     choices: tuple[str, ...] | None = None
     broker_synonym: str | None = None  # the broker-wide default for a topic config
     read_only: bool = False
+    # A further check of the parsed value: returns why it is refused, or None.
+    check: Callable[[Any], str | None] | None = None
 
     def parse(self, raw: str) -> Any:
         """Turn a string from the wire or the command line into a typed value, or refuse it."""
+        value = self._parse(raw)
+        if self.check is not None and (reason := self.check(value)) is not None:
+            raise ConfigError(self.name, reason)
+        return value
+
+    def _parse(self, raw: str) -> Any:
         if self.kind in (Kind.INT, Kind.LONG):
             try:
                 value: Any = int(raw.strip())
@@ -86,6 +94,45 @@ class ConfigDef:
 
 
 _WEEK_MS = 7 * 24 * 60 * 60 * 1000
+_INT_MAX = 2**31 - 1
+_MiB = 1024 * 1024
+
+
+def parse_connection_overrides(raw: str) -> dict[str, int]:
+    """`host:count,host:count` (Kafka's max.connections.per.ip.overrides) as {host: count};
+    raises ValueError saying which entry is wrong. An IPv6 host is written bare
+    (`::1:5`: the count follows the last colon)."""
+    overrides: dict[str, int] = {}
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        host, sep, count = entry.rpartition(":")
+        host = host.strip().strip("[]")
+        if not sep or not host:
+            raise ValueError(f"{entry!r} is not host:count")
+        try:
+            limit = int(count.strip())
+        except ValueError:
+            raise ValueError(f"{entry!r}: {count.strip()!r} is not an integer") from None
+        if not 0 <= limit <= _INT_MAX:
+            raise ValueError(f"{entry!r}: the count must be between 0 and {_INT_MAX}")
+        if host in overrides:
+            raise ValueError(f"{host!r} is given twice")
+        overrides[host] = limit
+    return overrides
+
+
+def _check_overrides(value: Any) -> str | None:
+    try:
+        parse_connection_overrides(str(value))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _not_zero(value: Any) -> str | None:
+    return "0 is not allowed; use -1 for no limit" if value == 0 else None
+
 
 # Topic-level configs. The attribute of TopicConfig is the name with dots as underscores.
 TOPIC_CONFIG_DEFS: tuple[ConfigDef, ...] = (
@@ -144,6 +191,32 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
     ConfigDef("delete.topic.enable", Kind.BOOLEAN, True, "allow DeleteTopics"),
     ConfigDef("socket.request.max.bytes", Kind.INT, 100 * 1024 * 1024,
               "largest request frame; a larger one closes the connection", minimum=1),
+    # Resources a client cannot exhaust (the shell enforces them: server/connection.py).
+    # Kafka's queued.max.request.bytes defaults to -1 (no limit); ackly bounds it by default
+    # so that no set of clients can make the broker allocate more than this for requests in
+    # flight: 256 MiB holds 2.5 frames of the largest size (socket.request.max.bytes) and
+    # thousands of ordinary ones, and fits next to the page cache on a small machine.
+    ConfigDef("queued.max.request.bytes", Kind.LONG, 256 * _MiB,
+              "bytes of requests being received or waiting for their answer, over all "
+              "connections; when they are reached the broker stops reading from sockets "
+              "until answers release memory (-1: no limit)", minimum=-1, check=_not_zero),
+    ConfigDef("max.connections", Kind.INT, _INT_MAX,
+              "client connections the broker keeps open; more are closed as they are accepted",
+              minimum=0),
+    ConfigDef("max.connections.per.ip", Kind.INT, _INT_MAX,
+              "client connections one IP address may keep open; more are closed as they are "
+              "accepted (0 needs max.connections.per.ip.overrides)", minimum=0),
+    ConfigDef("max.connections.per.ip.overrides", Kind.STRING, "",
+              "per-host exceptions to max.connections.per.ip, as host:count,host:count",
+              check=_check_overrides),
+    ConfigDef("connections.max.idle.ms", Kind.LONG, 600_000,
+              "close a connection that sent and received nothing for this long and has no "
+              "request in flight (-1: never)", minimum=-1, check=_not_zero),
+    # ackly's own: Kafka has no such deadline before authentication exists; a connection
+    # that dribbles a partial first frame forever (slowloris) would otherwise stay open.
+    ConfigDef("connections.first.request.timeout.ms", Kind.LONG, 10_000,
+              "close a new connection that has not sent a complete first request within "
+              "this (-1: never)", minimum=-1, check=_not_zero),
     ConfigDef("log.retention.check.interval.ms", Kind.LONG, 300_000,
               "how often retention runs", minimum=1),
     ConfigDef("log.flush.offset.checkpoint.interval.ms", Kind.LONG, 60_000,
@@ -317,6 +390,11 @@ class BrokerConfig:
             if d is None:
                 raise ConfigError(key, "unknown broker config")
             values[key] = d.parse(raw)
+        if values["max.connections.per.ip"] == 0 and not values["max.connections.per.ip.overrides"]:
+            # As Kafka: a limit of 0 for everyone only makes sense with exceptions.
+            raise ConfigError("max.connections.per.ip",
+                              "0 refuses every client unless max.connections.per.ip.overrides "
+                              "lets some in")
         return cls(values=values, explicit=frozenset(props))
 
     def get(self, name: str) -> Any:
@@ -329,6 +407,34 @@ class BrokerConfig:
     @property
     def socket_request_max_bytes(self) -> int:
         return int(self.values["socket.request.max.bytes"])
+
+    @property
+    def queued_max_request_bytes(self) -> int | None:
+        """The request memory pool's capacity; None: no limit."""
+        value = int(self.values["queued.max.request.bytes"])
+        return None if value < 0 else value
+
+    @property
+    def max_connections(self) -> int:
+        return int(self.values["max.connections"])
+
+    @property
+    def max_connections_per_ip(self) -> int:
+        return int(self.values["max.connections.per.ip"])
+
+    @property
+    def max_connections_per_ip_overrides(self) -> dict[str, int]:
+        return parse_connection_overrides(self.values["max.connections.per.ip.overrides"])
+
+    @property
+    def connections_max_idle_ms(self) -> int | None:
+        value = int(self.values["connections.max.idle.ms"])
+        return None if value < 0 else value
+
+    @property
+    def connections_first_request_timeout_ms(self) -> int | None:
+        value = int(self.values["connections.first.request.timeout.ms"])
+        return None if value < 0 else value
 
     def topic_defaults(self) -> TopicConfig:
         return TopicConfig.resolve(self, {})

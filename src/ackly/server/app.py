@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ipaddress
 import logging
 import random
 import socket
@@ -24,15 +25,25 @@ from collections.abc import Mapping
 
 from ackly.broker.node import BrokerNode
 from ackly.config import BrokerConfig
-from ackly.errors import StorageError
+from ackly.errors import ConfigError, StorageError
 from ackly.log.disk import RealDisk
 from ackly.log.partition_log import FlushJob
+from ackly.protocol.frames import new_scratch
 from ackly.server.cluster_io import ClusterIO
 from ackly.server.connection import Connection
+from ackly.server.connection_limits import ConnectionLimits
+from ackly.server.memory_pool import MemoryPool
 from ackly.server.memory_store_bridge import SharedMemoryStore
 from ackly.types import TopicPartition
 
 log = logging.getLogger("ackly.server")
+
+# At most one warning a period about refused connections or a full request memory pool (a
+# flood must not flood the log).
+REFUSAL_LOG_PERIOD_S = 10.0
+# The sweep for idle and silent connections runs this often at most (and at least a quarter
+# of the shortest timeout, so a connection is closed within 1.25 x its timeout).
+SWEEP_PERIOD_MAX_S = 1.0
 
 
 def wall_clock_ms() -> int:
@@ -93,6 +104,22 @@ class BrokerServer:
         self.connections: set[Connection] = set()
         self._next_connection_id = 0
         self._joined = asyncio.Event()  # set once the node has joined its cluster (start())
+        # Resources a client cannot exhaust (docs/architecture.md: the shell owns them).
+        # One receive buffer for every client connection: a connection holds only what its
+        # incomplete frame needs (protocol/frames.py).
+        self.receive_scratch = new_scratch()
+        self.pool: MemoryPool[Connection] = MemoryPool(self.config.queued_max_request_bytes)
+        self.limits = ConnectionLimits(
+            self.config.max_connections, self.config.max_connections_per_ip,
+            _resolve_overrides(self.config.max_connections_per_ip_overrides),
+        )
+        self._refused_since_log: dict[str, int] = {}
+        self._refusal_logged_s: float | None = None
+        self._pool_logged_s: float | None = None
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        # Closed by the sweep, by reason (for the admin view and tests).
+        self.expired: dict[str, int] = {"connections.max.idle.ms": 0,
+                                        "connections.first.request.timeout.ms": 0}
 
     def now_ms(self) -> int:
         return wall_clock_ms()
@@ -183,6 +210,118 @@ class BrokerServer:
         self._next_connection_id += 1
         return Connection(self, self._next_connection_id)
 
+    # --- connection limits ------------------------------------------------------------------
+
+    def admit(self, conn: Connection) -> bool:
+        """At accept: count the connection, or refuse it (it is closed unread)."""
+        reason = self.limits.admit(conn.client_host)
+        if reason is not None:
+            self._log_refusal(reason, conn.client_host)
+            return False
+        self.connections.add(conn)
+        conn.accepted_s = conn.last_active_s = asyncio.get_running_loop().time()
+        self._arm_sweep()
+        return True
+
+    def release(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self.limits.release(conn.client_host)
+
+    def _log_refusal(self, reason: str, host: str) -> None:
+        """Count every refusal; log at most one line a period, with the counts since the last."""
+        counts = self._refused_since_log
+        counts[reason] = counts.get(reason, 0) + 1
+        now = asyncio.get_running_loop().time()
+        if self._refusal_logged_s is not None and now - self._refusal_logged_s < REFUSAL_LOG_PERIOD_S:
+            return
+        self._refusal_logged_s = now
+        limits = self.limits
+        detail = ", ".join(f"{n} over {key}" for key, n in sorted(counts.items()))
+        log.warning(
+            "refused %s (the last from %s, which has %d open; max.connections.per.ip for it "
+            "%d, max.connections %d, %d open); at most one such line every %.0f s",
+            detail, host, limits.open_from(host), limits.limit_for(host),
+            limits.max_connections, limits.open_connections, REFUSAL_LOG_PERIOD_S,
+        )
+        counts.clear()
+
+    # --- request memory pool ----------------------------------------------------------------
+
+    def pool_adjust(self, delta_bytes: int) -> None:
+        """A connection charged or released request bytes; apply a change of the pool's state
+        to every connection (pause all but the exempt one, or resume all)."""
+        pool = self.pool
+        if not pool.adjust(delta_bytes):
+            return
+        if pool.exhausted:
+            now = asyncio.get_running_loop().time()
+            if self._pool_logged_s is None or now - self._pool_logged_s >= REFUSAL_LOG_PERIOD_S:
+                log.warning(
+                    "request memory pool full (%d of %d bytes, queued.max.request.bytes): "
+                    "reading paused until answers free memory (%d times so far); at most one "
+                    "such line every %.0f s", pool.used_bytes, pool.capacity_bytes,
+                    pool.exhaustions, REFUSAL_LOG_PERIOD_S,
+                )
+                self._pool_logged_s = now
+            for conn in self.connections:
+                conn.set_memory_paused(not pool.may_read(conn))
+        else:
+            log.debug("request memory pool has room again: reading resumed")
+            for conn in self.connections:
+                conn.set_memory_paused(False)
+
+    def set_receiving(self, conn: Connection, receiving: bool) -> None:
+        """A connection started or finished a large frame: while the pool is exhausted, the
+        oldest large frame in progress may go on (memory_pool.py says why)."""
+        pool = self.pool
+        pool.set_receiving(conn, receiving)
+        if pool.exhausted:
+            conn.set_memory_paused(not pool.may_read(conn))
+            exempt = pool.exempt
+            if exempt is not None:
+                exempt.set_memory_paused(False)
+
+    # --- idle and silent connections --------------------------------------------------------
+
+    def _sweep_period_s(self) -> float | None:
+        timeouts = [t for t in (self.config.connections_max_idle_ms,
+                                self.config.connections_first_request_timeout_ms) if t is not None]
+        if not timeouts:
+            return None
+        return min(SWEEP_PERIOD_MAX_S, min(timeouts) / 4000)
+
+    def _arm_sweep(self) -> None:
+        period = self._sweep_period_s()
+        if self._sweep_handle is None and period is not None and not self._stopping:
+            self._sweep_handle = asyncio.get_running_loop().call_later(period, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections idle for connections.max.idle.ms (nothing read or written, no
+        request in flight; as Kafka's Selector) and those without a complete first request
+        after connections.first.request.timeout.ms (a slowloris)."""
+        self._sweep_handle = None
+        now = asyncio.get_running_loop().time()
+        idle_ms = self.config.connections_max_idle_ms
+        first_ms = self.config.connections_first_request_timeout_ms
+        for conn in list(self.connections):
+            if first_ms is not None and not conn.established and (now - conn.accepted_s) * 1000 >= first_ms:
+                self._expire(conn, "connections.first.request.timeout.ms", first_ms)
+            elif conn.activity != conn.seen_activity:
+                conn.seen_activity = conn.activity
+                conn.last_active_s = now
+            elif (idle_ms is not None and not conn.slots
+                  and (now - conn.last_active_s) * 1000 >= idle_ms):
+                self._expire(conn, "connections.max.idle.ms", idle_ms)
+        if self.connections:
+            self._arm_sweep()
+
+    def _expire(self, conn: Connection, key: str, limit_ms: int) -> None:
+        self.expired[key] += 1
+        log.debug("closing connection %d from %s: %s %d reached",
+                  conn.connection_id, conn.client_host, key, limit_ms)
+        self.connections.discard(conn)  # the sweep visits it no more; release() runs at close
+        conn.abort()
+
     def after_event(self) -> None:
         """After any input: send what the node asks to send (peers, metadata store), start a
         group flush if one is due, and re-arm the timer."""
@@ -256,6 +395,9 @@ class BrokerServer:
         self._stopped = True
         if self._server is not None:
             self._server.close()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
         if self.cluster is not None:
             if self.failure is None and self._joined.is_set():
                 await self.cluster.shutdown()
@@ -280,3 +422,23 @@ class BrokerServer:
         if self.node is not None:
             self.node.close()
         self._flusher.shutdown(wait=True)
+
+
+def _resolve_overrides(overrides: Mapping[str, int]) -> dict[str, int]:
+    """max.connections.per.ip.overrides by IP address: a host name stands for each address it
+    resolves to at start-up (as Kafka resolves it)."""
+    resolved: dict[str, int] = {}
+    for host, limit in overrides.items():
+        try:
+            resolved[str(ipaddress.ip_address(host))] = limit
+            continue
+        except ValueError:
+            pass
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ConfigError("max.connections.per.ip.overrides",
+                              f"cannot resolve {host!r}: {exc}") from None
+        for info in infos:
+            resolved[str(info[4][0])] = limit
+    return resolved

@@ -6,9 +6,21 @@ their final buffer (a large Produce is received into a buffer of its own, never 
 Requests may be pipelined; each gets a slot in arrival order, and answers leave slot after
 slot, so they never overtake each other whatever order the broker completes them in. An
 answer at the head is written at once (no task switch); only large file ranges (sendfile)
-and writes behind a full transport buffer go through the writer task. Reading pauses while
-`max_in_flight` answers are pending, which bounds what one connection can hold. A framing or
-decoding error closes this connection only.
+and writes behind a full transport buffer go through the writer task. A framing or decoding
+error closes this connection only.
+
+Resources (the server owns the limits; a connection reports what it holds):
+- Memory: the bytes this connection holds for an incomplete frame (the decoder's buffers,
+  plus the next growth of a large frame's buffer, reserved before it is allocated) and each
+  request until its answer is written are charged to the server's MemoryPool
+  (`queued.max.request.bytes`). While the pool is exhausted reading is paused.
+- Reading also pauses while `max_in_flight` answers are pending, which bounds what one
+  connection can pipeline. Each reason to pause is a bit of `_paused`; reading resumes when
+  none is left (a quota's throttle would be one more bit).
+- `activity` changes on every read and write and `established` turns on with the first
+  complete request: the server's sweep closes idle connections and those that never send a
+  first request from them. (Where a listener authenticates, `established` is the place to
+  wait for the end of authentication instead.)
 """
 
 from __future__ import annotations
@@ -34,13 +46,18 @@ log = logging.getLogger("ackly.connection")
 # less than a task switch plus a sendfile call.
 INLINE_RANGE_BYTES = 64 * 1024
 
+# Reasons reading is paused (bits of Connection._paused).
+PAUSE_IN_FLIGHT = 1  # max_in_flight answers pending
+PAUSE_MEMORY = 2  # the request memory pool is exhausted
+
 
 class _Slot:
-    __slots__ = ("done", "pieces")
+    __slots__ = ("charge_bytes", "done", "pieces")
 
-    def __init__(self) -> None:
+    def __init__(self, charge_bytes: int) -> None:
         self.pieces: Sequence[Any] | None = None
         self.done = False
+        self.charge_bytes = charge_bytes  # the request's bytes, charged to the pool until written
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -51,8 +68,18 @@ class Connection(asyncio.BufferedProtocol):
         self.client_host = ""
         self.transport: asyncio.Transport | None = None
         self.slots: collections.deque[_Slot] = collections.deque()
-        self.decoder = FrameDecoder(server.node.config.socket_request_max_bytes)
-        self._reading_paused = False
+        self.decoder = FrameDecoder(
+            server.node.config.socket_request_max_bytes, scratch=server.receive_scratch
+        )
+        self._paused = 0  # PAUSE_* bits; reading is paused while any is set
+        self._held_bytes = 0  # charged to the pool for incomplete input
+        self._receiving_large = False
+        self.admitted = False  # counted by the server's connection limits
+        self.established = False  # a first complete request arrived
+        self.activity = 0  # changes on every read and write (the idle sweep compares it)
+        self.seen_activity = 0
+        self.accepted_s = 0.0  # loop time; set by the server
+        self.last_active_s = 0.0
         self._writing_paused = False
         self._writer_busy = False
         self._writer_task: asyncio.Task[None] | None = None
@@ -65,11 +92,26 @@ class Connection(asyncio.BufferedProtocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client_host = str(peer[0]) if peer else ""
-        self.server.connections.add(self)
+        if not self.server.admit(self):
+            self._closed = True
+            transport.close()  # refused at accept: nothing is read from it
+            return
+        self.admitted = True
+        if not self.server.pool.may_read(self):
+            self._set_paused(PAUSE_MEMORY, True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self.server.connections.discard(self)
+        if self.admitted:
+            self.admitted = False
+            released = self._held_bytes + sum(slot.charge_bytes for slot in self.slots)
+            self._held_bytes = 0
+            self.slots.clear()
+            if self._receiving_large:
+                self._receiving_large = False
+                self.server.set_receiving(self, False)  # the next large frame may go on
+            self.server.pool_adjust(-released)
+            self.server.release(self)
         if self._writer_task is not None:
             self._writer_task.cancel()
 
@@ -78,6 +120,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.decoder.buffer_updated(nbytes)
+        self.activity += 1
+        self._account_held()
         try:
             while not self._closed and (frame := self.decoder.next_frame()) is not None:
                 self._handle(frame)
@@ -87,10 +131,8 @@ class Connection(asyncio.BufferedProtocol):
         except Exception:
             log.exception("closing connection %d after an internal error", self.connection_id)
             self._close()
-        if len(self.slots) >= self.max_in_flight and not self._reading_paused and not self._closed:
-            self._reading_paused = True
-            assert self.transport is not None
-            self.transport.pause_reading()
+        if len(self.slots) >= self.max_in_flight:
+            self._set_paused(PAUSE_IN_FLIGHT, True)
         self.server.after_event()
 
     def eof_received(self) -> bool | None:
@@ -106,11 +148,44 @@ class Connection(asyncio.BufferedProtocol):
         else:
             self._pump()
 
+    # --- resources ------------------------------------------------------------------------
+
+    def _set_paused(self, reason: int, on: bool) -> None:
+        before = self._paused
+        self._paused = before | reason if on else before & ~reason
+        if self._closed or self.transport is None:
+            return
+        if before and not self._paused:
+            self.transport.resume_reading()
+        elif self._paused and not before:
+            self.transport.pause_reading()
+
+    def set_memory_paused(self, on: bool) -> None:
+        """Called by the server when the pool's state changes."""
+        if bool(self._paused & PAUSE_MEMORY) != on:
+            self._set_paused(PAUSE_MEMORY, on)
+
+    def _account_held(self) -> None:
+        """Charge the pool for what the decoder holds now and will allocate before the next
+        read (a large frame's next growth is reserved here, before get_buffer allocates it)."""
+        decoder = self.decoder
+        held = decoder.held_bytes + decoder.growth_bytes()
+        delta = held - self._held_bytes
+        if delta:
+            self._held_bytes = held
+            self.server.pool_adjust(delta)
+        receiving = decoder.receiving_large
+        if receiving != self._receiving_large:
+            self._receiving_large = receiving
+            self.server.set_receiving(self, receiving)
+
     # --- input ----------------------------------------------------------------------------
 
     def _handle(self, frame: bytes | memoryview) -> None:
         header = parse_prefix(frame)
-        slot = _Slot()
+        self.established = True
+        slot = _Slot(len(frame))
+        self.server.pool_adjust(slot.charge_bytes)
         self.slots.append(slot)
         ctx = RequestContext(
             header=header, now_ms=self.server.now_ms(), sink=functools.partial(self._answer, slot),
@@ -145,9 +220,9 @@ class Connection(asyncio.BufferedProtocol):
                 self._start_writer()
                 return
             self.slots.popleft()
-        if self._reading_paused and len(self.slots) < self.max_in_flight and self.transport:
-            self._reading_paused = False
-            self.transport.resume_reading()
+            self.server.pool_adjust(-slot.charge_bytes)
+        if self._paused & PAUSE_IN_FLIGHT and len(self.slots) < self.max_in_flight:
+            self._set_paused(PAUSE_IN_FLIGHT, False)
 
     def _write_inline(self, slot: _Slot) -> bool:
         """Write the slot now if it holds no large file range; False leaves it untouched."""
@@ -161,6 +236,7 @@ class Connection(asyncio.BufferedProtocol):
             else:
                 return False
         self.transport.writelines(out)
+        self.activity += 1
         return True
 
     def _can_sendfile(self, piece: Any) -> bool:
@@ -190,7 +266,9 @@ class Connection(asyncio.BufferedProtocol):
                         raise ConnectionError(f"sent {sent} of {piece.size} bytes of a range")
                 else:
                     transport.write(piece.file.read(piece.position, piece.size))
-            self.slots.popleft()
+                self.activity += 1
+            slot = self.slots.popleft()
+            self.server.pool_adjust(-slot.charge_bytes)
         except (ConnectionError, OSError, RuntimeError) as exc:
             log.debug("connection %d: send failed: %s", self.connection_id, exc)
             self._close()

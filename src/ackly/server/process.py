@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Iterator, Mapping
 
-from ackly.errors import StorageError
+from ackly.errors import ConfigError, StorageError
 from ackly.log.disk import STORAGE_ERRNOS
 from ackly.server.app import BrokerServer, NotJoinedError
 
@@ -114,6 +114,9 @@ def run_serve(
     except StorageError as exc:  # the lock, or recovery: before serving anything
         print(f"ackly: log dir failed: {exc.message}; nothing was served", file=sys.stderr)
         return EXIT_LOG_DIR_FAILURE
+    except ConfigError as exc:  # one only the running broker can check (a host to resolve)
+        print(f"ackly: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"ackly: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
         return 1
