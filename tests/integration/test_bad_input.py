@@ -202,3 +202,30 @@ def test_second_broker_on_a_data_dir_in_use_is_refused(ackly_process, tmp_path) 
     assert "in use by another ackly process" in proc.stderr
     assert first.proc is not None and first.proc.poll() is None
     assert first.stop() == 0
+
+
+def _header(api_key: int, version: int, flexible_header: bool) -> bytes:
+    return struct.pack(">hhih", api_key, version, 7, 1) + b"x" + (b"\x00" if flexible_header else b"")
+
+
+# Frames that declare an array far longer than the frame: kio's native decoder would size the
+# array's storage from the count (hundreds of GB) and abort the process.
+HUGE_ARRAYS = {
+    "legacy int32 count": _header(3, 1, False) + struct.pack(">i", 2**31 - 1),  # Metadata v1 topics
+    "flexible varint count": _header(37, 3, True) + b"\xff\xff\xff\xff\x0f",  # CreatePartitions v3
+    "nested count": _header(0, 9, True) + b"\x00" + struct.pack(">hi", -1, 1000)
+    + b"\x02" + b"\x02t" + b"\xff\xff\xff\xff\x0f",  # Produce v9: one topic, 2**32 - 2 partitions
+}
+
+
+@pytest.mark.parametrize("frame", HUGE_ARRAYS.values(), ids=HUGE_ARRAYS.keys())
+def test_a_huge_declared_array_closes_that_connection_only(ackly_process, frame: bytes) -> None:
+    """Kafka refuses such a frame ("Error reading array of size N, only M bytes available");
+    ackly does too, before any decoder allocates for it (protocol/request_shape.py)."""
+    broker = ackly_process()
+    with WireClient(broker.bootstrap, timeout_s=10) as bad:
+        bad.send_raw(struct.pack(">i", len(frame)) + frame)
+        assert_closed(bad)
+    assert broker.proc is not None and broker.proc.poll() is None, "the broker died"
+    with WireClient(broker.bootstrap) as good:
+        assert api_versions(good).error_code == ErrorCode.none

@@ -28,6 +28,7 @@ from kio.static.constants import EntityType
 
 from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.headers import API_VERSIONS_KEY, response_header
+from ackly.protocol.request_shape import check_shape
 
 _SIZE = struct.Struct(">i")
 
@@ -68,9 +69,15 @@ def _reader(cls: type) -> Any:
 
 
 def decode_request(api_key: int, version: int, frame: bytes | memoryview, offset: int) -> Any:
-    """Decode a request body. Trailing bytes are ignored, as Kafka does (librdkafka sends some)."""
+    """Decode a request body. Trailing bytes are ignored, as Kafka does (librdkafka sends some).
+
+    Every declared length is checked against the frame first (protocol/request_shape.py): kio
+    allocates an array's storage from its declared count, and an absurd count aborts the
+    process instead of raising."""
+    cls = request_type(api_key, version)
+    check_shape(cls, frame, offset)
     try:
-        value, _size = _reader(request_type(api_key, version))(frame, offset)
+        value, _size = _reader(cls)(frame, offset)
     except KafkaError:
         raise
     except Exception as exc:  # kio raises several types for malformed input

@@ -48,6 +48,7 @@ from kio.serial import entity_reader, entity_writer
 from ackly.protocol.frames import FrameDecoder, FrameError
 from ackly.protocol.headers import API_VERSIONS_KEY, skip_tagged_fields
 from ackly.protocol.messages import header_version, is_flexible, response_type
+from ackly.protocol.request_shape import check_shape
 
 log = logging.getLogger("ackly.peers")
 
@@ -117,7 +118,9 @@ def decode_response(api_key: int, api_version: int, frame: bytes | memoryview) -
     if is_flexible(api_key, api_version) and api_key != API_VERSIONS_KEY:
         offset = skip_tagged_fields(frame, offset)
     value: Any
-    value, _size = entity_reader(response_type(api_key, api_version))(frame, offset)
+    cls = response_type(api_key, api_version)
+    check_shape(cls, frame, offset)  # a declared length past the frame: refused, not allocated
+    value, _size = entity_reader(cls)(frame, offset)
     return value
 
 
