@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 import os
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ackly.config import TopicConfig
@@ -58,6 +58,7 @@ from ackly.log.checkpoint import (
     CleanShutdownMarker,
     OffsetCheckpoint,
 )
+from ackly.log.cleaner import recover_swaps
 from ackly.log.disk import TEMP_SUFFIX, Disk, DiskFile
 from ackly.log.index import INT32_MAX
 from ackly.log.leader_epoch import LeaderEpochCache, entries_from_batches
@@ -205,6 +206,8 @@ class PartitionLog:
 
     def _load(self, now_ms: int) -> None:
         disk, config = self.disk, self.config
+        # A clean interrupted by a crash: finish its swap or drop it (see cleaner.py).
+        recover_swaps(disk, self.dir_path)
         clean = self._clean_shutdown.is_present()
         if clean:
             # Gone before anything changes: a crash from here on must not look clean.
@@ -388,6 +391,10 @@ class PartitionLog:
             if must_recover:
                 cut = segment.recover()
                 recovered.append(segment)
+                if next_base is not None and not cut and i < first_to_recover:
+                    # Below the recovery point (re-scanned only for its indexes) a segment may
+                    # end before the next one begins: a compacted segment's last records went.
+                    segment.next_offset = max(segment.next_offset, next_base)
                 if next_base is not None and (cut or segment.next_offset != next_base):
                     # Later segments would follow a gap: they hold writes that came after the
                     # lost ones. Drop them, as LogLoader deletes segments after a torn one.
@@ -457,6 +464,31 @@ class PartitionLog:
                 if entry.last_stable_offset >= upper_offset:
                     return found
         return found
+
+    @property
+    def truncation_count(self) -> int:
+        """Bumped by every truncation: a job planned before one must not be applied."""
+        return self._truncations
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def replace_segments(
+        self, old: list[LogSegment], install: Callable[[], list[LogSegment]]
+    ) -> None:
+        """Replace the first segments `old` by the ones `install` opens (a clean's swap, see
+        cleaner.py): `old` are renamed `.deleted` first (removed after file.delete.delay.ms,
+        so ranges already handed out stay readable), then `install` runs and its segments
+        take their place. The checkpoints are rewritten. Durable on return."""
+        self._check_open()
+        assert self._segments[: len(old)] == old and len(old) < len(self._segments)
+        rest = self._segments[len(old) :]
+        self._set_segments(rest)
+        self._schedule_deletion(old)
+        new = install()
+        self._set_segments(new + rest)
+        self.write_checkpoints()
 
     @property
     def recovery_point(self) -> int:
@@ -588,7 +620,8 @@ class PartitionLog:
         """Append batches copied from the leader (a follower's append; Kafka's
         appendAsFollower): offsets, partition leader epochs and timestamps are the leader's and
         are kept as they are. The first batch must start at LEO and the batches must be
-        contiguous; else KafkaError(CORRUPT_MESSAGE) and nothing is written. Producer state is
+        in increasing order, with holes only where the leader's log has them (compaction); else
+        KafkaError(CORRUPT_MESSAGE) and nothing is written. Producer state is
         updated without checks (AppendOrigin.REPLICATION); the leader-epoch cache learns every
         new epoch (durably, before the batches are written).
 
@@ -599,7 +632,7 @@ class PartitionLog:
         self._advance_clock(now_ms)
         expected = first_offset = self.log_end_offset
         for h in headers:
-            if h.base_offset != expected:
+            if h.base_offset < expected:
                 raise KafkaError(
                     ErrorCode.corrupt_message,
                     f"replicated batch at {h.base_offset}, expected {expected}",
@@ -726,8 +759,14 @@ class PartitionLog:
         i = self._segment_index(fetch_offset)
         segment = self._segments[i]
         located = segment.translate_offset(fetch_offset)
-        if located is None:
-            return EMPTY_READ
+        while located is None:
+            # Compaction left nothing at or after `fetch_offset` in this segment: the next
+            # batch is in a later one (Kafka's LocalLog.read moves on the same way).
+            i += 1
+            if i >= len(self._segments):
+                return EMPTY_READ
+            segment = self._segments[i]
+            located = segment.translate_offset(fetch_offset)
         position, first = located
         if first.last_offset >= upper:
             return EMPTY_READ
@@ -899,8 +938,9 @@ class PartitionLog:
         hw = self._high_watermark
 
         def deletable(segment: LogSegment) -> bool:
-            # Whole segment below HW, and not the empty active segment.
-            return segment.size > 0 and segment.next_offset <= hw
+            # Whole segment below HW, and not the empty active segment (an inactive one may
+            # be empty: compaction emptied it).
+            return (segment.size > 0 or segment is not segments[-1]) and segment.next_offset <= hw
 
         count = 0
         if config.retention_ms >= 0:

@@ -436,6 +436,9 @@ class LogSegment:
         """
         located = self.translate_offset(offset)
         if located is None:
+            # Nothing at or after `offset` here; a compacted segment may still end above it.
+            if self.next_offset > offset:
+                self.next_offset = max(offset, self.base_offset)
             return 0
         position, header = located
         removed = self.size - position
