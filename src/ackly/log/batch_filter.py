@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ackly.errors import KafkaError
+from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.compression import compress, decompress
 from ackly.protocol.records import (
     COMPRESSION_MASK,
@@ -189,3 +189,25 @@ def rebuild_batch(
     out += payload
     _CRC.pack_into(out, 17, crc_of(out, 0, size))
     return bytes(out)
+
+
+def require_keys(buf: bytes | bytearray | memoryview, headers: list[BatchHeader]) -> None:
+    """Refuse a produce to a compacted topic holding a record without a key (Kafka's
+    LogValidator: "Compacted topic cannot accept message without key"): KafkaError
+    INVALID_RECORD, or CORRUPT_MESSAGE if the records do not parse. Decompresses as needed."""
+    view = memoryview(buf)
+    position = 0
+    for header in headers:
+        batch = view[position : position + header.size]
+        position += header.size
+        try:
+            records = scan_records(records_section(batch, header), header)
+        except BadRecordsError as exc:
+            raise KafkaError(ErrorCode.corrupt_message, f"records do not parse: {exc}") from None
+        for record in records:
+            if record.key is None:
+                raise KafkaError(
+                    ErrorCode.invalid_record,
+                    f"compacted topic cannot accept a record without a key (offset delta "
+                    f"{record.offset - header.base_offset})",
+                )

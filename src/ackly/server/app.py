@@ -18,8 +18,10 @@ from collections.abc import Mapping
 
 from ackly.broker.node import BrokerNode
 from ackly.config import BrokerConfig
+from ackly.log.cleaner import CleanJob
 from ackly.log.disk import RealDisk
 from ackly.log.partition_log import FlushJob
+from ackly.server.cleaner_thread import CleanerThread
 from ackly.server.cluster_io import ClusterIO
 from ackly.server.connection import Connection
 from ackly.server.memory_store_bridge import SharedMemoryStore
@@ -73,6 +75,7 @@ class BrokerServer:
         self._server: asyncio.base_events.Server | None = None
         self._flusher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-flush")
         self._flush_future: concurrent.futures.Future[None] | None = None
+        self._cleaner: CleanerThread | None = None
         self._stopping = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due_ms: int | None = None
@@ -107,6 +110,9 @@ class BrokerServer:
                 on_fatal=self._on_fatal, metadata=self.metadata, hub=self.metadata_hub,
             )
             await self.cluster.start()
+        self._cleaner = CleanerThread(
+            self.node.cleaner.io_max_bytes_per_second, self._on_cleaned
+        )
         self._server = await asyncio.get_running_loop().create_server(
             self._new_connection, sock=sock, backlog=512,
         )
@@ -132,6 +138,10 @@ class BrokerServer:
             self.cluster.pump()
         if node.has_flush_work and self._flush_future is None:
             self._start_flush()
+        if self._cleaner is not None and self._cleaner.idle and not self._stopping:
+            clean = node.take_clean_job(self.now_ms())
+            if clean is not None:
+                self._cleaner.start(*clean)
         due = node.next_deadline_ms()
         if due is not None and due != self._timer_due_ms:
             if self._timer is not None:
@@ -173,6 +183,14 @@ class BrokerServer:
             self.node.complete_flush(jobs, self.now_ms())
         self.after_event()
 
+    def _on_cleaned(
+        self, tp: TopicPartition, job: CleanJob, error: BaseException | None
+    ) -> None:
+        if self._stopping:
+            return  # the logs close; the job's .cleaned files go at the next start
+        self.node.complete_clean(tp, job, error, self.now_ms())
+        self.after_event()
+
     async def stop(self) -> None:
         """Stop accepting; in a cluster, hand leadership over and leave (cluster_io.py); drop
         connections, finish the flush in flight, close every log."""
@@ -188,6 +206,8 @@ class BrokerServer:
         self._stopping = True
         if self._flush_future is not None:
             await asyncio.gather(asyncio.wrap_future(self._flush_future), return_exceptions=True)
+        if self._cleaner is not None:
+            await self._cleaner.stop()
         if self._timer is not None:
             self._timer.cancel()
         if self.node is not None:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ackly.broker.context import RequestContext
 from ackly.broker.faults import ACK_BEFORE_REPLICATION
 from ackly.errors import ErrorCode, KafkaError
+from ackly.log.batch_filter import require_keys
 from ackly.protocol.produce_codec import PartitionProduceResult, encode_produce_response
 from ackly.protocol.records import BatchHeader, validate_batches
 from ackly.replication.partition import Partition
@@ -202,6 +203,9 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                     raise KafkaError(
                         ErrorCode.invalid_record, "control batches are not accepted from clients"
                     )
+                if "compact" in p.config.cleanup_policy:
+                    # Kafka's LogValidator: a compacted topic takes keyed records only.
+                    require_keys(pd.records, headers)
                 item = _Append(slot, index, p, pd.records, headers)
                 appends.append(item)
                 if verifies and _starts_transaction(p, headers):
