@@ -51,6 +51,9 @@ class CleanerManager:
         )
         self._first_dirty: dict[TopicPartition, int] = {}
         self._next_check_ms = now_ms
+        # A backoff wakes the broker when it ends (a timer), then stops asking to: the shell
+        # looks for work after every input anyway.
+        self._backoff_armed = False
         self._in_flight: TopicPartition | None = None
         # Counters (observability).
         self.cleans_applied = 0
@@ -59,9 +62,17 @@ class CleanerManager:
         self.records_removed = 0
 
     def next_deadline_ms(self) -> int | None:
-        if not self.enabled or self._in_flight is not None:
+        if not self.enabled or self._in_flight is not None or not self._backoff_armed:
             return None
         return self._next_check_ms
+
+    def tick(self, now_ms: int) -> None:
+        if now_ms >= self._next_check_ms:
+            self._backoff_armed = False
+
+    def _back_off(self, now_ms: int) -> None:
+        self._next_check_ms = now_ms + self.backoff_ms
+        self._backoff_armed = True
 
     def _first_dirty_of(self, p: Partition) -> int:
         cached = self._first_dirty.get(p.tp)
@@ -89,12 +100,12 @@ class CleanerManager:
             if best is None or ratio > best[0]:
                 best = (ratio, p)
         if best is None:
-            self._next_check_ms = now_ms + self.backoff_ms
+            self._back_off(now_ms)
             return None
         p = best[1]
         job = plan_clean(p.log, self._first_dirty_of(p), now_ms, self.settings, force=True)
         if job is None:
-            self._next_check_ms = now_ms + self.backoff_ms
+            self._back_off(now_ms)
             return None
         self._in_flight = p.tp
         return p.tp, job

@@ -394,6 +394,7 @@ class BrokerNode:
         self.group_coordinator.tick(now_ms)  # sessions, rebalance deadlines, offset expiry
         self.transactions.tick(now_ms)  # transaction timeouts, expired transactional ids
         self.admin.check(now_ms)
+        self.cleaner.tick(now_ms)
         self._after_input(now_ms)
 
     def enforce_retention(self, now_ms: int) -> int:
