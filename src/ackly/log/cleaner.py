@@ -62,6 +62,7 @@ from ackly.log.batch_filter import (
     has_delete_horizon,
     rebuild_batch,
     records_section,
+    scan_keys,
     scan_records,
 )
 from ackly.log.checkpoint import OffsetCheckpoint
@@ -222,12 +223,9 @@ class CleanJob:
                     continue
                 batch = segment.read_batch(position, header)
                 try:
-                    records = scan_records(records_section(batch, header), header)
+                    scan_keys(records_section(batch, header), header, offset_map)
                 except BadRecordsError:
-                    continue  # kept as it is by the copy pass; its keys stay unmapped
-                for record in records:
-                    if record.key is not None:
-                        offset_map[record.key] = record.offset
+                    continue  # kept as it is by the copy pass
             if throttle is not None:
                 throttle(segment.size)
         return offset_map
