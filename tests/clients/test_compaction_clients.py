@@ -232,3 +232,44 @@ def test_a_broker_killed_mid_clean_restarts_with_every_keys_latest_value(
     assert len(offsets) == len(set(offsets)), "an offset twice"
     check_latest(written, seen)
     assert not [n for n in os.listdir(directory) if n.endswith((".cleaned", ".swap"))]
+
+
+def test_consumer_offsets_stay_bounded_and_survive_kill_9(broker_factory) -> None:
+    """__consumer_offsets is compacted: after thousands of commits by one group its size on
+    disk is bounded by the live offsets (plus the uncleaned active segment), and after a
+    kill -9 the group's committed offset is the last one."""
+    segment_bytes = 16_384
+    broker = broker_factory(configs={
+        **BROKER, "offsets.topic.num.partitions": "1",
+        "offsets.topic.segment.bytes": str(segment_bytes),
+    })
+    bootstrap = broker.bootstrap
+    topic = f"plain-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(15)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "g-bounded",
+                         "enable.auto.commit": False})
+    commits = 1500
+    try:
+        for i in range(1, commits + 1):
+            consumer.commit(offsets=[TopicPartition(topic, 0, i)], asynchronous=False)
+    finally:
+        consumer.close()
+    directory = f"{broker.data_dir}/__consumer_offsets-0"
+
+    def size() -> int:
+        return sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory)
+                   if n.endswith(".log"))
+
+    deadline = time.monotonic() + 30
+    while size() > 3 * segment_bytes:
+        assert time.monotonic() < deadline, f"__consumer_offsets still {size()} bytes"
+        time.sleep(0.05)
+    broker.kill()
+    broker.start()
+    checker = Consumer({"bootstrap.servers": bootstrap, "group.id": "g-bounded"})
+    try:
+        (committed,) = checker.committed([TopicPartition(topic, 0)], timeout=15)
+        assert committed.offset == commits
+    finally:
+        checker.close()
