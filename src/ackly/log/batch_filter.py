@@ -160,6 +160,85 @@ def scan_records(section: bytes, header: BatchHeader) -> list[ScannedRecord]:
     return out
 
 
+def filter_records(
+    section: bytes, header: BatchHeader, latest: dict[bytes, int], drop_tombstones: bool
+) -> tuple[list[ScannedRecord], bool]:
+    """The records of a section the cleaner keeps, and whether a kept one is a tombstone.
+
+    A record goes if it has no key, if `latest` maps its key to a later offset, or if it is a
+    tombstone and `drop_tombstones`. The same parse as `scan_records`, but a dropped record
+    costs no object: in a log of overwritten keys most records are dropped."""
+    out: list[ScannedRecord] = []
+    append = out.append
+    pos = 0
+    end = len(section)
+    base_offset = header.base_offset
+    log_append_time = bool(header.attributes & TIMESTAMP_TYPE_MASK)
+    base_ts = header.base_timestamp
+    max_ts = header.max_timestamp
+    tombstones = False
+    try:
+        for _ in range(header.records_count):
+            start = pos
+            byte = section[pos]
+            if byte < 0x80:
+                size, pos = (byte >> 1) ^ -(byte & 1), pos + 1
+            elif section[pos + 1] < 0x80:
+                size = (byte & 0x7F) | (section[pos + 1] << 7)
+                size, pos = (size >> 1) ^ -(size & 1), pos + 2
+            else:
+                size, pos = _varint(section, pos)
+            record_end = pos + size
+            if size < 6 or record_end > end:
+                raise BadRecordsError("record length out of bounds")
+            pos += 1  # attributes
+            byte = section[pos]
+            if byte < 0x80:
+                ts_delta, pos = (byte >> 1) ^ -(byte & 1), pos + 1
+            else:
+                ts_delta, pos = _varint(section, pos)
+            after_ts = pos
+            byte = section[pos]
+            if byte < 0x80:
+                offset_delta, pos = (byte >> 1) ^ -(byte & 1), pos + 1
+            else:
+                offset_delta, pos = _varint(section, pos)
+            byte = section[pos]
+            if byte < 0x80:
+                key_len, pos = (byte >> 1) ^ -(byte & 1), pos + 1
+            else:
+                key_len, pos = _varint(section, pos)
+            key: bytes | None = None
+            if key_len >= 0:
+                key = section[pos : pos + key_len]
+                pos += key_len
+            if pos >= record_end:
+                raise BadRecordsError("record fields out of bounds")
+            # A null value's length is -1: the one-byte varint 0x01 (any other negative
+            # length is malformed, and the record is copied as it is anyway).
+            offset = base_offset + offset_delta
+            has_value = section[pos] != 0x01
+            pos = record_end
+            if key is None:
+                continue  # a compacted log has no use for a record without a key
+            newer = latest.get(key)
+            if newer is not None and newer > offset:
+                continue
+            if not has_value:
+                if drop_tombstones:
+                    continue
+                tombstones = True
+            append(ScannedRecord(
+                start, record_end, after_ts, offset,
+                max_ts if log_append_time else base_ts + ts_delta, key, has_value,
+            ))
+    except IndexError:
+        raise BadRecordsError("records section ends inside a record") from None
+    if pos != end:
+        raise BadRecordsError("bytes left after the declared records")
+    return out, tombstones
+
+
 def scan_keys(section: bytes, header: BatchHeader, into: dict[bytes, int]) -> None:
     """Map every keyed record's key to its offset in `into` (later records win): the offset
     map pass, which needs nothing else. BadRecordsError if the section does not parse (then

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING
 from ackly.config import TopicConfig
 from ackly.log.batch_filter import (
     BadRecordsError,
-    ScannedRecord,
+    filter_records,
     has_delete_horizon,
     rebuild_batch,
     records_section,
@@ -324,27 +324,18 @@ class CleanJob:
         discard_all = txns.on_data(header)
         if header.records_count == 0:
             return (batch if is_last else None), 0, None
+        if discard_all:
+            if not is_last:
+                return None, header.records_count, None
+            return rebuild_batch(header, b"", [], None), header.records_count, None
         try:
             section = records_section(batch, header)
-            records = scan_records(section, header)
+            kept_records, tombstones = filter_records(
+                section, header, offset_map, horizon is not None and now_ms >= horizon
+            )
         except BadRecordsError:
             return batch, 0, None  # Kafka marks such a log uncleanable; we keep the batch
-        kept_records: list[ScannedRecord] = []
-        tombstones = False
-        if not discard_all:
-            for record in records:
-                key = record.key
-                if key is None:
-                    continue  # a compacted log has no use for a record without a key
-                latest = offset_map.get(key)
-                if latest is not None and latest > record.offset:
-                    continue
-                if not record.has_value:
-                    if horizon is not None and now_ms >= horizon:
-                        continue
-                    tombstones = True
-                kept_records.append(record)
-        dropped = len(records) - len(kept_records)
+        dropped = header.records_count - len(kept_records)
         set_horizon = tombstones and horizon is None
         if not kept_records and not is_last:
             return None, dropped, None
