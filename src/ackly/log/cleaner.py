@@ -175,6 +175,27 @@ class CleanJob:
         self.stats: CleanStats | None = None
         self._cancelled = False
 
+    # ------------------------------------------------------------------ another process
+
+    def spec(self) -> CleanSpec:
+        """What another process needs to run this job's writing part (`run_spec`): paths
+        and values only, no open file. The flush stays here (`run_flush`)."""
+        return CleanSpec(
+            dir_path=self.dir_path, config=self.config,
+            sources=tuple((s.base_offset, s.created_ms) for s in self.sources),
+            groups=tuple(
+                (g.base_offset, g.end_offset, self.sources.index(g.sources[0]), len(g.sources))
+                for g in self.groups
+            ),
+            dirty_index=self.dirty_index, end_offset=self.end_offset, aborted=self.aborted,
+            producer_last=dict(self.producer_last), now_ms=self.now_ms,
+        )
+
+    def run_flush(self) -> None:
+        """The fsync the range needs before it may be cleaned (see `run`)."""
+        if self.flush is not None:
+            self.flush.run()
+
     def cancel(self) -> None:
         """Ask a running job to stop at its next batch (it then raises CleanCancelled)."""
         self._cancelled = True
@@ -191,8 +212,7 @@ class CleanJob:
         """Flush what the range needs, map the dirty part, write every `.cleaned` file
         (durable on return). `throttle(n)` is called after each `n` bytes read. Touches no
         file the log uses, so it may run while the event loop appends and reads."""
-        if self.flush is not None:
-            self.flush.run()
+        self.run_flush()
         offset_map = self._build_offset_map(throttle)
         txns = _TxnTracker(self.aborted)
         read = written = removed = 0
@@ -620,8 +640,8 @@ def apply_clean(log: PartitionLog, job: CleanJob, crash_at: str | None = None) -
         return opened
 
     for group in job.groups:
-        assert group.segment is not None
-        group.segment.file.close()
+        if group.segment is not None:  # written in this process
+            group.segment.file.close()
     log.replace_segments(list(job.sources), install)
     _crash_point(crash_at, "after-new-renamed")
     write_first_dirty(disk, job.dir_path, job.end_offset)
@@ -629,19 +649,73 @@ def apply_clean(log: PartitionLog, job: CleanJob, crash_at: str | None = None) -
 
 
 def _open_cleaned(log: PartitionLog, group: CleanedSegment) -> LogSegment:
-    built = group.segment
-    assert built is not None
+    """The swapped-in segment, its indexes read from the files the job wrote (so a job run
+    in another process needs to hand back nothing but its success)."""
     segment = LogSegment.open_existing(
-        log.disk, log.dir_path, group.base_offset, log.config, built.created_ms
+        log.disk, log.dir_path, group.base_offset, log.config, group.sources[0].created_ms
     )
-    segment.offset_index = built.offset_index
-    segment.time_index = built.time_index
-    segment.max_timestamp = built.max_timestamp
-    segment.offset_of_max_timestamp = built.offset_of_max_timestamp
+    if not segment.load_indexes(group.end_offset):
+        segment.recover()  # unreachable unless the index files were damaged: rebuild them
+        segment.write_indexes()
     segment.load_inactive(group.end_offset)
     segment.indexes_dirty = False
     segment.txn_index.load()
     return segment
+
+
+@dataclass(frozen=True)
+class CleanSpec:
+    """A CleanJob as plain values, for a cleaner process (see `CleanJob.spec`)."""
+
+    dir_path: str
+    config: TopicConfig
+    sources: tuple[tuple[int, int], ...]  # (base offset, created_ms) of each source segment
+    groups: tuple[tuple[int, int, int, int], ...]  # (base, end, first source, source count)
+    dirty_index: int
+    end_offset: int
+    aborted: tuple[AbortedTxn, ...]
+    producer_last: dict[int, tuple[int, int]]
+    now_ms: int
+
+
+def run_spec(
+    spec: CleanSpec,
+    disk: Disk,
+    throttle: Callable[[int], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> CleanStats:
+    """Run a job's writing part from its spec (in a cleaner process): open the source
+    segments read-only by path, write the `.cleaned` files. `cancelled` is asked between
+    segments."""
+    sources = []
+    for base, created_ms in spec.sources:
+        segment = LogSegment.open_existing(disk, spec.dir_path, base, spec.config, created_ms)
+        sources.append(segment)
+    groups = [
+        CleanedSegment(base, end, tuple(sources[first : first + count]))
+        for base, end, first, count in spec.groups
+    ]
+    job = CleanJob(
+        disk=disk, dir_path=spec.dir_path, config=spec.config, sources=tuple(sources),
+        groups=groups, dirty_index=spec.dirty_index, end_offset=spec.end_offset,
+        aborted=spec.aborted, producer_last=spec.producer_last, now_ms=spec.now_ms,
+        truncations=0, flush=None,
+    )
+
+    def throttle_and_check(count: int) -> None:
+        if cancelled is not None and cancelled():
+            job.cancel()
+        if throttle is not None:
+            throttle(count)
+
+    try:
+        return job.run(throttle_and_check)
+    finally:
+        for segment in sources:
+            segment.close()
+        for group in groups:
+            if group.segment is not None:
+                group.segment.file.close()
 
 
 def _crash_point(crash_at: str | None, name: str) -> None:
