@@ -687,28 +687,33 @@ def run_spec(
     """Run a job's writing part from its spec (in a cleaner process): open the source
     segments read-only by path, write the `.cleaned` files. `cancelled` is asked between
     segments."""
-    sources = []
-    for base, created_ms in spec.sources:
-        segment = LogSegment.open_existing(disk, spec.dir_path, base, spec.config, created_ms)
-        sources.append(segment)
-    groups = [
-        CleanedSegment(base, end, tuple(sources[first : first + count]))
-        for base, end, first, count in spec.groups
-    ]
-    job = CleanJob(
-        disk=disk, dir_path=spec.dir_path, config=spec.config, sources=tuple(sources),
-        groups=groups, dirty_index=spec.dirty_index, end_offset=spec.end_offset,
-        aborted=spec.aborted, producer_last=spec.producer_last, now_ms=spec.now_ms,
-        truncations=0, flush=None,
-    )
-
-    def throttle_and_check(count: int) -> None:
-        if cancelled is not None and cancelled():
-            job.cancel()
-        if throttle is not None:
-            throttle(count)
-
+    sources: list[LogSegment] = []
+    groups: list[CleanedSegment] = []
     try:
+        for base, created_ms in spec.sources:
+            if not disk.exists(os.path.join(spec.dir_path, file_name(base, LOG_SUFFIX))):
+                # Deleted since the plan (retention, truncation): opening would create it.
+                raise CleanCancelled(f"{spec.dir_path}: segment {base} is gone")
+            sources.append(
+                LogSegment.open_existing(disk, spec.dir_path, base, spec.config, created_ms)
+            )
+        groups = [
+            CleanedSegment(base, end, tuple(sources[first : first + count]))
+            for base, end, first, count in spec.groups
+        ]
+        job = CleanJob(
+            disk=disk, dir_path=spec.dir_path, config=spec.config, sources=tuple(sources),
+            groups=groups, dirty_index=spec.dirty_index, end_offset=spec.end_offset,
+            aborted=spec.aborted, producer_last=spec.producer_last, now_ms=spec.now_ms,
+            truncations=0, flush=None,
+        )
+
+        def throttle_and_check(count: int) -> None:
+            if cancelled is not None and cancelled():
+                job.cancel()
+            if throttle is not None:
+                throttle(count)
+
         return job.run(throttle_and_check)
     finally:
         for segment in sources:

@@ -352,3 +352,43 @@ def test_a_crash_at_any_step_of_the_swap_loses_nothing(point: str, seed: int) ->
     for key, (offset, value) in latest.items():
         assert (offset, key, value) in seen
     assert not [n for n in disk.listdir(DIR) if n.endswith((".cleaned", ".swap"))]
+
+
+def test_a_job_run_from_its_spec_gives_the_same_log() -> None:
+    """The shell runs the writing part in another process from the job's spec (paths and
+    values): the log that results is the one an in-process run gives."""
+    results = []
+    for via_spec in (False, True):
+        disk = SimDisk(random.Random(7))
+        log = open_log(disk)
+        for i in range(80):
+            send(log, kv((b"k%d" % (i % 5), None if i % 11 == 0 else b"v%d" % i), compression=i % 2))
+        log.roll(NOW_MS)
+        job = plan_clean(log, 0, NOW_MS, CleanerSettings(), force=True)
+        assert job is not None
+        if via_spec:
+            job.run_flush()
+            job.stats = cleaner.run_spec(job.spec(), disk)
+        else:
+            job.run()
+        assert apply_clean(log, job) is not None
+        results.append((read(log).records, [s.base_offset for s in log.segments]))
+    assert results[0] == results[1]
+
+
+def test_a_spec_whose_segment_went_is_cancelled_without_creating_it() -> None:
+    disk = SimDisk(random.Random(8))
+    log = open_log(disk, cleanup_policy=("compact", "delete"), retention_ms=1)
+    for i in range(40):
+        send(log, kv((b"k%d" % (i % 3), b"v%d" % i)))
+    job = plan_clean(log, 0, NOW_MS, CleanerSettings(), force=True)
+    assert job is not None
+    log.enforce_retention(NOW_MS + 10_000)  # the first segments go under the job
+    gone = job.sources[0].path(".log")
+    try:
+        cleaner.run_spec(job.spec(), disk)
+        raise AssertionError("ran on a deleted segment")
+    except cleaner.CleanCancelled:
+        pass
+    assert not disk.exists(gone)
+    assert apply_clean(log, job) is None  # and the swap is refused
