@@ -132,6 +132,8 @@ class CleanedSegment:
     sources: tuple[LogSegment, ...]
     segment: LogSegment | None = None
     aborted: list[AbortedTxn] = field(default_factory=list)
+    # One source whose every batch the clean kept as it was: nothing to write or swap.
+    unchanged: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ class CleanStats:
     bytes_read: int
     bytes_written: int
     records_removed: int
+    unchanged: tuple[int, ...] = ()  # base offsets of the groups left as they were
 
 
 class CleanJob:
@@ -219,7 +222,8 @@ class CleanJob:
         for group in self.groups:
             r, w, n = self._clean_group(group, offset_map, txns, throttle)
             read, written, removed = read + r, written + w, removed + n
-        self.stats = CleanStats(read, written, removed)
+        unchanged = tuple(g.base_offset for g in self.groups if g.unchanged)
+        self.stats = CleanStats(read, written, removed, unchanged)
         return self.stats
 
     def _check_cancel(self) -> None:
@@ -271,6 +275,7 @@ class CleanJob:
         buffer = bytearray()
         batches: list[AppendedBatch] = []
         read = written = removed = 0
+        same = len(group.sources) == 1  # so far every batch kept as it was
         for source in group.sources:
             for position, header in source.iter_headers(0):
                 self._check_cancel()
@@ -278,6 +283,7 @@ class CleanJob:
                 read += header.size
                 kept, dropped, abort_entry = self._filter(batch, header, offset_map, txns)
                 removed += dropped
+                same = same and kept is batch
                 if abort_entry is not None and kept is not None:
                     group.aborted.append(abort_entry)
                 if kept is None:
@@ -298,6 +304,13 @@ class CleanJob:
             written += len(buffer)
             out.append(buffer, batches)
         out.next_offset = group.end_offset
+        if same:
+            # Nothing changed: the segment stays, with its own files (no swap, no fsyncs).
+            file.close()
+            disk.remove(cleaned_path)
+            group.segment = None
+            group.unchanged = True
+            return read, 0, 0
         file.flush()
         # The indexes as LogSegment.on_become_inactive leaves them, written beside the log.
         if out.max_timestamp != NO_TIMESTAMP:
@@ -618,34 +631,43 @@ def apply_clean(log: PartitionLog, job: CleanJob, crash_at: str | None = None) -
     if job.flush is not None:
         log.complete_flush(job.flush)
     disk = job.disk
-    # 1. `.cleaned` -> `.swap`; the `.log` last: its `.swap` is the commit point.
-    for group in job.groups:
-        for suffix in _SEGMENT_SUFFIXES:
-            cleaned, swap, _ = _cleaned_paths(job.dir_path, group.base_offset, suffix)
-            if disk.exists(cleaned):
-                disk.rename(cleaned, swap)
+    unchanged = set(job.stats.unchanged)
+    changed = [g for g in job.groups if g.base_offset not in unchanged]
+    # 1. `.cleaned` -> `.swap`, the indexes of every group first, then the `.log`s: a
+    # `.log.swap` is the commit point, so its indexes must be durable before it is. One
+    # directory fsync per phase, not per file.
+    _rename_all(disk, job.dir_path, changed, CLEANED_SUFFIX, SWAP_SUFFIX)
     _crash_point(crash_at, "after-swap-rename")
+
     # 2. The replaced segments go (renamed `.deleted`, removed after file.delete.delay.ms so
     # a fetch already handed a range of them still reads it); 3. `.swap` -> final names, the
-    # `.log` last, and the new segments take their place.
+    # indexes before the `.log`s again, and the new segments take their places.
     def install() -> list[LogSegment]:
         _crash_point(crash_at, "after-old-deleted")
-        opened: list[LogSegment] = []
-        for group in job.groups:
-            for suffix in _SEGMENT_SUFFIXES:
-                _, swap, final = _cleaned_paths(job.dir_path, group.base_offset, suffix)
-                if disk.exists(swap):
-                    disk.rename(swap, final)
-            opened.append(_open_cleaned(log, group))
-        return opened
+        _rename_all(disk, job.dir_path, changed, SWAP_SUFFIX, "")
+        return [_open_cleaned(log, group) for group in changed]
 
     for group in job.groups:
         if group.segment is not None:  # written in this process
             group.segment.file.close()
-    log.replace_segments(list(job.sources), install)
+    log.replace_segments([s for g in changed for s in g.sources], install)
     _crash_point(crash_at, "after-new-renamed")
     write_first_dirty(disk, job.dir_path, job.end_offset)
     return job.end_offset
+
+
+def _rename_all(
+    disk: Disk, dir_path: str, groups: list[CleanedSegment], from_suffix: str, to_suffix: str
+) -> None:
+    """Rename the files of `groups` from `<name><from>` to `<name><to>`: every index file,
+    a directory fsync, every `.log`, a directory fsync."""
+    for suffixes in (_SEGMENT_SUFFIXES[:-1], _SEGMENT_SUFFIXES[-1:]):
+        for group in groups:
+            for suffix in suffixes:
+                final = os.path.join(dir_path, file_name(group.base_offset, suffix))
+                if disk.exists(final + from_suffix):
+                    disk.rename(final + from_suffix, final + to_suffix, durable=False)
+        disk.sync_dir(dir_path)
 
 
 def _open_cleaned(log: PartitionLog, group: CleanedSegment) -> LogSegment:

@@ -95,8 +95,14 @@ class Disk(Protocol):
 
     def remove(self, path: str) -> None: ...
 
-    def rename(self, src: str, dst: str) -> None:
-        """Rename a file (replacing `dst`); open files keep working. Durable on return."""
+    def rename(self, src: str, dst: str, *, durable: bool = True) -> None:
+        """Rename a file (replacing `dst`); open files keep working. Durable on return, or
+        with `durable=False` once `sync_dir` of its directory returns (many renames, one
+        directory fsync: the log cleaner's swap)."""
+        ...
+
+    def sync_dir(self, path: str) -> None:
+        """Make every rename in directory `path` so far durable."""
         ...
 
     def rmtree(self, path: str) -> None: ...
@@ -242,9 +248,13 @@ class RealDisk:
         # loss would make the next start trust indexes it must rebuild.
         _fsync_dir(os.path.dirname(path))
 
-    def rename(self, src: str, dst: str) -> None:
+    def rename(self, src: str, dst: str, *, durable: bool = True) -> None:
         os.replace(src, dst)
-        _fsync_dir(os.path.dirname(dst))
+        if durable:
+            _fsync_dir(os.path.dirname(dst))
+
+    def sync_dir(self, path: str) -> None:
+        _fsync_dir(path)
 
     def rmtree(self, path: str) -> None:
         shutil.rmtree(path)
@@ -429,13 +439,17 @@ class SimDisk:
         if self._files.pop(path, None) is None:
             raise FileNotFoundError(errno.ENOENT, "no such file", path)
 
-    def rename(self, src: str, dst: str) -> None:
+    def rename(self, src: str, dst: str, *, durable: bool = True) -> None:
+        # Directory operations are durable at once in this model (see the class docstring).
         src, dst = self._norm(src), self._norm(dst)
         node = self._files.pop(src, None)
         if node is None:
             raise FileNotFoundError(errno.ENOENT, "no such file", src)
         self._check_parent(dst)
         self._files[dst] = node
+
+    def sync_dir(self, path: str) -> None:
+        pass  # directory operations are durable at once here
 
     def rmtree(self, path: str) -> None:
         path = self._norm(path)

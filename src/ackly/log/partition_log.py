@@ -477,17 +477,21 @@ class PartitionLog:
     def replace_segments(
         self, old: list[LogSegment], install: Callable[[], list[LogSegment]]
     ) -> None:
-        """Replace the first segments `old` by the ones `install` opens (a clean's swap, see
+        """Replace inactive segments `old` by the ones `install` opens (a clean's swap, see
         cleaner.py): `old` are renamed `.deleted` first (removed after file.delete.delay.ms,
-        so ranges already handed out stay readable), then `install` runs and its segments
-        take their place. The checkpoints are rewritten. Durable on return."""
+        so ranges already handed out stay readable; one directory fsync for them all), then
+        `install` runs and its segments take their places. The checkpoints are rewritten.
+        Durable on return."""
         self._check_open()
-        assert self._segments[: len(old)] == old and len(old) < len(self._segments)
-        rest = self._segments[len(old) :]
+        doomed = {id(s) for s in old}
+        assert len(doomed) == len(old) and id(self._active) not in doomed
+        rest = [s for s in self._segments if id(s) not in doomed]
+        assert len(rest) + len(old) == len(self._segments), "replacing segments not in the log"
         self._set_segments(rest)
-        self._schedule_deletion(old)
+        self._schedule_deletion(old, durable=False)
+        self.disk.sync_dir(self.dir_path)
         new = install()
-        self._set_segments(new + rest)
+        self._set_segments(sorted(rest + new, key=lambda s: s.base_offset))
         self.write_checkpoints()
 
     @property
@@ -982,10 +986,10 @@ class PartitionLog:
         self._schedule_deletion(doomed)
         self.producer_state.delete_snapshots_below(self._log_start_offset)
 
-    def _schedule_deletion(self, segments: list[LogSegment]) -> None:
+    def _schedule_deletion(self, segments: list[LogSegment], durable: bool = True) -> None:
         due_ms = self._clock_ms + self.config.file_delete_delay_ms
         for segment in segments:
-            paths = segment.rename_to_deleted()
+            paths = segment.rename_to_deleted(durable)
             self._pending_deletions.append(_PendingDeletion(due_ms, segment.file, paths))
 
     def tick(self, now_ms: int) -> None:
