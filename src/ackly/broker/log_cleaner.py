@@ -6,12 +6,12 @@ or above its min.cleanable.dirty.ratio, or one past max.compaction.lag.ms), the 
 flight, and the backoff when nothing needs cleaning (log.cleaner.backoff.ms).
 
 The cleaning itself is log/cleaner.py. The shell takes a job with `take_job`, runs it in its
-cleaner thread (throttled to log.cleaner.io.max.bytes.per.second) and hands it back to
-`complete_job` on the event loop, which applies the swap. Leaders and followers alike clean
+cleaner worker (a process, throttled to log.cleaner.io.max.bytes.per.second) and hands it
+back to `complete_job` on the event loop, which applies the swap. Leaders and followers alike clean
 their own copies (as Kafka's do): only the local log's LSO, active segment and recovery
 point bound a clean.
 
-Invariants: at most one job in flight (ackly runs one cleaner thread whatever
+Invariants: at most one job in flight (ackly runs one cleaner worker whatever
 log.cleaner.threads says: the dedupe buffer is still split as Kafka splits it); a job whose
 partition went (deleted, or its log truncated or trimmed under it) is discarded, never
 applied.

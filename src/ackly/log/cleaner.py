@@ -4,9 +4,10 @@ Owns: the cleaning of one partition log (Kafka's LogCleaner, LogCleanerManager's
 the cleanable range, and Cleaner.cleanSegments), in three steps that keep the core free of
 threads and clocks:
 1. `plan_clean` (event loop): choose the range and take what the job needs from the log;
-2. `CleanJob.run` (a worker thread): build the key -> latest offset map over the dirty part,
-   then write the cleaned segments as `.cleaned` files beside the log, never touching a file
-   the log uses;
+2. `CleanJob.run` (off the event loop: the shell runs it from `CleanJob.spec` in a cleaner
+   process, `run_spec`): build the key -> latest offset map over the dirty part, then write
+   the cleaned segments as `.cleaned` files beside the log, never touching a file the log
+   uses (a segment the clean would leave as it was is not rewritten at all);
 3. `apply_clean` (event loop): swap the cleaned segments in, crash-safely.
 
 What a clean keeps (Kafka's rules):
@@ -35,9 +36,10 @@ What a clean keeps (Kafka's rules):
   `segment.bytes` are cleaned into one.
 
 Crash safety (Kafka's `.cleaned` -> `.swap` -> rename protocol): every file of a cleaned
-segment is written and made durable as `<name>.cleaned`; the swap renames them `.swap` (the
-`.log.swap` rename last: it is the commit point), renames the replaced segments `.deleted`,
-then renames the `.swap` files to their final names (the `.log` last). `recover_swaps`, run
+segment is written and made durable as `<name>.cleaned`; the swap renames them `.swap` (every
+index before any `.log`, with a directory fsync after each: a `.log.swap` is the commit
+point), renames the replaced segments `.deleted`, then renames the `.swap` files to their
+final names (indexes, fsync, `.log`s, fsync). `recover_swaps`, run
 before a log loads, removes `.cleaned` files (a clean that never committed) and completes
 every `.log.swap` (removing the segments it replaces), so a crash at any point leaves either
 the old segments or the new one, never both and never neither. A cleaned segment only ever

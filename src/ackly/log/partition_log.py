@@ -10,6 +10,9 @@ On-disk layout of a partition directory (`<topic>-<partition>/`):
                                               that segment (see txn_index.py)
     *.deleted                                 files of deleted segments, removed after
                                               file.delete.delay.ms (Kafka's asyncDelete)
+    *.cleaned, *.swap                         a compaction in progress; completed or dropped
+                                              before the log loads (see cleaner.py)
+    cleaner-offset-checkpoint                 where the last compaction ended (cleaner.py)
     recovery-point, high-watermark, log-start-offset, clean-shutdown   (see checkpoint.py)
     <offset>.snapshot                         producer state as of that offset (see
                                               producer_state.py)

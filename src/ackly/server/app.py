@@ -3,7 +3,8 @@
 This is the only layer that knows asyncio (DESIGN.md s.1). It feeds the node decoded frames
 with `now_ms`, arms one timer for the node's next deadline, and runs flushes in a single
 worker thread: while one group flush runs, new appends collect for the next one, so a burst of
-concurrent producers shares each fsync (group commit).
+concurrent producers shares each fsync (group commit). Log compaction jobs go to the cleaner
+worker (cleaner_worker.py) and come back to the node for their swap.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ackly.config import BrokerConfig
 from ackly.log.cleaner import CleanJob
 from ackly.log.disk import RealDisk
 from ackly.log.partition_log import FlushJob
-from ackly.server.cleaner_thread import CleanerThread
+from ackly.server.cleaner_worker import CleanerWorker
 from ackly.server.cluster_io import ClusterIO
 from ackly.server.connection import Connection
 from ackly.server.memory_store_bridge import SharedMemoryStore
@@ -75,7 +76,7 @@ class BrokerServer:
         self._server: asyncio.base_events.Server | None = None
         self._flusher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-flush")
         self._flush_future: concurrent.futures.Future[None] | None = None
-        self._cleaner: CleanerThread | None = None
+        self._cleaner: CleanerWorker | None = None
         self._stopping = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due_ms: int | None = None
@@ -110,7 +111,7 @@ class BrokerServer:
                 on_fatal=self._on_fatal, metadata=self.metadata, hub=self.metadata_hub,
             )
             await self.cluster.start()
-        self._cleaner = CleanerThread(
+        self._cleaner = CleanerWorker(
             self.node.cleaner.io_max_bytes_per_second, self._on_cleaned
         )
         self._server = await asyncio.get_running_loop().create_server(

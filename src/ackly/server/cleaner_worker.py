@@ -74,7 +74,7 @@ def _run_in_worker(spec: CleanSpec, bytes_per_second: float) -> CleanStats:
                     cancelled=lambda: os.getppid() != _parent_pid)
 
 
-class CleanerThread:
+class CleanerWorker:
     def __init__(self, io_max_bytes_per_second: float, on_cleaned: OnCleaned) -> None:
         self._threads = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-cleaner")
         self._processes: multiprocessing.pool.Pool | None = None
