@@ -392,3 +392,39 @@ def test_a_spec_whose_segment_went_is_cancelled_without_creating_it() -> None:
         pass
     assert not disk.exists(gone)
     assert apply_clean(log, job) is None  # and the swap is refused
+
+
+def test_min_compaction_lag_and_the_lso_bound_what_is_cleaned() -> None:
+    disk = SimDisk(random.Random(9))
+    log = open_log(disk, min_compaction_lag_ms=60_000)
+    for i in range(40):
+        send(log, kv((b"k", b"v%d" % i)))
+    log.roll(NOW_MS)
+    send(log, kv((b"z", b"z")))
+    # Every segment's records are younger than the lag: nothing may be cleaned.
+    assert plan_clean(log, 0, NOW_MS + 1_000, CleanerSettings(), force=True) is None
+    assert plan_clean(log, 0, NOW_MS + 61_000, CleanerSettings(), force=True) is not None
+    # An open transaction holds the LSO: nothing at or above it is cleaned.
+    disk = SimDisk(random.Random(10))
+    log = open_log(disk)
+    send(log, kv((b"t", b"open"), pid=4, seq=0, transactional=True))
+    for i in range(40):
+        send(log, kv((b"k", b"v%d" % i)))
+    log.roll(NOW_MS)
+    assert log.last_stable_offset == 0
+    assert plan_clean(log, 0, NOW_MS, CleanerSettings(), force=True) is None
+
+
+def test_dirty_ratio_waits_unless_max_compaction_lag_passed() -> None:
+    disk = SimDisk(random.Random(11))
+    log = open_log(disk, min_cleanable_dirty_ratio=0.99, max_compaction_lag_ms=60_000)
+    for i in range(40):
+        send(log, kv((b"k%d" % i, b"v")))  # all distinct: nothing to gain
+    log.roll(NOW_MS)
+    first = clean(log)
+    assert first is not None
+    send(log, kv((b"k0", b"new")))
+    log.roll(NOW_MS)
+    # A small dirty part: below the ratio, no clean; past max.compaction.lag.ms, a clean.
+    assert plan_clean(log, first, NOW_MS + 1_000, CleanerSettings()) is None
+    assert plan_clean(log, first, NOW_MS + 61_000, CleanerSettings()) is not None
