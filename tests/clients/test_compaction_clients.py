@@ -273,3 +273,44 @@ def test_consumer_offsets_stay_bounded_and_survive_kill_9(broker_factory) -> Non
         assert committed.offset == commits
     finally:
         checker.close()
+
+
+def test_transaction_state_stays_bounded_and_survives_kill_9(broker_factory) -> None:
+    """__transaction_state is compacted: hundreds of transactions of one transactional id
+    leave a bounded log, and after a kill -9 the id's producer is fenced and resumes."""
+    segment_bytes = 16_384
+    broker = broker_factory(configs={
+        **BROKER, "transaction.state.log.num.partitions": "1",
+        "transaction.state.log.segment.bytes": str(segment_bytes),
+        "transaction.state.log.replication.factor": "1", "transaction.state.log.min.isr": "1",
+    })
+    bootstrap = broker.bootstrap
+    topic = f"txn-target-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(15)
+    txn_id = f"bounded-{uuid.uuid4().hex[:8]}"
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn_id})
+    producer.init_transactions(15)
+    for i in range(300):
+        producer.begin_transaction()
+        producer.produce(topic, key=b"k", value=b"%d" % i, partition=0)
+        producer.commit_transaction(15)
+    directory = f"{broker.data_dir}/__transaction_state-0"
+
+    def size() -> int:
+        return sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory)
+                   if n.endswith(".log"))
+
+    deadline = time.monotonic() + 30
+    while size() > 3 * segment_bytes:
+        assert time.monotonic() < deadline, f"__transaction_state still {size()} bytes"
+        time.sleep(0.05)
+    broker.kill()
+    broker.start()
+    again = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn_id})
+    again.init_transactions(30)
+    again.begin_transaction()
+    again.produce(topic, key=b"k", value=b"after", partition=0)
+    again.commit_transaction(15)
+    seen = ck_read(bootstrap, topic, "read_committed")
+    assert seen[-1][2] == b"after" and len([v for _, _, v in seen if v != b"after"]) >= 1
