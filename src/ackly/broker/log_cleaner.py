@@ -33,6 +33,7 @@ from ackly.log.cleaner import (
     plan_clean,
     read_first_dirty,
 )
+from ackly.log.partition_log import PartitionLog
 from ackly.replication.partition import Partition
 from ackly.types import TopicPartition
 
@@ -49,7 +50,9 @@ class CleanerManager:
             io_buffer_load_factor=float(config.get("log.cleaner.io.buffer.load.factor")),
             threads=max(1, int(config.get("log.cleaner.threads"))),
         )
-        self._first_dirty: dict[TopicPartition, int] = {}
+        # tp -> (first dirty offset, the log's truncation count when it was recorded, the
+        # log itself: a topic deleted and made again has a new log)
+        self._first_dirty: dict[TopicPartition, tuple[int, int, PartitionLog]] = {}
         self._next_check_ms = now_ms
         # A backoff wakes the broker when it ends (a timer), then stops asking to: the shell
         # looks for work after every input anyway.
@@ -75,11 +78,17 @@ class CleanerManager:
         self._backoff_armed = True
 
     def _first_dirty_of(self, p: Partition) -> int:
+        """Where the last clean ended; the log start again after a truncation, which may have
+        replaced records below it (Kafka truncates its cleaner checkpoint likewise)."""
+        log_ = p.log
+        truncations = log_.truncation_count
         cached = self._first_dirty.get(p.tp)
-        if cached is None:
-            cached = read_first_dirty(p.log.disk, p.log.dir_path) or 0
-            self._first_dirty[p.tp] = cached
-        return cached
+        if cached is None or cached[2] is not log_:
+            cached = (read_first_dirty(log_.disk, log_.dir_path) or 0, truncations, log_)
+        elif cached[1] != truncations:
+            cached = (log_.log_start_offset, truncations, log_)
+        self._first_dirty[p.tp] = cached
+        return cached[0]
 
     def take_job(
         self, partitions: Iterable[Partition], now_ms: int
@@ -136,12 +145,9 @@ class CleanerManager:
         if end is None:
             self.cleans_discarded += 1
             return
-        self._first_dirty[tp] = end
+        self._first_dirty[tp] = (end, p.log.truncation_count, p.log)
         self.cleans_applied += 1
         if job.stats is not None:
             self.bytes_read += job.stats.bytes_read
             self.records_removed += job.stats.records_removed
-
-    def forget(self, tp: TopicPartition) -> None:
-        self._first_dirty.pop(tp, None)
 
