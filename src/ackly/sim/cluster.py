@@ -174,7 +174,7 @@ class SimCluster:
         self.store = StoreBridge(self.scheduler, self.scheduler.fork(), self.hosts.get, self.plan.store,
                                  on_change=self._poll_observer)
         self.observer = MetadataObserver(self.store.store)
-        self.checker = ReplicaChecker()
+        self.checker = ReplicaChecker(compaction=config.compaction)
         self.restart_revision: dict[int, int] = {}
         self.history = History()
         self.env = ClientEnv(self.scheduler, self.network, self.history, sorted(self.hosts), TOPIC)
