@@ -35,11 +35,13 @@ What a clean keeps (Kafka's rules):
 - Small cleaned segments merge: consecutive segments whose sizes add up to at most
   `segment.bytes` are cleaned into one.
 
-Crash safety (Kafka's `.cleaned` -> `.swap` -> rename protocol): every file of a cleaned
-segment is written and made durable as `<name>.cleaned`; the swap renames them `.swap` (every
-index before any `.log`, with a directory fsync after each: a `.log.swap` is the commit
-point), renames the replaced segments `.deleted`, then renames the `.swap` files to their
-final names (indexes, fsync, `.log`s, fsync). `recover_swaps`, run
+Crash safety (Kafka's `.cleaned` -> `.swap` -> rename protocol): a cleaned segment's `.log`
+(and `.txnindex`, if it has aborted transactions) is written and made durable as
+`<name>.cleaned`; the swap renames them `.swap` (the `.txnindex` before the `.log`, with a
+directory fsync after each: a `.log.swap` is the commit point), renames the replaced
+segments `.deleted`, then renames the `.swap` files to their final names (same order). The
+offset and time indexes travel in memory (`CleanStats.indexes`) and reach their files at the
+next clean shutdown; after a crash, recovery rebuilds them, as for any segment without them. `recover_swaps`, run
 before a log loads, removes `.cleaned` files (a clean that never committed) and completes
 every `.log.swap` (removing the segments it replaces), so a crash at any point leaves either
 the old segments or the new one, never both and never neither. A cleaned segment only ever
@@ -69,7 +71,7 @@ from ackly.log.batch_filter import (
 )
 from ackly.log.checkpoint import OffsetCheckpoint
 from ackly.log.disk import Disk, DiskFile
-from ackly.log.index import INT32_MAX
+from ackly.log.index import INT32_MAX, CorruptIndexError, OffsetIndex, TimeIndex
 from ackly.log.producer_state import NO_OFFSET
 from ackly.log.segment import (
     INDEX_SUFFIX,
@@ -136,6 +138,7 @@ class CleanedSegment:
     aborted: list[AbortedTxn] = field(default_factory=list)
     # One source whose every batch the clean kept as it was: nothing to write or swap.
     unchanged: bool = False
+    indexes: tuple[bytes, bytes] | None = None  # offset index, time index of the new segment
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,10 @@ class CleanStats:
     bytes_written: int
     records_removed: int
     unchanged: tuple[int, ...] = ()  # base offsets of the groups left as they were
+    # (base offset, offset index, time index) of each new segment, as their files would hold
+    # them: the swap takes them in memory and the files are written at the next clean
+    # shutdown (after a crash, recovery rebuilds them), so a clean costs no index fsyncs.
+    indexes: tuple[tuple[int, bytes, bytes], ...] = ()
 
 
 class CleanJob:
@@ -225,7 +232,8 @@ class CleanJob:
             r, w, n = self._clean_group(group, offset_map, txns, throttle)
             read, written, removed = read + r, written + w, removed + n
         unchanged = tuple(g.base_offset for g in self.groups if g.unchanged)
-        self.stats = CleanStats(read, written, removed, unchanged)
+        indexes = tuple((g.base_offset, *g.indexes) for g in self.groups if g.indexes is not None)
+        self.stats = CleanStats(read, written, removed, unchanged, indexes)
         return self.stats
 
     def _check_cancel(self) -> None:
@@ -314,14 +322,13 @@ class CleanJob:
             group.unchanged = True
             return read, 0, 0
         file.flush()
-        # The indexes as LogSegment.on_become_inactive leaves them, written beside the log.
+        # The indexes as LogSegment.on_become_inactive leaves them, handed to the swap.
         if out.max_timestamp != NO_TIMESTAMP:
             out.time_index.maybe_append(
                 out.max_timestamp, out.offset_of_max_timestamp, skip_full_check=True
             )
+        group.indexes = (out.offset_index.to_bytes(), out.time_index.to_bytes())
         base = os.path.join(self.dir_path, file_name(group.base_offset, ""))
-        disk.write_atomic(base + INDEX_SUFFIX + CLEANED_SUFFIX, out.offset_index.to_bytes())
-        disk.write_atomic(base + TIME_INDEX_SUFFIX + CLEANED_SUFFIX, out.time_index.to_bytes())
         if group.aborted:
             disk.write_atomic(
                 base + TXN_INDEX_SUFFIX + CLEANED_SUFFIX,
@@ -644,10 +651,12 @@ def apply_clean(log: PartitionLog, job: CleanJob, crash_at: str | None = None) -
     # 2. The replaced segments go (renamed `.deleted`, removed after file.delete.delay.ms so
     # a fetch already handed a range of them still reads it); 3. `.swap` -> final names, the
     # indexes before the `.log`s again, and the new segments take their places.
+    indexes = {base: (offsets, times) for base, offsets, times in job.stats.indexes}
+
     def install() -> list[LogSegment]:
         _crash_point(crash_at, "after-old-deleted")
         _rename_all(disk, job.dir_path, changed, SWAP_SUFFIX, "")
-        return [_open_cleaned(log, group) for group in changed]
+        return [_open_cleaned(log, group, indexes.get(group.base_offset)) for group in changed]
 
     for group in job.groups:
         if group.segment is not None:  # written in this process
@@ -672,17 +681,30 @@ def _rename_all(
         disk.sync_dir(dir_path)
 
 
-def _open_cleaned(log: PartitionLog, group: CleanedSegment) -> LogSegment:
-    """The swapped-in segment, its indexes read from the files the job wrote (so a job run
-    in another process needs to hand back nothing but its success)."""
+def _open_cleaned(
+    log: PartitionLog, group: CleanedSegment, indexes: tuple[bytes, bytes] | None
+) -> LogSegment:
+    """The swapped-in segment with the indexes the job built (its index files are written at
+    the next clean shutdown: `indexes_dirty`; recovery rebuilds them after a crash)."""
     segment = LogSegment.open_existing(
         log.disk, log.dir_path, group.base_offset, log.config, group.sources[0].created_ms
     )
-    if not segment.load_indexes(group.end_offset):
-        segment.recover()  # unreachable unless the index files were damaged: rebuild them
-        segment.write_indexes()
+    try:
+        if indexes is None:
+            raise CorruptIndexError("no indexes from the job")
+        segment.offset_index = OffsetIndex.from_bytes(
+            group.base_offset, indexes[0], segment.offset_index.max_entries, segment.size
+        )
+        segment.time_index = TimeIndex.from_bytes(
+            group.base_offset, indexes[1], segment.time_index.max_entries, group.end_offset
+        )
+        last_time = segment.time_index.last_entry()
+        if last_time is not None:
+            segment.max_timestamp, segment.offset_of_max_timestamp = last_time
+    except CorruptIndexError:
+        segment.recover()  # unreachable unless the job was wrong: rebuild from the log
     segment.load_inactive(group.end_offset)
-    segment.indexes_dirty = False
+    segment.indexes_dirty = True
     segment.txn_index.load()
     return segment
 
