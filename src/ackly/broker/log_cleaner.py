@@ -24,15 +24,9 @@ from collections.abc import Callable, Iterable
 
 from ackly.config import BrokerConfig
 from ackly.errors import KafkaError
-from ackly.log.cleaner import (
-    CleanerSettings,
-    CleanJob,
-    apply_clean,
-    cleanable_range,
-    discard,
-    plan_clean,
-    read_first_dirty,
-)
+from ackly.log.clean_plan import cleanable_range, plan_clean, read_first_dirty
+from ackly.log.clean_swap import apply_clean, discard
+from ackly.log.cleaner import CleanerSettings, CleanJob
 from ackly.log.partition_log import PartitionLog
 from ackly.replication.partition import Partition
 from ackly.types import TopicPartition

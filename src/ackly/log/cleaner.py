@@ -3,12 +3,15 @@
 Owns: the cleaning of one partition log (Kafka's LogCleaner, LogCleanerManager's choice of
 the cleanable range, and Cleaner.cleanSegments), in three steps that keep the core free of
 threads and clocks:
-1. `plan_clean` (event loop): choose the range and take what the job needs from the log;
+1. `plan_clean` (event loop, clean_plan.py): choose the range and take what the job needs
+   from the log;
 2. `CleanJob.run` (off the event loop: the shell runs it from `CleanJob.spec` in a cleaner
    process, `run_spec`): build the key -> latest offset map over the dirty part, then write
    the cleaned segments as `.cleaned` files beside the log, never touching a file the log
    uses (a segment the clean would leave as it was is not rewritten at all);
-3. `apply_clean` (event loop): swap the cleaned segments in, crash-safely.
+3. `apply_clean` (event loop, clean_swap.py): swap the cleaned segments in, crash-safely.
+
+This module is the job itself (step 2); the rules below hold across the three modules.
 
 What a clean keeps (Kafka's rules):
 - Range: whole segments from the first one up to (not including) the first segment that is
@@ -41,11 +44,12 @@ Crash safety (Kafka's `.cleaned` -> `.swap` -> rename protocol): a cleaned segme
 directory fsync after each: a `.log.swap` is the commit point), renames the replaced
 segments `.deleted`, then renames the `.swap` files to their final names (same order). The
 offset and time indexes travel in memory (`CleanStats.indexes`) and reach their files at the
-next clean shutdown; after a crash, recovery rebuilds them, as for any segment without them. `recover_swaps`, run
-before a log loads, removes `.cleaned` files (a clean that never committed) and completes
-every `.log.swap` (removing the segments it replaces), so a crash at any point leaves either
-the old segments or the new one, never both and never neither. A cleaned segment only ever
-holds offsets below the recovery point (the job flushes first), so recovery never scans one.
+next clean shutdown; after a crash, recovery rebuilds them, as for any segment without them.
+`recover_swaps` (clean_swap.py), run before a log loads, removes `.cleaned` files (a clean
+that never committed) and completes every `.log.swap` (removing the segments it replaces),
+so a crash at any point leaves either the old segments or the new one, never both and never
+neither. A cleaned segment only ever holds offsets below the recovery point (the job flushes
+first), so recovery takes its holes for compaction, never for lost writes.
 
 Deterministic: files only through `Disk`; the clock comes in as `now_ms`; the job's
 throttle and cancel hooks are the shell's.
@@ -69,9 +73,7 @@ from ackly.log.batch_filter import (
     scan_keys,
     scan_records,
 )
-from ackly.log.checkpoint import OffsetCheckpoint
-from ackly.log.disk import Disk, DiskFile
-from ackly.log.index import INT32_MAX, CorruptIndexError, OffsetIndex, TimeIndex
+from ackly.log.disk import Disk
 from ackly.log.producer_state import NO_OFFSET
 from ackly.log.segment import (
     INDEX_SUFFIX,
@@ -83,29 +85,19 @@ from ackly.log.segment import (
 )
 from ackly.log.txn_index import TXN_INDEX_SUFFIX, AbortedTxn, encode_entry
 from ackly.protocol.record_codec import ControlType, decode_control_batch
-from ackly.protocol.records import HEADER_SIZE, BatchHeader, read_header
+from ackly.protocol.records import BatchHeader, read_header
 from ackly.types import NO_TIMESTAMP
 
-if TYPE_CHECKING:  # partition_log imports this module (recover_swaps)
-    from ackly.log.partition_log import FlushJob, PartitionLog
+if TYPE_CHECKING:
+    from ackly.log.partition_log import FlushJob
 
 logger = logging.getLogger(__name__)
 
 CLEANED_SUFFIX = ".cleaned"
-SWAP_SUFFIX = ".swap"
-CLEANER_OFFSET_FILE = "cleaner-offset-checkpoint"
 # Kafka's SkimpyOffsetMap: 16 bytes of MD5 hash + 8 bytes of offset per entry.
 OFFSET_MAP_ENTRY_BYTES = 24
 _SEGMENT_SUFFIXES = (INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX, LOG_SUFFIX)
 _WRITE_CHUNK_BYTES = 1 << 20
-
-# Named crash points of the swap, for tests and the simulator: `apply_clean` raises
-# CleanCrash at the named one (nothing in production names one).
-CRASH_POINTS = ("after-swap-rename", "after-old-deleted", "after-new-renamed")
-
-
-class CleanCrash(Exception):
-    """Raised at a named crash point: the test then crashes the disk."""
 
 
 class CleanCancelled(Exception):
@@ -466,249 +458,6 @@ def _marker_kind(segment: LogSegment, position: int, header: BatchHeader) -> Con
     return _marker_kind_of(segment.read_batch(position, header), header)
 
 
-# ---------------------------------------------------------------------- planning
-
-
-def read_first_dirty(disk: Disk, dir_path: str) -> int | None:
-    return OffsetCheckpoint(disk, dir_path, CLEANER_OFFSET_FILE).read()
-
-
-def write_first_dirty(disk: Disk, dir_path: str, offset: int) -> None:
-    """Durable on return. Only an optimisation: a lost one makes the next clean map more."""
-    OffsetCheckpoint(disk, dir_path, CLEANER_OFFSET_FILE).write(offset)
-
-
-@dataclass(frozen=True)
-class CleanableRange:
-    dirty_index: int  # first dirty segment
-    end_index: int  # first segment not cleaned
-    dirty_ratio: float
-    must_clean: bool  # max.compaction.lag.ms passed
-
-
-def cleanable_range(log: PartitionLog, first_dirty: int, now_ms: int) -> CleanableRange | None:
-    """Which segments a clean may cover now (Kafka's LogCleanerManager.cleanableOffsets), or
-    None if there is nothing dirty there."""
-    config = log.config
-    segments = log.segments
-    if "compact" not in config.cleanup_policy or len(segments) < 2:
-        return None
-    limit = min(log.last_stable_offset, segments[-1].base_offset)
-    end_index = 0
-    while end_index + 1 < len(segments) and segments[end_index + 1].base_offset <= limit:
-        segment = segments[end_index]
-        if (
-            config.min_compaction_lag_ms > 0
-            and segment.max_timestamp != NO_TIMESTAMP
-            and segment.max_timestamp > now_ms - config.min_compaction_lag_ms
-        ):
-            break
-        end_index += 1
-    if not log.log_start_offset <= first_dirty <= log.log_end_offset:
-        first_dirty = log.log_start_offset
-    dirty_index = 0
-    while dirty_index < end_index and segments[dirty_index + 1].base_offset <= first_dirty:
-        dirty_index += 1
-    if dirty_index >= end_index:
-        return None
-    clean_bytes = sum(s.size for s in segments[:dirty_index])
-    dirty_bytes = sum(s.size for s in segments[dirty_index:end_index])
-    total = clean_bytes + dirty_bytes
-    ratio = dirty_bytes / total if total else 0.0
-    must_clean = False
-    if config.max_compaction_lag_ms < 2**63 - 1:
-        first = next(iter(segments[dirty_index].iter_headers(0)), None)
-        if first is not None and now_ms - first[1].max_timestamp > config.max_compaction_lag_ms:
-            must_clean = True
-    return CleanableRange(dirty_index, end_index, ratio, must_clean)
-
-
-def plan_clean(
-    log: PartitionLog,
-    first_dirty: int,
-    now_ms: int,
-    settings: CleanerSettings,
-    *,
-    force: bool = False,
-) -> CleanJob | None:
-    """A job cleaning what `cleanable_range` allows, if its dirty ratio reaches
-    min.cleanable.dirty.ratio (or max.compaction.lag.ms forces it, or `force`), else None."""
-    found = cleanable_range(log, first_dirty, now_ms)
-    if found is None:
-        return None
-    config = log.config
-    if not (force or found.must_clean or found.dirty_ratio >= config.min_cleanable_dirty_ratio):
-        return None
-    segments = log.segments
-    # The map holds the keys of whole segments (at least one): stop before a segment whose
-    # offsets could overflow it (Kafka fills its map to the same bound).
-    end_index = found.dirty_index + 1
-    offsets = segments[found.dirty_index].next_offset - segments[found.dirty_index].base_offset
-    capacity = settings.map_capacity
-    while end_index < found.end_index:
-        segment = segments[end_index]
-        count = segment.next_offset - segment.base_offset
-        if offsets + count > capacity:
-            break
-        offsets += count
-        end_index += 1
-    sources = segments[:end_index]
-    end_offset = segments[end_index].base_offset
-    groups = _group_by_size(sources, segments[end_index].base_offset, config)
-    aborted = tuple(
-        log.collect_aborted_transactions(sources[0].base_offset, end_offset)
-    )
-    producer_last = {
-        e.producer_id: (e.last_offset, e.epoch) for e in log.producer_state.active_producers()
-    }
-    flush = log.begin_flush() if log.recovery_point < end_offset else None
-    return CleanJob(
-        disk=log.disk, dir_path=log.dir_path, config=config, sources=tuple(sources),
-        groups=groups, dirty_index=found.dirty_index, end_offset=end_offset, aborted=aborted,
-        producer_last=producer_last, now_ms=now_ms, truncations=log.truncation_count,
-        flush=flush,
-    )
-
-
-def _group_by_size(
-    sources: tuple[LogSegment, ...], end_offset: int, config: TopicConfig
-) -> list[CleanedSegment]:
-    """Consecutive segments cleaned into one while their sizes fit segment.bytes, their
-    offsets fit a relative offset and their index entries fit one index (Kafka's
-    groupSegmentsBySize)."""
-    groups: list[CleanedSegment] = []
-    i = 0
-    while i < len(sources):
-        first = sources[i]
-        size = first.size
-        entries = len(first.offset_index)
-        j = i + 1
-        while j < len(sources):
-            nxt = sources[j]
-            nxt_end = sources[j + 1].base_offset if j + 1 < len(sources) else end_offset
-            if (
-                size + nxt.size > config.segment_bytes
-                or entries + len(nxt.offset_index) >= first.offset_index.max_entries
-                or nxt_end - 1 - first.base_offset > INT32_MAX
-            ):
-                break
-            size += nxt.size
-            entries += len(nxt.offset_index)
-            j += 1
-        group_end = sources[j].base_offset if j < len(sources) else end_offset
-        groups.append(CleanedSegment(first.base_offset, group_end, tuple(sources[i:j])))
-        i = j
-    return groups
-
-
-# ---------------------------------------------------------------------- the swap
-
-
-def _cleaned_paths(dir_path: str, base_offset: int, suffix: str) -> tuple[str, str, str]:
-    final = os.path.join(dir_path, file_name(base_offset, suffix))
-    return final + CLEANED_SUFFIX, final + SWAP_SUFFIX, final
-
-
-def discard(job: CleanJob) -> None:
-    """Remove the `.cleaned` files of a job that will not be applied."""
-    for group in job.groups:
-        if group.segment is not None:
-            group.segment.file.close()
-        for suffix in _SEGMENT_SUFFIXES:
-            cleaned = _cleaned_paths(job.dir_path, group.base_offset, suffix)[0]
-            try:
-                if job.disk.exists(cleaned):
-                    job.disk.remove(cleaned)
-            except OSError as exc:  # the directory went with its topic
-                logger.debug("%s: %s", cleaned, exc)
-
-
-def apply_clean(log: PartitionLog, job: CleanJob, crash_at: str | None = None) -> int | None:
-    """Swap the job's cleaned segments into `log` (event loop). Returns the new first dirty
-    offset, or None if the log changed under the job (truncated, segments deleted, closed):
-    the job is then discarded and the log is as it was.
-
-    Durable on return: a crash at any point leaves the old segments or the new ones."""
-    if (
-        log.is_closed
-        or job.stats is None
-        or job.truncations != log.truncation_count
-        or log.segments[: len(job.sources)] != job.sources
-    ):
-        discard(job)
-        return None
-    if job.flush is not None:
-        log.complete_flush(job.flush)
-    disk = job.disk
-    unchanged = set(job.stats.unchanged)
-    changed = [g for g in job.groups if g.base_offset not in unchanged]
-    # 1. `.cleaned` -> `.swap`, the indexes of every group first, then the `.log`s: a
-    # `.log.swap` is the commit point, so its indexes must be durable before it is. One
-    # directory fsync per phase, not per file.
-    _rename_all(disk, job.dir_path, changed, CLEANED_SUFFIX, SWAP_SUFFIX)
-    _crash_point(crash_at, "after-swap-rename")
-
-    # 2. The replaced segments go (renamed `.deleted`, removed after file.delete.delay.ms so
-    # a fetch already handed a range of them still reads it); 3. `.swap` -> final names, the
-    # indexes before the `.log`s again, and the new segments take their places.
-    indexes = {base: (offsets, times) for base, offsets, times in job.stats.indexes}
-
-    def install() -> list[LogSegment]:
-        _crash_point(crash_at, "after-old-deleted")
-        _rename_all(disk, job.dir_path, changed, SWAP_SUFFIX, "")
-        return [_open_cleaned(log, group, indexes.get(group.base_offset)) for group in changed]
-
-    for group in job.groups:
-        if group.segment is not None:  # written in this process
-            group.segment.file.close()
-    log.replace_segments([s for g in changed for s in g.sources], install)
-    _crash_point(crash_at, "after-new-renamed")
-    write_first_dirty(disk, job.dir_path, job.end_offset)
-    return job.end_offset
-
-
-def _rename_all(
-    disk: Disk, dir_path: str, groups: list[CleanedSegment], from_suffix: str, to_suffix: str
-) -> None:
-    """Rename the files of `groups` from `<name><from>` to `<name><to>`: every index file,
-    a directory fsync, every `.log`, a directory fsync."""
-    for suffixes in (_SEGMENT_SUFFIXES[:-1], _SEGMENT_SUFFIXES[-1:]):
-        for group in groups:
-            for suffix in suffixes:
-                final = os.path.join(dir_path, file_name(group.base_offset, suffix))
-                if disk.exists(final + from_suffix):
-                    disk.rename(final + from_suffix, final + to_suffix, durable=False)
-        disk.sync_dir(dir_path)
-
-
-def _open_cleaned(
-    log: PartitionLog, group: CleanedSegment, indexes: tuple[bytes, bytes] | None
-) -> LogSegment:
-    """The swapped-in segment with the indexes the job built (its index files are written at
-    the next clean shutdown: `indexes_dirty`; recovery rebuilds them after a crash)."""
-    segment = LogSegment.open_existing(
-        log.disk, log.dir_path, group.base_offset, log.config, group.sources[0].created_ms
-    )
-    try:
-        if indexes is None:
-            raise CorruptIndexError("no indexes from the job")
-        segment.offset_index = OffsetIndex.from_bytes(
-            group.base_offset, indexes[0], segment.offset_index.max_entries, segment.size
-        )
-        segment.time_index = TimeIndex.from_bytes(
-            group.base_offset, indexes[1], segment.time_index.max_entries, group.end_offset
-        )
-        last_time = segment.time_index.last_entry()
-        if last_time is not None:
-            segment.max_timestamp, segment.offset_of_max_timestamp = last_time
-    except CorruptIndexError:
-        segment.recover()  # unreachable unless the job was wrong: rebuild from the log
-    segment.load_inactive(group.end_offset)
-    segment.indexes_dirty = True
-    segment.txn_index.load()
-    return segment
-
-
 @dataclass(frozen=True)
 class CleanSpec:
     """A CleanJob as plain values, for a cleaner process (see `CleanJob.spec`)."""
@@ -767,60 +516,3 @@ def run_spec(
         for group in groups:
             if group.segment is not None:
                 group.segment.file.close()
-
-
-def _crash_point(crash_at: str | None, name: str) -> None:
-    assert crash_at is None or crash_at in CRASH_POINTS, crash_at
-    if crash_at == name:
-        raise CleanCrash(name)
-
-
-def recover_swaps(disk: Disk, dir_path: str) -> int:
-    """Before a log loads: drop the files of uncommitted cleans, complete committed swaps.
-    Returns the number of swaps completed. Durable on return."""
-    if not disk.exists(dir_path):
-        return 0
-    names = disk.listdir(dir_path)
-    for name in names:
-        if name.endswith(CLEANED_SUFFIX):
-            disk.remove(os.path.join(dir_path, name))
-    swaps = sorted(n for n in names if n.endswith(LOG_SUFFIX + SWAP_SUFFIX))
-    for name in swaps:
-        base = int(name[:20])
-        swap_path = os.path.join(dir_path, name)
-        end = _next_offset_of(disk, swap_path, base)
-        # Every segment the swapped one replaces: base offsets in [base, end).
-        for other in disk.listdir(dir_path):
-            if len(other) < 20 or not other[:20].isdigit() or other.endswith(SWAP_SUFFIX):
-                continue
-            other_base = int(other[:20])
-            if base <= other_base < max(end, base + 1) and other[20:] in _SEGMENT_SUFFIXES:
-                disk.remove(os.path.join(dir_path, other))
-        for suffix in _SEGMENT_SUFFIXES:
-            _, swap, final = _cleaned_paths(dir_path, base, suffix)
-            if disk.exists(swap):
-                disk.rename(swap, final)
-        logger.warning("%s: completed the swap of cleaned segment %d", dir_path, base)
-    # `.swap` index files whose `.log.swap` never came: an uncommitted clean.
-    for name in disk.listdir(dir_path):
-        if name.endswith(SWAP_SUFFIX):
-            disk.remove(os.path.join(dir_path, name))
-    return len(swaps)
-
-
-def _next_offset_of(disk: Disk, path: str, base_offset: int) -> int:
-    """One past the last batch of a fully written (fsynced) segment file."""
-    file: DiskFile = disk.open(path)
-    try:
-        size = file.size()
-        position = 0
-        next_offset = base_offset
-        while position + HEADER_SIZE <= size:
-            header = read_header(file.read(position, HEADER_SIZE))
-            if header.size < HEADER_SIZE or position + header.size > size:
-                break
-            next_offset = header.next_offset
-            position += header.size
-        return next_offset
-    finally:
-        file.close()

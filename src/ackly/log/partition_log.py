@@ -61,7 +61,7 @@ from ackly.log.checkpoint import (
     CleanShutdownMarker,
     OffsetCheckpoint,
 )
-from ackly.log.cleaner import recover_swaps
+from ackly.log.clean_swap import recover_swaps
 from ackly.log.disk import TEMP_SUFFIX, Disk, DiskFile
 from ackly.log.index import INT32_MAX
 from ackly.log.leader_epoch import LeaderEpochCache, entries_from_batches

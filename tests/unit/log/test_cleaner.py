@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ackly.log import cleaner
-from ackly.log.cleaner import CleanCrash, CleanerSettings, apply_clean, plan_clean
+from ackly.log import clean_swap, cleaner
+from ackly.log.clean_plan import plan_clean
+from ackly.log.clean_swap import CleanCrash, apply_clean
+from ackly.log.cleaner import CleanerSettings
 from ackly.log.disk import SimDisk
 from ackly.log.partition_log import PartitionLog
 from ackly.log.producer_state import AppendOrigin
@@ -333,7 +335,7 @@ def test_each_producers_last_batch_is_kept_so_its_sequence_survives() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.sampled_from(cleaner.CRASH_POINTS), st.integers(0, 2**32))
+@given(st.sampled_from(clean_swap.CRASH_POINTS), st.integers(0, 2**32))
 def test_a_crash_at_any_step_of_the_swap_loses_nothing(point: str, seed: int) -> None:
     disk = SimDisk(random.Random(seed))
     log = open_log(disk)
