@@ -22,6 +22,7 @@ from ackly.errors import ConfigError
 class Kind(Enum):
     INT = "int"
     LONG = "long"
+    DOUBLE = "double"
     BOOLEAN = "boolean"
     STRING = "string"
     LIST = "list"
@@ -42,6 +43,7 @@ class ConfigDef:
     default: Any
     doc: str
     minimum: int | None = None
+    maximum: int | None = None
     choices: tuple[str, ...] | None = None
     broker_synonym: str | None = None  # the broker-wide default for a topic config
     read_only: bool = False
@@ -67,6 +69,18 @@ class ConfigDef:
             if self.minimum is not None and value < self.minimum:
                 raise ConfigError(self.name, f"{value} is below the minimum {self.minimum}")
             return value
+        if self.kind is Kind.DOUBLE:
+            try:
+                number = float(raw.strip())
+            except ValueError:
+                raise ConfigError(self.name, f"{raw!r} is not a number") from None
+            if number != number:
+                raise ConfigError(self.name, "NaN is not a valid value")
+            if self.minimum is not None and number < self.minimum:
+                raise ConfigError(self.name, f"{number} is below the minimum {self.minimum}")
+            if self.maximum is not None and number > self.maximum:
+                raise ConfigError(self.name, f"{number} is above the maximum {self.maximum}")
+            return number
         if self.kind is Kind.BOOLEAN:
             lowered = raw.strip().lower()
             if lowered not in ("true", "false"):
@@ -178,6 +192,19 @@ TOPIC_CONFIG_DEFS: tuple[ConfigDef, ...] = (
               minimum=1, broker_synonym="log.flush.interval.ms"),
     ConfigDef("compression.type", Kind.STRING, "producer", "batches are kept as the producer sent them",
               choices=("producer",), broker_synonym="compression.type"),
+    # Log compaction (cleanup.policy=compact); Kafka's names, synonyms and defaults.
+    ConfigDef("min.cleanable.dirty.ratio", Kind.DOUBLE, 0.5,
+              "clean when the uncleaned part is at least this share of the log",
+              minimum=0, maximum=1, broker_synonym="log.cleaner.min.cleanable.ratio"),
+    ConfigDef("min.compaction.lag.ms", Kind.LONG, 0,
+              "a record stays uncompacted at least this long", minimum=0,
+              broker_synonym="log.cleaner.min.compaction.lag.ms"),
+    ConfigDef("max.compaction.lag.ms", Kind.LONG, 2**63 - 1,
+              "a record is compacted at most this long after it is written, whatever the ratio",
+              minimum=1, broker_synonym="log.cleaner.max.compaction.lag.ms"),
+    ConfigDef("delete.retention.ms", Kind.LONG, 86_400_000,
+              "keep tombstones and transaction markers this long after they are first cleaned",
+              minimum=0, broker_synonym="log.cleaner.delete.retention.ms"),
 )
 TOPIC_CONFIGS: Mapping[str, ConfigDef] = {d.name: d for d in TOPIC_CONFIG_DEFS}
 
@@ -298,6 +325,21 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
     ConfigDef("auto.leader.rebalance.enable", Kind.BOOLEAN, True,
               "move leadership back to each partition's preferred replica when it is in sync"),
     ConfigDef("broker.rack", Kind.STRING, "", "this broker's rack, for replica placement"),
+    # The log cleaner (compaction); Kafka's names and defaults.
+    ConfigDef("log.cleaner.enable", Kind.BOOLEAN, True,
+              "run the log cleaner for topics with cleanup.policy=compact"),
+    ConfigDef("log.cleaner.threads", Kind.INT, 1, "cleaner threads", minimum=0),
+    ConfigDef("log.cleaner.backoff.ms", Kind.LONG, 15_000,
+              "pause of the cleaner when no log needs cleaning", minimum=0),
+    ConfigDef("log.cleaner.dedupe.buffer.size", Kind.LONG, 128 * 1024 * 1024,
+              "memory for the key -> offset map of all cleaner threads (24 bytes a key)",
+              minimum=1),
+    ConfigDef("log.cleaner.io.buffer.size", Kind.INT, 512 * 1024,
+              "read and write buffer of the cleaner threads", minimum=0),
+    ConfigDef("log.cleaner.io.buffer.load.factor", Kind.DOUBLE, 0.9,
+              "how full the key -> offset map may get", minimum=0, maximum=1),
+    ConfigDef("log.cleaner.io.max.bytes.per.second", Kind.DOUBLE, 1.7976931348623157e308,
+              "cap on the bytes the cleaner reads and writes per second", minimum=0),
 )
 
 
@@ -339,6 +381,10 @@ class TopicConfig:
     flush_policy: str
     flush_interval_ms: int
     compression_type: str
+    min_cleanable_dirty_ratio: float
+    min_compaction_lag_ms: int
+    max_compaction_lag_ms: int
+    delete_retention_ms: int
     overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod

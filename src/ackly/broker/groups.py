@@ -217,8 +217,8 @@ def ensure_offsets_topic(node: BrokerNode, now_ms: int) -> GroupCoordinator:
         create_internal_topic(
             node, OFFSETS_TOPIC, int(node.config.get("offsets.topic.num.partitions")),
             internal_replication_factor(node, OFFSETS_TOPIC, "offsets.topic.replication.factor"), {
-                # Keyed records whose latest value wins: compaction keeps the log bounded
-                # (not implemented yet, see coordinator/group_coordinator.py).
+                # Keyed records whose latest value wins: compaction (log/cleaner.py) keeps
+                # the log bounded by the live groups and offsets.
                 "cleanup.policy": "compact",
                 "segment.bytes": str(node.config.get("offsets.topic.segment.bytes")),
             }, int(node.config.get("offsets.commit.timeout.ms")), now_ms,

@@ -50,6 +50,7 @@ from ackly.broker.dispatch import dispatch
 from ackly.broker.faults import FaultPoints
 from ackly.broker.groups import make_group_coordinator
 from ackly.broker.io import PeerRequest
+from ackly.broker.log_cleaner import CleanerManager
 from ackly.broker.replicas import ReplicaManager
 from ackly.broker.transactions import TransactionsBroker
 from ackly.cluster.controller import ControllerPolicy
@@ -61,6 +62,7 @@ from ackly.cluster.topics import CATALOGUE_FILE, TopicCatalogue
 from ackly.config import BrokerConfig, TopicConfig
 from ackly.coordinator.producer_ids import ProducerIdManager
 from ackly.errors import ConfigError, ErrorCode, KafkaError, StorageError
+from ackly.log.cleaner import CleanJob
 from ackly.log.disk import Disk
 from ackly.log.partition_log import FlushJob
 from ackly.replication.partition import Partition
@@ -139,6 +141,7 @@ class BrokerNode:
         self._dirty: set[TopicPartition] = set()
         self._flush_interval_due_ms: dict[TopicPartition, int] = {}
         self._next_retention_ms = now_ms + int(config.get("log.retention.check.interval.ms"))
+        self.cleaner = CleanerManager(config, now_ms)
         self._next_request_id = 1
         self._peer_out: list[PeerRequest] = []
         self._store_out: list[Command] = []
@@ -440,6 +443,22 @@ class BrokerNode:
             if failure is not None:
                 self._take_log_dir_offline(failure, now_ms)
 
+    def take_clean_job(self, now_ms: int) -> tuple[TopicPartition, CleanJob] | None:
+        """The next log clean for the shell's cleaner thread, if one is due (log_cleaner.py)."""
+        return self.cleaner.take_job(self.all_partitions(), now_ms)
+
+    def complete_clean(
+        self, tp: TopicPartition, job: CleanJob, error: BaseException | None, now_ms: int
+    ) -> None:
+        """The cleaner thread finished `job`: swap its segments in (or drop it). Nothing is
+        swapped once the log directory is offline; a failed swap takes it offline."""
+        if self.log_dir_failure is None:
+            try:
+                self.cleaner.complete_job(tp, job, error, self.replicas.partitions.get)
+            except StorageError as exc:
+                self._take_log_dir_offline(exc, now_ms)
+        self._after_input(now_ms)
+
     def tick(self, now_ms: int) -> None:
         """Run what is due: expired delayed operations, interval flushes, retention, the
         member's session and the controller, ISR checks, follower fetch retries."""
@@ -471,6 +490,8 @@ class BrokerNode:
         self.group_coordinator.tick(now_ms)  # sessions, rebalance deadlines, offset expiry
         self.transactions.tick(now_ms)  # transaction timeouts, expired transactional ids
         self.admin.check(now_ms)
+        if self.log_dir_failure is None:
+            self.cleaner.tick(now_ms)
 
     def enforce_retention(self, now_ms: int) -> int:
         deleted = 0
@@ -491,6 +512,7 @@ class BrokerNode:
             self.member.next_deadline_ms(),
             self.replicas.next_deadline_ms(),
             self.admin.next_deadline_ms(),
+            self.cleaner.next_deadline_ms(),
         ):
             if deadline is not None:
                 candidates.append(deadline)

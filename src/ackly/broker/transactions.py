@@ -123,8 +123,8 @@ class TransactionsBroker:
             create_internal_topic(
                 node, TRANSACTION_STATE_TOPIC, int(node.config.get("transaction.state.log.num.partitions")),
                 replicas, {
-                    # One record per transactional id wins: compaction keeps the log bounded
-                    # (not implemented yet; loading replays every record, later ones win).
+                    # One record per transactional id wins: compaction (log/cleaner.py) keeps
+                    # the log bounded by the live transactional ids.
                     "cleanup.policy": "compact",
                     "min.insync.replicas": str(min_isr),
                     "segment.bytes": str(node.config.get("transaction.state.log.segment.bytes")),

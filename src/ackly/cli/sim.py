@@ -44,8 +44,10 @@ def _summary(result: SimResult, elapsed_s: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per seed")
 @click.option("--transactions", is_flag=True,
               help="add transactional producers and read_committed consumers (tests/sim's txn seeds)")
+@click.option("--compaction", is_flag=True,
+              help="run the log cleaner, with small segments of the compacted internal topics")
 def sim(seed: int, steps: int, brokers: int, seeds: int, fault_points: tuple[str, ...], verbose: bool,
-        as_json: bool, transactions: bool) -> None:
+        as_json: bool, transactions: bool, compaction: bool) -> None:
     """Simulate a cluster under faults, deterministically, and check every guarantee."""
     if steps < 1 or brokers < 1 or seeds < 1:
         raise click.UsageError("--steps, --brokers and --seeds must be at least 1")
@@ -56,7 +58,8 @@ def sim(seed: int, steps: int, brokers: int, seeds: int, fault_points: tuple[str
         # errors for appends refused while the ISR is short, are expected noise.
         logger.setLevel(logging.CRITICAL)
     try:
-        failed = _run(seed, seeds, steps, brokers, tuple(fault_points), verbose, as_json, transactions)
+        failed = _run(seed, seeds, steps, brokers, tuple(fault_points), verbose, as_json, transactions,
+                      compaction)
     finally:
         logger.setLevel(level)
     if seeds > 1 and not as_json:
@@ -65,12 +68,13 @@ def sim(seed: int, steps: int, brokers: int, seeds: int, fault_points: tuple[str
 
 
 def _run(seed: int, seeds: int, steps: int, brokers: int, fault_points: tuple[str, ...], verbose: bool,
-         as_json: bool, transactions: bool) -> int:
+         as_json: bool, transactions: bool, compaction: bool = False) -> int:
     """Run the seeds, print one line each (or JSON); return how many failed."""
     failed = 0
     for s in range(seed, seed + seeds):
         started = time.perf_counter()
-        result = run_seed(s, steps=steps, brokers=brokers, fault_points=fault_points, transactions=transactions)
+        result = run_seed(s, steps=steps, brokers=brokers, fault_points=fault_points, transactions=transactions,
+                          compaction=compaction)
         elapsed = time.perf_counter() - started
         if as_json:
             click.echo(json.dumps({

@@ -6,9 +6,11 @@ exactly as Kafka computes it, so Kafka's tools and ackly agree on where a group 
 there through the coordinator runtime (records in, replay out; replies once committed).
 
 The internal topic is created by the broker the first time a client looks a group up (or
-joins, or commits), with cleanup.policy=compact. Compaction itself is not implemented yet:
-the partitions keep every record and loading replays them all, which is correct (later
-records win) but grows with the number of offset commits.
+joins, or commits), with cleanup.policy=compact: the log cleaner keeps each key's latest
+record (and a tombstone for delete.retention.ms), so a partition, and the replay that loads
+it, grows with the live groups and offsets, not with the number of commits. Replay is
+unchanged by compaction: later records win either way, and a transaction's offsets keep
+their marker while they remain (log/cleaner.py).
 
 Until the topic exists there are no groups: group-less answers need no shard.
 

@@ -140,8 +140,14 @@ class Disk(Protocol):
 
     def remove(self, path: str) -> None: ...
 
-    def rename(self, src: str, dst: str) -> None:
-        """Rename a file (replacing `dst`); open files keep working. Durable on return."""
+    def rename(self, src: str, dst: str, *, durable: bool = True) -> None:
+        """Rename a file (replacing `dst`); open files keep working. Durable on return, or
+        with `durable=False` once `sync_dir` of its directory returns (many renames, one
+        directory fsync: the log cleaner's swap)."""
+        ...
+
+    def sync_dir(self, path: str) -> None:
+        """Make every rename in directory `path` so far durable."""
         ...
 
     def rmtree(self, path: str) -> None: ...
@@ -320,13 +326,21 @@ class RealDisk:
         except OSError as exc:
             self._fail("remove", path, exc)
 
-    def rename(self, src: str, dst: str) -> None:
+    def rename(self, src: str, dst: str, *, durable: bool = True) -> None:
         self.health.check("rename", src)
         try:
             os.replace(src, dst)
-            _fsync_dir(os.path.dirname(dst))
+            if durable:
+                _fsync_dir(os.path.dirname(dst))
         except OSError as exc:
             self._fail("rename", src, exc)
+
+    def sync_dir(self, path: str) -> None:
+        self.health.check("fsync", path)
+        try:
+            _fsync_dir(path)
+        except OSError as exc:
+            self._fail("fsync", path, exc)
 
     def rmtree(self, path: str) -> None:
         shutil.rmtree(path)
@@ -575,7 +589,8 @@ class SimDisk:
         if self._files.pop(path, None) is None:
             raise FileNotFoundError(errno.ENOENT, "no such file", path)
 
-    def rename(self, src: str, dst: str) -> None:
+    def rename(self, src: str, dst: str, *, durable: bool = True) -> None:
+        # Directory operations are durable at once in this model (see the class docstring).
         src, dst = self._norm(src), self._norm(dst)
         self.health.check("rename", src)
         node = self._files.pop(src, None)
@@ -583,6 +598,9 @@ class SimDisk:
             raise FileNotFoundError(errno.ENOENT, "no such file", src)
         self._check_parent(dst)
         self._files[dst] = node
+
+    def sync_dir(self, path: str) -> None:
+        self.health.check("fsync", path)  # directory operations are durable at once here
 
     def rmtree(self, path: str) -> None:
         path = self._norm(path)

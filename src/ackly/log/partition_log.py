@@ -10,6 +10,9 @@ On-disk layout of a partition directory (`<topic>-<partition>/`):
                                               that segment (see txn_index.py)
     *.deleted                                 files of deleted segments, removed after
                                               file.delete.delay.ms (Kafka's asyncDelete)
+    *.cleaned, *.swap                         a compaction in progress; completed or dropped
+                                              before the log loads (see cleaner.py)
+    cleaner-offset-checkpoint                 where the last compaction ended (cleaner.py)
     recovery-point, high-watermark, log-start-offset, clean-shutdown   (see checkpoint.py)
     <offset>.snapshot                         producer state as of that offset (see
                                               producer_state.py)
@@ -46,7 +49,7 @@ from __future__ import annotations
 import logging
 import os
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ackly.config import TopicConfig
@@ -58,6 +61,7 @@ from ackly.log.checkpoint import (
     CleanShutdownMarker,
     OffsetCheckpoint,
 )
+from ackly.log.clean_swap import recover_swaps
 from ackly.log.disk import TEMP_SUFFIX, Disk, DiskFile
 from ackly.log.index import INT32_MAX
 from ackly.log.leader_epoch import LeaderEpochCache, entries_from_batches
@@ -205,6 +209,8 @@ class PartitionLog:
 
     def _load(self, now_ms: int) -> None:
         disk, config = self.disk, self.config
+        # A clean interrupted by a crash: finish its swap or drop it (see cleaner.py).
+        recover_swaps(disk, self.dir_path)
         clean = self._clean_shutdown.is_present()
         if clean:
             # Gone before anything changes: a crash from here on must not look clean.
@@ -388,6 +394,10 @@ class PartitionLog:
             if must_recover:
                 cut = segment.recover()
                 recovered.append(segment)
+                if next_base is not None and not cut and i < first_to_recover:
+                    # Below the recovery point (re-scanned only for its indexes) a segment may
+                    # end before the next one begins: a compacted segment's last records went.
+                    segment.next_offset = max(segment.next_offset, next_base)
                 if next_base is not None and (cut or segment.next_offset != next_base):
                     # Later segments would follow a gap: they hold writes that came after the
                     # lost ones. Drop them, as LogLoader deletes segments after a torn one.
@@ -457,6 +467,35 @@ class PartitionLog:
                 if entry.last_stable_offset >= upper_offset:
                     return found
         return found
+
+    @property
+    def truncation_count(self) -> int:
+        """Bumped by every truncation: a job planned before one must not be applied."""
+        return self._truncations
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def replace_segments(
+        self, old: list[LogSegment], install: Callable[[], list[LogSegment]]
+    ) -> None:
+        """Replace inactive segments `old` by the ones `install` opens (a clean's swap, see
+        cleaner.py): `old` are renamed `.deleted` first (removed after file.delete.delay.ms,
+        so ranges already handed out stay readable; one directory fsync for them all), then
+        `install` runs and its segments take their places. The checkpoints are rewritten.
+        Durable on return."""
+        self._check_open()
+        doomed = {id(s) for s in old}
+        assert len(doomed) == len(old) and id(self._active) not in doomed
+        rest = [s for s in self._segments if id(s) not in doomed]
+        assert len(rest) + len(old) == len(self._segments), "replacing segments not in the log"
+        self._set_segments(rest)
+        self._schedule_deletion(old, durable=False)
+        self.disk.sync_dir(self.dir_path)
+        new = install()
+        self._set_segments(sorted(rest + new, key=lambda s: s.base_offset))
+        self.write_checkpoints()
 
     @property
     def recovery_point(self) -> int:
@@ -588,7 +627,8 @@ class PartitionLog:
         """Append batches copied from the leader (a follower's append; Kafka's
         appendAsFollower): offsets, partition leader epochs and timestamps are the leader's and
         are kept as they are. The first batch must start at LEO and the batches must be
-        contiguous; else KafkaError(CORRUPT_MESSAGE) and nothing is written. Producer state is
+        in increasing order, with holes only where the leader's log has them (compaction); else
+        KafkaError(CORRUPT_MESSAGE) and nothing is written. Producer state is
         updated without checks (AppendOrigin.REPLICATION); the leader-epoch cache learns every
         new epoch (durably, before the batches are written).
 
@@ -599,7 +639,7 @@ class PartitionLog:
         self._advance_clock(now_ms)
         expected = first_offset = self.log_end_offset
         for h in headers:
-            if h.base_offset != expected:
+            if h.base_offset < expected:
                 raise KafkaError(
                     ErrorCode.corrupt_message,
                     f"replicated batch at {h.base_offset}, expected {expected}",
@@ -726,8 +766,14 @@ class PartitionLog:
         i = self._segment_index(fetch_offset)
         segment = self._segments[i]
         located = segment.translate_offset(fetch_offset)
-        if located is None:
-            return EMPTY_READ
+        while located is None:
+            # Compaction left nothing at or after `fetch_offset` in this segment: the next
+            # batch is in a later one (Kafka's LocalLog.read moves on the same way).
+            i += 1
+            if i >= len(self._segments):
+                return EMPTY_READ
+            segment = self._segments[i]
+            located = segment.translate_offset(fetch_offset)
         position, first = located
         if first.last_offset >= upper:
             return EMPTY_READ
@@ -899,8 +945,9 @@ class PartitionLog:
         hw = self._high_watermark
 
         def deletable(segment: LogSegment) -> bool:
-            # Whole segment below HW, and not the empty active segment.
-            return segment.size > 0 and segment.next_offset <= hw
+            # Whole segment below HW, and not the empty active segment (an inactive one may
+            # be empty: compaction emptied it).
+            return (segment.size > 0 or segment is not segments[-1]) and segment.next_offset <= hw
 
         count = 0
         if config.retention_ms >= 0:
@@ -942,10 +989,10 @@ class PartitionLog:
         self._schedule_deletion(doomed)
         self.producer_state.delete_snapshots_below(self._log_start_offset)
 
-    def _schedule_deletion(self, segments: list[LogSegment]) -> None:
+    def _schedule_deletion(self, segments: list[LogSegment], durable: bool = True) -> None:
         due_ms = self._clock_ms + self.config.file_delete_delay_ms
         for segment in segments:
-            paths = segment.rename_to_deleted()
+            paths = segment.rename_to_deleted(durable)
             self._pending_deletions.append(_PendingDeletion(due_ms, segment.file, paths))
 
     def tick(self, now_ms: int) -> None:

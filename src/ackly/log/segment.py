@@ -436,6 +436,9 @@ class LogSegment:
         """
         located = self.translate_offset(offset)
         if located is None:
+            # Nothing at or after `offset` here; a compacted segment may still end above it.
+            if self.next_offset > offset:
+                self.next_offset = max(offset, self.base_offset)
             return 0
         position, header = located
         removed = self.size - position
@@ -485,16 +488,17 @@ class LogSegment:
         self.file.close()
         self.txn_index.close()
 
-    def rename_to_deleted(self) -> list[str]:
-        """Rename this segment's files to `<name>.deleted` (durable); the open .log keeps
-        serving reads until it is closed. Returns the new paths."""
+    def rename_to_deleted(self, durable: bool = True) -> list[str]:
+        """Rename this segment's files to `<name>.deleted` (durable, or with `durable=False`
+        once the directory is synced); the open .log keeps serving reads until it is
+        closed. Returns the new paths."""
         renamed = []
         # No fetch reads the aborted transactions of a deleted segment: its index closes now.
         self.txn_index.close()
         for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX):
             path = self.path(suffix)
             if self.disk.exists(path):
-                self.disk.rename(path, path + DELETED_SUFFIX)
+                self.disk.rename(path, path + DELETED_SUFFIX, durable=durable)
                 renamed.append(path + DELETED_SUFFIX)
         return renamed
 

@@ -121,13 +121,14 @@ def iter_batches(buf: bytes | bytearray | memoryview) -> Iterator[tuple[int, Bat
 
 
 def validate_batches(
-    buf: bytes | bytearray | memoryview, max_batch_bytes: int
+    buf: bytes | bytearray | memoryview, max_batch_bytes: int, *, allow_empty: bool = False
 ) -> list[BatchHeader]:
     """Check every batch of a produce request: framing, magic, CRC, size, record count.
 
     Raises KafkaError (CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, UNSUPPORTED_FOR_MESSAGE_FORMAT is
     not used: magic other than 2 is corrupt for Produce v3+) and leaves `buf` untouched, so a
-    bad request writes nothing.
+    bad request writes nothing. `allow_empty` accepts batches of no record: a compacted log
+    keeps an idempotent producer's last batch emptied, and followers copy it.
     """
     headers: list[BatchHeader] = []
     pos = 0
@@ -149,7 +150,9 @@ def validate_batches(
             )
         if crc_of(buf, pos, header.size) != header.crc:
             raise KafkaError(ErrorCode.corrupt_message, "record batch CRC-32C mismatch")
-        if header.records_count <= 0 or header.last_offset_delta < 0:
+        if header.records_count < 0 or header.last_offset_delta < 0 or (
+            header.records_count == 0 and not allow_empty
+        ):
             raise KafkaError(ErrorCode.corrupt_message, "record batch with no records")
         headers.append(header)
         pos += header.size

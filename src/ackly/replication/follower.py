@@ -328,12 +328,14 @@ class ReplicaFetcher:
         records = data.records
         if records:
             try:
-                headers = validate_batches(records, _NO_SIZE_LIMIT)
+                headers = validate_batches(records, _NO_SIZE_LIMIT, allow_empty=True)
             except KafkaError as exc:
                 log.error("%s: corrupt batch from leader %d: %s", p.tp, followed.leader_id, exc)
                 followed.retry_at_ms = now_ms + self.config.backoff_ms
                 return
-            if headers[0].base_offset != p.log_end_offset:
+            # Above LEO only where the leader's compacted log has a hole (Kafka's
+            # appendAsFollower takes any first offset at or above LEO).
+            if headers[0].base_offset < p.log_end_offset:
                 log.error("%s: leader %d sent a batch at %d for fetch offset %d", p.tp, followed.leader_id,
                           headers[0].base_offset, p.log_end_offset)
                 followed.retry_at_ms = now_ms + self.config.backoff_ms

@@ -3,7 +3,8 @@
 This is the only layer that knows asyncio (docs/architecture.md). It feeds the node decoded frames
 with `now_ms`, arms one timer for the node's next deadline, and runs flushes in a single
 worker thread: while one group flush runs, new appends collect for the next one, so a burst of
-concurrent producers shares each fsync (group commit).
+concurrent producers shares each fsync (group commit). Log compaction jobs go to the cleaner
+worker (cleaner_worker.py) and come back to the node for their swap.
 
 A failed flush (or any failed write the node reports through `log_dir_failure`) stops the
 broker: the node has taken its log directory offline (nothing after the last good flush is
@@ -26,9 +27,11 @@ from collections.abc import Mapping
 from ackly.broker.node import BrokerNode
 from ackly.config import BrokerConfig
 from ackly.errors import ConfigError, StorageError
+from ackly.log.cleaner import CleanJob
 from ackly.log.disk import RealDisk
 from ackly.log.partition_log import FlushJob
 from ackly.protocol.frames import new_scratch
+from ackly.server.cleaner_worker import CleanerWorker
 from ackly.server.cluster_io import ClusterIO
 from ackly.server.connection import Connection
 from ackly.server.connection_limits import ConnectionLimits
@@ -97,6 +100,7 @@ class BrokerServer:
         self._server: asyncio.base_events.Server | None = None
         self._flusher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-flush")
         self._flush_future: concurrent.futures.Future[None] | None = None
+        self._cleaner: CleanerWorker | None = None
         self._stopping = False
         self._stopped = False
         self._timer: asyncio.TimerHandle | None = None
@@ -147,6 +151,10 @@ class BrokerServer:
             host=self.advertised_host if self.advertised_host != "0.0.0.0" else "127.0.0.1",
             port=self.advertised_port or self.port, now_ms=self.now_ms(), rng=random.Random(),
             external_metadata=self.metadata is not None or self.metadata_hub is not None,
+        )
+        # Before anything can run the node: its first input may already hand out a clean job.
+        self._cleaner = CleanerWorker(
+            self.node.cleaner.io_max_bytes_per_second, self._on_cleaned
         )
         if self.node.external_metadata:
             self.cluster = ClusterIO(
@@ -334,6 +342,11 @@ class BrokerServer:
                 self._joined.set()
         if node.has_flush_work and self._flush_future is None:
             self._start_flush()
+        if (self._cleaner is not None and self._cleaner.idle and not self._stopping
+                and node.log_dir_failure is None):
+            clean = node.take_clean_job(self.now_ms())
+            if clean is not None:
+                self._cleaner.start(*clean)
         due = node.next_deadline_ms()
         if due is not None and due != self._timer_due_ms:
             if self._timer is not None:
@@ -387,6 +400,14 @@ class BrokerServer:
             self.node.complete_flush(jobs, self.now_ms())
         self.after_event()
 
+    def _on_cleaned(
+        self, tp: TopicPartition, job: CleanJob, error: BaseException | None
+    ) -> None:
+        if self._stopping:
+            return  # the logs close; the job's .cleaned files go at the next start
+        self.node.complete_clean(tp, job, error, self.now_ms())
+        self.after_event()
+
     async def stop(self) -> None:
         """Stop accepting; in a cluster, hand leadership over and leave (cluster_io.py); drop
         connections, finish the flush in flight, close every log. A second call does nothing."""
@@ -417,6 +438,8 @@ class BrokerServer:
         self._stopping = True
         if self._flush_future is not None:
             await asyncio.gather(asyncio.wrap_future(self._flush_future), return_exceptions=True)
+        if self._cleaner is not None:
+            await self._cleaner.stop()
         if self._timer is not None:
             self._timer.cancel()
         if self.node is not None:

@@ -56,7 +56,7 @@ class OutputSink(Protocol):
 class BrokerHost:
     def __init__(
         self, broker_id: int, scheduler: Scheduler, rng: random.Random, factory: NodeFactory,
-        outputs: OutputSink, flush_delay_max_ms: int,
+        outputs: OutputSink, flush_delay_max_ms: int, compaction: bool = False,
     ) -> None:
         self.broker_id = broker_id
         self.scheduler = scheduler
@@ -73,6 +73,10 @@ class BrokerHost:
         self._flush: Event | None = None
         self.leaving = False  # the node's log directory failed: it left, the process will stop
         self.log_dir_failures = 0
+        # The log cleaner, only when the simulation asks for it (it changes the schedule).
+        self.compaction = compaction
+        self._clean: Event | None = None
+        self.cleans = 0
         self._tick = Timer(scheduler, f"tick b{broker_id}", self._on_tick)
 
     @property
@@ -108,6 +112,9 @@ class BrokerHost:
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
+        if self._clean is not None:
+            self._clean.cancel()  # its .cleaned files are dropped by the restart's recovery
+            self._clean = None
         self.disk.crash()
 
     def pause(self) -> None:
@@ -179,12 +186,40 @@ class BrokerHost:
             return
         if self._flush is None and node.has_flush_work:
             self._start_flush(node)
+        if self.compaction and self._clean is None:
+            self._start_clean(node)
         due = node.next_deadline_ms()
         if due is not None:
             now = self.scheduler.now_ms
             # A deadline the tick just ran must not spin the clock: at least 1 ms later.
             due = max(due, now + 1) if after_tick else max(due, now)
         self._tick.set(due)
+
+    def _start_clean(self, node: Any) -> None:
+        """The cleaner worker's part runs now (reading the log as it is), and its completion,
+        the swap, comes after the flush delay: appends, truncations and crashes in between
+        are what the core must cope with."""
+        taken = node.take_clean_job(self.scheduler.now_ms)
+        if taken is None:
+            return
+        tp, job = taken
+        error: BaseException | None = None
+        try:
+            job.run()
+        except Exception as exc:  # a failed clean is discarded by the core; the log is kept
+            error = exc
+        incarnation = self.incarnation
+
+        def done() -> None:
+            self.deliver(incarnation, lambda n: self._complete_clean(n, tp, job, error))
+
+        self._clean = self.scheduler.after(self.flush_delay_max_ms, f"clean b{self.broker_id}", done)
+
+    def _complete_clean(self, node: Any, tp: Any, job: Any, error: BaseException | None) -> None:
+        self._clean = None
+        node.complete_clean(tp, job, error, self.scheduler.now_ms)
+        if error is None and job.stats is not None:
+            self.cleans += 1
 
     def _start_flush(self, node: Any) -> None:
         jobs = node.take_flush_jobs()

@@ -80,6 +80,8 @@ class SimConfig:
     liveness_ms: int = 60_000  # virtual time the healed cluster has to converge
     liveness_events: int = 200_000
     transactions: bool = False  # transactional producers and read_committed consumers too
+    # The log cleaner runs, and the internal topics roll small segments so that it has work.
+    compaction: bool = False
 
 
 @dataclass
@@ -104,6 +106,8 @@ class SimResult:
             line += f" --fault-point {name}"
         if c.transactions:
             line += " --transactions"
+        if c.compaction:
+            line += " --compaction"
         return line
 
 
@@ -121,6 +125,15 @@ SIM_BROKER_CONFIG = {
 SIM_TXN_CONFIG = {
     "transaction.state.log.num.partitions": "4",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
+}
+# With compaction: small segments of the (compacted) internal topics, a cleaner that looks
+# often and keeps tombstones and markers a short while, so a short history compacts them.
+SIM_COMPACTION_CONFIG = {
+    "transaction.state.log.segment.bytes": "2048",
+    "offsets.topic.segment.bytes": "2048",
+    "log.cleaner.backoff.ms": "500",
+    "log.cleaner.min.cleanable.ratio": "0.2",
+    "log.cleaner.delete.retention.ms": "5000",
 }
 
 
@@ -152,12 +165,13 @@ class SimCluster:
         self.plan = FaultPlan.draw(self.scheduler.fork(), brokers=n)
         self.replication_factor = min(3, n)
         self.min_isr = 2 if self.replication_factor >= 3 else 1
-        broker_config = {**SIM_BROKER_CONFIG, **(SIM_TXN_CONFIG if config.transactions else {})}
+        broker_config = {**SIM_BROKER_CONFIG, **(SIM_TXN_CONFIG if config.transactions else {}),
+                         **(SIM_COMPACTION_CONFIG if config.compaction else {})}
         factory = node_factory or default_node_factory(broker_config, config.fault_points)
         host_rng = self.scheduler.fork()
         self.hosts: dict[int, BrokerHost] = {
             b: BrokerHost(b, self.scheduler, random.Random(host_rng.getrandbits(64)), factory, self,
-                          self.plan.flush_delay_max_ms)
+                          self.plan.flush_delay_max_ms, compaction=config.compaction)
             for b in range(1, n + 1)
         }
         self.network = Network(self.scheduler, self.scheduler.fork(), self.hosts.get, self.plan.network)
@@ -165,7 +179,7 @@ class SimCluster:
         self.store = StoreBridge(self.scheduler, self.scheduler.fork(), self.hosts.get, self.plan.store,
                                  on_change=self._poll_observer)
         self.observer = MetadataObserver(self.store.store)
-        self.checker = ReplicaChecker()
+        self.checker = ReplicaChecker(compaction=config.compaction)
         self.restart_revision: dict[int, int] = {}
         self.history = History()
         self.env = ClientEnv(self.scheduler, self.network, self.history, sorted(self.hosts), TOPIC)
@@ -549,6 +563,7 @@ class SimCluster:
             "store_commands": self.store.commands,
             "committed_batches_checked": self.checker.checked_batches,
             **(self._txn_stats() if self.config.transactions else {}),
+            **({"cleans": sum(h.cleans for h in self.hosts.values())} if self.config.compaction else {}),
         }
 
     def _txn_stats(self) -> dict[str, Any]:

@@ -118,8 +118,8 @@ class RecordingDisk(RealDisk):
             if self._record.get(path) is not None:
                 self._record.set(path, None)
 
-    def rename(self, src: str, dst: str) -> None:
-        super().rename(src, dst)
+    def rename(self, src: str, dst: str, *, durable: bool = True) -> None:
+        super().rename(src, dst, durable=durable)
         with self._record.lock:
             flushed = self._record.get(src)
             if flushed is not None:

@@ -41,7 +41,7 @@ RESOURCE_BROKER = 4
 RESOURCE_NAMES = {2: "TOPIC", 4: "BROKER", 8: "BROKER_LOGGER", 16: "CLIENT_METRICS", 32: "GROUP"}
 
 # DescribeConfigsResponse ConfigType codes (v3+).
-_CONFIG_TYPE = {Kind.BOOLEAN: 1, Kind.STRING: 2, Kind.INT: 3, Kind.LONG: 5, Kind.LIST: 7}
+_CONFIG_TYPE = {Kind.BOOLEAN: 1, Kind.STRING: 2, Kind.INT: 3, Kind.LONG: 5, Kind.DOUBLE: 6, Kind.LIST: 7}
 
 
 def resource_label(resource_type: int) -> str:

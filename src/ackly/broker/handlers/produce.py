@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from ackly.broker.context import RequestContext
 from ackly.broker.faults import ACK_BEFORE_REPLICATION
 from ackly.errors import ErrorCode, KafkaError
+from ackly.log.batch_filter import require_keys
 from ackly.protocol.batch_validation import TimestampRule, validate_client_batches
 from ackly.protocol.compression import DEFAULT_MAX_BYTES
 from ackly.protocol.produce_codec import PartitionProduceResult, encode_produce_response
@@ -217,6 +218,9 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                     )
                 validate_client_batches(pd.records, headers, now_ms, _timestamp_rule(p),
                                         DEFAULT_MAX_BYTES)
+                if "compact" in p.config.cleanup_policy:
+                    # Kafka's LogValidator: a compacted topic takes keyed records only.
+                    require_keys(pd.records, headers)
                 item = _Append(slot, index, p, pd.records, headers)
                 appends.append(item)
                 if verifies and _starts_transaction(p, headers):

@@ -1,0 +1,179 @@
+"""Log compaction: how fast the cleaner cleans, and what it costs the producers.
+
+Run: `.venv/bin/python bench/compaction.py [--quick] [--json PATH]`.
+
+What it measures:
+1. Cleaning throughput, no broker: a partition log on the real filesystem (a temporary
+   directory) is filled with keyed records of 100 B and of 1 KiB values (keys drawn from a
+   fixed set, so most records are superseded), in 1 MiB segments, then cleaned once by the
+   cleaner's own code (plan, run, swap), timed from plan to swap. MB/s is dirty bytes cleaned
+   per second of that time (MB = 10^6 bytes); the note gives records per second and the
+   bytes left. Target: >= 100 MB/s.
+2. Produce throughput while the cleaner runs: one `ackly serve` process with a compacted
+   topic (1 MiB segments, min.cleanable.dirty.ratio=0.01, cleaner backoff 100 ms) takes
+   N keyed 1 KiB records from confluent-kafka (acks=all, linger.ms=5), once with
+   log.cleaner.enable=true and once false, interleaved; the ratio is with / without.
+   Target: >= 0.8. The note says in how many runs a clean completed (the partition's
+   cleaner-offset-checkpoint exists). `--cleaner-io-max B` sets
+   log.cleaner.io.max.bytes.per.second for this row; `--produce-only` skips rows 1 and 2.
+
+It prints numbers and asserts nothing; every loop is bounded in count and time. The machine
+has 2 cores shared with whatever else runs: read the load averages printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from ackly.config import BrokerConfig
+from ackly.log.clean_plan import plan_clean
+from ackly.log.clean_swap import apply_clean
+from ackly.log.cleaner import CleanerSettings
+from ackly.log.disk import RealDisk
+from ackly.log.partition_log import PartitionLog
+from ackly.protocol.record_codec import Record, encode_batch
+from ackly.protocol.records import validate_batches
+from ackly.testing.broker_process import BrokerProcess
+
+MB = 1_000_000
+NOW_MS = 1_700_000_000_000
+
+
+def clean_throughput(value_bytes: int, total_bytes: int, keys: int) -> dict[str, object]:
+    directory = tempfile.mkdtemp(prefix="ackly-bench-compaction-")
+    try:
+        config = BrokerConfig.from_properties({
+            "log.cleanup.policy": "compact", "log.segment.bytes": str(1 << 20),
+            "log.flush.policy": "never",
+        }).topic_defaults()
+        log = PartitionLog.open(RealDisk(), os.path.join(directory, "t-0"), config, NOW_MS)
+        rng = random.Random(1)
+        per_batch = max(1, 16_384 // (value_bytes + 20))
+        written = 0
+        records = 0
+        value = b"v" * value_bytes
+        while written < total_bytes:
+            batch = bytearray(encode_batch([
+                Record(key=b"key-%06d" % rng.randrange(keys), value=value, timestamp_ms=NOW_MS)
+                for _ in range(per_batch)
+            ]))
+            log.append(batch, validate_batches(batch, 1 << 30), 0, NOW_MS)
+            written += len(batch)
+            records += per_batch
+        log.roll(NOW_MS)
+        log.set_high_watermark(log.log_end_offset)
+        log.flush_now()
+        dirty = log.size_bytes
+        start, cpu_start = time.perf_counter(), time.process_time()
+        job = plan_clean(log, 0, NOW_MS, CleanerSettings(), force=True)
+        assert job is not None
+        job.run()
+        apply_clean(log, job)
+        elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
+        left = log.size_bytes
+        log.close()
+        return {
+            "row": f"clean {value_bytes} B records", "mb_per_s": round(dirty / MB / elapsed, 1),
+            "note": f"{dirty / MB:.0f} MB dirty, {records / elapsed / 1000:.0f} k records/s, "
+                    f"{left / MB:.1f} MB left, {elapsed:.2f} s; per CPU second "
+                    f"{dirty / MB / cpu:.1f} MB/s",
+        }
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def produce_run(cleaner: bool, count: int, io_max_bytes_per_second: str | None = None) -> tuple[float, int]:
+    directory = tempfile.mkdtemp(prefix="ackly-bench-compaction-p-")
+    configs = {"log.cleaner.enable": "true" if cleaner else "false", "log.cleaner.backoff.ms": "100"}
+    if io_max_bytes_per_second is not None:
+        configs["log.cleaner.io.max.bytes.per.second"] = io_max_bytes_per_second
+    broker = BrokerProcess(directory, configs=configs).start()
+    try:
+        topic = f"c-{uuid.uuid4().hex[:8]}"
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.create_topics([NewTopic(topic, 1, 1, config={
+            "cleanup.policy": "compact", "segment.bytes": str(1 << 20),
+            "min.cleanable.dirty.ratio": "0.01",
+        })])[topic].result(15)
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "acks": "all",
+                             "batch.size": 1_000_000, "queue.buffering.max.messages": 1_000_000})
+        value = b"v" * 1024
+        rng = random.Random(2)
+        start = time.perf_counter()
+        deadline = start + 120
+        for _ in range(count):
+            while True:
+                try:
+                    producer.produce(topic, key=b"key-%05d" % rng.randrange(1000), value=value,
+                                     partition=0)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+            if time.perf_counter() > deadline:
+                break
+        producer.flush(120)
+        elapsed = time.perf_counter() - start
+        del producer, admin  # disconnect before the broker stops
+        cleans = 0
+        checkpoint = os.path.join(directory, f"{topic}-0", "cleaner-offset-checkpoint")
+        if os.path.exists(checkpoint):
+            cleans = 1
+        return count * 1024 / MB / elapsed, cleans
+    finally:
+        broker.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json")
+    parser.add_argument("--cleaner-io-max", help="log.cleaner.io.max.bytes.per.second for row 3")
+    parser.add_argument("--produce-only", action="store_true", help="skip rows 1 and 2")
+    args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    print(f"load average before: {os.getloadavg()}")
+    rows = [] if args.produce_only else [
+        clean_throughput(100, 200 * MB // scale, 20_000),
+        clean_throughput(1024, 400 * MB // scale, 20_000),
+    ]
+    for row in rows:
+        print(f"{row['row']:<28} {row['mb_per_s']:>8} MB/s   {row['note']}")
+    count = 200_000 // scale
+    with_cleaner, without = [], []
+    cleaned_runs = 0
+    for _ in range(3):
+        mbps, cleaned = produce_run(True, count, args.cleaner_io_max)
+        with_cleaner.append(mbps)
+        cleaned_runs += cleaned
+        without.append(produce_run(False, count)[0])
+    ratio = statistics.median(with_cleaner) / statistics.median(without)
+    row = {
+        "row": "produce with / without cleaner"
+               + (f" (io max {args.cleaner_io_max} B/s)" if args.cleaner_io_max else ""),
+        "ratio": round(ratio, 2),
+        "note": f"{count} x 1 KiB, median MB/s with {statistics.median(with_cleaner):.1f} "
+                f"without {statistics.median(without):.1f}; runs with >= 1 clean: {cleaned_runs}/3",
+    }
+    rows.append(row)
+    print(f"{row['row']:<28} {row['ratio']:>8}        {row['note']}")
+    print(f"load average after: {os.getloadavg()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

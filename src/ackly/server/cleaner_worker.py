@@ -1,0 +1,138 @@
+"""The log cleaner's worker: runs one CleanJob at a time off the event loop.
+
+The core plans a job and applies its swap on the event loop (broker/log_cleaner.py,
+log/cleaner.py). The writing part (map the keys, write the `.cleaned` files) runs in a
+separate process, so that the cleaner's Python work does not take the interpreter lock from
+the event loop: producers and consumers keep their core while a log is compacted. A thread
+here first runs the job's fsync (`run_flush`, on the broker's own file handles), then hands
+the job's spec (paths and values only) to that process and waits for it.
+
+The process reads only inactive segments and writes only `.cleaned` files nobody else
+touches; it sleeps as needed to keep its reads under log.cleaner.io.max.bytes.per.second (as
+Kafka's cleaner Throttler does). It dies with the broker (PR_SET_PDEATHSIG on Linux; it also
+checks that its parent is alive between segments), so a kill -9 of the broker never leaves
+it writing beside a restarted one. Completion, success or failure, goes back to the event
+loop with `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ctypes
+import multiprocessing
+import multiprocessing.pool
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from ackly.log.cleaner import CleanCancelled, CleanJob, CleanSpec, CleanStats, run_spec
+from ackly.log.disk import RealDisk
+from ackly.types import TopicPartition
+
+OnCleaned = Callable[[TopicPartition, CleanJob, BaseException | None], None]
+_PR_SET_PDEATHSIG = 1
+_POLL_S = 0.1
+
+
+class Throttle:
+    """Sleeps so that bytes / elapsed time stays at most `bytes_per_second`."""
+
+    def __init__(self, bytes_per_second: float) -> None:
+        self.bytes_per_second = bytes_per_second
+        self._start = time.monotonic()
+        self._bytes = 0
+
+    def __call__(self, count: int) -> None:
+        if self.bytes_per_second >= 1e300:
+            return
+        self._bytes += count
+        due = self._start + self._bytes / self.bytes_per_second
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+_parent_pid = 0
+
+
+def _worker_init(parent_pid: int) -> None:
+    global _parent_pid
+    _parent_pid = parent_pid
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the broker decides when this one stops
+    if sys.platform.startswith("linux"):
+        # Without it, the parent check between segments still stops an orphan.
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _run_in_worker(spec: CleanSpec, bytes_per_second: float) -> CleanStats:
+    return run_spec(spec, RealDisk(), Throttle(bytes_per_second),
+                    cancelled=lambda: os.getppid() != _parent_pid)
+
+
+class CleanerWorker:
+    def __init__(self, io_max_bytes_per_second: float, on_cleaned: OnCleaned) -> None:
+        self._threads = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-cleaner")
+        self._processes: multiprocessing.pool.Pool | None = None
+        self._bytes_per_second = io_max_bytes_per_second
+        self._on_cleaned = on_cleaned
+        self._running: tuple[CleanJob, concurrent.futures.Future[CleanStats]] | None = None
+        self._stopping = False
+
+    @property
+    def idle(self) -> bool:
+        return self._running is None
+
+    def _pool(self) -> multiprocessing.pool.Pool:
+        if self._processes is None:
+            # spawn: a fork of a process with threads and an event loop is not safe.
+            context = multiprocessing.get_context("spawn")
+            self._processes = context.Pool(1, initializer=_worker_init, initargs=(os.getpid(),))
+        return self._processes
+
+    def _run(self, job: CleanJob) -> CleanStats:
+        """In the cleaner thread: fsync, then the writing part in the cleaner process."""
+        job.run_flush()
+        pending = self._pool().apply_async(_run_in_worker, (job.spec(), self._bytes_per_second))
+        while True:
+            if self._stopping:
+                raise CleanCancelled(job.dir_path)
+            try:
+                stats: CleanStats = pending.get(_POLL_S)
+            except multiprocessing.TimeoutError:
+                continue
+            job.stats = stats
+            return stats
+
+    def start(self, tp: TopicPartition, job: CleanJob) -> None:
+        loop = asyncio.get_running_loop()
+        future = self._threads.submit(self._run, job)
+        self._running = (job, future)
+
+        def done(f: concurrent.futures.Future[CleanStats]) -> None:
+            loop.call_soon_threadsafe(self._finish, tp, job, f)
+
+        future.add_done_callback(done)
+
+    def _finish(
+        self, tp: TopicPartition, job: CleanJob, future: concurrent.futures.Future[CleanStats]
+    ) -> None:
+        self._running = None
+        self._on_cleaned(tp, job, future.exception())
+
+    async def stop(self) -> None:
+        """Stop the cleaner process (its `.cleaned` files are dropped at the next start) and
+        wait for the thread to let go of the job."""
+        self._stopping = True
+        if self._processes is not None:
+            self._processes.terminate()
+        if self._running is not None:
+            _job, future = self._running
+            await asyncio.gather(asyncio.wrap_future(future), return_exceptions=True)
+        if self._processes is not None:
+            self._processes.join()
+        self._threads.shutdown(wait=True)
