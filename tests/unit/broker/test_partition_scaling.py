@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
 from ackly.broker.node import BrokerNode
 from ackly.cluster.durable_store import METADATA_FILE
+from ackly.cluster.metadata import ClusterMetadata
+from ackly.cluster.store import WatchEvent
 from ackly.config import BrokerConfig
 from ackly.log.disk import DiskFile, SimDisk
 
@@ -67,31 +70,48 @@ def make_node(disk: CountingDisk) -> BrokerNode:
                       host="127.0.0.1", port=9092, now_ms=NOW_MS, rng=random.Random(0))
 
 
-def run(partitions: int) -> dict[str, tuple[Counter[str], int]]:
-    """The durable writes of: CreateTopics of `partitions`, a clean stop, and a start-up."""
+Phase = tuple[Counter[str], int]
+
+
+def run(partitions: int, view_updates: list[int]) -> dict[str, Phase]:
+    """The durable writes of: CreateTopics of `partitions`, a clean stop, and a start-up.
+    `view_updates` counts ClusterMetadata.apply calls (each copies every partition)."""
     disk = CountingDisk()
     node = make_node(disk)
     disk.take()
+    view_updates.clear()
     node.create_topic("t", partitions, {}, NOW_MS)
     created = disk.take()
+    created[0]["(view updates)"] = len(view_updates)
     node.close()
     closed = disk.take()
+    view_updates.clear()
     again = make_node(disk)
     assert len(again.replicas.partitions) == partitions
     assert all(again.leader_partition("t", i).is_leader for i in range(partitions))
     restarted = disk.take()
+    restarted[0]["(view updates)"] = len(view_updates)
     again.close()
     return {"create": created, "close": closed, "restart": restarted}
 
 
 @pytest.fixture(scope="module")
-def runs() -> dict[int, dict[str, tuple[Counter[str], int]]]:
-    return {n: run(n) for n in SIZES}
+def runs() -> Iterator[dict[int, dict[str, Phase]]]:
+    view_updates: list[int] = []
+    apply = ClusterMetadata.apply
+
+    def counted(self: ClusterMetadata, events: Iterable[WatchEvent]) -> ClusterMetadata:
+        view_updates.append(1)
+        return apply(self, events)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ClusterMetadata, "apply", counted)
+        yield {n: run(n, view_updates) for n in SIZES}
 
 
 @pytest.mark.parametrize("phase", ["create", "restart"])
 def test_the_metadata_file_is_written_once_per_batch_not_once_per_partition(
-    runs: dict[int, dict[str, tuple[Counter[str], int]]], phase: str
+    runs: dict[int, dict[str, Phase]], phase: str
 ) -> None:
     writes = {n: runs[n][phase][0][METADATA_FILE] for n in SIZES}
     assert writes[SIZES[0]] >= 1  # the topic (or the start-up elections) is made durable
@@ -102,9 +122,17 @@ def test_the_metadata_file_is_written_once_per_batch_not_once_per_partition(
     assert sizes[big] / sizes[small] < 1.5 * big / small, sizes
 
 
+@pytest.mark.parametrize("phase", ["create", "restart"])
+def test_the_view_is_updated_once_per_batch_not_once_per_partition(
+    runs: dict[int, dict[str, Phase]], phase: str
+) -> None:
+    updates = {n: runs[n][phase][0]["(view updates)"] for n in SIZES}
+    assert len(set(updates.values())) == 1, f"{phase}: view updates by partition count {updates}"
+
+
 @pytest.mark.parametrize("phase", ["create", "close", "restart"])
 def test_durable_writes_are_linear_in_the_partition_count(
-    runs: dict[int, dict[str, tuple[Counter[str], int]]], phase: str
+    runs: dict[int, dict[str, Phase]], phase: str
 ) -> None:
     for name in set().union(*(runs[n][phase][0] for n in SIZES)):
         counts = [runs[n][phase][0][name] for n in SIZES]
@@ -114,14 +142,14 @@ def test_durable_writes_are_linear_in_the_partition_count(
 
 
 def test_a_new_partition_costs_two_small_file_writes(
-    runs: dict[int, dict[str, tuple[Counter[str], int]]],
+    runs: dict[int, dict[str, Phase]],
 ) -> None:
     """partition.metadata (KIP-516) and the leader-epoch checkpoint of the first leader epoch;
     offset checkpoints that would hold 0 are not written (absent reads as 0)."""
     per_partition = Counter({
         name: (runs[SIZES[-1]]["create"][0][name] - runs[SIZES[0]]["create"][0][name])
         // (SIZES[-1] - SIZES[0])
-        for name in runs[SIZES[-1]]["create"][0]
+        for name in runs[SIZES[-1]]["create"][0] if not name.startswith("(view")
     })
     assert +per_partition == Counter({
         "partition.metadata": 1, "leader-epoch-checkpoint": 1, "(new file)": 1,
