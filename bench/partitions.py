@@ -2,6 +2,7 @@
 
 Run: `.venv/bin/python bench/partitions.py [--partitions 1,100,1000,3000,10000] [--records N]
       [--cluster] [--profile-dir DIR] [--json PATH]`
+     `.venv/bin/python bench/partitions.py --ops --partitions 10,100,1000`
 
 For each partition count N, on one fresh `ackly serve` broker (defaults, its own data dir):
   1. CreateTopics of one topic with N partitions (AdminClient), timed to the future's result;
@@ -15,6 +16,12 @@ For each partition count N, on one fresh `ackly serve` broker (defaults, its own
 With `--cluster`, also a 3-broker cluster (etcd, ackly.testing.cluster_processes) with RF=3 and
 1,000 partitions: CreateTopics, produce, then one broker stopped cleanly and restarted, then
 the same broker killed with SIGKILL and restarted (timed to its "listening" line).
+
+`--ops` measures instead, in this process and without a client, what each step costs in
+operations, which a noisy machine does not blur: a BrokerNode on a temporary data directory
+(the real filesystem) creates the topic, appends one batch to every partition and flushes,
+closes, and starts again; fsync/fdatasync calls are counted (os.fsync wrapped), and so are
+the bytes of the single broker's metadata file written and the metadata view updates.
 
 Each column's growth from the previous row is printed as a ratio next to the growth of N, so
 that a superlinear cost shows as a ratio larger than N's on this noisy, shared machine.
@@ -250,6 +257,103 @@ def three_brokers(n: int, records: int, timeout_s: float) -> dict[str, Any]:
     return row
 
 
+def count_ops(n: int) -> dict[str, Any]:
+    """Operation counts of CreateTopics, a clean close and a start-up with `n` partitions."""
+    import random
+
+    from ackly.broker.node import BrokerNode
+    from ackly.cluster.durable_store import METADATA_FILE
+    from ackly.cluster.metadata import ClusterMetadata
+    from ackly.config import BrokerConfig
+    from ackly.log import disk as disk_module
+    from ackly.log.disk import RealDisk
+    from ackly.protocol.record_codec import Record, encode_batch
+    from ackly.protocol.records import validate_batches
+
+    now_ms = 1_700_000_000_000
+    counts = {"fsync": 0, "metadata_bytes": 0, "view_updates": 0}
+
+    class CountingOs:
+        """The `os` module as disk.py sees it, with fsync and fdatasync counted."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(os, name)
+
+        def fsync(self, fd: int) -> None:
+            counts["fsync"] += 1
+            os.fsync(fd)
+
+        def fdatasync(self, fd: int) -> None:
+            counts["fsync"] += 1
+            os.fdatasync(fd)
+
+    class CountingDisk(RealDisk):
+        def write_atomic(self, path: str, data: bytes) -> None:
+            if path.endswith(METADATA_FILE):
+                counts["metadata_bytes"] += len(data)
+            super().write_atomic(path, data)
+
+    apply = ClusterMetadata.apply
+
+    def counted_apply(self: ClusterMetadata, events: Any) -> ClusterMetadata:
+        counts["view_updates"] += 1
+        return apply(self, events)
+
+    data_dir = tempfile.mkdtemp(prefix=f"ackly-bench-ops-{n}-")
+    row: dict[str, Any] = {"partitions": n}
+
+    def step(name: str, fn: Any) -> Any:
+        for key in counts:
+            counts[key] = 0
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = fn()
+        row[name] = {**counts, "s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+        return result
+
+    def start() -> BrokerNode:
+        return BrokerNode(config=BrokerConfig.from_properties({}), disk=CountingDisk(),
+                          data_dir=data_dir, host="127.0.0.1", port=9092, now_ms=now_ms,
+                          rng=random.Random(0))
+
+    def append_everywhere(node: BrokerNode) -> None:
+        for i in range(n):
+            p = node.leader_partition(TOPIC, i)
+            data = bytearray(encode_batch([Record(key=None, value=VALUE)], now_ms=now_ms))
+            p.append_as_leader(data, validate_batches(data, 1 << 20), -1, now_ms)
+            node.after_append(p, now_ms)
+        jobs = node.take_flush_jobs()
+        for _, job in jobs:
+            job.run()
+        node.complete_flush(jobs, now_ms)
+
+    real_os = disk_module.os
+    disk_module.os = CountingOs()  # type: ignore[assignment]
+    ClusterMetadata.apply = counted_apply  # type: ignore[method-assign]
+    try:
+        node = start()
+        step("create", lambda: node.create_topic(TOPIC, n, {}, now_ms))
+        step("append", lambda: append_everywhere(node))
+        step("close", node.close)
+        again = step("restart", start)
+        again.close()
+    finally:
+        disk_module.os = real_os
+        ClusterMetadata.apply = apply  # type: ignore[method-assign]
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return row
+
+
+def print_ops(rows: list[dict[str, Any]]) -> None:
+    print("| partitions | step | fsyncs | per partition | metadata file bytes | view updates | CPU |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        n = row["partitions"]
+        for name in ("create", "append", "close", "restart"):
+            c = row[name]
+            print(f"| {n:,} | {name} | {c['fsync']:,} | {c['fsync'] / n:.2f} | {c['metadata_bytes']:,} "
+                  f"| {c['view_updates']:,} | {c['cpu_s']:.2f} s |")
+
+
 COLUMNS = (("create_s", "CreateTopics"), ("produce_s", "produce"), ("stop_s", "clean stop"),
            ("restart_s", "clean restart"), ("ready_s", "ready"),
            ("kill9_restart_s", "kill -9 restart"), ("kill9_ready_s", "ready"))
@@ -290,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cluster-partitions", type=int, default=1000)
     ap.add_argument("--timeout-s", type=float, default=180.0, help="bound on every step")
     ap.add_argument("--idle-s", type=float, default=5.0)
+    ap.add_argument("--ops", action="store_true",
+                    help="count operations in this process instead of timing a broker process")
     ap.add_argument("--profile-dir")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
@@ -297,6 +403,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.makedirs(args.profile_dir, exist_ok=True)
     print(f"load average before: {loadavg()}", flush=True)
     rows: list[dict[str, Any]] = []
+    if args.ops:
+        for n in (int(x) for x in args.partitions.split(",")):
+            rows.append(count_ops(n))
+        print_ops(rows)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        return 0
     for n in (int(x) for x in args.partitions.split(",")):
         rows.append(one_broker(n, args.records, args.timeout_s, args.idle_s, args.profile_dir))
         print(f"  {json.dumps(rows[-1])}", flush=True)
