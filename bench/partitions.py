@@ -404,14 +404,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load average before: {loadavg()}", flush=True)
     rows: list[dict[str, Any]] = []
     if args.ops:
-        for n in (int(x) for x in args.partitions.split(",")):
+        for n in (int(x) for x in args.partitions.split(",") if x):
             rows.append(count_ops(n))
         print_ops(rows)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1)
         return 0
-    for n in (int(x) for x in args.partitions.split(",")):
+    for n in (int(x) for x in args.partitions.split(",") if x):
         rows.append(one_broker(n, args.records, args.timeout_s, args.idle_s, args.profile_dir))
         print(f"  {json.dumps(rows[-1])}", flush=True)
     if args.cluster:
