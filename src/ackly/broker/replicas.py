@@ -73,6 +73,9 @@ class ReplicaManager:
         self.lag_max_ms = int(node.config.get("replica.lag.time.max.ms"))
         self._next_isr_check_ms = now_ms + max(self.lag_max_ms // 2, 1)
         self._isr_requests: dict[int, TopicPartition] = {}  # member request id -> partition
+        # Partitions whose ISR change the store refused, until a view settles it: only these
+        # are looked at on a view change (not every partition, on every one).
+        self._refused: set[TopicPartition] = set()
 
     # --- metadata ------------------------------------------------------------------------
 
@@ -81,8 +84,12 @@ class ReplicaManager:
         for tp, _old, state in before.partition_changes(after):
             self._apply_one(tp, state, after, now_ms)
         if after.revision != before.revision:
-            for p in list(self.partitions.values()):
-                self._settle_refused(p, now_ms)
+            for tp in sorted(self._refused):
+                p = self.partitions.get(tp)
+                if p is not None:
+                    self._settle_refused(p, now_ms)
+                else:
+                    self._refused.discard(tp)
 
     def _apply_one(
         self, tp: TopicPartition, state: PartitionState | None, metadata: ClusterMetadata, now_ms: int
@@ -248,6 +255,7 @@ class ReplicaManager:
             # elect one of them without those records (Kafka's Partition.
             # handleAlterPartitionError keeps the pending state until new metadata arrives).
             p.pending_isr.refused_at_revision = result.revision
+            self._refused.add(tp)
             self._settle_refused(p, now_ms)
         return rest
 
@@ -258,9 +266,11 @@ class ReplicaManager:
         Partition._set_isr would have settled it.)"""
         pending = p.pending_isr
         if pending is None or pending.refused_at_revision is None:
+            self._refused.discard(p.tp)  # settled otherwise (landed, or a newer change)
             return
         if self.node.member.metadata.revision < pending.refused_at_revision:
             return
+        self._refused.discard(p.tp)
         if p.abandon_isr_change():
             self.node.purgatory.check(p.tp, now_ms)
 

@@ -6,7 +6,8 @@ module keeps durable in the data directory, so that the one code path (ClusterMe
 controller, the broker's reaction to metadata changes) serves both modes.
 
 On-disk layout: `<data dir>/metadata.json`, written atomically (Disk.write_atomic: temp file,
-fsync, rename, fsync dir) after every command that changed an unleased key:
+fsync, rename, fsync dir) once per batch of commands that changed an unleased key, before any
+of their results or watch events is drained:
     {"version": 1, "revision": <int>, "kvs": [{"key", "value" (base64), "create_revision",
      "mod_revision", "version"}, ...]}
 Leased keys (broker registrations, the controller key) are never written: leases do not
@@ -14,8 +15,15 @@ survive a restart, exactly as if the process had been away longer than its sessi
 The revision is kept so that revisions keep growing across restarts (a registration after a
 restart is newer than every partition state, which the controller reads as "restarted").
 
-Invariants: after `submit` returns, every unleased key is durable with the value the store
-holds; the file is never half written.
+Why once per batch: the file holds every partition's state, so writing it after each command
+made a CreateTopics of N partitions (one command per partition state) or a start-up electing N
+leaders cost N writes of an N-sized file, with an fsync each: quadratic. Nobody can act on a
+command before `drain` hands out its result or its watch events, so writing the file then
+keeps the same promise with one write per batch (etcd's own commit is likewise a batch).
+
+Invariants: before `drain` returns anything, every unleased key is durable with the value the
+store holds; the file is never half written. `writes` counts the files written (tests check it
+stays independent of the partition count).
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ class DurableMemoryStore:
         self.path = f"{data_dir}/{METADATA_FILE}"
         self.store = MemoryStore(now_ms=now_ms)
         self._persisted: tuple[tuple[str, int], ...] = ()
+        self._dirty = False  # a command changed the store since the last write of the file
+        self.writes = 0
         raw = disk.read_file(self.path)
         self.existed = raw is not None
         if raw is not None:
@@ -48,13 +58,23 @@ class DurableMemoryStore:
             self._persisted = tuple((kv.key, kv.mod_revision) for kv in kvs)
 
     def submit(self, client_id: ClientId, command: Command) -> None:
+        """Apply one command; durable before its result is drained (see `drain`)."""
         before = self.store.revision
         self.store.submit(client_id, command)
         if self.store.revision != before:
-            self._persist_if_changed()
+            self._dirty = True
 
     def drain(self, client_id: ClientId) -> list[StoreInput]:
+        """Make every change submitted so far durable (one write for the whole batch), then
+        hand the client what is queued for it."""
+        self.sync()
         return self.store.drain(client_id)
+
+    def sync(self) -> None:
+        """Write the file if a command changed an unleased key since the last write."""
+        if self._dirty:
+            self._persist_if_changed()  # raises on a failed write: the batch stays dirty
+            self._dirty = False
 
     def tick(self, now_ms: int) -> None:
         self.store.tick(now_ms)  # expiries delete only leased keys: nothing to persist
@@ -69,6 +89,7 @@ class DurableMemoryStore:
             return
         self._disk.write_atomic(self.path, _encode(self.store.revision, kvs))
         self._persisted = marks
+        self.writes += 1
 
 
 def _encode(revision: int, kvs: list[KeyValue]) -> bytes:

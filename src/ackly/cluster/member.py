@@ -160,15 +160,21 @@ class ClusterMember:
         self.handle_all([message], now_ms)
 
     def handle_all(self, messages: Iterable[StoreInput], now_ms: int) -> None:
-        """Take a batch of store inputs in delivery order; consecutive watch events are applied
-        to the view as one batch."""
+        """Take a batch of store inputs in delivery order; watch events are applied to the view
+        as one batch, up to the first input whose handling reads or replaces the view.
+
+        Applying a batch copies the view (every partition), and a store answers a run of
+        writes as result, event, result, event ...: applying the events at each result made a
+        CreateTopics or a start-up election of N partitions cost N copies of N partitions.
+        Results that only record an outcome (`_view_free`) do not need the view brought up to
+        their revision first."""
         events: list[WatchEvent] = []
         for message in messages:
             if isinstance(message, WatchEvent):
                 if message.watch_id == self._watch_id and self.synced:
                     events.append(message)
                 continue
-            if events:
+            if events and not self._view_free(message):
                 self.metadata = self.metadata.apply(events)
                 events = []
             if isinstance(message, CommandResult):
@@ -181,6 +187,19 @@ class ClusterMember:
         if events:
             self.metadata = self.metadata.apply(events)
         self._step(now_ms)
+
+    def _view_free(self, message: StoreInput) -> bool:
+        """Whether handling `message` neither reads nor replaces the view (see `_on_result`):
+        the result of one of the broker's own requests or of an ISR change (handed on through
+        take_results), or of a controller write that was applied (its revision is noted)."""
+        if not isinstance(message, CommandResult):
+            return False
+        request = self._inflight.get(message.request_id)
+        if request is None:
+            return True  # not ours, or forgotten: ignored
+        if request.kind is _Kind.CONTROLLER_WRITE:
+            return message.ok
+        return request.kind in (_Kind.USER, _Kind.ISR_CHANGE)
 
     def tick(self, now_ms: int) -> None:
         self._step(now_ms)

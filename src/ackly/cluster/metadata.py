@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum
@@ -35,6 +36,9 @@ from ackly.types import TopicPartition
 
 NO_LEADER = -1
 VALUE_VERSION = 1  # the "v" of every encoded value; a reader refuses versions it does not know
+# How many `apply` steps partition_changes follows back to the older view before it compares
+# every partition instead (a member applies a few batches between two looks).
+_MAX_LINEAGE = 16
 
 
 class MetadataDecodeError(AcklyError):
@@ -395,6 +399,13 @@ class ClusterMetadata:
     topics: Mapping[str, TopicInfo] = field(default_factory=_empty)
     partitions: Mapping[TopicPartition, PartitionState] = field(default_factory=_empty)
     mod_revisions: Mapping[str, int] = field(default_factory=_empty)
+    # What `apply` changed from the view it was applied to, so that `partition_changes`
+    # between two views of one line of updates looks at those partitions only, not at all
+    # of them on every change (an ISR change of one partition out of thousands). The parent
+    # is a weak reference: a view never keeps its history alive.
+    parent: weakref.ref[ClusterMetadata] | None = field(default=None, compare=False, repr=False)
+    touched_partitions: frozenset[TopicPartition] = field(default=frozenset(), compare=False, repr=False)
+    touched_topics: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     @classmethod
     def from_kvs(
@@ -480,7 +491,25 @@ class ClusterMetadata:
     ) -> list[tuple[TopicPartition, PartitionState | None, PartitionState | None]]:
         """(tp, state here, state in `newer`) for every partition whose state differs: what a
         broker acts on after new events (become leader or follower, stop, delete), as Kafka's
-        brokers act on a MetadataDelta."""
+        brokers act on a MetadataDelta.
+
+        When `newer` was built from this view by a few `apply` steps, only the partitions
+        those steps touched (and every partition of a topic they touched) are compared."""
+        touched = newer._touched_since(self)
+        if touched is not None:
+            tps, topics = touched
+            candidates = set(tps)
+            for name in topics:
+                for view in (self, newer):
+                    info = view.topics.get(name)
+                    if info is not None:
+                        candidates.update(TopicPartition(name, i) for i in info.partition_ids())
+            changes = []
+            for tp in sorted(candidates):
+                old, new = self.partition(tp), newer.partition(tp)
+                if old != new:
+                    changes.append((tp, old, new))
+            return changes
         mine = dict(self.all_partitions())
         theirs = dict(newer.all_partitions())
         return [
@@ -488,6 +517,24 @@ class ClusterMetadata:
             for tp in sorted(mine.keys() | theirs.keys())
             if mine.get(tp) != theirs.get(tp)
         ]
+
+    def _touched_since(
+        self, older: ClusterMetadata
+    ) -> tuple[set[TopicPartition], set[str]] | None:
+        """The partition and topic keys set between `older` and this view, if this view
+        descends from it by at most _MAX_LINEAGE `apply` steps; else None (compare all)."""
+        tps: set[TopicPartition] = set()
+        topics: set[str] = set()
+        view: ClusterMetadata | None = self
+        for _ in range(_MAX_LINEAGE):
+            if view is older:
+                return tps, topics
+            if view is None or view.parent is None:
+                return None
+            tps.update(view.touched_partitions)
+            topics.update(view.touched_topics)
+            view = view.parent()
+        return None
 
     def live_broker_ids(self) -> list[int]:
         return sorted(self.brokers)
@@ -507,6 +554,8 @@ class _Builder:
         self.topics = dict(base.topics)
         self.partitions = dict(base.partitions)
         self.mod_revisions = dict(base.mod_revisions)
+        self.touched_partitions: set[TopicPartition] = set()
+        self.touched_topics: set[str] = set()
 
     def set(
         self, key: str, value: bytes | None, mod_revision: int, create_revision: int, lease_id: int | None
@@ -535,6 +584,7 @@ class _Builder:
                     raise MetadataDecodeError(key, f"names broker {info.broker_id}")
                 self.brokers[parsed.broker_id] = info
         elif kind is KeyKind.TOPIC:
+            self.touched_topics.add(parsed.topic)
             if value is None:
                 self.topics.pop(parsed.topic, None)
             else:
@@ -543,6 +593,7 @@ class _Builder:
                     raise MetadataDecodeError(key, f"names topic {topic.name!r}")
                 self.topics[parsed.topic] = topic
         elif kind is KeyKind.PARTITION:
+            self.touched_partitions.add(parsed.tp)
             if value is None:
                 self.partitions.pop(parsed.tp, None)
             else:
@@ -553,4 +604,6 @@ class _Builder:
             keys=self.base.keys, revision=revision, cluster_id=self.cluster_id, controller=self.controller,
             brokers=MappingProxyType(self.brokers), topics=MappingProxyType(self.topics),
             partitions=MappingProxyType(self.partitions), mod_revisions=MappingProxyType(self.mod_revisions),
+            parent=weakref.ref(self.base), touched_partitions=frozenset(self.touched_partitions),
+            touched_topics=frozenset(self.touched_topics),
         )
