@@ -62,10 +62,12 @@ def txn_worker(ctx: WorkloadContext, index: int) -> None:
     interval_s = 1.0 / ctx.ops_per_s
     try:
         while not ctx.stop.is_set():
+            records = consumer.poll(POLL_TIMEOUT_S)
+            # The generation after the poll: a rebalance inside it (its callbacks run there)
+            # is what positioned these records, so the checker must see it with them.
             extra: dict[str, Any] = {"isolation": "read_committed", "generation": consumer.generation,
                                      "transactional_id": f"verify-{ctx.run_id}-txn-{index}",
                                      "instance": instance, "producer": f"txn-{index}.{instance}"}
-            records = consumer.poll(POLL_TIMEOUT_S)
             sends = []
             for _ in range(rng.randint(1, 3)):
                 partition = rng.randrange(ctx.partitions)
