@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.compression import decompress
+from ackly.protocol.record_codec import read_varint
 from ackly.protocol.records import HEADER_SIZE, BatchHeader, iter_batches
 
 NO_TIMESTAMP = -1
@@ -100,13 +101,13 @@ def _check_compressed(buf: bytes | bytearray | memoryview, pos: int, h: BatchHea
     count = 0
     lowest = highest = 0  # timestamp deltas: the window is checked once, at the extremes
     # Per record: length, attributes, timestampDelta, offsetDelta. Most varints here take one
-    # byte (a zigzag value below 64), read inline; longer ones go through _varint.
+    # byte (a zigzag value below 64), read inline; longer ones go through read_varint.
     while at < end:
         byte = section[at]
         if byte < 0x80:
             length, at = (byte >> 1) ^ -(byte & 1), at + 1
         else:
-            length, at = _varint(section, at, end, _VARINT_MAX_BYTES)
+            length, at = read_varint(section, at, end, _VARINT_MAX_BYTES)
         record_end = at + length
         if length < 3 or record_end > end:
             raise _corrupt(f"record {count} of length {length} does not fit its batch")
@@ -115,12 +116,12 @@ def _check_compressed(buf: bytes | bytearray | memoryview, pos: int, h: BatchHea
         if byte < 0x80:
             timestamp_delta, at = (byte >> 1) ^ -(byte & 1), at + 1
         else:
-            timestamp_delta, at = _varint(section, at, record_end, _VARLONG_MAX_BYTES)
+            timestamp_delta, at = read_varint(section, at, record_end, _VARLONG_MAX_BYTES)
         byte = section[at] if at < record_end else 0x80
         if byte < 0x80:
             offset_delta = (byte >> 1) ^ -(byte & 1)
         else:
-            offset_delta, _ = _varint(section, at, record_end, _VARINT_MAX_BYTES)
+            offset_delta, _ = read_varint(section, at, record_end, _VARINT_MAX_BYTES)
         if offset_delta != count:
             raise _invalid(f"record {count} of a compressed batch has offset delta {offset_delta}")
         if timestamp_delta < lowest:
@@ -138,18 +139,3 @@ def _check_compressed(buf: bytes | bytearray | memoryview, pos: int, h: BatchHea
 
 def _corrupt(why: str) -> KafkaError:
     return KafkaError(ErrorCode.corrupt_message, why)
-
-
-def _varint(buf: bytes, pos: int, end: int, max_bytes: int) -> tuple[int, int]:
-    """A zigzag varint (Kafka's ByteUtils.readVarint / readVarlong) at `pos`, before `end`."""
-    unsigned = 0
-    shift = 0
-    limit = min(end, pos + max_bytes)
-    while pos < limit:
-        byte = buf[pos]
-        pos += 1
-        unsigned |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return (unsigned >> 1) ^ -(unsigned & 1), pos
-        shift += 7
-    raise _corrupt("truncated or overlong varint in a compressed batch's records")

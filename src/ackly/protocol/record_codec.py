@@ -109,7 +109,7 @@ def _corrupt(why: str) -> KafkaError:
     return KafkaError(ErrorCode.corrupt_message, why)
 
 
-def _get_varint(buf: bytes, pos: int, end: int, max_bytes: int) -> tuple[int, int]:
+def read_varint(buf: bytes, pos: int, end: int, max_bytes: int) -> tuple[int, int]:
     """A zigzag varint at `pos` of at most `max_bytes` bytes (5 varint, 10 varlong)."""
     unsigned = 0
     shift = 0
@@ -128,7 +128,7 @@ def _get_varint(buf: bytes, pos: int, end: int, max_bytes: int) -> tuple[int, in
 
 def _get_bytes(buf: bytes, pos: int, end: int, what: str) -> tuple[bytes | None, int]:
     """A varint-length-prefixed nullable byte string."""
-    size, pos = _get_varint(buf, pos, end, 5)
+    size, pos = read_varint(buf, pos, end, 5)
     if size < 0:
         if size != -1:
             raise _corrupt(f"negative {what} length {size}")
@@ -271,16 +271,16 @@ def _decode_records(section: bytes, header: BatchHeader) -> list[DecodedRecord]:
     pos = 0
     end = len(section)
     for _ in range(count):
-        size, pos = _get_varint(section, pos, end, 5)
+        size, pos = read_varint(section, pos, end, 5)
         if size < 0 or pos + size > end:
             raise _corrupt(f"record length {size} out of bounds")
         record_end = pos + size
         pos += 1  # attributes
-        timestamp_delta, pos = _get_varint(section, pos, record_end, 10)
-        offset_delta, pos = _get_varint(section, pos, record_end, 5)
+        timestamp_delta, pos = read_varint(section, pos, record_end, 10)
+        offset_delta, pos = read_varint(section, pos, record_end, 5)
         key, pos = _get_bytes(section, pos, record_end, "key")
         value, pos = _get_bytes(section, pos, record_end, "value")
-        header_count, pos = _get_varint(section, pos, record_end, 5)
+        header_count, pos = read_varint(section, pos, record_end, 5)
         if header_count < 0 or header_count * 2 > record_end - pos:
             raise _corrupt(f"invalid record header count {header_count}")
         headers: list[tuple[str, bytes | None]] = []

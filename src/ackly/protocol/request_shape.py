@@ -6,7 +6,8 @@ of gigabytes, and the failed allocation aborts the whole process. One 40-byte fr
 client would stop the broker. Kafka's own reader refuses such a message instead ("Error
 reading array of size N, only M bytes available", Kafka's protocol Type.ARRAY and
 ByteBufferAccessor): so does this module, walking the message's schema (kio's dataclasses)
-over the bytes without building anything.
+over the bytes without building anything. A nullable struct carries a one-byte marker first
+(KIP-893), as kio writes and reads it.
 
 The walk checks, for every string, byte string, record set and array of every entity (tagged
 fields included, inside the size their tag declares), that its declared length is at most the
@@ -26,7 +27,13 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from kio.serial._introspect import EntityField, EntityTupleField, PrimitiveTupleField, classify_field
+from kio.serial._introspect import (
+    EntityField,
+    EntityTupleField,
+    PrimitiveTupleField,
+    classify_field,
+    is_optional,
+)
 
 from ackly.errors import ErrorCode, KafkaError
 
@@ -118,9 +125,20 @@ def _primitive_step(kafka_type: str, flexible: bool) -> Step:
     return _variable_step(kafka_type, flexible)
 
 
-def _field_step(field: dataclasses.Field[Any], flexible: bool) -> Step:
+def _nullable_step(inner: Step) -> Step:
+    """A nullable struct (KIP-893): an int8 marker, -1 for null, then the struct."""
+    def step(buf: memoryview, pos: int, end: int) -> int:
+        marker, pos = _int(buf, pos, end, 1)
+        return pos if marker < 0 else inner(buf, pos, end)
+    return step
+
+
+def _field_step(field: dataclasses.Field[Any], flexible: bool, tagged: bool) -> Step:
     kind = classify_field(field)
     if isinstance(kind, EntityField):
+        # A tagged struct has no null marker: an absent tag is its null.
+        if is_optional(field) and not tagged:
+            return _nullable_step(_entity_step(kind.type_))
         return _entity_step(kind.type_)
     if isinstance(kind, EntityTupleField):
         return _array_step(_entity_step(kind.type_), 1, flexible)
@@ -138,9 +156,9 @@ def _entity_step(cls: type) -> Step:
     tagged: dict[int, Step] = {}
     for field in dataclasses.fields(cls):
         if "tag" in field.metadata:
-            tagged[int(field.metadata["tag"])] = _field_step(field, flexible)
+            tagged[int(field.metadata["tag"])] = _field_step(field, flexible, tagged=True)
         else:
-            steps.append(_field_step(field, flexible))
+            steps.append(_field_step(field, flexible, tagged=False))
 
     def step(buf: memoryview, pos: int, end: int) -> int:
         for field_step in steps:
