@@ -234,6 +234,19 @@ def test_a_broker_killed_mid_clean_restarts_with_every_keys_latest_value(
     assert not [n for n in os.listdir(directory) if n.endswith((".cleaned", ".swap"))]
 
 
+
+def wait_log_bytes_at_most(directory: str, limit: int, timeout_s: float = 30) -> None:
+    """Until the `.log` files of a partition directory hold at most `limit` bytes (the cleaner
+    has compacted them)."""
+    def size() -> int:
+        return sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory)
+                   if n.endswith(".log"))
+
+    deadline = time.monotonic() + timeout_s
+    while size() > limit:
+        assert time.monotonic() < deadline, f"{directory} still {size()} bytes"
+        time.sleep(0.05)
+
 def test_consumer_offsets_stay_bounded_and_survive_kill_9(broker_factory) -> None:
     """__consumer_offsets is compacted: after thousands of commits by one group its size on
     disk is bounded by the live offsets (plus the uncleaned active segment), and after a
@@ -255,16 +268,7 @@ def test_consumer_offsets_stay_bounded_and_survive_kill_9(broker_factory) -> Non
             consumer.commit(offsets=[TopicPartition(topic, 0, i)], asynchronous=False)
     finally:
         consumer.close()
-    directory = f"{broker.data_dir}/__consumer_offsets-0"
-
-    def size() -> int:
-        return sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory)
-                   if n.endswith(".log"))
-
-    deadline = time.monotonic() + 30
-    while size() > 3 * segment_bytes:
-        assert time.monotonic() < deadline, f"__consumer_offsets still {size()} bytes"
-        time.sleep(0.05)
+    wait_log_bytes_at_most(f"{broker.data_dir}/__consumer_offsets-0", 3 * segment_bytes)
     broker.kill()
     broker.start()
     checker = Consumer({"bootstrap.servers": bootstrap, "group.id": "g-bounded"})
@@ -295,16 +299,7 @@ def test_transaction_state_stays_bounded_and_survives_kill_9(broker_factory) -> 
         producer.begin_transaction()
         producer.produce(topic, key=b"k", value=b"%d" % i, partition=0)
         producer.commit_transaction(15)
-    directory = f"{broker.data_dir}/__transaction_state-0"
-
-    def size() -> int:
-        return sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory)
-                   if n.endswith(".log"))
-
-    deadline = time.monotonic() + 30
-    while size() > 3 * segment_bytes:
-        assert time.monotonic() < deadline, f"__transaction_state still {size()} bytes"
-        time.sleep(0.05)
+    wait_log_bytes_at_most(f"{broker.data_dir}/__transaction_state-0", 3 * segment_bytes)
     broker.kill()
     broker.start()
     again = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn_id})

@@ -1119,13 +1119,7 @@ class PartitionLog:
 
     def delete(self) -> None:
         """DeleteTopics: close every file and remove the partition directory."""
-        if not self._closed:
-            for segment in self._segments:
-                segment.close()
-            for pending in self._pending_deletions:
-                pending.file.close()
-            self._pending_deletions = []
-            self._closed = True
+        self.abandon()  # nothing to write for a log about to go
         if self.disk.exists(self.dir_path):
             self.disk.rmtree(self.dir_path)
 
