@@ -51,6 +51,15 @@ PAUSE_IN_FLIGHT = 1  # max_in_flight answers pending
 PAUSE_MEMORY = 2  # the request memory pool is exhausted
 
 
+class ShortRangeError(Exception):
+    """A file range gave fewer bytes than its size (the file was truncated underneath)."""
+
+    def __init__(self, got: int, size: int) -> None:
+        super().__init__(f"a file range gave {got} of {size} bytes")
+        self.got = got
+        self.size = size
+
+
 class _Slot:
     __slots__ = ("charge_bytes", "done", "pieces")
 
@@ -210,7 +219,7 @@ class Connection(asyncio.BufferedProtocol):
         """
         if self._writer_busy or self._closed:
             return
-        while self.slots and self.slots[0].done:
+        while self.slots and self.slots[0].done and not self._closed:
             if self._writing_paused:
                 self._writer_busy = True  # resume_writing restarts the pump
                 return
@@ -232,7 +241,13 @@ class Connection(asyncio.BufferedProtocol):
             if isinstance(piece, (bytes, bytearray, memoryview)):
                 out.append(piece)
             elif piece.size <= INLINE_RANGE_BYTES or not self._can_sendfile(piece):
-                out.append(piece.file.read(piece.position, piece.size))
+                data = piece.file.read(piece.position, piece.size)
+                if len(data) != piece.size:
+                    # Nothing of this answer is written yet: close after the answers before it
+                    # (the pump stops at a closed connection; the slot counts as taken).
+                    self._short_range(len(data), piece.size)
+                    return True
+                out.append(data)
             else:
                 return False
         self.transport.writelines(out)
@@ -262,13 +277,18 @@ class Connection(asyncio.BufferedProtocol):
                     with open(fd, "rb", buffering=0, closefd=False) as f:
                         sent = await loop.sendfile(transport, f, piece.position, piece.size)
                     if sent != piece.size:
-                        # The file shrank under us (truncation): the frame cannot be completed.
-                        raise ConnectionError(f"sent {sent} of {piece.size} bytes of a range")
+                        raise ShortRangeError(sent, piece.size)
                 else:
-                    transport.write(piece.file.read(piece.position, piece.size))
+                    data = piece.file.read(piece.position, piece.size)
+                    if len(data) != piece.size:
+                        raise ShortRangeError(len(data), piece.size)
+                    transport.write(data)
                 self.activity += 1
             slot = self.slots.popleft()
             self.server.pool_adjust(-slot.charge_bytes)
+        except ShortRangeError as exc:
+            self._short_range(exc.got, exc.size)
+            return
         except (ConnectionError, OSError, RuntimeError) as exc:
             log.debug("connection %d: send failed: %s", self.connection_id, exc)
             self._close()
@@ -277,6 +297,18 @@ class Connection(asyncio.BufferedProtocol):
             self._writer_task = None
         self._writer_busy = False
         self._pump()
+
+    def _short_range(self, got: int, size: int) -> None:
+        """A file range came back shorter than the answer's size fields promise (its segment
+        was truncated after the fetch resolved it, e.g. a follower's truncation or a
+        retention delete racing the send). The frame cannot be completed with the right
+        bytes and padding would hand the client bytes that are not batches, so the
+        connection closes, as Kafka's FileRecords.writeTo fails the send of a truncated
+        file: the client sees a closed connection (never misframed bytes) and fetches again.
+        Answers already written before it are flushed first; none after it is written."""
+        log.warning("connection %d: a file range gave %d of %d bytes (truncated underneath);"
+                    " closing the connection", self.connection_id, got, size)
+        self._close()
 
     def _close(self) -> None:
         if not self._closed and self.transport is not None:
