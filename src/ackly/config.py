@@ -400,6 +400,18 @@ class TopicConfig:
                 values[_attr(d.name)] = broker.get(d.broker_synonym)
         return cls(**values, overrides=dict(overrides))
 
+    @classmethod
+    def load(cls, broker: BrokerConfig, stored: Mapping[str, str]) -> tuple[TopicConfig, list[str]]:
+        """The effective config of a topic from the overrides the metadata stores, and the
+        stored keys this version does not know.
+
+        As Kafka's LogConfig.fromProps: a key no config defines (one a newer version wrote)
+        is ignored, since only CreateTopics and AlterConfigs check names (LogConfig.validate);
+        a known key's bad value is refused (ConfigError naming the key), never replaced."""
+        unknown = sorted(k for k in stored if k not in TOPIC_CONFIGS)
+        known = {k: v for k, v in stored.items() if k in TOPIC_CONFIGS}
+        return cls.resolve(broker, known), unknown
+
     def get(self, name: str) -> Any:
         return getattr(self, _attr(name))
 

@@ -83,11 +83,23 @@ PRODUCER_ID_BITS = 44
 
 @dataclass
 class TopicState:
-    """A topic as this broker's metadata view shows it, with the replicas hosted here."""
+    """A topic as this broker's metadata view shows it, with the replicas hosted here.
+
+    A topic whose stored config does not validate (`config_error`) has no effective config
+    and no replica hosted here: its partitions stay offline until the config is fixed."""
 
     info: TopicInfo
-    config: TopicConfig
+    resolved: TopicConfig | None
+    config_error: str | None = None
     replicas: dict[int, Partition] = field(default_factory=dict)
+
+    @property
+    def config(self) -> TopicConfig:
+        """The effective config; KAFKA_STORAGE_ERROR if the stored one does not validate
+        (see BrokerNode.partition for why that code)."""
+        if self.resolved is None:
+            raise KafkaError(ErrorCode.kafka_storage_error, self.config_error or self.name)
+        return self.resolved
 
     @property
     def name(self) -> str:
@@ -250,33 +262,52 @@ class BrokerNode:
         self._next_request_id += 1
         return rid
 
-    def _sync_topics(self, metadata: ClusterMetadata) -> None:
-        """Topic states (names, ids, configs, partition counts) as the view shows them."""
+    def _sync_topics(self, metadata: ClusterMetadata) -> set[str]:
+        """Topic states (names, ids, configs, partition counts) as the view shows them.
+        Returns the topics whose stored config turned valid or invalid (their replicas are
+        opened or taken offline by ReplicaManager.apply)."""
         for name in [n for n in self.topics if n not in metadata.topics]:
             gone = self.topics.pop(name)
             self.topics_by_id.pop(gone.topic_id, None)
+        toggled: set[str] = set()
         for name, info in metadata.topics.items():
             state = self.topics.get(name)
             if state is not None and state.topic_id == info.topic_id:
                 if state.info.configs != info.configs:
-                    state.config = self._resolve_config(info)
-                    for p in state.replicas.values():
-                        p.update_config(state.config)
+                    was_valid = state.resolved is not None
+                    state.resolved, state.config_error = self._resolve_config(info)
+                    if state.resolved is not None:
+                        for p in state.replicas.values():
+                            p.update_config(state.resolved)
+                    if was_valid != (state.resolved is not None):
+                        toggled.add(name)
                 state.info = info
                 continue
             if state is not None:
                 self.topics_by_id.pop(state.topic_id, None)
-            fresh = TopicState(info, self._resolve_config(info))
+            fresh = TopicState(info, *self._resolve_config(info))
             self.topics[name] = fresh
             self.topics_by_id[info.topic_id] = fresh
+        return toggled
 
-    def _resolve_config(self, info: TopicInfo) -> TopicConfig:
+    def _resolve_config(self, info: TopicInfo) -> tuple[TopicConfig | None, str | None]:
+        """The topic's effective config, or None and why. Nothing falls back to the broker's
+        defaults: a `min.insync.replicas` or `retention.ms` silently replaced would weaken
+        what the topic promises, so the topic's partitions stay offline instead."""
         try:
-            return TopicConfig.resolve(self.config, info.configs)
+            config, unknown = TopicConfig.load(self.config, info.configs)
         except ConfigError as exc:
-            # Written by a broker that knows configs this one does not: serve it with defaults.
-            log.error("topic %s: config %s; using the broker's defaults", info.name, exc)
-            return TopicConfig.resolve(self.config, {})
+            error = (f"topic {info.name!r}: stored config {exc.key}={info.configs.get(exc.key)!r}"
+                     f" does not validate ({exc.reason}); its partitions stay offline until it"
+                     " is altered")
+            log.error("%s", error)
+            return None, error
+        for key in unknown:
+            # Kafka ignores them at load too (LogConfig.fromProps); AlterConfigs refuses the
+            # set until the key is deleted, as Kafka's LogConfig.validate does.
+            log.warning("topic %r: stored config %s=%r is unknown to this version; ignored",
+                        info.name, key, info.configs[key])
+        return config, None
 
     def topic_config(self, topic: str) -> TopicConfig:
         return self.topics[topic].config
@@ -336,6 +367,12 @@ class BrokerNode:
         state = self.topics.get(topic)
         if state is None or not 0 <= index < state.partition_count:
             raise KafkaError(ErrorCode.unknown_topic_or_partition, f"{topic}-{index} is unknown")
+        if state.config_error is not None:
+            # No replica can be opened without a valid config. Kafka answers a partition whose
+            # log it cannot serve (an offline log directory) with KAFKA_STORAGE_ERROR, which
+            # clients retry after a metadata refresh and report once their timeout passes; a
+            # NOT_LEADER_OR_FOLLOWER here would send them back to this same leader forever.
+            raise KafkaError(ErrorCode.kafka_storage_error, state.config_error)
         p = state.replicas.get(index)
         if p is None:
             raise KafkaError(
@@ -600,8 +637,8 @@ class BrokerNode:
         """Act on what the member learned: a new view, results of this broker's requests."""
         after = self.member.metadata
         if after is not before:
-            self._sync_topics(after)
-            self.replicas.apply(before, after, now_ms)
+            toggled = self._sync_topics(after)
+            self.replicas.apply(before, after, now_ms, toggled)
         results = self.replicas.on_member_results(self.member.take_results(), now_ms)
         self.admin.on_results(results)
         self.admin.check(now_ms)

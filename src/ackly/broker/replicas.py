@@ -79,10 +79,18 @@ class ReplicaManager:
 
     # --- metadata ------------------------------------------------------------------------
 
-    def apply(self, before: ClusterMetadata, after: ClusterMetadata, now_ms: int) -> None:
-        """Act on every partition whose state differs between two views."""
+    def apply(self, before: ClusterMetadata, after: ClusterMetadata, now_ms: int,
+              recheck_topics: set[str] | None = None) -> None:
+        """Act on every partition whose state differs between two views, and on every
+        partition of `recheck_topics` (their stored config turned valid or invalid)."""
+        changed: set[TopicPartition] = set()
         for tp, _old, state in before.partition_changes(after):
+            changed.add(tp)
             self._apply_one(tp, state, after, now_ms)
+        for topic in sorted(recheck_topics or ()):
+            for tp, state in list(after.partitions_of(topic)):
+                if tp not in changed:
+                    self._apply_one(tp, state, after, now_ms)
         if after.revision != before.revision:
             for tp in sorted(self._refused):
                 p = self.partitions.get(tp)
@@ -100,6 +108,11 @@ class ReplicaManager:
             self.stop(tp, now_ms)
             p = None
         if state is None or not hosted:
+            return
+        topic = self.node.topics.get(tp.topic)
+        if topic is not None and topic.config_error is not None:
+            if p is not None:  # its config turned invalid: offline, the log kept for a fix
+                self.stop(tp, now_ms, delete=False)
             return
         if p is None:
             p = self._open(tp, state.topic_id, now_ms)
@@ -151,6 +164,8 @@ class ReplicaManager:
         self.node.forget_partition(p)
         if delete:
             p.log.delete()
+        else:
+            p.log.close()
         self.node.purgatory.check(tp, now_ms)
 
     def _become_leader(self, p: Partition, state: PartitionState, now_ms: int) -> None:

@@ -104,6 +104,9 @@ def topic_entries(
     include_synonyms: bool, include_documentation: bool,
 ) -> list[dict[str, Any]]:
     state = topic_state(node, name)
+    if state.config_error is not None:
+        # No effective config to describe: say which stored key and value do not validate.
+        raise KafkaError(ErrorCode.invalid_config, state.config_error)
     config = state.config
     broker = node.config
     entries = []

@@ -93,7 +93,9 @@ def _plan(node: BrokerNode, resource: Any, duplicates: set[tuple[int, str]]) -> 
     try:
         state = target_topic(node, resource, duplicates)
         refuse_duplicate_keys(c.name for c in resource.configs)
-        overrides = dict(state.config.overrides)
+        # The stored overrides as written (a stored key or value this version refuses is
+        # checked below with the rest: the request must delete or replace it).
+        overrides = dict(state.info.configs)
         for entry in resource.configs:
             _apply_op(state, overrides, entry)
         change.topic = state.name
