@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ackly.broker.context import RequestContext
@@ -144,7 +145,8 @@ def shard_logs(node: BrokerNode, partitions: Sequence[Partition]) -> list[Partit
 def make_group_coordinator(node: BrokerNode, now_ms: int) -> GroupCoordinator:
     """The broker's group coordinator, loaded from `__consumer_offsets` if that exists."""
     coordinator = GroupCoordinator(
-        config=group_config(node.config), offsets_config=offsets_config(node.config),
+        config=replace(group_config(node.config), wall_clock=node.wall_clock),
+        offsets_config=offsets_config(node.config),
         scheduler=PurgatoryScheduler(node.purgatory), rng=node.rng,
         write_timeout_ms=int(node.config.get("offsets.commit.timeout.ms")),
     )

@@ -94,7 +94,8 @@ class CleanerManager:
         for p in partitions:
             if "compact" not in p.config.cleanup_policy or p.log.is_closed:
                 continue
-            found = cleanable_range(p.log, self._first_dirty_of(p), now_ms)
+            # Compaction lags and delete horizons compare record timestamps: wall-clock time.
+            found = cleanable_range(p.log, self._first_dirty_of(p), p.log.wall_clock(now_ms))
             if found is None:
                 continue
             ratio = float("inf") if found.must_clean else found.dirty_ratio
@@ -106,7 +107,8 @@ class CleanerManager:
             self._back_off(now_ms)
             return None
         p = best[1]
-        job = plan_clean(p.log, self._first_dirty_of(p), now_ms, self.settings, force=True)
+        job = plan_clean(p.log, self._first_dirty_of(p), p.log.wall_clock(now_ms), self.settings,
+                         force=True)
         if job is None:
             self._back_off(now_ms)
             return None

@@ -67,7 +67,7 @@ from ackly.log.disk import Disk
 from ackly.log.partition_log import FlushJob
 from ackly.replication.partition import Partition
 from ackly.replication.purgatory import Purgatory
-from ackly.types import TopicPartition
+from ackly.types import TopicPartition, WallClock, same_clock
 
 log = logging.getLogger("ackly.broker")
 
@@ -137,8 +137,11 @@ class BrokerNode:
         rng: random.Random,
         external_metadata: bool = False,
         member_config: MemberConfig | None = None,
+        wall_clock: WallClock = same_clock,
     ) -> None:
         self.config = config
+        # `now_ms` in every input is monotonic; wall time only where Kafka stores it (types.py).
+        self.wall_clock = wall_clock
         self.broker_id = config.broker_id
         self.disk = disk
         self.data_dir = data_dir

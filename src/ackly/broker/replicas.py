@@ -142,6 +142,7 @@ class ReplicaManager:
         plog = PartitionLog.open(
             disk, dir_path, config, now_ms,
             producer_id_expiration_ms=int(node.config.get("producer.id.expiration.ms")),
+            wall_clock=node.wall_clock,
         )
         if found != topic_id:
             disk.write_atomic(marker, f"version: 0\ntopic_id: {topic_id}\n".encode())

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.context import RequestContext
@@ -90,7 +91,8 @@ class TransactionsBroker:
     def __init__(self, node: BrokerNode, now_ms: int) -> None:
         self.node = node
         self.coordinator = TransactionCoordinator(
-            config=txn_config(node.config), scheduler=PurgatoryScheduler(node.purgatory),
+            config=replace(txn_config(node.config), wall_clock=node.wall_clock),
+            scheduler=PurgatoryScheduler(node.purgatory),
             write_timeout_ms=int(node.config.get("request.timeout.ms")),
             new_producer_id=node.producer_ids.generate,
         )

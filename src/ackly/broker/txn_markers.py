@@ -138,7 +138,7 @@ def append_markers(
                 p = node.leader_partition(tp.topic, tp.partition)
                 batch = bytearray(encode_control_batch(
                     kind, producer_id=marker.producer_id, producer_epoch=marker.producer_epoch,
-                    coordinator_epoch=marker.coordinator_epoch, now_ms=now_ms,
+                    coordinator_epoch=marker.coordinator_epoch, now_ms=node.wall_clock(now_ms),
                 ))
                 headers = validate_batches(batch, len(batch))
                 result = p.append_as_leader(

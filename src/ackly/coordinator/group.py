@@ -64,6 +64,7 @@ from ackly.coordinator.records import (
 )
 from ackly.coordinator.runtime import Effects, Waiter
 from ackly.errors import ErrorCode
+from ackly.types import WallClock, same_clock
 
 log = logging.getLogger("ackly.coordinator")
 
@@ -155,6 +156,9 @@ class GroupConfig:
     # Kafka's classicGroupNewMemberJoinTimeoutMs: a new member parked in a long join phase
     # cannot heartbeat; if its client gave up and retried under a new id, this drops the old.
     new_member_join_timeout_ms: int = 300_000
+    # Group state timestamps are written into __consumer_offsets and shown by DescribeGroups:
+    # wall-clock time; every session, join and sync deadline runs on the monotonic now_ms.
+    wall_clock: WallClock = same_clock
 
 
 # --- requests and results --------------------------------------------------------------------
@@ -261,7 +265,7 @@ class ClassicGroup:
         self.config = config
         self.state = EMPTY
         self.previous_state = EMPTY
-        self.state_timestamp_ms = now_ms
+        self.state_timestamp_ms = config.wall_clock(now_ms)  # wall-clock (stored, offset expiry)
         self.generation = 0
         self.protocol_type: str | None = None
         self.protocol_name: str | None = None
@@ -578,7 +582,8 @@ class ClassicGroup:
         if not self.members:
             self._emit_group(GroupMetadataValue(
                 protocol_type=self.protocol_type or "", generation=self.generation + 1,
-                protocol=None, leader=None, current_state_timestamp_ms=now_ms, members=(),
+                protocol=None, leader=None, current_state_timestamp_ms=self.config.wall_clock(now_ms),
+                members=(),
             ), fx)
             return
         self.generation += 1
@@ -848,7 +853,8 @@ class ClassicGroup:
         ones they hold)."""
         return GroupMetadataValue(
             protocol_type=self.protocol_type or "", generation=self.generation,
-            protocol=self.protocol_name, leader=self.leader_id, current_state_timestamp_ms=now_ms,
+            protocol=self.protocol_name, leader=self.leader_id,
+            current_state_timestamp_ms=self.config.wall_clock(now_ms),
             members=tuple(
                 MemberMetadata(
                     member_id=m.member_id, group_instance_id=m.group_instance_id,
@@ -920,7 +926,8 @@ class ClassicGroup:
             self.previous_state = self.state
             self.state = target
         self.state_timestamp_ms = (value.current_state_timestamp_ms
-                                   if value.current_state_timestamp_ms >= 0 else now_ms)
+                                   if value.current_state_timestamp_ms >= 0
+                                   else self.config.wall_clock(now_ms))
         self.snapshot = value
 
     def fail_waiters(self, code: ErrorCode) -> None:
@@ -949,7 +956,7 @@ class ClassicGroup:
             f"{self.group_id}: illegal transition {self.state.value} -> {target.value}")
         self.previous_state = self.state
         self.state = target
-        self.state_timestamp_ms = now_ms
+        self.state_timestamp_ms = self.config.wall_clock(now_ms)
 
     # --- checks ----------------------------------------------------------------------------------
 

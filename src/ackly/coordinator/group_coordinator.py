@@ -121,7 +121,8 @@ class GroupCoordinator:
         self.config = config
         self.offsets_config = offsets_config
         self.rng = rng
-        self.runtime: CoordinatorRuntime[GroupShard] = CoordinatorRuntime(scheduler, write_timeout_ms)
+        self.runtime: CoordinatorRuntime[GroupShard] = CoordinatorRuntime(
+            scheduler, write_timeout_ms, config.wall_clock)
         self.partitions = 0
 
     @property

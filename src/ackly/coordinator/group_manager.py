@@ -333,6 +333,8 @@ class GroupShard:
 
     def expire_offsets(self, now_ms: int, fx: Effects) -> None:
         retention_ms = self.offsets_config.retention_ms
+        # Retention of stored commit times, as Kafka's: on the wall clock they were written in.
+        wall_ms = self.config.wall_clock(now_ms)
         for group_id in list(self.groups):
             group = self.groups.get(group_id)
             if group is None:
@@ -347,8 +349,8 @@ class GroupShard:
             expired = [
                 tp for tp, o in group_offsets.items()
                 if tp[0] not in kept_topics and not self.has_pending_offsets(group_id, tp) and (
-                    now_ms >= o.expire_timestamp_ms if o.expire_timestamp_ms >= 0
-                    else now_ms - base(o) >= retention_ms
+                    wall_ms >= o.expire_timestamp_ms if o.expire_timestamp_ms >= 0
+                    else wall_ms - base(o) >= retention_ms
                 )
             ]
             all_gone = len(expired) == len(group_offsets) and not self.has_pending_offsets(group_id)
@@ -370,7 +372,7 @@ class GroupShard:
                 return
             # The group's existence is a record too (Kafka's newEmptyGroupMetadataRecord).
             fx.append(encode_key(GroupMetadataKey(group_id)), encode_group_metadata_value(
-                GroupMetadataValue("", 0, None, None, now_ms, ())))
+                GroupMetadataValue("", 0, None, None, self.config.wall_clock(now_ms), ())))
             group = self.groups[group_id]
         group.join(req, waiter, now_ms, self._new_member_id, fx)
         self._touch(group)
@@ -463,7 +465,8 @@ class GroupShard:
                 continue
             fx.append(encode_key(OffsetCommitKey(group_id, p.topic, p.partition)),
                       encode_offset_commit_value(OffsetCommitValue(
-                          p.offset, p.leader_epoch, metadata, now_ms, expire_timestamp_ms)))
+                          p.offset, p.leader_epoch, metadata, self.config.wall_clock(now_ms),
+                          expire_timestamp_ms)))
             errors.append(ErrorCode.none)
         return errors
 

@@ -72,7 +72,7 @@ from ackly.protocol.record_codec import (
     decode_control_record,
     encode_batch,
 )
-from ackly.types import NO_PRODUCER_ID
+from ackly.types import NO_PRODUCER_ID, WallClock, same_clock
 
 log = logging.getLogger("ackly.coordinator")
 
@@ -254,9 +254,11 @@ class _Loaded(Generic[S]):
 class CoordinatorRuntime(Generic[S]):
     """Shards by partition index, their writes, and the replies waiting for HW."""
 
-    def __init__(self, scheduler: ReplyScheduler, write_timeout_ms: int) -> None:
+    def __init__(self, scheduler: ReplyScheduler, write_timeout_ms: int,
+                 wall_clock: WallClock = same_clock) -> None:
         self.scheduler = scheduler
         self.write_timeout_ms = write_timeout_ms
+        self.wall_clock = wall_clock  # the records' timestamps (types.py)
         self._shards: dict[int, _Loaded[S]] = {}
 
     def __contains__(self, index: int) -> bool:
@@ -347,8 +349,8 @@ class CoordinatorRuntime(Generic[S]):
         op(loaded.state, fx)
         if fx.records:
             base_offset = loaded.log.log_end_offset
-            batch = encode_batch([Record(key=k, value=v) for k, v in fx.records], now_ms=now_ms,
-                                 producer_id=producer_id, producer_epoch=producer_epoch,
+            batch = encode_batch([Record(key=k, value=v) for k, v in fx.records],
+                                 now_ms=self.wall_clock(now_ms), producer_id=producer_id, producer_epoch=producer_epoch,
                                  base_sequence=NO_SEQUENCE, transactional=True)
             if not self._append(loaded, batch, fx, now_ms, revert=False):
                 return
@@ -412,7 +414,8 @@ class CoordinatorRuntime(Generic[S]):
 
     def _finish(self, loaded: _Loaded[S], fx: Effects, now_ms: int) -> None:
         if fx.records:
-            batch = encode_batch([Record(key=k, value=v) for k, v in fx.records], now_ms=now_ms)
+            batch = encode_batch([Record(key=k, value=v) for k, v in fx.records],
+                                 now_ms=self.wall_clock(now_ms))
             if not self._append(loaded, batch, fx, now_ms, revert=True):
                 return
         self._hold(loaded, fx, now_ms)

@@ -85,7 +85,8 @@ class TransactionCoordinator:
     def __init__(self, *, config: TxnConfig, scheduler: ReplyScheduler, write_timeout_ms: int,
                  new_producer_id: Callable[[], int]) -> None:
         self.config = config
-        self.runtime: CoordinatorRuntime[TransactionShard] = CoordinatorRuntime(scheduler, write_timeout_ms)
+        self.runtime: CoordinatorRuntime[TransactionShard] = CoordinatorRuntime(
+            scheduler, write_timeout_ms, config.wall_clock)
         self.new_producer_id = new_producer_id
         self.partitions = 0
         self._epochs: dict[int, int] = {}  # coordinator epoch of each shard held here
@@ -248,7 +249,8 @@ class TransactionCoordinator:
                     continue
                 if producer_ids is not None and d.producer_id not in producer_ids:
                     continue
-                if min_duration_ms >= 0 and now_ms - d.start_ms <= min_duration_ms:
+                # start_ms is the stored wall-clock time (KIP-994's filter compares it).
+                if min_duration_ms >= 0 and self.config.wall_clock(now_ms) - d.start_ms <= min_duration_ms:
                     continue
                 out.append(TxnListing(d.transactional_id, d.producer_id, d.state))
         return sorted(out, key=lambda t: t.transactional_id)

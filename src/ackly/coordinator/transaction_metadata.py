@@ -22,7 +22,7 @@ PrepareEpochFence, as in Kafka, is never written: the fence bumps the epoch and 
 PrepareAbort within the same operation, and the PrepareAbort record carries the bumped epoch.
 
 Invariants: the partitions are empty in Empty and in the Complete states; the producer epoch
-never goes down for one producer id; `start_ms` is -1 exactly when no transaction was started
+never goes down for one producer id; `start_ms` (wall-clock) is -1 exactly when no transaction was started
 since the last epoch bump. `last_producer_epoch` and `previous_producer_id` are not in the
 record (value v0 has no room for them, as in Kafka before transaction version 2): they live in
 memory only and a load sets them to -1, as Kafka's loading does.
@@ -137,6 +137,13 @@ class TransactionMetadata:
     last_update_ms: int = -1
     last_producer_epoch: int = int(NO_PRODUCER_EPOCH)
     previous_producer_id: int = int(NO_PRODUCER_ID)
+    # In memory only, on the monotonic clock (types.py): when this coordinator saw the
+    # transaction start and the id last change (replayed live, or loaded: then the load's
+    # time, so a failover gives a full timeout, never a shorter one). The timeout and the
+    # id expiration run on these, so a wall-clock step expires nothing; `start_ms` and
+    # `last_update_ms` are the wall-clock times the record stores and Describe* shows.
+    monotonic_start_ms: int = -1
+    monotonic_update_ms: int = -1
 
     @classmethod
     def from_value(cls, transactional_id: str, value: TransactionLogValue) -> TransactionMetadata:
@@ -168,7 +175,7 @@ class TransactionMetadata:
         return replace(self.transit(), state=state, **changes)  # type: ignore[arg-type]
 
     def prepare_increment_epoch(self, timeout_ms: int, expected_epoch: int | None,
-                                now_ms: int) -> TxnTransit | ErrorCode:
+                                wall_ms: int) -> TxnTransit | ErrorCode:
         """InitProducerId on a finished (or never started) transaction: the next epoch
         (Kafka's prepareIncrementProducerEpoch, KIP-360 for `expected_epoch`)."""
         bumped = self.producer_epoch + 1
@@ -176,7 +183,7 @@ class TransactionMetadata:
                 and expected_epoch == self.last_producer_epoch:
             # A retry of a bump this producer already got (maybe a rotation): the same answer.
             return self._to(S.EMPTY, timeout_ms=timeout_ms, partitions=frozenset(), start_ms=-1,
-                            last_update_ms=now_ms)
+                            last_update_ms=wall_ms)
         if self.is_epoch_exhausted:
             return ErrorCode.producer_fenced  # the caller rotates the id when it may
         if expected_epoch is None:
@@ -188,22 +195,22 @@ class TransactionMetadata:
         else:
             return ErrorCode.producer_fenced
         return self._to(S.EMPTY, producer_epoch=epoch, last_producer_epoch=last, timeout_ms=timeout_ms,
-                        partitions=frozenset(), start_ms=-1, last_update_ms=now_ms)
+                        partitions=frozenset(), start_ms=-1, last_update_ms=wall_ms)
 
-    def prepare_rotate_producer_id(self, new_producer_id: int, timeout_ms: int, now_ms: int,
+    def prepare_rotate_producer_id(self, new_producer_id: int, timeout_ms: int, wall_ms: int,
                                    record_last_epoch: bool) -> TxnTransit:
         """The epoch is exhausted: a new producer id at epoch 0 (prepareProducerIdRotation)."""
         return self._to(
             S.EMPTY, producer_id=new_producer_id, producer_epoch=0,
             last_producer_epoch=self.producer_epoch if record_last_epoch else NO_PRODUCER_EPOCH,
             previous_producer_id=self.producer_id, timeout_ms=timeout_ms, partitions=frozenset(),
-            start_ms=-1, last_update_ms=now_ms,
+            start_ms=-1, last_update_ms=wall_ms,
         )
 
-    def prepare_add_partitions(self, added: Iterable[TopicPartition], now_ms: int) -> TxnTransit:
-        start_ms = now_ms if self.state in (S.EMPTY, *COMPLETE_STATES) else self.start_ms
+    def prepare_add_partitions(self, added: Iterable[TopicPartition], wall_ms: int) -> TxnTransit:
+        start_ms = wall_ms if self.state in (S.EMPTY, *COMPLETE_STATES) else self.start_ms
         return self._to(S.ONGOING, partitions=self.partitions | frozenset(added), start_ms=start_ms,
-                        last_update_ms=now_ms)
+                        last_update_ms=wall_ms)
 
     def prepare_fence_epoch(self) -> TxnTransit:
         """Bump the epoch of an Ongoing transaction so its producer is fenced before the
@@ -214,7 +221,7 @@ class TransactionMetadata:
         return self._to(S.PREPARE_EPOCH_FENCE, producer_epoch=self.producer_epoch + 1,
                         last_producer_epoch=NO_PRODUCER_EPOCH)
 
-    def prepare_abort_or_commit(self, state: TxnState, now_ms: int,
+    def prepare_abort_or_commit(self, state: TxnState, wall_ms: int,
                                 fence: TxnTransit | None = None) -> TxnTransit:
         """The decision (prepareAbortOrCommit): PrepareCommit or PrepareAbort, from Ongoing, or
         PrepareAbort from the epoch fence `fence` (its bumped epoch is the one written)."""
@@ -223,13 +230,13 @@ class TransactionMetadata:
             assert fence.state == S.PREPARE_EPOCH_FENCE and state == S.PREPARE_ABORT
             if not is_valid_transition(fence.state, state):
                 raise InvalidTransition(f"{self.transactional_id}: PrepareEpochFence -> {state.kafka_name}")
-            return replace(fence, state=state, last_update_ms=now_ms)
-        return self._to(state, last_update_ms=now_ms)
+            return replace(fence, state=state, last_update_ms=wall_ms)
+        return self._to(state, last_update_ms=wall_ms)
 
-    def prepare_complete(self, now_ms: int) -> TxnTransit:
+    def prepare_complete(self, wall_ms: int) -> TxnTransit:
         """Every marker is written (prepareComplete): CompleteCommit or CompleteAbort."""
         state = S.COMPLETE_COMMIT if self.state == S.PREPARE_COMMIT else S.COMPLETE_ABORT
-        return self._to(state, partitions=frozenset(), last_update_ms=now_ms)
+        return self._to(state, partitions=frozenset(), last_update_ms=wall_ms)
 
     def prepare_dead(self) -> TxnTransit:
         """transactional.id.expiration.ms passed: the id is removed (a tombstone is written)."""

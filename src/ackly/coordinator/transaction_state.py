@@ -13,7 +13,9 @@ and only then are markers sent (the Prepare record is the decision point, docs/g
 18). Loading a shard hands every transaction found in a Prepare state to the same waiter, so
 a new coordinator finishes what the old one decided.
 
-Timers (`tick`): an Ongoing transaction whose start is more than its timeout ago is fenced and
+Timers (`tick`, on the monotonic clock: TransactionMetadata.monotonic_start_ms and
+monotonic_update_ms, never the wall-clock times the records store): an Ongoing transaction
+whose start is more than its timeout ago is fenced and
 aborted (Kafka's abortTimedOutTransactions: epoch bump, then PrepareAbort with that epoch);
 an id in Empty or a Complete state untouched for transactional.id.expiration.ms is removed
 (a tombstone; Kafka's removeExpiredTransactionalIds).
@@ -49,7 +51,7 @@ from ackly.coordinator.txn_records import (
     encode_value,
 )
 from ackly.errors import ErrorCode, KafkaError
-from ackly.types import NO_PRODUCER_EPOCH, NO_PRODUCER_ID, TopicPartition
+from ackly.types import NO_PRODUCER_EPOCH, NO_PRODUCER_ID, TopicPartition, WallClock, same_clock
 
 log = logging.getLogger("ackly.transactions")
 
@@ -60,6 +62,7 @@ class TxnConfig:
     id_expiration_ms: int  # transactional.id.expiration.ms
     abort_check_interval_ms: int  # transaction.abort.timed.out.transaction.cleanup.interval.ms
     remove_expired_interval_ms: int  # transaction.remove.expired.transaction.cleanup.interval.ms
+    wall_clock: WallClock = same_clock  # the times records store (types.py)
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,17 @@ class TransactionShard:
 
     def replay(self, key: bytes, value: bytes | None, now_ms: int, loading: bool) -> None:
         try:
+            transactional_id = decode_key(key)
+            before = self.txns.get(transactional_id)
+            was_ongoing = before is not None and before.state == TxnState.ONGOING
             self._replay(key, value, loading)
+            meta = self.txns.get(transactional_id)
+            if meta is not None:
+                # The deadlines' monotonic times (TransactionMetadata): a transaction starts
+                # when the id enters Ongoing (a loaded one: at the load).
+                if meta.state == TxnState.ONGOING and (meta is not before or not was_ongoing):
+                    meta.monotonic_start_ms = now_ms
+                meta.monotonic_update_ms = now_ms
         except (RecordFormatError, InvalidTransition) as exc:
             # Loading: someone else wrote into the topic; skip it, as the loader does for any
             # undecodable record. Live: it is our own record, so this is a bug.
@@ -169,7 +182,8 @@ class TransactionShard:
         meta = self.txns.get(transactional_id)
         try:
             if meta is None:
-                transit = TxnTransit(new_producer_id(), 0, timeout_ms, TxnState.EMPTY, frozenset(), -1, now_ms)
+                transit = TxnTransit(new_producer_id(), 0, timeout_ms, TxnState.EMPTY, frozenset(), -1,
+                                     self.config.wall_clock(now_ms))
                 self._write(transactional_id, transit, fx)
                 fx.reply(waiter, InitResult(ErrorCode.none, transit.producer_id, 0))
                 return
@@ -198,9 +212,11 @@ class TransactionShard:
             return InitResult(ErrorCode.concurrent_transactions)
         assert meta.state == TxnState.EMPTY or meta.state in COMPLETE_STATES, meta.state
         if meta.is_epoch_exhausted and (expected is None or expected[1] == meta.producer_epoch):
-            transit = meta.prepare_rotate_producer_id(new_producer_id(), timeout_ms, now_ms, expected is not None)
+            transit = meta.prepare_rotate_producer_id(new_producer_id(), timeout_ms,
+                                                      self.config.wall_clock(now_ms), expected is not None)
         else:
-            bumped = meta.prepare_increment_epoch(timeout_ms, None if expected is None else expected[1], now_ms)
+            bumped = meta.prepare_increment_epoch(timeout_ms, None if expected is None else expected[1],
+                                                  self.config.wall_clock(now_ms))
             if isinstance(bumped, ErrorCode):
                 return InitResult(bumped)
             transit = bumped
@@ -233,7 +249,7 @@ class TransactionShard:
         elif not is_valid_transition(meta.state, TxnState.ONGOING):
             fx.reply(waiter, ErrorCode.invalid_txn_state)
         else:
-            self._write(transactional_id, meta.prepare_add_partitions(added, now_ms), fx)
+            self._write(transactional_id, meta.prepare_add_partitions(added, self.config.wall_clock(now_ms)), fx)
             fx.reply(waiter, ErrorCode.none)
 
     def verify_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
@@ -288,7 +304,7 @@ class TransactionShard:
 
     def _decide(self, meta: TransactionMetadata, state: TxnState, now_ms: int, fx: Effects,
                 fence: TxnTransit | None = None) -> None:
-        transit = meta.prepare_abort_or_commit(state, now_ms, fence)
+        transit = meta.prepare_abort_or_commit(state, self.config.wall_clock(now_ms), fence)
         self._write(meta.transactional_id, transit, fx)
         fx.reply(self.decisions, self._decision(meta))
 
@@ -303,7 +319,7 @@ class TransactionShard:
             log.info("transaction %r moved on before its markers completed", decision.transactional_id)
             fx.reply(waiter, decision)
             return
-        self._write(meta.transactional_id, meta.prepare_complete(now_ms), fx)
+        self._write(meta.transactional_id, meta.prepare_complete(self.config.wall_clock(now_ms)), fx)
         fx.reply(waiter, decision)
 
     # --- reading ---------------------------------------------------------------------------
@@ -332,7 +348,7 @@ class TransactionShard:
         """Kafka's abortTimedOutTransactions: fence the producer (epoch bump) and abort, so the
         LSO of every partition of the transaction moves on (docs/guarantees.md rule 22)."""
         for meta in list(self.txns.values()):
-            if meta.state != TxnState.ONGOING or meta.start_ms + meta.timeout_ms >= now_ms:
+            if meta.state != TxnState.ONGOING or meta.monotonic_start_ms + meta.timeout_ms >= now_ms:
                 continue
             log.info("transaction %r (producer %d epoch %d) timed out after %d ms: aborting",
                      meta.transactional_id, meta.producer_id, meta.producer_epoch, meta.timeout_ms)
@@ -341,7 +357,7 @@ class TransactionShard:
     def remove_expired(self, now_ms: int, fx: Effects) -> None:
         for meta in list(self.txns.values()):
             idle = meta.state == TxnState.EMPTY or meta.state in COMPLETE_STATES
-            if idle and meta.last_update_ms + self.config.id_expiration_ms <= now_ms:
+            if idle and meta.monotonic_update_ms + self.config.id_expiration_ms <= now_ms:
                 log.info("transactional id %r expired", meta.transactional_id)
                 self._write(meta.transactional_id, meta.prepare_dead(), fx)
 

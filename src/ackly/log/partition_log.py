@@ -89,7 +89,7 @@ from ackly.protocol.records import (
     patch_leader_epoch,
     patch_log_append_time,
 )
-from ackly.types import NO_TIMESTAMP
+from ackly.types import NO_TIMESTAMP, WallClock, same_clock
 
 logger = logging.getLogger(__name__)
 
@@ -163,9 +163,11 @@ class PartitionLog:
         config: TopicConfig,
         now_ms: int,
         producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+        wall_clock: WallClock = same_clock,
     ) -> None:
         """Use `PartitionLog.open`."""
         self.disk = disk
+        self.wall_clock = wall_clock  # LogAppendTime and retention.ms (types.py)
         self.dir_path = dir_path
         self.config = config
         self._segments: list[LogSegment] = []
@@ -196,13 +198,14 @@ class PartitionLog:
         config: TopicConfig,
         now_ms: int,
         producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+        wall_clock: WallClock = same_clock,
     ) -> PartitionLog:
         """Create the partition directory, or load and recover what is in it (LogLoader).
 
         On return every batch in the log is CRC-valid and durable (recovery_point = LEO), and
         the producer state describes every batch below LEO.
         """
-        self = cls(disk, dir_path, config, now_ms, producer_id_expiration_ms)
+        self = cls(disk, dir_path, config, now_ms, producer_id_expiration_ms, wall_clock)
         disk.makedirs(dir_path)
         self._load(now_ms)
         return self
@@ -338,7 +341,7 @@ class PartitionLog:
         limit = min(leo, self._high_watermark)
         if rebuild_from is not None:
             limit = min(limit, rebuild_from)
-        loaded = state.load_latest_snapshot(limit)
+        loaded = state.load_latest_snapshot(limit, now_ms)
         start = self._segments[0].base_offset if loaded is None else loaded
         replayed = 0
         for segment, position, header in self._batches_from(start):
@@ -573,6 +576,7 @@ class PartitionLog:
         assert headers, "append needs at least one batch"
         self._advance_clock(now_ms)
         log_append_time = self.config.message_timestamp_type == LOG_APPEND_TIME
+        append_time_ms = self.wall_clock(now_ms) if log_append_time else -1
         # The producer state refuses a client's control batch whatever it holds: only a
         # coordinator's markers are worth decoding.
         markers = [] if origin is AppendOrigin.CLIENT else _markers_of(records, headers)
@@ -600,8 +604,8 @@ class PartitionLog:
             patch_leader_epoch(records, position, leader_epoch)
             max_timestamp = header.max_timestamp
             if log_append_time:
-                patch_log_append_time(records, position, header.size, now_ms)
-                max_timestamp = now_ms
+                patch_log_append_time(records, position, header.size, append_time_ms)
+                max_timestamp = append_time_ms
             last_offset = next_offset + header.last_offset_delta
             batches.append(
                 AppendedBatch(position, next_offset, last_offset, header.size, max_timestamp)
@@ -612,12 +616,12 @@ class PartitionLog:
         self._active.append(records, batches)
         if plan.batches:
             self._index_completed(self.producer_state.apply(
-                plan, first_offset, now_ms, now_ms if log_append_time else -1
+                plan, first_offset, now_ms, append_time_ms
             ))
         return AppendResult(
             first_offset=first_offset,
             last_offset=next_offset - 1,
-            log_append_time_ms=now_ms if log_append_time else -1,
+            log_append_time_ms=append_time_ms,
             log_start_offset=self._log_start_offset,
         )
 
@@ -951,12 +955,16 @@ class PartitionLog:
 
         count = 0
         if config.retention_ms >= 0:
+            wall_ms = self.wall_clock(now_ms)  # record timestamps are wall-clock times
             while count < len(segments) and deletable(segments[count]):
                 segment = segments[count]
                 timestamp = segment.max_timestamp
                 if timestamp == NO_TIMESTAMP:
-                    timestamp = segment.created_ms  # no timestamps at all: use its age
-                if now_ms - timestamp <= config.retention_ms:
+                    # No timestamps at all: its age since it was opened (monotonic, like
+                    # created_ms), not a wall-clock time.
+                    if now_ms - segment.created_ms <= config.retention_ms:
+                        break
+                elif wall_ms - timestamp <= config.retention_ms:
                     break
                 count += 1
         if config.retention_bytes >= 0:

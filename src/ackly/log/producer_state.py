@@ -81,10 +81,12 @@ Invariants:
 - A snapshot at offset S describes exactly the batches below S; one above the log end is
   never loaded (recovery removes it: it describes batches that a crash or truncation took).
 
-Expiry: a producer silent for producer.id.expiration.ms (by the broker's clock at its last
-append; Kafka uses the batch's own timestamp, which a producer with old or skewed timestamps
-would expire at once) is forgotten at the next `remove_expired`. After a restart, producers
-replayed from the log count as having appended at the restart: expiry may come later, never
+Expiry: a producer silent for producer.id.expiration.ms (by the broker's monotonic clock at
+its last append, so a wall-clock step expires none; Kafka uses the batch's own timestamp,
+which a producer with old or skewed timestamps would expire at once) is forgotten at the
+next `remove_expired`. After a restart, producers
+replayed from the log or loaded from a snapshot count as having appended at the restart (a
+snapshot's `last_append_ms` is another run's monotonic time): expiry may come later, never
 earlier.
 
 Deterministic: no clock (time comes in as `now_ms`), no threads, files only through `Disk`.
@@ -725,10 +727,11 @@ class ProducerStateManager:
         for snapshot in list(self._snapshots):
             self._delete_snapshot(snapshot)
 
-    def load_latest_snapshot(self, max_offset: int) -> int | None:
+    def load_latest_snapshot(self, max_offset: int, now_ms: int | None = None) -> int | None:
         """Replace the state with the newest readable snapshot at or below `max_offset` and
         return its offset; a corrupt one is deleted and the next older tried. None (and an
-        empty state) if there is none: the caller replays the whole log."""
+        empty state) if there is none: the caller replays the whole log. Given `now_ms`, every
+        loaded producer counts as having appended then (see Expiry in the module docstring)."""
         self.clear()
         for offset in sorted((s for s in self._snapshots if s <= max_offset), reverse=True):
             data = self.disk.read_file(self._path(offset))
@@ -741,6 +744,10 @@ class ProducerStateManager:
                 self._delete_snapshot(offset)
                 continue
             for entry in entries:
+                if now_ms is not None:
+                    # The stored time is another run's monotonic clock, meaningless now (a
+                    # reboot restarts it): count the producer as having appended at the load.
+                    entry.last_append_ms = now_ms
                 self._producers[entry.producer_id] = entry
                 if entry.current_txn_first_offset != NO_OFFSET:
                     self._ongoing[entry.producer_id] = entry.current_txn_first_offset

@@ -53,6 +53,16 @@ def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
 
+def monotonic_ms() -> int:
+    """The node's `now_ms`: every deadline runs on it, so a wall-clock step expires nothing."""
+    return int(time.monotonic() * 1000)
+
+
+def wall_clock_at(_now_ms: int) -> int:
+    """The node's WallClock: wall time, read only where Kafka stores or shows it."""
+    return wall_clock_ms()
+
+
 def _run_flush_jobs(jobs: list[tuple[TopicPartition, FlushJob]]) -> None:
     for _, job in jobs:
         job.run()
@@ -126,7 +136,7 @@ class BrokerServer:
                                         "connections.first.request.timeout.ms": 0}
 
     def now_ms(self) -> int:
-        return wall_clock_ms()
+        return monotonic_ms()
 
     async def start(self) -> tuple[str, int]:
         """Bind, recover the logs, join the cluster, then listen; returns the bound (host, port).
@@ -151,6 +161,7 @@ class BrokerServer:
             host=self.advertised_host if self.advertised_host != "0.0.0.0" else "127.0.0.1",
             port=self.advertised_port or self.port, now_ms=self.now_ms(), rng=random.Random(),
             external_metadata=self.metadata is not None or self.metadata_hub is not None,
+            wall_clock=wall_clock_at,
         )
         # Before anything can run the node: its first input may already hand out a clean job.
         self._cleaner = CleanerWorker(

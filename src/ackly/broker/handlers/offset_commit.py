@@ -39,7 +39,8 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
         return
     waiter, to_commit, coordinator = started
     retention_ms = ms(request.retention_time) if 2 <= version <= 4 else _NO_RETENTION
-    expire_timestamp_ms = ctx.now_ms + retention_ms if retention_ms >= 0 else -1
+    # Written into the commit record and compared with wall time at expiry (as Kafka stores it).
+    expire_timestamp_ms = node.wall_clock(ctx.now_ms) + retention_ms if retention_ms >= 0 else -1
     missing_group = ErrorCode.group_id_not_found if version >= 9 else ErrorCode.illegal_generation
     coordinator.commit_offsets(
         request.group_id, request.member_id or "", getattr(request, "group_instance_id", None),

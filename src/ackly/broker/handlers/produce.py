@@ -216,8 +216,9 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                     raise KafkaError(
                         ErrorCode.invalid_record, "control batches are not accepted from clients"
                     )
-                validate_client_batches(pd.records, headers, now_ms, _timestamp_rule(p),
-                                        DEFAULT_MAX_BYTES)
+                # KIP-937 bounds are around the broker's wall-clock time.
+                validate_client_batches(pd.records, headers, node.wall_clock(now_ms),
+                                        _timestamp_rule(p), DEFAULT_MAX_BYTES)
                 if "compact" in p.config.cleanup_policy:
                     # Kafka's LogValidator: a compacted topic takes keyed records only.
                     require_keys(pd.records, headers)
