@@ -107,7 +107,9 @@ class CoreCluster:
         one round at a time with `step`)."""
         self.root = root
         self.store = MemoryStore(now_ms=START_MS)
-        self.now_ms = START_MS
+        self.now_ms = START_MS  # the monotonic clock every node input carries
+        # The wall clock is now_ms + wall_offset_ms: a test steps it as NTP would.
+        self.wall_offset_ms = 0
         self.props = {**FAST, **(props or {})}
         self.rng = random.Random(seed)
         self.hosts = {b: Host(b, str(root / f"b{b}")) for b in broker_ids}
@@ -131,10 +133,13 @@ class CoreCluster:
         host.node = BrokerNode(
             config=config, disk=RealDisk(), data_dir=host.data_dir, host="127.0.0.1",
             port=19000 + broker_id, now_ms=self.now_ms, rng=random.Random(self.rng.getrandbits(64)),
-            external_metadata=True,
+            external_metadata=True, wall_clock=self.wall_clock,
         )
         host.outgoing = {}
         return host.node
+
+    def wall_clock(self, now_ms: int) -> int:
+        return now_ms + self.wall_offset_ms
 
     def kill(self, broker_id: int, *, revoke: bool = True) -> None:
         """Stop a broker abruptly: no controlled shutdown, logs not closed (unflushed data is
