@@ -86,8 +86,47 @@ def creation(resource_type: ResourceType, name: str, principal: str, operation: 
 
 
 def grant(node: BrokerNode, resource_type: ResourceType, name: str, principal: str,
-          operation: AclOperation, permission: AclPermission = AclPermission.ALLOW,
+          operation: AclOperation, *, permission: AclPermission = AclPermission.ALLOW,
           pattern: PatternType = PatternType.LITERAL) -> None:
     response = call(node, CREATE_ACLS, 3, ADMIN, creations=(
         creation(resource_type, name, principal, operation, permission, pattern),))
     assert [int(r.error_code) for r in response.results] == [0], response
+
+
+def ask(node: BrokerNode, api_key: int, version: int, principal: str, data: dict[str, Any],
+        host: str = "10.0.0.1") -> Any:
+    """Send a request built from a dict (fields not given take their zero value)."""
+    from ackly.protocol.messages import build_request
+
+    request = build_request(api_key, version, data)
+    correlation_id = next(_correlation)
+    answers: list[Any] = []
+    ctx = RequestContext(header=RequestHeader(api_key, version, correlation_id, "acl-test"),
+                         now_ms=NOW_MS, sink=answers.append, client_host=host, principal=principal)
+    frame = io.BytesIO()
+    client_id = b"acl-test"
+    frame.write(struct.pack(">hhih", api_key, version, correlation_id, len(client_id)))
+    frame.write(client_id)
+    if header_version(api_key, version) >= 2:
+        frame.write(b"\x00")
+    entity_writer(type(request))(frame, request)
+    node.handle_frame(ctx, frame.getvalue())
+    return decode(api_key, version, answers)
+
+
+def error_codes(value: Any) -> list[int]:
+    """Every error code in a decoded response, wherever it sits."""
+    import dataclasses
+
+    found: list[int] = []
+    if isinstance(value, tuple):
+        for item in value:
+            found += error_codes(item)
+    elif dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if f.name in ("error_code", "partition_error_code"):
+                found.append(int(item))
+            else:
+                found += error_codes(item)
+    return found
