@@ -15,12 +15,13 @@ client on that network then shares. A single broker sends itself nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from ackly.cluster.acls import (
     CLUSTER_NAME,
     AclBinding,
+    AclIndex,
     AclOperation,
     ResourceType,
     decide,
@@ -33,26 +34,36 @@ if TYPE_CHECKING:
 
 
 class Authorizer:
-    def __init__(self, config: BrokerConfig, acls: Callable[[], Iterable[AclBinding]]) -> None:
+    def __init__(self, config: BrokerConfig, acls: Callable[[], Mapping[str, AclBinding]]) -> None:
         self.enabled = bool(config.get("authorizer.class.name"))
         self.super_users = frozenset(parse_super_users(str(config.get("super.users"))))
         self.allow_if_no_acl = bool(config.get("allow.everyone.if.no.acl.found"))
         self._acls = acls
+        # The index of the last ACL mapping seen: a view shares its mapping with the view it
+        # came from unless an ACL key changed, so the index is rebuilt only on ACL changes.
+        self._indexed: tuple[Mapping[str, AclBinding], AclIndex] | None = None
+
+    def _index(self) -> AclIndex:
+        acls = self._acls()
+        if self._indexed is None or self._indexed[0] is not acls:
+            self._indexed = (acls, AclIndex(acls.values()))
+        return self._indexed[1]
 
     def allowed(self, ctx: RequestContext, operation: AclOperation, resource_type: ResourceType,
                 name: str = CLUSTER_NAME) -> bool:
         if not self.enabled or ctx.principal in self.super_users:
             return True
-        return decide(self._acls(), ctx.principal, ctx.client_host, operation, resource_type, name,
-                      allow_if_no_acl=self.allow_if_no_acl)
+        index = self._index()
+        return decide(index.applying(resource_type, name), ctx.principal, ctx.client_host, operation,
+                      resource_type, name, allow_if_no_acl=self.allow_if_no_acl)
 
     def allowed_any(self, ctx: RequestContext, operation: AclOperation,
                     resource_type: ResourceType) -> bool:
         """Allowed on at least one resource of the type (KIP-679's check for idempotence)."""
         if not self.enabled or ctx.principal in self.super_users:
             return True
-        return decide_any_of_type(self._acls(), ctx.principal, ctx.client_host, operation,
-                                  resource_type, allow_if_no_acl=self.allow_if_no_acl)
+        return decide_any_of_type(self._index().of_type(resource_type), ctx.principal, ctx.client_host,
+                                  operation, resource_type, allow_if_no_acl=self.allow_if_no_acl)
 
     def cluster(self, ctx: RequestContext, operation: AclOperation) -> bool:
         return self.allowed(ctx, operation, ResourceType.CLUSTER, CLUSTER_NAME)

@@ -170,7 +170,7 @@ class BrokerNode:
             now_ms=now_ms,
         )
         # Authorization (broker/authorizer.py): decided on the ACLs of the member's view.
-        self.authorizer = Authorizer(config, lambda: self.member.metadata.acls.values())
+        self.authorizer = Authorizer(config, lambda: self.member.metadata.acls)
         self._local_store: DurableMemoryStore | None = None
         if not external_metadata:
             self._local_store = DurableMemoryStore(disk, data_dir, now_ms)

@@ -237,6 +237,40 @@ class AclFilter:
         return name is None or binding.resource_name == name
 
 
+class AclIndex:
+    """The bindings of one view, by resource type and pattern, so that a decision looks only
+    at the bindings that can apply: the literal name, the wildcard, and each prefix of the
+    name (Kafka's StandardAuthorizerData keeps a sorted set for the same reason)."""
+
+    def __init__(self, acls: Iterable[AclBinding]) -> None:
+        self.all = tuple(acls)
+        self._literal: dict[tuple[ResourceType, str], list[AclBinding]] = {}
+        self._prefixed: dict[tuple[ResourceType, str], list[AclBinding]] = {}
+        self._by_type: dict[ResourceType, list[AclBinding]] = {}
+        self._longest_prefix: dict[ResourceType, int] = {}
+        for acl in self.all:
+            key = (acl.resource_type, acl.resource_name)
+            self._by_type.setdefault(acl.resource_type, []).append(acl)
+            if acl.pattern_type is PatternType.PREFIXED:
+                self._prefixed.setdefault(key, []).append(acl)
+                longest = self._longest_prefix.get(acl.resource_type, 0)
+                self._longest_prefix[acl.resource_type] = max(longest, len(acl.resource_name))
+            else:
+                self._literal.setdefault(key, []).append(acl)
+
+    def applying(self, resource_type: ResourceType, name: str) -> list[AclBinding]:
+        """Every binding whose pattern covers the resource (AclBinding.applies_to)."""
+        found = list(self._literal.get((resource_type, name), ()))
+        if name != WILDCARD_RESOURCE:
+            found += self._literal.get((resource_type, WILDCARD_RESOURCE), ())
+        for end in range(1, min(len(name), self._longest_prefix.get(resource_type, 0)) + 1):
+            found += self._prefixed.get((resource_type, name[:end]), ())
+        return found
+
+    def of_type(self, resource_type: ResourceType) -> list[AclBinding]:
+        return self._by_type.get(resource_type, [])
+
+
 def decide(
     acls: Iterable[AclBinding], principal: str, host: str, operation: AclOperation,
     resource_type: ResourceType, name: str, *, allow_if_no_acl: bool,

@@ -17,6 +17,7 @@ from ackly.cluster.acls import (
     AclBinding,
     AclError,
     AclFilter,
+    AclIndex,
     AclOperation,
     AclPermission,
     PatternType,
@@ -86,6 +87,15 @@ def test_the_decision_is_the_specification(acls: list[AclBinding], principal: st
     shuffled = list(acls)
     random.Random(len(acls)).shuffle(shuffled)
     assert decide(shuffled, principal, host, op, TOPIC, name, allow_if_no_acl=default) is expected
+
+
+@settings(max_examples=300)
+@given(acl_sets, st.one_of(names, st.just("*")))
+def test_the_index_finds_exactly_the_bindings_that_apply(acls: list[AclBinding], name: str) -> None:
+    index = AclIndex(acls)
+    assert sorted(index.applying(TOPIC, name)) == sorted(b for b in acls if b.applies_to(TOPIC, name))
+    assert index.applying(ResourceType.GROUP, name) == []
+    assert sorted(index.of_type(TOPIC)) == sorted(acls)
 
 
 @given(names, names)
