@@ -343,8 +343,53 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
 )
 
 
+# Authorization (Kafka's keys). The names an authorizer may be given: Kafka's two ACL
+# authorizers and ackly's own; all of them mean the ACL authorizer of broker/authorizer.py.
+AUTHORIZER_CLASS_NAMES = (
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "kafka.security.authorizer.AclAuthorizer",
+    "ackly.authorizer.AclAuthorizer",
+)
+
+
+def _check_authorizer(value: Any) -> str | None:
+    if value == "" or value in AUTHORIZER_CLASS_NAMES:
+        return None
+    return f"unknown authorizer {value!r}; known: {', '.join(AUTHORIZER_CLASS_NAMES)} (empty: none)"
+
+
+def parse_super_users(raw: str) -> tuple[str, ...]:
+    """`User:a;User:b` (Kafka's super.users) as principals; ValueError names a bad entry."""
+    users = tuple(u.strip() for u in raw.split(";") if u.strip())
+    for user in users:
+        kind, sep, name = user.partition(":")
+        if not sep or not kind or not name:
+            raise ValueError(f"{user!r} is not a principal Type:name (e.g. User:alice)")
+    return users
+
+
+def _check_super_users(value: Any) -> str | None:
+    try:
+        parse_super_users(str(value))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+_AUTHORIZER_DEFS: tuple[ConfigDef, ...] = (
+    ConfigDef("authorizer.class.name", Kind.STRING, "",
+              "the ACL authorizer (Kafka's StandardAuthorizer or AclAuthorizer name); empty: "
+              "every request is allowed", read_only=True, check=_check_authorizer),
+    ConfigDef("super.users", Kind.STRING, "",
+              "principals allowed everything, as User:a;User:b", read_only=True,
+              check=_check_super_users),
+    ConfigDef("allow.everyone.if.no.acl.found", Kind.BOOLEAN, False,
+              "allow an action on a resource that no ACL names", read_only=True),
+)
+
+
 def _broker_defs() -> dict[str, ConfigDef]:
-    defs = {d.name: d for d in _BROKER_ONLY_DEFS}
+    defs = {d.name: d for d in _BROKER_ONLY_DEFS + _AUTHORIZER_DEFS}
     for topic_def in TOPIC_CONFIG_DEFS:
         assert topic_def.broker_synonym is not None
         defs[topic_def.broker_synonym] = dataclasses.replace(

@@ -1,6 +1,6 @@
 """Topic changes made through the cluster metadata, each answered once it has taken effect.
 
-Owns: CreateTopics, DeleteTopics, CreatePartitions and AlterConfigs as this broker asks them of
+Owns: CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs and ACL changes as this broker asks them of
 the metadata store through its ClusterMember (the controller places replicas and creates the
 partition states), and the wait for their outcome. An operation is answered:
 - at once, with the planner's error, if it cannot be placed (INVALID_REPLICATION_FACTOR, ...);
@@ -38,7 +38,7 @@ DEFAULT_TIMEOUT_MS = 30_000  # for requests that carry no timeout of their own (
 
 @dataclass
 class _Op:
-    kind: str  # create, delete, partitions, configs, catch-up
+    kind: str  # create, delete, partitions, configs, catch-up, acl
     topic: str
     deadline_ms: int
     done: Done
@@ -108,6 +108,11 @@ class AdminOps:
                       done: Done) -> None:
         op = _Op("configs", name, now_ms + timeout_ms, done)
         self._start(op, lambda: self.node.member.alter_topic_configs(name, configs, now_ms))
+
+    def acl_change(self, send: Callable[[], int], now_ms: int, timeout_ms: int, done: Done) -> None:
+        """One ACL write (ClusterMember.put_acl / delete_acl), answered once the view shows it."""
+        op = _Op("acl", "", now_ms + timeout_ms, done)
+        self._start(op, send)
 
     def catch_up(self, now_ms: int, timeout_ms: int, done: Done) -> None:
         """`done` once this broker's view holds every write the store had made when asked (a

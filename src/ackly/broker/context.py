@@ -26,6 +26,9 @@ class RequestContext:
     sink: Callable[[Pieces | None], None]
     connection_id: int = 0
     client_host: str = ""
+    listener_name: str = ""
+    security_protocol: str = "PLAINTEXT"
+    principal: str = "User:ANONYMOUS"
     answered: bool = field(default=False, init=False)
 
     @property

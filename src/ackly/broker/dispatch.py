@@ -20,11 +20,14 @@ from ackly.broker.handlers import (
     add_partitions_to_txn,
     alter_configs,
     api_versions,
+    create_acls,
     create_partitions,
     create_topics,
+    delete_acls,
     delete_groups,
     delete_records,
     delete_topics,
+    describe_acls,
     describe_cluster,
     describe_configs,
     describe_groups,
@@ -79,7 +82,7 @@ HANDLER_MODULES: tuple[ModuleType, ...] = (
     find_coordinator, join_group, sync_group, heartbeat, leave_group, offset_commit, offset_fetch,
     describe_groups, list_groups, delete_groups, offset_delete, offset_for_leader_epoch,
     write_txn_markers, txn_offset_commit, add_partitions_to_txn, add_offsets_to_txn, end_txn,
-    describe_transactions, list_transactions,
+    describe_transactions, list_transactions, describe_acls, create_acls, delete_acls,
 )
 
 TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}

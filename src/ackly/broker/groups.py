@@ -15,6 +15,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Seq
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.cluster.metadata import NO_LEADER, BrokerInfo
 from ackly.config import BrokerConfig
@@ -280,12 +281,25 @@ def start_offset_commit(node: BrokerNode, ctx: RequestContext, request: Any
     slots: list[tuple[str, int, ErrorCode | None]] = []
     to_commit: list[CommitPartition] = []
     commit_slots: list[int] = []
+    # authz_rules (OffsetCommit, TxnOffsetCommit): the transactional id's WRITE, then the
+    # group's READ refuse every partition; a topic's READ refuses its partitions.
+    api_key = ctx.header.api_key
+    whole = None
+    if getattr(request, "transactional_id", None) is not None:
+        whole = check(node, ctx, api_key, "transactional", request.transactional_id)
+    if whole is None:
+        whole = check(node, ctx, api_key, "group", request.group_id)
     for topic in request.topics:
         state = node.topics.get(topic.name)
+        denied = check(node, ctx, api_key, "topic", topic.name)
         for p in topic.partitions:
             index = int(p.partition_index)
-            if not request.group_id:
-                code: ErrorCode | None = ErrorCode.invalid_group_id
+            if whole is not None:
+                code: ErrorCode | None = whole
+            elif not request.group_id:
+                code = ErrorCode.invalid_group_id
+            elif denied is not None:
+                code = denied
             elif state is None or not 0 <= index < state.partition_count:
                 code = ErrorCode.unknown_topic_or_partition
             else:

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ackly.broker.admin import DEFAULT_TIMEOUT_MS, AdminOps
+from ackly.broker.authorizer import Authorizer
 from ackly.broker.context import RequestContext
 from ackly.broker.dispatch import dispatch
 from ackly.broker.faults import FaultPoints
@@ -183,6 +184,8 @@ class BrokerNode:
             config=member_config or self._member_config(), rng=random.Random(rng.getrandbits(64)),
             now_ms=now_ms,
         )
+        # Authorization (broker/authorizer.py): decided on the ACLs of the member's view.
+        self.authorizer = Authorizer(config, lambda: self.member.metadata.acls)
         self._local_store: DurableMemoryStore | None = None
         if not external_metadata:
             self._local_store = DurableMemoryStore(disk, data_dir, now_ms)

@@ -64,14 +64,18 @@ def fenced_for_version(code: ErrorCode, api_version: int) -> ErrorCode:
     return code
 
 
-def start_error_code_request(node: BrokerNode, ctx: RequestContext) -> Respond[ErrorCode] | None:
+def start_error_code_request(node: BrokerNode, ctx: RequestContext,
+                             denied: ErrorCode | None = None) -> Respond[ErrorCode] | None:
     """The waiter of a transaction coordinator request whose response is one error code
-    (AddOffsetsToTxn, EndTxn); None once answered NOT_COORDINATOR while the coordinator's
-    state is not loaded."""
+    (AddOffsetsToTxn, EndTxn); None once answered: `denied` (the authorizer's refusal, which
+    comes first as in Kafka) or NOT_COORDINATOR while the coordinator's state is not loaded."""
     def fields(code: ErrorCode) -> dict[str, Any]:
         return {"error_code": fenced_for_version(code, ctx.api_version)}
 
     waiter: Respond[ErrorCode] = Respond(ctx, fields, fields)
+    if denied is not None:
+        waiter.fail(denied)
+        return None
     if not node.transactions.coordinator.loaded:
         waiter.fail(ErrorCode.not_coordinator)
         return None

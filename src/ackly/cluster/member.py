@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from ackly.cluster.acls import AclBinding
 from ackly.cluster.controller import (
     AlterPartitionDecision,
     AlterPartitionRequest,
@@ -56,6 +57,7 @@ from ackly.cluster.store import (
     GrantLease,
     KeepAlive,
     LeaseExpired,
+    Put,
     RevokeLease,
     StoreError,
     StoreInput,
@@ -339,6 +341,14 @@ class ClusterMember:
         if name not in self.metadata.topics:
             return None
         return self._send_user(topic_delete(self._new_request_id(), self.metadata, name), now_ms)
+
+    def put_acl(self, binding: AclBinding, now_ms: int) -> int:
+        """Write one ACL binding (its key names it, so writing it again changes nothing that
+        matters); the result comes back through take_results()."""
+        return self._send_user(Put(self._new_request_id(), self.keys.acl(binding), binding.encode()), now_ms)
+
+    def delete_acl(self, binding: AclBinding, now_ms: int) -> int:
+        return self._send_user(Delete(self._new_request_id(), self.keys.acl(binding)), now_ms)
 
     def alter_partition(self, request: AlterPartitionRequest, now_ms: int) -> AlterPartitionDecision:
         """Validate an ISR change against this view and, if it changes something, write it

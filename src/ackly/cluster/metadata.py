@@ -30,6 +30,7 @@ from enum import Enum, IntEnum
 from types import MappingProxyType
 from typing import Any
 
+from ackly.cluster.acls import AclBinding
 from ackly.cluster.store import KeyValue, WatchEvent
 from ackly.errors import AcklyError
 from ackly.types import TopicPartition
@@ -66,6 +67,7 @@ class KeyKind(Enum):
     BROKER = "broker"
     TOPIC = "topic"
     PARTITION = "partition"
+    ACL = "acl"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class ParsedKey:
     broker_id: int = -1
     topic: str = ""
     partition: int = -1
+    acl: str = ""  # ACL: the binding's digest (AclBinding.key_name)
 
     @property
     def tp(self) -> TopicPartition:
@@ -125,6 +128,13 @@ class KeySpace:
         assert tp.topic and "/" not in tp.topic and tp.partition >= 0, tp
         return f"{self.root}/partitions/{tp.topic}/{tp.partition}"
 
+    @property
+    def acls_prefix(self) -> str:
+        return f"{self.root}/acls/"
+
+    def acl(self, binding: AclBinding) -> str:
+        return f"{self.root}/acls/{binding.key_name}"
+
     def parse(self, key: str) -> ParsedKey | None:
         """What a key names, or None for keys this version does not know (ignored, so that
         a newer broker can add keys without breaking older ones)."""
@@ -143,6 +153,8 @@ class KeySpace:
         if len(parts) == 3 and parts[0] == "partitions" and parts[1]:
             index = _parse_index(parts[2])
             return None if index is None else ParsedKey(KeyKind.PARTITION, topic=parts[1], partition=index)
+        if len(parts) == 2 and parts[0] == "acls" and parts[1]:
+            return ParsedKey(KeyKind.ACL, acl=parts[1])
         return None
 
 
@@ -399,6 +411,8 @@ class ClusterMetadata:
     topics: Mapping[str, TopicInfo] = field(default_factory=_empty)
     partitions: Mapping[TopicPartition, PartitionState] = field(default_factory=_empty)
     mod_revisions: Mapping[str, int] = field(default_factory=_empty)
+    # ACL bindings by their key's last part (cluster/acls.py).
+    acls: Mapping[str, AclBinding] = field(default_factory=_empty)
     # What `apply` changed from the view it was applied to, so that `partition_changes`
     # between two views of one line of updates looks at those partitions only, not at all
     # of them on every change (an ISR change of one partition out of thousands). The parent
@@ -554,6 +568,7 @@ class _Builder:
         self.topics = dict(base.topics)
         self.partitions = dict(base.partitions)
         self.mod_revisions = dict(base.mod_revisions)
+        self.acls: dict[str, AclBinding] | None = None  # copied on the first ACL change
         self.touched_partitions: set[TopicPartition] = set()
         self.touched_topics: set[str] = set()
 
@@ -598,12 +613,23 @@ class _Builder:
                 self.partitions.pop(parsed.tp, None)
             else:
                 self.partitions[parsed.tp] = PartitionState.decode(value)
+        elif kind is KeyKind.ACL:
+            if self.acls is None:
+                self.acls = dict(self.base.acls)
+            if value is None:
+                self.acls.pop(parsed.acl, None)
+            else:
+                try:
+                    self.acls[parsed.acl] = AclBinding.decode(value)
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise MetadataDecodeError(key, str(exc)) from None
 
     def build(self, revision: int) -> ClusterMetadata:
         return ClusterMetadata(
             keys=self.base.keys, revision=revision, cluster_id=self.cluster_id, controller=self.controller,
             brokers=MappingProxyType(self.brokers), topics=MappingProxyType(self.topics),
             partitions=MappingProxyType(self.partitions), mod_revisions=MappingProxyType(self.mod_revisions),
+            acls=self.base.acls if self.acls is None else MappingProxyType(self.acls),
             parent=weakref.ref(self.base), touched_partitions=frozenset(self.touched_partitions),
             touched_topics=frozenset(self.touched_topics),
         )

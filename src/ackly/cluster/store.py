@@ -37,6 +37,7 @@ Key layout (root "/ackly" by default; see metadata.KeySpace, the only code that 
                                        epoch (one per incarnation, KIP-380/KIP-903's broker epoch).
     /ackly/topics/<name>               topic id, config overrides, replica assignment
     /ackly/partitions/<name>/<index>   leader, leader epoch, ISR, replicas, partition epoch
+    /ackly/acls/<digest>               one ACL binding (cluster/acls.py); the digest of the binding
 Values are JSON (see metadata.py). Topic names cannot contain "/", so keys parse unambiguously.
 """
 

@@ -286,6 +286,19 @@ class CoreCluster:
         )
         return reply
 
+    def send_as(self, broker_id: int, request: Any, principal: str, host: str = "10.9.9.9") -> Reply:
+        """A client request (a kio request object) from `principal` at `host`."""
+        api_key, version = int(request.__api_key__), int(request.__version__)
+        correlation_id = next(self._correlation)
+        reply = Reply(api_key, version)
+        header = RequestHeader(api_key, version, correlation_id, "client")
+        self.node(broker_id).handle_frame(
+            RequestContext(header=header, now_ms=self.now_ms, sink=reply.set, client_host=host,
+                           principal=principal),
+            encode_frame(request, correlation_id, b"client"),
+        )
+        return reply
+
     def wait(self, reply: Reply, limit_ms: int = 30_000) -> Any:
         self.until(lambda: reply.done, limit_ms)
         return reply.value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.transactions import start_error_code_request
 from ackly.coordinator.group_coordinator import OFFSETS_TOPIC, partition_for
@@ -33,7 +34,10 @@ def offsets_partition(node: BrokerNode, group_id: str) -> TopicPartition:
 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
-    waiter = start_error_code_request(node, ctx)
+    denied = check(node, ctx, API_KEY, "transactional", request.transactional_id)
+    if denied is None:
+        denied = check(node, ctx, API_KEY, "group", request.group_id)
+    waiter = start_error_code_request(node, ctx, denied)
     if waiter is None:
         return
     coordinator = node.transactions.coordinator

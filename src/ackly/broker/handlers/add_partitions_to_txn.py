@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.transactions import fenced_for_version
 from ackly.errors import ErrorCode
@@ -86,9 +87,26 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
             ctx.respond(build(API_KEY, version, {
                 "throttle_time": 0, "results_by_topic_v3_and_below": _topic_results(codes)}))
 
+        partitions = _partitions(request.v3_and_below_topics)
+        # authz_rules: WRITE on the transactional id refuses all; WRITE on a topic its
+        # partitions, and the others are not attempted (Kafka's handleAddPartitionsToTxn).
+        denied = check(node, ctx, API_KEY, "transactional", request.v3_and_below_transactional_id)
+        if denied is not None:
+            respond(dict.fromkeys(partitions, denied))
+            return
+        refused = {tp: code for tp in partitions
+                   if (code := check(node, ctx, API_KEY, "topic", tp.topic)) is not None}
+        if refused:
+            respond({tp: refused.get(tp, ErrorCode.operation_not_attempted) for tp in partitions})
+            return
         add_or_verify(node, request.v3_and_below_transactional_id, int(request.v3_and_below_producer_id),
                       int(request.v3_and_below_producer_epoch),
-                      _partitions(request.v3_and_below_topics), False, version, ctx.now_ms, respond)
+                      partitions, False, version, ctx.now_ms, respond)
+        return
+    # v4+ carries brokers' batches (KIP-890 verification): CLUSTER_ACTION for the request.
+    if (denied := check(node, ctx, API_KEY, "verify")) is not None:
+        ctx.respond(build(API_KEY, version, {
+            "throttle_time": 0, "error_code": denied, "results_by_transaction": []}))
         return
     transactions = list(request.transactions)
     results: list[Codes | None] = [None] * len(transactions)

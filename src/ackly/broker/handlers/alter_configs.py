@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.admin import DEFAULT_TIMEOUT_MS, Countdown
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.handlers.describe_configs import (
     RESOURCE_BROKER,
@@ -80,6 +81,19 @@ def target_topic(node: BrokerNode, resource: Any, duplicates: set[tuple[int, str
         raise KafkaError(ErrorCode.invalid_request,
                          f"altering {resource_label(kind)} configs is not supported")
     return topic_state(node, name)
+
+
+def denied_change(node: BrokerNode, ctx: RequestContext, api_key: int, resource: Any) -> Change | None:
+    """authz_rules (AlterConfigs, IncrementalAlterConfigs): ALTER_CONFIGS on the topic, or on
+    the cluster for a broker resource; the refused resource is answered with the rule's error."""
+    kind = int(resource.resource_type)
+    label = {RESOURCE_TOPIC: "topic", RESOURCE_BROKER: "broker"}.get(kind)
+    if label is None:
+        return None
+    code = check(node, ctx, api_key, label, resource.resource_name)
+    if code is None:
+        return None
+    return Change(kind, resource.resource_name, error=KafkaError(code))
 
 
 def refuse_duplicate_keys(names: Iterable[str]) -> None:
@@ -144,7 +158,8 @@ def _plan(node: BrokerNode, resource: Any, duplicates: set[tuple[int, str]]) -> 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     duplicates = duplicate_resources(request.resources)
-    changes = [_plan(node, r, duplicates) for r in request.resources]
+    changes = [denied_change(node, ctx, API_KEY, r) or _plan(node, r, duplicates)
+               for r in request.resources]
     apply_changes(node, ctx, changes, bool(request.validate_only), lambda: ctx.respond(
         build(API_KEY, ctx.api_version, {"throttle_time": 0, "responses": change_results(changes)})
     ))

@@ -16,6 +16,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.admin import DEFAULT_TIMEOUT_MS, Countdown
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.messages import build
@@ -68,6 +69,8 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     todo: list[tuple[int, str, int]] = []
     for t in request.topics:
         try:
+            if (denied := check(node, ctx, API_KEY, "topic", t.name)) is not None:
+                raise KafkaError(denied)
             _check(node, t, duplicates)
             results.append({"name": t.name, "error_code": ErrorCode.none, "error_message": None})
             if not validate_only:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.admin import DEFAULT_TIMEOUT_MS, Countdown
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.cluster.controller import eligible_brokers
 from ackly.cluster.placement import assignment_problem
@@ -119,7 +120,12 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any, *, view_confirme
     timeout_ms = max(int(request.timeout.total_seconds() * 1000), 0) or DEFAULT_TIMEOUT_MS
     results: list[dict[str, Any]] = []
     planned: list[tuple[int, Any, _Plan]] = []
+    # authz_rules: CREATE on the cluster, else CREATE on each topic.
+    on_cluster = check(node, ctx, API_KEY, "cluster") is None
     for t in request.topics:
+        if not on_cluster and (denied := check(node, ctx, API_KEY, "topic", t.name)) is not None:
+            results.append(_failed(t.name, denied, None))
+            continue
         try:
             plan = _check(node, t)
         except _TooFewBrokers as exc:

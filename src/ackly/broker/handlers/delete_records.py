@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.messages import build
@@ -60,9 +61,12 @@ def _delete(node: BrokerNode, topic: str, part: Any) -> dict[str, Any]:
 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
-    topics = [
-        {"name": t.name,
-         "partitions": [_delete(node, t.name, part) for part in t.partitions]}
-        for t in request.topics
-    ]
+    topics = []
+    for t in request.topics:
+        denied = check(node, ctx, API_KEY, "topic", t.name)
+        topics.append({"name": t.name, "partitions": [
+            _delete(node, t.name, part) if denied is None else
+            {"partition_index": int(part.partition_index), "low_watermark": -1, "error_code": denied}
+            for part in t.partitions
+        ]})
     ctx.respond(build(API_KEY, ctx.api_version, {"throttle_time": 0, "topics": topics}))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.admin import DEFAULT_TIMEOUT_MS, Countdown
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.coordinator.group_coordinator import INTERNAL_TOPICS
 from ackly.errors import ErrorCode
@@ -35,6 +36,11 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     todo: list[tuple[int, str]] = []
     for name, topic_id in wanted:
         state = node.topics.get(name) if name is not None else node.topics_by_id.get(topic_id)
+        # authz_rules: DELETE on the topic (a topic named by id is refused only if it exists).
+        target = name if name is not None else (state.name if state is not None else None)
+        if target is not None and (denied := check(node, ctx, API_KEY, "topic", target)) is not None:
+            responses.append({"name": name, "topic_id": topic_id, "error_code": denied})
+            continue
         if state is None:
             code = ErrorCode.unknown_topic_id if name is None else ErrorCode.unknown_topic_or_partition
             responses.append({"name": name, "topic_id": topic_id, "error_code": code})

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.cluster.topics import topic_name_problem
 from ackly.config import BROKER_CONFIGS, TOPIC_CONFIG_DEFS, ConfigDef, Kind, Source
@@ -166,6 +167,11 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
         result = {"resource_type": resource.resource_type,
                   "resource_name": resource.resource_name}
         try:
+            # authz_rules: DESCRIBE_CONFIGS on the topic, or on the cluster for a broker.
+            label = {RESOURCE_TOPIC: "topic", RESOURCE_BROKER: "broker"}.get(int(resource.resource_type))
+            if label is not None and (denied := check(node, ctx, API_KEY, label,
+                                                      resource.resource_name)) is not None:
+                raise KafkaError(denied)
             configs = _describe(node, resource, include_synonyms, include_documentation)
             result.update(error_code=ErrorCode.none, error_message=None, configs=configs)
         except KafkaError as exc:

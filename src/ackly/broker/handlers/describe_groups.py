@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.groups import Respond
 from ackly.coordinator.group import GroupDescription
@@ -61,5 +62,18 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
             g["error_message"] = None
         return {"groups": groups}
 
-    waiter: Respond[list[tuple[str, GroupDescription | None]]] = Respond(ctx, fields, failed)
-    node.group_coordinator.describe_groups(group_ids, waiter, ctx.now_ms)
+    # authz_rules: DESCRIBE on each group; a refused group is answered without being asked.
+    refused = {g: code for g in group_ids if (code := check(node, ctx, API_KEY, "group", g)) is not None}
+
+    def merged(found: list[tuple[str, GroupDescription | None]]) -> dict[str, Any]:
+        described = dict(found)
+        return {"groups": [group(g, None, refused[g]) if g in refused else group(g, described.get(g))
+                           for g in group_ids]}
+
+    waiter: Respond[list[tuple[str, GroupDescription | None]]] = Respond(
+        ctx, merged if refused else fields, failed)
+    allowed = [g for g in group_ids if g not in refused]
+    if refused and not allowed:
+        waiter.complete([])
+        return
+    node.group_coordinator.describe_groups(allowed, waiter, ctx.now_ms)

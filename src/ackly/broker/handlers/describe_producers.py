@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.messages import build
@@ -39,8 +40,13 @@ def _describe(node: BrokerNode, topic: str, index: int) -> dict[str, Any]:
 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
-    topics = [
-        {"name": t.name, "partitions": [_describe(node, t.name, int(i)) for i in t.partition_indexes]}
-        for t in request.topics
-    ]
+    topics = []
+    for t in request.topics:
+        denied = check(node, ctx, API_KEY, "topic", t.name)
+        topics.append({"name": t.name, "partitions": [
+            _describe(node, t.name, int(i)) if denied is None else
+            {"partition_index": int(i), "error_code": denied, "error_message": None,
+             "active_producers": []}
+            for i in t.partition_indexes
+        ]})
     ctx.respond(build(API_KEY, ctx.api_version, {"throttle_time": 0, "topics": topics}))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.coordinator.transaction_state import TxnDescription
 from ackly.errors import ErrorCode
@@ -52,5 +53,11 @@ def _state(node: BrokerNode, transactional_id: str) -> dict[str, Any]:
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     ctx.respond(build(API_KEY, ctx.api_version, {
         "throttle_time": 0,
-        "transaction_states": [_state(node, tid) for tid in request.transactional_ids],
+        "transaction_states": [
+            _state(node, tid) if (denied := check(node, ctx, API_KEY, "transactional", tid)) is None
+            else {"error_code": denied, "transactional_id": tid, "transaction_state": "",
+                  "transaction_timeout": 0, "transaction_start_time": _time(0), "producer_id": -1,
+                  "producer_epoch": -1, "topics": []}
+            for tid in request.transactional_ids
+        ],
     }))

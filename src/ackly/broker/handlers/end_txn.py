@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.transactions import start_error_code_request
 
@@ -24,7 +25,8 @@ MAX_VERSION = 3
 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
-    waiter = start_error_code_request(node, ctx)
+    denied = check(node, ctx, API_KEY, "transactional", request.transactional_id)
+    waiter = start_error_code_request(node, ctx, denied)
     if waiter is None:
         return
     coordinator = node.transactions.coordinator

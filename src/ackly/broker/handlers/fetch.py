@@ -23,7 +23,10 @@ carries the real LSO. The long poll wakes on every HW move, which is also when t
 
 A follower's fetch (replica id >= 0: `replica_id` before v15, `replica_state` from v15 with
 the follower's broker epoch, KIP-903) is checked once, when it arrives (Kafka's
-Partition.fetchRecords): its last fetched epoch against this leader's leader-epoch cache; if
+Partition.fetchRecords): with an authorizer, the sender needs CLUSTER_ACTION; the replica must
+be assigned the partition and the fetch must carry its registered broker epoch, so that no
+client can pose as an in-sync follower and move HW (`_replica_refusal`); its last fetched
+epoch is checked against this leader's leader-epoch cache; if
 its log diverges, the answer is `diverging_epoch` = (the largest epoch <= its epoch that this
 leader has, where that epoch ends here) and no records, and the fetch offset is not taken as its
 LEO (KIP-595 style; the follower truncates and fetches again, rule 11). Otherwise its fetch
@@ -38,6 +41,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.faults import SERVE_ABOVE_HW
 from ackly.errors import ErrorCode, KafkaError
@@ -180,6 +184,10 @@ def _settle_replica_fetch(node: BrokerNode, w: _Want, replica_id: int, replica_e
     except KafkaError as exc:
         w.settled = _error(node, w, exc.code)
         return
+    refusal = _replica_refusal(node, p, w, replica_id, replica_epoch)
+    if refusal is not None:
+        w.settled = FetchPartitionData(w.partition, error_code=refusal)
+        return
     diverging = _divergence(p, w.last_fetched_epoch, w.fetch_offset)
     if diverging is not None:
         w.settled = FetchPartitionData(
@@ -191,6 +199,26 @@ def _settle_replica_fetch(node: BrokerNode, w: _Want, replica_id: int, replica_e
         w.settled = _error(node, w, ErrorCode.offset_out_of_range)
         return
     node.replicas.on_follower_fetch(p, replica_id, replica_epoch, w.fetch_offset, now_ms)
+
+
+def _replica_refusal(node: BrokerNode, p: Partition, w: _Want, replica_id: int,
+                     replica_epoch: int) -> ErrorCode | None:
+    """Whether a fetch naming `replica_id` may count as that follower's progress: the broker must
+    be one of the partition's replicas (else UNKNOWN_LEADER_EPOCH when the request names the
+    leader epoch, NOT_LEADER_OR_FOLLOWER otherwise: Kafka's Partition.followerReplicaOrThrow)
+    and the fetch must carry its current broker epoch, the create revision of its registration
+    (KIP-903). Kafka refuses only an epoch older than the registered one (NOT_LEADER_OR_FOLLOWER,
+    Replica.updateFetchStateOrThrow) and takes -1 from old versions; ackly's followers always
+    send Fetch v15 with their epoch, so anything but the registered epoch is refused the same
+    way: a fetch that is not from that incarnation of that broker never moves HW or the ISR."""
+    if replica_id not in p.replicas:
+        if w.current_leader_epoch >= 0:
+            return ErrorCode.unknown_leader_epoch
+        return ErrorCode.not_leader_or_follower
+    info = node.metadata.brokers.get(replica_id)
+    if info is None or replica_epoch < 0 or info.epoch != replica_epoch:
+        return ErrorCode.not_leader_or_follower
+    return None
 
 
 def _divergence(p: Partition, last_fetched_epoch: int, fetch_offset: int) -> tuple[int, int] | None:
@@ -221,6 +249,9 @@ def replica_of(request: Any, version: int) -> tuple[int, int]:
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     by_id = ctx.api_version >= 13
     replica_id, replica_epoch = replica_of(request, ctx.api_version)
+    # authz_rules: a follower's fetch needs CLUSTER_ACTION, a consumer's READ on each topic;
+    # either refusal is TOPIC_AUTHORIZATION_FAILED per partition (Kafka's handleFetchRequest).
+    follower_denied = check(node, ctx, API_KEY, "follower") if replica_id != NO_REPLICA else None
     wants: list[_Want] = []
     for t in request.topics:
         if by_id:
@@ -229,17 +260,24 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
             name = state.name if state is not None else None
         else:
             key = name = t.topic
+        denied = follower_denied
+        if replica_id == NO_REPLICA and name is not None:
+            denied = check(node, ctx, API_KEY, "consumer", name)
         for fp in t.partitions:
-            wants.append(_Want(
+            w = _Want(
                 key=key, topic=name, partition=int(fp.partition),
                 fetch_offset=int(fp.fetch_offset),
                 current_leader_epoch=int(getattr(fp, "current_leader_epoch", -1)),
                 partition_max_bytes=int(fp.partition_max_bytes),
                 last_fetched_epoch=int(getattr(fp, "last_fetched_epoch", -1)),
-            ))
+            )
+            if denied is not None and name is not None:
+                w.settled = FetchPartitionData(w.partition, error_code=denied)
+            wants.append(w)
     if replica_id != NO_REPLICA:
         for w in wants:
-            _settle_replica_fetch(node, w, replica_id, replica_epoch, ctx.now_ms)
+            if w.settled is None:
+                _settle_replica_fetch(node, w, replica_id, replica_epoch, ctx.now_ms)
     max_wait_ms = int(request.max_wait.total_seconds() * 1000)
     max_bytes = min(int(request.max_bytes), int(node.config.get("fetch.max.bytes")))
     op = DelayedFetch(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.groups import coordinator_of, ensure_offsets_topic
 from ackly.errors import ErrorCode, KafkaError
@@ -32,6 +33,11 @@ TRANSACTION_KEY_TYPE = 1
 
 def _coordinator(node: BrokerNode, ctx: RequestContext, key: str, key_type: int) -> dict[str, Any]:
     try:
+        if key_type in (TRANSACTION_KEY_TYPE, GROUP_KEY_TYPE):
+            label = "transactional" if key_type == TRANSACTION_KEY_TYPE else "group"
+            denied = check(node, ctx, API_KEY, label, key)
+            if denied is not None:
+                raise KafkaError(denied)
         if key_type == TRANSACTION_KEY_TYPE:
             if not key:
                 raise KafkaError(ErrorCode.invalid_request, "empty transactional id")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.groups import Respond
 from ackly.errors import ErrorCode
@@ -26,7 +27,11 @@ def _fields(code: ErrorCode) -> dict[str, Any]:
 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
+    waiter = Respond(ctx, _fields, _fields)
+    if (denied := check(node, ctx, API_KEY, "group", request.group_id)) is not None:
+        waiter.fail(denied)
+        return
     node.group_coordinator.heartbeat(
         request.group_id, request.member_id, getattr(request, "group_instance_id", None),
-        int(request.generation_id), Respond(ctx, _fields, _fields), ctx.now_ms,
+        int(request.generation_id), waiter, ctx.now_ms,
     )

@@ -25,6 +25,7 @@ from ackly.broker.handlers.alter_configs import (
     apply_changes,
     change_results,
     checked_overrides,
+    denied_change,
     duplicate_resources,
     refuse_duplicate_keys,
     target_topic,
@@ -107,7 +108,8 @@ def _plan(node: BrokerNode, resource: Any, duplicates: set[tuple[int, str]]) -> 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     duplicates = duplicate_resources(request.resources)
-    changes = [_plan(node, r, duplicates) for r in request.resources]
+    changes = [denied_change(node, ctx, API_KEY, r) or _plan(node, r, duplicates)
+               for r in request.resources]
     apply_changes(node, ctx, changes, bool(request.validate_only), lambda: ctx.respond(
         build(API_KEY, ctx.api_version, {"throttle_time": 0, "responses": change_results(changes)})
     ))

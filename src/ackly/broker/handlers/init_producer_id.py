@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check, check_any_topic
 from ackly.broker.context import RequestContext
 from ackly.broker.groups import Respond, ms
 from ackly.coordinator.producer_ids import InitProducerIdResult
@@ -64,7 +65,18 @@ def _transactional(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     if request.transactional_id is not None:
+        denied = check(node, ctx, API_KEY, "transactional", request.transactional_id)
+        if denied is not None:
+            ctx.respond(build(API_KEY, ctx.api_version, {
+                "throttle_time": 0, **_fields(ctx, denied, NO_PRODUCER_ID, NO_PRODUCER_EPOCH)}))
+            return
         _transactional(node, ctx, request)
+        return
+    # authz_rules: IDEMPOTENT_WRITE on the cluster, or WRITE on any topic (KIP-679).
+    denied = check(node, ctx, API_KEY, "idempotent")
+    if denied is not None and check_any_topic(node, ctx, API_KEY, "idempotent-any-topic") is not None:
+        ctx.respond(build(API_KEY, ctx.api_version, {
+            "throttle_time": 0, **_fields(ctx, denied, NO_PRODUCER_ID, NO_PRODUCER_EPOCH)}))
         return
     try:
         result = node.producer_ids.init_producer_id(

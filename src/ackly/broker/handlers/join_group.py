@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.groups import Respond, client_host, ensure_offsets_topic, ms
 from ackly.coordinator.group import JoinRequest, JoinResult
@@ -42,6 +43,9 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
         ctx, _fields, lambda code: _fields(JoinResult(code, member_id)))
     session_timeout_ms = ms(request.session_timeout)
     config = node.group_coordinator.config
+    if (denied := check(node, ctx, API_KEY, "group", request.group_id)) is not None:
+        waiter.complete(JoinResult(denied, member_id))
+        return
     if not request.group_id:
         waiter.complete(JoinResult(ErrorCode.invalid_group_id, member_id))
         return

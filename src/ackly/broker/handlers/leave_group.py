@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.groups import Respond
 from ackly.errors import ErrorCode
@@ -40,4 +41,7 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
 
     waiter: Respond[tuple[ErrorCode, list[ErrorCode]]] = Respond(
         ctx, fields, lambda code: fields((code, [])))
+    if (denied := check(node, ctx, API_KEY, "group", request.group_id)) is not None:
+        waiter.fail(denied)
+        return
     node.group_coordinator.leave_group(request.group_id, leaving, waiter, ctx.now_ms)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.groups import Respond
 from ackly.coordinator.group_manager import GroupListing
@@ -28,9 +29,14 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     states = {s.lower() for s in getattr(request, "states_filter", ()) or ()}
     types = {t.lower() for t in getattr(request, "types_filter", ()) or ()}
 
+    # authz_rules: DESCRIBE on the cluster lists every group, else those it may DESCRIBE.
+    everything = check(node, ctx, API_KEY, "cluster") is None
+
     def fields(listings: list[GroupListing]) -> dict[str, Any]:
         if types and CLASSIC not in types:
             listings = []
+        if not everything:
+            listings = [g for g in listings if check(node, ctx, API_KEY, "group", g.group_id) is None]
         return {"error_code": ErrorCode.none, "groups": [
             {"group_id": g.group_id, "protocol_type": g.protocol_type, "group_state": g.state.value,
              "group_type": CLASSIC}

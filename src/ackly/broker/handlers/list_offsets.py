@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.handlers.fetch import READ_COMMITTED
 from ackly.errors import ErrorCode, KafkaError
@@ -63,9 +64,13 @@ def _lookup(node: BrokerNode, topic: str, part: Any, isolation_level: int) -> di
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     isolation_level = int(getattr(request, "isolation_level", 0))
-    topics = [
-        {"name": t.name,
-         "partitions": [_lookup(node, t.name, part, isolation_level) for part in t.partitions]}
-        for t in request.topics
-    ]
+    topics = []
+    for t in request.topics:
+        denied = check(node, ctx, API_KEY, "topic", t.name)
+        topics.append({"name": t.name, "partitions": [
+            _lookup(node, t.name, part, isolation_level) if denied is None else
+            {"partition_index": int(part.partition_index), "error_code": denied, "timestamp": -1,
+             "offset": -1, "leader_epoch": -1}
+            for part in t.partitions
+        ]})
     ctx.respond(build(API_KEY, ctx.api_version, {"throttle_time": 0, "topics": topics}))

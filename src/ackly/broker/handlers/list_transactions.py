@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.coordinator.transaction_metadata import TxnState
 from ackly.errors import ErrorCode
@@ -38,5 +39,7 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
             {"transactional_id": t.transactional_id, "producer_id": t.producer_id,
              "transaction_state": t.state.kafka_name}
             for t in listed
+            # authz_rules: only the transactional ids the principal may DESCRIBE.
+            if check(node, ctx, API_KEY, "transactional", t.transactional_id) is None
         ],
     }))

@@ -20,6 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.admin import DEFAULT_TIMEOUT_MS
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.groups import ensure_offsets_topic
 from ackly.cluster.metadata import NO_LEADER
@@ -96,7 +97,9 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     topics: list[dict[str, Any]] = []
     if requested is None or (ctx.api_version == 0 and not requested):
         # null (v1+) or empty (v0) means every topic
-        topics = [topic_entry(node, s) for s in node.topics.values()]
+        # authz_rules: a listing leaves out the topics the principal may not DESCRIBE.
+        topics = [topic_entry(node, s) for s in node.topics.values()
+                  if check(node, ctx, API_KEY, "topic", s.name) is None]
     else:
         allow_auto = getattr(request, "allow_auto_topic_creation", True)
         for t in requested:
@@ -105,11 +108,16 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                 state = node.topics_by_id.get(t.topic_id)
                 if state is None:
                     topics.append(_missing(None, ErrorCode.unknown_topic_id, t.topic_id))
+                elif (denied := check(node, ctx, API_KEY, "topic", state.name)) is not None:
+                    topics.append(_missing(None, denied, t.topic_id))
                 else:
                     topics.append(topic_entry(node, state))
                 continue
             state = node.topics.get(name)
-            if state is not None:
+            if (denied := check(node, ctx, API_KEY, "topic", name)) is not None:
+                # Named but not describable: refused whether or not it exists (Kafka).
+                topics.append(_missing(name, denied))
+            elif state is not None:
                 topics.append(topic_entry(node, state))
             elif topic_name_problem(name) is not None:
                 topics.append(_missing(name, ErrorCode.invalid_topic_exception))
@@ -121,7 +129,12 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                 except KafkaError:
                     topics.append(_missing(name, ErrorCode.leader_not_available))
             elif allow_auto and node.config.get("auto.create.topics.enable"):
-                topics.append(_auto_create(node, name, ctx.now_ms))
+                # authz_rules: creating it needs CREATE on the cluster or on the topic.
+                if (check(node, ctx, API_KEY, "auto-create-cluster") is not None
+                        and (denied := check(node, ctx, API_KEY, "auto-create-topic", name)) is not None):
+                    topics.append(_missing(name, denied))
+                else:
+                    topics.append(_auto_create(node, name, ctx.now_ms))
             else:
                 topics.append(_missing(name, ErrorCode.unknown_topic_or_partition))
     metadata = node.metadata

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.groups import Respond
 from ackly.errors import ErrorCode
@@ -34,4 +35,25 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
 
     waiter: Respond[tuple[ErrorCode, list[ErrorCode]]] = Respond(
         ctx, fields, lambda code: fields((code, [])))
+    # authz_rules: DELETE on the group refuses the request; READ on a topic its partitions.
+    if (denied := check(node, ctx, API_KEY, "group", request.group_id)) is not None:
+        waiter.fail(denied)
+        return
+    refused = {t.name for t in request.topics if check(node, ctx, API_KEY, "topic", t.name) is not None}
+    if refused:
+        wanted = [tp for tp in partitions if tp[0] not in refused]
+        answers: dict[tuple[str, int], ErrorCode] = {
+            tp: ErrorCode.topic_authorization_failed for tp in partitions if tp[0] in refused}
+
+        def merge(result: tuple[ErrorCode, list[ErrorCode]]) -> dict[str, Any]:
+            top, errors = result
+            answers.update(zip(wanted, errors, strict=False))
+            return fields((top, [answers.get(tp, ErrorCode.none) for tp in partitions]))
+
+        waiter = Respond(ctx, merge, lambda code: fields((code, [])))
+        if not wanted:
+            waiter.complete((ErrorCode.none, []))
+            return
+        node.group_coordinator.delete_offsets(request.group_id, wanted, waiter, ctx.now_ms)
+        return
     node.group_coordinator.delete_offsets(request.group_id, partitions, waiter, ctx.now_ms)

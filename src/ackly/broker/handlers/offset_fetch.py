@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.groups import Respond
 from ackly.coordinator.group_coordinator import FetchedTopics, GroupOffsets
@@ -76,5 +77,39 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                 "topics": _topics([(t, [(p, None) for p in ps]) for t, ps in wanted or []], code)}
 
     waiter: Respond[list[GroupOffsets]] = Respond(ctx, fields, failed)
+    # authz_rules: DESCRIBE on each group, then on each topic (a refused topic's partitions
+    # answer TOPIC_AUTHORIZATION_FAILED; in "all offsets" answers such topics are left out).
+    refused_groups = {g: code for g, _ in requests
+                      if (code := check(node, ctx, API_KEY, "group", g)) is not None}
+
+    def visible(topic: str) -> bool:
+        return check(node, ctx, API_KEY, "topic", topic) is None
+
+    def filtered(results: list[GroupOffsets]) -> dict[str, Any]:
+        by_group = {r.group_id: r for r in results}
+        out: list[GroupOffsets] = []
+        for group_id, wanted in requests:
+            if group_id in refused_groups:
+                out.append(GroupOffsets(group_id, refused_groups[group_id], []))
+                continue
+            r = by_group[group_id]
+            topics: FetchedTopics = []
+            for topic, parts in r.topics:
+                if visible(topic):
+                    topics.append((topic, parts))
+                elif wanted is not None:
+                    topics.append((topic, [(p, ErrorCode.topic_authorization_failed) for p, _ in parts]))
+            out.append(GroupOffsets(group_id, r.error, topics))
+        if version < 8 and refused_groups:
+            return failed(out[0].error)
+        return fields(out)
+
+    requests_allowed = requests
+    if node.authorizer.enabled:
+        waiter = Respond(ctx, filtered, failed)
+        requests_allowed = [(g, w) for g, w in requests if g not in refused_groups]
+        if not requests_allowed:
+            waiter.complete([])
+            return
     require_stable = version >= 7 and bool(request.require_stable)
-    node.group_coordinator.fetch_offsets(requests, waiter, ctx.now_ms, require_stable)
+    node.group_coordinator.fetch_offsets(requests_allowed, waiter, ctx.now_ms, require_stable)

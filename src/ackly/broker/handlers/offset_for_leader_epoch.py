@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.messages import build
@@ -42,8 +43,16 @@ def _lookup(node: BrokerNode, topic: str, part: Any) -> dict[str, Any]:
 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
-    topics = [
-        {"topic": t.topic, "partitions": [_lookup(node, t.topic, part) for part in t.partitions]}
-        for t in request.topics
-    ]
+    # authz_rules: a replica's request (any replica id but the consumer's -1; v2 has none and
+    # counts as a broker's, as Kafka's default -2) needs CLUSTER_ACTION, a consumer's DESCRIBE.
+    replica_id = int(getattr(request, "replica_id", -2))
+    follower_denied = check(node, ctx, API_KEY, "follower") if replica_id != -1 else None
+    topics = []
+    for t in request.topics:
+        denied = follower_denied if replica_id != -1 else check(node, ctx, API_KEY, "topic", t.topic)
+        topics.append({"topic": t.topic, "partitions": [
+            _lookup(node, t.topic, part) if denied is None else
+            {"error_code": denied, "partition": int(part.partition), "leader_epoch": -1, "end_offset": -1}
+            for part in t.partitions
+        ]})
     ctx.respond(build(API_KEY, ctx.api_version, {"throttle_time": 0, "topics": topics}))

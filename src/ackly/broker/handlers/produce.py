@@ -38,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.faults import ACK_BEFORE_REPLICATION
 from ackly.errors import ErrorCode, KafkaError
@@ -191,6 +192,8 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
         raise_code = ErrorCode.invalid_required_acks
     else:
         raise_code = None
+    if raise_code is None and request.transactional_id is not None:
+        raise_code = check(node, ctx, API_KEY, "transactional", request.transactional_id)
     now_ms = ctx.now_ms
     verifies = _verifies(node, request)
     layout: list[tuple[str, list[int]]] = []  # topic name, slots of its partitions
@@ -199,6 +202,7 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     to_verify: list[_Append] = []
     for topic in request.topic_data:
         slots: list[int] = []
+        denied = check(node, ctx, API_KEY, "topic", topic.name)
         for pd in topic.partition_data:
             index = int(pd.index)
             slot = len(results)
@@ -207,6 +211,8 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
             try:
                 if raise_code is not None:
                     raise KafkaError(raise_code)
+                if denied is not None:
+                    raise KafkaError(denied)
                 p = node.leader_partition(topic.name, index)
                 if pd.records is None:
                     raise KafkaError(ErrorCode.corrupt_message, "null record set")

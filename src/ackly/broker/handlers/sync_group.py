@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.groups import Respond
 from ackly.coordinator.group import SyncResult
@@ -28,6 +29,9 @@ def _fields(r: SyncResult) -> dict[str, Any]:
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     waiter: Respond[SyncResult] = Respond(ctx, _fields, lambda code: _fields(SyncResult(code)))
+    if (denied := check(node, ctx, API_KEY, "group", request.group_id)) is not None:
+        waiter.fail(denied)
+        return
     assignments = {a.member_id: bytes(a.assignment) for a in request.assignments}
     node.group_coordinator.sync_group(
         request.group_id, int(request.generation_id), request.member_id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.txn_markers import TxnMarker, append_markers
 from ackly.errors import ErrorCode
@@ -39,6 +40,12 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
         for m in request.markers
     ]
     outcomes: list[dict[TopicPartition, ErrorCode] | None] = [None] * len(markers)
+    # authz_rules: only brokers (CLUSTER_ACTION) write markers; a client that could would
+    # commit or abort other producers' transactions.
+    denied = check(node, ctx, API_KEY, "request")
+    if denied is not None:
+        outcomes = [{tp: denied for tp in m.partitions} for m in markers]
+        markers = []
     remaining = [len(markers)]
 
     def respond() -> None:
