@@ -99,9 +99,9 @@ class PartitionShardLog:
         p.append_as_leader(bytearray(batch), headers, -1, now_ms, origin=AppendOrigin.COORDINATOR)
         self._after_append(p, now_ms)
 
-    def read_batches(self) -> Iterator[bytes]:
+    def read_batches(self, start_offset: int) -> Iterator[bytes]:
         log_ = self.partition.log
-        offset = log_.log_start_offset
+        offset = max(start_offset, log_.log_start_offset)
         end = log_.log_end_offset
         while offset < end:
             read = log_.read(offset, self._READ_BYTES, end)
@@ -156,8 +156,9 @@ def make_group_coordinator(node: BrokerNode, now_ms: int) -> GroupCoordinator:
 
 def on_partition_leadership(node: BrokerNode, p: Partition, leader: bool, now_ms: int) -> None:
     """A partition was gained (new leader epoch) or lost: if it is one of `__consumer_offsets`,
-    its shard is loaded here (replayed from the log, which a new leader holds in full) or
-    dropped. Followers hold no shard."""
+    its shard is loaded here (replayed from the log, which a new leader holds in full, in
+    slices run by the node's tick, so a long log does not hold the broker up; its groups
+    answer COORDINATOR_LOAD_IN_PROGRESS meanwhile) or dropped. Followers hold no shard."""
     if p.tp.topic != OFFSETS_TOPIC:
         return
     coordinator = node.group_coordinator
@@ -165,7 +166,8 @@ def on_partition_leadership(node: BrokerNode, p: Partition, leader: bool, now_ms
     if leader and state is not None:
         if not coordinator.loaded:
             coordinator.set_partition_count(state.partition_count)
-        coordinator.load_shard(p.tp.partition, PartitionShardLog(p, node.after_append), now_ms)
+        coordinator.load_shard(p.tp.partition, PartitionShardLog(p, node.after_append), now_ms,
+                               at_once=False)
     else:
         coordinator.unload_shard(p.tp.partition)
 

@@ -108,7 +108,9 @@ class TransactionsBroker:
             if not self.coordinator.loaded:
                 self.coordinator.set_partition_count(state.partition_count)
             shard_log = PartitionShardLog(p, self.node.after_append)
-            self.coordinator.load_shard(p.tp.partition, shard_log, p.leader_epoch, now_ms)
+            # In slices run by the tick; its ids answer COORDINATOR_LOAD_IN_PROGRESS meanwhile.
+            self.coordinator.load_shard(p.tp.partition, shard_log, p.leader_epoch, now_ms,
+                                        at_once=False)
         else:
             self.coordinator.unload_shard(p.tp.partition)
 
@@ -154,8 +156,9 @@ class TransactionsBroker:
             done(dict.fromkeys(parts, ErrorCode.coordinator_not_available))
             return
         if broker.broker_id == self.node.broker_id:
-            # Leader here, shard not loaded (yet, or any more).
-            done(dict.fromkeys(parts, ErrorCode.not_coordinator))
+            # Leader here, shard not loaded (still loading, or not any more).
+            done(dict.fromkeys(parts, self.coordinator.not_here(transactional_id)
+                               or ErrorCode.not_coordinator))
             return
         topics: dict[str, list[int]] = {}
         for tp in parts:
