@@ -115,12 +115,15 @@ class TransactionsBroker:
             self.coordinator.unload_shard(p.tp.partition)
 
     def ensure_topic(self, now_ms: int) -> TransactionCoordinator:
-        """Create `__transaction_state` if needed; raises KafkaError(COORDINATOR_NOT_AVAILABLE)
-        while it does not exist yet (clients retry FindCoordinator)."""
+        """Create `__transaction_state` if needed, with transaction.state.log.replication.factor
+        replicas (`internal_replication_factor`); raises KafkaError(COORDINATOR_NOT_AVAILABLE)
+        while it does not exist yet or too few brokers are alive (clients retry
+        FindCoordinator)."""
         node = self.node
         if TRANSACTION_STATE_TOPIC not in node.topics:
             replicas = internal_replication_factor(node, TRANSACTION_STATE_TOPIC,
                                                    "transaction.state.log.replication.factor")
+            # Capped by the replicas: a lone broker's one replica (internal_replication_factor).
             min_isr = min(int(node.config.get("transaction.state.log.min.isr")), replicas)
             create_internal_topic(
                 node, TRANSACTION_STATE_TOPIC, int(node.config.get("transaction.state.log.num.partitions")),

@@ -33,6 +33,7 @@ from ackly.protocol.headers import RequestHeader
 from ackly.protocol.messages import header_version, is_flexible, request_type, response_type
 from ackly.protocol.record_codec import Record, decode_batch, encode_batch
 from ackly.server.peers import decode_response
+from ackly.testing.internal_topics import internal_topic_factors
 
 START_MS = 1_700_000_000_000
 
@@ -108,7 +109,7 @@ class CoreCluster:
         self.root = root
         self.store = MemoryStore(now_ms=START_MS)
         self.now_ms = START_MS
-        self.props = {**FAST, **(props or {})}
+        self.props = {**FAST, **internal_topic_factors(len(broker_ids)), **(props or {})}
         self.rng = random.Random(seed)
         self.hosts = {b: Host(b, str(root / f"b{b}")) for b in broker_ids}
         self.hold_flushes = False
