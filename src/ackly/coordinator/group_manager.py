@@ -141,6 +141,8 @@ class GroupShard:
         # The last GroupMetadataValue replayed per group: what an undone group record
         # rebuilds the group from (`undo_point`).
         self.group_values: dict[str, GroupMetadataValue] = {}
+        # The key `undo_point` just decoded, for the replay of the same record that follows.
+        self._decoded: tuple[bytes, OffsetCommitKey | GroupMetadataKey] | None = None
 
     # --- replay ------------------------------------------------------------------------------
 
@@ -151,7 +153,8 @@ class GroupShard:
     def replay_record(self, key: bytes, value: bytes | None, meta: RecordMeta, now_ms: int,
                       loading: bool) -> None:
         try:
-            decoded_key = decode_key(key)
+            decoded_key = self._decoded[1] if self._decoded and self._decoded[0] is key else decode_key(key)
+            self._decoded = None
             if isinstance(decoded_key, OffsetCommitKey):
                 decoded = None if value is None else decode_offset_commit_value(value)
                 if meta.producer_id != NO_PRODUCER_ID:
@@ -278,6 +281,7 @@ class GroupShard:
         the requests parked in its rebalance get NOT_COORDINATOR and rejoin (the op's own
         replies fail with the append's error)."""
         decoded = decode_key(key)
+        self._decoded = (key, decoded)
         group_id = decoded.group
         existed = group_id in self.groups
         if isinstance(decoded, OffsetCommitKey):
