@@ -260,7 +260,8 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
     ConfigDef("offsets.topic.num.partitions", Kind.INT, 50,
               "partitions of __consumer_offsets (fixed once the topic exists)", minimum=1),
     ConfigDef("offsets.topic.replication.factor", Kind.INT, 3,
-              "replicas of __consumer_offsets; a single broker creates it with the one it has",
+              "replicas of __consumer_offsets; in a cluster it is created once this many brokers "
+              "are alive (COORDINATOR_NOT_AVAILABLE until then); a lone broker uses its one",
               minimum=1),
     ConfigDef("offsets.topic.segment.bytes", Kind.INT, 100 * 1024 * 1024,
               "segment size of __consumer_offsets", minimum=14),
@@ -283,7 +284,9 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
     ConfigDef("transaction.state.log.num.partitions", Kind.INT, 50,
               "partitions of __transaction_state (fixed once the topic exists)", minimum=1),
     ConfigDef("transaction.state.log.replication.factor", Kind.INT, 3,
-              "replicas of __transaction_state; capped by the live brokers", minimum=1),
+              "replicas of __transaction_state; in a cluster it is created once this many "
+              "brokers are alive (COORDINATOR_NOT_AVAILABLE until then); a lone broker uses its "
+              "one", minimum=1),
     ConfigDef("transaction.state.log.min.isr", Kind.INT, 2,
               "min.insync.replicas of __transaction_state; capped by its replicas", minimum=1),
     ConfigDef("transaction.state.log.segment.bytes", Kind.INT, 100 * 1024 * 1024,

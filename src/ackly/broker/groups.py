@@ -101,9 +101,9 @@ class PartitionShardLog:
         p.append_as_leader(bytearray(batch), headers, -1, now_ms, origin=AppendOrigin.COORDINATOR)
         self._after_append(p, now_ms)
 
-    def read_batches(self) -> Iterator[bytes]:
+    def read_batches(self, start_offset: int) -> Iterator[bytes]:
         log_ = self.partition.log
-        offset = log_.log_start_offset
+        offset = max(start_offset, log_.log_start_offset)
         end = log_.log_end_offset
         while offset < end:
             read = log_.read(offset, self._READ_BYTES, end)
@@ -159,8 +159,9 @@ def make_group_coordinator(node: BrokerNode, now_ms: int) -> GroupCoordinator:
 
 def on_partition_leadership(node: BrokerNode, p: Partition, leader: bool, now_ms: int) -> None:
     """A partition was gained (new leader epoch) or lost: if it is one of `__consumer_offsets`,
-    its shard is loaded here (replayed from the log, which a new leader holds in full) or
-    dropped. Followers hold no shard."""
+    its shard is loaded here (replayed from the log, which a new leader holds in full, in
+    slices run by the node's tick, so a long log does not hold the broker up; its groups
+    answer COORDINATOR_LOAD_IN_PROGRESS meanwhile) or dropped. Followers hold no shard."""
     if p.tp.topic != OFFSETS_TOPIC:
         return
     coordinator = node.group_coordinator
@@ -168,21 +169,39 @@ def on_partition_leadership(node: BrokerNode, p: Partition, leader: bool, now_ms
     if leader and state is not None:
         if not coordinator.loaded:
             coordinator.set_partition_count(state.partition_count)
-        coordinator.load_shard(p.tp.partition, PartitionShardLog(p, node.after_append), now_ms)
+        coordinator.load_shard(p.tp.partition, PartitionShardLog(p, node.after_append), now_ms,
+                               at_once=False)
     else:
         coordinator.unload_shard(p.tp.partition)
 
 
 def internal_replication_factor(node: BrokerNode, topic: str, key: str) -> int:
-    """The replication factor config `key` of internal topic `topic`, capped by the live
-    brokers (with a warning), as the issue asks; Kafka refuses instead until enough brokers
-    are up."""
+    """The replication factor internal topic `topic` is created with: config `key`.
+
+    In a cluster (a metadata store), as in Kafka: while fewer brokers are alive than the
+    factor, raises KafkaError(COORDINATOR_NOT_AVAILABLE) (clients retry FindCoordinator), so
+    the topic is created with its full factor once they are, never with fewer replicas that
+    would stay forever. A lone broker (`ackly serve` without a metadata store) can never have
+    another broker: it creates the topic with its one replica, whatever `key` says, so a
+    single broker works with no settings (Kafka's default of 3 would leave its groups and
+    transactions without a coordinator for good)."""
     wanted = int(node.config.get(key))
-    live = max(len([b for b in node.metadata.brokers.values() if not b.shutting_down]), 1)
-    if wanted > live:
-        log.warning("%s: %s %d capped to the %d live brokers", topic, key, wanted, live)
-        return live
+    if not node.external_metadata:
+        return 1
+    live = len([b for b in node.metadata.brokers.values() if not b.shutting_down])
+    if live < wanted:
+        # Kafka logs this on every FindCoordinator; once per change of the live count here.
+        if _short_of_brokers.get((node.broker_id, topic)) != live:
+            _short_of_brokers[(node.broker_id, topic)] = live
+            log.warning("%s not created: %d live brokers do not meet %s=%d (expected while the "
+                        "cluster starts)", topic, live, key, wanted)
+        raise KafkaError(ErrorCode.coordinator_not_available,
+                         f"{topic} needs {key}={wanted} live brokers, {live} alive")
     return wanted
+
+
+# (broker id, internal topic) -> the live broker count last warned about.
+_short_of_brokers: dict[tuple[int, str], int] = {}
 
 
 def create_internal_topic(node: BrokerNode, topic: str, partitions: int, replicas: int,

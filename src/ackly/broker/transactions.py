@@ -114,17 +114,22 @@ class TransactionsBroker:
             if not self.coordinator.loaded:
                 self.coordinator.set_partition_count(state.partition_count)
             shard_log = PartitionShardLog(p, self.node.after_append)
-            self.coordinator.load_shard(p.tp.partition, shard_log, p.leader_epoch, now_ms)
+            # In slices run by the tick; its ids answer COORDINATOR_LOAD_IN_PROGRESS meanwhile.
+            self.coordinator.load_shard(p.tp.partition, shard_log, p.leader_epoch, now_ms,
+                                        at_once=False)
         else:
             self.coordinator.unload_shard(p.tp.partition)
 
     def ensure_topic(self, now_ms: int) -> TransactionCoordinator:
-        """Create `__transaction_state` if needed; raises KafkaError(COORDINATOR_NOT_AVAILABLE)
-        while it does not exist yet (clients retry FindCoordinator)."""
+        """Create `__transaction_state` if needed, with transaction.state.log.replication.factor
+        replicas (`internal_replication_factor`); raises KafkaError(COORDINATOR_NOT_AVAILABLE)
+        while it does not exist yet or too few brokers are alive (clients retry
+        FindCoordinator)."""
         node = self.node
         if TRANSACTION_STATE_TOPIC not in node.topics:
             replicas = internal_replication_factor(node, TRANSACTION_STATE_TOPIC,
                                                    "transaction.state.log.replication.factor")
+            # Capped by the replicas: a lone broker's one replica (internal_replication_factor).
             min_isr = min(int(node.config.get("transaction.state.log.min.isr")), replicas)
             create_internal_topic(
                 node, TRANSACTION_STATE_TOPIC, int(node.config.get("transaction.state.log.num.partitions")),
@@ -160,8 +165,9 @@ class TransactionsBroker:
             done(dict.fromkeys(parts, ErrorCode.coordinator_not_available))
             return
         if broker.broker_id == self.node.broker_id:
-            # Leader here, shard not loaded (yet, or any more).
-            done(dict.fromkeys(parts, ErrorCode.not_coordinator))
+            # Leader here, shard not loaded (still loading, or not any more).
+            done(dict.fromkeys(parts, self.coordinator.not_here(transactional_id)
+                               or ErrorCode.not_coordinator))
             return
         topics: dict[str, list[int]] = {}
         for tp in parts:

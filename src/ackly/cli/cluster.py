@@ -36,6 +36,13 @@ def run_cluster(*, brokers: int, data_dir: str, base_port: int, host: str,
                 configs: Sequence[str], use_etcd: bool | None, log_level: str) -> int:
     """The `ackly cluster` command; returns the exit status."""
     os.makedirs(data_dir, exist_ok=True)
+    # The internal topics wait for offsets.topic.replication.factor brokers (Kafka's 3) to be
+    # alive before they are created: a smaller local cluster gets every broker as its factor
+    # (a --config given by the user comes after, so it wins).
+    factor = min(3, brokers)
+    configs = [f"offsets.topic.replication.factor={factor}",
+               f"transaction.state.log.replication.factor={factor}",
+               f"transaction.state.log.min.isr={min(2, factor)}", *configs]
     binary = etcd_binary()
     if use_etcd is True and binary is None:
         print("ackly: --etcd asked for, but no etcd binary is installed "

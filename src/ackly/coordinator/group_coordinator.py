@@ -17,11 +17,15 @@ Until the topic exists there are no groups: group-less answers need no shard.
 In a cluster a broker holds only the shards of the `__consumer_offsets` partitions it leads
 (`load_shard` when it becomes leader: replay; `unload_shard` when it stops), as Kafka's
 coordinators follow partition leadership. A request for a group whose shard is elsewhere is
-answered NOT_COORDINATOR, which sends the client to FindCoordinator again.
+answered NOT_COORDINATOR, which sends the client to FindCoordinator again. The broker loads a
+shard in slices (`load_shard(..., at_once=False)`, then `load_step` from its tick): meanwhile
+the group's requests are answered COORDINATOR_LOAD_IN_PROGRESS, which clients retry against
+the same broker (Kafka's GroupCoordinator.validateGroupStatus), except a Heartbeat, answered
+NONE as Kafka's handleHeartbeat does while the group loads.
 
 A write the log refuses (an offset commit, a group's new generation) takes the shard back to
 its log (runtime.py): the refused offset is never shown by OffsetFetch, the group is what its
-last record says, and the requests parked in the shard's rebalances get NOT_COORDINATOR and
+last record says, and the requests parked in that group's rebalance get NOT_COORDINATOR and
 rejoin, as after a move of the partition (Kafka's runtime reverts the same state).
 
 Transactions (KIP-98, KIP-447): `commit_transactional_offsets` writes a TxnOffsetCommit's
@@ -46,7 +50,14 @@ from ackly.coordinator.group_manager import (
     GroupShard,
     OffsetsConfig,
 )
-from ackly.coordinator.runtime import CoordinatorRuntime, Effects, ReplyScheduler, ShardLog, Waiter
+from ackly.coordinator.runtime import (
+    LOAD_SLICE_RECORDS,
+    CoordinatorRuntime,
+    Effects,
+    ReplyScheduler,
+    ShardLog,
+    Waiter,
+)
 from ackly.errors import ErrorCode
 
 OFFSETS_TOPIC = "__consumer_offsets"
@@ -142,25 +153,46 @@ class GroupCoordinator:
         assert partitions > 0
         self.partitions = partitions
 
-    def load_shard(self, index: int, shard_log: ShardLog, now_ms: int) -> None:
-        """This broker now leads partition `index`: replay it into a fresh shard."""
-        if index in self.runtime:
-            self.runtime.unload(index)
+    def load_shard(self, index: int, shard_log: ShardLog, now_ms: int, *, at_once: bool = True) -> None:
+        """This broker now leads partition `index`: replay it into a fresh shard, now, or
+        (not `at_once`) in slices through `load_step`."""
+        self.unload_shard(index)
 
         def new_shard(now_ms: int) -> GroupShard:
             return GroupShard(index, self.config, self.offsets_config, self._new_member_id, now_ms)
 
-        self.runtime.load(index, shard_log, new_shard, now_ms)
+        if at_once:
+            self.runtime.load(index, shard_log, new_shard, now_ms)
+        else:
+            self.runtime.begin_load(index, shard_log, new_shard, now_ms)
+
+    @property
+    def loading(self) -> bool:
+        """Whether a shard is still loading (`load_step` has work)."""
+        return self.runtime.loading
+
+    def load_step(self, now_ms: int, max_records: int = LOAD_SLICE_RECORDS) -> None:
+        """Replay up to about `max_records` records of the shards still loading."""
+        self.runtime.load_step(now_ms, max_records)
 
     def unload_shard(self, index: int) -> None:
         """This broker no longer leads partition `index`: drop the shard (its soft state,
         such as a rebalance in progress, is lost; replies still held time out)."""
-        if index in self.runtime:
+        if index in self.runtime or self.runtime.is_loading(index):
             self.runtime.unload(index)
 
     def here(self, group_id: str) -> bool:
-        """Whether this broker holds the shard of `group_id` (the topic exists)."""
+        """Whether this broker holds the shard of `group_id`, loaded (the topic exists)."""
         return self.loaded and self.partition_for(group_id) in self.runtime
+
+    def not_here(self, group_id: str) -> ErrorCode | None:
+        """Why a request for `group_id` cannot run here: COORDINATOR_LOAD_IN_PROGRESS while its
+        shard loads, NOT_COORDINATOR if it is elsewhere; None if it can."""
+        if self.here(group_id):
+            return None
+        if self.loaded and self.runtime.is_loading(self.partition_for(group_id)):
+            return ErrorCode.coordinator_load_in_progress
+        return ErrorCode.not_coordinator
 
     def partition_for(self, group_id: str) -> int:
         assert self.loaded
@@ -177,8 +209,8 @@ class GroupCoordinator:
 
     def join_group(self, group_id: str, req: JoinRequest, waiter: Waiter[JoinResult], now_ms: int) -> None:
         assert self.loaded, "the broker creates the internal topic before a join"
-        if not self.here(group_id):
-            waiter.fail(ErrorCode.not_coordinator)
+        if (code := self.not_here(group_id)) is not None:
+            waiter.fail(code)
             return
         self._write(group_id, lambda s, fx: s.join(group_id, req, waiter, now_ms, fx), now_ms)
 
@@ -188,8 +220,8 @@ class GroupCoordinator:
         if not self.loaded:
             waiter.complete(SyncResult(ErrorCode.unknown_member_id))
             return
-        if not self.here(group_id):
-            waiter.fail(ErrorCode.not_coordinator)
+        if (code := self.not_here(group_id)) is not None:
+            waiter.fail(code)
             return
         self._write(group_id, lambda s, fx: s.sync(
             group_id, generation, member_id, instance_id, protocol_type, protocol_name, assignments,
@@ -200,8 +232,13 @@ class GroupCoordinator:
         if not self.loaded:
             waiter.complete(ErrorCode.unknown_member_id)
             return
-        if not self.here(group_id):
-            waiter.fail(ErrorCode.not_coordinator)
+        if (code := self.not_here(group_id)) is not None:
+            if code is ErrorCode.coordinator_load_in_progress:
+                # Kafka's handleHeartbeat: "the group is still loading, so respond just
+                # blindly"; the member's session starts when the shard is loaded.
+                waiter.complete(ErrorCode.none)
+            else:
+                waiter.fail(code)
             return
 
         def op(shard: GroupShard, fx: Effects) -> None:
@@ -214,8 +251,8 @@ class GroupCoordinator:
         if not self.loaded:
             waiter.complete((ErrorCode.none, [ErrorCode.unknown_member_id] * len(leaving)))
             return
-        if not self.here(group_id):
-            waiter.fail(ErrorCode.not_coordinator)
+        if (code := self.not_here(group_id)) is not None:
+            waiter.fail(code)
             return
 
         def op(shard: GroupShard, fx: Effects) -> None:
@@ -230,8 +267,8 @@ class GroupCoordinator:
                        missing_group_error: ErrorCode, waiter: Waiter[list[ErrorCode]],
                        now_ms: int) -> None:
         assert self.loaded, "the broker creates the internal topic before a commit"
-        if not self.here(group_id):
-            waiter.fail(ErrorCode.not_coordinator)
+        if (code := self.not_here(group_id)) is not None:
+            waiter.fail(code)
             return
 
         def op(shard: GroupShard, fx: Effects) -> None:
@@ -249,8 +286,8 @@ class GroupCoordinator:
         pending until its marker reaches the group's shard (`complete_transaction`). Answered
         once the records are committed to the log, like an offset commit."""
         assert self.loaded, "the broker creates the internal topic before a commit"
-        if not self.here(group_id):
-            waiter.fail(ErrorCode.not_coordinator)
+        if (code := self.not_here(group_id)) is not None:
+            waiter.fail(code)
             return
 
         def op(shard: GroupShard, fx: Effects) -> None:
@@ -273,16 +310,19 @@ class GroupCoordinator:
                              for g, wanted in requests])
             return
 
-        if len(requests) == 1 and not self.here(requests[0][0]):
-            waiter.fail(ErrorCode.not_coordinator)
+        if len(requests) == 1 and (code := self.not_here(requests[0][0])) is not None:
+            waiter.fail(code)
             return
 
+        def fetch(g: str, wanted: list[tuple[str, list[int]]] | None) -> GroupOffsets:
+            code = self.not_here(g)
+            if code is not None:
+                return GroupOffsets(g, code, [])
+            return GroupOffsets(g, ErrorCode.none, self.runtime.shard(self.partition_for(g))
+                                .fetch_offsets(g, wanted, require_stable))
+
         def compute() -> list[GroupOffsets]:
-            return [GroupOffsets(g, ErrorCode.none,
-                                 self.runtime.shard(self.partition_for(g)).fetch_offsets(
-                                     g, wanted, require_stable))
-                    if self.here(g) else GroupOffsets(g, ErrorCode.not_coordinator, [])
-                    for g, wanted in requests]
+            return [fetch(g, wanted) for g, wanted in requests]
 
         shards = {self.partition_for(g) for g, _ in requests if self.here(g)}
         self.runtime.read(shards, compute, waiter, now_ms)
@@ -292,8 +332,8 @@ class GroupCoordinator:
         if not self.loaded:
             waiter.complete((ErrorCode.group_id_not_found, []))
             return
-        if not self.here(group_id):
-            waiter.fail(ErrorCode.not_coordinator)
+        if (code := self.not_here(group_id)) is not None:
+            waiter.fail(code)
             return
 
         def op(shard: GroupShard, fx: Effects) -> None:
@@ -316,8 +356,11 @@ class GroupCoordinator:
         if not self.loaded:
             waiter.complete([(g, None) for g in group_ids])
             return
-        if not all(self.here(g) for g in group_ids):
-            waiter.fail(ErrorCode.not_coordinator)  # clients ask each group's coordinator
+        codes = [code for g in group_ids if (code := self.not_here(g)) is not None]
+        if codes:
+            # Clients ask each group's coordinator; a loading shard answers that first.
+            waiter.fail(ErrorCode.coordinator_load_in_progress
+                        if ErrorCode.coordinator_load_in_progress in codes else codes[0])
             return
 
         def compute() -> list[tuple[str, GroupDescription | None]]:
@@ -328,6 +371,10 @@ class GroupCoordinator:
     def list_groups(self, waiter: Waiter[list[GroupListing]], now_ms: int) -> None:
         if not self.loaded:
             waiter.complete([])
+            return
+        if self.runtime.loading:
+            # Kafka's listGroups: the groups of a loading shard cannot be listed yet.
+            waiter.fail(ErrorCode.coordinator_load_in_progress)
             return
 
         def compute() -> list[GroupListing]:
@@ -349,14 +396,17 @@ class GroupCoordinator:
                    slot: Waiter[tuple[str, ErrorCode]] = slot) -> None:
                 fx.reply(slot, (group_id, shard.delete_group(group_id, fx)))
 
-            if not self.here(group_id):
-                slot.complete((group_id, ErrorCode.not_coordinator))
+            if (code := self.not_here(group_id)) is not None:
+                slot.complete((group_id, code))
                 continue
             self._write(group_id, op, now_ms)
 
     # --- time ----------------------------------------------------------------------------------
 
     def tick(self, now_ms: int) -> None:
+        """Run a load slice if a shard is loading, then the shards' timers."""
+        if self.runtime.loading:
+            self.load_step(now_ms)
         self.runtime.tick(now_ms)
 
     def next_deadline_ms(self) -> int | None:

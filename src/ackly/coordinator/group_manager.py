@@ -138,6 +138,11 @@ class GroupShard:
         self._due: dict[str, int] = {}
         self._heap: list[tuple[int, str]] = []
         self._next_expiry_ms = now_ms + offsets_config.retention_check_interval_ms
+        # The last GroupMetadataValue replayed per group: what an undone group record
+        # rebuilds the group from (`undo_point`).
+        self.group_values: dict[str, GroupMetadataValue] = {}
+        # The key `undo_point` just decoded, for the replay of the same record that follows.
+        self._decoded: tuple[bytes, OffsetCommitKey | GroupMetadataKey] | None = None
 
     # --- replay ------------------------------------------------------------------------------
 
@@ -148,7 +153,8 @@ class GroupShard:
     def replay_record(self, key: bytes, value: bytes | None, meta: RecordMeta, now_ms: int,
                       loading: bool) -> None:
         try:
-            decoded_key = decode_key(key)
+            decoded_key = self._decoded[1] if self._decoded and self._decoded[0] is key else decode_key(key)
+            self._decoded = None
             if isinstance(decoded_key, OffsetCommitKey):
                 decoded = None if value is None else decode_offset_commit_value(value)
                 if meta.producer_id != NO_PRODUCER_ID:
@@ -177,15 +183,18 @@ class GroupShard:
         if value is None:
             # A tombstone removes the committed offset only: pending transactional offsets of
             # this partition are resolved by their marker (see the module docstring).
-            group_offsets = self.offsets.get(key.group)
-            if group_offsets is not None:
-                group_offsets.pop(tp, None)
-                self.committed_at[key.group].pop(tp, None)
-                if not group_offsets:
-                    del self.offsets[key.group]
-                    del self.committed_at[key.group]
+            self._remove_offset(key.group, tp)
             return
         self._put_offset(key.group, tp, value, record_offset, now_ms)
+
+    def _remove_offset(self, group_id: str, tp: TopicPartitionKey) -> None:
+        group_offsets = self.offsets.get(group_id)
+        if group_offsets is not None:
+            group_offsets.pop(tp, None)
+            self.committed_at[group_id].pop(tp, None)
+            if not group_offsets:
+                del self.offsets[group_id]
+                del self.committed_at[group_id]
 
     def _put_offset(self, group_id: str, tp: TopicPartitionKey, value: OffsetCommitValue,
                     record_offset: int, now_ms: int) -> None:
@@ -251,16 +260,71 @@ class GroupShard:
     def _replay_group(self, key: GroupMetadataKey, value: GroupMetadataValue | None, now_ms: int,
                       loading: bool) -> None:
         if value is None:
+            self.group_values.pop(key.group, None)
             group = self.groups.pop(key.group, None)
             if group is not None:
                 group.mark_dead()
             self._due.pop(key.group, None)
             return
+        self.group_values[key.group] = value
         group = self.groups.get(key.group)
         if group is None:
             group = self.groups[key.group] = ClassicGroup(key.group, self.config, now_ms)
         group.replay(value, now_ms, loading)
         self._touch(group)
+
+    def undo_point(self, key: bytes, now_ms: int) -> Callable[[], None]:
+        """`Shard.undo_point` for a live, non-transactional record (transactional ones are
+        replayed only once written). An offset record changes one committed offset, and may
+        create its group; a group record changes the group, which is then rebuilt from its
+        previous record, as a load would leave it: members get a full session from now and
+        the requests parked in its rebalance get NOT_COORDINATOR and rejoin (the op's own
+        replies fail with the append's error)."""
+        decoded = decode_key(key)
+        self._decoded = (key, decoded)
+        group_id = decoded.group
+        existed = group_id in self.groups
+        if isinstance(decoded, OffsetCommitKey):
+            tp = (decoded.topic, decoded.partition)
+            value = self.offsets.get(group_id, {}).get(tp)
+            at = self.committed_at.get(group_id, {}).get(tp)
+
+            def undo_offset() -> None:
+                if value is None or at is None:
+                    self._remove_offset(group_id, tp)
+                else:
+                    self.offsets.setdefault(group_id, {})[tp] = value
+                    self.committed_at.setdefault(group_id, {})[tp] = at
+                if not existed:
+                    self._drop_group(group_id)
+
+            return undo_offset
+        previous = self.group_values.get(group_id)
+
+        def undo_group() -> None:
+            self._drop_group(group_id)
+            if previous is None:
+                self.group_values.pop(group_id, None)
+            else:
+                self.group_values[group_id] = previous
+            if not existed:
+                return
+            group = self.groups[group_id] = ClassicGroup(group_id, self.config, now_ms)
+            if previous is not None:
+                group.replay(previous, now_ms, True)
+                for member in group.members.values():
+                    member.deadline_ms = now_ms + member.session_timeout_ms
+            self._touch(group)
+
+        return undo_group
+
+    def _drop_group(self, group_id: str) -> None:
+        """Forget the in-memory group (an undo rebuilds it if the log has it)."""
+        group = self.groups.pop(group_id, None)
+        self._due.pop(group_id, None)
+        if group is not None:
+            group.fail_waiters(ErrorCode.not_coordinator)
+            group.mark_dead()
 
     def on_loaded(self, now_ms: int) -> None:
         """Every member of a loaded Stable group gets a full session from now (Kafka's

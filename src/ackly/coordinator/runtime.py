@@ -35,14 +35,27 @@ min.insync.replicas, a failing disk, a lost leadership, a batch too large), the 
 in-memory state is reverted to what the log holds before the op's replies fail (with
 NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE, see `append_error_to_response`): Kafka's
 CoordinatorRuntime reverts its snapshot registry to the last written offset in that case
-(revertLastWrittenOffset). ackly keeps no snapshots: the runtime replays the partition into a
-fresh shard from the factory it was loaded with, the normal loading path, and drops the old
-one (`Shard.on_unloaded`: requests parked in its soft state are answered and retry). So the
-state a later op reads is always the log's, and an op retried after a refusal writes its
-record again instead of finding its effect already in memory. The replay costs a load; it
-happens only when the log refuses a write, and a client retries after a backoff, so reverts
-are paced by the clients' retries (and by the timers, for writes a timer makes). The
-invariant: between ops, a shard's durable state is exactly its log replayed.
+(revertLastWrittenOffset). ackly keeps an undo log instead: before a record of an op is
+replayed live, the shard hands back an undo for what replaying that record changes
+(`Shard.undo_point`, for that key only); a refused append runs the op's undos newest first.
+The cost of a revert is the op's records, not the partition's log. Soft state tied to what
+is undone is dropped (for groups: the group whose record is undone is rebuilt from its last
+written record, and requests parked in its rebalance are answered and retry), so an op
+retried after a refusal writes its record again instead of finding its effect already in
+memory. The invariant: between ops, a shard's durable state is exactly its log replayed
+(tests/unit/coordinator/test_revert_stateful.py compares a reverted shard with a fresh load).
+
+Loading (Kafka's CoordinatorLoader, which runs on its own thread while the shard answers
+COORDINATOR_LOAD_IN_PROGRESS): `begin_load` makes the empty shard and replays a first slice
+(a small partition is loaded there and then), and `load_step` replays at most a given number
+of records per call, from where the last call stopped, so the broker
+interleaves a long replay with its other work (it calls `load_step` from its tick, with
+`loading` telling it there is more). A shard is served only once loaded (`__contains__`);
+meanwhile its requests are answered COORDINATOR_LOAD_IN_PROGRESS by the coordinators. The log
+may grow while a shard loads (transaction markers written to it): loading ends at the log end
+as it is when the last slice runs, and a marker appended meanwhile is replayed from the log
+(`complete_transaction` ignores a shard that is still loading). `load` replays everything at
+once (tests, tools).
 
 Transactions (KIP-98, KIP-447; Kafka's CoordinatorRuntime.scheduleTransactionalWriteOperation):
 a shard that implements `TransactionalShard` may write records inside a producer's transaction
@@ -83,6 +96,14 @@ EncodedRecord = tuple[bytes, bytes | None]  # key, value (None: tombstone)
 
 NO_SEQUENCE = -1  # Kafka's RecordBatch.NO_SEQUENCE: coordinator batches skip sequence checks
 
+# Records replayed per load slice: a few milliseconds of work, so requests to other shards and
+# partitions wait at most that long behind a loading shard.
+LOAD_SLICE_RECORDS = 2000
+# Replayed at once when a load begins: a new or small partition (the usual case, and every
+# partition of a topic just created) is served at once, and a broker that gains many
+# partitions together still does only this much per partition before answering requests.
+FIRST_SLICE_RECORDS = 200
+
 
 @dataclass(frozen=True)
 class RecordMeta:
@@ -114,11 +135,14 @@ class Effects:
     """What one operation produced: the records it wrote and its replies.
 
     `replay(key, value, index)` applies record number `index` of the operation at once; with
-    None the records are replayed by the runtime after their append (transactional writes)."""
+    None the records are replayed by the runtime after their append (transactional writes).
+    `undo` collects what takes the shard back if the append is refused (filled by `replay`)."""
 
-    def __init__(self, replay: Callable[[bytes, bytes | None, int], None] | None) -> None:
+    def __init__(self, replay: Callable[[bytes, bytes | None, int], None] | None,
+                 undo: list[Callable[[], None]] | None = None) -> None:
         self.records: list[EncodedRecord] = []
         self.replies: list[Reply[Any]] = []
+        self.undo: list[Callable[[], None]] = [] if undo is None else undo
         self._replay = replay
 
     def append(self, key: bytes, value: bytes | None) -> None:
@@ -148,6 +172,11 @@ class Shard(Protocol):
         """Run whatever is due at now_ms."""
 
     def next_deadline_ms(self) -> int | None: ...
+
+    def undo_point(self, key: bytes, now_ms: int) -> Callable[[], None]:
+        """Called just before a record of `key` written by a live op is replayed: a function
+        that takes the shard back to its state before that replay (see the module docstring:
+        run newest first when the log refuses the op's batch)."""
 
 
 @runtime_checkable
@@ -181,8 +210,9 @@ class ShardLog(Protocol):
         `log_end_offset`); raises KafkaError if the log refuses it (for a transactional batch:
         also a fenced producer epoch)."""
 
-    def read_batches(self) -> Iterator[bytes]:
-        """Every batch from the log start to the log end (for loading)."""
+    def read_batches(self, start_offset: int) -> Iterator[bytes]:
+        """The batches from `start_offset` (or the log start, if later) to the log end as it
+        is now, in order (for loading). The first may begin before `start_offset`."""
 
 
 def append_error_to_response(code: ErrorCode) -> ErrorCode:
@@ -239,7 +269,7 @@ class ReplyScheduler(Protocol):
 
 S = TypeVar("S", bound=Shard)
 
-# Makes an empty shard at `now_ms`, for loading and for a revert (see the module docstring).
+# Makes the empty shard a load starts from, at `now_ms`.
 ShardFactory = Callable[[int], S]
 
 
@@ -248,7 +278,17 @@ class _Loaded(Generic[S]):
     index: int
     log: ShardLog
     state: S
-    new_state: ShardFactory[S]
+
+
+@dataclass
+class _Loading(Generic[S]):
+    """A shard being replayed: `next_offset` is where the next slice starts."""
+
+    index: int
+    log: ShardLog
+    state: S
+    next_offset: int = 0
+    records: int = 0
 
 
 class CoordinatorRuntime(Generic[S]):
@@ -260,9 +300,20 @@ class CoordinatorRuntime(Generic[S]):
         self.write_timeout_ms = write_timeout_ms
         self.wall_clock = wall_clock  # the records' timestamps (types.py)
         self._shards: dict[int, _Loaded[S]] = {}
+        self._loading: dict[int, _Loading[S]] = {}
+        self._load_due_ms: int | None = None  # when the next load slice is due (loading)
 
     def __contains__(self, index: int) -> bool:
+        """Whether shard `index` is loaded here (served)."""
         return index in self._shards
+
+    def is_loading(self, index: int) -> bool:
+        return index in self._loading
+
+    @property
+    def loading(self) -> bool:
+        """Whether a shard is still loading (`load_step` has work)."""
+        return bool(self._loading)
 
     def shard(self, index: int) -> S:
         return self._shards[index].state
@@ -270,26 +321,80 @@ class CoordinatorRuntime(Generic[S]):
     def shards(self) -> Iterable[tuple[int, S]]:
         return ((i, s.state) for i, s in self._shards.items())
 
+    def begin_load(self, index: int, shard_log: ShardLog, new_state: ShardFactory[S],
+                   now_ms: int, first_slice_records: int = FIRST_SLICE_RECORDS) -> bool:
+        """Start replaying the partition from its log start into a shard made by `new_state`,
+        replaying up to `first_slice_records` records now; `load_step` goes on with it. The
+        shard is served once loaded; True if it is already."""
+        assert index not in self._shards and index not in self._loading, f"shard {index} loaded twice"
+        loading = self._loading[index] = _Loading(index, shard_log, new_state(now_ms))
+        self._load_due_ms = now_ms
+        if first_slice_records > 0 and self._load_slice(loading, now_ms, first_slice_records):
+            self._finish_load(loading, now_ms)
+            return True
+        return False
+
     def load(self, index: int, shard_log: ShardLog, new_state: ShardFactory[S], now_ms: int) -> S:
-        """Replay the partition from its log start into a shard made by `new_state` and take
-        it over; return that shard. `new_state` makes the shard again when a write must be
-        reverted (see the module docstring).
+        """Replay the whole partition now and take the shard over; return it."""
+        self.begin_load(index, shard_log, new_state, now_ms, first_slice_records=0)
+        loading = self._loading[index]
+        while not self._load_slice(loading, now_ms, 1 << 30):
+            pass
+        return self._finish_load(loading, now_ms)
+
+    def load_step(self, now_ms: int, max_records: int = LOAD_SLICE_RECORDS) -> list[int]:
+        """Replay at most about `max_records` records of the loading shards (whole batches,
+        so a batch may take it past); return the shards whose load completed. While a shard
+        is still loading, `next_deadline_ms` is now: the next slice runs at the next tick."""
+        self._load_due_ms = now_ms
+        done: list[int] = []
+        budget = max_records
+        for loading in list(self._loading.values()):
+            if budget <= 0:
+                break
+            before = loading.records
+            if self._load_slice(loading, now_ms, budget):
+                self._finish_load(loading, now_ms)
+                done.append(loading.index)
+            budget -= max(loading.records - before, 1)
+        return done
+
+    def _finish_load(self, loading: _Loading[S], now_ms: int) -> S:
+        del self._loading[loading.index]
+        state = loading.state
+        state.on_loaded(now_ms)
+        self._shards[loading.index] = _Loaded(loading.index, loading.log, state)
+        log.info("coordinator shard %d loaded from %d records", loading.index, loading.records)
+        return state
+
+    def _load_slice(self, loading: _Loading[S], now_ms: int, max_records: int) -> bool:
+        """Replay batches from `loading.next_offset` until `max_records` records are done or
+        the log end is reached; True once the log end is reached.
 
         A record that cannot be decoded is logged and skipped (a client may have produced
         into the internal topic). Control batches (transaction markers) reach a
         `TransactionalShard` in log order, so its pending transactional records come back
-        pending, committed or dropped exactly as they were; other shards skip them.
+        pending, committed or dropped exactly as they were; other shards skip them. Records
+        below `next_offset` were replayed by an earlier slice (the cleaner may have rewritten
+        the batch holding them since) and are skipped.
         """
-        assert index not in self._shards, f"shard {index} loaded twice"
-        state = self._replay_log(index, shard_log, new_state(now_ms), now_ms)
-        self._shards[index] = _Loaded(index, shard_log, state, new_state)
-        return state
-
-    def _replay_log(self, index: int, shard_log: ShardLog, state: S, now_ms: int) -> S:
+        state = loading.state
         tstate = state if isinstance(state, TransactionalShard) else None
-        records = 0
-        for batch in shard_log.read_batches():
+        index = loading.index
+        cursor = loading.next_offset
+        end = loading.log.log_end_offset
+        replayed = 0
+        batches = loading.log.read_batches(cursor)
+        finished = True
+        for batch in batches:
+            if replayed >= max_records:
+                finished = False
+                break
             header, decoded = decode_batch(batch)
+            if header.base_offset + header.last_offset_delta < cursor:
+                continue
+            cursor = header.base_offset + header.last_offset_delta + 1
+            replayed += 1
             if header.is_control:
                 if tstate is not None and decoded:
                     try:
@@ -303,6 +408,9 @@ class CoordinatorRuntime(Generic[S]):
                 continue
             producer_id = header.producer_id if header.is_transactional else NO_PRODUCER_ID
             for record in decoded:
+                if record.offset < loading.next_offset:
+                    continue
+                replayed += 1
                 if record.key is None:
                     log.warning("shard %d: record at %d has no key; skipped", index, record.offset)
                     continue
@@ -314,22 +422,30 @@ class CoordinatorRuntime(Generic[S]):
                         state.replay(record.key, record.value, now_ms, True)
                 except KafkaError as exc:
                     log.warning("shard %d: record at %d skipped: %s", index, record.offset, exc)
-                records += 1
-        state.on_loaded(now_ms)
-        if records:
-            log.info("coordinator shard %d loaded from %d records", index, records)
-        return state
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # a generator reading the log: let it go now
+        if finished:
+            # Everything up to the log end as it was when this slice began (offsets the cleaner
+            # removed have no batch left): nothing is appended while a slice runs.
+            cursor = max(cursor, end)
+        loading.next_offset = cursor
+        loading.records += replayed
+        return finished and cursor >= loading.log.log_end_offset
 
     def unload(self, index: int) -> None:
         """Drop a shard (its partition is led elsewhere now). Replies it holds stay in the
         scheduler and fail when they expire, unless their log's HW reaches them first; requests
-        parked in the shard's soft state are answered now (`Shard.on_unloaded`)."""
+        parked in the shard's soft state are answered now (`Shard.on_unloaded`). A shard still
+        loading is dropped with what it replayed so far."""
+        if self._loading.pop(index, None) is not None:
+            return
         self._shards.pop(index).state.on_unloaded()
 
     def write(self, index: int, op: Callable[[S, Effects], None], now_ms: int) -> None:
         """Run `op` on a shard; append what it wrote; hold its replies until committed."""
         loaded = self._shards[index]
-        fx = Effects(self._live_replay(loaded, now_ms))
+        fx = Effects(*self._live_replay(loaded, now_ms))
         op(loaded.state, fx)
         self._finish(loaded, fx, now_ms)
 
@@ -371,23 +487,27 @@ class CoordinatorRuntime(Generic[S]):
             state.replay_marker(producer_id, committed, now_ms)
 
     def _live_replay(self, loaded: _Loaded[S], now_ms: int
-                     ) -> Callable[[bytes, bytes | None, int], None]:
-        """Replay of an op's records before their append. Record `index` of the op lands at
-        LEO + index: the op's batch is appended right after the op, before anything else."""
+                     ) -> tuple[Callable[[bytes, bytes | None, int], None], list[Callable[[], None]]]:
+        """Replay of an op's records before their append, and the undo list it fills (an undo
+        taken before each record's replay). Record `index` of the op lands at LEO + index: the
+        op's batch is appended right after the op, before anything else."""
         state = loaded.state
         base_offset = loaded.log.log_end_offset
+        undo: list[Callable[[], None]] = []
         if isinstance(state, TransactionalShard):
             tstate = state
 
             def replay_with_offset(key: bytes, value: bytes | None, index: int) -> None:
+                undo.append(state.undo_point(key, now_ms))
                 tstate.replay_record(key, value, RecordMeta(base_offset + index), now_ms, False)
 
-            return replay_with_offset
+            return replay_with_offset, undo
 
         def replay(key: bytes, value: bytes | None, index: int) -> None:
+            undo.append(state.undo_point(key, now_ms))
             state.replay(key, value, now_ms, False)
 
-        return replay
+        return replay, undo
 
     def read(self, indexes: Iterable[int], compute: Callable[[], T], waiter: Waiter[T],
              now_ms: int) -> None:
@@ -404,12 +524,14 @@ class CoordinatorRuntime(Generic[S]):
             if due is None or due > now_ms:
                 continue
 
-            fx = Effects(self._live_replay(loaded, now_ms))
+            fx = Effects(*self._live_replay(loaded, now_ms))
             loaded.state.tick(now_ms, fx)
             self._finish(loaded, fx, now_ms)
 
     def next_deadline_ms(self) -> int | None:
         deadlines = [d for s in self._shards.values() if (d := s.state.next_deadline_ms()) is not None]
+        if self._loading and self._load_due_ms is not None:
+            deadlines.append(self._load_due_ms)
         return min(deadlines) if deadlines else None
 
     def _finish(self, loaded: _Loaded[S], fx: Effects, now_ms: int) -> None:
@@ -435,20 +557,20 @@ class CoordinatorRuntime(Generic[S]):
                     loaded.log.key, exc, len(fx.replies), code.name,
                     "; the shard reverts to its log" if revert else "")
             if revert:
-                self._revert(loaded, now_ms)
+                self._revert(fx)
             for reply in fx.replies:
                 reply.waiter.fail(code)
             return False
         return True
 
-    def _revert(self, loaded: _Loaded[S], now_ms: int) -> None:
-        """Take the shard back to what its log holds (Kafka's revertLastWrittenOffset): replay
-        the log into a fresh shard, then drop the old one, whose soft state answers its parked
-        requests. Done before the failed op's replies go out, so whoever hears the failure
-        already sees the log's state."""
-        old = loaded.state
-        loaded.state = self._replay_log(loaded.index, loaded.log, loaded.new_state(now_ms), now_ms)
-        old.on_unloaded()
+    @staticmethod
+    def _revert(fx: Effects) -> None:
+        """Take the shard back to what its log holds (Kafka's revertLastWrittenOffset): run
+        the op's undos, newest first. Done before the failed op's replies go out, so whoever
+        hears the failure already sees the log's state."""
+        for undo in reversed(fx.undo):
+            undo()
+        fx.undo.clear()
 
     def _hold(self, loaded: _Loaded[S], fx: Effects, now_ms: int) -> None:
         """Hold the op's replies until everything in the log so far is committed."""

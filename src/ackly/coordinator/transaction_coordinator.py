@@ -5,7 +5,9 @@ A transactional id lives in partition `abs(javaStringHashCode(id)) % partitions`
 `__transaction_state`, computed exactly as Kafka does (and as groups are placed), and its
 operations run on that partition's shard through the coordinator runtime: records in, replay
 out, replies once committed (coordinator/runtime.py, transaction_state.py). A broker holds the
-shards of the partitions it leads; an id whose shard is elsewhere is answered NOT_COORDINATOR.
+shards of the partitions it leads; an id whose shard is elsewhere is answered NOT_COORDINATOR,
+one whose shard is still loading COORDINATOR_LOAD_IN_PROGRESS (Kafka's
+TransactionStateManager.getTransactionState), which clients retry against the same broker.
 
 Decisions and markers: a committed Prepare record becomes a `Decision` in `take_decisions()`;
 the broker writes the markers (broker/transactions.py) and calls `complete(decision, ...)`,
@@ -21,9 +23,9 @@ truncation could take back.
 A write the log refuses (NOT_ENOUGH_REPLICAS while `__transaction_state` is below min ISR)
 takes the shard back to its log before the request hears of it (runtime.py): a retried
 AddPartitionsToTxn or EndTxn writes its record again, and KIP-890 verification never accepts a
-partition the log does not hold. A revert is a load: the fields that live in memory only
-(last producer epoch, previous producer id; transaction_metadata.py) are -1 afterwards for
-the shard's ids, as after a failover. If a Prepare record's wait fails (refused, or HW did not
+partition the log does not hold. A revert puts back the id's metadata as it was before the
+op, the fields that live in memory only (last producer epoch, previous producer id;
+transaction_metadata.py) included. If a Prepare record's wait fails (refused, or HW did not
 reach it in time), the shard's Prepare states are handed over again once what it holds is
 committed (`take_retries()` then `resend_decisions`): a refused one is no longer among them,
 one that was written comes back; the marker channel ignores a decision it already has.
@@ -39,7 +41,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ackly.coordinator.group_coordinator import INTERNAL_TOPICS, partition_for
-from ackly.coordinator.runtime import CoordinatorRuntime, Effects, ReplyScheduler, ShardLog, Waiter
+from ackly.coordinator.runtime import (
+    LOAD_SLICE_RECORDS,
+    CoordinatorRuntime,
+    Effects,
+    ReplyScheduler,
+    ShardLog,
+    Waiter,
+)
 from ackly.coordinator.transaction_metadata import TxnState
 from ackly.coordinator.transaction_state import (
     Decision,
@@ -114,29 +123,56 @@ class TransactionCoordinator:
 
     # --- shards ----------------------------------------------------------------------------
 
-    def load_shard(self, index: int, shard_log: ShardLog, coordinator_epoch: int, now_ms: int) -> None:
-        """This broker now leads partition `index` in leader epoch `coordinator_epoch`."""
-        if index in self.runtime:
-            self.runtime.unload(index)
+    def load_shard(self, index: int, shard_log: ShardLog, coordinator_epoch: int, now_ms: int,
+                   *, at_once: bool = True) -> None:
+        """This broker now leads partition `index` in leader epoch `coordinator_epoch`: replay
+        it now, or (not `at_once`) in slices through `load_step`, answering
+        COORDINATOR_LOAD_IN_PROGRESS meanwhile (Kafka's TransactionStateManager)."""
+        self.unload_shard(index)
         waiter = _DecisionWaiter(self, index, coordinator_epoch)
 
         def new_shard(now_ms: int) -> TransactionShard:
             return TransactionShard(index, coordinator_epoch, self.config, waiter, now_ms)
 
-        self.runtime.load(index, shard_log, new_shard, now_ms)
         self._epochs[index] = coordinator_epoch
+        if at_once:
+            self.runtime.load(index, shard_log, new_shard, now_ms)
+            self._loaded(index, now_ms)
+        elif self.runtime.begin_load(index, shard_log, new_shard, now_ms):
+            self._loaded(index, now_ms)
+
+    @property
+    def loading(self) -> bool:
+        return self.runtime.loading
+
+    def load_step(self, now_ms: int, max_records: int = LOAD_SLICE_RECORDS) -> None:
+        """Replay up to about `max_records` records of the shards still loading."""
+        for index in self.runtime.load_step(now_ms, max_records):
+            self._loaded(index, now_ms)
+
+    def _loaded(self, index: int, now_ms: int) -> None:
         # Decided by an earlier coordinator: finish it once what was loaded is committed.
         self.resend_decisions(index, now_ms)
 
     def unload_shard(self, index: int) -> None:
         self._epochs.pop(index, None)
-        if index in self.runtime:
+        if index in self.runtime or self.runtime.is_loading(index):
             self.runtime.unload(index)
+
+    def not_here(self, transactional_id: str) -> ErrorCode | None:
+        """COORDINATOR_LOAD_IN_PROGRESS while the id's shard loads, NOT_COORDINATOR if it is
+        elsewhere; None if it is served here."""
+        if self.here(transactional_id):
+            return None
+        if self.loaded and self.runtime.is_loading(self.partition_for(transactional_id)):
+            return ErrorCode.coordinator_load_in_progress
+        return ErrorCode.not_coordinator
 
     def take_retries(self) -> list[int]:
         """Shards whose decision write failed, still loaded in the same epoch: their
         decisions are to be handed over again (`resend_decisions`)."""
-        retries = [i for i, epoch in sorted(self._retries) if self.coordinator_epoch(i) == epoch]
+        retries = [i for i, epoch in sorted(self._retries)
+                   if self.coordinator_epoch(i) == epoch and i in self.runtime]
         self._retries.clear()
         return retries
 
@@ -155,7 +191,8 @@ class TransactionCoordinator:
         return out
 
     def is_current(self, decision: Decision) -> bool:
-        return self.coordinator_epoch(decision.index) == decision.coordinator_epoch
+        return (self.coordinator_epoch(decision.index) == decision.coordinator_epoch
+                and decision.index in self.runtime)
 
     def complete(self, decision: Decision, now_ms: int, done: Waiter[Decision]) -> None:
         """Every marker of `decision` is written: write its Complete record. `done` hears once
@@ -174,8 +211,8 @@ class TransactionCoordinator:
         if not transactional_id:
             waiter.fail(ErrorCode.invalid_request)
             return None
-        if not self.here(transactional_id):
-            waiter.fail(ErrorCode.not_coordinator)
+        if (code := self.not_here(transactional_id)) is not None:
+            waiter.fail(code)
             return None
         return self.partition_for(transactional_id)
 
@@ -212,8 +249,8 @@ class TransactionCoordinator:
         parts = list(partitions)
         if not transactional_id:
             return {tp: ErrorCode.invalid_request for tp in parts}
-        if not self.here(transactional_id):
-            return {tp: ErrorCode.not_coordinator for tp in parts}
+        if (code := self.not_here(transactional_id)) is not None:
+            return dict.fromkeys(parts, code)
         shard = self.runtime.shard(self.partition_for(transactional_id))
         return shard.verify_partitions(transactional_id, producer_id, producer_epoch, parts)
 
@@ -231,8 +268,8 @@ class TransactionCoordinator:
     def describe(self, transactional_id: str) -> TxnDescription | ErrorCode:
         if not transactional_id:
             return ErrorCode.invalid_request
-        if not self.here(transactional_id):
-            return ErrorCode.not_coordinator
+        if (code := self.not_here(transactional_id)) is not None:
+            return code
         found = self.runtime.shard(self.partition_for(transactional_id)).describe(transactional_id)
         return ErrorCode.transactional_id_not_found if found is None else found
 
@@ -258,6 +295,9 @@ class TransactionCoordinator:
     # --- time ------------------------------------------------------------------------------
 
     def tick(self, now_ms: int) -> None:
+        """Run a load slice if a shard is loading, then the shards' timers."""
+        if self.runtime.loading:
+            self.load_step(now_ms)
         self.runtime.tick(now_ms)
 
     def next_deadline_ms(self) -> int | None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from ackly.coordinator.runtime import Effects, Waiter
 from ackly.coordinator.transaction_metadata import (
@@ -161,6 +161,24 @@ class TransactionShard:
 
     def on_loaded(self, now_ms: int) -> None:
         pass
+
+    def undo_point(self, key: bytes, now_ms: int) -> Callable[[], None]:
+        """`Shard.undo_point`: a record changes one transactional id's metadata (replayed in
+        place, `TransactionMetadata.apply`), so its undo puts its fields back, in the same
+        object (a tombstone removes it from `txns`: it goes back there)."""
+        transactional_id = decode_key(key)
+        current = self.txns.get(transactional_id)
+        saved = None if current is None else replace(current)
+
+        def undo() -> None:
+            if current is None or saved is None:
+                self.txns.pop(transactional_id, None)
+                return
+            for f in fields(saved):  # not `apply`: going back is no edge of the state machine
+                setattr(current, f.name, getattr(saved, f.name))
+            self.txns[transactional_id] = current
+
+        return undo
 
     def on_unloaded(self) -> None:
         pass

@@ -165,7 +165,12 @@ class SimCluster:
         self.plan = FaultPlan.draw(self.scheduler.fork(), brokers=n)
         self.replication_factor = min(3, n)
         self.min_isr = 2 if self.replication_factor >= 3 else 1
-        broker_config = {**SIM_BROKER_CONFIG, **(SIM_TXN_CONFIG if config.transactions else {}),
+        broker_config = {**SIM_BROKER_CONFIG,
+                         # Internal topics as the user topic: every broker of a smaller cluster.
+                         "offsets.topic.replication.factor": str(self.replication_factor),
+                         "transaction.state.log.replication.factor": str(self.replication_factor),
+                         "transaction.state.log.min.isr": str(self.min_isr),
+                         **(SIM_TXN_CONFIG if config.transactions else {}),
                          **(SIM_COMPACTION_CONFIG if config.compaction else {})}
         factory = node_factory or default_node_factory(broker_config, config.fault_points)
         host_rng = self.scheduler.fork()

@@ -32,6 +32,7 @@ from ackly.cluster.metadata import ClusterMetadata, PartitionState
 from ackly.cluster.store import RevokeLease
 from ackly.server.app import BrokerServer
 from ackly.server.memory_store_bridge import SharedMemoryStore
+from ackly.testing.internal_topics import internal_topic_factors
 from ackly.types import TopicPartition
 
 T = TypeVar("T")
@@ -49,12 +50,14 @@ FAST_CLUSTER_CONFIG = {
 }
 
 
+
 class InProcessCluster:
     def __init__(self, root: str, brokers: int = 3, properties: Mapping[str, str] | None = None,
                  first_id: int = 1) -> None:
         self.root = root
         self.broker_ids = list(range(first_id, first_id + brokers))
-        self.properties = {**FAST_CLUSTER_CONFIG, **(properties or {})}
+        self.properties = {**FAST_CLUSTER_CONFIG, **internal_topic_factors(brokers),
+                           **(properties or {})}
         self.servers: dict[int, BrokerServer | None] = {b: None for b in self.broker_ids}
         self.ports: dict[int, int] = {b: 0 for b in self.broker_ids}
         self.hub: SharedMemoryStore | None = None

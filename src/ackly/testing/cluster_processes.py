@@ -21,6 +21,7 @@ from kio.schema.types import TopicName
 
 from ackly.server.etcd_process import EtcdProcess, etcd_binary
 from ackly.testing.broker_process import BrokerProcess
+from ackly.testing.internal_topics import internal_topic_factors
 from ackly.testing.wire import WireClient
 
 T = TypeVar("T")
@@ -78,7 +79,7 @@ class ClusterProcesses:
         assert brokers >= 1
         self.base_dir = base_dir
         self.count = brokers
-        self.configs = dict(configs or {})
+        self.configs = {**internal_topic_factors(brokers), **(configs or {})}
         self.broker_configs = {k: dict(v) for k, v in (broker_configs or {}).items()}
         self.own_etcd = etcd is None
         self.etcd = etcd or EtcdProcess(os.path.join(base_dir, "etcd"))

@@ -33,6 +33,7 @@ from ackly.protocol.headers import RequestHeader
 from ackly.protocol.messages import header_version, is_flexible, request_type, response_type
 from ackly.protocol.record_codec import Record, decode_batch, encode_batch
 from ackly.server.peers import decode_response
+from ackly.testing.internal_topics import internal_topic_factors
 
 START_MS = 1_700_000_000_000
 
@@ -110,7 +111,7 @@ class CoreCluster:
         self.now_ms = START_MS  # the monotonic clock every node input carries
         # The wall clock is now_ms + wall_offset_ms: a test steps it as NTP would.
         self.wall_offset_ms = 0
-        self.props = {**FAST, **(props or {})}
+        self.props = {**FAST, **internal_topic_factors(len(broker_ids)), **(props or {})}
         self.rng = random.Random(seed)
         self.hosts = {b: Host(b, str(root / f"b{b}")) for b in broker_ids}
         self.hold_flushes = False

@@ -62,8 +62,11 @@ class MemoryLog:
         if self.auto_commit:
             self.hw = self.leo
 
-    def read_batches(self) -> Iterator[bytes]:
-        yield from list(self.batches)
+    def read_batches(self, start_offset: int) -> Iterator[bytes]:
+        for batch in list(self.batches):
+            header = read_header(batch)
+            if header.base_offset + header.last_offset_delta >= start_offset:
+                yield batch
 
     def commit(self) -> None:
         self.hw = self.leo
