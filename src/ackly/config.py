@@ -319,6 +319,14 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
               "how a client certificate's subject becomes a principal name (Kafka's "
               "DEFAULT and RULE:pattern/replacement/[LU] syntax)", per_listener=True,
               check=_check_mapping_rules),
+    # The metadata store (--metadata etcds://... for TLS): ackly's own keys.
+    ConfigDef("metadata.etcd.ssl.cafile", Kind.STRING, "",
+              "PEM file of the CA that etcd's certificate chains to (empty: the system's)"),
+    ConfigDef("metadata.etcd.ssl.certfile", Kind.STRING, "",
+              "PEM client certificate for etcd (its --client-cert-auth)"),
+    ConfigDef("metadata.etcd.ssl.keyfile", Kind.STRING, "", "PEM private key of that certificate"),
+    ConfigDef("metadata.etcd.user", Kind.STRING, "", "etcd user to authenticate as (empty: no auth)"),
+    ConfigDef("metadata.etcd.password", Kind.STRING, "", "that user's password", sensitive=True),
     ConfigDef("log.retention.check.interval.ms", Kind.LONG, 300_000,
               "how often retention runs", minimum=1),
     ConfigDef("log.flush.offset.checkpoint.interval.ms", Kind.LONG, 60_000,
