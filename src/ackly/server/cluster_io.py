@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -51,7 +52,10 @@ class ClusterIO:
         on_fatal: Callable[[BaseException], None],
         metadata: str | None = None,
         hub: SharedMemoryStore | None = None,
+        peer_ssl: ssl.SSLContext | None = None,
     ) -> None:
+        """`peer_ssl`: the TLS context for connections to the other brokers, when the
+        inter-broker listener uses TLS (server/tls.py)."""
         assert (metadata is None) != (hub is None), "give an etcd URL or a shared memory store"
         self.node = node
         self._now_ms = now_ms
@@ -66,14 +70,15 @@ class ClusterIO:
         self.peers = PeerPool(
             PeerConfig(client_id=f"ackly-broker-{node.broker_id}", request_timeout_ms=timeout_ms),
             resolve=node.broker_address, on_response=self._on_peer_response,
-            on_failure=self._on_peer_failure,
+            on_failure=self._on_peer_failure, ssl_context=peer_ssl,
         )
         self.store: StoreClient
         if metadata is not None:
             # Imported here: grpc costs ~40 ms of start-up that a single broker never needs.
-            from ackly.server.etcd_store import EtcdStore, parse_etcd_url
+            from ackly.server.etcd_store import EtcdStore, etcd_security, parse_etcd_url
 
-            self.store = EtcdStore(parse_etcd_url(metadata), self._on_store_inputs)
+            self.store = EtcdStore(parse_etcd_url(metadata), self._on_store_inputs,
+                                   security=etcd_security(config, metadata))
         else:
             assert hub is not None
             self.store = hub.client(f"broker-{node.broker_id}", self._on_store_inputs)
