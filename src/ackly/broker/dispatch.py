@@ -19,6 +19,7 @@ from ackly.broker.handlers import (
     add_offsets_to_txn,
     add_partitions_to_txn,
     alter_configs,
+    alter_user_scram_credentials,
     api_versions,
     create_partitions,
     create_topics,
@@ -30,6 +31,7 @@ from ackly.broker.handlers import (
     describe_groups,
     describe_producers,
     describe_transactions,
+    describe_user_scram_credentials,
     end_txn,
     fetch,
     find_coordinator,
@@ -79,7 +81,7 @@ HANDLER_MODULES: tuple[ModuleType, ...] = (
     find_coordinator, join_group, sync_group, heartbeat, leave_group, offset_commit, offset_fetch,
     describe_groups, list_groups, delete_groups, offset_delete, offset_for_leader_epoch,
     write_txn_markers, txn_offset_commit, add_partitions_to_txn, add_offsets_to_txn, end_txn,
-    describe_transactions, list_transactions,
+    describe_transactions, list_transactions, describe_user_scram_credentials, alter_user_scram_credentials,
 )
 
 TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}

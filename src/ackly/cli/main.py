@@ -72,6 +72,10 @@ from ackly.cli.transactions import transactions  # noqa: E402  (after the group 
 
 cli.add_command(transactions)
 
+from ackly.cli.users import users  # noqa: E402  (after the group it joins)
+
+cli.add_command(users)
+
 
 @cli.command()
 @click.option("--brokers", default=3, show_default=True, type=click.IntRange(1, 64))

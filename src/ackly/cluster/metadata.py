@@ -22,6 +22,7 @@ unless it has none.
 from __future__ import annotations
 
 import json
+import urllib.parse
 import uuid
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,6 +31,7 @@ from enum import Enum, IntEnum
 from types import MappingProxyType
 from typing import Any
 
+from ackly.cluster.scram import ScramCredential
 from ackly.cluster.store import KeyValue, WatchEvent
 from ackly.errors import AcklyError
 from ackly.types import TopicPartition
@@ -66,6 +68,7 @@ class KeyKind(Enum):
     BROKER = "broker"
     TOPIC = "topic"
     PARTITION = "partition"
+    SCRAM = "scram"
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class ParsedKey:
     broker_id: int = -1
     topic: str = ""
     partition: int = -1
+    user: str = ""  # SCRAM: the user name; topic holds the mechanism
 
     @property
     def tp(self) -> TopicPartition:
@@ -125,6 +129,16 @@ class KeySpace:
         assert tp.topic and "/" not in tp.topic and tp.partition >= 0, tp
         return f"{self.root}/partitions/{tp.topic}/{tp.partition}"
 
+    @property
+    def scram_prefix(self) -> str:
+        return f"{self.root}/scram/"
+
+    def scram(self, mechanism: str, user: str) -> str:
+        """One user's credential for one mechanism. The user name is percent-quoted: Kafka
+        allows any character in it, "/" included."""
+        assert mechanism and "/" not in mechanism and user, (mechanism, user)
+        return f"{self.root}/scram/{mechanism}/{urllib.parse.quote(user, safe='')}"
+
     def parse(self, key: str) -> ParsedKey | None:
         """What a key names, or None for keys this version does not know (ignored, so that
         a newer broker can add keys without breaking older ones)."""
@@ -143,6 +157,8 @@ class KeySpace:
         if len(parts) == 3 and parts[0] == "partitions" and parts[1]:
             index = _parse_index(parts[2])
             return None if index is None else ParsedKey(KeyKind.PARTITION, topic=parts[1], partition=index)
+        if len(parts) == 3 and parts[0] == "scram" and parts[1] and parts[2]:
+            return ParsedKey(KeyKind.SCRAM, topic=parts[1], user=urllib.parse.unquote(parts[2]))
         return None
 
 
@@ -375,6 +391,13 @@ def encode_cluster_id(cluster_id: str) -> bytes:
     return _dump({"cluster_id": cluster_id})
 
 
+def _decode_credential(key: str, data: bytes) -> ScramCredential:
+    try:
+        return ScramCredential.decode(data)
+    except AcklyError as exc:
+        raise MetadataDecodeError(key, str(exc)) from None
+
+
 # --- the snapshot ------------------------------------------------------------------------------
 
 def _empty() -> Mapping[Any, Any]:
@@ -399,6 +422,8 @@ class ClusterMetadata:
     topics: Mapping[str, TopicInfo] = field(default_factory=_empty)
     partitions: Mapping[TopicPartition, PartitionState] = field(default_factory=_empty)
     mod_revisions: Mapping[str, int] = field(default_factory=_empty)
+    # SCRAM credentials by (user, mechanism) (cluster/scram.py).
+    scram_credentials: Mapping[tuple[str, str], ScramCredential] = field(default_factory=_empty)
     # What `apply` changed from the view it was applied to, so that `partition_changes`
     # between two views of one line of updates looks at those partitions only, not at all
     # of them on every change (an ISR change of one partition out of thousands). The parent
@@ -554,6 +579,7 @@ class _Builder:
         self.topics = dict(base.topics)
         self.partitions = dict(base.partitions)
         self.mod_revisions = dict(base.mod_revisions)
+        self.scram_credentials = dict(base.scram_credentials)
         self.touched_partitions: set[TopicPartition] = set()
         self.touched_topics: set[str] = set()
 
@@ -598,12 +624,21 @@ class _Builder:
                 self.partitions.pop(parsed.tp, None)
             else:
                 self.partitions[parsed.tp] = PartitionState.decode(value)
+        elif kind is KeyKind.SCRAM:
+            if value is None:
+                self.scram_credentials.pop((parsed.user, parsed.topic), None)
+            else:
+                credential = _decode_credential(key, value)
+                if (credential.user, credential.mechanism) != (parsed.user, parsed.topic):
+                    raise MetadataDecodeError(key, f"names {credential.user!r} / {credential.mechanism}")
+                self.scram_credentials[(parsed.user, parsed.topic)] = credential
 
     def build(self, revision: int) -> ClusterMetadata:
         return ClusterMetadata(
             keys=self.base.keys, revision=revision, cluster_id=self.cluster_id, controller=self.controller,
             brokers=MappingProxyType(self.brokers), topics=MappingProxyType(self.topics),
             partitions=MappingProxyType(self.partitions), mod_revisions=MappingProxyType(self.mod_revisions),
+            scram_credentials=MappingProxyType(self.scram_credentials),
             parent=weakref.ref(self.base), touched_partitions=frozenset(self.touched_partitions),
             touched_topics=frozenset(self.touched_topics),
         )
