@@ -49,6 +49,8 @@ from ackly.broker.handlers import (
     offset_fetch,
     offset_for_leader_epoch,
     produce,
+    sasl_authenticate,
+    sasl_handshake,
     sync_group,
     txn_offset_commit,
     write_txn_markers,
@@ -82,6 +84,7 @@ HANDLER_MODULES: tuple[ModuleType, ...] = (
     describe_groups, list_groups, delete_groups, offset_delete, offset_for_leader_epoch,
     write_txn_markers, txn_offset_commit, add_partitions_to_txn, add_offsets_to_txn, end_txn,
     describe_transactions, list_transactions, describe_user_scram_credentials, alter_user_scram_credentials,
+    sasl_handshake, sasl_authenticate,
 )
 
 TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}
@@ -89,6 +92,10 @@ TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}
 
 def dispatch(node: BrokerNode, ctx: RequestContext, frame: bytes | memoryview) -> None:
     header = ctx.header
+    if ctx.sasl is not None:
+        # Before authentication only ApiVersions and the SASL exchange; past the session's
+        # end nothing but a re-authentication (broker/sasl.py). Refused: the connection closes.
+        ctx.sasl.admit(header.api_key, ctx.now_ms)
     spec = TABLE.get(header.api_key)
     if spec is None or not spec.min_version <= header.api_version <= spec.max_version:
         if header.api_key == API_VERSIONS_KEY:

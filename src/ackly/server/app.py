@@ -20,11 +20,13 @@ import concurrent.futures
 import ipaddress
 import logging
 import random
+import secrets
 import socket
 import time
 from collections.abc import Mapping
 
 from ackly.broker.node import BrokerNode
+from ackly.broker.sasl import SaslSession
 from ackly.config import BrokerConfig
 from ackly.errors import ConfigError, StorageError
 from ackly.log.cleaner import CleanJob
@@ -47,6 +49,10 @@ REFUSAL_LOG_PERIOD_S = 10.0
 # The sweep for idle and silent connections runs this often at most (and at least a quarter
 # of the shortest timeout, so a connection is closed within 1.25 x its timeout).
 SWEEP_PERIOD_MAX_S = 1.0
+
+
+def _new_nonce() -> str:
+    return secrets.token_urlsafe(24)
 
 
 def wall_clock_ms() -> int:
@@ -217,6 +223,13 @@ class BrokerServer:
     def _new_connection(self) -> Connection:
         self._next_connection_id += 1
         return Connection(self, self._next_connection_id)
+
+    def new_sasl_session(self) -> SaslSession:
+        """The SASL session of a new connection on a SASL listener (broker/sasl.py); its SCRAM
+        nonces come from the operating system's CSPRNG (RFC 5802 s.5.1 asks for unpredictable
+        ones)."""
+        return SaslSession(self.config.sasl_enabled_mechanisms, new_nonce=_new_nonce,
+                           max_reauth_ms=self.config.connections_max_reauth_ms)
 
     # --- connection limits ------------------------------------------------------------------
 
