@@ -17,6 +17,13 @@ from enum import Enum
 from typing import Any
 
 from ackly.errors import ConfigError
+from ackly.listeners import (
+    DEFAULT_PROTOCOL_MAP,
+    parse_protocol_map,
+    resolve_listeners,
+    split_listener_override,
+)
+from ackly.ssl_principal import parse_rules
 
 
 class Kind(Enum):
@@ -49,6 +56,11 @@ class ConfigDef:
     read_only: bool = False
     # A further check of the parsed value: returns why it is refused, or None.
     check: Callable[[Any], str | None] | None = None
+    # A secret (a key's password, an inline private key): never shown (DescribeConfigs
+    # answers null and is_sensitive, as Kafka does for PASSWORD configs).
+    sensitive: bool = False
+    # May also be set for one listener (`listener.name.<name>.<key>`, Kafka's prefix).
+    per_listener: bool = False
 
     def parse(self, raw: str) -> Any:
         """Turn a string from the wire or the command line into a typed value, or refuse it."""
@@ -139,6 +151,22 @@ def parse_connection_overrides(raw: str) -> dict[str, int]:
 def _check_overrides(value: Any) -> str | None:
     try:
         parse_connection_overrides(str(value))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _check_protocol_map(value: Any) -> str | None:
+    try:
+        parse_protocol_map(str(value))
+    except ConfigError as exc:
+        return exc.reason
+    return None
+
+
+def _check_mapping_rules(value: Any) -> str | None:
+    try:
+        parse_rules(str(value))
     except ValueError as exc:
         return str(exc)
     return None
@@ -245,6 +273,53 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
               "close a new connection that has not sent a complete first request (on a SASL "
               "listener: that has not authenticated) within this (-1: never)", minimum=-1,
               check=_not_zero),
+    # Listeners (KIP-103; listeners.py): Kafka's keys. Unset `listeners` means the one
+    # PLAINTEXT listener of --host/--port.
+    ConfigDef("listeners", Kind.STRING, "",
+              "NAME://host:port,... to listen on (empty: PLAINTEXT on --host/--port)",
+              read_only=True),
+    ConfigDef("advertised.listeners", Kind.STRING, "",
+              "NAME://host:port,... given to clients and brokers (empty: as listeners)",
+              read_only=True),
+    ConfigDef("listener.security.protocol.map", Kind.STRING, DEFAULT_PROTOCOL_MAP,
+              "NAME:PROTOCOL,... the security protocol of each listener name", read_only=True,
+              check=_check_protocol_map),
+    ConfigDef("inter.broker.listener.name", Kind.STRING, "",
+              "the listener brokers reach each other on (empty: PLAINTEXT, or the only one)",
+              read_only=True),
+    # TLS (Kafka's ssl.* keys, PEM only); each may be set per listener.
+    ConfigDef("ssl.keystore.type", Kind.STRING, "PEM", "format of the key store (PEM only)",
+              choices=("PEM",), per_listener=True),
+    ConfigDef("ssl.keystore.location", Kind.STRING, "",
+              "PEM file with the certificate chain and the private key", per_listener=True),
+    ConfigDef("ssl.keystore.certificate.chain", Kind.STRING, "",
+              "the certificate chain in PEM, inline", per_listener=True),
+    ConfigDef("ssl.keystore.key", Kind.STRING, "", "the private key in PEM, inline",
+              sensitive=True, per_listener=True),
+    ConfigDef("ssl.key.password", Kind.STRING, "", "password of an encrypted private key",
+              sensitive=True, per_listener=True),
+    ConfigDef("ssl.truststore.type", Kind.STRING, "PEM", "format of the trust store (PEM only)",
+              choices=("PEM",), per_listener=True),
+    ConfigDef("ssl.truststore.location", Kind.STRING, "",
+              "PEM file with the CA certificates that client (and peer) certificates must chain to",
+              per_listener=True),
+    ConfigDef("ssl.truststore.certificates", Kind.STRING, "",
+              "the trusted CA certificates in PEM, inline", per_listener=True),
+    ConfigDef("ssl.client.auth", Kind.STRING, "none",
+              "ask clients for a certificate: none, requested, or required (mTLS)",
+              choices=("none", "requested", "required"), per_listener=True),
+    ConfigDef("ssl.enabled.protocols", Kind.LIST, ("TLSv1.2", "TLSv1.3"),
+              "TLS versions accepted (1.2 and later only)", choices=("TLSv1.2", "TLSv1.3"),
+              per_listener=True),
+    ConfigDef("ssl.cipher.suites", Kind.STRING, "",
+              "OpenSSL cipher list for TLS 1.2 (empty: OpenSSL's default)", per_listener=True),
+    ConfigDef("ssl.endpoint.identification.algorithm", Kind.STRING, "https",
+              "check a peer broker's host name against its certificate (https), or not (empty)",
+              choices=("https", ""), per_listener=True),
+    ConfigDef("ssl.principal.mapping.rules", Kind.STRING, "DEFAULT",
+              "how a client certificate's subject becomes a principal name (Kafka's "
+              "DEFAULT and RULE:pattern/replacement/[LU] syntax)", per_listener=True,
+              check=_check_mapping_rules),
     # SASL (broker/sasl.py), on listeners whose protocol is SASL_PLAINTEXT or SASL_SSL.
     # Kafka's default is GSSAPI, which needs a Kerberos realm ackly does not have; the SCRAM
     # mechanisms never send the password, so they are on by default. PLAIN sends it as it is
@@ -447,8 +522,12 @@ class BrokerConfig:
         for key, raw in props.items():
             d = BROKER_CONFIGS.get(key)
             if d is None:
+                d = _listener_override_def(key)
+            if d is None:
                 raise ConfigError(key, "unknown broker config")
             values[key] = d.parse(raw)
+        # The listener keys together (names in the map, the inter-broker listener, ...).
+        resolve_listeners(values, host="127.0.0.1", port=9092)
         if values["max.connections.per.ip"] == 0 and not values["max.connections.per.ip.overrides"]:
             # As Kafka: a limit of 0 for everyone only makes sense with exceptions.
             raise ConfigError("max.connections.per.ip",
@@ -458,6 +537,12 @@ class BrokerConfig:
 
     def get(self, name: str) -> Any:
         return self.values[name]
+
+    def for_listener(self, listener_name: str, name: str) -> Any:
+        """A per-listener key's value on one listener: `listener.name.<name>.<key>` if set,
+        else the key itself (Kafka's precedence)."""
+        override = f"listener.name.{listener_name.lower()}.{name}"
+        return self.values[override] if override in self.values else self.values[name]
 
     @property
     def broker_id(self) -> int:
@@ -509,6 +594,17 @@ class BrokerConfig:
 
     def topic_defaults(self) -> TopicConfig:
         return TopicConfig.resolve(self, {})
+
+
+def _listener_override_def(key: str) -> ConfigDef | None:
+    """The definition a `listener.name.<name>.<key>` key is parsed with (None: not one)."""
+    split = split_listener_override(key)
+    if split is None:
+        return None
+    base = BROKER_CONFIGS.get(split[1])
+    if base is None or not base.per_listener:
+        return None
+    return dataclasses.replace(base, name=key)
 
 
 def parse_properties(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:

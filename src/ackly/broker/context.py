@@ -29,6 +29,11 @@ class RequestContext:
     sink: Callable[[Pieces | None], None]
     connection_id: int = 0
     client_host: str = ""
+    # The listener the request came in on (listeners.py; "" when no shell is involved: tests,
+    # the simulator), its security protocol, and who sent it (Kafka's KafkaPrincipal as a
+    # string: `User:<name>`, User:ANONYMOUS before or without authentication).
+    listener_name: str = ""
+    security_protocol: str = "PLAINTEXT"
     principal: str = "User:ANONYMOUS"
     # The connection's SASL session on a SASL listener (broker/sasl.py), else None.
     sasl: SaslSession | None = None

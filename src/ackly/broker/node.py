@@ -62,6 +62,7 @@ from ackly.cluster.topics import CATALOGUE_FILE, TopicCatalogue
 from ackly.config import BrokerConfig, TopicConfig
 from ackly.coordinator.producer_ids import ProducerIdManager
 from ackly.errors import ConfigError, ErrorCode, KafkaError, StorageError
+from ackly.listeners import Listener
 from ackly.log.cleaner import CleanJob
 from ackly.log.disk import Disk
 from ackly.log.partition_log import FlushJob
@@ -125,7 +126,10 @@ class BrokerNode:
         rng: random.Random,
         external_metadata: bool = False,
         member_config: MemberConfig | None = None,
+        endpoints: tuple[Listener, ...] = (),
     ) -> None:
+        """`host`/`port`: where the other brokers reach this one (its inter-broker listener);
+        `endpoints`: every advertised listener (none: one PLAINTEXT listener at host:port)."""
         self.config = config
         self.broker_id = config.broker_id
         self.disk = disk
@@ -164,7 +168,7 @@ class BrokerNode:
         self.transactions = TransactionsBroker(self, now_ms)
         rack = str(config.get("broker.rack")) or None
         self.member = ClusterMember(
-            BrokerInfo(self.broker_id, host, port, rack=rack),
+            BrokerInfo(self.broker_id, host, port, rack=rack, endpoints=endpoints),
             config=member_config or self._member_config(), rng=random.Random(rng.getrandbits(64)),
             now_ms=now_ms,
         )

@@ -20,7 +20,8 @@ def cli(log_level: str) -> None:
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address of the one PLAINTEXT listener (without the listeners config)")
 @click.option("--port", default=9092, show_default=True, type=int)
 @click.option("--data-dir", default="./data", show_default=True, help="where the logs live")
 @click.option("--broker-id", default=None, type=int, help="this broker's id (broker.id)")
@@ -39,7 +40,9 @@ def serve(host: str, port: int, data_dir: str, broker_id: int | None,
     # kio registers hypothesis strategies for its types whenever hypothesis can be imported
     # (it can in a development virtualenv): 150 ms and 10 MB that a broker never uses.
     sys.modules.setdefault("hypothesis", None)  # type: ignore[arg-type]
+    from ackly.listeners import resolve_listeners
     from ackly.server.process import run_serve
+    from ackly.server.tls import inter_broker_context, server_contexts
 
     if metadata is not None:
         from ackly.server.etcd_store import parse_etcd_url
@@ -52,7 +55,12 @@ def serve(host: str, port: int, data_dir: str, broker_id: int | None,
         props = parse_properties(configs)
         if broker_id is not None:
             props["broker.id"] = str(broker_id)
-        BrokerConfig.from_properties(props)  # refuse a bad config before touching the disk
+        # Refuse a bad config (listeners and their TLS files included) before touching the disk.
+        config = BrokerConfig.from_properties(props)
+        listener_set = resolve_listeners(config.values, host=host, port=port,
+                                         advertised_host=advertised_host, advertised_port=advertised_port)
+        server_contexts(config, listener_set)
+        inter_broker_context(config, listener_set)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     sys.exit(run_serve(data_dir=data_dir, host=host, port=port, properties=props,

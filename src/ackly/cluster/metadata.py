@@ -34,6 +34,7 @@ from typing import Any
 from ackly.cluster.scram import ScramCredential
 from ackly.cluster.store import KeyValue, WatchEvent
 from ackly.errors import AcklyError
+from ackly.listeners import PLAINTEXT, SECURITY_PROTOCOLS, Listener
 from ackly.types import TopicPartition
 
 NO_LEADER = -1
@@ -198,7 +199,12 @@ def _int_list(what: str, doc: Mapping[str, Any], name: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class BrokerInfo:
-    """A registered (live) broker. lease_id and epoch come from its key, not its value."""
+    """A registered (live) broker. lease_id and epoch come from its key, not its value.
+
+    `host`/`port` are where the other brokers reach it (its inter-broker listener);
+    `endpoints` are all its advertised listeners (Kafka's registration record lists them the
+    same way). No endpoints means the one PLAINTEXT listener at host:port (a registration
+    from before listeners existed)."""
 
     broker_id: int
     host: str
@@ -207,12 +213,30 @@ class BrokerInfo:
     shutting_down: bool = False  # controlled shutdown asked: move leadership away (KIP-631)
     lease_id: int | None = None
     epoch: int = 0
+    endpoints: tuple[Listener, ...] = ()
+
+    @property
+    def listeners(self) -> tuple[Listener, ...]:
+        return self.endpoints or (Listener(PLAINTEXT, self.host, self.port, PLAINTEXT),)
+
+    def endpoint(self, listener_name: str) -> Listener | None:
+        """The endpoint on a listener (None: the broker has no such listener). An empty name
+        (a request from no listener: tests, the simulator) is the inter-broker address."""
+        if not listener_name:
+            return Listener(PLAINTEXT, self.host, self.port, PLAINTEXT)
+        return next((e for e in self.listeners if e.name == listener_name), None)
 
     def encode(self) -> bytes:
-        return _dump({
+        doc: dict[str, Any] = {
             "broker_id": self.broker_id, "host": self.host, "port": self.port, "rack": self.rack,
             "shutting_down": self.shutting_down,
-        })
+        }
+        if self.endpoints:
+            doc["endpoints"] = [
+                {"name": e.name, "host": e.host, "port": e.port, "security_protocol": e.security_protocol}
+                for e in self.endpoints
+            ]
+        return _dump(doc)
 
     @classmethod
     def decode(cls, data: bytes, *, lease_id: int | None = None, epoch: int = 0) -> BrokerInfo:
@@ -224,7 +248,26 @@ class BrokerInfo:
             broker_id=_field("broker", doc, "broker_id", int), host=_field("broker", doc, "host", str),
             port=_field("broker", doc, "port", int), rack=rack,
             shutting_down=_field("broker", doc, "shutting_down", bool), lease_id=lease_id, epoch=epoch,
+            endpoints=_endpoints(doc.get("endpoints", [])),
         )
+
+
+def _endpoints(value: Any) -> tuple[Listener, ...]:
+    if not isinstance(value, list):
+        raise MetadataDecodeError("broker", f"endpoints is not a list: {value!r}")
+    endpoints = []
+    for entry in value:
+        if not isinstance(entry, dict):
+            raise MetadataDecodeError("broker", f"endpoint is not an object: {entry!r}")
+        endpoint = Listener(
+            _field("broker endpoint", entry, "name", str), _field("broker endpoint", entry, "host", str),
+            _field("broker endpoint", entry, "port", int),
+            _field("broker endpoint", entry, "security_protocol", str),
+        )
+        if endpoint.security_protocol not in SECURITY_PROTOCOLS:
+            raise MetadataDecodeError("broker", f"unknown security protocol in {entry!r}")
+        endpoints.append(endpoint)
+    return tuple(endpoints)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import ipaddress
 import logging
 import random
@@ -29,6 +30,7 @@ from ackly.broker.node import BrokerNode
 from ackly.broker.sasl import SaslSession
 from ackly.config import BrokerConfig
 from ackly.errors import ConfigError, StorageError
+from ackly.listeners import Listener, ListenerSet, resolve_listeners
 from ackly.log.cleaner import CleanJob
 from ackly.log.disk import RealDisk
 from ackly.log.partition_log import FlushJob
@@ -39,6 +41,7 @@ from ackly.server.connection import Connection
 from ackly.server.connection_limits import ConnectionLimits
 from ackly.server.memory_pool import MemoryPool
 from ackly.server.memory_store_bridge import SharedMemoryStore
+from ackly.server.tls import inter_broker_context, mapping_rules, server_contexts
 from ackly.types import TopicPartition
 
 log = logging.getLogger("ackly.server")
@@ -49,6 +52,9 @@ REFUSAL_LOG_PERIOD_S = 10.0
 # The sweep for idle and silent connections runs this often at most (and at least a quarter
 # of the shortest timeout, so a connection is closed within 1.25 x its timeout).
 SWEEP_PERIOD_MAX_S = 1.0
+# A TLS client that has not finished its handshake by then is dropped (it holds a socket and
+# handshake state before any connection limit or request deadline applies to it).
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 def _new_nonce() -> str:
@@ -101,9 +107,22 @@ class BrokerServer:
         self.advertised_host = advertised_host or host
         # Given to clients and the other brokers instead of the bound port (a proxy in front).
         self.advertised_port = advertised_port
+        # The listeners (listeners.py): `listeners` etc., else one PLAINTEXT listener on
+        # host:port. Bad values, and TLS settings that cannot be loaded, are refused here.
+        self.listener_set: ListenerSet = resolve_listeners(
+            self.config.values, host=host, port=port, advertised_host=advertised_host,
+            advertised_port=advertised_port,
+        )
+        self.tls_contexts = server_contexts(self.config, self.listener_set)
+        self.peer_ssl = inter_broker_context(self.config, self.listener_set)
+        self.mapping_rules = {lst.name: mapping_rules(self.config, lst.name)
+                              for lst in self.listener_set.listeners if lst.uses_tls}
+        # Bound ports by listener name (start()).
+        self.ports: dict[str, int] = {}
         self.use_sendfile = use_sendfile
         self.node: BrokerNode = None  # type: ignore[assignment]  # set by start()
-        self._server: asyncio.base_events.Server | None = None
+        self._server: asyncio.base_events.Server | None = None  # the first listener's
+        self._servers: list[asyncio.base_events.Server] = []
         self._flusher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-flush")
         self._flush_future: concurrent.futures.Future[None] | None = None
         self._cleaner: CleanerWorker | None = None
@@ -145,18 +164,23 @@ class BrokerServer:
         as soon as the port accepts therefore never sees an empty cluster. Raises
         NotJoinedError if the broker did not join in time (everything started is closed).
         """
-        family, type_, proto, _, address = socket.getaddrinfo(
-            self.host, self.port, type=socket.SOCK_STREAM
-        )[0]
-        sock = socket.socket(family, type_, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        self.host, self.port = sock.getsockname()[:2]
+        socks = []
+        try:
+            for lst in self.listener_set.listeners:
+                socks.append(_bind(lst.host or "0.0.0.0", lst.port))
+                self.ports[lst.name] = socks[-1].getsockname()[1]
+        except OSError:
+            for sock in socks:
+                sock.close()
+            raise
+        self.host, self.port = socks[0].getsockname()[:2]
+        self.listener_set = self.listener_set.bound(self.ports)
+        inter = self.listener_set.inter_broker
         self.node = BrokerNode(
             config=self.config, disk=RealDisk(), data_dir=self.data_dir,
-            host=self.advertised_host if self.advertised_host != "0.0.0.0" else "127.0.0.1",
-            port=self.advertised_port or self.port, now_ms=self.now_ms(), rng=random.Random(),
+            host=inter.host, port=inter.port, now_ms=self.now_ms(), rng=random.Random(),
             external_metadata=self.metadata is not None or self.metadata_hub is not None,
+            endpoints=self.listener_set.advertised,
         )
         # Before anything can run the node: its first input may already hand out a clean job.
         self._cleaner = CleanerWorker(
@@ -166,13 +190,19 @@ class BrokerServer:
             self.cluster = ClusterIO(
                 self.node, now_ms=self.now_ms, after_event=self.after_event,
                 on_fatal=self._on_fatal, metadata=self.metadata, hub=self.metadata_hub,
+                peer_ssl=self.peer_ssl,
             )
             await self.cluster.start()
             self.after_event()
             await self._wait_joined()
-        self._server = await asyncio.get_running_loop().create_server(
-            self._new_connection, sock=sock, backlog=512,
-        )
+        loop = asyncio.get_running_loop()
+        for lst, sock in zip(self.listener_set.listeners, socks, strict=True):
+            self._servers.append(await loop.create_server(
+                functools.partial(self._new_connection, lst), sock=sock, backlog=512,
+                ssl=self.tls_contexts.get(lst.name),
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S if lst.uses_tls else None,
+            ))
+        self._server = self._servers[0]
         self.after_event()
         return self.host, self.port
 
@@ -220,9 +250,9 @@ class BrokerServer:
                          self.config.broker_id, exc, exc_info=exc)
             self.failed.set()
 
-    def _new_connection(self) -> Connection:
+    def _new_connection(self, listener: Listener) -> Connection:
         self._next_connection_id += 1
-        return Connection(self, self._next_connection_id)
+        return Connection(self, self._next_connection_id, listener)
 
     def new_sasl_session(self) -> SaslSession:
         """The SASL session of a new connection on a SASL listener (broker/sasl.py); its SCRAM
@@ -427,8 +457,8 @@ class BrokerServer:
         if self._stopped:
             return
         self._stopped = True
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
             self._sweep_handle = None
@@ -458,6 +488,18 @@ class BrokerServer:
         if self.node is not None:
             self.node.close()
         self._flusher.shutdown(wait=True)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, type_, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _resolve_overrides(overrides: Mapping[str, int]) -> dict[str, int]:

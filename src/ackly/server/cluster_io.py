@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -51,7 +52,10 @@ class ClusterIO:
         on_fatal: Callable[[BaseException], None],
         metadata: str | None = None,
         hub: SharedMemoryStore | None = None,
+        peer_ssl: ssl.SSLContext | None = None,
     ) -> None:
+        """`peer_ssl`: the TLS context for connections to the other brokers, when the
+        inter-broker listener uses TLS (server/tls.py)."""
         assert (metadata is None) != (hub is None), "give an etcd URL or a shared memory store"
         self.node = node
         self._now_ms = now_ms
@@ -66,7 +70,7 @@ class ClusterIO:
         self.peers = PeerPool(
             PeerConfig(client_id=f"ackly-broker-{node.broker_id}", request_timeout_ms=timeout_ms),
             resolve=node.broker_address, on_response=self._on_peer_response,
-            on_failure=self._on_peer_failure,
+            on_failure=self._on_peer_failure, ssl_context=peer_ssl,
         )
         self.store: StoreClient
         if metadata is not None:

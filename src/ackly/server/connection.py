@@ -6,7 +6,9 @@ their final buffer (a large Produce is received into a buffer of its own, never 
 Requests may be pipelined; each gets a slot in arrival order, and answers leave slot after
 slot, so they never overtake each other whatever order the broker completes them in. An
 answer at the head is written at once (no task switch); only large file ranges (sendfile)
-and writes behind a full transport buffer go through the writer task. A framing or decoding
+and writes behind a full transport buffer go through the writer task. On a TLS listener
+there is no sendfile (the bytes must be encrypted): file ranges are read and written
+through the TLS transport. A framing or decoding
 error closes this connection only.
 
 Resources (the server owns the limits; a connection reports what it holds):
@@ -44,8 +46,10 @@ from typing import TYPE_CHECKING, Any
 from ackly.broker.context import RequestContext
 from ackly.broker.sasl import SaslSession, SaslState
 from ackly.errors import ErrorCode, KafkaError
+from ackly.listeners import Listener
 from ackly.protocol.frames import FrameDecoder, FrameError
 from ackly.protocol.headers import parse_prefix
+from ackly.ssl_principal import ANONYMOUS, principal_of
 
 if TYPE_CHECKING:
     from ackly.server.app import BrokerServer
@@ -72,12 +76,18 @@ class _Slot:
 
 
 class Connection(asyncio.BufferedProtocol):
-    def __init__(self, server: BrokerServer, connection_id: int, max_in_flight: int = 64,
-                 sasl: SaslSession | None = None) -> None:
+    def __init__(self, server: BrokerServer, connection_id: int, listener: Listener | None = None,
+                 max_in_flight: int = 64) -> None:
         self.server = server
         self.connection_id = connection_id
+        # The listener this connection was accepted on (None: one made outside a listener).
+        self.listener = listener
+        self.tls = listener is not None and listener.uses_tls
         self.max_in_flight = max_in_flight
         self.client_host = ""
+        # Who the client is: its certificate's subject (mTLS) or ANONYMOUS; authentication
+        # (SASL) sets it once it has succeeded.
+        self.principal = ANONYMOUS
         self.transport: asyncio.Transport | None = None
         self.slots: collections.deque[_Slot] = collections.deque()
         self.decoder = FrameDecoder(
@@ -96,7 +106,11 @@ class Connection(asyncio.BufferedProtocol):
         self._writer_busy = False
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
-        self.sasl = sasl
+        # On a SASL listener (SASL_PLAINTEXT, SASL_SSL) the client must authenticate first;
+        # its SASL principal, not a TLS certificate's, is the connection's principal (as Kafka).
+        self.sasl: SaslSession | None = (server.new_sasl_session() if listener is not None and listener.uses_sasl
+                                         else None)
+        sasl = self.sasl
         if sasl is not None:
             self.decoder.set_max_frame_bytes(server.node.config.sasl_server_max_receive_size,
                                              "sasl.server.max.receive.size")
@@ -108,6 +122,10 @@ class Connection(asyncio.BufferedProtocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client_host = str(peer[0]) if peer else ""
+        if self.tls and not self._take_certificate(transport):
+            self._closed = True
+            transport.close()
+            return
         if not self.server.admit(self):
             self._closed = True
             transport.close()  # refused at accept: nothing is read from it
@@ -115,6 +133,26 @@ class Connection(asyncio.BufferedProtocol):
         self.admitted = True
         if not self.server.pool.may_read(self):
             self._set_paused(PAUSE_MEMORY, True)
+
+    def _take_certificate(self, transport: asyncio.Transport) -> bool:
+        """The principal of a TLS client (called once the handshake is done): `User:` and its
+        certificate's subject mapped by ssl.principal.mapping.rules, or ANONYMOUS without a
+        certificate. False (refuse the connection) if no mapping rule applies or the
+        certificate cannot be read, as Kafka fails such a client's authentication."""
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return True
+        der = ssl_object.getpeercert(binary_form=True)
+        assert self.listener is not None
+        try:
+            self.principal = principal_of(der, self.server.mapping_rules[self.listener.name])
+        except ValueError as exc:
+            log.warning("refusing connection %d from %s on listener %s: %s", self.connection_id,
+                        self.client_host, self.listener.name, exc)
+            return False
+        log.debug("connection %d from %s on listener %s: principal %s", self.connection_id,
+                  self.client_host, self.listener.name, self.principal)
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -209,7 +247,9 @@ class Connection(asyncio.BufferedProtocol):
         ctx = RequestContext(
             header=header, now_ms=self.server.now_ms(), sink=functools.partial(self._answer, slot),
             connection_id=self.connection_id, client_host=self.client_host,
-            principal=sasl.principal if sasl is not None else "User:ANONYMOUS", sasl=sasl,
+            listener_name=listener.name if (listener := self.listener) is not None else "",
+            security_protocol=listener.security_protocol if listener is not None else "PLAINTEXT",
+            principal=sasl.principal if sasl is not None else self.principal, sasl=sasl,
         )
         self.server.node.handle_frame(ctx, frame)
         if sasl is None:
@@ -300,7 +340,8 @@ class Connection(asyncio.BufferedProtocol):
         return True
 
     def _can_sendfile(self, piece: Any) -> bool:
-        return self.server.use_sendfile and piece.file.fileno() is not None
+        # Over TLS the bytes must pass through the TLS layer: the range is read and written.
+        return not self.tls and self.server.use_sendfile and piece.file.fileno() is not None
 
     def _start_writer(self) -> None:
         if self._writer_task is None and not self._closed:

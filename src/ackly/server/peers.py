@@ -27,6 +27,10 @@ meanwhile wait in its queue. So a node that resends at once on failure is paced 
 instead of spinning. If the destination's address changes (it restarted elsewhere), the old
 connection is closed and a new one opened to the new address.
 
+Security: connections go to each broker's inter-broker listener (its registered address)
+with that listener's protocol; with TLS (`ssl_context`) the peer's certificate is checked
+and this broker's own is presented.
+
 Bounds: at most `max_pending` requests per destination, queued plus in flight; beyond that
 `send()` fails the request. A response frame is at most `max_frame_bytes`.
 """
@@ -37,6 +41,7 @@ import asyncio
 import io
 import logging
 import random
+import ssl
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -240,7 +245,10 @@ class _PeerLink:
         protocol = _LinkProtocol(self, self.pool.config.max_frame_bytes)
         try:
             await asyncio.wait_for(
-                loop.create_connection(lambda: protocol, address[0], address[1]),
+                loop.create_connection(
+                    lambda: protocol, address[0], address[1], ssl=self.pool.ssl_context,
+                    server_hostname=address[0] if self.pool.ssl_context is not None else None,
+                ),
                 self.pool.config.connect_timeout_ms / 1000,
             )
         except asyncio.CancelledError:
@@ -409,8 +417,11 @@ class PeerPool:
         on_response: ResponseCallback,
         on_failure: FailureCallback,
         rng: random.Random | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """`ssl_context`: connect with TLS (the inter-broker listener's protocol uses it)."""
         self.config = config
+        self.ssl_context = ssl_context
         self.client_id = config.client_id.encode()
         self.resolve = resolve
         self._on_response = on_response

@@ -81,9 +81,12 @@ async def serve(
         return None
     bound_host, bound_port = starting.result()
     where = f"metadata in {metadata}" if metadata else "single broker"
+    # The first listener's address first (scripts look for "listening on HOST:PORT"), then
+    # every listener as bound, by name.
+    bound = " ".join(f"{lst}/{lst.security_protocol}" for lst in server.listener_set.listeners)
     print(
         f"ackly broker {server.config.broker_id} listening on {bound_host}:{bound_port} "
-        f"(data in {data_dir}; {where})",
+        f"(data in {data_dir}; {where}; listeners {bound})",
         flush=True,
     )
     stopped = asyncio.ensure_future(stop.wait())

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+)")
+_LISTENER = re.compile(r"([A-Za-z0-9_-]+)://(\[[^\]]*\]|[^:\s]*):(\d+)/")
 
 
 class BrokerProcess:
@@ -40,10 +41,16 @@ class BrokerProcess:
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
+        # Bound port of each listener (`listeners` config), from the start-up line.
+        self.listener_ports: dict[str, int] = {}
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def listener_bootstrap(self, name: str) -> str:
+        """The address of one listener (`listeners` config) on 127.0.0.1."""
+        return f"127.0.0.1:{self.listener_ports[name]}"
 
     @property
     def flush_record(self) -> str:
@@ -93,6 +100,8 @@ class BrokerProcess:
                 match = _LISTENING.search(line)
                 if match and not ready.is_set():
                     self.port = int(match.group(2))
+                    self.listener_ports = {m.group(1): int(m.group(3))
+                                           for m in _LISTENER.finditer(line[match.end():])}
                     listening.set()
                     ready.set()
             ready.set()  # exited: unblock the waiter

@@ -194,8 +194,8 @@ class InProcessCluster:
 async def _kill(server: BrokerServer) -> None:
     """What SIGKILL leaves of a broker: sockets gone, no hand-over, logs not closed."""
     # The test kit reaches into the shell on purpose: a kill is not something it offers.
-    if server._server is not None:
-        server._server.close()
+    for listening in server._servers:
+        listening.close()
     for conn in list(server.connections):
         conn.abort()
     server._stopping = True

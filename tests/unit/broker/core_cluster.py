@@ -112,6 +112,8 @@ class CoreCluster:
         self.rng = random.Random(seed)
         self.hosts = {b: Host(b, str(root / f"b{b}")) for b in broker_ids}
         self.hold_flushes = False
+        # Advertised listeners by broker (none: one PLAINTEXT listener at its address).
+        self.endpoints: dict[int, tuple[Any, ...]] = {}
         self.partitioned: set[int] = set()  # brokers cut from their peers (not from the store)
         self._correlation = itertools.count(1)
         # (requester, responder, request id, reply)
@@ -131,7 +133,7 @@ class CoreCluster:
         host.node = BrokerNode(
             config=config, disk=RealDisk(), data_dir=host.data_dir, host="127.0.0.1",
             port=19000 + broker_id, now_ms=self.now_ms, rng=random.Random(self.rng.getrandbits(64)),
-            external_metadata=True,
+            external_metadata=True, endpoints=self.endpoints.get(broker_id, ()),
         )
         host.outgoing = {}
         return host.node
@@ -270,13 +272,14 @@ class CoreCluster:
 
     # --- clients ---------------------------------------------------------------------------
 
-    def call(self, broker_id: int, api_key: int, version: int, **fields: Any) -> Reply:
+    def call(self, broker_id: int, api_key: int, version: int, listener_name: str = "",
+             **fields: Any) -> Reply:
         request = request_type(api_key, version)(**fields)
         correlation_id = next(self._correlation)
         reply = Reply(api_key, version)
         header = RequestHeader(api_key, version, correlation_id, "client")
         self.node(broker_id).handle_frame(
-            RequestContext(header=header, now_ms=self.now_ms, sink=reply.set),
+            RequestContext(header=header, now_ms=self.now_ms, sink=reply.set, listener_name=listener_name),
             encode_frame(request, correlation_id, b"client"),
         )
         return reply

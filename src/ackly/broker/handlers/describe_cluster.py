@@ -7,7 +7,8 @@ endpoint type (KIP-919): BROKER (1) is answered; CONTROLLER (2) is what clients 
 as this one does; any other value is UNSUPPORTED_ENDPOINT_TYPE. There are no fenced brokers
 (v2). With no authorizer every operation is allowed, so when asked, the cluster's authorized
 operations are all the operations a cluster resource supports, as Kafka reports without an
-authorizer.
+authorizer. Each broker is listed with its endpoint on the listener the request came in on;
+one without that listener is left out (as Kafka's MetadataCache does).
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
         response.update(
             error_code=ErrorCode.none, error_message=None,
             controller_id=node.controller_id_for_clients,
-            brokers=[{"broker_id": b.broker_id, "host": b.host, "port": b.port, "rack": b.rack,
-                      "is_fenced": False} for _, b in sorted(metadata.brokers.items())],
+            brokers=[{"broker_id": b.broker_id, "host": e.host, "port": e.port, "rack": b.rack,
+                      "is_fenced": False} for _, b in sorted(metadata.brokers.items())
+                     if (e := b.endpoint(ctx.listener_name)) is not None],
         )
         if request.include_cluster_authorized_operations:
             response["cluster_authorized_operations"] = CLUSTER_OPERATIONS

@@ -8,6 +8,10 @@ v4+ asks for several keys at once (KIP-699). Key type 1 (TRANSACTION) answers th
 the transactional id's `__transaction_state` partition, `Utils.abs(id.hashCode) % partitions`
 as for groups, creating that topic on the first lookup the same way; other key types are
 INVALID_REQUEST.
+
+The coordinator's address is its endpoint on the listener the request came in on; a
+coordinator without that listener is COORDINATOR_NOT_AVAILABLE (Kafka's KafkaApis does the
+same when the alive broker has no node on the listener).
 """
 
 from __future__ import annotations
@@ -44,11 +48,15 @@ def _coordinator(node: BrokerNode, ctx: RequestContext, key: str, key_type: int)
             raise KafkaError(ErrorCode.invalid_request, f"unknown coordinator key type {key_type}")
         if broker is None:
             raise KafkaError(ErrorCode.coordinator_not_available, "the key's partition has no leader now")
+        endpoint = broker.endpoint(ctx.listener_name)
+        if endpoint is None:
+            raise KafkaError(ErrorCode.coordinator_not_available,
+                             f"the coordinator has no listener {ctx.listener_name}")
     except KafkaError as exc:
         return {"key": key, "error_code": exc.code, "error_message": exc.message or None,
                 "node_id": -1, "host": "", "port": -1}
     return {"key": key, "error_code": ErrorCode.none, "error_message": None,
-            "node_id": broker.broker_id, "host": broker.host, "port": broker.port}
+            "node_id": broker.broker_id, "host": endpoint.host, "port": endpoint.port}
 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:

@@ -12,6 +12,10 @@ with `num.partitions` and `default.replication.factor` (capped by the live broke
 broker allows it and the request does too (v4+: allow_auto_topic_creation; earlier versions
 always allow). A single broker answers with the new topic; a cluster answers
 LEADER_NOT_AVAILABLE until the controller has placed it, and the client asks again.
+
+Addresses are those of the listener the request came in on (Kafka's MetadataCache rule,
+KIP-103): a broker without that listener is left out, and a partition whose leader lacks it
+answers LISTENER_NOT_FOUND (v6+; LEADER_NOT_AVAILABLE before) with leader -1.
 """
 
 from __future__ import annotations
@@ -39,9 +43,10 @@ MIN_VERSION = 0
 MAX_VERSION = 12
 
 
-def topic_entry(node: BrokerNode, state: TopicState) -> dict[str, Any]:
+def topic_entry(node: BrokerNode, state: TopicState, ctx: RequestContext | None = None) -> dict[str, Any]:
     metadata = node.metadata
     live = metadata.brokers
+    listener_name = ctx.listener_name if ctx is not None else ""
     partitions = []
     for index in state.info.partition_ids():
         ps = metadata.partition(TopicPartition(state.name, index))
@@ -52,10 +57,17 @@ def topic_entry(node: BrokerNode, state: TopicState) -> dict[str, Any]:
                 "isr_nodes": [], "offline_replicas": [],
             })
             continue
+        error, leader = ErrorCode.none if ps.leader != NO_LEADER else ErrorCode.leader_not_available, ps.leader
+        leader_info = live.get(ps.leader)
+        if leader_info is not None and leader_info.endpoint(listener_name) is None:
+            # Kafka's KRaftMetadataCache.getPartitionMetadata: the leader has no endpoint here.
+            assert ctx is not None
+            error = ErrorCode.listener_not_found if ctx.api_version >= 6 else ErrorCode.leader_not_available
+            leader = NO_LEADER
         partitions.append({
-            "error_code": ErrorCode.none if ps.leader != NO_LEADER else ErrorCode.leader_not_available,
+            "error_code": error,
             "partition_index": index,
-            "leader_id": ps.leader,
+            "leader_id": leader,
             "leader_epoch": ps.leader_epoch,
             "replica_nodes": list(ps.replicas),
             "isr_nodes": list(ps.isr),
@@ -74,7 +86,8 @@ def _missing(name: str | None, code: ErrorCode, topic_id: Any = None) -> dict[st
     return {"error_code": code, "name": name, "topic_id": topic_id, "partitions": []}
 
 
-def _auto_create(node: BrokerNode, name: str, now_ms: int) -> dict[str, Any]:
+def _auto_create(node: BrokerNode, name: str, ctx: RequestContext) -> dict[str, Any]:
+    now_ms = ctx.now_ms
     live = len([b for b in node.metadata.brokers.values() if not b.shutting_down])
     replication_factor = min(int(node.config.get("default.replication.factor")), max(live, 1))
 
@@ -88,7 +101,7 @@ def _auto_create(node: BrokerNode, name: str, now_ms: int) -> dict[str, Any]:
     state = node.topics.get(name)
     if state is None:
         return _missing(name, ErrorCode.leader_not_available)
-    return topic_entry(node, state)
+    return topic_entry(node, state, ctx)
 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
@@ -96,7 +109,7 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     topics: list[dict[str, Any]] = []
     if requested is None or (ctx.api_version == 0 and not requested):
         # null (v1+) or empty (v0) means every topic
-        topics = [topic_entry(node, s) for s in node.topics.values()]
+        topics = [topic_entry(node, s, ctx) for s in node.topics.values()]
     else:
         allow_auto = getattr(request, "allow_auto_topic_creation", True)
         for t in requested:
@@ -106,30 +119,31 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                 if state is None:
                     topics.append(_missing(None, ErrorCode.unknown_topic_id, t.topic_id))
                 else:
-                    topics.append(topic_entry(node, state))
+                    topics.append(topic_entry(node, state, ctx))
                 continue
             state = node.topics.get(name)
             if state is not None:
-                topics.append(topic_entry(node, state))
+                topics.append(topic_entry(node, state, ctx))
             elif topic_name_problem(name) is not None:
                 topics.append(_missing(name, ErrorCode.invalid_topic_exception))
             elif name == OFFSETS_TOPIC:
                 # Kafka creates it as the coordinator's internal topic, whatever the settings.
                 try:
                     ensure_offsets_topic(node, ctx.now_ms)
-                    topics.append(topic_entry(node, node.topics[name]))
+                    topics.append(topic_entry(node, node.topics[name], ctx))
                 except KafkaError:
                     topics.append(_missing(name, ErrorCode.leader_not_available))
             elif allow_auto and node.config.get("auto.create.topics.enable"):
-                topics.append(_auto_create(node, name, ctx.now_ms))
+                topics.append(_auto_create(node, name, ctx))
             else:
                 topics.append(_missing(name, ErrorCode.unknown_topic_or_partition))
     metadata = node.metadata
     ctx.respond(build(API_KEY, ctx.api_version, {
         "throttle_time": 0,
         "brokers": [
-            {"node_id": b.broker_id, "host": b.host, "port": b.port, "rack": b.rack}
+            {"node_id": b.broker_id, "host": e.host, "port": e.port, "rack": b.rack}
             for _, b in sorted(metadata.brokers.items())
+            if (e := b.endpoint(ctx.listener_name)) is not None
         ],
         "cluster_id": node.cluster_id or None,
         "controller_id": node.controller_id_for_clients,
