@@ -57,6 +57,18 @@ SWEEP_PERIOD_MAX_S = 1.0
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
+def _warn_plain_in_clear(config: BrokerConfig, listeners: ListenerSet) -> None:
+    """SASL/PLAIN sends the password as it is: on a listener without TLS anyone on the path
+    reads it (Kafka documents PLAIN as safe only with TLS)."""
+    if "PLAIN" not in config.sasl_enabled_mechanisms:
+        return
+    for lst in listeners.listeners:
+        if lst.uses_sasl and not lst.uses_tls:
+            log.warning("listener %s is %s with PLAIN enabled (sasl.enabled.mechanisms): clients send "
+                        "their passwords in clear text on it; use SASL_SSL, or only SCRAM mechanisms",
+                        lst.name, lst.security_protocol)
+
+
 def _new_nonce() -> str:
     return secrets.token_urlsafe(24)
 
@@ -113,6 +125,7 @@ class BrokerServer:
             self.config.values, host=host, port=port, advertised_host=advertised_host,
             advertised_port=advertised_port,
         )
+        _warn_plain_in_clear(self.config, self.listener_set)
         self.tls_contexts = server_contexts(self.config, self.listener_set)
         self.peer_ssl = inter_broker_context(self.config, self.listener_set)
         self.mapping_rules = {lst.name: mapping_rules(self.config, lst.name)
