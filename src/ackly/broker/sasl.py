@@ -247,6 +247,8 @@ class SaslSession:
             # Kafka: "Cannot change principals during re-authentication".
             self._fail(f"re-authentication as {principal} on a connection of {self.principal}")
             return self._failed_step()
+        if self.reauthenticating:
+            log.info("SASL %s: %s re-authenticated", self.mechanism, principal)
         self.principal = principal
         self.state = SaslState.AUTHENTICATED
         self.reauthenticating = False
