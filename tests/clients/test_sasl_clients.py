@@ -307,3 +307,54 @@ def test_plain_without_tls_is_warned_about(sasl_broker: SaslBroker) -> None:
     output = "".join(sasl_broker.process.output)
     assert "PLAIN" in output and "SASL_PLAINTEXT" in output and "clear" in output
 
+
+
+def test_users_created_and_removed_online_by_an_admin_client(sasl_broker: SaslBroker) -> None:
+    """KIP-554 through confluent-kafka's admin API: a new user can authenticate at once, its
+    description shows mechanisms and iterations only, and once deleted it is refused."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialDeletion,
+        UserScramCredentialUpsertion,
+    )
+
+    admin = AdminClient(confluent_conf(sasl_broker, "SASL_SSL", "SCRAM-SHA-512"))
+    user = f"carol-{uuid.uuid4().hex[:6]}"
+    futures = admin.alter_user_scram_credentials([
+        UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"carol-pw"),
+        UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"carol-pw"),
+    ])
+    for future in futures.values():
+        future.result(30)
+    described = admin.describe_user_scram_credentials([user])[user].result(30)
+    assert sorted((i.mechanism, i.iterations) for i in described.scram_credential_infos) == [
+        (ScramMechanism.SCRAM_SHA_256, 4096), (ScramMechanism.SCRAM_SHA_512, 8192)]
+    with pytest.raises(KafkaException, match=r"RESOURCE_NOT_FOUND|does not exist"):
+        admin.describe_user_scram_credentials(["nobody-here"])["nobody-here"].result(30)
+
+    topic = new_topic(sasl_broker)
+    as_carol = {**confluent_conf(sasl_broker, "SASL_PLAINTEXT", "SCRAM-SHA-256"), "sasl.username": user,
+                "sasl.password": "carol-pw"}
+    from confluent_kafka import Producer
+
+    producer = Producer({**as_carol, "message.timeout.ms": 10_000})
+    producer.produce(topic, b"from carol", partition=0)
+    assert producer.flush(15) == 0
+    assert end_offset(sasl_broker, topic) == 1
+
+    for future in admin.alter_user_scram_credentials([
+        UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_256),
+        UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512),
+    ]).values():
+        future.result(30)
+    errors: list[Any] = []
+    refused = Producer({**as_carol, "message.timeout.ms": 4000, "error_cb": errors.append})
+    failed: list[Any] = []
+    refused.produce(topic, b"again", partition=0, on_delivery=lambda err, _msg: failed.append(err))
+    refused.flush(10)
+    assert failed and failed[0] is not None
+    assert any("Authentication failed" in str(e) for e in errors), errors
+    assert end_offset(sasl_broker, topic) == 1
