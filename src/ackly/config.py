@@ -270,8 +270,9 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
     # ackly's own: Kafka has no such deadline before authentication exists; a connection
     # that dribbles a partial first frame forever (slowloris) would otherwise stay open.
     ConfigDef("connections.first.request.timeout.ms", Kind.LONG, 10_000,
-              "close a new connection that has not sent a complete first request within "
-              "this (-1: never)", minimum=-1, check=_not_zero),
+              "close a new connection that has not sent a complete first request (on a SASL "
+              "listener: that has not authenticated) within this (-1: never)", minimum=-1,
+              check=_not_zero),
     # Listeners (KIP-103; listeners.py): Kafka's keys. Unset `listeners` means the one
     # PLAINTEXT listener of --host/--port.
     ConfigDef("listeners", Kind.STRING, "",
@@ -327,6 +328,18 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
     ConfigDef("metadata.etcd.ssl.keyfile", Kind.STRING, "", "PEM private key of that certificate"),
     ConfigDef("metadata.etcd.user", Kind.STRING, "", "etcd user to authenticate as (empty: no auth)"),
     ConfigDef("metadata.etcd.password", Kind.STRING, "", "that user's password", sensitive=True),
+    # SASL (broker/sasl.py), on listeners whose protocol is SASL_PLAINTEXT or SASL_SSL.
+    # Kafka's default is GSSAPI, which needs a Kerberos realm ackly does not have; the SCRAM
+    # mechanisms never send the password, so they are on by default. PLAIN sends it as it is
+    # (safe only over TLS) and is turned on by naming it here.
+    ConfigDef("sasl.enabled.mechanisms", Kind.LIST, ("SCRAM-SHA-512", "SCRAM-SHA-256"),
+              "SASL mechanisms clients may authenticate with",
+              choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
+    ConfigDef("sasl.server.max.receive.size", Kind.INT, 524_288,
+              "largest frame a connection may send before it has authenticated", minimum=1),
+    ConfigDef("connections.max.reauth.ms", Kind.LONG, 0,
+              "a SASL session lasts this long; a connection that has not re-authenticated "
+              "by then is closed at its next request (0: sessions do not end; KIP-368)", minimum=0),
     ConfigDef("log.retention.check.interval.ms", Kind.LONG, 300_000,
               "how often retention runs", minimum=1),
     ConfigDef("log.flush.offset.checkpoint.interval.ms", Kind.LONG, 60_000,
@@ -634,6 +647,18 @@ class BrokerConfig:
     def connections_first_request_timeout_ms(self) -> int | None:
         value = int(self.values["connections.first.request.timeout.ms"])
         return None if value < 0 else value
+
+    @property
+    def sasl_enabled_mechanisms(self) -> tuple[str, ...]:
+        return tuple(self.values["sasl.enabled.mechanisms"])
+
+    @property
+    def sasl_server_max_receive_size(self) -> int:
+        return int(self.values["sasl.server.max.receive.size"])
+
+    @property
+    def connections_max_reauth_ms(self) -> int:
+        return int(self.values["connections.max.reauth.ms"])
 
     def topic_defaults(self) -> TopicConfig:
         return TopicConfig.resolve(self, {})

@@ -1,8 +1,9 @@
 """Topic changes made through the cluster metadata, each answered once it has taken effect.
 
-Owns: CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs and ACL changes as this broker asks them of
-the metadata store through its ClusterMember (the controller places replicas and creates the
-partition states), and the wait for their outcome. An operation is answered:
+Owns: CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs, ACL changes and
+AlterUserScramCredentials as this broker asks them of the metadata store through its ClusterMember
+(the controller places replicas and creates the partition states), and the wait for their outcome.
+An operation is answered:
 - at once, with the planner's error, if it cannot be placed (INVALID_REPLICATION_FACTOR, ...);
 - with TOPIC_ALREADY_EXISTS if its create-if-absent lost (COMPARE_FAILED), or REQUEST_TIMED_OUT
   if the store's answer is unknown (UNAVAILABLE) or never came: the change may still happen,
@@ -38,7 +39,7 @@ DEFAULT_TIMEOUT_MS = 30_000  # for requests that carry no timeout of their own (
 
 @dataclass
 class _Op:
-    kind: str  # create, delete, partitions, configs, catch-up, acl
+    kind: str  # create, delete, partitions, configs, catch-up, acl, scram
     topic: str
     deadline_ms: int
     done: Done
@@ -114,6 +115,12 @@ class AdminOps:
         op = _Op("acl", "", now_ms + timeout_ms, done)
         self._start(op, send)
 
+    def write_scram(self, user: str, send: Callable[[], int], now_ms: int, timeout_ms: int, done: Done) -> None:
+        """One SCRAM credential write (member.put_scram_credential or delete_scram_credential),
+        answered once this broker's view holds it: the next SaslAuthenticate here sees it."""
+        op = _Op("scram", user, now_ms + timeout_ms, done)
+        self._start(op, send)
+
     def catch_up(self, now_ms: int, timeout_ms: int, done: Done) -> None:
         """`done` once this broker's view holds every write the store had made when asked (a
         read barrier, ClusterMember.read_revision), or at the deadline, or when the store
@@ -133,7 +140,7 @@ class AdminOps:
             if result.ok:
                 op.revision = max(result.revision, 1)
                 continue
-            if result.error is StoreError.COMPARE_FAILED:
+            if result.error is StoreError.COMPARE_FAILED and op.kind != "scram":
                 if op.kind == "create":
                     self._finish(op, ErrorCode.topic_already_exists, f"topic {op.topic!r} already exists")
                 elif op.topic not in self.node.member.metadata.topics:

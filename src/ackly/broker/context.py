@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ackly.protocol.fetch_codec import Chunk
 from ackly.protocol.headers import RequestHeader
 from ackly.protocol.messages import encode_response
+
+if TYPE_CHECKING:
+    from ackly.broker.sasl import SaslSession
 
 Pieces = Sequence["bytes | Chunk"]
 
@@ -32,6 +35,8 @@ class RequestContext:
     listener_name: str = ""
     security_protocol: str = "PLAINTEXT"
     principal: str = "User:ANONYMOUS"
+    # The connection's SASL session on a SASL listener (broker/sasl.py), else None.
+    sasl: SaslSession | None = None
     answered: bool = field(default=False, init=False)
 
     @property

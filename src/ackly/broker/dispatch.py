@@ -19,6 +19,7 @@ from ackly.broker.handlers import (
     add_offsets_to_txn,
     add_partitions_to_txn,
     alter_configs,
+    alter_user_scram_credentials,
     api_versions,
     create_acls,
     create_partitions,
@@ -33,6 +34,7 @@ from ackly.broker.handlers import (
     describe_groups,
     describe_producers,
     describe_transactions,
+    describe_user_scram_credentials,
     end_txn,
     fetch,
     find_coordinator,
@@ -50,6 +52,8 @@ from ackly.broker.handlers import (
     offset_fetch,
     offset_for_leader_epoch,
     produce,
+    sasl_authenticate,
+    sasl_handshake,
     sync_group,
     txn_offset_commit,
     write_txn_markers,
@@ -83,6 +87,7 @@ HANDLER_MODULES: tuple[ModuleType, ...] = (
     describe_groups, list_groups, delete_groups, offset_delete, offset_for_leader_epoch,
     write_txn_markers, txn_offset_commit, add_partitions_to_txn, add_offsets_to_txn, end_txn,
     describe_transactions, list_transactions, describe_acls, create_acls, delete_acls,
+    describe_user_scram_credentials, alter_user_scram_credentials, sasl_handshake, sasl_authenticate,
 )
 
 TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}
@@ -90,6 +95,10 @@ TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}
 
 def dispatch(node: BrokerNode, ctx: RequestContext, frame: bytes | memoryview) -> None:
     header = ctx.header
+    if ctx.sasl is not None:
+        # Before authentication only ApiVersions and the SASL exchange; past the session's
+        # end nothing but a re-authentication (broker/sasl.py). Refused: the connection closes.
+        ctx.sasl.admit(header.api_key, ctx.now_ms)
     spec = TABLE.get(header.api_key)
     if spec is None or not spec.min_version <= header.api_version <= spec.max_version:
         if header.api_key == API_VERSIONS_KEY:

@@ -87,6 +87,9 @@ cli.add_command(transactions)
 from ackly.cli.acl import acl  # noqa: E402  (after the group it joins)
 
 cli.add_command(acl)
+from ackly.cli.users import users  # noqa: E402  (after the group it joins)
+
+cli.add_command(users)
 
 
 @cli.command()

@@ -47,6 +47,7 @@ from ackly.cluster.controller import (
     topic_write,
 )
 from ackly.cluster.metadata import BrokerInfo, ClusterMetadata, ControllerInfo, KeySpace, encode_cluster_id
+from ackly.cluster.scram import ScramCredential
 from ackly.cluster.store import (
     CancelWatch,
     Command,
@@ -349,6 +350,14 @@ class ClusterMember:
 
     def delete_acl(self, binding: AclBinding, now_ms: int) -> int:
         return self._send_user(Delete(self._new_request_id(), self.keys.acl(binding)), now_ms)
+    def put_scram_credential(self, credential: ScramCredential, now_ms: int) -> int:
+        """Write one user's credential for one mechanism (last writer wins, as Kafka's
+        UserScramCredentialRecord); the result (take_results) says whether it was written."""
+        key = self.keys.scram(credential.mechanism, credential.user)
+        return self._send_user(Put(self._new_request_id(), key, credential.encode()), now_ms)
+
+    def delete_scram_credential(self, user: str, mechanism: str, now_ms: int) -> int:
+        return self._send_user(Delete(self._new_request_id(), self.keys.scram(mechanism, user)), now_ms)
 
     def alter_partition(self, request: AlterPartitionRequest, now_ms: int) -> AlterPartitionDecision:
         """Validate an ISR change against this view and, if it changes something, write it

@@ -22,6 +22,7 @@ unless it has none.
 from __future__ import annotations
 
 import json
+import urllib.parse
 import uuid
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -31,6 +32,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ackly.cluster.acls import AclBinding
+from ackly.cluster.scram import ScramCredential
 from ackly.cluster.store import KeyValue, WatchEvent
 from ackly.errors import AcklyError
 from ackly.listeners import PLAINTEXT, SECURITY_PROTOCOLS, Listener
@@ -69,6 +71,7 @@ class KeyKind(Enum):
     TOPIC = "topic"
     PARTITION = "partition"
     ACL = "acl"
+    SCRAM = "scram"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class ParsedKey:
     topic: str = ""
     partition: int = -1
     acl: str = ""  # ACL: the binding's digest (AclBinding.key_name)
+    user: str = ""  # SCRAM: the user name; topic holds the mechanism
 
     @property
     def tp(self) -> TopicPartition:
@@ -135,6 +139,14 @@ class KeySpace:
 
     def acl(self, binding: AclBinding) -> str:
         return f"{self.root}/acls/{binding.key_name}"
+    def scram_prefix(self) -> str:
+        return f"{self.root}/scram/"
+
+    def scram(self, mechanism: str, user: str) -> str:
+        """One user's credential for one mechanism. The user name is percent-quoted: Kafka
+        allows any character in it, "/" included."""
+        assert mechanism and "/" not in mechanism and user, (mechanism, user)
+        return f"{self.root}/scram/{mechanism}/{urllib.parse.quote(user, safe='')}"
 
     def parse(self, key: str) -> ParsedKey | None:
         """What a key names, or None for keys this version does not know (ignored, so that
@@ -156,6 +168,8 @@ class KeySpace:
             return None if index is None else ParsedKey(KeyKind.PARTITION, topic=parts[1], partition=index)
         if len(parts) == 2 and parts[0] == "acls" and parts[1]:
             return ParsedKey(KeyKind.ACL, acl=parts[1])
+        if len(parts) == 3 and parts[0] == "scram" and parts[1] and parts[2]:
+            return ParsedKey(KeyKind.SCRAM, topic=parts[1], user=urllib.parse.unquote(parts[2]))
         return None
 
 
@@ -430,6 +444,13 @@ def encode_cluster_id(cluster_id: str) -> bytes:
     return _dump({"cluster_id": cluster_id})
 
 
+def _decode_credential(key: str, data: bytes) -> ScramCredential:
+    try:
+        return ScramCredential.decode(data)
+    except AcklyError as exc:
+        raise MetadataDecodeError(key, str(exc)) from None
+
+
 # --- the snapshot ------------------------------------------------------------------------------
 
 def _empty() -> Mapping[Any, Any]:
@@ -456,6 +477,8 @@ class ClusterMetadata:
     mod_revisions: Mapping[str, int] = field(default_factory=_empty)
     # ACL bindings by their key's last part (cluster/acls.py).
     acls: Mapping[str, AclBinding] = field(default_factory=_empty)
+    # SCRAM credentials by (user, mechanism) (cluster/scram.py).
+    scram_credentials: Mapping[tuple[str, str], ScramCredential] = field(default_factory=_empty)
     # What `apply` changed from the view it was applied to, so that `partition_changes`
     # between two views of one line of updates looks at those partitions only, not at all
     # of them on every change (an ISR change of one partition out of thousands). The parent
@@ -612,6 +635,7 @@ class _Builder:
         self.partitions = dict(base.partitions)
         self.mod_revisions = dict(base.mod_revisions)
         self.acls: dict[str, AclBinding] | None = None  # copied on the first ACL change
+        self.scram_credentials: dict[tuple[str, str], ScramCredential] | None = None  # copied on the first change
         self.touched_partitions: set[TopicPartition] = set()
         self.touched_topics: set[str] = set()
 
@@ -666,6 +690,16 @@ class _Builder:
                     self.acls[parsed.acl] = AclBinding.decode(value)
                 except (ValueError, KeyError, TypeError) as exc:
                     raise MetadataDecodeError(key, str(exc)) from None
+        elif kind is KeyKind.SCRAM:
+            if self.scram_credentials is None:
+                self.scram_credentials = dict(self.base.scram_credentials)
+            if value is None:
+                self.scram_credentials.pop((parsed.user, parsed.topic), None)
+            else:
+                credential = _decode_credential(key, value)
+                if (credential.user, credential.mechanism) != (parsed.user, parsed.topic):
+                    raise MetadataDecodeError(key, f"names {credential.user!r} / {credential.mechanism}")
+                self.scram_credentials[(parsed.user, parsed.topic)] = credential
 
     def build(self, revision: int) -> ClusterMetadata:
         return ClusterMetadata(
@@ -673,6 +707,8 @@ class _Builder:
             brokers=MappingProxyType(self.brokers), topics=MappingProxyType(self.topics),
             partitions=MappingProxyType(self.partitions), mod_revisions=MappingProxyType(self.mod_revisions),
             acls=self.base.acls if self.acls is None else MappingProxyType(self.acls),
+            scram_credentials=(self.base.scram_credentials if self.scram_credentials is None
+                               else MappingProxyType(self.scram_credentials)),
             parent=weakref.ref(self.base), touched_partitions=frozenset(self.touched_partitions),
             touched_topics=frozenset(self.touched_topics),
         )

@@ -38,6 +38,8 @@ Key layout (root "/ackly" by default; see metadata.KeySpace, the only code that 
     /ackly/topics/<name>               topic id, config overrides, replica assignment
     /ackly/partitions/<name>/<index>   leader, leader epoch, ISR, replicas, partition epoch
     /ackly/acls/<digest>               one ACL binding (cluster/acls.py); the digest of the binding
+    /ackly/scram/<mechanism>/<user>    a SCRAM credential (salt, stored and server keys, iterations;
+                                       the user percent-quoted; cluster/scram.py)
 Values are JSON (see metadata.py). Topic names cannot contain "/", so keys parse unambiguously.
 """
 

@@ -58,6 +58,7 @@ class FrameDecoder:
         grow_min_bytes: int = GROW_MIN_BYTES,
     ) -> None:
         self._max_frame_bytes = max_frame_bytes
+        self._limit_key = "socket.request.max.bytes"  # the config key named when a frame is refused
         self._large_frame_bytes = large_frame_bytes
         self._grow_min_bytes = grow_min_bytes
         # Shared scratch: valid only between get_buffer() and the buffer_updated() after it.
@@ -69,6 +70,12 @@ class FrameDecoder:
         self._large_got = 0
         self._frames: collections.deque[bytes | memoryview] = collections.deque()
         self._error: FrameError | None = None
+
+    def set_max_frame_bytes(self, max_frame_bytes: int, limit_key: str) -> None:
+        """A new bound for the frames whose size prefix has not been read yet (a SASL listener
+        bounds frames by sasl.server.max.receive.size until the client has authenticated)."""
+        self._max_frame_bytes = max_frame_bytes
+        self._limit_key = limit_key
 
     # --- receiving ------------------------------------------------------------------------
 
@@ -121,8 +128,7 @@ class FrameDecoder:
                     return
                 if size > self._max_frame_bytes:
                     self._error = FrameError(
-                        f"frame of {size} bytes exceeds socket.request.max.bytes "
-                        f"{self._max_frame_bytes}"
+                        f"frame of {size} bytes exceeds {self._limit_key} {self._max_frame_bytes}"
                     )
                     return
                 body_start = start + 4

@@ -21,11 +21,13 @@ import functools
 import ipaddress
 import logging
 import random
+import secrets
 import socket
 import time
 from collections.abc import Mapping
 
 from ackly.broker.node import BrokerNode
+from ackly.broker.sasl import SaslSession
 from ackly.config import BrokerConfig
 from ackly.errors import ConfigError, StorageError
 from ackly.listeners import Listener, ListenerSet, resolve_listeners
@@ -53,6 +55,22 @@ SWEEP_PERIOD_MAX_S = 1.0
 # A TLS client that has not finished its handshake by then is dropped (it holds a socket and
 # handshake state before any connection limit or request deadline applies to it).
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
+
+
+def _warn_plain_in_clear(config: BrokerConfig, listeners: ListenerSet) -> None:
+    """SASL/PLAIN sends the password as it is: on a listener without TLS anyone on the path
+    reads it (Kafka documents PLAIN as safe only with TLS)."""
+    if "PLAIN" not in config.sasl_enabled_mechanisms:
+        return
+    for lst in listeners.listeners:
+        if lst.uses_sasl and not lst.uses_tls:
+            log.warning("listener %s is %s with PLAIN enabled (sasl.enabled.mechanisms): clients send "
+                        "their passwords in clear text on it; use SASL_SSL, or only SCRAM mechanisms",
+                        lst.name, lst.security_protocol)
+
+
+def _new_nonce() -> str:
+    return secrets.token_urlsafe(24)
 
 
 def wall_clock_ms() -> int:
@@ -117,6 +135,7 @@ class BrokerServer:
             self.config.values, host=host, port=port, advertised_host=advertised_host,
             advertised_port=advertised_port,
         )
+        _warn_plain_in_clear(self.config, self.listener_set)
         self.tls_contexts = server_contexts(self.config, self.listener_set)
         self.peer_ssl = inter_broker_context(self.config, self.listener_set)
         self.mapping_rules = {lst.name: mapping_rules(self.config, lst.name)
@@ -258,6 +277,13 @@ class BrokerServer:
     def _new_connection(self, listener: Listener) -> Connection:
         self._next_connection_id += 1
         return Connection(self, self._next_connection_id, listener)
+
+    def new_sasl_session(self) -> SaslSession:
+        """The SASL session of a new connection on a SASL listener (broker/sasl.py); its SCRAM
+        nonces come from the operating system's CSPRNG (RFC 5802 s.5.1 asks for unpredictable
+        ones)."""
+        return SaslSession(self.config.sasl_enabled_mechanisms, new_nonce=_new_nonce,
+                           max_reauth_ms=self.config.connections_max_reauth_ms)
 
     # --- connection limits ------------------------------------------------------------------
 

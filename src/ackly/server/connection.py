@@ -21,8 +21,16 @@ Resources (the server owns the limits; a connection reports what it holds):
   none is left (a quota's throttle would be one more bit).
 - `activity` changes on every read and write and `established` turns on with the first
   complete request: the server's sweep closes idle connections and those that never send a
-  first request from them. (Where a listener authenticates, `established` is the place to
-  wait for the end of authentication instead.)
+  first request from them. On a SASL listener `established` waits for the end of
+  authentication instead, so the same deadline bounds an exchange that never finishes.
+
+SASL (broker/sasl.py): on a SASL listener the connection holds a SaslSession, handed to each
+request's context; the node's dispatcher admits only what the session's state allows (a
+refusal closes the connection) and the SASL handlers advance it. Until it has authenticated,
+frames are bounded by `sasl.server.max.receive.size`; a failed exchange closes the
+connection once its answer is written. After SaslHandshake v0, the next frames are bare SASL
+tokens (Kafka before KIP-152): they go to the session here and the challenges come back the
+same way, size-prefixed, without a Kafka header.
 """
 
 from __future__ import annotations
@@ -31,11 +39,13 @@ import asyncio
 import collections
 import functools
 import logging
+import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.context import RequestContext
-from ackly.errors import KafkaError
+from ackly.broker.sasl import SaslSession, SaslState
+from ackly.errors import ErrorCode, KafkaError
 from ackly.listeners import Listener
 from ackly.protocol.frames import FrameDecoder, FrameError
 from ackly.protocol.headers import parse_prefix
@@ -65,12 +75,13 @@ class ShortRangeError(Exception):
 
 
 class _Slot:
-    __slots__ = ("charge_bytes", "done", "pieces")
+    __slots__ = ("charge_bytes", "close_after", "done", "pieces")
 
     def __init__(self, charge_bytes: int) -> None:
         self.pieces: Sequence[Any] | None = None
         self.done = False
         self.charge_bytes = charge_bytes  # the request's bytes, charged to the pool until written
+        self.close_after = False  # close the connection once this answer is written
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -104,6 +115,14 @@ class Connection(asyncio.BufferedProtocol):
         self._writer_busy = False
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
+        # On a SASL listener (SASL_PLAINTEXT, SASL_SSL) the client must authenticate first;
+        # its SASL principal, not a TLS certificate's, is the connection's principal (as Kafka).
+        self.sasl: SaslSession | None = (server.new_sasl_session() if listener is not None and listener.uses_sasl
+                                         else None)
+        sasl = self.sasl
+        if sasl is not None:
+            self.decoder.set_max_frame_bytes(server.node.config.sasl_server_max_receive_size,
+                                             "sasl.server.max.receive.size")
 
     # --- asyncio protocol callbacks -------------------------------------------------------
 
@@ -227,8 +246,11 @@ class Connection(asyncio.BufferedProtocol):
     # --- input ----------------------------------------------------------------------------
 
     def _handle(self, frame: bytes | memoryview) -> None:
+        sasl = self.sasl
+        if sasl is not None and sasl.raw_tokens:
+            self._raw_token(sasl, frame)
+            return
         header = parse_prefix(frame)
-        self.established = True
         slot = _Slot(len(frame))
         self.server.pool_adjust(slot.charge_bytes)
         self.slots.append(slot)
@@ -237,9 +259,46 @@ class Connection(asyncio.BufferedProtocol):
             connection_id=self.connection_id, client_host=self.client_host,
             listener_name=listener.name if (listener := self.listener) is not None else "",
             security_protocol=listener.security_protocol if listener is not None else "PLAINTEXT",
-            principal=self.principal,
+            principal=sasl.principal if sasl is not None else self.principal, sasl=sasl,
         )
         self.server.node.handle_frame(ctx, frame)
+        if sasl is None:
+            self.established = True
+        else:
+            self._after_sasl_step(sasl, slot)
+
+    def _after_sasl_step(self, sasl: SaslSession, slot: _Slot) -> None:
+        if sasl.state is SaslState.FAILED:
+            # The answer says why; then the connection ends (as Kafka). An answer already
+            # written (at the head, it leaves at once) closes it now; transport.close() still
+            # sends what was written.
+            if slot in self.slots:
+                slot.close_after = True
+            else:
+                self._close()
+        elif sasl.authenticated and not self.established:
+            self.established = True
+            self.decoder.set_max_frame_bytes(self.server.node.config.socket_request_max_bytes,
+                                             "socket.request.max.bytes")
+
+    def _raw_token(self, sasl: SaslSession, frame: bytes | memoryview) -> None:
+        """A bare SASL token after SaslHandshake v0: one step, its challenge written back with
+        only a size prefix. A failed step closes the connection (v0 has no way to say why)."""
+        slot = _Slot(len(frame))
+        self.server.pool_adjust(slot.charge_bytes)
+        self.slots.append(slot)
+        step = sasl.authenticate(bytes(frame), self.server.node.member.metadata.scram_credentials,
+                                 self.server.now_ms())
+        if sasl.state is not SaslState.AUTHENTICATE:
+            sasl.raw_tokens = False  # the exchange is over, either way
+        if step.error is not ErrorCode.none:
+            log.info("closing connection %d from %s: %s", self.connection_id, self.client_host,
+                     sasl.failure)
+            slot.close_after = True
+            self._answer(slot, None)
+            return
+        self._answer(slot, [struct.pack(">i", len(step.challenge)) + step.challenge])
+        self._after_sasl_step(sasl, slot)
 
     # --- output ---------------------------------------------------------------------------
 
@@ -269,6 +328,9 @@ class Connection(asyncio.BufferedProtocol):
                 return
             self.slots.popleft()
             self.server.pool_adjust(-slot.charge_bytes)
+            if slot.close_after:
+                self._close()
+                return
         if self._paused & PAUSE_IN_FLIGHT and len(self.slots) < self.max_in_flight:
             self._set_paused(PAUSE_IN_FLIGHT, False)
 
@@ -326,6 +388,8 @@ class Connection(asyncio.BufferedProtocol):
                 self.activity += 1
             slot = self.slots.popleft()
             self.server.pool_adjust(-slot.charge_bytes)
+            if slot.close_after:
+                self._close()
         except ShortRangeError as exc:
             self._short_range(exc.got, exc.size)
             return

@@ -38,6 +38,7 @@ function tlsOptions(ssl) {
   return options
 }
 
+// args.sasl: kafkajs's own {mechanism, username, password}; args.caFile: TLS, trusting that CA.
 function client(args) {
   return new Kafka({
     clientId: 'ackly-kafkajs-tests',
@@ -46,7 +47,9 @@ function client(args) {
     logLevel: logLevel.ERROR,
     connectionTimeout: 5000,
     requestTimeout: 15000,
-    retry: { retries: 3, initialRetryTime: 100 },
+    retry: { retries: args.retries ?? 3, initialRetryTime: 100 },
+    ...(args.sasl ? { sasl: args.sasl } : {}),
+    ...(args.caFile ? { ssl: { ca: [require('fs').readFileSync(args.caFile, 'utf8')] } } : {}),
   })
 }
 

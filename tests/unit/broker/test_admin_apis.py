@@ -75,8 +75,9 @@ def entity(api_key: int, version: int, class_name: str, /, **fields: Any) -> Any
 _correlation = iter(range(1, 1_000_000))
 
 
-def call(node: BrokerNode, api_key: int, version: int, **fields: Any) -> Any:
-    """Encode a request into a frame, run it through the node, decode the answer."""
+def call(node: BrokerNode, api_key: int, version: int, *, sasl_session: Any = None, **fields: Any) -> Any:
+    """Encode a request into a frame, run it through the node, decode the answer (on a
+    connection with this SASL session, if one is given)."""
     request = request_type(api_key, version)(**fields)
     correlation_id = next(_correlation)
     client_id = b"unit-test"
@@ -89,7 +90,7 @@ def call(node: BrokerNode, api_key: int, version: int, **fields: Any) -> Any:
     answers: list[Any] = []
     ctx = RequestContext(
         header=RequestHeader(api_key, version, correlation_id, "unit-test"), now_ms=NOW_MS,
-        sink=answers.append,
+        sink=answers.append, sasl=sasl_session,
     )
     node.handle_frame(ctx, frame.getvalue())
     assert len(answers) == 1 and answers[0] is not None, "exactly one answer"
