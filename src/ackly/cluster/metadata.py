@@ -139,6 +139,8 @@ class KeySpace:
 
     def acl(self, binding: AclBinding) -> str:
         return f"{self.root}/acls/{binding.key_name}"
+
+    @property
     def scram_prefix(self) -> str:
         return f"{self.root}/scram/"
 
