@@ -24,7 +24,7 @@ from ackly.cluster.acls import (
     AclIndex,
     AclOperation,
     ResourceType,
-    decide,
+    decide_among,
     decide_any_of_type,
 )
 from ackly.config import BrokerConfig, parse_super_users
@@ -54,8 +54,8 @@ class Authorizer:
         if not self.enabled or ctx.principal in self.super_users:
             return True
         index = self._index()
-        return decide(index.applying(resource_type, name), ctx.principal, ctx.client_host, operation,
-                      resource_type, name, allow_if_no_acl=self.allow_if_no_acl)
+        return decide_among(index.applying(resource_type, name), ctx.principal, ctx.client_host,
+                            operation, allow_if_no_acl=self.allow_if_no_acl)
 
     def allowed_any(self, ctx: RequestContext, operation: AclOperation,
                     resource_type: ResourceType) -> bool:
