@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from ackly.broker.context import RequestContext
 
 
+INTER_BROKER_PRINCIPAL = "User:ANONYMOUS"  # until SASL or mTLS gives brokers their own
+
+
 class Authorizer:
     def __init__(self, config: BrokerConfig, acls: Callable[[], Mapping[str, AclBinding]]) -> None:
         self.enabled = bool(config.get("authorizer.class.name"))
@@ -42,6 +45,16 @@ class Authorizer:
         # The index of the last ACL mapping seen: a view shares its mapping with the view it
         # came from unless an ACL key changed, so the index is rebuilt only on ACL changes.
         self._indexed: tuple[Mapping[str, AclBinding], AclIndex] | None = None
+
+    def inter_broker_warning(self) -> str | None:
+        """What to tell the operator of a cluster whose brokers may be refused each other's
+        requests (a DENY or a missing ALLOW of CLUSTER_ACTION stops replication)."""
+        if not self.enabled or INTER_BROKER_PRINCIPAL in self.super_users:
+            return None
+        return (f"brokers reach each other as {INTER_BROKER_PRINCIPAL} (no SASL or mTLS "
+                "inter-broker listener yet): replication needs it in super.users or allowed "
+                "CLUSTER_ACTION on the cluster (an ACL, or allow.everyone.if.no.acl.found with no "
+                "ACL on the cluster), which every client on this network then shares")
 
     def _index(self) -> AclIndex:
         acls = self._acls()
