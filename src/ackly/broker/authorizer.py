@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ackly.cluster.acls import (
     CLUSTER_NAME,
+    SUPPORTED_OPERATIONS,
     AclBinding,
     AclIndex,
     AclOperation,
@@ -77,6 +78,13 @@ class Authorizer:
             return True
         return decide_any_of_type(self._index().of_type(resource_type), ctx.principal, ctx.client_host,
                                   operation, resource_type, allow_if_no_acl=self.allow_if_no_acl)
+
+    def authorized_operations(self, ctx: RequestContext, resource_type: ResourceType,
+                              name: str = CLUSTER_NAME) -> int:
+        """The bit field of the operations the principal may do on the resource, among those
+        the resource type supports (Kafka's KafkaApis.authorizedOperations; ALL is not one)."""
+        ops = SUPPORTED_OPERATIONS[resource_type] - {AclOperation.ALL}
+        return sum(1 << int(op) for op in ops if self.allowed(ctx, op, resource_type, name))
 
     def cluster(self, ctx: RequestContext, operation: AclOperation) -> bool:
         return self.allowed(ctx, operation, ResourceType.CLUSTER, CLUSTER_NAME)

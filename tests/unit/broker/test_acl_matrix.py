@@ -268,3 +268,24 @@ def test_metadata_auto_creation_needs_create(node: Any) -> None:
     grant(node, TOPIC, "auto", ALICE, Op.CREATE)
     assert error_codes(ask(node, 3, 9, ALICE, data))[0] == 0
     assert "auto" in node.topics
+
+
+def test_authorized_operations_are_the_principals(node: Any) -> None:
+    """Metadata, DescribeGroups and DescribeCluster report what this principal may do when
+    asked (Kafka's authorizedOperations), not every operation."""
+    grant(node, TOPIC, T, ALICE, Op.READ)
+    grant(node, CLUSTER, CLUSTER_NAME, ALICE, Op.DESCRIBE)
+    grant(node, GROUP, G, ALICE, Op.DELETE)
+
+    def bits(value: int) -> set[Op]:
+        return {Op(b) for b in range(32) if value & (1 << b)}
+
+    metadata = ask(node, 3, 10, ALICE, {"topics": [{"name": T}], "allow_auto_topic_creation": False,
+                                        "include_topic_authorized_operations": True})
+    assert bits(metadata.topics[0].topic_authorized_operations) == {Op.READ, Op.DESCRIBE}
+    plain = ask(node, 3, 10, ALICE, {"topics": [{"name": T}], "allow_auto_topic_creation": False})
+    assert plain.topics[0].topic_authorized_operations == -(2**31)
+    cluster = ask(node, 60, 0, ALICE, {"include_cluster_authorized_operations": True})
+    assert bits(cluster.cluster_authorized_operations) == {Op.DESCRIBE}
+    groups = ask(node, 15, 5, ALICE, {"groups": [G], "include_authorized_operations": True})
+    assert bits(groups.groups[0].authorized_operations) == {Op.DELETE, Op.DESCRIBE}
