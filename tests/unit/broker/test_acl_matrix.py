@@ -289,3 +289,15 @@ def test_authorized_operations_are_the_principals(node: Any) -> None:
     assert bits(cluster.cluster_authorized_operations) == {Op.DESCRIBE}
     groups = ask(node, 15, 5, ALICE, {"groups": [G], "include_authorized_operations": True})
     assert bits(groups.groups[0].authorized_operations) == {Op.DELETE, Op.DESCRIBE}
+
+
+def test_offset_delete_refuses_only_the_topics_it_may_not_read(node: Any) -> None:
+    node.create_topic("other", 1, {}, NOW_MS)
+    grant(node, GROUP, G, ALICE, Op.DELETE)
+    grant(node, TOPIC, T, ALICE, Op.READ)
+    response = ask(node, 47, 0, ALICE, {"group_id": G, "topics": [
+        {"name": T, "partitions": [{"partition_index": 0}]},
+        {"name": "other", "partitions": [{"partition_index": 0}]}]})
+    codes = {t.name: [int(p.error_code) for p in t.partitions] for t in response.topics}
+    assert codes.get("other") == [TOPIC_DENIED]
+    assert codes.get(T, [0]) != [TOPIC_DENIED]
