@@ -85,15 +85,3 @@ class Authorizer:
         the resource type supports (Kafka's KafkaApis.authorizedOperations; ALL is not one)."""
         ops = SUPPORTED_OPERATIONS[resource_type] - {AclOperation.ALL}
         return sum(1 << int(op) for op in ops if self.allowed(ctx, op, resource_type, name))
-
-    def cluster(self, ctx: RequestContext, operation: AclOperation) -> bool:
-        return self.allowed(ctx, operation, ResourceType.CLUSTER, CLUSTER_NAME)
-
-    def topic(self, ctx: RequestContext, operation: AclOperation, name: str) -> bool:
-        return self.allowed(ctx, operation, ResourceType.TOPIC, name)
-
-    def group(self, ctx: RequestContext, operation: AclOperation, name: str) -> bool:
-        return self.allowed(ctx, operation, ResourceType.GROUP, name)
-
-    def transactional_id(self, ctx: RequestContext, operation: AclOperation, name: str) -> bool:
-        return self.allowed(ctx, operation, ResourceType.TRANSACTIONAL_ID, name)
