@@ -136,3 +136,58 @@ def test_acls_reach_every_broker_of_a_cluster_within_a_second(ackly_cluster_proc
         assert time.monotonic() - started < 1.0, "the ACL did not reach the second broker within 1 s"
         time.sleep(0.02)
     assert produce_error(bootstrap, "replicated") == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_kafka_python_manages_acls_and_meets_them(broker: BrokerProcess) -> None:
+    """kafka-python's KafkaAdminClient speaks CreateAcls, DescribeAcls and DeleteAcls too, and
+    its producer sees TOPIC_AUTHORIZATION_FAILED under a DENY."""
+    from kafka import KafkaProducer
+    from kafka.admin import (
+        ACL,
+        ACLFilter,
+        ACLOperation,
+        ACLPermissionType,
+        ACLResourcePatternType,
+        KafkaAdminClient,
+        ResourcePattern,
+        ResourcePatternFilter,
+        ResourceType,
+    )
+    from kafka.errors import TopicAuthorizationFailedError
+
+    create(broker.bootstrap, "kp")
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    deny = ACL("User:ANONYMOUS", "*", ACLOperation.WRITE, ACLPermissionType.DENY,
+               ResourcePattern(ResourceType.TOPIC, "kp", ACLResourcePatternType.LITERAL))
+    assert admin.create_acls([deny])["failed"] == []
+    everything = ACLFilter(None, None, ACLOperation.ANY, ACLPermissionType.ANY,
+                           ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY))
+    listed, _ = admin.describe_acls(everything)
+    assert [(a.principal, a.operation, a.permission_type) for a in listed] == [
+        ("User:ANONYMOUS", ACLOperation.WRITE, ACLPermissionType.DENY)]
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", retries=0)
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            producer.send("kp", b"v").get(timeout=TIMEOUT_S)
+    finally:
+        producer.close()
+    ((_, deleted, _),) = admin.delete_acls([everything])
+    assert len(deleted) == 1
+    assert admin.describe_acls(everything)[0] == []
+    admin.close()
+
+
+def test_kcat_meets_a_deny(broker: BrokerProcess) -> None:
+    def kcat(*args: str, data: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["kcat", "-b", broker.bootstrap, *args], input=data, capture_output=True,
+                              text=True, timeout=TIMEOUT_S)
+
+    if subprocess.run(["which", "kcat"], capture_output=True).returncode != 0:
+        pytest.skip("kcat is not installed")
+    assert kcat("-P", "-t", "kc", data="a\n").returncode == 0
+    acl_cli(broker.bootstrap, "add", "--deny-principal", "User:ANONYMOUS", "--operation", "WRITE", "--topic", "kc")
+    denied = kcat("-P", "-t", "kc", data="b\n")
+    assert denied.returncode != 0 and "Topic authorization failed" in denied.stderr
+    # The topic now has an ACL and ANONYMOUS no ALLOW on it: reading is refused as well.
+    consumed = kcat("-C", "-t", "kc", "-e", "-o", "beginning")
+    assert consumed.returncode != 0 and "Topic authorization failed" in consumed.stderr

@@ -20,17 +20,21 @@ from typing import TYPE_CHECKING
 
 from ackly.cluster.acls import (
     CLUSTER_NAME,
+    SUPPORTED_OPERATIONS,
     AclBinding,
     AclIndex,
     AclOperation,
     ResourceType,
-    decide,
+    decide_among,
     decide_any_of_type,
 )
 from ackly.config import BrokerConfig, parse_super_users
 
 if TYPE_CHECKING:
     from ackly.broker.context import RequestContext
+
+
+INTER_BROKER_PRINCIPAL = "User:ANONYMOUS"  # until SASL or mTLS gives brokers their own
 
 
 class Authorizer:
@@ -43,6 +47,16 @@ class Authorizer:
         # came from unless an ACL key changed, so the index is rebuilt only on ACL changes.
         self._indexed: tuple[Mapping[str, AclBinding], AclIndex] | None = None
 
+    def inter_broker_warning(self) -> str | None:
+        """What to tell the operator of a cluster whose brokers may be refused each other's
+        requests (a DENY or a missing ALLOW of CLUSTER_ACTION stops replication)."""
+        if not self.enabled or INTER_BROKER_PRINCIPAL in self.super_users:
+            return None
+        return (f"brokers reach each other as {INTER_BROKER_PRINCIPAL} (no SASL or mTLS "
+                "inter-broker listener yet): replication needs it in super.users or allowed "
+                "CLUSTER_ACTION on the cluster (an ACL, or allow.everyone.if.no.acl.found with no "
+                "ACL on the cluster), which every client on this network then shares")
+
     def _index(self) -> AclIndex:
         acls = self._acls()
         if self._indexed is None or self._indexed[0] is not acls:
@@ -54,8 +68,8 @@ class Authorizer:
         if not self.enabled or ctx.principal in self.super_users:
             return True
         index = self._index()
-        return decide(index.applying(resource_type, name), ctx.principal, ctx.client_host, operation,
-                      resource_type, name, allow_if_no_acl=self.allow_if_no_acl)
+        return decide_among(index.applying(resource_type, name), ctx.principal, ctx.client_host,
+                            operation, allow_if_no_acl=self.allow_if_no_acl)
 
     def allowed_any(self, ctx: RequestContext, operation: AclOperation,
                     resource_type: ResourceType) -> bool:
@@ -65,14 +79,9 @@ class Authorizer:
         return decide_any_of_type(self._index().of_type(resource_type), ctx.principal, ctx.client_host,
                                   operation, resource_type, allow_if_no_acl=self.allow_if_no_acl)
 
-    def cluster(self, ctx: RequestContext, operation: AclOperation) -> bool:
-        return self.allowed(ctx, operation, ResourceType.CLUSTER, CLUSTER_NAME)
-
-    def topic(self, ctx: RequestContext, operation: AclOperation, name: str) -> bool:
-        return self.allowed(ctx, operation, ResourceType.TOPIC, name)
-
-    def group(self, ctx: RequestContext, operation: AclOperation, name: str) -> bool:
-        return self.allowed(ctx, operation, ResourceType.GROUP, name)
-
-    def transactional_id(self, ctx: RequestContext, operation: AclOperation, name: str) -> bool:
-        return self.allowed(ctx, operation, ResourceType.TRANSACTIONAL_ID, name)
+    def authorized_operations(self, ctx: RequestContext, resource_type: ResourceType,
+                              name: str = CLUSTER_NAME) -> int:
+        """The bit field of the operations the principal may do on the resource, among those
+        the resource type supports (Kafka's KafkaApis.authorizedOperations; ALL is not one)."""
+        ops = SUPPORTED_OPERATIONS[resource_type] - {AclOperation.ALL}
+        return sum(1 << int(op) for op in ops if self.allowed(ctx, op, resource_type, name))

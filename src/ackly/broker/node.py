@@ -190,6 +190,8 @@ class BrokerNode:
         )
         # Authorization (broker/authorizer.py): decided on the ACLs of the member's view.
         self.authorizer = Authorizer(config, lambda: self.member.metadata.acls)
+        if external_metadata and (warning := self.authorizer.inter_broker_warning()) is not None:
+            log.warning("%s", warning)
         self._local_store: DurableMemoryStore | None = None
         if not external_metadata:
             self._local_store = DurableMemoryStore(disk, data_dir, now_ms)

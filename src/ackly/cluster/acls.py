@@ -276,12 +276,17 @@ def decide(
     resource_type: ResourceType, name: str, *, allow_if_no_acl: bool,
 ) -> bool:
     """Kafka's StandardAuthorizer decision for one action (super users are the caller's)."""
+    applying = [acl for acl in acls if acl.applies_to(resource_type, name)]
+    return decide_among(applying, principal, host, operation, allow_if_no_acl=allow_if_no_acl)
+
+
+def decide_among(applying: Iterable[AclBinding], principal: str, host: str, operation: AclOperation,
+                 *, allow_if_no_acl: bool) -> bool:
+    """`decide` over the bindings already known to cover the resource (AclIndex.applying)."""
     any_acl = False
     allowed = False
     implied = _IMPLIED_BY.get(operation, frozenset())
-    for acl in acls:
-        if not acl.applies_to(resource_type, name):
-            continue
+    for acl in applying:
         any_acl = True
         if not acl.entry_matches(principal, host):
             continue

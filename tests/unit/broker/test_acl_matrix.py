@@ -268,3 +268,36 @@ def test_metadata_auto_creation_needs_create(node: Any) -> None:
     grant(node, TOPIC, "auto", ALICE, Op.CREATE)
     assert error_codes(ask(node, 3, 9, ALICE, data))[0] == 0
     assert "auto" in node.topics
+
+
+def test_authorized_operations_are_the_principals(node: Any) -> None:
+    """Metadata, DescribeGroups and DescribeCluster report what this principal may do when
+    asked (Kafka's authorizedOperations), not every operation."""
+    grant(node, TOPIC, T, ALICE, Op.READ)
+    grant(node, CLUSTER, CLUSTER_NAME, ALICE, Op.DESCRIBE)
+    grant(node, GROUP, G, ALICE, Op.DELETE)
+
+    def bits(value: int) -> set[Op]:
+        return {Op(b) for b in range(32) if value & (1 << b)}
+
+    metadata = ask(node, 3, 10, ALICE, {"topics": [{"name": T}], "allow_auto_topic_creation": False,
+                                        "include_topic_authorized_operations": True})
+    assert bits(metadata.topics[0].topic_authorized_operations) == {Op.READ, Op.DESCRIBE}
+    plain = ask(node, 3, 10, ALICE, {"topics": [{"name": T}], "allow_auto_topic_creation": False})
+    assert plain.topics[0].topic_authorized_operations == -(2**31)
+    cluster = ask(node, 60, 0, ALICE, {"include_cluster_authorized_operations": True})
+    assert bits(cluster.cluster_authorized_operations) == {Op.DESCRIBE}
+    groups = ask(node, 15, 5, ALICE, {"groups": [G], "include_authorized_operations": True})
+    assert bits(groups.groups[0].authorized_operations) == {Op.DELETE, Op.DESCRIBE}
+
+
+def test_offset_delete_refuses_only_the_topics_it_may_not_read(node: Any) -> None:
+    node.create_topic("other", 1, {}, NOW_MS)
+    grant(node, GROUP, G, ALICE, Op.DELETE)
+    grant(node, TOPIC, T, ALICE, Op.READ)
+    response = ask(node, 47, 0, ALICE, {"group_id": G, "topics": [
+        {"name": T, "partitions": [{"partition_index": 0}]},
+        {"name": "other", "partitions": [{"partition_index": 0}]}]})
+    codes = {t.name: [int(p.error_code) for p in t.partitions] for t in response.topics}
+    assert codes.get("other") == [TOPIC_DENIED]
+    assert codes.get(T, [0]) != [TOPIC_DENIED]

@@ -5,10 +5,10 @@ broker holding the controller role (on a single broker: itself). v1+ asks for an
 endpoint type (KIP-919): BROKER (1) is answered; CONTROLLER (2) is what clients send to
 `bootstrap.controllers` endpoints, and a Kafka broker answers it with MISMATCHED_ENDPOINT_TYPE,
 as this one does; any other value is UNSUPPORTED_ENDPOINT_TYPE. There are no fenced brokers
-(v2). With no authorizer every operation is allowed, so when asked, the cluster's authorized
-operations are all the operations a cluster resource supports, as Kafka reports without an
-authorizer. Each broker is listed with its endpoint on the listener the request came in on;
-one without that listener is left out (as Kafka's MetadataCache does).
+(v2). When asked, the cluster's authorized operations are those the principal may do (with
+no authorizer: every operation a cluster resource supports, as Kafka reports). Each broker is
+listed with its endpoint on the listener the request came in on; one without that listener is
+left out (as Kafka's MetadataCache does).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.context import RequestContext
+from ackly.cluster.acls import ResourceType
 from ackly.errors import ErrorCode
 from ackly.protocol.messages import build
 
@@ -29,13 +30,6 @@ MAX_VERSION = 2
 ENDPOINT_BROKER = 1
 ENDPOINT_CONTROLLER = 2
 
-# AclOperation codes a CLUSTER resource supports (Kafka's AclEntry.supportedOperations).
-_CREATE, _ALTER, _DESCRIBE, _CLUSTER_ACTION = 5, 7, 8, 9
-_DESCRIBE_CONFIGS, _ALTER_CONFIGS, _IDEMPOTENT_WRITE = 10, 11, 12
-CLUSTER_OPERATIONS = sum(1 << op for op in (
-    _CREATE, _ALTER, _DESCRIBE, _CLUSTER_ACTION, _DESCRIBE_CONFIGS, _ALTER_CONFIGS,
-    _IDEMPOTENT_WRITE,
-))
 OPERATIONS_NOT_REQUESTED = -(2**31)
 
 
@@ -63,5 +57,6 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                      if (e := b.endpoint(ctx.listener_name)) is not None],
         )
         if request.include_cluster_authorized_operations:
-            response["cluster_authorized_operations"] = CLUSTER_OPERATIONS
+            response["cluster_authorized_operations"] = node.authorizer.authorized_operations(
+                ctx, ResourceType.CLUSTER)
     ctx.respond(build(API_KEY, ctx.api_version, response))

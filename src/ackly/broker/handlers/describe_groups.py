@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.groups import Respond
+from ackly.cluster.acls import ResourceType
 from ackly.coordinator.group import GroupDescription
 from ackly.errors import ErrorCode
 
@@ -23,16 +24,19 @@ API_KEY = 15
 MIN_VERSION = 0
 MAX_VERSION = 6
 
-_READ, _DELETE, _DESCRIBE = 3, 6, 8  # AclOperation codes
-GROUP_OPERATIONS = sum(1 << op for op in (_READ, _DELETE, _DESCRIBE))
 OPERATIONS_NOT_REQUESTED = -(2**31)
 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     version = ctx.api_version
     group_ids = list(request.groups)
-    operations = (GROUP_OPERATIONS if getattr(request, "include_authorized_operations", False)
-                  else OPERATIONS_NOT_REQUESTED)
+    with_operations = bool(getattr(request, "include_authorized_operations", False))
+
+    def operations_of(group_id: str) -> int:
+        """What the principal may do to the group (every group operation without an authorizer)."""
+        if not with_operations:
+            return OPERATIONS_NOT_REQUESTED
+        return node.authorizer.authorized_operations(ctx, ResourceType.GROUP, group_id)
 
     def group(group_id: str, d: GroupDescription | None, code: ErrorCode = ErrorCode.none
               ) -> dict[str, Any]:
@@ -42,11 +46,11 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
             return {"error_code": code,
                     "error_message": f"Group {group_id} not found." if version >= 6 else None,
                     "group_id": group_id, "group_state": "Dead", "protocol_type": "",
-                    "protocol_data": "", "members": [], "authorized_operations": operations}
+                    "protocol_data": "", "members": [], "authorized_operations": operations_of(group_id)}
         return {
             "error_code": ErrorCode.none, "error_message": None, "group_id": group_id,
             "group_state": d.state.value, "protocol_type": d.protocol_type,
-            "protocol_data": d.protocol_data, "authorized_operations": operations,
+            "protocol_data": d.protocol_data, "authorized_operations": operations_of(group_id),
             "members": [{"member_id": m.member_id, "group_instance_id": m.group_instance_id,
                          "client_id": m.client_id, "client_host": m.client_host,
                          "member_metadata": m.metadata, "member_assignment": m.assignment}

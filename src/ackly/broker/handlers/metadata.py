@@ -27,6 +27,7 @@ from ackly.broker.admin import DEFAULT_TIMEOUT_MS
 from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.groups import ensure_offsets_topic
+from ackly.cluster.acls import ResourceType
 from ackly.cluster.metadata import NO_LEADER
 from ackly.cluster.topics import topic_name_problem
 from ackly.coordinator.group_coordinator import INTERNAL_TOPICS, OFFSETS_TOPIC
@@ -42,6 +43,7 @@ log = logging.getLogger("ackly.metadata")
 API_KEY = 3
 MIN_VERSION = 0
 MAX_VERSION = 12
+OPERATIONS_NOT_REQUESTED = -(2**31)  # Kafka's default for the authorized-operations fields
 
 
 def topic_entry(node: BrokerNode, state: TopicState, ctx: RequestContext | None = None) -> dict[str, Any]:
@@ -76,6 +78,7 @@ def topic_entry(node: BrokerNode, state: TopicState, ctx: RequestContext | None 
         })
     return {
         "error_code": ErrorCode.none,
+        "topic_authorized_operations": OPERATIONS_NOT_REQUESTED,
         "name": state.name,
         "topic_id": state.topic_id,
         "is_internal": state.name in INTERNAL_TOPICS,
@@ -84,7 +87,8 @@ def topic_entry(node: BrokerNode, state: TopicState, ctx: RequestContext | None 
 
 
 def _missing(name: str | None, code: ErrorCode, topic_id: Any = None) -> dict[str, Any]:
-    return {"error_code": code, "name": name, "topic_id": topic_id, "partitions": []}
+    return {"error_code": code, "name": name, "topic_id": topic_id, "partitions": [],
+            "topic_authorized_operations": OPERATIONS_NOT_REQUESTED}
 
 
 def _auto_create(node: BrokerNode, name: str, ctx: RequestContext) -> dict[str, Any]:
@@ -150,6 +154,11 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                     topics.append(_auto_create(node, name, ctx))
             else:
                 topics.append(_missing(name, ErrorCode.unknown_topic_or_partition))
+    if getattr(request, "include_topic_authorized_operations", False):
+        for entry in topics:
+            if entry["error_code"] == ErrorCode.none:
+                entry["topic_authorized_operations"] = node.authorizer.authorized_operations(
+                    ctx, ResourceType.TOPIC, entry["name"])
     metadata = node.metadata
     ctx.respond(build(API_KEY, ctx.api_version, {
         "throttle_time": 0,
@@ -161,5 +170,7 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
         "cluster_id": node.cluster_id or None,
         "controller_id": node.controller_id_for_clients,
         "topics": topics,
-        "cluster_authorized_operations": -2147483648,
+        "cluster_authorized_operations": (
+            node.authorizer.authorized_operations(ctx, ResourceType.CLUSTER)
+            if getattr(request, "include_cluster_authorized_operations", False) else OPERATIONS_NOT_REQUESTED),
     }))
