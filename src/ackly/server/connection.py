@@ -53,6 +53,7 @@ INLINE_RANGE_BYTES = 64 * 1024
 # Reasons reading is paused (bits of Connection._paused).
 PAUSE_IN_FLIGHT = 1  # max_in_flight answers pending
 PAUSE_MEMORY = 2  # the request memory pool is exhausted
+PAUSE_HANDSHAKE = 4  # a TLS handshake is under way (the raw transport is not ours to resume)
 
 
 class _Slot:
@@ -94,6 +95,7 @@ class Connection(asyncio.BufferedProtocol):
         self._writing_paused = False
         self._writer_busy = False
         self._writer_task: asyncio.Task[None] | None = None
+        self._handshake: asyncio.Task[None] | None = None
         self._closed = False
 
     # --- asyncio protocol callbacks -------------------------------------------------------
@@ -103,17 +105,53 @@ class Connection(asyncio.BufferedProtocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client_host = str(peer[0]) if peer else ""
-        if self.tls and not self._take_certificate(transport):
-            self._closed = True
-            transport.close()
-            return
         if not self.server.admit(self):
             self._closed = True
             transport.close()  # refused at accept: nothing is read from it
             return
         self.admitted = True
+        if self.tls:
+            # Admitted before the handshake, as Kafka's Acceptor applies its connection quotas
+            # before the SSL handshake: a flood of handshakes counts against the limits.
+            transport.pause_reading()
+            self._paused |= PAUSE_HANDSHAKE
+            self._handshake = asyncio.get_running_loop().create_task(self._start_tls(transport))
+            return
         if not self.server.pool.may_read(self):
             self._set_paused(PAUSE_MEMORY, True)
+
+    async def _start_tls(self, raw: asyncio.Transport) -> None:
+        """The TLS handshake on an admitted connection; then reading starts."""
+        assert self.listener is not None
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                raw, self, self.server.tls_contexts[self.listener.name], server_side=True,
+                ssl_handshake_timeout=self.server.tls_handshake_timeout_s,
+            )
+        except (OSError, TimeoutError) as exc:
+            log.debug("connection %d from %s: TLS handshake failed: %r", self.connection_id,
+                      self.client_host, exc)
+            raw.abort()
+            self.connection_lost(None)  # the raw transport no longer reports to this protocol
+            return
+        finally:
+            self._handshake = None
+        if transport is None or self._closed:
+            if transport is not None:
+                transport.abort()
+            return
+        self.transport = transport
+        if not self._take_certificate(transport):
+            self._close()
+            return
+        if not self.server.pool.may_read(self):
+            self._paused |= PAUSE_MEMORY
+        self._paused &= ~PAUSE_HANDSHAKE
+        if self._paused:
+            transport.pause_reading()
+        if self.decoder.buffered_bytes:
+            self._take_frames()
 
     def _take_certificate(self, transport: asyncio.Transport) -> bool:
         """The principal of a TLS client (called once the handshake is done): `User:` and its
@@ -158,6 +196,14 @@ class Connection(asyncio.BufferedProtocol):
         self.decoder.buffer_updated(nbytes)
         self.activity += 1
         self._account_held()
+        if self._paused & PAUSE_HANDSHAKE:
+            # A first request that came with the end of the TLS handshake, before start_tls
+            # handed this protocol its TLS transport: its frames wait in the decoder until
+            # then (_start_tls), so that no answer is written to the raw socket.
+            return
+        self._take_frames()
+
+    def _take_frames(self) -> None:
         try:
             while not self._closed and (frame := self.decoder.next_frame()) is not None:
                 self._handle(frame)
