@@ -159,8 +159,8 @@ class Connection(asyncio.BufferedProtocol):
         certificate. False (refuse the connection) if no mapping rule applies or the
         certificate cannot be read, as Kafka fails such a client's authentication."""
         ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is None:
-            return True
+        if ssl_object is None or (self.listener is not None and self.listener.uses_sasl):
+            return True  # on SASL_SSL the principal is the SASL one (Kafka's SaslServerAuthenticator)
         der = ssl_object.getpeercert(binary_form=True)
         assert self.listener is not None
         try:
