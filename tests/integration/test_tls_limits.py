@@ -95,3 +95,24 @@ def test_a_plaintext_client_on_the_tls_port_is_dropped_and_released(tmp_path: Pa
         assert tls_api_versions(port, tls.ca) == ErrorCode.none
     finally:
         broker.stop()
+
+
+def test_the_first_request_deadline_also_ends_a_handshake_that_never_comes(tmp_path: Path) -> None:
+    tls = make_tls_files(tmp_path / "tls")
+    broker = InProcessBroker(str(tmp_path / "d"), {
+        "listeners": "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0",
+        "connections.first.request.timeout.ms": "1000", **tls.broker_configs(),
+    }).start()
+    try:
+        server = broker.server
+        assert server is not None
+        server.tls_handshake_timeout_s = 60.0  # the sweep, not the handshake deadline, ends it
+        with socket.create_connection(("127.0.0.1", server.ports["SSL"])) as silent:
+            wait_until(lambda: broker.call(lambda: server.limits.open_connections) == 1, 10, "admitted")
+            silent.settimeout(10)
+            assert silent.recv(1) == b""
+        wait_until(lambda: broker.call(lambda: server.limits.open_connections) == 0, 10, "the slot freed")
+        assert broker.call(lambda: server.expired["connections.first.request.timeout.ms"]) == 1
+        assert tls_api_versions(server.ports["SSL"], tls.ca) == ErrorCode.none
+    finally:
+        broker.stop()

@@ -135,6 +135,10 @@ class Connection(asyncio.BufferedProtocol):
             raw.abort()
             self.connection_lost(None)  # the raw transport no longer reports to this protocol
             return
+        except asyncio.CancelledError:  # abort() during the handshake
+            raw.abort()
+            self.connection_lost(None)
+            raise
         finally:
             self._handshake = None
         if transport is None or self._closed:
@@ -370,6 +374,9 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.close()  # written answers are flushed first
 
     def abort(self) -> None:
+        if self._handshake is not None:
+            self._handshake.cancel()  # it aborts the socket and releases the connection
+            return
         if self.transport is not None:
             self.transport.abort()
 
