@@ -49,6 +49,10 @@ log = logging.getLogger("ackly.connection")
 # Ranges up to this size are read and written at once: a pread from the page cache costs
 # less than a task switch plus a sendfile call.
 INLINE_RANGE_BYTES = 64 * 1024
+# Over TLS a larger range is read and written in pieces of this size, each after the
+# transport has room: a fetch answer of tens of MB is never held (or encrypted) in one
+# piece, and the buffers stay small and warm.
+TLS_RANGE_PIECE_BYTES = 256 * 1024
 
 # Reasons reading is paused (bits of Connection._paused).
 PAUSE_IN_FLIGHT = 1  # max_in_flight answers pending
@@ -96,6 +100,7 @@ class Connection(asyncio.BufferedProtocol):
         self._writer_busy = False
         self._writer_task: asyncio.Task[None] | None = None
         self._handshake: asyncio.Task[None] | None = None
+        self._room: asyncio.Future[None] | None = None  # the writer task waits for room
         self._closed = False
 
     # --- asyncio protocol callbacks -------------------------------------------------------
@@ -229,6 +234,11 @@ class Connection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        if self._room is not None:
+            if not self._room.done():
+                self._room.set_result(None)  # the writer task goes on with its range
+            self._room = None
+            return
         if self._writer_busy and self._writer_task is None:
             self._start_writer()
         else:
@@ -320,7 +330,7 @@ class Connection(asyncio.BufferedProtocol):
         for piece in slot.pieces:
             if isinstance(piece, (bytes, bytearray, memoryview)):
                 out.append(piece)
-            elif piece.size <= INLINE_RANGE_BYTES or not self._can_sendfile(piece):
+            elif piece.size <= INLINE_RANGE_BYTES or not (self.tls or self._can_sendfile(piece)):
                 out.append(piece.file.read(piece.position, piece.size))
             else:
                 return False
@@ -347,6 +357,8 @@ class Connection(asyncio.BufferedProtocol):
             for piece in slot.pieces:
                 if isinstance(piece, (bytes, bytearray, memoryview)):
                     transport.write(piece)
+                elif self.tls and piece.size > INLINE_RANGE_BYTES:
+                    await self._write_range_in_pieces(transport, piece)
                 elif self._can_sendfile(piece) and piece.size > INLINE_RANGE_BYTES:
                     fd = piece.file.fileno()
                     with open(fd, "rb", buffering=0, closefd=False) as f:
@@ -367,6 +379,23 @@ class Connection(asyncio.BufferedProtocol):
             self._writer_task = None
         self._writer_busy = False
         self._pump()
+
+    async def _write_range_in_pieces(self, transport: asyncio.Transport, piece: Any) -> None:
+        """A file range through the TLS transport, TLS_RANGE_PIECE_BYTES at a time, waiting
+        for room (resume_writing) whenever the transport's buffer is full."""
+        position, end = piece.position, piece.position + piece.size
+        while position < end:
+            size = min(TLS_RANGE_PIECE_BYTES, end - position)
+            data = piece.file.read(position, size)
+            if len(data) != size:
+                # The file shrank under us (truncation): the frame cannot be completed.
+                raise ConnectionError(f"read {len(data)} of {size} bytes of a range")
+            transport.write(data)
+            position += size
+            self.activity += 1
+            if self._writing_paused:
+                self._room = asyncio.get_running_loop().create_future()
+                await self._room
 
     def _close(self) -> None:
         if not self._closed and self.transport is not None:
