@@ -221,8 +221,8 @@ def test_mtls_refuses_a_client_without_a_trusted_certificate(
     cert = None if who == "no certificate" else tls.stranger
     admin = AdminClient({"bootstrap.servers": bootstrap, **ck_config(tls, cert)})
     with pytest.raises(KafkaException):
-        admin.list_topics(timeout=5)
-    listed = subprocess.run([*kcat_args(kcat, bootstrap, tls, cert), "-L", "-m", "5"],
+        admin.list_topics(timeout=3)
+    listed = subprocess.run([*kcat_args(kcat, bootstrap, tls, cert), "-L", "-m", "3"],
                             capture_output=True, text=True, timeout=30)
     assert listed.returncode != 0
     # The same client with alice's certificate is served (the refusal was the certificate's).
