@@ -20,6 +20,7 @@ from ackly.sim.broker import BrokerHost
 from ackly.sim.network import Network, NetworkFaults
 from ackly.sim.scheduler import Scheduler, Timer
 from ackly.sim.store import StoreBridge, StoreFaults
+from ackly.types import WallClock
 
 METADATA = 3
 
@@ -81,7 +82,7 @@ def make_world(seed: int = 1, delay_rate: float = 0.5) -> tuple[Scheduler, dict[
     scheduler = Scheduler(seed)
     sink = Sink()
     hosts = {
-        b: BrokerHost(b, scheduler, random.Random(b), lambda b, disk, now, rng: FakeNode(b), sink, 0)
+        b: BrokerHost(b, scheduler, random.Random(b), lambda b, disk, now, rng, wall: FakeNode(b), sink, 0)
         for b in (1, 2)
     }
     for host in hosts.values():
@@ -192,7 +193,7 @@ def test_inputs_keep_their_order_across_a_pause() -> None:
     """An input arriving right after the resume waits behind those queued during the pause
     (found by seed 9024 with 5 brokers: a registration's put overtook its earlier delete)."""
     scheduler = Scheduler(0)
-    host = BrokerHost(1, scheduler, random.Random(0), lambda b, disk, now, rng: FakeNode(b), Sink(), 0)
+    host = BrokerHost(1, scheduler, random.Random(0), lambda b, disk, now, rng, wall: FakeNode(b), Sink(), 0)
     host.start()
     seen: list[str] = []
     host.pause()
@@ -247,7 +248,7 @@ def test_kill_crashes_the_disk_and_restart_reuses_it() -> None:
     scheduler = Scheduler(0)
     disks: list[SimDisk] = []
 
-    def factory(broker_id: int, disk: SimDisk, now_ms: int, rng: random.Random) -> FakeNode:
+    def factory(broker_id: int, disk: SimDisk, now_ms: int, rng: random.Random, wall_clock: WallClock) -> FakeNode:
         disks.append(disk)
         return FakeNode(broker_id)
 

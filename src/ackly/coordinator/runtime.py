@@ -466,8 +466,9 @@ class CoordinatorRuntime(Generic[S]):
         if fx.records:
             base_offset = loaded.log.log_end_offset
             batch = encode_batch([Record(key=k, value=v) for k, v in fx.records],
-                                 now_ms=self.wall_clock(now_ms), producer_id=producer_id, producer_epoch=producer_epoch,
-                                 base_sequence=NO_SEQUENCE, transactional=True)
+                                 now_ms=self.wall_clock(now_ms), producer_id=producer_id,
+                                 producer_epoch=producer_epoch, base_sequence=NO_SEQUENCE,
+                                 transactional=True)
             if not self._append(loaded, batch, fx, now_ms, revert=False):
                 return
             for i, (key, value) in enumerate(fx.records):

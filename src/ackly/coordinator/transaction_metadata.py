@@ -22,8 +22,8 @@ PrepareEpochFence, as in Kafka, is never written: the fence bumps the epoch and 
 PrepareAbort within the same operation, and the PrepareAbort record carries the bumped epoch.
 
 Invariants: the partitions are empty in Empty and in the Complete states; the producer epoch
-never goes down for one producer id; `start_ms` (wall-clock) is -1 exactly when no transaction was started
-since the last epoch bump. `last_producer_epoch` and `previous_producer_id` are not in the
+never goes down for one producer id; `start_ms` (wall-clock) is -1 exactly when no
+transaction was started since the last epoch bump. `last_producer_epoch` and `previous_producer_id` are not in the
 record (value v0 has no room for them, as in Kafka before transaction version 2): they live in
 memory only and a load sets them to -1, as Kafka's loading does.
 """

@@ -33,12 +33,14 @@ from typing import Any, Protocol
 from ackly.errors import StorageError
 from ackly.log.disk import SimDisk
 from ackly.sim.scheduler import Event, Scheduler, Timer
+from ackly.types import WallClock
 
 NodeInput = Callable[[Any], None]
 
 
 class NodeFactory(Protocol):
-    def __call__(self, broker_id: int, disk: SimDisk, now_ms: int, rng: random.Random) -> Any: ...
+    def __call__(self, broker_id: int, disk: SimDisk, now_ms: int, rng: random.Random,
+                 wall_clock: WallClock) -> Any: ...
 
 
 class OutputSink(Protocol):
@@ -78,6 +80,12 @@ class BrokerHost:
         self._clean: Event | None = None
         self.cleans = 0
         self._tick = Timer(scheduler, f"tick b{broker_id}", self._on_tick)
+        # This machine's wall clock is the virtual (monotonic) one plus this offset, which the
+        # "wall-step" fault moves as an NTP step would; it survives restarts, as a clock does.
+        self.wall_offset_ms = 0
+
+    def wall_clock(self, now_ms: int) -> int:
+        return now_ms + self.wall_offset_ms
 
     @property
     def running(self) -> bool:
@@ -96,7 +104,8 @@ class BrokerHost:
         self.leaving = False
         self._backlog.clear()
         self.node = self.factory(
-            self.broker_id, self.disk, self.scheduler.now_ms, random.Random(self.rng.getrandbits(64))
+            self.broker_id, self.disk, self.scheduler.now_ms, random.Random(self.rng.getrandbits(64)),
+            self.wall_clock,
         )
         self.after_input()
 

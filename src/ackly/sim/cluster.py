@@ -42,7 +42,7 @@ from ackly.config import BrokerConfig
 from ackly.log.disk import SimDisk
 from ackly.sim.broker import BrokerHost, NodeFactory
 from ackly.sim.clients import Admin, ClientEnv, ClientViolation, Consumer, History, Producer
-from ackly.sim.faults import FaultInjector, FaultPlan
+from ackly.sim.faults import FaultInjector, FaultPlan, WallSteps
 from ackly.sim.invariants import (
     InvariantViolation,
     LogRecord,
@@ -59,7 +59,7 @@ from ackly.sim.scheduler import Scheduler
 from ackly.sim.store import StoreBridge
 from ackly.sim.txn_clients import IsolatedConsumer, TransactionalProducer, TxnHistory
 from ackly.sim.txn_invariants import check_transactions, marker_outcomes
-from ackly.types import TopicPartition
+from ackly.types import TopicPartition, WallClock
 
 START_MS = 1_700_000_000_000
 TOPIC = "sim"
@@ -143,11 +143,13 @@ DISK_ERROR_EXIT_MS = 50
 
 
 def default_node_factory(broker_config: dict[str, str], fault_points: tuple[str, ...]) -> NodeFactory:
-    def make(broker_id: int, disk: SimDisk, now_ms: int, rng: random.Random) -> BrokerNode:
+    def make(broker_id: int, disk: SimDisk, now_ms: int, rng: random.Random,
+             wall_clock: WallClock) -> BrokerNode:
         props = {**broker_config, "broker.id": str(broker_id)}
         node = BrokerNode(
             config=BrokerConfig.from_properties(props), disk=disk, data_dir=f"/data/b{broker_id}",
             host=f"b{broker_id}.sim", port=9092, now_ms=now_ms, rng=rng, external_metadata=True,
+            wall_clock=wall_clock,
         )
         for name in fault_points:
             node.faults.enable(name)
@@ -216,6 +218,8 @@ class SimCluster:
         self.txn_consumers: list[IsolatedConsumer] = []
         if config.transactions:
             self._add_transactional_clients(self.scheduler.fork())
+        # Forked after everything else, so that the other components draw what they drew.
+        self.wall_steps = WallSteps(self, self.plan, self.scheduler.fork(), self.injector.injected)
         self.phase = "faults"
         self.converged = False
 
@@ -464,6 +468,7 @@ class SimCluster:
     def heal(self) -> None:
         """Start the liveness phase: every fault ends, no new ones, no new writes."""
         self.injector.stop()
+        self.wall_steps.stop()
         self.network.heal_all()
         self.network.faults.delay_rate = 0.0
         self.store.faults.delay_rate = 0.0
@@ -510,6 +515,7 @@ class SimCluster:
         for client in self._clients():
             client.wake()
         self.injector.start()
+        self.wall_steps.start()
         self.check()
         self._steps(lambda: self.scheduler.events_run < self.config.steps)
         self.phase = "liveness"

@@ -13,7 +13,11 @@ cut from the store), "pause" (a process stops for a while: GC, SIGSTOP), "reset"
 connection closed), "stall" (one link holds its messages for a while), "client" (a client cut
 from one broker), "disk-error" (a broker's next fsync or append of a log fails, EIO or ENOSPC:
 the broker takes its log directory offline, leaves and exits; it restarts later; drawn last,
-for about half the seeds, so that the other kinds' histories did not change when it came).
+for about half the seeds, so that the other kinds' histories did not change when it came),
+"wall-step" (`WallSteps`: a machine's wall clock jumps forwards or backwards, as an NTP step
+does, and is put right later; for about half the seeds, on a schedule and PRNG of its own so
+that every other fault stays where it was). Deadlines run on the monotonic clock, so a wall
+step may change the times written (LogAppendTime, coordinator records) and nothing else.
 
 Invariants:
 - Kills never lose the disks of two replicas of a partition at once: a broker whose disk
@@ -41,6 +45,12 @@ if TYPE_CHECKING:
 
 KINDS = ("kill", "partition", "isolate", "store", "pause", "reset", "stall", "client")
 DISK_ERROR = "disk-error"
+WALL_STEP = "wall-step"
+# Where a step puts a machine's wall clock, from true time: backwards by less than
+# message.timestamp.after.max.ms (1 h), so that the clients' CreateTime stays acceptable to
+# KIP-937's check; forwards by up to a day, short of every retention by stored time the
+# simulation uses (retention.ms, offsets and transactional-id expiry: 7 days).
+WALL_STEP_OFFSETS_MS = (-20 * 60_000, -60_000, 60_000, 3_600_000, 24 * 3_600_000)
 
 
 @dataclass
@@ -51,6 +61,7 @@ class FaultPlan:
     network: NetworkFaults = field(default_factory=NetworkFaults)
     store: StoreFaults = field(default_factory=StoreFaults)
     flush_delay_max_ms: int = 5
+    wall_steps: bool = False
 
     @classmethod
     def draw(cls, rng: random.Random, *, brokers: int) -> FaultPlan:
@@ -81,6 +92,7 @@ class FaultPlan:
         # Drawn after everything else, so the plans of seeds without it are what they were.
         if rng.random() < 0.5:
             plan.weights[DISK_ERROR] = rng.uniform(0.1, 0.5)
+        plan.wall_steps = rng.random() < 0.5  # drawn after that, for the same reason
         return plan
 
     def describe(self) -> str:
@@ -91,6 +103,7 @@ class FaultPlan:
             f"net delay {self.network.delay_rate:.2f}x{self.network.delay_max_ms} ms; "
             f"store delay {self.store.delay_rate:.2f}x{self.store.delay_max_ms} ms; "
             f"flush <= {self.flush_delay_max_ms} ms"
+            + ("; wall steps" if self.wall_steps else "")
         )
 
 
@@ -280,3 +293,51 @@ class FaultInjector:
         self.cluster.network.cut(c, b)
         self._later(self._duration(), f"heal {c}|{b}", lambda: self.cluster.network.heal(c, b))
         return True
+
+
+class WallSteps:
+    """The "wall-step" fault: one machine's wall clock jumps to an offset from true time
+    (WALL_STEP_OFFSETS_MS) and is put right after a fault's duration; `stop` puts every clock
+    right. Counted in the injector's `injected`."""
+
+    INTERVAL_MS = (1_000, 5_000)
+
+    def __init__(self, cluster: SimCluster, plan: FaultPlan, rng: random.Random,
+                 injected: dict[str, int]) -> None:
+        self.cluster = cluster
+        self.plan = plan
+        self.rng = rng
+        self.injected = injected
+        self.active = False
+        self._epoch = 0
+
+    def start(self) -> None:
+        if self.plan.wall_steps:
+            self.active = True
+            self._schedule_next()
+
+    def stop(self) -> None:
+        self.active = False
+        self._epoch += 1
+        for host in self.cluster.hosts.values():
+            host.wall_offset_ms = 0
+
+    def _schedule_next(self) -> None:
+        self.cluster.scheduler.after(self.rng.randint(*self.INTERVAL_MS), "wall step", self._fire)
+
+    def _fire(self) -> None:
+        if not self.active:
+            return
+        host = self.cluster.hosts[self.rng.choice(sorted(self.cluster.hosts))]
+        offset_ms = self.rng.choice(WALL_STEP_OFFSETS_MS)
+        host.wall_offset_ms = offset_ms
+        self.injected[WALL_STEP] = self.injected.get(WALL_STEP, 0) + 1
+        epoch = self._epoch
+
+        def put_right() -> None:
+            if epoch == self._epoch and host.wall_offset_ms == offset_ms:
+                host.wall_offset_ms = 0
+
+        lo, hi = self.plan.duration_ms
+        self.cluster.scheduler.after(self.rng.randint(lo, hi), f"wall back b{host.broker_id}", put_right)
+        self._schedule_next()

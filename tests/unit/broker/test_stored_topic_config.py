@@ -108,3 +108,38 @@ def test_an_unknown_stored_key_is_ignored_and_the_rest_applies(tmp_path: Path) -
     again = make_node(tmp_path)
     assert again.leader_partition("u", 0).config.min_insync_replicas == 2
     again.close()
+
+
+def test_in_a_cluster_every_replica_stays_offline_until_the_config_is_fixed(tmp_path: Path) -> None:
+    """Three brokers (core_cluster.py): the bad value reaches every broker through the shared
+    store; none opens a replica, the leader answers KAFKA_STORAGE_ERROR, and a fixed value
+    brings every replica back with the data and the ISR it had."""
+    from .core_cluster import CoreCluster, batch, log_values
+    from .test_cluster_core import create, produce, result
+
+    def send(value: bytes) -> ErrorCode:
+        return result(c.wait(produce(c, c.leader("t"), "t", batch(value))))[0]
+
+    c = CoreCluster(tmp_path, [1, 2, 3])
+    assert create(c, 1, "t", rf=3, configs={"min.insync.replicas": "2"}).topics[0].error_code == 0
+    c.settle()
+    assert send(b"one") == ErrorCode.none
+    c.settle()
+
+    def store(configs: dict[str, str]) -> None:
+        info = dataclasses.replace(c.node(1).metadata.topics["t"], configs=configs)
+        c.store.submit("other-writer", Put(1, c.node(1).member.keys.topic("t"), info.encode()))
+        c.store.drain("other-writer")
+        c.settle()
+
+    store({"min.insync.replicas": "two"})
+    for b in c.running:
+        assert TopicPartition("t", 0) not in c.node(b).replicas.partitions
+    assert send(b"refused") == ErrorCode.kafka_storage_error
+
+    store({"min.insync.replicas": "2"})
+    c.until(lambda: all(TopicPartition("t", 0) in c.node(b).replicas.partitions for b in c.running))
+    c.until(lambda: set(c.state("t").isr) == {1, 2, 3})
+    assert send(b"two") == ErrorCode.none
+    c.settle()
+    assert all(log_values(c.node(b), "t") == [b"one", b"two"] for b in c.running)
