@@ -332,6 +332,14 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
     ConfigDef("connections.max.reauth.ms", Kind.LONG, 0,
               "a SASL session lasts this long; a connection that has not re-authenticated "
               "by then is closed at its next request (0: sessions do not end; KIP-368)", minimum=0),
+    # The metadata store (--metadata etcds://... for TLS): ackly's own keys.
+    ConfigDef("metadata.etcd.ssl.cafile", Kind.STRING, "",
+              "PEM file of the CA that etcd's certificate chains to (empty: the system's)"),
+    ConfigDef("metadata.etcd.ssl.certfile", Kind.STRING, "",
+              "PEM client certificate for etcd (its --client-cert-auth)"),
+    ConfigDef("metadata.etcd.ssl.keyfile", Kind.STRING, "", "PEM private key of that certificate"),
+    ConfigDef("metadata.etcd.user", Kind.STRING, "", "etcd user to authenticate as (empty: no auth)"),
+    ConfigDef("metadata.etcd.password", Kind.STRING, "", "that user's password", sensitive=True),
     ConfigDef("log.retention.check.interval.ms", Kind.LONG, 300_000,
               "how often retention runs", minimum=1),
     ConfigDef("log.flush.offset.checkpoint.interval.ms", Kind.LONG, 60_000,

@@ -194,3 +194,20 @@ def test_kafka_python_reauthenticates_on_its_own(tmp_path: Path, caplog: pytest.
         assert "without re-authentication" not in caplog.text
     finally:
         broker.stop()
+
+
+def test_sasl_between_brokers_is_refused_at_start_up(tmp_path: Path) -> None:
+    from ackly.errors import ConfigError
+    from ackly.server.app import BrokerServer
+
+    with pytest.raises(ConfigError, match=r"inter\.broker\.listener\.name"):
+        BrokerServer(data_dir=str(tmp_path), metadata="etcd://127.0.0.1:2379",
+                     properties={"listeners": "SASL_PLAINTEXT://127.0.0.1:0"})
+
+
+def test_users_refuses_a_data_dir_that_predates_the_metadata_store(tmp_path: Path) -> None:
+    (tmp_path / "topics.json").write_text("{}")
+    result = CliRunner().invoke(cli, ["users", "set", USER, "--password-stdin", "--data-dir", str(tmp_path)],
+                                input=PASSWORD + "\n")
+    assert result.exit_code != 0 and "start the broker once" in result.output
+    assert not (tmp_path / "metadata.json").exists()

@@ -31,8 +31,8 @@ def cli(log_level: str) -> None:
 @click.option("--config", "configs", multiple=True, metavar="KEY=VALUE",
               help="a broker config, e.g. log.flush.policy=never (repeatable)")
 @click.option("--metadata", default=None, metavar="etcd://HOST:PORT[,HOST:PORT...]",
-              help="the cluster's metadata store; without it the broker is a cluster of one "
-                   "with its metadata in --data-dir")
+              help="the cluster's metadata store (etcds:// for TLS, see metadata.etcd.*); "
+                   "without it the broker is a cluster of one with its metadata in --data-dir")
 def serve(host: str, port: int, data_dir: str, broker_id: int | None,
           advertised_host: str | None, advertised_port: int | None, configs: tuple[str, ...],
           metadata: str | None) -> None:
@@ -61,6 +61,10 @@ def serve(host: str, port: int, data_dir: str, broker_id: int | None,
                                          advertised_host=advertised_host, advertised_port=advertised_port)
         server_contexts(config, listener_set)
         inter_broker_context(config, listener_set)
+        if metadata is not None:
+            from ackly.server.etcd_store import etcd_security
+
+            etcd_security(config, metadata)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     sys.exit(run_serve(data_dir=data_dir, host=host, port=port, properties=props,

@@ -126,6 +126,12 @@ class BrokerServer:
             advertised_port=advertised_port,
         )
         _warn_plain_in_clear(self.config, self.listener_set)
+        if (metadata is not None or metadata_hub is not None) and self.listener_set.inter_broker.uses_sasl:
+            # The peer connections (server/peers.py) have no SASL client side: refused here
+            # rather than leave replication failing authentication at every request.
+            raise ConfigError("inter.broker.listener.name",
+                              f"{self.listener_set.inter_broker.name} uses SASL, which brokers do not "
+                              "use with each other yet; name a PLAINTEXT or SSL listener")
         self.tls_contexts = server_contexts(self.config, self.listener_set)
         self.peer_ssl = inter_broker_context(self.config, self.listener_set)
         self.mapping_rules = {lst.name: mapping_rules(self.config, lst.name)

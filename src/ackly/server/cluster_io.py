@@ -75,9 +75,10 @@ class ClusterIO:
         self.store: StoreClient
         if metadata is not None:
             # Imported here: grpc costs ~40 ms of start-up that a single broker never needs.
-            from ackly.server.etcd_store import EtcdStore, parse_etcd_url
+            from ackly.server.etcd_store import EtcdStore, etcd_security, parse_etcd_url
 
-            self.store = EtcdStore(parse_etcd_url(metadata), self._on_store_inputs)
+            self.store = EtcdStore(parse_etcd_url(metadata), self._on_store_inputs,
+                                   security=etcd_security(config, metadata))
         else:
             assert hub is not None
             self.store = hub.client(f"broker-{node.broker_id}", self._on_store_inputs)

@@ -150,8 +150,9 @@ class Connection(asyncio.BufferedProtocol):
             log.warning("refusing connection %d from %s on listener %s: %s", self.connection_id,
                         self.client_host, self.listener.name, exc)
             return False
-        log.debug("connection %d from %s on listener %s: principal %s", self.connection_id,
-                  self.client_host, self.listener.name, self.principal)
+        if der is not None:
+            log.info("connection %d from %s on listener %s: principal %s", self.connection_id,
+                     self.client_host, self.listener.name, self.principal)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -19,10 +19,12 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 
 ETCD_BINARY_ENV = "ACKLY_ETCD"  # path to an etcd binary, when it is not `etcd` on PATH
 START_ATTEMPTS = 3
@@ -42,6 +44,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class EtcdTls:
+    """PEM files for an etcd that serves clients over TLS."""
+
+    certfile: str  # etcd's certificate (for 127.0.0.1)
+    keyfile: str
+    cafile: str  # the CA its certificate chains to (for the health check)
+    client_cafile: str = ""  # set: clients must present a certificate from this CA
+    client_certfile: str = ""  # the health check's client certificate then
+    client_keyfile: str = ""
+
+
 class EtcdProcess:
     """One etcd member on 127.0.0.1. `client_url` is what brokers take (`etcd://host:port`)."""
 
@@ -55,7 +69,10 @@ class EtcdProcess:
         heartbeat_interval_ms: int = 10,
         election_timeout_ms: int = 100,
         start_timeout_s: float = 20.0,
+        tls: EtcdTls | None = None,
     ) -> None:
+        """`tls`: serve clients over TLS (and, with its CA, require client certificates)."""
+        self.tls = tls
         self.data_dir = data_dir
         self.name = name
         self.binary = binary or etcd_binary()
@@ -74,14 +91,19 @@ class EtcdProcess:
     @property
     def client_url(self) -> str:
         """The --metadata value for `ackly serve`."""
-        return f"etcd://{self.endpoint}"
+        return f"{'etcds' if self.tls else 'etcd'}://{self.endpoint}"
 
     def command(self) -> list[str]:
         assert self.binary is not None
-        client = f"http://127.0.0.1:{self.client_port}"
+        client = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
+        tls: list[str] = []
+        if self.tls is not None:
+            tls = ["--cert-file", self.tls.certfile, "--key-file", self.tls.keyfile]
+            if self.tls.client_cafile:
+                tls += ["--trusted-ca-file", self.tls.client_cafile, "--client-cert-auth"]
         return [
-            self.binary, "--name", self.name, "--data-dir", os.path.join(self.data_dir, "member-data"),
+            self.binary, *tls, "--name", self.name, "--data-dir", os.path.join(self.data_dir, "member-data"),
             "--listen-client-urls", client, "--advertise-client-urls", client,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"{self.name}={peer}", "--initial-cluster-state", "new",
@@ -129,9 +151,14 @@ class EtcdProcess:
         return f"not healthy after {self.start_timeout_s} s"
 
     def healthy(self) -> bool:
-        url = f"http://{self.endpoint}/health"
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=self.tls.cafile)
+            if self.tls.client_certfile:
+                context.load_cert_chain(self.tls.client_certfile, self.tls.client_keyfile)
+        url = f"{'https' if self.tls else 'http'}://{self.endpoint}/health"
         with (contextlib.suppress(OSError, ValueError, urllib.error.URLError),
-              urllib.request.urlopen(url, timeout=1) as reply):
+              urllib.request.urlopen(url, timeout=1, context=context) as reply):
             return bool(json.loads(reply.read()).get("health") == "true")
         return False
 

@@ -33,6 +33,10 @@ learnt. What this adds to or differs from MemoryStore (store.py's contract allow
   the client reads again and re-watches, as it does after COMPACTED. etcd 3.4 accepts a watch
   on compacted history and then cancels it, so such a watch is answered ok and then gets
   WatchCanceled(COMPACTED) (MemoryStore refuses it outright; the client handles both alike).
+- Security (EtcdSecurity): `etcds://` connects with TLS (a CA file, and a client certificate
+  and key for etcd's --client-cert-auth); a user and password authenticate with etcd's Auth
+  API, and every call carries the token. A token etcd no longer knows (etcd restarted, or
+  the token expired) fails that call as UNAVAILABLE and the next call authenticates again.
 - LeaseExpired is learnt only when this client next touches the lease (a keep-alive, or a
   write naming it), not when etcd expires it; the member keeps alive every few seconds and
   bounds its own belief in the lease, so that is soon enough.
@@ -49,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import grpc  # type: ignore[import-untyped]
 from aetcd import rpc  # type: ignore[import-untyped]
 from aetcd.utils import prefix_range_end  # type: ignore[import-untyped]
 from grpc import aio as grpc_aio  # type: ignore[import-untyped]
@@ -74,6 +79,8 @@ from ackly.cluster.store import (
     WatchCanceled,
     WatchEvent,
 )
+from ackly.config import BrokerConfig
+from ackly.errors import ConfigError
 
 log = logging.getLogger("ackly.etcd")
 
@@ -97,11 +104,47 @@ _CHANNEL_OPTIONS = (
 )
 
 
+@dataclass(frozen=True)
+class EtcdSecurity:
+    """How to reach etcd: TLS (files in PEM) and a user to authenticate as (none: no auth)."""
+
+    tls: bool = False
+    cafile: str = ""  # "" with TLS: the system's CA certificates
+    certfile: str = ""  # a client certificate, for etcd's --client-cert-auth
+    keyfile: str = ""
+    user: str = ""
+    password: str = ""
+
+
+def url_uses_tls(url: str) -> bool:
+    return urlsplit(url).scheme == "etcds"
+
+
+def etcd_security(config: BrokerConfig, url: str) -> EtcdSecurity:
+    """The `metadata.etcd.*` settings for a --metadata URL; ConfigError for a contradiction."""
+    tls = url_uses_tls(url)
+    files = {key: str(config.get(key)) for key in
+             ("metadata.etcd.ssl.cafile", "metadata.etcd.ssl.certfile", "metadata.etcd.ssl.keyfile")}
+    if not tls:
+        for key, value in files.items():
+            if value:
+                raise ConfigError(key, "set for a metadata store reached without TLS: use etcds://")
+    if bool(files["metadata.etcd.ssl.certfile"]) != bool(files["metadata.etcd.ssl.keyfile"]):
+        raise ConfigError("metadata.etcd.ssl.certfile", "a client certificate needs its key "
+                                                        "(metadata.etcd.ssl.keyfile), and a key its certificate")
+    user, password = str(config.get("metadata.etcd.user")), str(config.get("metadata.etcd.password"))
+    if bool(user) != bool(password):
+        raise ConfigError("metadata.etcd.user", "give both metadata.etcd.user and metadata.etcd.password")
+    return EtcdSecurity(tls, files["metadata.etcd.ssl.cafile"], files["metadata.etcd.ssl.certfile"],
+                        files["metadata.etcd.ssl.keyfile"], user, password)
+
+
 def parse_etcd_url(url: str) -> list[Endpoint]:
-    """`etcd://host:port[,host:port...]` -> the endpoints (port 2379 when left out)."""
+    """`etcd://host:port[,host:port...]` (or `etcds://` for TLS) -> the endpoints (port 2379
+    when left out)."""
     parts = urlsplit(url)
-    if parts.scheme != "etcd" or not parts.netloc:
-        raise ValueError(f"not an etcd URL (etcd://host:port[,host:port...]): {url!r}")
+    if parts.scheme not in ("etcd", "etcds") or not parts.netloc:
+        raise ValueError(f"not an etcd URL (etcd://host:port[,host:port...], or etcds:// for TLS): {url!r}")
     if parts.path.strip("/") or parts.query:
         raise ValueError(f"an etcd URL names only endpoints (etcd://host:port,...): {url!r}")
     endpoints: list[Endpoint] = []
@@ -114,6 +157,16 @@ def parse_etcd_url(url: str) -> list[Endpoint]:
             raise ValueError(f"bad etcd endpoint {item!r} in {url!r}")
         endpoints.append((host, int(port)))
     return endpoints
+
+
+def _read(path: str, key: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def grpc_target(endpoints: Sequence[Endpoint]) -> str:
@@ -156,6 +209,8 @@ def _error_of(exc: BaseException) -> StoreError:
     definite (then the command surely did not apply)."""
     if isinstance(exc, rpc.AioRpcError):
         code, details = exc.code(), exc.details() or ""
+        if _is_auth_error(exc):
+            return StoreError.UNAVAILABLE  # refused before it ran; the next call authenticates
         if code == rpc.StatusCode.NOT_FOUND and "lease not found" in details:
             return StoreError.LEASE_NOT_FOUND
         if code == rpc.StatusCode.INVALID_ARGUMENT:
@@ -163,6 +218,16 @@ def _error_of(exc: BaseException) -> StoreError:
         if code == rpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
             return StoreError.COMPACTED
     return StoreError.UNAVAILABLE
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    """etcd refused the call for its token: unknown or expired (UNAUTHENTICATED), or missing
+    ("user name is empty", INVALID_ARGUMENT)."""
+    if not isinstance(exc, rpc.AioRpcError):
+        return False
+    details = exc.details() or ""
+    return exc.code() == rpc.StatusCode.UNAUTHENTICATED or "user name is empty" in details \
+        or "invalid auth token" in details
 
 
 def _tokens(command: Command) -> frozenset[tuple[str, Any]]:
@@ -215,9 +280,14 @@ class EtcdStore:
         *,
         request_timeout_ms: int = 5_000,
         max_inflight: int = 256,
+        security: EtcdSecurity | None = None,
     ) -> None:
         assert endpoints and request_timeout_ms > 0 and max_inflight > 0
         self.target = grpc_target(endpoints)
+        self.security = security or EtcdSecurity()
+        # The auth token as call metadata (None: no auth, or not authenticated yet).
+        self._auth: tuple[tuple[str, str], ...] | None = None
+        self._authenticating: asyncio.Future[None] | None = None
         self._deliver = deliver
         self._timeout_s = request_timeout_ms / 1000
         self._max_inflight = max_inflight
@@ -238,11 +308,52 @@ class EtcdStore:
         self._closed = False
 
     async def start(self) -> None:
-        """Open the gRPC channel (it connects on first use, and reconnects by itself)."""
-        self._channel = rpc.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+        """Open the gRPC channel (it connects on first use, and reconnects by itself). With a
+        user, authenticate now: ConfigError if etcd refuses the user or password (a setting to
+        fix); if etcd cannot be reached, the first call authenticates instead."""
+        security = self.security
+        if security.tls:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(security.cafile, "metadata.etcd.ssl.cafile"),
+                private_key=_read(security.keyfile, "metadata.etcd.ssl.keyfile"),
+                certificate_chain=_read(security.certfile, "metadata.etcd.ssl.certfile"),
+            )
+            self._channel = grpc_aio.secure_channel(self.target, credentials, options=_CHANNEL_OPTIONS)
+        else:
+            self._channel = rpc.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
         self._kv = rpc.KVStub(self._channel)
         self._lease = rpc.LeaseStub(self._channel)
         self._watch_stub = rpc.WatchStub(self._channel)
+        if security.user:
+            try:
+                await self._ensure_token()
+            except rpc.AioRpcError as exc:
+                if exc.code() in (rpc.StatusCode.INVALID_ARGUMENT, rpc.StatusCode.FAILED_PRECONDITION,
+                                  rpc.StatusCode.PERMISSION_DENIED):
+                    raise ConfigError("metadata.etcd.password",
+                                      f"etcd refused user {security.user!r}: {exc.details()}") from None
+                log.warning("cannot authenticate with etcd yet (%s); retrying with the first call",
+                            exc.details())
+
+    async def _ensure_token(self) -> None:
+        """Authenticate unless a token is held; one authentication at a time."""
+        if self._auth is not None or not self.security.user:
+            return
+        if self._authenticating is None:
+            self._authenticating = asyncio.ensure_future(self._authenticate())
+        future = self._authenticating
+        try:
+            await asyncio.shield(future)
+        finally:
+            if self._authenticating is future and future.done():
+                self._authenticating = None
+
+    async def _authenticate(self) -> None:
+        reply = await rpc.AuthStub(self._channel).Authenticate(
+            rpc.AuthenticateRequest(name=self.security.user, password=self.security.password),
+            timeout=self._timeout_s,
+        )
+        self._auth = (("token", str(reply.token)),)
 
     def submit(self, commands: Iterable[Command]) -> None:
         for command in commands:
@@ -350,10 +461,13 @@ class EtcdStore:
     async def _run(self, job: _Job) -> None:
         command = job.command
         try:
+            await self._ensure_token()
             result = await self._execute(command)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if _is_auth_error(exc):
+                self._auth = None  # etcd forgot the token (restarted, expired): get another
             error = _error_of(exc)
             if not isinstance(exc, rpc.AioRpcError):
                 log.warning("etcd %s failed: %r", type(command).__name__, exc)
@@ -372,6 +486,7 @@ class EtcdStore:
             prefix = command.prefix.encode()
             reply = await self._kv.Range(
                 rpc.RangeRequest(key=prefix, range_end=prefix_range_end(prefix)), timeout=timeout,
+                metadata=self._auth,
             )
             return CommandResult(rid, True, self._seen(reply.header),
                                  kvs=tuple(_kv(kv) for kv in reply.kvs))
@@ -381,7 +496,7 @@ class EtcdStore:
             reply = await self._kv.Put(
                 rpc.PutRequest(key=command.key.encode(), value=command.value,
                                lease=command.lease_id or 0),
-                timeout=timeout,
+                timeout=timeout, metadata=self._auth,
             )
             return CommandResult(rid, True, self._seen(reply.header))
         if isinstance(command, CompareAndSet):
@@ -392,7 +507,8 @@ class EtcdStore:
             if command.ttl_ms <= 0:
                 return self._refused(rid, StoreError.INVALID)
             ttl_s = -(-command.ttl_ms // 1000)
-            reply = await self._lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl_s, ID=0), timeout=timeout)
+            reply = await self._lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl_s, ID=0), timeout=timeout,
+                                                  metadata=self._auth)
             if reply.error:
                 log.warning("etcd refused a lease: %s", reply.error)
                 return self._refused(rid, StoreError.UNAVAILABLE)
@@ -403,7 +519,7 @@ class EtcdStore:
             return await self._keep_alive(command)
         if isinstance(command, RevokeLease):
             reply = await self._lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=command.lease_id),
-                                                  timeout=timeout)
+                                                  timeout=timeout, metadata=self._auth)
             return CommandResult(rid, True, self._seen(reply.header))
         raise AssertionError(f"not a unary store command: {command!r}")
 
@@ -419,7 +535,7 @@ class EtcdStore:
         rid = delete.request_id
         if delete.expected_mod_revision is None:
             reply = await self._kv.DeleteRange(rpc.DeleteRangeRequest(key=delete.key.encode()),
-                                               timeout=self._timeout_s)
+                                               timeout=self._timeout_s, metadata=self._auth)
             return CommandResult(rid, True, self._seen(reply.header))
         op = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=delete.key.encode()))
         return await self._txn(rid, (Compare(delete.key, delete.expected_mod_revision),), op)
@@ -432,7 +548,7 @@ class EtcdStore:
                 success=[success],
                 failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=k.encode())) for k in keys],
             ),
-            timeout=self._timeout_s,
+            timeout=self._timeout_s, metadata=self._auth,
         )
         revision = self._seen(reply.header)
         if reply.succeeded:
@@ -442,7 +558,7 @@ class EtcdStore:
 
     async def _keep_alive(self, command: KeepAlive) -> CommandResult:
         call = self._lease.LeaseKeepAlive(iter([rpc.LeaseKeepAliveRequest(ID=command.lease_id)]),
-                                          timeout=self._timeout_s)
+                                          timeout=self._timeout_s, metadata=self._auth)
         try:
             reply = await call.read()
         finally:
@@ -482,7 +598,7 @@ class EtcdStore:
         # else: sent once etcd has named the watch (its created response)
 
     def _open_stream(self) -> _WatchStream:
-        stream = _WatchStream(call=self._watch_stub.Watch(), writes=asyncio.Queue())
+        stream = _WatchStream(call=self._watch_stub.Watch(metadata=self._auth), writes=asyncio.Queue())
         self._stream = stream
         loop = asyncio.get_running_loop()
         stream.tasks = [loop.create_task(self._write_stream(stream)),
@@ -513,6 +629,8 @@ class EtcdStore:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if _is_auth_error(exc):
+                self._auth = None
             self._break_stream(stream, f"read failed: {exc!r}")
 
     def _on_watch_response(self, stream: _WatchStream, response: Any) -> None:

@@ -28,17 +28,27 @@ function readStdin() {
   })
 }
 
-// args.sasl: kafkajs's own {mechanism, username, password}; args.caFile: TLS, trusting that CA.
+// args.ssl: {ca, cert, key} PEM file paths (cert and key only for mTLS), or absent.
+function tlsOptions(ssl) {
+  if (!ssl) return undefined
+  const fs = require('fs')
+  const options = { ca: [fs.readFileSync(ssl.ca, 'utf8')] }
+  if (ssl.cert) options.cert = fs.readFileSync(ssl.cert, 'utf8')
+  if (ssl.key) options.key = fs.readFileSync(ssl.key, 'utf8')
+  return options
+}
+
+// args.sasl: kafkajs's own {mechanism, username, password}.
 function client(args) {
   return new Kafka({
     clientId: 'ackly-kafkajs-tests',
     brokers: args.brokers,
+    ssl: tlsOptions(args.ssl),
     logLevel: logLevel.ERROR,
     connectionTimeout: 5000,
     requestTimeout: 15000,
     retry: { retries: args.retries ?? 3, initialRetryTime: 100 },
     ...(args.sasl ? { sasl: args.sasl } : {}),
-    ...(args.caFile ? { ssl: { ca: [require('fs').readFileSync(args.caFile, 'utf8')] } } : {}),
   })
 }
 

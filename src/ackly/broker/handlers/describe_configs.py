@@ -13,8 +13,9 @@ Mirrors Kafka's ConfigHelper.describeConfigs:
 - Any other resource type (broker loggers, client metrics, groups) is INVALID_REQUEST.
 
 `configuration_keys` filters the list (null or empty: all); keys ackly does not know are left
-out, as Kafka does. v3+ carries `config_type` and, when asked, `documentation`. Nothing is
-sensitive: ackly has no password configs.
+out, as Kafka does. v3+ carries `config_type` and, when asked, `documentation`. A sensitive
+config (a key password, an inline private key) is described with a null value and
+`is_sensitive`, its type PASSWORD, as Kafka describes its password configs.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ RESOURCE_NAMES = {2: "TOPIC", 4: "BROKER", 8: "BROKER_LOGGER", 16: "CLIENT_METRI
 
 # DescribeConfigsResponse ConfigType codes (v3+).
 _CONFIG_TYPE = {Kind.BOOLEAN: 1, Kind.STRING: 2, Kind.INT: 3, Kind.LONG: 5, Kind.DOUBLE: 6, Kind.LIST: 7}
+_PASSWORD = 9
 
 
 def resource_label(resource_type: int) -> str:
@@ -79,14 +81,16 @@ def _entry(
     d: ConfigDef, value: str, read_only: bool, synonyms: list[dict[str, Any]],
     include_synonyms: bool, include_documentation: bool,
 ) -> dict[str, Any]:
+    if d.sensitive:
+        synonyms = [{**synonym, "value": None} for synonym in synonyms]
     return {
         "name": d.name,
-        "value": value,
+        "value": None if d.sensitive else value,
         "read_only": read_only,
         "config_source": synonyms[0]["source"],
-        "is_sensitive": False,
+        "is_sensitive": d.sensitive,
         "synonyms": synonyms if include_synonyms else [],
-        "config_type": _CONFIG_TYPE[d.kind],
+        "config_type": _PASSWORD if d.sensitive else _CONFIG_TYPE[d.kind],
         "documentation": d.doc if include_documentation else None,
     }
 
