@@ -326,7 +326,7 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
     # (safe only over TLS) and is turned on by naming it here.
     ConfigDef("sasl.enabled.mechanisms", Kind.LIST, ("SCRAM-SHA-512", "SCRAM-SHA-256"),
               "SASL mechanisms clients may authenticate with",
-              choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
+              choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), per_listener=True),
     ConfigDef("sasl.server.max.receive.size", Kind.INT, 524_288,
               "largest frame a connection may send before it has authenticated", minimum=1),
     ConfigDef("connections.max.reauth.ms", Kind.LONG, 0,
@@ -588,9 +588,8 @@ class BrokerConfig:
         value = int(self.values["connections.first.request.timeout.ms"])
         return None if value < 0 else value
 
-    @property
-    def sasl_enabled_mechanisms(self) -> tuple[str, ...]:
-        return tuple(self.values["sasl.enabled.mechanisms"])
+    def sasl_enabled_mechanisms(self, listener_name: str) -> tuple[str, ...]:
+        return tuple(self.for_listener(listener_name, "sasl.enabled.mechanisms"))
 
     @property
     def sasl_server_max_receive_size(self) -> int:

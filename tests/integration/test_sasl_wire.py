@@ -211,3 +211,15 @@ def test_users_refuses_a_data_dir_that_predates_the_metadata_store(tmp_path: Pat
                                 input=PASSWORD + "\n")
     assert result.exit_code != 0 and "start the broker once" in result.output
     assert not (tmp_path / "metadata.json").exists()
+
+
+def test_mechanisms_per_listener(tmp_path: Path) -> None:
+    """Kafka's `listener.name.<name>.sasl.enabled.mechanisms` overrides the broker-wide list."""
+    broker = start_broker(tmp_path, **{"listener.name.sasl_plaintext.sasl.enabled.mechanisms": "SCRAM-SHA-512"})
+    try:
+        with WireClient(broker.bootstrap) as client:
+            handshake = client.request(SaslHandshakeRequest(mechanism="PLAIN"))
+            assert handshake.error_code == ErrorCode.unsupported_sasl_mechanism
+            assert list(handshake.mechanisms) == ["SCRAM-SHA-512"]
+    finally:
+        broker.stop()

@@ -60,10 +60,8 @@ TLS_HANDSHAKE_TIMEOUT_S = 10.0
 def _warn_plain_in_clear(config: BrokerConfig, listeners: ListenerSet) -> None:
     """SASL/PLAIN sends the password as it is: on a listener without TLS anyone on the path
     reads it (Kafka documents PLAIN as safe only with TLS)."""
-    if "PLAIN" not in config.sasl_enabled_mechanisms:
-        return
     for lst in listeners.listeners:
-        if lst.uses_sasl and not lst.uses_tls:
+        if lst.uses_sasl and not lst.uses_tls and "PLAIN" in config.sasl_enabled_mechanisms(lst.name):
             log.warning("listener %s is %s with PLAIN enabled (sasl.enabled.mechanisms): clients send "
                         "their passwords in clear text on it; use SASL_SSL, or only SCRAM mechanisms",
                         lst.name, lst.security_protocol)
@@ -273,11 +271,11 @@ class BrokerServer:
         self._next_connection_id += 1
         return Connection(self, self._next_connection_id, listener)
 
-    def new_sasl_session(self) -> SaslSession:
+    def new_sasl_session(self, listener: Listener) -> SaslSession:
         """The SASL session of a new connection on a SASL listener (broker/sasl.py); its SCRAM
         nonces come from the operating system's CSPRNG (RFC 5802 s.5.1 asks for unpredictable
         ones)."""
-        return SaslSession(self.config.sasl_enabled_mechanisms, new_nonce=_new_nonce,
+        return SaslSession(self.config.sasl_enabled_mechanisms(listener.name), new_nonce=_new_nonce,
                            max_reauth_ms=self.config.connections_max_reauth_ms)
 
     # --- connection limits ------------------------------------------------------------------
