@@ -196,13 +196,23 @@ def test_kafka_python_reauthenticates_on_its_own(tmp_path: Path, caplog: pytest.
         broker.stop()
 
 
-def test_sasl_between_brokers_is_refused_at_start_up(tmp_path: Path) -> None:
+def test_sasl_between_brokers_needs_credentials_at_start_up(tmp_path: Path) -> None:
     from ackly.errors import ConfigError
     from ackly.server.app import BrokerServer
 
-    with pytest.raises(ConfigError, match=r"inter\.broker\.listener\.name"):
-        BrokerServer(data_dir=str(tmp_path), metadata="etcd://127.0.0.1:2379",
-                     properties={"listeners": "SASL_PLAINTEXT://127.0.0.1:0"})
+    listeners = {"listeners": "SASL_PLAINTEXT://127.0.0.1:0"}
+    with pytest.raises(ConfigError, match=r"listener\.name\.sasl_plaintext\.sasl\.jaas\.config"):
+        BrokerServer(data_dir=str(tmp_path), metadata="etcd://127.0.0.1:2379", properties=listeners)
+    with pytest.raises(ConfigError, match=r"sasl\.mechanism\.inter\.broker\.protocol"):
+        BrokerServer(data_dir=str(tmp_path), metadata="etcd://127.0.0.1:2379", properties={
+            **listeners, "sasl.enabled.mechanisms": "SCRAM-SHA-256", "sasl.jaas.config": 'username="b" password="p"'})
+    server = BrokerServer(data_dir=str(tmp_path), metadata="etcd://127.0.0.1:2379", properties={
+        **listeners, "listener.name.sasl_plaintext.sasl.jaas.config":
+            'org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="p\\"q";'})
+    assert server.peer_sasl is not None
+    assert (server.peer_sasl.mechanism, server.peer_sasl.username, server.peer_sasl.password) == \
+        ("SCRAM-SHA-512", "broker", 'p"q')
+    assert 'p"q' not in repr(server.peer_sasl)
 
 
 def test_users_refuses_a_data_dir_that_predates_the_metadata_store(tmp_path: Path) -> None:

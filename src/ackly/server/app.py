@@ -41,6 +41,7 @@ from ackly.server.connection import Connection
 from ackly.server.connection_limits import ConnectionLimits
 from ackly.server.memory_pool import MemoryPool
 from ackly.server.memory_store_bridge import SharedMemoryStore
+from ackly.server.peer_sasl import peer_sasl
 from ackly.server.tls import inter_broker_context, mapping_rules, server_contexts
 from ackly.types import TopicPartition
 
@@ -124,12 +125,10 @@ class BrokerServer:
             advertised_port=advertised_port,
         )
         _warn_plain_in_clear(self.config, self.listener_set)
-        if (metadata is not None or metadata_hub is not None) and self.listener_set.inter_broker.uses_sasl:
-            # The peer connections (server/peers.py) have no SASL client side: refused here
-            # rather than leave replication failing authentication at every request.
-            raise ConfigError("inter.broker.listener.name",
-                              f"{self.listener_set.inter_broker.name} uses SASL, which brokers do not "
-                              "use with each other yet; name a PLAINTEXT or SSL listener")
+        # How this broker authenticates to its peers, when the inter-broker listener uses SASL
+        # (a cluster only: a single broker has no peers).
+        self.peer_sasl = (peer_sasl(self.config, self.listener_set)
+                          if metadata is not None or metadata_hub is not None else None)
         self.tls_contexts = server_contexts(self.config, self.listener_set)
         self.peer_ssl = inter_broker_context(self.config, self.listener_set)
         self.mapping_rules = {lst.name: mapping_rules(self.config, lst.name)
@@ -207,7 +206,7 @@ class BrokerServer:
             self.cluster = ClusterIO(
                 self.node, now_ms=self.now_ms, after_event=self.after_event,
                 on_fatal=self._on_fatal, metadata=self.metadata, hub=self.metadata_hub,
-                peer_ssl=self.peer_ssl,
+                peer_ssl=self.peer_ssl, peer_sasl=self.peer_sasl,
             )
             await self.cluster.start()
             self.after_event()
