@@ -176,9 +176,13 @@ def resolve_listeners(
         if not raw_listeners:
             raise ConfigError(ADVERTISED_LISTENERS, "needs listeners (the names it advertises)")
         named = {a.name: a for a in parse_listeners(raw_advertised, ADVERTISED_LISTENERS, protocol_map)}
-        for name in named:
-            if not any(lst.name == name for lst in listeners):
+        for name, lst in named.items():
+            if not any(bound.name == name for bound in listeners):
                 raise ConfigError(ADVERTISED_LISTENERS, f"{name!r} is not one of the listeners")
+            if lst.host in ("0.0.0.0", "::"):
+                # As Kafka: no client can connect to the wildcard address.
+                raise ConfigError(ADVERTISED_LISTENERS, f"{lst} advertises the non-routable address "
+                                                        f"{lst.host}; give a host clients can reach")
         # A listener not advertised is advertised as it is bound (Kafka's default).
         advertised = tuple(named.get(lst.name, lst) for lst in listeners)
     elif not raw_listeners and (advertised_host is not None or advertised_port is not None):

@@ -53,8 +53,8 @@ REFUSAL_LOG_PERIOD_S = 10.0
 # The sweep for idle and silent connections runs this often at most (and at least a quarter
 # of the shortest timeout, so a connection is closed within 1.25 x its timeout).
 SWEEP_PERIOD_MAX_S = 1.0
-# A TLS client that has not finished its handshake by then is dropped (it holds a socket and
-# handshake state before any connection limit or request deadline applies to it).
+# A TLS client that has not finished its handshake by then is dropped (it is admitted, and
+# counted by the connection limits, before its handshake starts).
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
@@ -131,6 +131,7 @@ class BrokerServer:
                           if metadata is not None or metadata_hub is not None else None)
         self.tls_contexts = server_contexts(self.config, self.listener_set)
         self.peer_ssl = inter_broker_context(self.config, self.listener_set)
+        self.tls_handshake_timeout_s = TLS_HANDSHAKE_TIMEOUT_S
         self.mapping_rules = {lst.name: mapping_rules(self.config, lst.name)
                               for lst in self.listener_set.listeners if lst.uses_tls}
         # Bound ports by listener name (start()).
@@ -213,10 +214,9 @@ class BrokerServer:
             await self._wait_joined()
         loop = asyncio.get_running_loop()
         for lst, sock in zip(self.listener_set.listeners, socks, strict=True):
+            # TLS starts on each connection once it is admitted (Connection._start_tls).
             self._servers.append(await loop.create_server(
                 functools.partial(self._new_connection, lst), sock=sock, backlog=512,
-                ssl=self.tls_contexts.get(lst.name),
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S if lst.uses_tls else None,
             ))
         self._server = self._servers[0]
         self.after_event()

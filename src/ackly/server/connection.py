@@ -59,10 +59,15 @@ log = logging.getLogger("ackly.connection")
 # Ranges up to this size are read and written at once: a pread from the page cache costs
 # less than a task switch plus a sendfile call.
 INLINE_RANGE_BYTES = 64 * 1024
+# Over TLS a larger range is read and written in pieces of this size, each after the
+# transport has room: a fetch answer of tens of MB is never held (or encrypted) in one
+# piece, and the buffers stay small and warm.
+TLS_RANGE_PIECE_BYTES = 256 * 1024
 
 # Reasons reading is paused (bits of Connection._paused).
 PAUSE_IN_FLIGHT = 1  # max_in_flight answers pending
 PAUSE_MEMORY = 2  # the request memory pool is exhausted
+PAUSE_HANDSHAKE = 4  # a TLS handshake is under way (the raw transport is not ours to resume)
 
 
 class _Slot:
@@ -105,6 +110,8 @@ class Connection(asyncio.BufferedProtocol):
         self._writing_paused = False
         self._writer_busy = False
         self._writer_task: asyncio.Task[None] | None = None
+        self._handshake: asyncio.Task[None] | None = None
+        self._room: asyncio.Future[None] | None = None  # the writer task waits for room
         self._closed = False
         # On a SASL listener (SASL_PLAINTEXT, SASL_SSL) the client must authenticate first;
         # its SASL principal, not a TLS certificate's, is the connection's principal (as Kafka).
@@ -123,17 +130,57 @@ class Connection(asyncio.BufferedProtocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client_host = str(peer[0]) if peer else ""
-        if self.tls and not self._take_certificate(transport):
-            self._closed = True
-            transport.close()
-            return
         if not self.server.admit(self):
             self._closed = True
             transport.close()  # refused at accept: nothing is read from it
             return
         self.admitted = True
+        if self.tls:
+            # Admitted before the handshake, as Kafka's Acceptor applies its connection quotas
+            # before the SSL handshake: a flood of handshakes counts against the limits.
+            transport.pause_reading()
+            self._paused |= PAUSE_HANDSHAKE
+            self._handshake = asyncio.get_running_loop().create_task(self._start_tls(transport))
+            return
         if not self.server.pool.may_read(self):
             self._set_paused(PAUSE_MEMORY, True)
+
+    async def _start_tls(self, raw: asyncio.Transport) -> None:
+        """The TLS handshake on an admitted connection; then reading starts."""
+        assert self.listener is not None
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                raw, self, self.server.tls_contexts[self.listener.name], server_side=True,
+                ssl_handshake_timeout=self.server.tls_handshake_timeout_s,
+            )
+        except (OSError, TimeoutError) as exc:
+            log.debug("connection %d from %s: TLS handshake failed: %r", self.connection_id,
+                      self.client_host, exc)
+            raw.abort()
+            self.connection_lost(None)  # the raw transport no longer reports to this protocol
+            return
+        except asyncio.CancelledError:  # abort() during the handshake
+            raw.abort()
+            self.connection_lost(None)
+            raise
+        finally:
+            self._handshake = None
+        if transport is None or self._closed:
+            if transport is not None:
+                transport.abort()
+            return
+        self.transport = transport
+        if not self._take_certificate(transport):
+            self._close()
+            return
+        if not self.server.pool.may_read(self):
+            self._paused |= PAUSE_MEMORY
+        self._paused &= ~PAUSE_HANDSHAKE
+        if self._paused:
+            transport.pause_reading()
+        if self.decoder.buffered_bytes:
+            self._take_frames()
 
     def _take_certificate(self, transport: asyncio.Transport) -> bool:
         """The principal of a TLS client (called once the handshake is done): `User:` and its
@@ -141,8 +188,8 @@ class Connection(asyncio.BufferedProtocol):
         certificate. False (refuse the connection) if no mapping rule applies or the
         certificate cannot be read, as Kafka fails such a client's authentication."""
         ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is None:
-            return True
+        if ssl_object is None or (self.listener is not None and self.listener.uses_sasl):
+            return True  # on SASL_SSL the principal is the SASL one (Kafka's SaslServerAuthenticator)
         der = ssl_object.getpeercert(binary_form=True)
         assert self.listener is not None
         try:
@@ -178,6 +225,14 @@ class Connection(asyncio.BufferedProtocol):
         self.decoder.buffer_updated(nbytes)
         self.activity += 1
         self._account_held()
+        if self._paused & PAUSE_HANDSHAKE:
+            # A first request that came with the end of the TLS handshake, before start_tls
+            # handed this protocol its TLS transport: its frames wait in the decoder until
+            # then (_start_tls), so that no answer is written to the raw socket.
+            return
+        self._take_frames()
+
+    def _take_frames(self) -> None:
         try:
             while not self._closed and (frame := self.decoder.next_frame()) is not None:
                 self._handle(frame)
@@ -199,6 +254,11 @@ class Connection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        if self._room is not None:
+            if not self._room.done():
+                self._room.set_result(None)  # the writer task goes on with its range
+            self._room = None
+            return
         if self._writer_busy and self._writer_task is None:
             self._start_writer()
         else:
@@ -333,7 +393,7 @@ class Connection(asyncio.BufferedProtocol):
         for piece in slot.pieces:
             if isinstance(piece, (bytes, bytearray, memoryview)):
                 out.append(piece)
-            elif piece.size <= INLINE_RANGE_BYTES or not self._can_sendfile(piece):
+            elif piece.size <= INLINE_RANGE_BYTES or not (self.tls or self._can_sendfile(piece)):
                 out.append(piece.file.read(piece.position, piece.size))
             else:
                 return False
@@ -360,6 +420,8 @@ class Connection(asyncio.BufferedProtocol):
             for piece in slot.pieces:
                 if isinstance(piece, (bytes, bytearray, memoryview)):
                     transport.write(piece)
+                elif self.tls and piece.size > INLINE_RANGE_BYTES:
+                    await self._write_range_in_pieces(transport, piece)
                 elif self._can_sendfile(piece) and piece.size > INLINE_RANGE_BYTES:
                     fd = piece.file.fileno()
                     with open(fd, "rb", buffering=0, closefd=False) as f:
@@ -383,12 +445,32 @@ class Connection(asyncio.BufferedProtocol):
         self._writer_busy = False
         self._pump()
 
+    async def _write_range_in_pieces(self, transport: asyncio.Transport, piece: Any) -> None:
+        """A file range through the TLS transport, TLS_RANGE_PIECE_BYTES at a time, waiting
+        for room (resume_writing) whenever the transport's buffer is full."""
+        position, end = piece.position, piece.position + piece.size
+        while position < end:
+            size = min(TLS_RANGE_PIECE_BYTES, end - position)
+            data = piece.file.read(position, size)
+            if len(data) != size:
+                # The file shrank under us (truncation): the frame cannot be completed.
+                raise ConnectionError(f"read {len(data)} of {size} bytes of a range")
+            transport.write(data)
+            position += size
+            self.activity += 1
+            if self._writing_paused:
+                self._room = asyncio.get_running_loop().create_future()
+                await self._room
+
     def _close(self) -> None:
         if not self._closed and self.transport is not None:
             self._closed = True
             self.transport.close()  # written answers are flushed first
 
     def abort(self) -> None:
+        if self._handshake is not None:
+            self._handshake.cancel()  # it aborts the socket and releases the connection
+            return
         if self.transport is not None:
             self.transport.abort()
 

@@ -63,6 +63,8 @@ def test_bound_ports_and_wildcard_hosts_are_advertised_as_reachable() -> None:
     ({"listeners": "SSL://:9093,SASL_SSL://:9094"}, "inter.broker.listener.name", "not set"),
     ({"listeners": "PLAINTEXT://:9092", "advertised.listeners": "SSL://h:9093"},
      "advertised.listeners", "not one of the listeners"),
+    ({"listeners": "PLAINTEXT://:9092", "advertised.listeners": "PLAINTEXT://0.0.0.0:9092"},
+     "advertised.listeners", "non-routable"),
     ({"listener.name.ssl.ssl.client.auth": "always"}, "listener.name.ssl.ssl.client.auth", "not one of"),
     ({"listener.name.ssl.log.retention.ms": "5"}, "listener.name.ssl.log.retention.ms", "unknown"),
     ({"ssl.principal.mapping.rules": "RULE:^CN=(.*)$/$1/X"}, "ssl.principal.mapping.rules", "invalid rule"),
