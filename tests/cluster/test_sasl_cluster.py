@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, ScramCredentialInfo, ScramMechanism
 from confluent_kafka.admin import UserScramCredentialUpsertion as Upsertion
 
-from ackly.testing.cluster_processes import ClusterProcesses
+from ackly.testing.cluster_processes import ClusterProcesses, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.clients, pytest.mark.timeout(180)]
 
@@ -78,7 +78,9 @@ def test_three_brokers_with_sasl_ssl_between_them_and_for_clients(etcd_server: A
     """Brokers authenticate to each other with SCRAM-SHA-512 over TLS (their own user, made
     offline in etcd); acks=all with min.insync.replicas=3 is acknowledged only once both
     followers have fetched over those connections, and a client on the SASL_SSL listener
-    reads everything back."""
+    reads everything back. Then the leader of another topic is killed under an idempotent
+    acks=all producer and restarted: nothing acknowledged is lost or doubled, and it rejoins
+    the ISR through new, authenticated peer connections."""
     from tests.clients.tlskit import make_tls_files
 
     tls = make_tls_files(tmp_path / "tls")
@@ -123,5 +125,41 @@ def test_three_brokers_with_sasl_ssl_between_them_and_for_clients(etcd_server: A
                 break
         consumer.close()
         assert got == [f"m{i}".encode() for i in range(20)]
+
+        # Failover: the leader is killed while an idempotent producer writes with acks=all;
+        # it comes back (new peer connections, authenticated again) and rejoins the ISR, and
+        # every acknowledged record is read back once, in order.
+        failover = f"failover-{uuid.uuid4().hex[:8]}"
+        admin.create_topics([NewTopic(failover, 1, 3, config={"min.insync.replicas": "2"})])[failover].result(30)
+        everyone = ",".join(conf(b)["bootstrap.servers"] for b in range(3))
+        producer = Producer({**conf(0), "bootstrap.servers": everyone, "acks": "all",
+                             "enable.idempotence": True, "message.timeout.ms": 90_000})
+        acked: list[Any] = []
+        for i in range(60):
+            producer.produce(failover, f"f{i}".encode(), partition=0,
+                             on_delivery=lambda err, _m: acked.append(err))
+            if i == 29:
+                assert producer.flush(60) == 0
+                view = cluster.partition(failover)
+                assert view is not None and len(view.isr) == 3
+                leader = view.leader
+                cluster.kill(leader)
+        assert producer.flush(120) == 0
+        assert acked == [None] * 60
+        cluster.start_broker(leader)
+        wait_until(lambda: (v := cluster.partition(failover)) is not None and len(v.isr) == 3, 90,
+                   f"broker {leader} back in the ISR of {failover}")
+        consumer = Consumer({**conf(0), "bootstrap.servers": everyone, "group.id": f"g-{failover}",
+                             "enable.auto.commit": False})
+        consumer.assign([TopicPartition(failover, 0, 0)])
+        got = []
+        for _ in range(120):
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                got.append(message.value())
+            if len(got) >= 60:
+                break
+        consumer.close()
+        assert got == [f"f{i}".encode() for i in range(60)]
     finally:
         cluster.stop_all()
