@@ -67,14 +67,14 @@ async def authenticate(exchange: Exchange, sasl: PeerSasl) -> None:
     """SaslHandshake v1, then SaslAuthenticate v2 steps; ConnectionError on any failure."""
     handshake = await exchange(SaslHandshakeRequest(mechanism=sasl.mechanism))
     if handshake.error_code != ErrorCode.none:
-        raise ConnectionError(f"SaslHandshake {sasl.mechanism}: {ErrorCode(handshake.error_code).name} "
+        raise ConnectionError(f"SaslHandshake {sasl.mechanism}: {ErrorCode(handshake.error_code).name.upper()} "
                               f"(the peer enables {', '.join(handshake.mechanisms)})")
 
     async def step(token: bytes) -> bytes:
         answer = await exchange(SaslAuthenticateRequest(auth_bytes=token))
         if answer.error_code != ErrorCode.none:
             raise ConnectionError(f"SASL {sasl.mechanism} as {sasl.username!r}: "
-                                  f"{ErrorCode(answer.error_code).name}: {answer.error_message}")
+                                  f"{ErrorCode(answer.error_code).name.upper()}: {answer.error_message}")
         return bytes(answer.auth_bytes)
 
     if sasl.mechanism == "PLAIN":
