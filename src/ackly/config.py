@@ -334,7 +334,16 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
     # (safe only over TLS) and is turned on by naming it here.
     ConfigDef("sasl.enabled.mechanisms", Kind.LIST, ("SCRAM-SHA-512", "SCRAM-SHA-256"),
               "SASL mechanisms clients may authenticate with",
+              choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), per_listener=True),
+    # A broker's own SASL client side, toward its peers on an inter-broker listener with SASL
+    # (server/peer_sasl.py). Kafka's default mechanism is GSSAPI, which ackly does not have.
+    ConfigDef("sasl.mechanism.inter.broker.protocol", Kind.STRING, "SCRAM-SHA-512",
+              "the mechanism brokers authenticate to each other with",
               choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
+    ConfigDef("sasl.jaas.config", Kind.STRING, "",
+              'this broker\'s credentials toward its peers: username="..." password="..." (a '
+              "JAAS line as Kafka's; only these two options are read)", sensitive=True,
+              per_listener=True),
     ConfigDef("sasl.server.max.receive.size", Kind.INT, 524_288,
               "largest frame a connection may send before it has authenticated", minimum=1),
     ConfigDef("connections.max.reauth.ms", Kind.LONG, 0,
@@ -648,9 +657,8 @@ class BrokerConfig:
         value = int(self.values["connections.first.request.timeout.ms"])
         return None if value < 0 else value
 
-    @property
-    def sasl_enabled_mechanisms(self) -> tuple[str, ...]:
-        return tuple(self.values["sasl.enabled.mechanisms"])
+    def sasl_enabled_mechanisms(self, listener_name: str) -> tuple[str, ...]:
+        return tuple(self.for_listener(listener_name, "sasl.enabled.mechanisms"))
 
     @property
     def sasl_server_max_receive_size(self) -> int:

@@ -246,7 +246,7 @@ def kafkajs_args(broker: SaslBroker, protocol: str, mechanism: str, password: st
     args: dict[str, Any] = {"brokers": [broker.bootstrap(protocol)],
                             "sasl": {"mechanism": mechanism.lower(), "username": USER, "password": password}}
     if protocol == "SASL_SSL":
-        args["caFile"] = broker.ca_file
+        args["ssl"] = {"ca": broker.ca_file}
     return args
 
 

@@ -194,3 +194,42 @@ def test_kafka_python_reauthenticates_on_its_own(tmp_path: Path, caplog: pytest.
         assert "without re-authentication" not in caplog.text
     finally:
         broker.stop()
+
+
+def test_sasl_between_brokers_needs_credentials_at_start_up(tmp_path: Path) -> None:
+    from ackly.errors import ConfigError
+    from ackly.server.app import BrokerServer
+
+    listeners = {"listeners": "SASL_PLAINTEXT://127.0.0.1:0"}
+    with pytest.raises(ConfigError, match=r"listener\.name\.sasl_plaintext\.sasl\.jaas\.config"):
+        BrokerServer(data_dir=str(tmp_path), metadata="etcd://127.0.0.1:2379", properties=listeners)
+    with pytest.raises(ConfigError, match=r"sasl\.mechanism\.inter\.broker\.protocol"):
+        BrokerServer(data_dir=str(tmp_path), metadata="etcd://127.0.0.1:2379", properties={
+            **listeners, "sasl.enabled.mechanisms": "SCRAM-SHA-256", "sasl.jaas.config": 'username="b" password="p"'})
+    server = BrokerServer(data_dir=str(tmp_path), metadata="etcd://127.0.0.1:2379", properties={
+        **listeners, "listener.name.sasl_plaintext.sasl.jaas.config":
+            'org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="p\\"q";'})
+    assert server.peer_sasl is not None
+    assert (server.peer_sasl.mechanism, server.peer_sasl.username, server.peer_sasl.password) == \
+        ("SCRAM-SHA-512", "broker", 'p"q')
+    assert 'p"q' not in repr(server.peer_sasl)
+
+
+def test_users_refuses_a_data_dir_that_predates_the_metadata_store(tmp_path: Path) -> None:
+    (tmp_path / "topics.json").write_text("{}")
+    result = CliRunner().invoke(cli, ["users", "set", USER, "--password-stdin", "--data-dir", str(tmp_path)],
+                                input=PASSWORD + "\n")
+    assert result.exit_code != 0 and "start the broker once" in result.output
+    assert not (tmp_path / "metadata.json").exists()
+
+
+def test_mechanisms_per_listener(tmp_path: Path) -> None:
+    """Kafka's `listener.name.<name>.sasl.enabled.mechanisms` overrides the broker-wide list."""
+    broker = start_broker(tmp_path, **{"listener.name.sasl_plaintext.sasl.enabled.mechanisms": "SCRAM-SHA-512"})
+    try:
+        with WireClient(broker.bootstrap) as client:
+            handshake = client.request(SaslHandshakeRequest(mechanism="PLAIN"))
+            assert handshake.error_code == ErrorCode.unsupported_sasl_mechanism
+            assert list(handshake.mechanisms) == ["SCRAM-SHA-512"]
+    finally:
+        broker.stop()

@@ -14,18 +14,22 @@ import sys
 
 import click
 
-from ackly.cluster.durable_store import DurableMemoryStore
+from ackly.cluster.durable_store import METADATA_FILE, DurableMemoryStore
 from ackly.cluster.memory_store import ClientId
 from ackly.cluster.metadata import ClusterMetadata, KeySpace
 from ackly.cluster.scram import DEFAULT_ITERATIONS, SCRAM_MECHANISMS, CredentialError, ScramCredential
 from ackly.cluster.store import Command, CommandResult, Delete, Get, Put, StoreInput
+from ackly.cluster.topics import CATALOGUE_FILE
+from ackly.config import BrokerConfig, parse_properties
+from ackly.errors import ConfigError
 from ackly.log.disk import RealDisk
 
 _CLIENT = ClientId("ackly-users")
 _TIMEOUT_S = 10.0
 
 
-def _run_commands(data_dir: str | None, metadata: str | None, commands: list[Command]) -> list[CommandResult]:
+def _run_commands(data_dir: str | None, metadata: str | None, commands: list[Command],
+                  configs: tuple[str, ...] = ()) -> list[CommandResult]:
     if (data_dir is None) == (metadata is None):
         raise click.UsageError("give exactly one of --data-dir (a single broker) and --metadata (a cluster)")
     if data_dir is not None:
@@ -33,7 +37,13 @@ def _run_commands(data_dir: str | None, metadata: str | None, commands: list[Com
 
         try:
             with data_dir_lock(data_dir):
-                store = DurableMemoryStore(RealDisk(), data_dir, now_ms=0)
+                disk = RealDisk()
+                if disk.exists(f"{data_dir}/{CATALOGUE_FILE}") and not disk.exists(f"{data_dir}/{METADATA_FILE}"):
+                    # The broker imports topics.json only into a metadata file it creates: one
+                    # made here first would leave those topics behind.
+                    raise click.ClickException(f"{data_dir} predates the metadata store: start the broker "
+                                               "once (it imports its topics), stop it, then add users")
+                store = DurableMemoryStore(disk, data_dir, now_ms=0)
                 for command in commands:
                     store.submit(_CLIENT, command)
                 return [item for item in store.drain(_CLIENT) if isinstance(item, CommandResult)]
@@ -41,15 +51,16 @@ def _run_commands(data_dir: str | None, metadata: str | None, commands: list[Com
             raise click.ClickException(
                 f"{exc}; a running broker takes users online (AlterUserScramCredentials)") from None
     assert metadata is not None
-    return asyncio.run(_run_etcd(metadata, commands))
+    return asyncio.run(_run_etcd(metadata, commands, configs))
 
 
-async def _run_etcd(url: str, commands: list[Command]) -> list[CommandResult]:
-    from ackly.server.etcd_store import EtcdStore, parse_etcd_url
+async def _run_etcd(url: str, commands: list[Command], configs: tuple[str, ...]) -> list[CommandResult]:
+    from ackly.server.etcd_store import EtcdStore, etcd_security, parse_etcd_url
 
     try:
         endpoints = parse_etcd_url(url)
-    except ValueError as exc:
+        security = etcd_security(BrokerConfig.from_properties(parse_properties(list(configs))), url)
+    except (ValueError, ConfigError) as exc:
         raise click.UsageError(str(exc)) from None
     results: list[CommandResult] = []
     done = asyncio.Event()
@@ -59,7 +70,7 @@ async def _run_etcd(url: str, commands: list[Command]) -> list[CommandResult]:
         if len(results) >= len(commands):
             done.set()
 
-    store = EtcdStore(endpoints, deliver)
+    store = EtcdStore(endpoints, deliver, security=security)
     await store.start()
     try:
         store.submit(commands)
@@ -86,7 +97,10 @@ def users() -> None:
 
 _data_dir = click.option("--data-dir", default=None, help="a single broker's data directory (broker stopped)")
 _metadata = click.option("--metadata", default=None, metavar="etcd://HOST:PORT[,HOST:PORT...]",
-                         help="the cluster's metadata store")
+                         help="the cluster's metadata store (etcds:// for TLS)")
+_configs = click.option("--config", "configs", multiple=True, metavar="KEY=VALUE",
+                        help="how to reach etcd, as the brokers do: metadata.etcd.ssl.cafile, "
+                             "metadata.etcd.user, ... (repeatable)")
 
 
 @users.command("set")
@@ -98,8 +112,9 @@ _metadata = click.option("--metadata", default=None, metavar="etcd://HOST:PORT[,
 @click.option("--iterations", default=DEFAULT_ITERATIONS, show_default=True, type=int)
 @_data_dir
 @_metadata
+@_configs
 def set_user(name: str, mechanisms: tuple[str, ...], password_stdin: bool, iterations: int,
-             data_dir: str | None, metadata: str | None) -> None:
+             data_dir: str | None, metadata: str | None, configs: tuple[str, ...]) -> None:
     """Create or replace NAME's credential (salted and iterated; the password is not stored)."""
     password = sys.stdin.readline().rstrip("\r\n")
     if not name:
@@ -114,7 +129,7 @@ def set_user(name: str, mechanisms: tuple[str, ...], password_stdin: bool, itera
             commands.append(Put(i + 1, keys.scram(mechanism, name), credential.encode()))
     except CredentialError as exc:
         raise click.UsageError(str(exc)) from None
-    _check(_run_commands(data_dir, metadata, commands))
+    _check(_run_commands(data_dir, metadata, commands, configs))
     click.echo(f"{name}: {', '.join(dict.fromkeys(mechanisms))} set ({iterations} iterations)")
 
 
@@ -124,21 +139,24 @@ def set_user(name: str, mechanisms: tuple[str, ...], password_stdin: bool, itera
               type=click.Choice(sorted(SCRAM_MECHANISMS)), help="default: every mechanism")
 @_data_dir
 @_metadata
-def delete_user(name: str, mechanisms: tuple[str, ...], data_dir: str | None, metadata: str | None) -> None:
+@_configs
+def delete_user(name: str, mechanisms: tuple[str, ...], data_dir: str | None, metadata: str | None,
+                configs: tuple[str, ...]) -> None:
     """Remove NAME's credentials."""
     keys = KeySpace()
     commands: list[Command] = [Delete(i + 1, keys.scram(m, name)) for i, m in enumerate(dict.fromkeys(mechanisms))]
-    _check(_run_commands(data_dir, metadata, commands))
+    _check(_run_commands(data_dir, metadata, commands, configs))
     click.echo(f"{name}: {', '.join(dict.fromkeys(mechanisms))} removed")
 
 
 @users.command("list")
 @_data_dir
 @_metadata
-def list_users(data_dir: str | None, metadata: str | None) -> None:
+@_configs
+def list_users(data_dir: str | None, metadata: str | None, configs: tuple[str, ...]) -> None:
     """Every user with a SCRAM credential, its mechanisms and iterations."""
     keys = KeySpace()
-    (result,) = _check(_run_commands(data_dir, metadata, [Get(1, keys.scram_prefix)]))
+    (result,) = _check(_run_commands(data_dir, metadata, [Get(1, keys.scram_prefix)], configs))
     view = ClusterMetadata.from_kvs(result.kvs, result.revision, keys)
     for (user, mechanism), credential in sorted(view.scram_credentials.items()):
         click.echo(f"{user}\t{mechanism}\titerations={credential.iterations}")

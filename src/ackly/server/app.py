@@ -41,6 +41,7 @@ from ackly.server.connection import Connection
 from ackly.server.connection_limits import ConnectionLimits
 from ackly.server.memory_pool import MemoryPool
 from ackly.server.memory_store_bridge import SharedMemoryStore
+from ackly.server.peer_sasl import peer_sasl
 from ackly.server.tls import inter_broker_context, mapping_rules, server_contexts
 from ackly.types import TopicPartition
 
@@ -60,10 +61,8 @@ TLS_HANDSHAKE_TIMEOUT_S = 10.0
 def _warn_plain_in_clear(config: BrokerConfig, listeners: ListenerSet) -> None:
     """SASL/PLAIN sends the password as it is: on a listener without TLS anyone on the path
     reads it (Kafka documents PLAIN as safe only with TLS)."""
-    if "PLAIN" not in config.sasl_enabled_mechanisms:
-        return
     for lst in listeners.listeners:
-        if lst.uses_sasl and not lst.uses_tls:
+        if lst.uses_sasl and not lst.uses_tls and "PLAIN" in config.sasl_enabled_mechanisms(lst.name):
             log.warning("listener %s is %s with PLAIN enabled (sasl.enabled.mechanisms): clients send "
                         "their passwords in clear text on it; use SASL_SSL, or only SCRAM mechanisms",
                         lst.name, lst.security_protocol)
@@ -136,6 +135,10 @@ class BrokerServer:
             advertised_port=advertised_port,
         )
         _warn_plain_in_clear(self.config, self.listener_set)
+        # How this broker authenticates to its peers, when the inter-broker listener uses SASL
+        # (a cluster only: a single broker has no peers).
+        self.peer_sasl = (peer_sasl(self.config, self.listener_set)
+                          if metadata is not None or metadata_hub is not None else None)
         self.tls_contexts = server_contexts(self.config, self.listener_set)
         self.peer_ssl = inter_broker_context(self.config, self.listener_set)
         self.tls_handshake_timeout_s = TLS_HANDSHAKE_TIMEOUT_S
@@ -215,7 +218,7 @@ class BrokerServer:
             self.cluster = ClusterIO(
                 self.node, now_ms=self.now_ms, after_event=self.after_event,
                 on_fatal=self._on_fatal, metadata=self.metadata, hub=self.metadata_hub,
-                peer_ssl=self.peer_ssl,
+                peer_ssl=self.peer_ssl, peer_sasl=self.peer_sasl,
             )
             await self.cluster.start()
             self.after_event()
@@ -278,11 +281,11 @@ class BrokerServer:
         self._next_connection_id += 1
         return Connection(self, self._next_connection_id, listener)
 
-    def new_sasl_session(self) -> SaslSession:
+    def new_sasl_session(self, listener: Listener) -> SaslSession:
         """The SASL session of a new connection on a SASL listener (broker/sasl.py); its SCRAM
         nonces come from the operating system's CSPRNG (RFC 5802 s.5.1 asks for unpredictable
         ones)."""
-        return SaslSession(self.config.sasl_enabled_mechanisms, new_nonce=_new_nonce,
+        return SaslSession(self.config.sasl_enabled_mechanisms(listener.name), new_nonce=_new_nonce,
                            max_reauth_ms=self.config.connections_max_reauth_ms)
 
     # --- connection limits ------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from ackly.broker.node import BrokerNode
 from ackly.cluster.store import Command, StoreInput
 from ackly.server.memory_store_bridge import SharedMemoryStore
+from ackly.server.peer_sasl import PeerSasl
 from ackly.server.peers import PeerConfig, PeerPool
 
 log = logging.getLogger("ackly.cluster")
@@ -53,9 +54,11 @@ class ClusterIO:
         metadata: str | None = None,
         hub: SharedMemoryStore | None = None,
         peer_ssl: ssl.SSLContext | None = None,
+        peer_sasl: PeerSasl | None = None,
     ) -> None:
         """`peer_ssl`: the TLS context for connections to the other brokers, when the
-        inter-broker listener uses TLS (server/tls.py)."""
+        inter-broker listener uses TLS (server/tls.py); `peer_sasl`: what they authenticate
+        with when it uses SASL (server/peer_sasl.py)."""
         assert (metadata is None) != (hub is None), "give an etcd URL or a shared memory store"
         self.node = node
         self._now_ms = now_ms
@@ -70,7 +73,7 @@ class ClusterIO:
         self.peers = PeerPool(
             PeerConfig(client_id=f"ackly-broker-{node.broker_id}", request_timeout_ms=timeout_ms),
             resolve=node.broker_address, on_response=self._on_peer_response,
-            on_failure=self._on_peer_failure, ssl_context=peer_ssl,
+            on_failure=self._on_peer_failure, ssl_context=peer_ssl, sasl=peer_sasl,
         )
         self.store: StoreClient
         if metadata is not None:

@@ -124,8 +124,9 @@ class Connection(asyncio.BufferedProtocol):
         self._closed = False
         # On a SASL listener (SASL_PLAINTEXT, SASL_SSL) the client must authenticate first;
         # its SASL principal, not a TLS certificate's, is the connection's principal (as Kafka).
-        self.sasl: SaslSession | None = (server.new_sasl_session() if listener is not None and listener.uses_sasl
-                                         else None)
+        self.sasl: SaslSession | None = None
+        if listener is not None and listener.uses_sasl:
+            self.sasl = server.new_sasl_session(listener)
         sasl = self.sasl
         if sasl is not None:
             self.decoder.set_max_frame_bytes(server.node.config.sasl_server_max_receive_size,

@@ -29,7 +29,8 @@ connection is closed and a new one opened to the new address.
 
 Security: connections go to each broker's inter-broker listener (its registered address)
 with that listener's protocol; with TLS (`ssl_context`) the peer's certificate is checked
-and this broker's own is presented.
+and this broker's own is presented; with SASL (`sasl`) a new connection authenticates before
+it carries a request, and a failed exchange counts as a failed connect.
 
 Bounds: at most `max_pending` requests per destination, queued plus in flight; beyond that
 `send()` fails the request. A response frame is at most `max_frame_bytes`.
@@ -54,6 +55,7 @@ from ackly.protocol.frames import FrameDecoder, FrameError
 from ackly.protocol.headers import API_VERSIONS_KEY, skip_tagged_fields
 from ackly.protocol.messages import header_version, is_flexible, response_type
 from ackly.protocol.request_shape import check_shape
+from ackly.server.peer_sasl import PeerSasl, authenticate
 
 log = logging.getLogger("ackly.peers")
 
@@ -150,6 +152,9 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         self.decoder = FrameDecoder(max_frame_bytes)
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        # While the connection authenticates (SASL), its frames go here, not to the link;
+        # None marks the end of the connection.
+        self.auth_frames: asyncio.Queue[bytes | None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -162,6 +167,9 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         self.decoder.buffer_updated(nbytes)
         try:
             while self.link is not None and (frame := self.decoder.next_frame()) is not None:
+                if self.auth_frames is not None:
+                    self.auth_frames.put_nowait(bytes(frame))
+                    continue
                 self.link.on_frame(self, frame)
         except FrameError as exc:
             if self.link is not None:
@@ -169,12 +177,16 @@ class _LinkProtocol(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool | None:
         self.lost = True
+        if self.auth_frames is not None:
+            self.auth_frames.put_nowait(None)
         if self.link is not None:
             self.link.on_broken(self, "closed by the peer")
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if self.auth_frames is not None:
+            self.auth_frames.put_nowait(None)
         if self.link is not None:
             self.link.on_broken(self, f"connection lost: {exc}" if exc else "connection closed")
 
@@ -270,6 +282,23 @@ class _PeerLink:
             protocol.link = None
             self.on_connect_failed(address, ConnectionError("closed by the peer on connect"))
             return
+        if self.pool.sasl is not None:
+            try:
+                await asyncio.wait_for(self._authenticate(protocol, self.pool.sasl),
+                                       self.pool.config.connect_timeout_ms / 1000)
+            except asyncio.CancelledError:
+                protocol.link = None
+                protocol.transport.abort()
+                raise
+            except (ConnectionError, OSError, TimeoutError) as exc:
+                protocol.link = None
+                protocol.transport.abort()
+                self.on_connect_failed(address, exc)
+                return
+            if self.state != "connecting":  # the pool closed meanwhile
+                protocol.link = None
+                protocol.transport.abort()
+                return
         self.state = "connected"
         self.protocol = protocol
         self.failed_connects = 0
@@ -277,6 +306,34 @@ class _PeerLink:
         for pending in queued:
             self.write(pending)
         self.arm_timer()
+
+    async def _authenticate(self, protocol: _LinkProtocol, sasl: PeerSasl) -> None:
+        """The SASL exchange on a new connection (server/peer_sasl.py), before any request."""
+        transport = protocol.transport
+        assert transport is not None
+        frames: asyncio.Queue[bytes | None] = asyncio.Queue()
+        protocol.auth_frames = frames
+        correlation_id = 0
+
+        async def exchange(request: Any) -> Any:
+            nonlocal correlation_id
+            api_key, api_version = int(request.__api_key__), int(request.__version__)
+            body = encode_request_body(request)
+            transport.writelines((encode_request_header(api_key, api_version, correlation_id,
+                                                        self.pool.client_id, len(body)), body))
+            frame = await frames.get()
+            if frame is None:
+                raise ConnectionError("closed by the peer during SASL authentication")
+            if len(frame) < 4 or _INT32.unpack_from(frame, 0)[0] != correlation_id:
+                raise ConnectionError("a SASL answer with the wrong correlation id")
+            correlation_id += 1
+            return decode_response(api_key, api_version, frame)
+
+        try:
+            await authenticate(exchange, sasl)
+        finally:
+            protocol.auth_frames = None
+        self.next_correlation_id = correlation_id
 
     def on_connect_failed(self, address: Address, exc: BaseException) -> None:
         reason = f"connect to broker {self.broker_id} at {address[0]}:{address[1]} failed: {exc!r}"
@@ -418,10 +475,13 @@ class PeerPool:
         on_failure: FailureCallback,
         rng: random.Random | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        sasl: PeerSasl | None = None,
     ) -> None:
-        """`ssl_context`: connect with TLS (the inter-broker listener's protocol uses it)."""
+        """`ssl_context`: connect with TLS (the inter-broker listener's protocol uses it);
+        `sasl`: authenticate every new connection first (server/peer_sasl.py)."""
         self.config = config
         self.ssl_context = ssl_context
+        self.sasl = sasl
         self.client_id = config.client_id.encode()
         self.resolve = resolve
         self._on_response = on_response

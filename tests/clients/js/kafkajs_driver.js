@@ -38,7 +38,7 @@ function tlsOptions(ssl) {
   return options
 }
 
-// args.sasl: kafkajs's own {mechanism, username, password}; args.caFile: TLS, trusting that CA.
+// args.sasl: kafkajs's own {mechanism, username, password}.
 function client(args) {
   return new Kafka({
     clientId: 'ackly-kafkajs-tests',
@@ -49,7 +49,6 @@ function client(args) {
     requestTimeout: 15000,
     retry: { retries: args.retries ?? 3, initialRetryTime: 100 },
     ...(args.sasl ? { sasl: args.sasl } : {}),
-    ...(args.caFile ? { ssl: { ca: [require('fs').readFileSync(args.caFile, 'utf8')] } } : {}),
   })
 }
 
