@@ -11,7 +11,8 @@ IDEMPOTENT_WRITE on the CLUSTER, else WRITE on any topic, KIP-679).
 Requests only brokers send each other (a follower's Fetch and OffsetForLeaderEpoch,
 WriteTxnMarkers, AddPartitionsToTxn v4+ verify-only batches) need CLUSTER_ACTION on the
 CLUSTER: a client that forges one is refused before it can move a high watermark or end a
-transaction. ApiVersions and DescribeCluster check nothing, as in Kafka.
+transaction. ApiVersions and DescribeCluster check nothing, as in Kafka, and neither do
+SaslHandshake and SaslAuthenticate: authentication comes before any authorization.
 """
 
 from __future__ import annotations
@@ -141,13 +142,17 @@ RULES: dict[int, tuple[str, dict[str, Rule]]] = {
         "group": R(GROUP, DELETE, GROUP_DENIED, "request"),
         "topic": R(TOPIC, READ, TOPIC_DENIED, "partition"),
     }),
+    # KIP-554: Kafka's handlers check DESCRIBE / ALTER on the CLUSTER (ControllerApis).
+    50: ("DescribeUserScramCredentials", {"request": R(CLUSTER, DESCRIBE, CLUSTER_DENIED, "request")}),
+    51: ("AlterUserScramCredentials", {"request": R(CLUSTER, ALTER, CLUSTER_DENIED, "each user")}),
     61: ("DescribeProducers", {"topic": R(TOPIC, READ, TOPIC_DENIED, "partition")}),
     65: ("DescribeTransactions", {"transactional": R(TXN_ID, DESCRIBE, TXN_DENIED, "transactional id")}),
     66: ("ListTransactions", {"transactional": R(TXN_ID, DESCRIBE, TXN_DENIED,
                                                  "a transactional id is left out")}),
 }
-# Checked by nobody, as in Kafka: ApiVersions (18), DescribeCluster (60).
-UNCHECKED = frozenset({18, 60})
+# Checked by nobody, as in Kafka: ApiVersions (18), DescribeCluster (60), and the SASL
+# exchange, SaslHandshake (17) and SaslAuthenticate (36), which comes before any authorization.
+UNCHECKED = frozenset({17, 18, 36, 60})
 
 
 def rule(api_key: int, label: str) -> Rule:

@@ -151,6 +151,10 @@ CASES = [
         ((TOPIC, T, Op.ALTER_CONFIGS),), TOPIC_DENIED),
     Case("offset-delete", 47, 0, {"group_id": G, "topics": [{"name": T, "partitions": [
         {"partition_index": 0}]}]}, ((GROUP, G, Op.DELETE), (TOPIC, T, Op.READ)), GROUP_DENIED),
+    Case("describe-user-scram-credentials", 50, 0, {"users": None},
+         ((CLUSTER, CLUSTER_NAME, Op.DESCRIBE),), CLUSTER_DENIED),
+    Case("alter-user-scram-credentials", 51, 0, {"deletions": [{"name": "bob", "mechanism": 2}],
+         "upsertions": []}, ((CLUSTER, CLUSTER_NAME, Op.ALTER),), CLUSTER_DENIED),
     Case("describe-producers", 61, 0, {"topics": [{"name": T, "partition_indexes": [0]}]},
          ((TOPIC, T, Op.READ),), TOPIC_DENIED),
     Case("describe-transactions", 65, 0, {"transactional_ids": [TX]},

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.admin import DEFAULT_TIMEOUT_MS, Countdown
+from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.cluster.scram import MECHANISM_NAMES, CredentialError, ScramCredential, iterations_problem
 from ackly.errors import ErrorCode, KafkaError
@@ -88,6 +89,10 @@ def _plan(node: BrokerNode, request: Any) -> list[_UserResult]:
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     planned = _plan(node, request)
+    if (denied := check(node, ctx, API_KEY, "request")) is not None:
+        # Kafka answers every user of the request with the refusal and writes nothing.
+        for result in planned:
+            result.error = KafkaError(denied, "")
 
     def respond() -> None:
         ctx.respond(build(API_KEY, ctx.api_version, {"throttle_time": 0, "results": [

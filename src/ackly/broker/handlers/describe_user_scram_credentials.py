@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from ackly.broker.authz_rules import check_request
 from ackly.broker.context import RequestContext
 from ackly.cluster.scram import SCRAM_MECHANISMS, ScramCredential
 from ackly.errors import ErrorCode
@@ -32,6 +33,10 @@ def _infos(credentials: list[ScramCredential]) -> list[dict[str, int]]:
 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
+    if (denied := check_request(node, ctx, API_KEY)) is not None:
+        ctx.respond(build(API_KEY, ctx.api_version, {
+            "throttle_time": 0, "error_code": denied, "error_message": None, "results": []}))
+        return
     by_user: dict[str, list[ScramCredential]] = {}
     for (user, _mechanism), credential in node.member.metadata.scram_credentials.items():
         by_user.setdefault(user, []).append(credential)
