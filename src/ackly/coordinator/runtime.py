@@ -288,7 +288,8 @@ class _Loading(Generic[S]):
     log: ShardLog
     state: S
     next_offset: int = 0
-    records: int = 0
+    records: int = 0  # replayed so far
+    work: int = 0  # records and batches so far (what slices are measured in)
 
 
 class CoordinatorRuntime(Generic[S]):
@@ -352,11 +353,11 @@ class CoordinatorRuntime(Generic[S]):
         for loading in list(self._loading.values()):
             if budget <= 0:
                 break
-            before = loading.records
+            before = loading.work
             if self._load_slice(loading, now_ms, budget):
                 self._finish_load(loading, now_ms)
                 done.append(loading.index)
-            budget -= max(loading.records - before, 1)
+            budget -= max(loading.work - before, 1)
         return done
 
     def _finish_load(self, loading: _Loading[S], now_ms: int) -> S:
@@ -364,7 +365,8 @@ class CoordinatorRuntime(Generic[S]):
         state = loading.state
         state.on_loaded(now_ms)
         self._shards[loading.index] = _Loaded(loading.index, loading.log, state)
-        log.info("coordinator shard %d loaded from %d records", loading.index, loading.records)
+        if loading.records:
+            log.info("coordinator shard %d loaded from %d records", loading.index, loading.records)
         return state
 
     def _load_slice(self, loading: _Loading[S], now_ms: int, max_records: int) -> bool:
@@ -384,17 +386,18 @@ class CoordinatorRuntime(Generic[S]):
         cursor = loading.next_offset
         end = loading.log.log_end_offset
         replayed = 0
+        work = 0  # records and batches: a slice of empty or control batches ends too
         batches = loading.log.read_batches(cursor)
         finished = True
         for batch in batches:
-            if replayed >= max_records:
+            if work >= max_records:
                 finished = False
                 break
             header, decoded = decode_batch(batch)
             if header.base_offset + header.last_offset_delta < cursor:
                 continue
             cursor = header.base_offset + header.last_offset_delta + 1
-            replayed += 1
+            work += 1
             if header.is_control:
                 if tstate is not None and decoded:
                     try:
@@ -411,6 +414,7 @@ class CoordinatorRuntime(Generic[S]):
                 if record.offset < loading.next_offset:
                     continue
                 replayed += 1
+                work += 1
                 if record.key is None:
                     log.warning("shard %d: record at %d has no key; skipped", index, record.offset)
                     continue
@@ -431,6 +435,7 @@ class CoordinatorRuntime(Generic[S]):
             cursor = max(cursor, end)
         loading.next_offset = cursor
         loading.records += replayed
+        loading.work += work
         return finished and cursor >= loading.log.log_end_offset
 
     def unload(self, index: int) -> None:

@@ -31,10 +31,12 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     coordinator = node.transactions.coordinator
     listed = []
     # Only unknown states asked for: nothing matches (an empty filter would match everything).
-    if coordinator.loaded and not (parsed and not known):
+    if coordinator.loaded and not coordinator.loading and not (parsed and not known):
         listed = coordinator.list_transactions(known or None, pids or None, duration_ms, ctx.now_ms)
+    # Kafka's listTransactionStates: the ids of a shard still loading cannot be listed yet.
+    error = ErrorCode.coordinator_load_in_progress if coordinator.loading else ErrorCode.none
     ctx.respond(build(API_KEY, ctx.api_version, {
-        "throttle_time": 0, "error_code": ErrorCode.none, "unknown_state_filters": unknown,
+        "throttle_time": 0, "error_code": error, "unknown_state_filters": unknown,
         "transaction_states": [
             {"transactional_id": t.transactional_id, "producer_id": t.producer_id,
              "transaction_state": t.state.kafka_name}
