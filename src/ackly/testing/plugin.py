@@ -30,6 +30,15 @@ if TYPE_CHECKING:
     from ackly.testing.topics import ConsumedRecord
 
 CONFIG_MARKER = "ackly_config"
+# What the fixtures' brokers change from Kafka's defaults, before a test's own configs: a
+# group's first member is not kept waiting for others that a test will not start (Kafka's
+# own documentation advises 0 for development and tests), and the internal topics have one
+# partition instead of 50 (a broker a test creates, syncs and closes each of them).
+TEST_BROKER_DEFAULTS = {
+    "group.initial.rebalance.delay.ms": "0",
+    "offsets.topic.num.partitions": "1",
+    "transaction.state.log.num.partitions": "1",
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,8 +65,9 @@ def _marker_configs(request: pytest.FixtureRequest) -> dict[str, str]:
 @pytest.fixture
 def ackly_broker_config(request: pytest.FixtureRequest) -> dict[str, str]:
     """The broker configs of this test's `ackly_broker`: those of the `ackly_config` marker,
-    then those of an indirect parametrization of this fixture (a dict), which win."""
-    configs = _marker_configs(request)
+    then those of an indirect parametrization of this fixture (a dict), which win; over
+    TEST_BROKER_DEFAULTS."""
+    configs = {**TEST_BROKER_DEFAULTS, **_marker_configs(request)}
     param = getattr(request, "param", None)
     if param is not None:
         if not isinstance(param, Mapping):
@@ -83,7 +93,7 @@ def ackly_broker(tmp_path: Path, ackly_broker_config: dict[str, str]) -> Iterato
 def ackly_session_broker_config() -> dict[str, str]:
     """The configs of `ackly_session_broker`; override this fixture in a conftest.py to set
     them (a session-scoped fixture cannot take a test's marker)."""
-    return {}
+    return dict(TEST_BROKER_DEFAULTS)
 
 
 @pytest.fixture(scope="session")
