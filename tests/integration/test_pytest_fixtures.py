@@ -14,6 +14,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[at
 
 from ackly.testing.inprocess import InProcessBroker
 from ackly.testing.topics import TopicError
+from ackly.testing.topics import create_topic as create_topic_on
+from ackly.testing.topics import read_topic as read_topic_on
 from ackly.testing.wire import WireClient
 from tests.integration.wire_requests import batch, metadata, produce
 
@@ -121,3 +123,36 @@ def test_real_client_topic_configs_and_read_committed(create_topic, read_topic, 
         assert message.offset() == committed[0].offset
     finally:
         consumer.close()
+
+
+@pytest.mark.slow
+def test_cluster_cut_between_two_brokers_shrinks_then_heals_the_isr(ackly_cluster) -> None:
+    cluster = ackly_cluster(3, {"replica.lag.time.max.ms": "1000"}, peer_faults=True)
+    topic = create_topic_on(cluster.bootstrap, partitions=1, replication_factor=3)
+    cluster.wait_until(lambda: len(_isr(cluster, topic)) == 3, 20, "full ISR")
+    leader = cluster.leader(topic)
+    follower = next(b for b in cluster.broker_ids if b != leader)
+    other = next(b for b in cluster.broker_ids if b not in (leader, follower))
+
+    cluster.cut(leader, follower)
+    # A follower leaves the ISR once it lags the leader's LEO for replica.lag.time.max.ms
+    # (Kafka's Partition.isFollowerOutOfSync): give the leader a record it cannot fetch.
+    with WireClient(f"127.0.0.1:{cluster.ports[leader]}") as client:
+        answer = client.request(produce(topic, batch(b"during the cut"), acks=1))
+        assert answer.responses[0].partition_responses[0].error_code == 0
+    cluster.wait_until(lambda: _isr(cluster, topic) == {leader, other}, 20, "the cut follower leaves the ISR")
+    # Clients still reach every broker, and the helpers still work through the proxy.
+    with WireClient(cluster.bootstrap.split(",")[0]) as client:
+        assert client.request(metadata(topic, auto_create=False)).topics[0].error_code == 0
+
+    cluster.heal(leader, follower)
+    cluster.wait_until(lambda: len(_isr(cluster, topic)) == 3, 20, "the follower rejoins the ISR")
+
+    cluster.restart(other)
+    cluster.wait_until(lambda: len(_isr(cluster, topic)) == 3, 20, "the restarted broker rejoins the ISR")
+    assert [r.value for r in read_topic_on(cluster.bootstrap, topic)] == [b"during the cut"]
+
+
+def _isr(cluster, topic: str) -> set[int]:
+    state = cluster.partition_state(topic)
+    return set() if state is None else set(state.isr)

@@ -12,6 +12,16 @@ Faults, from the test's thread:
   notices now instead of after broker.session.timeout.ms.
 - `start(b)`: (re)start it on the same port and data directory (recovery runs as after a crash).
 - `stop(b)`: a clean stop (controlled shutdown, leave, close).
+- `restart(b)`: `kill(b)` then `start(b)`.
+- `cut(a, b)` / `heal(a, b)`: a network cut between two brokers (only with
+  `peer_faults=True`): each broker then advertises a listener of a fault proxy
+  (testing/fault_proxy.py) instead of its own port, so brokers (and clients, after their first
+  Metadata) reach each other through it; a cut resets every connection and request from
+  broker a to broker b's listener and back (matched by the peer client id,
+  "ackly-broker-<id>"), so replica fetches and transaction markers between them fail while
+  both keep serving clients. The metadata store is shared in this process and stays
+  reachable: a cut from the store is what `ackly_cluster_processes` with a relay offers.
+  A paused broker (alive, answering nothing) is a process fault: `ackly_cluster_processes`.
 
 Everything runs on the fixture's loop thread; `call(fn)` runs fn there. `wait_until` polls a
 condition evaluated on that thread (no sleeps standing in for conditions: a bounded poll of a
@@ -23,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -32,6 +43,7 @@ from ackly.cluster.metadata import ClusterMetadata, PartitionState
 from ackly.cluster.store import RevokeLease
 from ackly.server.app import BrokerServer
 from ackly.server.memory_store_bridge import SharedMemoryStore
+from ackly.testing.fault_proxy import FaultProxy, Rule
 from ackly.types import TopicPartition
 
 T = TypeVar("T")
@@ -51,8 +63,12 @@ FAST_CLUSTER_CONFIG = {
 
 class InProcessCluster:
     def __init__(self, root: str, brokers: int = 3, properties: Mapping[str, str] | None = None,
-                 first_id: int = 1) -> None:
+                 first_id: int = 1, *, peer_faults: bool = False) -> None:
         self.root = root
+        self.peer_faults = peer_faults
+        self.proxy: FaultProxy | None = None
+        self.advertised_ports: dict[int, int] = {}
+        self._cuts: dict[tuple[int, int], list[Rule]] = {}
         self.broker_ids = list(range(first_id, first_id + brokers))
         self.properties = {**FAST_CLUSTER_CONFIG, **(properties or {})}
         self.servers: dict[int, BrokerServer | None] = {b: None for b in self.broker_ids}
@@ -78,6 +94,12 @@ class InProcessCluster:
         self._thread = threading.Thread(target=run, name="ackly-cluster", daemon=True)
         self._thread.start()
         ready.wait(10)
+        if self.peer_faults:
+            # The proxy needs each broker's port before the broker starts (it advertises the
+            # proxy's listener): take free ports now, as the process clusters do.
+            self.ports = {b: _free_port() for b in self.broker_ids}
+            self.proxy = FaultProxy(upstreams={b: ("127.0.0.1", p) for b, p in self.ports.items()}).start()
+            self.advertised_ports = {b: int(a.rsplit(":", 1)[1]) for b, a in self.proxy.listeners.items()}
         for b in self.broker_ids:
             self.start(b)
         self.wait_until(lambda: self._all_registered(), timeout_s, "every broker registered")
@@ -99,6 +121,7 @@ class InProcessCluster:
             server = BrokerServer(
                 data_dir=f"{self.root}/b{broker_id}", port=self.ports[broker_id],
                 properties={**self.properties, "broker.id": str(broker_id)}, metadata_hub=self.hub,
+                advertised_port=self.advertised_ports.get(broker_id),
             )
             await server.start()
             return server
@@ -118,6 +141,35 @@ class InProcessCluster:
             assert self.hub is not None
             self.hub.submit("test-harness", [RevokeLease(next(self._revoke_ids), lease)])
 
+    def restart(self, broker_id: int) -> BrokerServer:
+        """A crash and a restart on the same port and data directory (see `kill`)."""
+        self.kill(broker_id)
+        return self.start(broker_id)
+
+    def cut(self, a: int, b: int) -> None:
+        """Cut the network between brokers a and b, both ways, until `heal(a, b)`."""
+        proxy = self._proxy()
+        key = (min(a, b), max(a, b))
+        if key in self._cuts:
+            return
+        self._cuts[key] = [
+            proxy.add_rule(None, "reset", broker_id=to, client_id=f"ackly-broker-{source}")
+            for source, to in ((a, b), (b, a))
+        ]
+        for source, to in ((a, b), (b, a)):
+            proxy.disconnect_all(reset=True, broker_id=to, client_id=f"ackly-broker-{source}")
+
+    def heal(self, a: int, b: int) -> None:
+        """End the cut between a and b (the brokers reconnect on their own)."""
+        proxy = self._proxy()
+        for rule in self._cuts.pop((min(a, b), max(a, b)), []):
+            proxy.remove_rule(rule)
+
+    def _proxy(self) -> FaultProxy:
+        if self.proxy is None:
+            raise RuntimeError("network cuts need the cluster started with peer_faults=True")
+        return self.proxy
+
     def stop(self, broker_id: int) -> None:
         server = self.servers[broker_id]
         assert server is not None
@@ -133,6 +185,8 @@ class InProcessCluster:
         if self.loop is not None and self._thread is not None:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(30)
+        if self.proxy is not None:
+            self.proxy.stop()
 
     # --- access -----------------------------------------------------------------------------
 
@@ -189,6 +243,12 @@ class InProcessCluster:
     def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 60.0) -> T:
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def _kill(server: BrokerServer) -> None:

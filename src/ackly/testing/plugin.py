@@ -145,15 +145,17 @@ def read_topic(bootstrap_servers: str) -> Callable[..., list[ConsumedRecord]]:
 
 @pytest.fixture
 def ackly_cluster(tmp_path: Path) -> Iterator[Callable[..., InProcessCluster]]:
-    """A factory of in-process clusters: `ackly_cluster(brokers=3, properties={...})` starts N
-    brokers in this process (one event loop, one shared metadata store, real loopback sockets
-    between them and to clients). Every cluster is torn down at the end of the test."""
+    """A factory of in-process clusters: `ackly_cluster(brokers=3, properties={...},
+    peer_faults=False)` starts N brokers in this process (one event loop, one shared metadata
+    store, real loopback sockets between them and to clients), with `kill`, `start`,
+    `restart`, `stop` of a broker and, with `peer_faults=True`, `cut(a, b)` / `heal(a, b)`
+    of the network between two brokers. Every cluster is torn down at the end of the test."""
     from ackly.testing.cluster import InProcessCluster
 
     started: list[InProcessCluster] = []
 
-    def make(brokers: int = 3, properties: dict[str, str] | None = None) -> InProcessCluster:
-        cluster = InProcessCluster(str(tmp_path / f"cluster{len(started)}"), brokers, properties)
+    def make(brokers: int = 3, properties: dict[str, str] | None = None, **kwargs: Any) -> InProcessCluster:
+        cluster = InProcessCluster(str(tmp_path / f"cluster{len(started)}"), brokers, properties, **kwargs)
         started.append(cluster)
         return cluster.start_all()
 
