@@ -9,6 +9,8 @@ Every sample is a fresh interpreter, as in a user's first test:
   records pytest's own setup and teardown durations of that test. Setup includes importing
   ackly's broker (the fixture imports it lazily) and creating the temporary directory.
 - first request: the same test's call phase (connect + ApiVersions round trip).
+- setup CPU: the CPU time of the setup (every thread of the process): what the setup costs
+  on a machine with a free core, which the wall time under load is not.
 - import: `import ackly.testing.inprocess` in `python -c`, timed with perf_counter.
 - collection: `pytest --collect-only` of a file with one empty test, with the plugin loaded
   (as the `pytest11` entry point loads it) and with `-p no:ackly`; the difference is what the
@@ -16,6 +18,11 @@ Every sample is a fresh interpreter, as in a user's first test:
 
 Medians of `--samples` (default 7), with min and max. The machine's load average is printed
 before and after: the numbers are noisy when other work runs on the machine.
+
+The samples run with bytecode caching on (PYTHONDONTWRITEBYTECODE removed from their
+environment, one uncounted warm-up run first), as an installed package has its bytecode: with
+the variable set, every interpreter compiles ackly's sources again, which is most of the
+import time (`--no-bytecode` measures that case).
 """
 
 from __future__ import annotations
@@ -34,12 +41,27 @@ TARGET_SETUP_S = 0.3
 TARGET_TEARDOWN_S = 0.1
 
 CONFTEST = """
-import json, os
+import json, os, time
+import pytest
+
+def _record(entry):
+    with open(os.environ["ACKLY_BENCH_OUT"], "a") as out:
+        out.write(json.dumps(entry) + "\\n")
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    started = time.process_time()
+    yield
+    _record({"when": "setup_cpu", "duration": time.process_time() - started})
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    started = time.process_time()
+    yield
+    _record({"when": "teardown_cpu", "duration": time.process_time() - started})
 
 def pytest_runtest_logreport(report):
-    path = os.environ["ACKLY_BENCH_OUT"]
-    with open(path, "a") as out:
-        out.write(json.dumps({"when": report.when, "duration": report.duration}) + "\\n")
+    _record({"when": report.when, "duration": report.duration})
 """
 
 TEST_BROKER = """
@@ -87,6 +109,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=7)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="keep PYTHONDONTWRITEBYTECODE=1: every sample compiles ackly's sources")
     args = parser.parse_args()
 
     print(f"load average before: {_load()}  (cores: {os.cpu_count()})")
@@ -99,8 +123,15 @@ def main() -> None:
         (root / "pytest.ini").write_text("[pytest]\n")
         env = {**os.environ, "ACKLY_BENCH_OUT": str(root / "durations.jsonl")}
         env.pop("PYTEST_ADDOPTS", None)
+        if args.no_bytecode:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        else:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+        print(f"bytecode cache: {'off (sources compiled every run)' if args.no_bytecode else 'on'}")
+        _pytest(["test_broker.py"], root, env)  # warm-up: bytecode written, not counted
 
         setups: list[float] = []
+        setup_cpus: list[float] = []
         teardowns: list[float] = []
         calls: list[float] = []
         for _ in range(args.samples):
@@ -111,9 +142,11 @@ def main() -> None:
                 entry = json.loads(line)
                 phases[entry["when"]] = entry["duration"]
             setups.append(phases["setup"])
+            setup_cpus.append(phases["setup_cpu"])
             calls.append(phases["call"])
             teardowns.append(phases["teardown"])
         rows.append(_summary("ackly_broker setup (incl. imports)", setups, TARGET_SETUP_S))
+        rows.append(_summary("  of which CPU time", setup_cpus))
         rows.append(_summary("first request (connect + ApiVersions)", calls))
         rows.append(_summary("ackly_broker teardown", teardowns, TARGET_TEARDOWN_S))
 
@@ -122,7 +155,7 @@ def main() -> None:
                 "print(time.perf_counter() - t)")
         for _ in range(args.samples):
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 check=True, timeout=60).stdout
+                                 check=True, timeout=60, env=env).stdout
             imports.append(float(out.strip()))
         rows.append(_summary("import ackly.testing.inprocess", imports))
 
