@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
+from ackly.testing.cluster_processes import wait_until
 from ackly.testing.inprocess import InProcessBroker
 from ackly.testing.topics import TopicError
 from ackly.testing.topics import create_topic as create_topic_on
@@ -156,3 +157,51 @@ def test_cluster_cut_between_two_brokers_shrinks_then_heals_the_isr(ackly_cluste
 def _isr(cluster, topic: str) -> set[int]:
     state = cluster.partition_state(topic)
     return set() if state is None else set(state.isr)
+
+
+PROCESS_FAILOVER = {
+    "broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "500",
+    "replica.lag.time.max.ms": "1000", "replica.fetch.wait.max.ms": "100",
+}
+
+
+@pytest.mark.slow
+def test_process_cluster_kill_restart_pause_and_cut(ackly_cluster_processes) -> None:
+    """One cluster fixture with every lever a user's failover test pulls."""
+    cluster = ackly_cluster_processes(3, configs=PROCESS_FAILOVER, peer_faults=True)
+    topic = create_topic_on(cluster.bootstrap, partitions=1, replication_factor=3)
+
+    def isr() -> set[int]:
+        view = cluster.partition(topic)
+        return set() if view is None else set(view.isr)
+
+    def leader() -> int:
+        view = cluster.partition(topic)
+        return -1 if view is None else view.leader
+
+    wait_until(lambda: isr() == {0, 1, 2}, 30, "full ISR")
+    first = leader()
+    follower, other = (b for b in range(3) if b != first)
+
+    def write(value: bytes) -> None:
+        with WireClient(cluster.address(leader())) as client:
+            answer = client.request(produce(topic, batch(value), acks=1))
+            assert answer.responses[0].partition_responses[0].error_code == 0
+
+    cluster.cut(first, follower)
+    write(b"cut")
+    wait_until(lambda: isr() == {first, other}, 30, "the cut follower leaves the ISR")
+    cluster.heal(first, follower)
+    wait_until(lambda: isr() == {0, 1, 2}, 30, "the follower rejoins after the heal")
+
+    cluster.pause(first)  # alive, answering nothing: its session expires, leadership moves
+    wait_until(lambda: leader() not in (-1, first), 30, "a new leader while the old one is paused")
+    cluster.resume(first)
+
+    second = leader()
+    cluster.kill(second)
+    wait_until(lambda: leader() not in (-1, second), 30, "a new leader after the kill")
+    cluster.restart(second)
+    write(b"after")
+    wait_until(lambda: isr() == {0, 1, 2}, 30, "every broker back in the ISR")
+    assert [r.value for r in read_topic_on(cluster.bootstrap, topic)] == [b"cut", b"after"]

@@ -14,13 +14,10 @@ Faults, from the test's thread:
 - `stop(b)`: a clean stop (controlled shutdown, leave, close).
 - `restart(b)`: `kill(b)` then `start(b)`.
 - `cut(a, b)` / `heal(a, b)`: a network cut between two brokers (only with
-  `peer_faults=True`): each broker then advertises a listener of a fault proxy
-  (testing/fault_proxy.py) instead of its own port, so brokers (and clients, after their first
-  Metadata) reach each other through it; a cut resets every connection and request from
-  broker a to broker b's listener and back (matched by the peer client id,
-  "ackly-broker-<id>"), so replica fetches and transaction markers between them fail while
-  both keep serving clients. The metadata store is shared in this process and stays
-  reachable: a cut from the store is what `ackly_cluster_processes` with a relay offers.
+  `peer_faults=True`; testing/peer_cuts.py): replica fetches and transaction markers between
+  them fail while both keep serving clients. The metadata store is shared in this process
+  and stays reachable: a cut from the store is a process fault (testing/cluster_processes.py
+  with a relay).
   A paused broker (alive, answering nothing) is a process fault: `ackly_cluster_processes`.
 
 Everything runs on the fixture's loop thread; `call(fn)` runs fn there. `wait_until` polls a
@@ -33,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -43,7 +39,7 @@ from ackly.cluster.metadata import ClusterMetadata, PartitionState
 from ackly.cluster.store import RevokeLease
 from ackly.server.app import BrokerServer
 from ackly.server.memory_store_bridge import SharedMemoryStore
-from ackly.testing.fault_proxy import FaultProxy, Rule
+from ackly.testing.peer_cuts import PeerCuts, free_port
 from ackly.types import TopicPartition
 
 T = TypeVar("T")
@@ -66,9 +62,8 @@ class InProcessCluster:
                  first_id: int = 1, *, peer_faults: bool = False) -> None:
         self.root = root
         self.peer_faults = peer_faults
-        self.proxy: FaultProxy | None = None
+        self.peer_cuts: PeerCuts | None = None
         self.advertised_ports: dict[int, int] = {}
-        self._cuts: dict[tuple[int, int], list[Rule]] = {}
         self.broker_ids = list(range(first_id, first_id + brokers))
         self.properties = {**FAST_CLUSTER_CONFIG, **(properties or {})}
         self.servers: dict[int, BrokerServer | None] = {b: None for b in self.broker_ids}
@@ -97,9 +92,9 @@ class InProcessCluster:
         if self.peer_faults:
             # The proxy needs each broker's port before the broker starts (it advertises the
             # proxy's listener): take free ports now, as the process clusters do.
-            self.ports = {b: _free_port() for b in self.broker_ids}
-            self.proxy = FaultProxy(upstreams={b: ("127.0.0.1", p) for b, p in self.ports.items()}).start()
-            self.advertised_ports = {b: int(a.rsplit(":", 1)[1]) for b, a in self.proxy.listeners.items()}
+            self.ports = {b: free_port() for b in self.broker_ids}
+            self.peer_cuts = PeerCuts(self.ports)
+            self.advertised_ports = self.peer_cuts.advertised_ports
         for b in self.broker_ids:
             self.start(b)
         self.wait_until(lambda: self._all_registered(), timeout_s, "every broker registered")
@@ -148,27 +143,16 @@ class InProcessCluster:
 
     def cut(self, a: int, b: int) -> None:
         """Cut the network between brokers a and b, both ways, until `heal(a, b)`."""
-        proxy = self._proxy()
-        key = (min(a, b), max(a, b))
-        if key in self._cuts:
-            return
-        self._cuts[key] = [
-            proxy.add_rule(None, "reset", broker_id=to, client_id=f"ackly-broker-{source}")
-            for source, to in ((a, b), (b, a))
-        ]
-        for source, to in ((a, b), (b, a)):
-            proxy.disconnect_all(reset=True, broker_id=to, client_id=f"ackly-broker-{source}")
+        self._peer_cuts().cut(a, b)
 
     def heal(self, a: int, b: int) -> None:
         """End the cut between a and b (the brokers reconnect on their own)."""
-        proxy = self._proxy()
-        for rule in self._cuts.pop((min(a, b), max(a, b)), []):
-            proxy.remove_rule(rule)
+        self._peer_cuts().heal(a, b)
 
-    def _proxy(self) -> FaultProxy:
-        if self.proxy is None:
+    def _peer_cuts(self) -> PeerCuts:
+        if self.peer_cuts is None:
             raise RuntimeError("network cuts need the cluster started with peer_faults=True")
-        return self.proxy
+        return self.peer_cuts
 
     def stop(self, broker_id: int) -> None:
         server = self.servers[broker_id]
@@ -185,8 +169,8 @@ class InProcessCluster:
         if self.loop is not None and self._thread is not None:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(30)
-        if self.proxy is not None:
-            self.proxy.stop()
+        if self.peer_cuts is not None:
+            self.peer_cuts.stop()
 
     # --- access -----------------------------------------------------------------------------
 
@@ -243,12 +227,6 @@ class InProcessCluster:
     def _run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 60.0) -> T:
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _kill(server: BrokerServer) -> None:
