@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from confluent_kafka import Producer
-
 from ackly.testing.topics import create_topic as create_topic_on
 from ackly.testing.topics import read_topic as read_topic_on
+from confluent_kafka import Producer
+
 from word_count.service import publish_lines, run, words
 
 
