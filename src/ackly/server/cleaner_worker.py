@@ -20,18 +20,22 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import ctypes
-import multiprocessing
-import multiprocessing.pool
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ackly.log.cleaner import CleanCancelled, CleanJob, CleanSpec, CleanStats, run_spec
 from ackly.log.disk import RealDisk
 from ackly.types import TopicPartition
+
+if TYPE_CHECKING:
+    import multiprocessing.pool
+
+# multiprocessing and ctypes are imported when the first clean job runs, not with the broker:
+# most brokers (and every test broker) never compact, and a broker's start-up pays for them.
 
 OnCleaned = Callable[[TopicPartition, CleanJob, BaseException | None], None]
 _PR_SET_PDEATHSIG = 1
@@ -64,6 +68,8 @@ def _worker_init(parent_pid: int) -> None:
     _parent_pid = parent_pid
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the broker decides when this one stops
     if sys.platform.startswith("linux"):
+        import ctypes
+
         # Without it, the parent check between segments still stops an orphan.
         with contextlib.suppress(OSError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -89,6 +95,8 @@ class CleanerWorker:
 
     def _pool(self) -> multiprocessing.pool.Pool:
         if self._processes is None:
+            import multiprocessing
+
             # spawn: a fork of a process with threads and an event loop is not safe.
             context = multiprocessing.get_context("spawn")
             self._processes = context.Pool(1, initializer=_worker_init, initargs=(os.getpid(),))
@@ -96,6 +104,8 @@ class CleanerWorker:
 
     def _run(self, job: CleanJob) -> CleanStats:
         """In the cleaner thread: fsync, then the writing part in the cleaner process."""
+        import multiprocessing
+
         job.run_flush()
         pending = self._pool().apply_async(_run_in_worker, (job.spec(), self._bytes_per_second))
         while True:

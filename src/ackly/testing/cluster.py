@@ -12,6 +12,13 @@ Faults, from the test's thread:
   notices now instead of after broker.session.timeout.ms.
 - `start(b)`: (re)start it on the same port and data directory (recovery runs as after a crash).
 - `stop(b)`: a clean stop (controlled shutdown, leave, close).
+- `restart(b)`: `kill(b)` then `start(b)`.
+- `cut(a, b)` / `heal(a, b)`: a network cut between two brokers (only with
+  `peer_faults=True`; testing/peer_cuts.py): replica fetches and transaction markers between
+  them fail while both keep serving clients. The metadata store is shared in this process
+  and stays reachable: a cut from the store is a process fault (testing/cluster_processes.py
+  with a relay).
+  A paused broker (alive, answering nothing) is a process fault: `ackly_cluster_processes`.
 
 Everything runs on the fixture's loop thread; `call(fn)` runs fn there. `wait_until` polls a
 condition evaluated on that thread (no sleeps standing in for conditions: a bounded poll of a
@@ -33,6 +40,7 @@ from ackly.cluster.store import RevokeLease
 from ackly.server.app import BrokerServer
 from ackly.server.memory_store_bridge import SharedMemoryStore
 from ackly.testing.internal_topics import internal_topic_factors
+from ackly.testing.peer_cuts import PeerCuts, free_port
 from ackly.types import TopicPartition
 
 T = TypeVar("T")
@@ -53,8 +61,11 @@ FAST_CLUSTER_CONFIG = {
 
 class InProcessCluster:
     def __init__(self, root: str, brokers: int = 3, properties: Mapping[str, str] | None = None,
-                 first_id: int = 1) -> None:
+                 first_id: int = 1, *, peer_faults: bool = False) -> None:
         self.root = root
+        self.peer_faults = peer_faults
+        self.peer_cuts: PeerCuts | None = None
+        self.advertised_ports: dict[int, int] = {}
         self.broker_ids = list(range(first_id, first_id + brokers))
         self.properties = {**FAST_CLUSTER_CONFIG, **internal_topic_factors(brokers),
                            **(properties or {})}
@@ -81,6 +92,12 @@ class InProcessCluster:
         self._thread = threading.Thread(target=run, name="ackly-cluster", daemon=True)
         self._thread.start()
         ready.wait(10)
+        if self.peer_faults:
+            # The proxy needs each broker's port before the broker starts (it advertises the
+            # proxy's listener): take free ports now, as the process clusters do.
+            self.ports = {b: free_port() for b in self.broker_ids}
+            self.peer_cuts = PeerCuts(self.ports)
+            self.advertised_ports = self.peer_cuts.advertised_ports
         for b in self.broker_ids:
             self.start(b)
         self.wait_until(lambda: self._all_registered(), timeout_s, "every broker registered")
@@ -102,6 +119,7 @@ class InProcessCluster:
             server = BrokerServer(
                 data_dir=f"{self.root}/b{broker_id}", port=self.ports[broker_id],
                 properties={**self.properties, "broker.id": str(broker_id)}, metadata_hub=self.hub,
+                advertised_port=self.advertised_ports.get(broker_id),
             )
             await server.start()
             return server
@@ -121,6 +139,24 @@ class InProcessCluster:
             assert self.hub is not None
             self.hub.submit("test-harness", [RevokeLease(next(self._revoke_ids), lease)])
 
+    def restart(self, broker_id: int) -> BrokerServer:
+        """A crash and a restart on the same port and data directory (see `kill`)."""
+        self.kill(broker_id)
+        return self.start(broker_id)
+
+    def cut(self, a: int, b: int) -> None:
+        """Cut the network between brokers a and b, both ways, until `heal(a, b)`."""
+        self._peer_cuts().cut(a, b)
+
+    def heal(self, a: int, b: int) -> None:
+        """End the cut between a and b (the brokers reconnect on their own)."""
+        self._peer_cuts().heal(a, b)
+
+    def _peer_cuts(self) -> PeerCuts:
+        if self.peer_cuts is None:
+            raise RuntimeError("network cuts need the cluster started with peer_faults=True")
+        return self.peer_cuts
+
     def stop(self, broker_id: int) -> None:
         server = self.servers[broker_id]
         assert server is not None
@@ -136,6 +172,8 @@ class InProcessCluster:
         if self.loop is not None and self._thread is not None:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(30)
+        if self.peer_cuts is not None:
+            self.peer_cuts.stop()
 
     # --- access -----------------------------------------------------------------------------
 

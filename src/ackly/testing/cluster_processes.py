@@ -4,7 +4,8 @@ Brokers are numbered 0..N-1; each has its own data directory and keeps its port 
 restarts (so clients and the other brokers find it again). Faults are by broker id:
 `kill(id)` (SIGKILL by default), `restart(id)`, `pause(id)` / `resume(id)` (SIGSTOP /
 SIGCONT: a process that is alive but answers nothing, like a long GC pause), `stop(id)`
-(SIGTERM: a controlled shutdown). Every wait is bounded.
+(SIGTERM: a controlled shutdown), and with `peer_faults=True` `cut(a, b)` / `heal(a, b)` of
+the network between two brokers (testing/peer_cuts.py). Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kio.schema.types import TopicName
 from ackly.server.etcd_process import EtcdProcess, etcd_binary
 from ackly.testing.broker_process import BrokerProcess
 from ackly.testing.internal_topics import internal_topic_factors
+from ackly.testing.peer_cuts import PeerCuts, free_port
 from ackly.testing.wire import WireClient
 
 T = TypeVar("T")
@@ -70,12 +72,14 @@ class ClusterProcesses:
         log_level: str | None = None,
         faults: Sequence[str] = (),
         record_flushes: bool = False,
+        peer_faults: bool = False,
     ) -> None:
         """`ports`: listen port per broker id (default: free ports, kept across restarts);
         `advertised_ports`: the port a broker registers instead (a proxy in front of it);
         `metadata_urls`: a broker's --metadata instead of the etcd's own URL (a relay);
         `faults`: fault points every broker starts with (planted bugs, testing/faulty_serve.py);
-        `record_flushes`: brokers record their flushed lengths, for `lose_unflushed`."""
+        `record_flushes`: brokers record their flushed lengths, for `lose_unflushed`;
+        `peer_faults`: brokers advertise a fault proxy's listeners, for `cut` and `heal`."""
         assert brokers >= 1
         self.base_dir = base_dir
         self.count = brokers
@@ -91,6 +95,8 @@ class ClusterProcesses:
         self.faults = tuple(faults)
         self.record_flushes = record_flushes
         self.brokers: dict[int, BrokerProcess] = {}
+        self.peer_faults = peer_faults
+        self.peer_cuts: PeerCuts | None = None
 
     @property
     def metadata_url(self) -> str:
@@ -108,6 +114,11 @@ class ClusterProcesses:
         """Start etcd (if this object owns it), then every broker; each is listening on return."""
         if self.own_etcd and not self.etcd.running:
             self.etcd.start()
+        if self.peer_faults and self.peer_cuts is None:
+            assert not self.advertised_ports, "peer_faults chooses the advertised ports"
+            self.ports = {b: self.ports.get(b) or free_port() for b in range(self.count)}
+            self.peer_cuts = PeerCuts(self.ports)
+            self.advertised_ports = dict(self.peer_cuts.advertised_ports)
         try:
             for broker_id in range(self.count):
                 configs = {**self.configs, **self.broker_configs.get(broker_id, {})}
@@ -216,6 +227,15 @@ class ClusterProcesses:
         """Withdraw a failure `fail_disk` armed that has not fired yet."""
         self._signal(broker_id, signal.SIGUSR2)
 
+    def cut(self, a: int, b: int) -> None:
+        """Cut the network between brokers a and b, both ways, until `heal(a, b)`."""
+        assert self.peer_cuts is not None, "network cuts need peer_faults=True"
+        self.peer_cuts.cut(a, b)
+
+    def heal(self, a: int, b: int) -> None:
+        assert self.peer_cuts is not None, "network cuts need peer_faults=True"
+        self.peer_cuts.heal(a, b)
+
     def pause(self, broker_id: int) -> None:
         self._signal(broker_id, signal.SIGSTOP)
 
@@ -250,6 +270,9 @@ class ClusterProcesses:
                 proc.kill()
         if self.own_etcd:
             self.etcd.stop()
+        if self.peer_cuts is not None:
+            self.peer_cuts.stop()
+            self.peer_cuts = None
 
     def __enter__(self) -> ClusterProcesses:
         return self.start()

@@ -114,18 +114,19 @@ class RequestInfo:
     correlation_id: int
     broker_id: int | None  # of the listener it came through; None until a response names it
     expects_response: bool  # False only for Produce with acks=0
+    client_id: str | None = None  # of the request header (a broker's peer: "ackly-broker-<id>")
 
 
 @dataclass(eq=False)
 class Rule:
     """One scripted fault. Build with `FaultProxy.add_rule`; the proxy owns the counters.
 
-    A request *matches* when its API key (None: any), the listener's broker id (None: any)
-    and `match(api_key, api_version, correlation_id)` agree. Each matching request counts in
-    `seen`, whether or not this or another rule fires on it. The rule fires on a matching
-    request when: at least `after` matching requests came before it, it has fired fewer than
-    `count` times (None: no limit), no earlier rule fired on it, and — only when
-    `probability` < 1 — one `rng.random()` draw, made for exactly this request, is below
+    A request *matches* when its API key (None: any), the listener's broker id (None: any),
+    its header's client id (None: any) and `match(api_key, api_version, correlation_id)`
+    agree. Each matching request counts in `seen`, whether or not this or another rule fires
+    on it. The rule fires on a matching request when: at least `after` matching requests came
+    before it, it has fired fewer than `count` times (None: no limit), no earlier rule fired
+    on it, and — only when `probability` < 1 — one `rng.random()` draw, made for exactly this request, is below
     `probability`. Response faults (drop, delay) never match a request that gets no response.
     """
 
@@ -133,6 +134,7 @@ class Rule:
     api_key: int | None = None
     match: RequestPredicate | None = None
     broker_id: int | None = None
+    client_id: str | None = None
     count: int | None = None
     after: int = 0
     probability: float = 1.0
@@ -170,6 +172,8 @@ class Rule:
         if self.api_key is not None and request.api_key != self.api_key:
             return False
         if self.broker_id is not None and request.broker_id != self.broker_id:
+            return False
+        if self.client_id is not None and request.client_id != self.client_id:
             return False
         if self.action in ("drop_response", "delay_response") and not request.expects_response:
             return False
@@ -401,6 +405,7 @@ class _ProxyConnection:
         self.room = asyncio.Event()
         self.room.set()
         self.stalled_until = 0.0  # loop time; no byte moves either way before it
+        self.client_id: str | None = None  # of the last request read on this connection
 
     async def run(self) -> None:
         proxy = self.proxy
@@ -470,7 +475,9 @@ class _ProxyConnection:
             api_key=header.api_key, api_version=header.api_version,
             correlation_id=header.correlation_id, broker_id=self.listener.broker_id,
             expects_response=expects_response(frame, header.api_key, header.api_version),
+            client_id=header.client_id,
         )
+        self.client_id = header.client_id
         proxy.counters.requests[request.api_key] += 1
         rule = proxy.rules.decide(request)
         if rule is not None and rule.action == "stall":
@@ -644,6 +651,7 @@ class FaultProxy:
         rng: random.Random | None = None,
         match: RequestPredicate | None = None,
         broker_id: int | None = None,
+        client_id: str | None = None,
         delay_ms: int = 0,
         duration_ms: int = 0,
         when: ResetWhen = "before_request",
@@ -651,11 +659,20 @@ class FaultProxy:
     ) -> Rule:
         """Script a fault; see `Rule` for when it fires. Returns the rule (its counters live)."""
         rule = Rule(
-            action=action, api_key=api_key, match=match, broker_id=broker_id, count=count,
+            action=action, api_key=api_key, match=match, broker_id=broker_id, client_id=client_id, count=count,
             after=after, probability=probability, rng=rng, delay_ms=delay_ms,
             duration_ms=duration_ms, when=when, close=close,
         )
         return self._call(lambda: self.rules.add(rule))
+
+    def remove_rule(self, rule: Rule) -> None:
+        """Remove one rule (as `add_rule` returned it); the others stay."""
+
+        def remove() -> None:
+            if rule in self.rules.rules:
+                self.rules.rules.remove(rule)
+
+        self._call(remove)
 
     def clear_rules(self) -> None:
         """Remove every rule. Faults already decided for requests in flight still happen."""
@@ -674,11 +691,18 @@ class FaultProxy:
 
         return self._call(snapshot)
 
-    def disconnect_all(self, reset: bool = False) -> int:
-        """Close every client connection now (with RST if `reset`); returns how many."""
+    def disconnect_all(self, reset: bool = False, *, broker_id: int | None = None,
+                       client_id: str | None = None) -> int:
+        """Close every client connection now (with RST if `reset`); returns how many. With
+        `broker_id` and/or `client_id`: only the connections through that broker's listener
+        and/or whose last request carried that client id."""
 
         async def close_all() -> int:
-            connections = dict(self._connections)
+            connections = {
+                task: conn for task, conn in self._connections.items()
+                if (broker_id is None or conn.listener.broker_id == broker_id)
+                and (client_id is None or conn.client_id == client_id)
+            }
             for task, conn in connections.items():
                 if reset:
                     conn.reset_client()

@@ -1,8 +1,19 @@
-"""pytest plugin: brokers for tests (in-process, or real `ackly serve` processes)."""
+"""pytest plugin: real Kafka brokers for tests (in-process, or `ackly serve` processes).
+
+Loaded through the `pytest11` entry point wherever ackly is installed, and inert until a test
+asks for one of its fixtures: this module imports nothing but pytest at load time, registers
+one marker, and every fixture imports what it needs when it first runs. A suite that never
+uses the fixtures pays only for loading this file (bench/fixture.py measures it).
+
+docs/testing.md is the reference: what each fixture gives, with examples.
+
+Under pytest-xdist each worker is its own process, so it gets its own brokers on free ports
+and its own temporary directories (pytest's tmp_path is per worker); nothing is shared.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,14 +27,84 @@ if TYPE_CHECKING:
     from ackly.testing.fault_proxy import FaultProxy
     from ackly.testing.inprocess import InProcessBroker
     from ackly.testing.postgres import PostgresServer
+    from ackly.testing.topics import ConsumedRecord
+
+CONFIG_MARKER = "ackly_config"
+# What the fixtures' brokers change from Kafka's defaults, before a test's own configs: a
+# group's first member is not kept waiting for others that a test will not start (Kafka's
+# own documentation advises 0 for development and tests), and the internal topics have one
+# partition instead of 50 (a broker a test creates, syncs and closes each of them).
+TEST_BROKER_DEFAULTS = {
+    "group.initial.rebalance.delay.ms": "0",
+    "offsets.topic.num.partitions": "1",
+    "transaction.state.log.num.partitions": "1",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{CONFIG_MARKER}(configs=None, /, **configs): broker configs for this test's "
+        "`ackly_broker` (and `bootstrap_servers`), e.g. "
+        f"@pytest.mark.{CONFIG_MARKER}({{'log.flush.policy': 'never'}})",
+    )
+
+
+def _marker_configs(request: pytest.FixtureRequest) -> dict[str, str]:
+    configs: dict[str, str] = {}
+    # Closest marker last, so that a test's own marker wins over its class's or module's.
+    for marker in reversed(list(request.node.iter_markers(CONFIG_MARKER))):
+        for arg in marker.args:
+            if not isinstance(arg, Mapping):
+                raise TypeError(f"@pytest.mark.{CONFIG_MARKER} takes a dict of configs, not {arg!r}")
+            configs.update({str(k): str(v) for k, v in arg.items()})
+        configs.update({str(k): str(v) for k, v in marker.kwargs.items()})
+    return configs
 
 
 @pytest.fixture
-def ackly_broker(tmp_path: Path) -> Iterator[InProcessBroker]:
-    """A broker in this process on a free port, data in a temporary directory."""
+def ackly_broker_config(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The broker configs of this test's `ackly_broker`: those of the `ackly_config` marker,
+    then those of an indirect parametrization of this fixture (a dict), which win; over
+    TEST_BROKER_DEFAULTS."""
+    configs = {**TEST_BROKER_DEFAULTS, **_marker_configs(request)}
+    param = getattr(request, "param", None)
+    if param is not None:
+        if not isinstance(param, Mapping):
+            raise TypeError(f"ackly_broker_config is parametrized with dicts of configs, not {param!r}")
+        configs.update({str(k): str(v) for k, v in param.items()})
+    return configs
+
+
+@pytest.fixture
+def ackly_broker(tmp_path: Path, ackly_broker_config: dict[str, str]) -> Iterator[InProcessBroker]:
+    """A broker of this test alone, in this process, on a free port, its data in the test's
+    temporary directory; configs from `ackly_broker_config`. Stopped at the end of the test."""
     from ackly.testing.inprocess import InProcessBroker
 
-    broker = InProcessBroker(str(tmp_path / "data")).start()
+    broker = InProcessBroker(str(tmp_path / "ackly-data"), ackly_broker_config).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def ackly_session_broker_config() -> dict[str, str]:
+    """The configs of `ackly_session_broker`; override this fixture in a conftest.py to set
+    them (a session-scoped fixture cannot take a test's marker)."""
+    return dict(TEST_BROKER_DEFAULTS)
+
+
+@pytest.fixture(scope="session")
+def ackly_session_broker(
+    tmp_path_factory: pytest.TempPathFactory, ackly_session_broker_config: dict[str, str]
+) -> Iterator[InProcessBroker]:
+    """One broker for the whole session (one per pytest-xdist worker): faster than a broker a
+    test when tests keep to topics of their own (`create_topic()` names a fresh one)."""
+    from ackly.testing.inprocess import InProcessBroker
+
+    broker = InProcessBroker(str(tmp_path_factory.mktemp("ackly-session")), ackly_session_broker_config).start()
     try:
         yield broker
     finally:
@@ -31,16 +112,50 @@ def ackly_broker(tmp_path: Path) -> Iterator[InProcessBroker]:
 
 
 @pytest.fixture
+def bootstrap_servers(ackly_broker: InProcessBroker) -> str:
+    """`host:port` of this test's `ackly_broker`, for any client's bootstrap.servers."""
+    return ackly_broker.bootstrap
+
+
+@pytest.fixture
+def create_topic(bootstrap_servers: str) -> Callable[..., str]:
+    """`create_topic(name=None, *, partitions=1, replication_factor=-1, configs=None)` on
+    `bootstrap_servers`: returns the name (a fresh unique one if None) once every partition
+    has a leader. For another broker or a cluster: `ackly.testing.topics.create_topic`."""
+    from ackly.testing.topics import create_topic as create
+
+    def make(name: str | None = None, **kwargs: Any) -> str:
+        return create(bootstrap_servers, name, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def read_topic(bootstrap_servers: str) -> Callable[..., list[ConsumedRecord]]:
+    """`read_topic(topic, *, partitions=None, isolation="read_uncommitted")` on
+    `bootstrap_servers`: every record from the log start to the high watermark (the last
+    stable offset under read_committed), as `ConsumedRecord`s in partition, offset order."""
+    from ackly.testing.topics import read_topic as read
+
+    def get(topic: str, **kwargs: Any) -> list[ConsumedRecord]:
+        return read(bootstrap_servers, topic, **kwargs)
+
+    return get
+
+
+@pytest.fixture
 def ackly_cluster(tmp_path: Path) -> Iterator[Callable[..., InProcessCluster]]:
-    """A factory of in-process clusters: `ackly_cluster(brokers=3, properties={...})` starts N
-    brokers in this process (one event loop, one shared metadata store, real loopback sockets
-    between them and to clients). Every cluster is torn down at the end of the test."""
+    """A factory of in-process clusters: `ackly_cluster(brokers=3, properties={...},
+    peer_faults=False)` starts N brokers in this process (one event loop, one shared metadata
+    store, real loopback sockets between them and to clients), with `kill`, `start`,
+    `restart`, `stop` of a broker and, with `peer_faults=True`, `cut(a, b)` / `heal(a, b)`
+    of the network between two brokers. Every cluster is torn down at the end of the test."""
     from ackly.testing.cluster import InProcessCluster
 
     started: list[InProcessCluster] = []
 
-    def make(brokers: int = 3, properties: dict[str, str] | None = None) -> InProcessCluster:
-        cluster = InProcessCluster(str(tmp_path / f"cluster{len(started)}"), brokers, properties)
+    def make(brokers: int = 3, properties: dict[str, str] | None = None, **kwargs: Any) -> InProcessCluster:
+        cluster = InProcessCluster(str(tmp_path / f"cluster{len(started)}"), brokers, properties, **kwargs)
         started.append(cluster)
         return cluster.start_all()
 
