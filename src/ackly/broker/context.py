@@ -37,6 +37,11 @@ class RequestContext:
     principal: str = "User:ANONYMOUS"
     # The connection's SASL session on a SASL listener (broker/sasl.py), else None.
     sasl: SaslSession | None = None
+    # Client quotas (broker/client_quotas.py, KIP-219): how long the client must wait, set by
+    # the handler before it answers; it goes into the response's throttle_time_ms, and the
+    # shell stops reading from the connection for that long once the answer is written.
+    throttle_time_ms: int = field(default=0, init=False)
+    request_bytes: int = field(default=0, init=False)  # the whole request frame (set by dispatch)
     answered: bool = field(default=False, init=False)
 
     @property

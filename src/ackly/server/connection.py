@@ -18,7 +18,12 @@ Resources (the server owns the limits; a connection reports what it holds):
   (`queued.max.request.bytes`). While the pool is exhausted reading is paused.
 - Reading also pauses while `max_in_flight` answers are pending, which bounds what one
   connection can pipeline. Each reason to pause is a bit of `_paused`; reading resumes when
-  none is left (a quota's throttle would be one more bit).
+  none is left.
+- Client quotas (KIP-219): once an answer whose request was throttled is written (its
+  context's throttle_time_ms, or the request_percentage throttle of its handler time, measured
+  here around the handler and recorded in the node's ClientQuotas), reading pauses for that
+  long (PAUSE_THROTTLE), as Kafka mutes the channel: the client has its answer and the
+  throttle time in it, and nothing more of its is read until the time is up.
 - `activity` changes on every read and write and `established` turns on with the first
   complete request: the server's sweep closes idle connections and those that never send a
   first request from them. On a SASL listener `established` waits for the end of
@@ -40,6 +45,7 @@ import collections
 import functools
 import logging
 import struct
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +69,7 @@ INLINE_RANGE_BYTES = 64 * 1024
 # Reasons reading is paused (bits of Connection._paused).
 PAUSE_IN_FLIGHT = 1  # max_in_flight answers pending
 PAUSE_MEMORY = 2  # the request memory pool is exhausted
+PAUSE_THROTTLE = 4  # a client quota's throttle time is running (KIP-219)
 
 
 class ShortRangeError(Exception):
@@ -75,9 +82,11 @@ class ShortRangeError(Exception):
 
 
 class _Slot:
-    __slots__ = ("charge_bytes", "close_after", "done", "pieces")
+    __slots__ = ("charge_bytes", "close_after", "ctx", "done", "pieces", "request_throttle_ms")
 
     def __init__(self, charge_bytes: int) -> None:
+        self.ctx: RequestContext | None = None
+        self.request_throttle_ms = 0  # request_percentage's throttle of the handler's time
         self.pieces: Sequence[Any] | None = None
         self.done = False
         self.charge_bytes = charge_bytes  # the request's bytes, charged to the pool until written
@@ -115,6 +124,8 @@ class Connection(asyncio.BufferedProtocol):
         self._writer_busy = False
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._throttle_end_s = 0.0  # loop time the current throttle ends
+        self._throttle_timer: asyncio.TimerHandle | None = None
         # On a SASL listener (SASL_PLAINTEXT, SASL_SSL) the client must authenticate first;
         # its SASL principal, not a TLS certificate's, is the connection's principal (as Kafka).
         self.sasl: SaslSession | None = (server.new_sasl_session() if listener is not None and listener.uses_sasl
@@ -178,6 +189,9 @@ class Connection(asyncio.BufferedProtocol):
             self.server.release(self)
         if self._writer_task is not None:
             self._writer_task.cancel()
+        if self._throttle_timer is not None:
+            self._throttle_timer.cancel()
+            self._throttle_timer = None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.decoder.get_buffer()
@@ -229,6 +243,31 @@ class Connection(asyncio.BufferedProtocol):
         if bool(self._paused & PAUSE_MEMORY) != on:
             self._set_paused(PAUSE_MEMORY, on)
 
+    def _throttle(self, throttle_ms: int) -> None:
+        """Stop reading for throttle_ms from now (extending a throttle already running)."""
+        if throttle_ms <= 0 or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        end_s = loop.time() + throttle_ms / 1000.0
+        if end_s <= self._throttle_end_s:
+            return
+        self._throttle_end_s = end_s
+        if self._throttle_timer is not None:
+            self._throttle_timer.cancel()
+        self._throttle_timer = loop.call_at(end_s, self._unthrottle)
+        self._set_paused(PAUSE_THROTTLE, True)
+
+    def _unthrottle(self) -> None:
+        self._throttle_timer = None
+        self._set_paused(PAUSE_THROTTLE, False)
+
+    def _written(self, slot: _Slot) -> None:
+        """An answer has been handed to the transport: start its throttle, if any."""
+        ctx = slot.ctx
+        throttle_ms = max(ctx.throttle_time_ms if ctx is not None else 0, slot.request_throttle_ms)
+        if throttle_ms:
+            self._throttle(throttle_ms)
+
     def _account_held(self) -> None:
         """Charge the pool for what the decoder holds now and will allocate before the next
         read (a large frame's next growth is reserved here, before get_buffer allocates it)."""
@@ -261,7 +300,18 @@ class Connection(asyncio.BufferedProtocol):
             security_protocol=listener.security_protocol if listener is not None else "PLAINTEXT",
             principal=sasl.principal if sasl is not None else self.principal, sasl=sasl,
         )
-        self.server.node.handle_frame(ctx, frame)
+        slot.ctx = ctx
+        node = self.server.node
+        start_ns = time.perf_counter_ns()
+        node.handle_frame(ctx, frame)
+        if node.quotas.has_quotas():
+            # request_percentage (ClientRequestQuotaManager): the handler's time on the loop.
+            throttle_ms = node.quotas.record_request_time(
+                ctx.principal, header.client_id or "", time.perf_counter_ns() - start_ns, ctx.now_ms)
+            if throttle_ms:
+                slot.request_throttle_ms = throttle_ms
+                if slot not in self.slots:  # already written: throttle from now
+                    self._throttle(throttle_ms)
         if sasl is None:
             self.established = True
         else:
@@ -328,6 +378,7 @@ class Connection(asyncio.BufferedProtocol):
                 return
             self.slots.popleft()
             self.server.pool_adjust(-slot.charge_bytes)
+            self._written(slot)
             if slot.close_after:
                 self._close()
                 return
@@ -388,6 +439,7 @@ class Connection(asyncio.BufferedProtocol):
                 self.activity += 1
             slot = self.slots.popleft()
             self.server.pool_adjust(-slot.charge_bytes)
+            self._written(slot)
             if slot.close_after:
                 self._close()
         except ShortRangeError as exc:
