@@ -19,11 +19,13 @@ Resources (the server owns the limits; a connection reports what it holds):
 - Reading also pauses while `max_in_flight` answers are pending, which bounds what one
   connection can pipeline. Each reason to pause is a bit of `_paused`; reading resumes when
   none is left.
-- Client quotas (KIP-219): once an answer whose request was throttled is written (its
-  context's throttle_time_ms, or the request_percentage throttle of its handler time, measured
-  here around the handler and recorded in the node's ClientQuotas), reading pauses for that
-  long (PAUSE_THROTTLE), as Kafka mutes the channel: the client has its answer and the
-  throttle time in it, and nothing more of its is read until the time is up.
+- Client quotas (KIP-219): a request that comes out throttled (its context's
+  throttle_time_ms, or the request_percentage throttle of its handler time, measured here
+  around the handler and recorded in the node's ClientQuotas) stops the reading of further
+  requests (PAUSE_THROTTLE; frames already received wait in the decoder) until its answer is
+  written and then for the throttle time, as Kafka mutes the channel. Kafka reads one request
+  of a connection at a time, so a throttled client cannot have more requests handled behind
+  the throttled one; here pipelined requests read before the throttle was known still are.
 - `activity` changes on every read and write and `established` turns on with the first
   complete request: the server's sweep closes idle connections and those that never send a
   first request from them. On a SASL listener `established` waits for the end of
@@ -82,11 +84,12 @@ class ShortRangeError(Exception):
 
 
 class _Slot:
-    __slots__ = ("charge_bytes", "close_after", "ctx", "done", "pieces", "request_throttle_ms")
+    __slots__ = ("charge_bytes", "close_after", "ctx", "done", "pieces", "request_throttle_ms", "throttled")
 
     def __init__(self, charge_bytes: int) -> None:
         self.ctx: RequestContext | None = None
         self.request_throttle_ms = 0  # request_percentage's throttle of the handler's time
+        self.throttled = False  # holds reading back until it is written (then its throttle runs)
         self.pieces: Sequence[Any] | None = None
         self.done = False
         self.charge_bytes = charge_bytes  # the request's bytes, charged to the pool until written
@@ -200,8 +203,14 @@ class Connection(asyncio.BufferedProtocol):
         self.decoder.buffer_updated(nbytes)
         self.activity += 1
         self._account_held()
+        self._handle_frames()
+        self.server.after_event()
+
+    def _handle_frames(self) -> None:
+        """Handle the complete frames the decoder holds, unless a throttle holds them back."""
         try:
-            while not self._closed and (frame := self.decoder.next_frame()) is not None:
+            while (not self._closed and not self._paused & PAUSE_THROTTLE
+                   and (frame := self.decoder.next_frame()) is not None):
                 self._handle(frame)
         except (FrameError, KafkaError) as exc:
             log.warning("closing connection %d from %s: %s", self.connection_id, self.client_host, exc)
@@ -211,7 +220,6 @@ class Connection(asyncio.BufferedProtocol):
             self._close()
         if len(self.slots) >= self.max_in_flight:
             self._set_paused(PAUSE_IN_FLIGHT, True)
-        self.server.after_event()
 
     def eof_received(self) -> bool | None:
         return False  # close; answers already written still go out first
@@ -259,14 +267,22 @@ class Connection(asyncio.BufferedProtocol):
 
     def _unthrottle(self) -> None:
         self._throttle_timer = None
+        if any(slot.throttled for slot in self.slots):
+            return  # a throttled answer is still to be written: its own throttle follows
         self._set_paused(PAUSE_THROTTLE, False)
+        if not self._closed:
+            self._handle_frames()  # frames that arrived before the throttle
+            self.server.after_event()
 
     def _written(self, slot: _Slot) -> None:
         """An answer has been handed to the transport: start its throttle, if any."""
         ctx = slot.ctx
         throttle_ms = max(ctx.throttle_time_ms if ctx is not None else 0, slot.request_throttle_ms)
+        slot.throttled = False
         if throttle_ms:
             self._throttle(throttle_ms)
+        elif self._paused & PAUSE_THROTTLE and self._throttle_timer is None:
+            self._unthrottle()
 
     def _account_held(self) -> None:
         """Charge the pool for what the decoder holds now and will allocate before the next
@@ -312,6 +328,10 @@ class Connection(asyncio.BufferedProtocol):
                 slot.request_throttle_ms = throttle_ms
                 if slot not in self.slots:  # already written: throttle from now
                     self._throttle(throttle_ms)
+        if (ctx.throttle_time_ms or slot.request_throttle_ms) and slot in self.slots:
+            # Read nothing more until its answer is written and the throttle time has passed.
+            slot.throttled = True
+            self._set_paused(PAUSE_THROTTLE, True)
         if sasl is None:
             self.established = True
         else:
