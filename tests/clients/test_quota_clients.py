@@ -140,3 +140,18 @@ def test_a_consumer_is_held_near_its_byte_rate_and_told_of_the_throttle(broker: 
     throttle_max = max((value for group in metrics.values() for name, value in group.items()
                         if name == "throttle-time-max" and value is not None), default=0)
     assert throttle_max > 0, {g: v for g, v in metrics.items() if "throttle-time-max" in v}
+
+
+def test_request_percentage_mutes_a_connection_over_it(broker: BrokerProcess) -> None:
+    # A share of a thread far below what any request's handler takes: every request is over
+    # it by so much that the throttle is the longest there is, the whole window (3 x 1 s).
+    alter_quotas(broker.bootstrap, {"client-id": "busy"}, {"request_percentage": 0.0001})
+    metadata = build_request(3, 9, {"topics": [], "allow_auto_topic_creation": False})
+    with WireClient(broker.bootstrap) as wire:
+        wire.send_raw(wire.frame(metadata, client_id="busy"))
+        wire.read_frame()  # the first answer comes at once; then the connection is muted
+        start = time.monotonic()
+        wire.send_raw(wire.frame(metadata, client_id="busy"))
+        wire.read_frame()
+        waited_s = time.monotonic() - start
+    assert waited_s >= 2.0, f"the second request was answered after {waited_s:.2f} s"

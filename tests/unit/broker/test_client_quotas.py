@@ -283,3 +283,33 @@ def test_a_produce_over_the_quota_carries_the_throttle_time(node: Any) -> None:
     third, _ = produce_throttle(node, "slow", 1000)
     assert third > second
     assert produce_throttle(node, "fast", 1000)[0] == 0  # no quota for this client id
+
+
+def test_quotas_survive_a_restart(tmp_path: Path) -> None:
+    node = make_node(tmp_path / "data")
+    assert alter(node, [({"user": "carol", "client-id": None}, {CONSUMER_BYTE_RATE: 4096.0})]) == [(0, None)]
+    node.close()
+    again = make_node(tmp_path / "data")
+    try:
+        assert dict(again.member.metadata.client_quotas[QuotaEntity(True, "carol", True, None)]) == {
+            CONSUMER_BYTE_RATE: 4096.0}
+    finally:
+        again.close()
+
+
+def test_an_alteration_on_one_broker_applies_on_every_broker_within_a_second(tmp_path: Path) -> None:
+    from .core_cluster import CoreCluster
+
+    c = CoreCluster(tmp_path, [1, 2, 3])
+    reply = c.send_as(1, build_request(ALTER, 1, {"validate_only": False, "entries": [
+        {"entity": [{"entity_type": "client-id", "entity_name": "app"}],
+         "ops": [{"key": PRODUCER_BYTE_RATE, "value": 100.0, "remove": False}]}]}), "User:admin")
+    response = c.wait(reply)
+    assert [int(e.error_code) for e in response.entries] == [0]
+    entity = QuotaEntity(False, None, True, "app")
+    assert entity in c.node(1).member.metadata.client_quotas  # answered once its own view shows it
+    c.until(lambda: all(entity in c.node(b).member.metadata.client_quotas for b in (2, 3)), limit_ms=1000)
+    # Broker 3 now measures the client against it: 10 000 bytes is 1000 B/s over 10 s, 9 times
+    # the bound: 90 s of throttle, held to the whole window (11 samples of 1 s).
+    assert c.node(3).quotas.record_produce("User:ANONYMOUS", "app", 10_000, c.now_ms) == 11_000
+    assert c.node(3).quotas.record_produce("User:ANONYMOUS", "other", 10_000, c.now_ms) == 0
