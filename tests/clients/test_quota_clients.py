@@ -10,6 +10,8 @@ these clients move the same bytes on this machine many times faster than the quo
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -62,10 +64,10 @@ def create(bootstrap: str, name: str) -> None:
 
 
 def produce(bootstrap: str, topic: str, client_id: str, total_bytes: int,
-            on_throttle: Callable[[Any], None] | None = None) -> float:
+            on_throttle: Callable[[Any], None] | None = None, **extra: str) -> float:
     """Produce total_bytes in MESSAGE_BYTES messages, acks=1; seconds until all are acked."""
     config: dict[str, Any] = {"bootstrap.servers": bootstrap, "client.id": client_id, "acks": 1,
-                              "linger.ms": 5, "batch.size": 64 * 1024}
+                              "linger.ms": 5, "batch.size": 64 * 1024, **extra}
     if on_throttle is not None:
         config["throttle_cb"] = on_throttle
     producer = Producer(config)
@@ -155,3 +157,32 @@ def test_request_percentage_mutes_a_connection_over_it(broker: BrokerProcess) ->
         wire.read_frame()
         waited_s = time.monotonic() - start
     assert waited_s >= 2.0, f"the second request was answered after {waited_s:.2f} s"
+
+
+def test_a_user_quota_follows_the_authenticated_principal(broker_factory: Callable[..., BrokerProcess],
+                                                          tmp_path: Any) -> None:
+    """user=alice's quota throttles alice (SASL/SCRAM), not an anonymous client that uses the
+    same client id on a PLAINTEXT listener of the same broker."""
+    data_dir = tmp_path / "data"
+    users = subprocess.run(
+        [sys.executable, "-m", "ackly", "users", "set", "alice", "--mechanism", "SCRAM-SHA-512",
+         "--password-stdin", "--data-dir", str(data_dir)],
+        input="alice-secret\n", capture_output=True, text=True, timeout=60)
+    assert users.returncode == 0, users.stderr
+    broker = broker_factory(configs={
+        **WINDOW_CONFIGS, "listeners": "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+        "inter.broker.listener.name": "PLAINTEXT",
+    })
+    plain = f"127.0.0.1:{broker.listener_ports['PLAINTEXT']}"
+    sasl = f"127.0.0.1:{broker.listener_ports['SASL_PLAINTEXT']}"
+    topic = f"quota-{uuid.uuid4().hex[:8]}"
+    create(plain, topic)
+    alter_quotas(plain, {"user": "alice"}, {"producer_byte_rate": 128 * 1024.0})
+    anonymous: list[Any] = []
+    produce(plain, topic, "shared-id", 768 * 1024, anonymous.append)
+    assert not anonymous, anonymous[:3]  # no quota for User:ANONYMOUS: never throttled
+    alice: list[Any] = []
+    produce(sasl, topic, "shared-id", 768 * 1024, alice.append, **{
+        "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "alice", "sasl.password": "alice-secret"})
+    assert alice and max(t.throttle_time for t in alice) > 0
