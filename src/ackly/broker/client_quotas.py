@@ -141,6 +141,21 @@ class ClientQuotas:
         """Time a request's handler held the event loop (ClientRequestQuotaManager)."""
         return self._record(REQUEST_PERCENTAGE, principal, client_id, handler_ns * PERCENT_PER_NANO, now_ms)
 
+    def request_throttle_ms(self, principal: str, client_id: str, now_ms: int) -> int:
+        """The request_percentage throttle this client is under now, from the handler time
+        recorded so far (nothing recorded): what its next answer carries in throttle_time_ms."""
+        quotas = self._quotas()
+        if not quotas:
+            return 0
+        resolved = resolve(quotas, user_of(principal), client_id, REQUEST_PERCENTAGE)
+        if resolved is None:
+            return 0
+        rate = self._rates.get(_RateKey(REQUEST_PERCENTAGE, resolved.user_tag, resolved.client_tag))
+        if rate is None:
+            return 0
+        return throttle_time_ms(rate.measure(now_ms), resolved.bound, rate.window_size_ms(now_ms),
+                                self.max_throttle_ms)
+
     def has_quotas(self) -> bool:
         return bool(self._quotas())
 

@@ -19,9 +19,11 @@ Resources (the server owns the limits; a connection reports what it holds):
 - Reading also pauses while `max_in_flight` answers are pending, which bounds what one
   connection can pipeline. Each reason to pause is a bit of `_paused`; reading resumes when
   none is left.
-- Client quotas (KIP-219): a request that comes out throttled (its context's
-  throttle_time_ms, or the request_percentage throttle of its handler time, measured here
-  around the handler and recorded in the node's ClientQuotas) stops the reading of further
+- Client quotas (KIP-219): before the handler runs, the context gets the request_percentage
+  throttle the client is under (every answer carries it in throttle_time_ms; Produce and
+  Fetch raise it to their byte-rate throttle). A request that comes out throttled (its
+  context's throttle_time_ms, or the request_percentage throttle of its own handler time,
+  measured here around the handler and recorded in the node's ClientQuotas) stops the reading of further
   requests (PAUSE_THROTTLE; frames already received wait in the decoder) until its answer is
   written and then for the throttle time, as Kafka mutes the channel. Kafka reads one request
   of a connection at a time, so a throttled client cannot have more requests handled behind
@@ -318,9 +320,14 @@ class Connection(asyncio.BufferedProtocol):
         )
         slot.ctx = ctx
         node = self.server.node
+        quotas_on = node.quotas.has_quotas()
+        if quotas_on:
+            # The request_percentage throttle the client is under: every answer carries it.
+            ctx.throttle_time_ms = node.quotas.request_throttle_ms(ctx.principal, header.client_id or "",
+                                                                   ctx.now_ms)
         start_ns = time.perf_counter_ns()
         node.handle_frame(ctx, frame)
-        if node.quotas.has_quotas():
+        if quotas_on:
             # request_percentage (ClientRequestQuotaManager): the handler's time on the loop.
             throttle_ms = node.quotas.record_request_time(
                 ctx.principal, header.client_id or "", time.perf_counter_ns() - start_ns, ctx.now_ms)

@@ -100,6 +100,13 @@ def test_request_percentage_counts_handler_time_as_a_share_of_one_thread() -> No
     assert q.record_request_time("User:alice", "c", 500_000_000, 0) == 5_000
     # A <default> user's quota is per user: bob has his own.
     assert q.record_request_time("User:bob", "c", 1_000_000_000, 0) == 0
+    # What the next answer carries, without recording anything: alice is still 5 s over.
+    assert q.request_throttle_ms("User:alice", "c", 0) == 5_000
+    # 1 s later the window is still 10 s (at least samples - 1 whole windows): unchanged.
+    assert q.request_throttle_ms("User:alice", "c", 1_000) == 5_000
+    # At 10.5 s it is 10.5 s: 150 / 10.5 = 14.29 %/s -> (14.29 - 10) / 10 * 10 500 = 4500 ms.
+    assert q.request_throttle_ms("User:alice", "c", 10_500) == 4_500
+    assert q.request_throttle_ms("User:carol", "c", 0) == 0  # nothing recorded for her yet
 
 
 def test_a_user_quota_is_shared_by_all_the_users_clients() -> None:
@@ -313,3 +320,18 @@ def test_an_alteration_on_one_broker_applies_on_every_broker_within_a_second(tmp
     # the bound: 90 s of throttle, held to the whole window (11 samples of 1 s).
     assert c.node(3).quotas.record_produce("User:ANONYMOUS", "app", 10_000, c.now_ms) == 11_000
     assert c.node(3).quotas.record_produce("User:ANONYMOUS", "other", 10_000, c.now_ms) == 0
+
+
+def test_any_answer_carries_the_throttle_time_the_context_holds(node: Any) -> None:
+    """The shell sets the request_percentage throttle on the context before the handler runs;
+    a kio-built answer (here Metadata) carries it."""
+    request = build_request(3, 9, {"topics": [], "allow_auto_topic_creation": False})
+    frame = io.BytesIO()
+    frame.write(struct.pack(">hhih", 3, 9, 5, 1) + b"c" + b"\x00")
+    entity_writer(type(request))(frame, request)
+    answers: list[Any] = []
+    ctx = RequestContext(header=RequestHeader(3, 9, 5, "c"), now_ms=NOW_MS, sink=answers.append,
+                         principal=ADMIN)
+    ctx.throttle_time_ms = 1234
+    node.handle_frame(ctx, frame.getvalue())
+    assert decode(3, 9, answers).throttle_time.total_seconds() * 1000 == 1234

@@ -155,16 +155,17 @@ class DelayedFetch(DelayedOperation):
 
     def _answer(self, topics: list[tuple[str | uuid.UUID, list[FetchPartitionData]]], now_ms: int) -> None:
         ctx = self.ctx
-        pieces = encode_fetch_response(ctx.api_version, ctx.header.correlation_id, topics)
+        pieces = encode_fetch_response(ctx.api_version, ctx.header.correlation_id, topics,
+                                       throttle_time_ms=ctx.throttle_time_ms)
         if self.replica_id == NO_REPLICA and self.node.quotas.has_quotas():
             # consumer_byte_rate (KIP-219): Kafka records the response's size when it is sent
             # and answers with the throttle time; followers are not under client quotas.
             size = sum(len(p) if isinstance(p, (bytes, bytearray)) else p.size for p in pieces)
-            ctx.throttle_time_ms = self.node.quotas.record_fetch(
-                ctx.principal, ctx.header.client_id or "", size, now_ms)
-            if ctx.throttle_time_ms:
+            throttle_ms = self.node.quotas.record_fetch(ctx.principal, ctx.header.client_id or "", size, now_ms)
+            if throttle_ms > ctx.throttle_time_ms:
+                ctx.throttle_time_ms = throttle_ms
                 pieces = encode_fetch_response(ctx.api_version, ctx.header.correlation_id, topics,
-                                               throttle_time_ms=ctx.throttle_time_ms)
+                                               throttle_time_ms=throttle_ms)
         ctx.send(pieces)
 
 

@@ -197,8 +197,8 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     now_ms = ctx.now_ms
     # producer_byte_rate (KIP-219): Kafka records the request's size and answers with the
     # throttle time, whatever became of the batches.
-    ctx.throttle_time_ms = node.quotas.record_produce(ctx.principal, ctx.header.client_id or "",
-                                                      ctx.request_bytes, now_ms)
+    ctx.throttle_time_ms = max(ctx.throttle_time_ms, node.quotas.record_produce(
+        ctx.principal, ctx.header.client_id or "", ctx.request_bytes, now_ms))
     verifies = _verifies(node, request)
     layout: list[tuple[str, list[int]]] = []  # topic name, slots of its partitions
     results: list[PartitionProduceResult | None] = []
