@@ -346,6 +346,12 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
               per_listener=True),
     ConfigDef("sasl.server.max.receive.size", Kind.INT, 524_288,
               "largest frame a connection may send before it has authenticated", minimum=1),
+    # Client quotas (broker/client_quotas.py): rates are measured over quota.window.num
+    # samples of quota.window.size.seconds each, as Kafka's ClientQuotaManager.
+    ConfigDef("quota.window.num", Kind.INT, 11, "number of samples a client quota's rate is measured over",
+              minimum=1),
+    ConfigDef("quota.window.size.seconds", Kind.INT, 1, "length of one sample of a client quota's rate",
+              minimum=1),
     ConfigDef("connections.max.reauth.ms", Kind.LONG, 0,
               "a SASL session lasts this long; a connection that has not re-authenticated "
               "by then is closed at its next request (0: sessions do not end; KIP-368)", minimum=0),
@@ -663,6 +669,14 @@ class BrokerConfig:
     @property
     def sasl_server_max_receive_size(self) -> int:
         return int(self.values["sasl.server.max.receive.size"])
+
+    @property
+    def quota_window_num(self) -> int:
+        return int(self.values["quota.window.num"])
+
+    @property
+    def quota_window_size_seconds(self) -> int:
+        return int(self.values["quota.window.size.seconds"])
 
     @property
     def connections_max_reauth_ms(self) -> int:

@@ -1,7 +1,7 @@
 """Topic changes made through the cluster metadata, each answered once it has taken effect.
 
-Owns: CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs, ACL changes and
-AlterUserScramCredentials as this broker asks them of the metadata store through its ClusterMember
+Owns: CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs, ACL changes,
+AlterUserScramCredentials and AlterClientQuotas as this broker asks them of the metadata store through its ClusterMember
 (the controller places replicas and creates the partition states), and the wait for their outcome.
 An operation is answered:
 - at once, with the planner's error, if it cannot be placed (INVALID_REPLICATION_FACTOR, ...);
@@ -39,7 +39,7 @@ DEFAULT_TIMEOUT_MS = 30_000  # for requests that carry no timeout of their own (
 
 @dataclass
 class _Op:
-    kind: str  # create, delete, partitions, configs, catch-up, acl, scram
+    kind: str  # create, delete, partitions, configs, catch-up, acl, scram, quota
     topic: str
     deadline_ms: int
     done: Done
@@ -121,6 +121,12 @@ class AdminOps:
         op = _Op("scram", user, now_ms + timeout_ms, done)
         self._start(op, send)
 
+    def write_quota(self, send: Callable[[], int], now_ms: int, timeout_ms: int, done: Done) -> None:
+        """One client-quota entity's write (member.put_client_quotas or delete_client_quotas),
+        answered once this broker's view holds it: its next request is measured against it."""
+        op = _Op("quota", "", now_ms + timeout_ms, done)
+        self._start(op, send)
+
     def catch_up(self, now_ms: int, timeout_ms: int, done: Done) -> None:
         """`done` once this broker's view holds every write the store had made when asked (a
         read barrier, ClusterMember.read_revision), or at the deadline, or when the store
@@ -140,7 +146,7 @@ class AdminOps:
             if result.ok:
                 op.revision = max(result.revision, 1)
                 continue
-            if result.error is StoreError.COMPARE_FAILED and op.kind != "scram":
+            if result.error is StoreError.COMPARE_FAILED and op.kind not in ("scram", "quota"):
                 if op.kind == "create":
                     self._finish(op, ErrorCode.topic_already_exists, f"topic {op.topic!r} already exists")
                 elif op.topic not in self.node.member.metadata.topics:

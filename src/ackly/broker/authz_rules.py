@@ -145,6 +145,9 @@ RULES: dict[int, tuple[str, dict[str, Rule]]] = {
     # KIP-554: Kafka's handlers check DESCRIBE / ALTER on the CLUSTER (ControllerApis).
     50: ("DescribeUserScramCredentials", {"request": R(CLUSTER, DESCRIBE, CLUSTER_DENIED, "request")}),
     51: ("AlterUserScramCredentials", {"request": R(CLUSTER, ALTER, CLUSTER_DENIED, "each user")}),
+    # KIP-546: Kafka's handlers ask DESCRIBE_CONFIGS / ALTER_CONFIGS on the CLUSTER.
+    48: ("DescribeClientQuotas", {"request": R(CLUSTER, DESCRIBE_CONFIGS, CLUSTER_DENIED, "request")}),
+    49: ("AlterClientQuotas", {"request": R(CLUSTER, ALTER_CONFIGS, CLUSTER_DENIED, "entry")}),
     61: ("DescribeProducers", {"topic": R(TOPIC, READ, TOPIC_DENIED, "partition")}),
     65: ("DescribeTransactions", {"transactional": R(TXN_ID, DESCRIBE, TXN_DENIED, "transactional id")}),
     66: ("ListTransactions", {"transactional": R(TXN_ID, DESCRIBE, TXN_DENIED,

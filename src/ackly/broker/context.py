@@ -8,6 +8,8 @@ answers in request order per connection whatever order they are given in.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +39,13 @@ class RequestContext:
     principal: str = "User:ANONYMOUS"
     # The connection's SASL session on a SASL listener (broker/sasl.py), else None.
     sasl: SaslSession | None = None
+    # Client quotas (broker/client_quotas.py, KIP-219): how long the client must wait, set by
+    # the shell before the handler runs (its request_percentage throttle) and raised by the
+    # Produce / Fetch handlers (byte rates) before they answer; it goes into the response's
+    # throttle_time_ms, and the shell stops reading from the connection for that long once
+    # the answer is written.
+    throttle_time_ms: int = field(default=0, init=False)
+    request_bytes: int = field(default=0, init=False)  # the whole request frame (set by dispatch)
     answered: bool = field(default=False, init=False)
 
     @property
@@ -50,6 +59,9 @@ class RequestContext:
 
     def respond(self, response: Any) -> None:
         """Encode a kio response for this request and send it."""
+        if self.throttle_time_ms and hasattr(response, "throttle_time"):
+            response = dataclasses.replace(
+                response, throttle_time=datetime.timedelta(milliseconds=self.throttle_time_ms))
         self.send(
             [encode_response(self.header.api_key, self.header.api_version,
                              self.header.correlation_id, response)]

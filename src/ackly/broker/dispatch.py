@@ -18,6 +18,7 @@ from ackly.broker.context import RequestContext
 from ackly.broker.handlers import (
     add_offsets_to_txn,
     add_partitions_to_txn,
+    alter_client_quotas,
     alter_configs,
     alter_user_scram_credentials,
     api_versions,
@@ -29,6 +30,7 @@ from ackly.broker.handlers import (
     delete_records,
     delete_topics,
     describe_acls,
+    describe_client_quotas,
     describe_cluster,
     describe_configs,
     describe_groups,
@@ -88,6 +90,7 @@ HANDLER_MODULES: tuple[ModuleType, ...] = (
     write_txn_markers, txn_offset_commit, add_partitions_to_txn, add_offsets_to_txn, end_txn,
     describe_transactions, list_transactions, describe_acls, create_acls, delete_acls,
     describe_user_scram_credentials, alter_user_scram_credentials, sasl_handshake, sasl_authenticate,
+    describe_client_quotas, alter_client_quotas,
 )
 
 TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}
@@ -116,4 +119,5 @@ def dispatch(node: BrokerNode, ctx: RequestContext, frame: bytes | memoryview) -
         request = decode_request(header.api_key, header.api_version, frame, offset)
     except (KafkaError, struct.error) as exc:
         raise FrameError(f"malformed {header.api_key}v{header.api_version} request: {exc}")
+    ctx.request_bytes = len(frame)
     spec.handle(node, ctx, request)

@@ -46,6 +46,7 @@ from typing import Any
 
 from ackly.broker.admin import DEFAULT_TIMEOUT_MS, AdminOps
 from ackly.broker.authorizer import Authorizer
+from ackly.broker.client_quotas import ClientQuotas
 from ackly.broker.context import RequestContext
 from ackly.broker.dispatch import dispatch
 from ackly.broker.faults import FaultPoints
@@ -192,6 +193,9 @@ class BrokerNode:
         self.authorizer = Authorizer(config, lambda: self.member.metadata.acls)
         if external_metadata and (warning := self.authorizer.inter_broker_warning()) is not None:
             log.warning("%s", warning)
+        # Client quotas (broker/client_quotas.py): measured against the quotas of the view.
+        self.quotas = ClientQuotas(lambda: self.member.metadata.client_quotas, config.quota_window_num,
+                                   config.quota_window_size_seconds)
         self._local_store: DurableMemoryStore | None = None
         if not external_metadata:
             self._local_store = DurableMemoryStore(disk, data_dir, now_ms)

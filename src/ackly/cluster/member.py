@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -47,6 +47,7 @@ from ackly.cluster.controller import (
     topic_write,
 )
 from ackly.cluster.metadata import BrokerInfo, ClusterMetadata, ControllerInfo, KeySpace, encode_cluster_id
+from ackly.cluster.quotas import QuotaEntity, encode_values
 from ackly.cluster.scram import ScramCredential
 from ackly.cluster.store import (
     CancelWatch,
@@ -358,6 +359,15 @@ class ClusterMember:
 
     def delete_scram_credential(self, user: str, mechanism: str, now_ms: int) -> int:
         return self._send_user(Delete(self._new_request_id(), self.keys.scram(mechanism, user)), now_ms)
+
+    def put_client_quotas(self, entity: QuotaEntity, values: Mapping[str, float], now_ms: int) -> int:
+        """Write one entity's quota values (all of them: the handler merges the alteration
+        into what the view holds); the result comes back through take_results()."""
+        return self._send_user(Put(self._new_request_id(), self.keys.quota(entity), encode_values(entity, values)),
+                               now_ms)
+
+    def delete_client_quotas(self, entity: QuotaEntity, now_ms: int) -> int:
+        return self._send_user(Delete(self._new_request_id(), self.keys.quota(entity)), now_ms)
 
     def alter_partition(self, request: AlterPartitionRequest, now_ms: int) -> AlterPartitionDecision:
         """Validate an ISR change against this view and, if it changes something, write it

@@ -32,6 +32,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ackly.cluster.acls import AclBinding
+from ackly.cluster.quotas import QuotaEntity, QuotaError, decode_values
 from ackly.cluster.scram import ScramCredential
 from ackly.cluster.store import KeyValue, WatchEvent
 from ackly.errors import AcklyError
@@ -72,6 +73,7 @@ class KeyKind(Enum):
     PARTITION = "partition"
     ACL = "acl"
     SCRAM = "scram"
+    QUOTA = "quota"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class ParsedKey:
     partition: int = -1
     acl: str = ""  # ACL: the binding's digest (AclBinding.key_name)
     user: str = ""  # SCRAM: the user name; topic holds the mechanism
+    quota: QuotaEntity | None = None  # QUOTA: the entity the key names
 
     @property
     def tp(self) -> TopicPartition:
@@ -150,6 +153,15 @@ class KeySpace:
         assert mechanism and "/" not in mechanism and user, (mechanism, user)
         return f"{self.root}/scram/{mechanism}/{urllib.parse.quote(user, safe='')}"
 
+    @property
+    def quotas_prefix(self) -> str:
+        return f"{self.root}/quotas/"
+
+    def quota(self, entity: QuotaEntity) -> str:
+        """One entity's client quotas (cluster/quotas.py), one key per entity as Kafka's
+        ClientQuotaRecords of one entity."""
+        return f"{self.root}/quotas/{entity.key_name}"
+
     def parse(self, key: str) -> ParsedKey | None:
         """What a key names, or None for keys this version does not know (ignored, so that
         a newer broker can add keys without breaking older ones)."""
@@ -172,6 +184,11 @@ class KeySpace:
             return ParsedKey(KeyKind.ACL, acl=parts[1])
         if len(parts) == 3 and parts[0] == "scram" and parts[1] and parts[2]:
             return ParsedKey(KeyKind.SCRAM, topic=parts[1], user=urllib.parse.unquote(parts[2]))
+        if len(parts) == 2 and parts[0] == "quotas" and parts[1]:
+            try:
+                return ParsedKey(KeyKind.QUOTA, quota=QuotaEntity.from_key_name(parts[1]))
+            except QuotaError:
+                return None
         return None
 
 
@@ -481,6 +498,8 @@ class ClusterMetadata:
     acls: Mapping[str, AclBinding] = field(default_factory=_empty)
     # SCRAM credentials by (user, mechanism) (cluster/scram.py).
     scram_credentials: Mapping[tuple[str, str], ScramCredential] = field(default_factory=_empty)
+    # Client quotas by entity: quota key -> value (cluster/quotas.py).
+    client_quotas: Mapping[QuotaEntity, Mapping[str, float]] = field(default_factory=_empty)
     # What `apply` changed from the view it was applied to, so that `partition_changes`
     # between two views of one line of updates looks at those partitions only, not at all
     # of them on every change (an ISR change of one partition out of thousands). The parent
@@ -638,6 +657,7 @@ class _Builder:
         self.mod_revisions = dict(base.mod_revisions)
         self.acls: dict[str, AclBinding] | None = None  # copied on the first ACL change
         self.scram_credentials: dict[tuple[str, str], ScramCredential] | None = None  # copied on the first change
+        self.client_quotas: dict[QuotaEntity, Mapping[str, float]] | None = None  # copied on the first change
         self.touched_partitions: set[TopicPartition] = set()
         self.touched_topics: set[str] = set()
 
@@ -702,6 +722,20 @@ class _Builder:
                 if (credential.user, credential.mechanism) != (parsed.user, parsed.topic):
                     raise MetadataDecodeError(key, f"names {credential.user!r} / {credential.mechanism}")
                 self.scram_credentials[(parsed.user, parsed.topic)] = credential
+        elif kind is KeyKind.QUOTA:
+            assert parsed.quota is not None
+            if self.client_quotas is None:
+                self.client_quotas = dict(self.base.client_quotas)
+            if value is None:
+                self.client_quotas.pop(parsed.quota, None)
+            else:
+                try:
+                    entity, values = decode_values(value)
+                except QuotaError as exc:
+                    raise MetadataDecodeError(key, str(exc)) from None
+                if entity != parsed.quota:
+                    raise MetadataDecodeError(key, f"names entity {entity}")
+                self.client_quotas[entity] = MappingProxyType(values)
 
     def build(self, revision: int) -> ClusterMetadata:
         return ClusterMetadata(
@@ -711,6 +745,8 @@ class _Builder:
             acls=self.base.acls if self.acls is None else MappingProxyType(self.acls),
             scram_credentials=(self.base.scram_credentials if self.scram_credentials is None
                                else MappingProxyType(self.scram_credentials)),
+            client_quotas=(self.base.client_quotas if self.client_quotas is None
+                           else MappingProxyType(self.client_quotas)),
             parent=weakref.ref(self.base), touched_partitions=frozenset(self.touched_partitions),
             touched_topics=frozenset(self.touched_topics),
         )

@@ -40,6 +40,9 @@ Key layout (root "/ackly" by default; see metadata.KeySpace, the only code that 
     /ackly/acls/<digest>               one ACL binding (cluster/acls.py); the digest of the binding
     /ackly/scram/<mechanism>/<user>    a SCRAM credential (salt, stored and server keys, iterations;
                                        the user percent-quoted; cluster/scram.py)
+    /ackly/quotas/<entity>             one client-quota entity's values, the entity as
+                                       user=<u>,client-id=<c> (percent-quoted, * for <default>;
+                                       cluster/quotas.py)
 Values are JSON (see metadata.py). Topic names cannot contain "/", so keys parse unambiguously.
 """
 

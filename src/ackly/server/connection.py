@@ -18,7 +18,16 @@ Resources (the server owns the limits; a connection reports what it holds):
   (`queued.max.request.bytes`). While the pool is exhausted reading is paused.
 - Reading also pauses while `max_in_flight` answers are pending, which bounds what one
   connection can pipeline. Each reason to pause is a bit of `_paused`; reading resumes when
-  none is left (a quota's throttle would be one more bit).
+  none is left.
+- Client quotas (KIP-219): before the handler runs, the context gets the request_percentage
+  throttle the client is under (every answer carries it in throttle_time_ms; Produce and
+  Fetch raise it to their byte-rate throttle). A request that comes out throttled (its
+  context's throttle_time_ms, or the request_percentage throttle of its own handler time,
+  measured here around the handler and recorded in the node's ClientQuotas) stops the reading of further
+  requests (PAUSE_THROTTLE; frames already received wait in the decoder) until its answer is
+  written and then for the throttle time, as Kafka mutes the channel. Kafka reads one request
+  of a connection at a time, so a throttled client cannot have more requests handled behind
+  the throttled one; here pipelined requests read before the throttle was known still are.
 - `activity` changes on every read and write and `established` turns on with the first
   complete request: the server's sweep closes idle connections and those that never send a
   first request from them. On a SASL listener `established` waits for the end of
@@ -40,6 +49,7 @@ import collections
 import functools
 import logging
 import struct
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +78,7 @@ TLS_RANGE_PIECE_BYTES = 256 * 1024
 PAUSE_IN_FLIGHT = 1  # max_in_flight answers pending
 PAUSE_MEMORY = 2  # the request memory pool is exhausted
 PAUSE_HANDSHAKE = 4  # a TLS handshake is under way (the raw transport is not ours to resume)
+PAUSE_THROTTLE = 8  # a client quota's throttle time is running (KIP-219)
 
 
 class ShortRangeError(Exception):
@@ -80,9 +91,12 @@ class ShortRangeError(Exception):
 
 
 class _Slot:
-    __slots__ = ("charge_bytes", "close_after", "done", "pieces")
+    __slots__ = ("charge_bytes", "close_after", "ctx", "done", "pieces", "request_throttle_ms", "throttled")
 
     def __init__(self, charge_bytes: int) -> None:
+        self.ctx: RequestContext | None = None
+        self.request_throttle_ms = 0  # request_percentage's throttle of the handler's time
+        self.throttled = False  # holds reading back until it is written (then its throttle runs)
         self.pieces: Sequence[Any] | None = None
         self.done = False
         self.charge_bytes = charge_bytes  # the request's bytes, charged to the pool until written
@@ -122,6 +136,8 @@ class Connection(asyncio.BufferedProtocol):
         self._handshake: asyncio.Task[None] | None = None
         self._room: asyncio.Future[None] | None = None  # the writer task waits for room
         self._closed = False
+        self._throttle_end_s = 0.0  # loop time the current throttle ends
+        self._throttle_timer: asyncio.TimerHandle | None = None
         # On a SASL listener (SASL_PLAINTEXT, SASL_SSL) the client must authenticate first;
         # its SASL principal, not a TLS certificate's, is the connection's principal (as Kafka).
         self.sasl: SaslSession | None = None
@@ -226,6 +242,9 @@ class Connection(asyncio.BufferedProtocol):
             self.server.release(self)
         if self._writer_task is not None:
             self._writer_task.cancel()
+        if self._throttle_timer is not None:
+            self._throttle_timer.cancel()
+            self._throttle_timer = None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.decoder.get_buffer()
@@ -242,8 +261,14 @@ class Connection(asyncio.BufferedProtocol):
         self._take_frames()
 
     def _take_frames(self) -> None:
+        self._handle_frames()
+        self.server.after_event()
+
+    def _handle_frames(self) -> None:
+        """Handle the complete frames the decoder holds, unless a throttle holds them back."""
         try:
-            while not self._closed and (frame := self.decoder.next_frame()) is not None:
+            while (not self._closed and not self._paused & PAUSE_THROTTLE
+                   and (frame := self.decoder.next_frame()) is not None):
                 self._handle(frame)
         except (FrameError, KafkaError) as exc:
             log.warning("closing connection %d from %s: %s", self.connection_id, self.client_host, exc)
@@ -253,7 +278,6 @@ class Connection(asyncio.BufferedProtocol):
             self._close()
         if len(self.slots) >= self.max_in_flight:
             self._set_paused(PAUSE_IN_FLIGHT, True)
-        self.server.after_event()
 
     def eof_received(self) -> bool | None:
         return False  # close; answers already written still go out first
@@ -290,6 +314,39 @@ class Connection(asyncio.BufferedProtocol):
         if bool(self._paused & PAUSE_MEMORY) != on:
             self._set_paused(PAUSE_MEMORY, on)
 
+    def _throttle(self, throttle_ms: int) -> None:
+        """Stop reading for throttle_ms from now (extending a throttle already running)."""
+        if throttle_ms <= 0 or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        end_s = loop.time() + throttle_ms / 1000.0
+        if end_s <= self._throttle_end_s:
+            return
+        self._throttle_end_s = end_s
+        if self._throttle_timer is not None:
+            self._throttle_timer.cancel()
+        self._throttle_timer = loop.call_at(end_s, self._unthrottle)
+        self._set_paused(PAUSE_THROTTLE, True)
+
+    def _unthrottle(self) -> None:
+        self._throttle_timer = None
+        if any(slot.throttled for slot in self.slots):
+            return  # a throttled answer is still to be written: its own throttle follows
+        self._set_paused(PAUSE_THROTTLE, False)
+        if not self._closed:
+            self._handle_frames()  # frames that arrived before the throttle
+            self.server.after_event()
+
+    def _written(self, slot: _Slot) -> None:
+        """An answer has been handed to the transport: start its throttle, if any."""
+        ctx = slot.ctx
+        throttle_ms = max(ctx.throttle_time_ms if ctx is not None else 0, slot.request_throttle_ms)
+        slot.throttled = False
+        if throttle_ms:
+            self._throttle(throttle_ms)
+        elif self._paused & PAUSE_THROTTLE and self._throttle_timer is None:
+            self._unthrottle()
+
     def _account_held(self) -> None:
         """Charge the pool for what the decoder holds now and will allocate before the next
         read (a large frame's next growth is reserved here, before get_buffer allocates it)."""
@@ -322,7 +379,27 @@ class Connection(asyncio.BufferedProtocol):
             security_protocol=listener.security_protocol if listener is not None else "PLAINTEXT",
             principal=sasl.principal if sasl is not None else self.principal, sasl=sasl,
         )
-        self.server.node.handle_frame(ctx, frame)
+        slot.ctx = ctx
+        node = self.server.node
+        quotas_on = node.quotas.has_quotas()
+        if quotas_on:
+            # The request_percentage throttle the client is under: every answer carries it.
+            ctx.throttle_time_ms = node.quotas.request_throttle_ms(ctx.principal, header.client_id or "",
+                                                                   ctx.now_ms)
+        start_ns = time.perf_counter_ns()
+        node.handle_frame(ctx, frame)
+        if quotas_on:
+            # request_percentage (ClientRequestQuotaManager): the handler's time on the loop.
+            throttle_ms = node.quotas.record_request_time(
+                ctx.principal, header.client_id or "", time.perf_counter_ns() - start_ns, ctx.now_ms)
+            if throttle_ms:
+                slot.request_throttle_ms = throttle_ms
+                if slot not in self.slots:  # already written: throttle from now
+                    self._throttle(throttle_ms)
+        if (ctx.throttle_time_ms or slot.request_throttle_ms) and slot in self.slots:
+            # Read nothing more until its answer is written and the throttle time has passed.
+            slot.throttled = True
+            self._set_paused(PAUSE_THROTTLE, True)
         if sasl is None:
             self.established = True
         else:
@@ -389,6 +466,7 @@ class Connection(asyncio.BufferedProtocol):
                 return
             self.slots.popleft()
             self.server.pool_adjust(-slot.charge_bytes)
+            self._written(slot)
             if slot.close_after:
                 self._close()
                 return
@@ -451,6 +529,7 @@ class Connection(asyncio.BufferedProtocol):
                 self.activity += 1
             slot = self.slots.popleft()
             self.server.pool_adjust(-slot.charge_bytes)
+            self._written(slot)
             if slot.close_after:
                 self._close()
         except ShortRangeError as exc:

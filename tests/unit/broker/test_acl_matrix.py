@@ -155,6 +155,12 @@ CASES = [
          ((CLUSTER, CLUSTER_NAME, Op.DESCRIBE),), CLUSTER_DENIED),
     Case("alter-user-scram-credentials", 51, 0, {"deletions": [{"name": "bob", "mechanism": 2}],
          "upsertions": []}, ((CLUSTER, CLUSTER_NAME, Op.ALTER),), CLUSTER_DENIED),
+    Case("describe-client-quotas", 48, 1, {"components": [], "strict": False},
+         ((CLUSTER, CLUSTER_NAME, Op.DESCRIBE_CONFIGS),), CLUSTER_DENIED),
+    Case("alter-client-quotas", 49, 1, {"entries": [
+        {"entity": [{"entity_type": "user", "entity_name": "bob"}],
+         "ops": [{"key": "producer_byte_rate", "value": 1000.0, "remove": False}]}], "validate_only": False},
+         ((CLUSTER, CLUSTER_NAME, Op.ALTER_CONFIGS),), CLUSTER_DENIED),
     Case("describe-producers", 61, 0, {"topics": [{"name": T, "partition_indexes": [0]}]},
          ((TOPIC, T, Op.READ),), TOPIC_DENIED),
     Case("describe-transactions", 65, 0, {"transactional_ids": [TX]},

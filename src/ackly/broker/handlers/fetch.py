@@ -145,18 +145,28 @@ class DelayedFetch(DelayedOperation):
     def try_complete(self, now_ms: int) -> bool:
         topics, total, errored = self._read_all()
         if total >= self.min_bytes or errored or now_ms >= self.deadline_ms:
-            self._answer(topics)
+            self._answer(topics, now_ms)
             return True
         return False
 
     def on_expire(self, now_ms: int) -> None:
         topics, _, _ = self._read_all()
-        self._answer(topics)
+        self._answer(topics, now_ms)
 
-    def _answer(self, topics: list[tuple[str | uuid.UUID, list[FetchPartitionData]]]) -> None:
-        self.ctx.send(encode_fetch_response(
-            self.ctx.api_version, self.ctx.header.correlation_id, topics
-        ))
+    def _answer(self, topics: list[tuple[str | uuid.UUID, list[FetchPartitionData]]], now_ms: int) -> None:
+        ctx = self.ctx
+        pieces = encode_fetch_response(ctx.api_version, ctx.header.correlation_id, topics,
+                                       throttle_time_ms=ctx.throttle_time_ms)
+        if self.replica_id == NO_REPLICA and self.node.quotas.has_quotas():
+            # consumer_byte_rate (KIP-219): Kafka records the response's size when it is sent
+            # and answers with the throttle time; followers are not under client quotas.
+            size = sum(len(p) if isinstance(p, (bytes, bytearray)) else p.size for p in pieces)
+            throttle_ms = self.node.quotas.record_fetch(ctx.principal, ctx.header.client_id or "", size, now_ms)
+            if throttle_ms > ctx.throttle_time_ms:
+                ctx.throttle_time_ms = throttle_ms
+                pieces = encode_fetch_response(ctx.api_version, ctx.header.correlation_id, topics,
+                                               throttle_time_ms=throttle_ms)
+        ctx.send(pieces)
 
 
 def _error(node: BrokerNode, w: _Want, code: ErrorCode) -> FetchPartitionData:

@@ -132,7 +132,7 @@ class DelayedProduce(DelayedOperation):
     def _answer(self) -> None:
         self.ctx.send([
             encode_produce_response(
-                self.ctx.api_version, self.ctx.header.correlation_id, self.topics
+                self.ctx.api_version, self.ctx.header.correlation_id, self.topics, self.ctx.throttle_time_ms,
             )
         ])
 
@@ -195,6 +195,10 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     if raise_code is None and request.transactional_id is not None:
         raise_code = check(node, ctx, API_KEY, "transactional", request.transactional_id)
     now_ms = ctx.now_ms
+    # producer_byte_rate (KIP-219): Kafka records the request's size and answers with the
+    # throttle time, whatever became of the batches.
+    ctx.throttle_time_ms = max(ctx.throttle_time_ms, node.quotas.record_produce(
+        ctx.principal, ctx.header.client_id or "", ctx.request_bytes, now_ms))
     verifies = _verifies(node, request)
     layout: list[tuple[str, list[int]]] = []  # topic name, slots of its partitions
     results: list[PartitionProduceResult | None] = []
