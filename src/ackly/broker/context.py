@@ -26,6 +26,9 @@ class RequestContext:
     sink: Callable[[Pieces | None], None]
     connection_id: int = 0
     client_host: str = ""
+    # Sees each kio response `respond` encodes, with the API key (the shell counts its error
+    # codes for Kafka's RequestMetrics ErrorsPerSec; server/metrics.py).
+    on_response: Callable[[int, Any], None] | None = None
     answered: bool = field(default=False, init=False)
 
     @property
@@ -39,6 +42,8 @@ class RequestContext:
 
     def respond(self, response: Any) -> None:
         """Encode a kio response for this request and send it."""
+        if self.on_response is not None:
+            self.on_response(self.header.api_key, response)
         self.send(
             [encode_response(self.header.api_key, self.header.api_version,
                              self.header.correlation_id, response)]

@@ -52,6 +52,7 @@ from ackly.broker.groups import make_group_coordinator
 from ackly.broker.io import PeerRequest
 from ackly.broker.log_cleaner import CleanerManager
 from ackly.broker.replicas import ReplicaManager
+from ackly.broker.stats import BrokerStats
 from ackly.broker.transactions import TransactionsBroker
 from ackly.cluster.controller import ControllerPolicy
 from ackly.cluster.durable_store import DurableMemoryStore
@@ -135,6 +136,7 @@ class BrokerNode:
         self.rng = rng
         self.external_metadata = external_metadata
         self.faults = FaultPoints()
+        self.stats = BrokerStats()  # counters the shell exports (server/metrics.py)
         self.purgatory = Purgatory()
         self.topics: dict[str, TopicState] = {}
         self.topics_by_id: dict[uuid.UUID, TopicState] = {}
@@ -269,6 +271,7 @@ class BrokerNode:
             fresh = TopicState(info, self._resolve_config(info))
             self.topics[name] = fresh
             self.topics_by_id[info.topic_id] = fresh
+        self.stats.forget_topics(self.topics.keys())
 
     def _resolve_config(self, info: TopicInfo) -> TopicConfig:
         try:

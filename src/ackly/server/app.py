@@ -23,9 +23,10 @@ import random
 import socket
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from ackly.broker.node import BrokerNode
-from ackly.config import BrokerConfig
+from ackly.config import BrokerConfig, parse_host_port
 from ackly.errors import ConfigError, StorageError
 from ackly.log.cleaner import CleanJob
 from ackly.log.disk import RealDisk
@@ -37,7 +38,11 @@ from ackly.server.connection import Connection
 from ackly.server.connection_limits import ConnectionLimits
 from ackly.server.memory_pool import MemoryPool
 from ackly.server.memory_store_bridge import SharedMemoryStore
+from ackly.server.metrics import FlushMetrics, RequestMetrics
 from ackly.types import TopicPartition
+
+if TYPE_CHECKING:
+    from ackly.server.admin_http import AdminListener
 
 log = logging.getLogger("ackly.server")
 
@@ -53,9 +58,12 @@ def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _run_flush_jobs(jobs: list[tuple[TopicPartition, FlushJob]]) -> None:
+def _run_flush_jobs(jobs: list[tuple[TopicPartition, FlushJob]]) -> float:
+    """Run one group commit; returns how long it took (seconds)."""
+    started = time.perf_counter()
     for _, job in jobs:
         job.run()
+    return time.perf_counter() - started
 
 
 class NotJoinedError(RuntimeError):
@@ -99,7 +107,7 @@ class BrokerServer:
         self.node: BrokerNode = None  # type: ignore[assignment]  # set by start()
         self._server: asyncio.base_events.Server | None = None
         self._flusher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-flush")
-        self._flush_future: concurrent.futures.Future[None] | None = None
+        self._flush_future: concurrent.futures.Future[float] | None = None
         self._cleaner: CleanerWorker | None = None
         self._stopping = False
         self._stopped = False
@@ -124,9 +132,19 @@ class BrokerServer:
         # Closed by the sweep, by reason (for the admin view and tests).
         self.expired: dict[str, int] = {"connections.max.idle.ms": 0,
                                         "connections.first.request.timeout.ms": 0}
+        # What the admin listener exports (server/metrics.py, server/admin_http.py).
+        self.request_metrics = RequestMetrics()
+        self.flush_metrics = FlushMetrics()
+        self.admin_scrape_s = 0.0
+        self.admin: AdminListener | None = None
+        self.admin_address: tuple[str, int] | None = None
 
     def now_ms(self) -> int:
         return wall_clock_ms()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping or self._stopped
 
     async def start(self) -> tuple[str, int]:
         """Bind, recover the logs, join the cluster, then listen; returns the bound (host, port).
@@ -152,6 +170,7 @@ class BrokerServer:
             port=self.advertised_port or self.port, now_ms=self.now_ms(), rng=random.Random(),
             external_metadata=self.metadata is not None or self.metadata_hub is not None,
         )
+        await self._start_admin()
         # Before anything can run the node: its first input may already hand out a clean job.
         self._cleaner = CleanerWorker(
             self.node.cleaner.io_max_bytes_per_second, self._on_cleaned
@@ -169,6 +188,17 @@ class BrokerServer:
         )
         self.after_event()
         return self.host, self.port
+
+    async def _start_admin(self) -> None:
+        """The admin HTTP listener, if `admin.listener` names one (server/admin_http.py)."""
+        listener = str(self.config.get("admin.listener"))
+        if not listener:
+            return
+        from ackly.server.admin_http import AdminListener
+
+        host, port = parse_host_port(listener)
+        self.admin = AdminListener(self, host, port)
+        self.admin_address = await self.admin.start()
 
     async def _wait_joined(self) -> None:
         timeout_ms = int(self.config.get("initial.broker.registration.timeout.ms"))
@@ -197,6 +227,8 @@ class BrokerServer:
             await self.cluster.close()
         self.node.close()
         self._flusher.shutdown(wait=True)
+        if self.admin is not None:
+            await self.admin.stop()
         raise NotJoinedError(
             f"broker {self.config.broker_id} did not join the cluster within "
             f"{timeout_ms} ms (initial.broker.registration.timeout.ms): {why}"
@@ -385,18 +417,20 @@ class BrokerServer:
         )
 
     def _on_flushed(
-        self, jobs: list[tuple[TopicPartition, FlushJob]], future: concurrent.futures.Future[None]
+        self, jobs: list[tuple[TopicPartition, FlushJob]], future: concurrent.futures.Future[float]
     ) -> None:
         self._flush_future = None
         if self._stopping:
             return  # node.close() flushes and closes every log itself
         exc = future.exception()
         if exc is not None:
+            self.flush_metrics.errors += 1
             # Never retried: a later fsync that succeeds proves nothing about the pages this
             # one failed to write (Linux reports a write-back error once). The node takes the
             # log directory offline; after_event below sees it and stops the broker.
             self.node.flush_failed(exc, self.now_ms())
         else:
+            self.flush_metrics.latency.observe(future.result())
             self.node.complete_flush(jobs, self.now_ms())
         self.after_event()
 
@@ -445,6 +479,8 @@ class BrokerServer:
         if self.node is not None:
             self.node.close()
         self._flusher.shutdown(wait=True)
+        if self.admin is not None:
+            await self.admin.stop()
 
 
 def _resolve_overrides(overrides: Mapping[str, int]) -> dict[str, int]:

@@ -29,6 +29,7 @@ import asyncio
 import collections
 import functools
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -52,12 +53,14 @@ PAUSE_MEMORY = 2  # the request memory pool is exhausted
 
 
 class _Slot:
-    __slots__ = ("charge_bytes", "done", "pieces")
+    __slots__ = ("api_key", "charge_bytes", "done", "pieces", "started_s")
 
-    def __init__(self, charge_bytes: int) -> None:
+    def __init__(self, charge_bytes: int, api_key: int) -> None:
         self.pieces: Sequence[Any] | None = None
         self.done = False
         self.charge_bytes = charge_bytes  # the request's bytes, charged to the pool until written
+        self.api_key = api_key
+        self.started_s = time.perf_counter()  # for the request's total time (server/metrics.py)
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -184,12 +187,13 @@ class Connection(asyncio.BufferedProtocol):
     def _handle(self, frame: bytes | memoryview) -> None:
         header = parse_prefix(frame)
         self.established = True
-        slot = _Slot(len(frame))
+        slot = _Slot(len(frame), header.api_key)
         self.server.pool_adjust(slot.charge_bytes)
         self.slots.append(slot)
         ctx = RequestContext(
             header=header, now_ms=self.server.now_ms(), sink=functools.partial(self._answer, slot),
             connection_id=self.connection_id, client_host=self.client_host,
+            on_response=self.server.request_metrics.count_errors,
         )
         self.server.node.handle_frame(ctx, frame)
 
@@ -198,6 +202,7 @@ class Connection(asyncio.BufferedProtocol):
     def _answer(self, slot: _Slot, pieces: Sequence[Any] | None) -> None:
         slot.pieces = pieces
         slot.done = True
+        self.server.request_metrics.observe(slot.api_key, time.perf_counter() - slot.started_s)
         if self.slots and self.slots[0] is slot:
             self._pump()
 

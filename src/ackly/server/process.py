@@ -81,6 +81,8 @@ async def serve(
         return None
     bound_host, bound_port = starting.result()
     where = f"metadata in {metadata}" if metadata else "single broker"
+    if server.admin_address is not None:
+        where += f"; admin on http://{server.admin_address[0]}:{server.admin_address[1]}"
     print(
         f"ackly broker {server.config.broker_id} listening on {bound_host}:{bound_port} "
         f"(data in {data_dir}; {where})",

@@ -150,9 +150,26 @@ class DelayedFetch(DelayedOperation):
         self._answer(topics)
 
     def _answer(self, topics: list[tuple[str | uuid.UUID, list[FetchPartitionData]]]) -> None:
+        self._count(topics)
         self.ctx.send(encode_fetch_response(
             self.ctx.api_version, self.ctx.header.correlation_id, topics
         ))
+
+
+    def _count(self, topics: list[tuple[str | uuid.UUID, list[FetchPartitionData]]]) -> None:
+        """Bytes out: Kafka's BytesOutPerSec per topic for consumers, ReplicationBytesOutPerSec
+        for followers."""
+        stats = self.node.stats
+        for key, parts in topics:
+            size = sum(len(r) if isinstance(r, bytes) else r.size for d in parts for r in d.records)
+            if not size:
+                continue
+            if self.replica_id != NO_REPLICA:
+                stats.replication_bytes_out += size
+                continue
+            state = self.node.topics_by_id.get(key) if isinstance(key, uuid.UUID) else self.node.topics.get(key)
+            if state is not None:
+                stats.topic(state.name).bytes_out += size
 
 
 def _error(node: BrokerNode, w: _Want, code: ErrorCode) -> FetchPartitionData:
