@@ -241,10 +241,21 @@ class BrokerCollector(Collector):
         node = self.server.node
         stats = node.stats
         metadata = node.metadata
-        led = under = under_min = at_min = 0
+        led = under = under_min = at_min = producers = open_txns = hanging = 0
+        now_ms = self.server.now_ms()
+        # Kafka's rule for a hanging transaction (kafka-transactions.sh find-hanging): open on
+        # a partition for longer than the longest timeout a transaction may have.
+        hanging_after_ms = int(node.config.get("transaction.max.timeout.ms"))
         for p in node.all_partitions():
             if not p.is_leader:
                 continue
+            state = p.log.producer_state
+            producers += len(state)
+            for producer_id in state.ongoing_transactions():
+                open_txns += 1
+                entry = state.get(producer_id)
+                if entry is not None and now_ms - entry.last_append_ms > hanging_after_ms:
+                    hanging += 1
             led += 1
             min_isr = p.config.min_insync_replicas
             if len(p.isr) < len(p.replicas):
@@ -263,8 +274,14 @@ class BrokerCollector(Collector):
              "Partitions led here whose ISR is below min.insync.replicas", under_min),
             ("ackly_at_min_isr_partitions",
              "Partitions led here whose ISR is exactly min.insync.replicas", at_min),
-            ("ackly_purgatory_size", "Produce and fetch requests waiting in the purgatory",
+            ("ackly_purgatory_size", "Delayed operations waiting (acks=all produces, fetches, coordinator writes)",
              len(node.purgatory)),
+            ("ackly_producer_ids", "Producer ids with state on partitions led here (ProducerIdCount)",
+             producers),
+            ("ackly_open_transactions", "Transactions open on partitions led here", open_txns),
+            ("ackly_hanging_transactions",
+             "Open transactions idle on a partition led here for over transaction.max.timeout.ms",
+             hanging),
             ("ackly_registered_brokers", "Brokers registered in this broker's metadata view",
              len(metadata.brokers)),
         ):
