@@ -27,6 +27,8 @@ class ClusterHealth:
     under_replicated: list[TopicPartition] = field(default_factory=list)
     under_min_isr: list[TopicPartition] = field(default_factory=list)
     at_min_isr: list[TopicPartition] = field(default_factory=list)
+    # Led by a replica other than the first (Kafka's PreferredReplicaImbalanceCount).
+    preferred_imbalance: int = 0
 
     @property
     def healthy(self) -> bool:
@@ -79,6 +81,8 @@ def cluster_health(metadata: ClusterMetadata, min_isr: Callable[[str], int]) -> 
         down.update(b for b in state.replicas if b not in registered)
         if not state.has_leader:
             health.offline.append(tp)
+        elif state.leader != state.preferred_leader:
+            health.preferred_imbalance += 1
         if len(state.isr) < len(state.replicas):
             health.under_replicated.append(tp)
         needed = min_isr(tp.topic)

@@ -27,7 +27,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ackly.cluster.health import cluster_health
+from ackly.cluster.health import ClusterHealth, cluster_health
+from ackly.cluster.metadata import ClusterMetadata
 from ackly.errors import ErrorCode
 from ackly.types import TopicPartition
 
@@ -157,6 +158,7 @@ class BrokerCollector(Collector):
         self.server = server
         self.max_topics = max_topics
         self.max_partition_series = max_partition_series
+        self._health: tuple[ClusterMetadata, ClusterHealth] | None = None
 
     def describe(self) -> list[Metric]:
         return []  # no describe at registration: collect() reads a node that may not exist yet
@@ -306,15 +308,15 @@ class BrokerCollector(Collector):
         member = node.member
         metadata = node.metadata
         active = metadata.controller is not None and metadata.controller.broker_id == node.broker_id
-        offline = preferred_imbalance = 0
-        down = 0
+        offline = preferred_imbalance = down = 0
         if active:
-            health = cluster_health(metadata, lambda t: _min_isr(node, t))
+            # A view is immutable: while it is the same object, so is its health.
+            if self._health is None or self._health[0] is not metadata:
+                self._health = (metadata, cluster_health(metadata, lambda t: _min_isr(node, t)))
+            health = self._health[1]
             offline = len(health.offline)
             down = len(health.brokers_down)
-            preferred_imbalance = sum(
-                1 for _, s in metadata.all_partitions() if s.has_leader and s.leader != s.preferred_leader
-            )
+            preferred_imbalance = health.preferred_imbalance
         for name, help_text, value in (
             ("ackly_active_controller", "1 on the active controller (ActiveControllerCount)", int(active)),
             ("ackly_offline_partitions", "Partitions without a leader (OfflinePartitionsCount)", offline),

@@ -110,6 +110,7 @@ def test_cluster_health_names_brokers_down_and_each_kind_of_partition_problem() 
     assert health.under_replicated == [TopicPartition("t", 0), TopicPartition("t", 1)]
     assert health.under_min_isr == [TopicPartition("t", 1), TopicPartition("t", 2)]
     assert health.at_min_isr == [TopicPartition("t", 0), TopicPartition("t", 3)]
+    assert health.preferred_imbalance == 1, "t-3 is led by its second replica"
     assert not health.healthy
     reasons = " / ".join(health.reasons())
     assert "brokers down: 2" in reasons and "1 leaderless" in reasons and "2 under-replicated" in reasons
