@@ -53,6 +53,14 @@ def scrape(url: str) -> dict[str, float] | None:
     return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
 
 
+def labelled(url: str, name: str, **labels: str) -> float:
+    """One labelled sample of one scrape (0 if absent)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name and s.labels == labels)
+
+
 def totals(cluster: ClusterProcesses, names: tuple[str, ...]) -> dict[str, float] | None:
     """Each metric summed over the running brokers (None unless every one answered)."""
     sums = dict.fromkeys(names, 0.0)
@@ -115,6 +123,10 @@ def test_metrics_and_cluster_health_follow_a_broker_down_and_back(tmp_path) -> N
             report = json.loads(r.read())
         assert report["brokers_down"] == [victim] and report["is_healthy"] is False
         assert "single-0" in report["leaderless_partitions"]
+
+        offline_writes = sum(labelled(admin_url(cluster, b), "ackly_controller_partition_changes_total",
+                                      reason="offline") for b in survivors)
+        assert offline_writes >= 1, "the controller counted the partition it took offline"
 
         bootstrap = ",".join(cluster.address(b) for b in survivors)
         unhealthy = cluster_health_cli(bootstrap)
