@@ -1,5 +1,6 @@
 """/metrics as real clients drive one `ackly serve`: per-topic traffic, request errors by
-API and code, a consumer group's lag, and open transactions (confluent-kafka)."""
+API and code (DeleteTopics, Fetch), a consumer group's lag, and open transactions
+(confluent-kafka)."""
 
 from __future__ import annotations
 
@@ -77,11 +78,14 @@ def test_traffic_errors_lag_and_transactions_are_counted(broker_factory: Any) ->
     reader = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "reader",
                        "auto.offset.reset": "earliest", "enable.auto.commit": False})
     try:
-        reader.assign([TopicPartition("events", 0, 0)])
+        # Past the end: the first fetch is answered OFFSET_OUT_OF_RANGE, then the consumer
+        # resets to the earliest offset and reads.
+        reader.assign([TopicPartition("events", 0, 1000)])
         wait_until(lambda: got_one(reader), 30, "a consumed record")
     finally:
         reader.close()
     assert (value(url, "ackly_topic_bytes_out_total", topic="events") or 0) > bytes_out_before
+    assert (value(url, "ackly_request_errors_total", request="Fetch", error="OFFSET_OUT_OF_RANGE") or 0) >= 1
 
 
 def got_one(consumer: Consumer) -> bool:

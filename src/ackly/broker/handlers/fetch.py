@@ -151,6 +151,10 @@ class DelayedFetch(DelayedOperation):
 
     def _answer(self, topics: list[tuple[str | uuid.UUID, list[FetchPartitionData]]]) -> None:
         self._count(topics)
+        if self.ctx.on_response is not None:
+            # Encoded below without a kio response: show the shell the partitions' errors.
+            self.ctx.on_response(self.ctx.header.api_key,
+                                 _Answered(tuple(d for _, parts in topics for d in parts)))
         self.ctx.send(encode_fetch_response(
             self.ctx.api_version, self.ctx.header.correlation_id, topics
         ))
@@ -170,6 +174,13 @@ class DelayedFetch(DelayedOperation):
             state = self.node.topics_by_id.get(key) if isinstance(key, uuid.UUID) else self.node.topics.get(key)
             if state is not None:
                 stats.topic(state.name).bytes_out += size
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """The partitions of a fetch answer, for RequestContext.on_response."""
+
+    partitions: tuple[FetchPartitionData, ...]
 
 
 def _error(node: BrokerNode, w: _Want, code: ErrorCode) -> FetchPartitionData:
