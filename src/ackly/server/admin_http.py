@@ -87,7 +87,7 @@ def broker_health(server: BrokerServer) -> dict[str, Any]:
         "healthy": not reasons,
         "reasons": reasons,
         "registered": registered,
-        "session_valid": member.synced if node.external_metadata else True,
+        "metadata_synced": member.synced if node.external_metadata else True,
         "controller_id": None if controller is None else controller.broker_id,
         "out_of_sync_partitions": len(out_of_sync),
     }

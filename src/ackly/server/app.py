@@ -170,7 +170,13 @@ class BrokerServer:
             port=self.advertised_port or self.port, now_ms=self.now_ms(), rng=random.Random(),
             external_metadata=self.metadata is not None or self.metadata_hub is not None,
         )
-        await self._start_admin()
+        try:
+            await self._start_admin()
+        except BaseException:
+            sock.close()
+            self.node.close()
+            self._flusher.shutdown(wait=True)
+            raise
         # Before anything can run the node: its first input may already hand out a clean job.
         self._cleaner = CleanerWorker(
             self.node.cleaner.io_max_bytes_per_second, self._on_cleaned

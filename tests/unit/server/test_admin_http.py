@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ackly.testing.inprocess import InProcessBroker
@@ -59,3 +63,29 @@ def test_no_admin_listener_unless_configured(tmp_path) -> None:
         assert broker.server is not None and broker.server.admin_address is None
     finally:
         broker.stop()
+
+
+@pytest.mark.slow
+def test_an_admin_port_in_use_refuses_to_start_with_the_key_and_reason(tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "ackly", "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
+             "--config", f"admin.listener=127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "admin.listener" in result.stderr and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_malformed_admin_listener_is_refused_at_start_up(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ackly", "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
+         "--config", "admin.listener=9644"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "admin.listener" in result.stderr and "is not host:port" in result.stderr
