@@ -176,3 +176,12 @@ def test_collector_reads_the_node_and_caps_per_topic_and_per_partition_series(tm
         assert narrow["ackly_metrics_series_dropped"] == [({}, 3.0 + 2.0)]
     finally:
         broker.stop()
+
+
+def test_ackly_cluster_gives_each_broker_its_own_admin_port() -> None:
+    from ackly.cli.cluster import per_broker_configs
+
+    configs = ["admin.listener=127.0.0.1:9644", "num.partitions=3"]
+    assert per_broker_configs(configs, 0) == configs
+    assert per_broker_configs(configs, 2) == ["admin.listener=127.0.0.1:9646", "num.partitions=3"]
+    assert per_broker_configs(["admin.listener=127.0.0.1:0"], 2) == ["admin.listener=127.0.0.1:0"]
