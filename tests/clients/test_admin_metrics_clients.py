@@ -76,12 +76,16 @@ def test_traffic_errors_lag_and_transactions_are_counted(broker_factory: Any) ->
     bytes_out_before = value(url, "ackly_topic_bytes_out_total", topic="events") or 0
 
     reader = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "reader",
-                       "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                       "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                       "fetch.wait.max.ms": 5000})
     try:
         # Past the end: the first fetch is answered OFFSET_OUT_OF_RANGE, then the consumer
         # resets to the earliest offset and reads.
         reader.assign([TopicPartition("events", 0, 1000)])
         wait_until(lambda: got_one(reader), 30, "a consumed record")
+        # At the end of the partition the consumer's fetch waits in the purgatory (long poll).
+        wait_until(lambda: (value(url, "ackly_purgatory_size", operation="Fetch") or 0) >= 1, 30,
+                   "a fetch waiting in the purgatory")
     finally:
         reader.close()
     assert (value(url, "ackly_topic_bytes_out_total", topic="events") or 0) > bytes_out_before

@@ -86,6 +86,13 @@ API_NAMES = {
 }
 
 
+# The delayed operations of the purgatory, by class, with the label Kafka's purgatories use.
+PURGATORY_KINDS = {
+    "DelayedProduce": "Produce", "DelayedFetch": "Fetch", "_DelayedReplies": "CoordinatorWrite",
+    "DelayedMarkers": "TxnMarkers",
+}
+
+
 class RequestMetrics:
     """Kafka's RequestMetrics per API key: requests, errors by code, total time.
 
@@ -276,8 +283,6 @@ class BrokerCollector(Collector):
              "Partitions led here whose ISR is below min.insync.replicas", under_min),
             ("ackly_at_min_isr_partitions",
              "Partitions led here whose ISR is exactly min.insync.replicas", at_min),
-            ("ackly_purgatory_size", "Delayed operations waiting (acks=all produces, fetches, coordinator writes)",
-             len(node.purgatory)),
             ("ackly_producer_ids", "Producer ids with state on partitions led here (ProducerIdCount)",
              producers),
             ("ackly_open_transactions", "Transactions open on partitions led here", open_txns),
@@ -290,6 +295,13 @@ class BrokerCollector(Collector):
             g = GaugeMetricFamily(name, help_text)
             g.add_metric([], value)
             yield g
+        g = GaugeMetricFamily("ackly_purgatory_size", "Delayed operations waiting, per kind",
+                              labels=["operation"])
+        waiting = node.purgatory.waiting_by_kind()
+        for kind, label in PURGATORY_KINDS.items():
+            g.add_metric([label], waiting.pop(kind, 0))
+        g.add_metric(["Other"], sum(waiting.values()))
+        yield g
         for name, help_text, value in (
             ("ackly_isr_shrinks", "ISR shrinks seen by this broker as leader", stats.isr_shrinks),
             ("ackly_isr_expands", "ISR expansions seen by this broker as leader", stats.isr_expands),

@@ -167,6 +167,8 @@ def test_collector_reads_the_node_and_caps_per_topic_and_per_partition_series(tm
         assert wide["ackly_leader_partitions"] == [({}, 6.0)]
         assert wide["ackly_under_replicated_partitions"] == [({}, 0.0)]
         assert wide["ackly_active_controller"] == [({}, 1.0)]
+        assert {labels["operation"] for labels, _ in wide["ackly_purgatory_size"]} == {
+            "Produce", "Fetch", "CoordinatorWrite", "TxnMarkers", "Other"}
         assert wide["ackly_metrics_series_dropped"] == [({}, 0.0)]
 
         narrow = broker.call(lambda: _scrape(BrokerCollector(server, max_topics=2, max_partition_series=4)))
