@@ -2,19 +2,20 @@
 
 Run: `.venv/bin/python bench/admin_scrape.py [--records N] [--partitions N] [--repeats N]`
 
-One fresh `ackly serve` process (`log.flush.policy=never`, its own data directory) per
-configuration:
+Three fresh `ackly serve` processes (`log.flush.policy=never`, each its own data directory),
+one per configuration, running at once:
   off     no admin listener;
   idle    `admin.listener` on, never scraped;
   scraped `admin.listener` on and scraped every `--scrape-interval-s` (default 0.1 s: 150
           times Prometheus' usual 15 s) by a thread of this process while producing.
 Each produces `--records` x 100 B values (acks=1, linger.ms=5) round-robin over a topic of
-`--partitions` partitions, timed from the first `produce()` to `flush()` returning; the median
-of `--repeats` runs is reported with every run, and each configuration as a ratio to `off`.
-Then, on the last broker, `--scrapes` scrapes of /metrics are timed (HTTP round trip, and the
-broker's own `ackly_metrics_scrape_seconds`) with the topic's partitions plus the internal
-ones in the output. Client and broker share this machine's cores; the load average is printed:
-the numbers are noisy while other work runs, so compare the ratios. Not a test.
+`--partitions` partitions, timed from the first `produce()` to `flush()` returning; the runs
+rotate between the configurations, the median of `--repeats` runs is reported with every run,
+and each configuration as a ratio to `off`. Then, on the `idle` broker, `--scrapes` scrapes
+of /metrics are timed (HTTP round trip, and the broker's own `ackly_metrics_scrape_seconds`)
+with the topic's partitions plus the internal ones in the output. Client and broker share
+this machine's cores; the load average is printed: the numbers are noisy while other work
+runs, so compare the ratios. Not a test.
 """
 
 from __future__ import annotations
@@ -111,11 +112,19 @@ def scrape(url: str) -> tuple[float, float]:
     return elapsed, float(match.group(1)) if match else float("nan")
 
 
-def run(config: str, args: argparse.Namespace) -> tuple[list[float], Broker]:
+CONFIGS = ("off", "idle", "scraped")
+
+
+def prepare(config: str, args: argparse.Namespace) -> Broker:
     broker = Broker(admin=config != "off")
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([NewTopic("bench", args.partitions, 1)])["bench"].result(60)
     produce_s(broker.bootstrap, "bench", args.records // 10)  # warm-up, not counted
+    return broker
+
+
+def timed_run(config: str, broker: Broker, args: argparse.Namespace) -> tuple[float, int]:
+    """One produce run; for `scraped`, with a thread scraping meanwhile. (seconds, scrapes)."""
     stop = threading.Event()
     scrapes = [0]
 
@@ -128,12 +137,11 @@ def run(config: str, args: argparse.Namespace) -> tuple[list[float], Broker]:
     thread = threading.Thread(target=scraper, daemon=True)
     if config == "scraped":
         thread.start()
-    times = [produce_s(broker.bootstrap, "bench", args.records) for _ in range(args.repeats)]
+    elapsed = produce_s(broker.bootstrap, "bench", args.records)
     stop.set()
     if config == "scraped":
         thread.join(30)
-        print(f"  ({scrapes[0]} scrapes during the runs)")
-    return times, broker
+    return elapsed, scrapes[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,30 +153,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--scrapes", type=int, default=50)
     args = ap.parse_args(argv)
     print(f"load average before: {loadavg()}")
-    medians: dict[str, float] = {}
-    last: Broker | None = None
-    for config in ("off", "idle", "scraped"):
-        times, broker = run(config, args)
-        if last is not None:
-            last.stop()
-        last = broker
-        medians[config] = statistics.median(times)
-        rate = args.records / medians[config] / 1000
-        ratio = medians["off"] / medians[config]
-        runs = ", ".join(f"{t:.2f}" for t in times)
-        print(f"{config:8} {rate:8.1f} k msg/s  x{ratio:.2f} of off   runs (s): {runs}")
-    assert last is not None and last.admin_url is not None
-    rounds, collects = [], []
-    for _ in range(args.scrapes):
-        round_trip, collect = scrape(last.admin_url)
-        rounds.append(round_trip)
-        collects.append(collect)
-    rounds.sort()
-    collects = sorted(c for c in collects[1:])
-    print(f"scrape of {args.partitions}+ partitions: HTTP p50 {statistics.median(rounds) * 1000:.1f} ms, "
-          f"p99 {rounds[int(len(rounds) * 0.99) - 1] * 1000:.1f} ms; "
-          f"collect p50 {statistics.median(collects) * 1000:.1f} ms, max {collects[-1] * 1000:.1f} ms")
-    last.stop()
+    # All three brokers run at once and the runs rotate between them, so a change of the
+    # machine's load during the bench falls on every configuration alike.
+    brokers = {config: prepare(config, args) for config in CONFIGS}
+    times: dict[str, list[float]] = {config: [] for config in CONFIGS}
+    scrapes = 0
+    try:
+        for repeat in range(args.repeats):
+            order = CONFIGS[repeat % 3:] + CONFIGS[:repeat % 3]
+            for config in order:
+                elapsed, n = timed_run(config, brokers[config], args)
+                times[config].append(elapsed)
+                scrapes += n
+        off = statistics.median(times["off"])
+        for config in CONFIGS:
+            median = statistics.median(times[config])
+            runs = ", ".join(f"{t:.2f}" for t in times[config])
+            print(f"{config:8} {args.records / median / 1000:8.1f} k msg/s  x{off / median:.2f} of off   "
+                  f"runs (s): {runs}")
+        print(f"  ({scrapes} scrapes during the scraped runs)")
+        url = brokers["idle"].admin_url
+        assert url is not None
+        rounds, collects = [], []
+        for _ in range(args.scrapes):
+            round_trip, collect = scrape(url)
+            rounds.append(round_trip)
+            collects.append(collect)
+        rounds.sort()
+        collects = sorted(collects[1:])
+        print(f"scrape of {args.partitions}+ partitions: HTTP p50 {statistics.median(rounds) * 1000:.1f} ms, "
+              f"p99 {rounds[int(len(rounds) * 0.99) - 1] * 1000:.1f} ms; "
+              f"collect p50 {statistics.median(collects) * 1000:.1f} ms, max {collects[-1] * 1000:.1f} ms")
+    finally:
+        for broker in brokers.values():
+            broker.stop()
     print(f"load average after: {loadavg()}")
     return 0
 
