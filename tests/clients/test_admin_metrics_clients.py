@@ -73,6 +73,9 @@ def test_traffic_errors_lag_and_transactions_are_counted(broker_factory: Any) ->
     txn.commit_transaction(30)
     wait_until(lambda: value(url, "ackly_open_transactions") == 0, 30, "the transaction closed")
     assert (value(url, "ackly_producer_ids") or 0) >= 1
+    # Both internal topics were created (one partition each) and their shards loaded here.
+    assert value(url, "ackly_coordinator_load_seconds_count", coordinator="group") == 1
+    assert value(url, "ackly_coordinator_load_seconds_count", coordinator="transaction") == 1
     bytes_out_before = value(url, "ackly_topic_bytes_out_total", topic="events") or 0
 
     reader = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "reader",

@@ -37,10 +37,11 @@ once `log_dir_failure` is set, no produce is answered with success again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,7 +127,10 @@ class BrokerNode:
         rng: random.Random,
         external_metadata: bool = False,
         member_config: MemberConfig | None = None,
+        around_coordinator_load: Callable[[str, Callable[[], Any]], Any] | None = None,
     ) -> None:
+        """`around_coordinator_load(coordinator, replay)`: the shell's wrapper of each
+        coordinator shard load ("group" or "transaction"), to time it; it runs `replay` once."""
         self.config = config
         self.broker_id = config.broker_id
         self.disk = disk
@@ -164,6 +168,10 @@ class BrokerNode:
         # Transactions: shards load as this broker becomes leader of __transaction_state
         # partitions; markers and KIP-890 verification (broker/transactions.py).
         self.transactions = TransactionsBroker(self, now_ms)
+        if around_coordinator_load is not None:  # before the first input can load a shard
+            self.group_coordinator.runtime.around_load = functools.partial(around_coordinator_load, "group")
+            self.transactions.coordinator.runtime.around_load = functools.partial(
+                around_coordinator_load, "transaction")
         rack = str(config.get("broker.rack")) or None
         self.member = ClusterMember(
             BrokerInfo(self.broker_id, host, port, rack=rack),

@@ -258,6 +258,9 @@ class CoordinatorRuntime(Generic[S]):
         self.scheduler = scheduler
         self.write_timeout_ms = write_timeout_ms
         self._shards: dict[int, _Loaded[S]] = {}
+        # Set by the shell to time each load (Kafka's partition-load-time): it is given the
+        # replay, must run it exactly once and return its result. The core reads no clock.
+        self.around_load: Callable[[Callable[[], Any]], Any] | None = None
 
     def __contains__(self, index: int) -> bool:
         return index in self._shards
@@ -279,7 +282,11 @@ class CoordinatorRuntime(Generic[S]):
         pending, committed or dropped exactly as they were; other shards skip them.
         """
         assert index not in self._shards, f"shard {index} loaded twice"
-        state = self._replay_log(index, shard_log, new_state(now_ms), now_ms)
+
+        def replay() -> S:
+            return self._replay_log(index, shard_log, new_state(now_ms), now_ms)
+
+        state: S = replay() if self.around_load is None else self.around_load(replay)
         self._shards[index] = _Loaded(index, shard_log, state, new_state)
         return state
 

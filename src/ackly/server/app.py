@@ -22,8 +22,8 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 from ackly.broker.node import BrokerNode
 from ackly.config import BrokerConfig, parse_host_port
@@ -38,11 +38,13 @@ from ackly.server.connection import Connection
 from ackly.server.connection_limits import ConnectionLimits
 from ackly.server.memory_pool import MemoryPool
 from ackly.server.memory_store_bridge import SharedMemoryStore
-from ackly.server.metrics import FlushMetrics, RequestMetrics
+from ackly.server.metrics import CoordinatorLoadMetrics, FlushMetrics, RequestMetrics
 from ackly.types import TopicPartition
 
 if TYPE_CHECKING:
     from ackly.server.admin_http import AdminListener
+
+T = TypeVar("T")
 
 log = logging.getLogger("ackly.server")
 
@@ -135,6 +137,7 @@ class BrokerServer:
         # What the admin listener exports (server/metrics.py, server/admin_http.py).
         self.request_metrics = RequestMetrics()
         self.flush_metrics = FlushMetrics()
+        self.coordinator_load_metrics = CoordinatorLoadMetrics()
         self.admin_scrape_s = 0.0
         self.admin: AdminListener | None = None
         self.admin_address: tuple[str, int] | None = None
@@ -169,6 +172,7 @@ class BrokerServer:
             host=self.advertised_host if self.advertised_host != "0.0.0.0" else "127.0.0.1",
             port=self.advertised_port or self.port, now_ms=self.now_ms(), rng=random.Random(),
             external_metadata=self.metadata is not None or self.metadata_hub is not None,
+            around_coordinator_load=self._timed_load,
         )
         try:
             await self._start_admin()
@@ -194,6 +198,14 @@ class BrokerServer:
         )
         self.after_event()
         return self.host, self.port
+
+    def _timed_load(self, coordinator: str, replay: Callable[[], T]) -> T:
+        """Time one coordinator shard load (server/metrics.py)."""
+        started = time.perf_counter()
+        try:
+            return replay()
+        finally:
+            self.coordinator_load_metrics.observe(coordinator, time.perf_counter() - started)
 
     async def _start_admin(self) -> None:
         """The admin HTTP listener, if `admin.listener` names one (server/admin_http.py)."""

@@ -158,6 +158,20 @@ class FlushMetrics:
         self.errors = 0
 
 
+LOAD_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class CoordinatorLoadMetrics:
+    """How long each coordinator shard load (the replay of its partition) took, per
+    coordinator: Kafka's group- and transaction-coordinator-metrics partition-load-time."""
+
+    def __init__(self) -> None:
+        self.latency = {name: Histogram(LOAD_BUCKETS_S) for name in ("group", "transaction")}
+
+    def observe(self, coordinator: str, elapsed_s: float) -> None:
+        self.latency[coordinator].observe(elapsed_s)
+
+
 class BrokerCollector(Collector):
     """Reads one BrokerServer's node at scrape time (see the module docstring)."""
 
@@ -425,6 +439,12 @@ class BrokerCollector(Collector):
 
     def _coordinators(self) -> Iterator[Metric]:
         node = self.server.node
+        h = HistogramMetricFamily("ackly_coordinator_load_seconds",
+                                  "Time to load one coordinator shard (replay its partition)",
+                                  labels=["coordinator"])
+        for name, hist in self.server.coordinator_load_metrics.latency.items():
+            h.add_metric([name], hist.buckets(), hist.sum_s)
+        yield h
         g = GaugeMetricFamily("ackly_group_coordinator_shards",
                               "__consumer_offsets partitions loaded by this broker")
         g.add_metric([], sum(1 for _ in node.group_coordinator.runtime.shards()))
