@@ -454,6 +454,14 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
               "how full the key -> offset map may get", minimum=0, maximum=1),
     ConfigDef("log.cleaner.io.max.bytes.per.second", Kind.DOUBLE, 1.7976931348623157e308,
               "cap on the bytes the cleaner reads and writes per second", minimum=0),
+    # The admin HTTP listener (server/admin_http.py; not a Kafka config).
+    ConfigDef("admin.listener", Kind.STRING, "",
+              "host:port of the admin HTTP listener (/metrics, /v1/health); empty: none",
+              check=lambda v: _check_host_port(v)),
+    ConfigDef("admin.metrics.max.topics", Kind.INT, 1000,
+              "per-topic metric series only while there are at most this many topics", minimum=0),
+    ConfigDef("admin.metrics.max.partition.series", Kind.INT, 10_000,
+              "most per-partition (and per-group-partition) series in one scrape", minimum=0),
 )
 
 
@@ -485,6 +493,30 @@ def parse_super_users(raw: str) -> tuple[str, ...]:
 def _check_super_users(value: Any) -> str | None:
     try:
         parse_super_users(str(value))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """`host:port` (an IPv6 host in brackets); ValueError with the reason."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{value!r} is not host:port")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"{port_text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    return host.removeprefix("[").removesuffix("]"), port
+
+
+def _check_host_port(value: Any) -> str | None:
+    if value == "":
+        return None
+    try:
+        parse_host_port(str(value))
     except ValueError as exc:
         return str(exc)
     return None

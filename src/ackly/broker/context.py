@@ -46,6 +46,9 @@ class RequestContext:
     # the answer is written.
     throttle_time_ms: int = field(default=0, init=False)
     request_bytes: int = field(default=0, init=False)  # the whole request frame (set by dispatch)
+    # Sees each kio response `respond` encodes, with the API key (the shell counts its error
+    # codes for Kafka's RequestMetrics ErrorsPerSec; server/metrics.py).
+    on_response: Callable[[int, Any], None] | None = None
     answered: bool = field(default=False, init=False)
 
     @property
@@ -62,6 +65,8 @@ class RequestContext:
         if self.throttle_time_ms and hasattr(response, "throttle_time"):
             response = dataclasses.replace(
                 response, throttle_time=datetime.timedelta(milliseconds=self.throttle_time_ms))
+        if self.on_response is not None:
+            self.on_response(self.header.api_key, response)
         self.send(
             [encode_response(self.header.api_key, self.header.api_version,
                              self.header.correlation_id, response)]

@@ -37,10 +37,11 @@ once `log_dir_failure` is set, no produce is answered with success again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ from ackly.broker.groups import make_group_coordinator
 from ackly.broker.io import PeerRequest
 from ackly.broker.log_cleaner import CleanerManager
 from ackly.broker.replicas import ReplicaManager
+from ackly.broker.stats import BrokerStats
 from ackly.broker.transactions import TransactionsBroker
 from ackly.cluster.controller import ControllerPolicy
 from ackly.cluster.durable_store import DurableMemoryStore
@@ -142,9 +144,12 @@ class BrokerNode:
         member_config: MemberConfig | None = None,
         wall_clock: WallClock = same_clock,
         endpoints: tuple[Listener, ...] = (),
+        on_coordinator_load: Callable[[str, int], None] | None = None,
     ) -> None:
         """`host`/`port`: where the other brokers reach this one (its inter-broker listener);
-        `endpoints`: every advertised listener (none: one PLAINTEXT listener at host:port)."""
+        `endpoints`: every advertised listener (none: one PLAINTEXT listener at host:port);
+        `on_coordinator_load(coordinator, elapsed_ms)`: told how long each coordinator shard
+        load ("group" or "transaction") took, from its start to its last slice."""
         self.config = config
         # `now_ms` in every input is monotonic; wall time only where Kafka stores it (types.py).
         self.wall_clock = wall_clock
@@ -156,6 +161,7 @@ class BrokerNode:
         self.rng = rng
         self.external_metadata = external_metadata
         self.faults = FaultPoints()
+        self.stats = BrokerStats()  # counters the shell exports (server/metrics.py)
         self.purgatory = Purgatory()
         self.topics: dict[str, TopicState] = {}
         self.topics_by_id: dict[uuid.UUID, TopicState] = {}
@@ -183,6 +189,10 @@ class BrokerNode:
         # Transactions: shards load as this broker becomes leader of __transaction_state
         # partitions; markers and KIP-890 verification (broker/transactions.py).
         self.transactions = TransactionsBroker(self, now_ms)
+        if on_coordinator_load is not None:  # before the first input can load a shard
+            self.group_coordinator.runtime.on_load_time = functools.partial(on_coordinator_load, "group")
+            self.transactions.coordinator.runtime.on_load_time = functools.partial(
+                on_coordinator_load, "transaction")
         rack = str(config.get("broker.rack")) or None
         self.member = ClusterMember(
             BrokerInfo(self.broker_id, host, port, rack=rack, endpoints=endpoints),
@@ -304,6 +314,7 @@ class BrokerNode:
             fresh = TopicState(info, *self._resolve_config(info))
             self.topics[name] = fresh
             self.topics_by_id[info.topic_id] = fresh
+        self.stats.forget_topics(self.topics.keys())
         return toggled
 
     def _resolve_config(self, info: TopicInfo) -> tuple[TopicConfig | None, str | None]:

@@ -170,9 +170,13 @@ class ReplicaManager:
         self.node.purgatory.check(tp, now_ms)
 
     def _become_leader(self, p: Partition, state: PartitionState, now_ms: int) -> None:
+        isr_before = p.isr
         new_term = p.make_leader(state, now_ms)
         self.fetcher.unfollow(p.tp)
+        if not new_term:
+            self.node.stats.on_isr_change(isr_before, p.isr)
         if new_term:
+            self.node.stats.leadership_gained += 1
             log.info("%s: leading in epoch %d (ISR %s, LEO %d, HW %d)", p.tp, p.leader_epoch,
                      sorted(p.isr), p.log_end_offset, p.high_watermark)
             if self.node.faults.enabled(FORGET_PRODUCER_STATE):

@@ -76,9 +76,23 @@ def _broker_command(broker_id: int, data_dir: str, host: str, port: int, metadat
     cmd = [sys.executable, "-m", "ackly", "--log-level", log_level, "serve",
            "--broker-id", str(broker_id), "--host", host, "--port", str(port),
            "--data-dir", data_dir, "--metadata", metadata]
-    for item in configs:
+    for item in per_broker_configs(configs, broker_id):
         cmd += ["--config", item]
     return cmd
+
+
+def per_broker_configs(configs: Sequence[str], broker_id: int) -> list[str]:
+    """The configs for broker `broker_id`: an `admin.listener` with a fixed port gives broker
+    i that port + i (as the Kafka ports are base-port + i), so every broker has its own."""
+    out = []
+    for item in configs:
+        key, _, value = item.partition("=")
+        if key.strip() == "admin.listener" and value.strip():
+            host, _, port = value.strip().rpartition(":")
+            if port.isdigit() and int(port) != 0:
+                item = f"admin.listener={host}:{int(port) + broker_id}"
+        out.append(item)
+    return out
 
 
 def _pump_output(broker_id: int, proc: subprocess.Popen[str], ready: threading.Event,
@@ -170,7 +184,7 @@ def _run_in_process(brokers: int, data_dir: str, base_port: int, host: str,
     from ackly.server.process import DataDirInUse, data_dir_lock
 
     try:
-        props = parse_properties(tuple(configs))
+        props = [parse_properties(tuple(per_broker_configs(configs, b))) for b in range(brokers)]
     except ConfigError as exc:
         print(f"ackly: {exc}", file=sys.stderr)
         return 2
@@ -189,7 +203,7 @@ def _run_in_process(brokers: int, data_dir: str, base_port: int, host: str,
 
 
 async def _serve_in_process(brokers: int, data_dir: str, base_port: int, host: str,
-                            props: dict[str, str]) -> None:
+                            props: list[dict[str, str]]) -> None:
     from ackly.cluster.durable_store import DurableMemoryStore
     from ackly.log.disk import RealDisk
     from ackly.server.app import BrokerServer
@@ -216,13 +230,14 @@ async def _serve_in_process(brokers: int, data_dir: str, base_port: int, host: s
         for broker_id in range(brokers):
             server = BrokerServer(
                 data_dir=os.path.join(data_dir, f"broker-{broker_id}"), host=host,
-                port=base_port + broker_id, properties={**props, "broker.id": str(broker_id)},
+                port=base_port + broker_id, properties={**props[broker_id], "broker.id": str(broker_id)},
                 metadata_hub=hub,
             )
             await server.start()
             servers.append(server)
             watchers.append(asyncio.ensure_future(stop_on_failure(broker_id, server)))
-            print(f"[broker {broker_id}] listening on {server.host}:{server.port}", flush=True)
+            admin = "" if server.admin_address is None else " (admin on http://{}:{})".format(*server.admin_address)
+            print(f"[broker {broker_id}] listening on {server.host}:{server.port}{admin}", flush=True)
         bootstrap = ",".join(f"{s.host}:{s.port}" for s in servers)
         print(f"\n{brokers} brokers in one process\nbootstrap.servers={bootstrap}\n"
               "Ctrl-C stops the cluster.", flush=True)

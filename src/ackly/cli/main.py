@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -92,7 +93,7 @@ from ackly.cli.users import users  # noqa: E402  (after the group it joins)
 cli.add_command(users)
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--brokers", default=3, show_default=True, type=click.IntRange(1, 64))
 @click.option("--data-dir", default="./cluster", show_default=True,
               help="etcd's data and one directory per broker")
@@ -107,9 +108,12 @@ cli.add_command(users)
 @click.pass_context
 def cluster(ctx: click.Context, brokers: int, data_dir: str, base_port: int, host: str,
             configs: tuple[str, ...], use_etcd: bool | None) -> None:
-    """Run a local cluster (etcd + one process per broker) until Ctrl-C."""
+    """Run a local cluster (etcd + one process per broker) until Ctrl-C; or, with a
+    subcommand, look at a running cluster (info, health)."""
     from ackly.cli.cluster import run_cluster
 
+    if ctx.invoked_subcommand is not None:
+        return
     log_level = ctx.parent.params.get("log_level", "WARNING") if ctx.parent else "WARNING"
     try:
         parse_properties(configs)
@@ -117,6 +121,43 @@ def cluster(ctx: click.Context, brokers: int, data_dir: str, base_port: int, hos
         raise click.UsageError(str(exc)) from None
     sys.exit(run_cluster(brokers=brokers, data_dir=data_dir, base_port=base_port, host=host,
                          configs=configs, use_etcd=use_etcd, log_level=str(log_level)))
+
+
+def _client_options(f: Callable[..., None]) -> Callable[..., None]:
+    f = click.option("--timeout", "timeout_s", default=10.0, show_default=True, type=float,
+                     help="seconds to wait for the cluster's answer")(f)
+    f = click.option("--format", "output", default="table", show_default=True,
+                     type=click.Choice(["table", "json"]))(f)
+    f = click.option("-X", "client_configs", multiple=True, metavar="KEY=VALUE",
+                     help="a librdkafka client setting (repeatable)")(f)
+    return click.option("--bootstrap", default="127.0.0.1:9092", show_default=True,
+                        help="bootstrap.servers of the cluster")(f)
+
+
+@cluster.command("info")
+@_client_options
+def cluster_info(bootstrap: str, client_configs: tuple[str, ...], output: str, timeout_s: float) -> None:
+    """Cluster id, controller, brokers and topic count (Kafka Metadata)."""
+    from ackly.cli.cluster_admin import run
+
+    sys.exit(run("info", bootstrap, _client_config(client_configs), output, timeout_s))
+
+
+@cluster.command("health")
+@_client_options
+def cluster_health(bootstrap: str, client_configs: tuple[str, ...], output: str, timeout_s: float) -> None:
+    """Exit 0 if the cluster is healthy; 1 with the reasons if not (brokers down, leaderless
+    or under-replicated partitions, no controller); 2 if it cannot be reached."""
+    from ackly.cli.cluster_admin import run
+
+    sys.exit(run("health", bootstrap, _client_config(client_configs), output, timeout_s))
+
+
+def _client_config(pairs: tuple[str, ...]) -> dict[str, str]:
+    try:
+        return parse_properties(pairs)
+    except ConfigError as exc:
+        raise click.UsageError(f"-X {exc}") from None
 
 
 def main() -> None:

@@ -115,6 +115,7 @@ class _Request:
     lease_id: int | None = None
     key: str | None = None
     tp: TopicPartition | None = None
+    reason: str | None = None  # a controller write's ChangeReason value ("cleanup" for a Cleanup)
 
 
 @dataclass
@@ -156,6 +157,9 @@ class ClusterMember:
         self._resigned_epoch = 0  # the controller epoch this member gave up (not to act on it again)
         self._shutting_down = False
         self._left = False
+        # Partition changes this member wrote as controller, by ChangeReason value: the
+        # elections (clean, unclean) and ISR shrinks Kafka's ControllerStats counts.
+        self.controller_changes: Counter[str] = Counter()
         self._step(now_ms)
 
     # --- inputs ----------------------------------------------------------------------------------
@@ -503,9 +507,11 @@ class ClusterMember:
             rid = self._new_request_id()
             if isinstance(decision, Cleanup):
                 command: Command = decision.command(rid, self.keys)
+                reason = "cleanup"
             else:
                 command = decision.command(rid, self.keys, (guard,))
-            self._send(command, _Kind.CONTROLLER_WRITE, now_ms, key=key)
+                reason = decision.reason.value
+            self._send(command, _Kind.CONTROLLER_WRITE, now_ms, key=key, reason=reason)
             self._pending_writes[key] = _PendingWrite(rid, now_ms)
         self._reconciled = (self.metadata.revision, len(self._pending_writes))
 
@@ -552,6 +558,8 @@ class ClusterMember:
                 # would only repeat the refused write.
                 if result.ok:
                     pending.applied_revision = result.revision
+                    if request.reason is not None:
+                        self.controller_changes[request.reason] += 1
                 else:
                     pending.applied_revision = max((kv.mod_revision for kv in result.kvs), default=0)
                     if pending.applied_revision <= self.metadata.revision:
@@ -618,9 +626,10 @@ class ClusterMember:
 
     def _send(
         self, command: Command, kind: _Kind, now_ms: int, *, lease_id: int | None = None,
-        key: str | None = None, tp: TopicPartition | None = None,
+        key: str | None = None, tp: TopicPartition | None = None, reason: str | None = None,
     ) -> None:
-        self._inflight[command.request_id] = _Request(kind, now_ms, lease_id=lease_id, key=key, tp=tp)
+        self._inflight[command.request_id] = _Request(kind, now_ms, lease_id=lease_id, key=key, tp=tp,
+                                                      reason=reason)
         self._inflight_kinds[kind] += 1
         self._outbox.append(command)
 

@@ -290,6 +290,7 @@ class _Loading(Generic[S]):
     next_offset: int = 0
     records: int = 0  # replayed so far
     work: int = 0  # records and batches so far (what slices are measured in)
+    started_ms: int = 0  # now_ms when the load began
 
 
 class CoordinatorRuntime(Generic[S]):
@@ -303,6 +304,9 @@ class CoordinatorRuntime(Generic[S]):
         self._shards: dict[int, _Loaded[S]] = {}
         self._loading: dict[int, _Loading[S]] = {}
         self._load_due_ms: int | None = None  # when the next load slice is due (loading)
+        # Told how long each load took, from its start to its last slice, on the monotonic
+        # now_ms the loads were driven with (Kafka's partition-load-time; the shell's metrics).
+        self.on_load_time: Callable[[int], None] | None = None
 
     def __contains__(self, index: int) -> bool:
         """Whether shard `index` is loaded here (served)."""
@@ -328,7 +332,7 @@ class CoordinatorRuntime(Generic[S]):
         replaying up to `first_slice_records` records now; `load_step` goes on with it. The
         shard is served once loaded; True if it is already."""
         assert index not in self._shards and index not in self._loading, f"shard {index} loaded twice"
-        loading = self._loading[index] = _Loading(index, shard_log, new_state(now_ms))
+        loading = self._loading[index] = _Loading(index, shard_log, new_state(now_ms), started_ms=now_ms)
         self._load_due_ms = now_ms
         if first_slice_records > 0 and self._load_slice(loading, now_ms, first_slice_records):
             self._finish_load(loading, now_ms)
@@ -365,6 +369,8 @@ class CoordinatorRuntime(Generic[S]):
         state = loading.state
         state.on_loaded(now_ms)
         self._shards[loading.index] = _Loaded(loading.index, loading.log, state)
+        if self.on_load_time is not None:
+            self.on_load_time(now_ms - loading.started_ms)
         if loading.records:
             log.info("coordinator shard %d loaded from %d records", loading.index, loading.records)
         return state

@@ -104,3 +104,12 @@ class Purgatory:
 
     def __len__(self) -> int:
         return sum(1 for _, _, op in self._deadlines if not op.completed)
+
+    def waiting_by_kind(self) -> dict[str, int]:
+        """Operations waiting, by class name (Kafka's PurgatorySize per delayedOperation)."""
+        counts: dict[str, int] = {}
+        for _, _, op in self._deadlines:
+            if not op.completed:
+                kind = type(op).__name__
+                counts[kind] = counts.get(kind, 0) + 1
+        return counts

@@ -25,10 +25,11 @@ import secrets
 import socket
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from ackly.broker.node import BrokerNode
 from ackly.broker.sasl import SaslSession
-from ackly.config import BrokerConfig
+from ackly.config import BrokerConfig, parse_host_port
 from ackly.errors import ConfigError, StorageError
 from ackly.listeners import Listener, ListenerSet, resolve_listeners
 from ackly.log.cleaner import CleanJob
@@ -41,9 +42,14 @@ from ackly.server.connection import Connection
 from ackly.server.connection_limits import ConnectionLimits
 from ackly.server.memory_pool import MemoryPool
 from ackly.server.memory_store_bridge import SharedMemoryStore
+from ackly.server.metrics import CoordinatorLoadMetrics, FlushMetrics, RequestMetrics
 from ackly.server.peer_sasl import peer_sasl
 from ackly.server.tls import inter_broker_context, mapping_rules, server_contexts
 from ackly.types import TopicPartition
+
+if TYPE_CHECKING:
+    from ackly.server.admin_http import AdminListener
+
 
 log = logging.getLogger("ackly.server")
 
@@ -86,9 +92,12 @@ def wall_clock_at(_now_ms: int) -> int:
     return wall_clock_ms()
 
 
-def _run_flush_jobs(jobs: list[tuple[TopicPartition, FlushJob]]) -> None:
+def _run_flush_jobs(jobs: list[tuple[TopicPartition, FlushJob]]) -> float:
+    """Run one group commit; returns how long it took (seconds)."""
+    started = time.perf_counter()
     for _, job in jobs:
         job.run()
+    return time.perf_counter() - started
 
 
 class NotJoinedError(RuntimeError):
@@ -151,7 +160,7 @@ class BrokerServer:
         self._server: asyncio.base_events.Server | None = None  # the first listener's
         self._servers: list[asyncio.base_events.Server] = []
         self._flusher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-flush")
-        self._flush_future: concurrent.futures.Future[None] | None = None
+        self._flush_future: concurrent.futures.Future[float] | None = None
         self._cleaner: CleanerWorker | None = None
         self._stopping = False
         self._stopped = False
@@ -176,9 +185,20 @@ class BrokerServer:
         # Closed by the sweep, by reason (for the admin view and tests).
         self.expired: dict[str, int] = {"connections.max.idle.ms": 0,
                                         "connections.first.request.timeout.ms": 0}
+        # What the admin listener exports (server/metrics.py, server/admin_http.py).
+        self.request_metrics = RequestMetrics()
+        self.flush_metrics = FlushMetrics()
+        self.coordinator_load_metrics = CoordinatorLoadMetrics()
+        self.admin_scrape_s = 0.0
+        self.admin: AdminListener | None = None
+        self.admin_address: tuple[str, int] | None = None
 
     def now_ms(self) -> int:
         return monotonic_ms()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping or self._stopped
 
     async def start(self) -> tuple[str, int]:
         """Bind, recover the logs, join the cluster, then listen; returns the bound (host, port).
@@ -209,7 +229,15 @@ class BrokerServer:
             external_metadata=self.metadata is not None or self.metadata_hub is not None,
             wall_clock=wall_clock_at,
             endpoints=self.listener_set.advertised,
+            on_coordinator_load=self._on_coordinator_load,
         )
+        try:
+            await self._start_admin()
+        except BaseException:
+            sock.close()
+            self.node.close()
+            self._flusher.shutdown(wait=True)
+            raise
         # Before anything can run the node: its first input may already hand out a clean job.
         self._cleaner = CleanerWorker(
             self.node.cleaner.io_max_bytes_per_second, self._on_cleaned
@@ -232,6 +260,21 @@ class BrokerServer:
         self._server = self._servers[0]
         self.after_event()
         return self.host, self.port
+
+    def _on_coordinator_load(self, coordinator: str, elapsed_ms: int) -> None:
+        """How long one coordinator shard load took, first slice to last (server/metrics.py)."""
+        self.coordinator_load_metrics.observe(coordinator, elapsed_ms / 1000)
+
+    async def _start_admin(self) -> None:
+        """The admin HTTP listener, if `admin.listener` names one (server/admin_http.py)."""
+        listener = str(self.config.get("admin.listener"))
+        if not listener:
+            return
+        from ackly.server.admin_http import AdminListener
+
+        host, port = parse_host_port(listener)
+        self.admin = AdminListener(self, host, port)
+        self.admin_address = await self.admin.start()
 
     async def _wait_joined(self) -> None:
         timeout_ms = int(self.config.get("initial.broker.registration.timeout.ms"))
@@ -260,6 +303,8 @@ class BrokerServer:
             await self.cluster.close()
         self.node.close()
         self._flusher.shutdown(wait=True)
+        if self.admin is not None:
+            await self.admin.stop()
         raise NotJoinedError(
             f"broker {self.config.broker_id} did not join the cluster within "
             f"{timeout_ms} ms (initial.broker.registration.timeout.ms): {why}"
@@ -455,18 +500,20 @@ class BrokerServer:
         )
 
     def _on_flushed(
-        self, jobs: list[tuple[TopicPartition, FlushJob]], future: concurrent.futures.Future[None]
+        self, jobs: list[tuple[TopicPartition, FlushJob]], future: concurrent.futures.Future[float]
     ) -> None:
         self._flush_future = None
         if self._stopping:
             return  # node.close() flushes and closes every log itself
         exc = future.exception()
         if exc is not None:
+            self.flush_metrics.errors += 1
             # Never retried: a later fsync that succeeds proves nothing about the pages this
             # one failed to write (Linux reports a write-back error once). The node takes the
             # log directory offline; after_event below sees it and stops the broker.
             self.node.flush_failed(exc, self.now_ms())
         else:
+            self.flush_metrics.latency.observe(future.result())
             self.node.complete_flush(jobs, self.now_ms())
         self.after_event()
 
@@ -515,6 +562,8 @@ class BrokerServer:
         if self.node is not None:
             self.node.close()
         self._flusher.shutdown(wait=True)
+        if self.admin is not None:
+            await self.admin.stop()
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -91,9 +91,10 @@ class ShortRangeError(Exception):
 
 
 class _Slot:
-    __slots__ = ("charge_bytes", "close_after", "ctx", "done", "pieces", "request_throttle_ms", "throttled")
+    __slots__ = ("api_key", "charge_bytes", "close_after", "ctx", "done", "pieces", "request_throttle_ms",
+                 "started_s", "throttled")
 
-    def __init__(self, charge_bytes: int) -> None:
+    def __init__(self, charge_bytes: int, api_key: int = -1) -> None:
         self.ctx: RequestContext | None = None
         self.request_throttle_ms = 0  # request_percentage's throttle of the handler's time
         self.throttled = False  # holds reading back until it is written (then its throttle runs)
@@ -101,6 +102,8 @@ class _Slot:
         self.done = False
         self.charge_bytes = charge_bytes  # the request's bytes, charged to the pool until written
         self.close_after = False  # close the connection once this answer is written
+        self.api_key = api_key  # -1: a bare SASL token (no request header)
+        self.started_s = time.perf_counter()  # for the request's total time (server/metrics.py)
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -369,7 +372,7 @@ class Connection(asyncio.BufferedProtocol):
             self._raw_token(sasl, frame)
             return
         header = parse_prefix(frame)
-        slot = _Slot(len(frame))
+        slot = _Slot(len(frame), header.api_key)
         self.server.pool_adjust(slot.charge_bytes)
         self.slots.append(slot)
         ctx = RequestContext(
@@ -378,6 +381,7 @@ class Connection(asyncio.BufferedProtocol):
             listener_name=listener.name if (listener := self.listener) is not None else "",
             security_protocol=listener.security_protocol if listener is not None else "PLAINTEXT",
             principal=sasl.principal if sasl is not None else self.principal, sasl=sasl,
+            on_response=self.server.request_metrics.count_errors,
         )
         slot.ctx = ctx
         node = self.server.node
@@ -443,6 +447,7 @@ class Connection(asyncio.BufferedProtocol):
     def _answer(self, slot: _Slot, pieces: Sequence[Any] | None) -> None:
         slot.pieces = pieces
         slot.done = True
+        self.server.request_metrics.observe(slot.api_key, time.perf_counter() - slot.started_s)
         if self.slots and self.slots[0] is slot:
             self._pump()
 

@@ -84,6 +84,8 @@ async def serve(
     # The first listener's address first (scripts look for "listening on HOST:PORT"), then
     # every listener as bound, by name.
     bound = " ".join(f"{lst}/{lst.security_protocol}" for lst in server.listener_set.listeners)
+    if server.admin_address is not None:
+        where += f"; admin on http://{server.admin_address[0]}:{server.admin_address[1]}"
     print(
         f"ackly broker {server.config.broker_id} listening on {bound_host}:{bound_port} "
         f"(data in {data_dir}; {where}; listeners {bound})",

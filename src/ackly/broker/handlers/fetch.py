@@ -155,6 +155,10 @@ class DelayedFetch(DelayedOperation):
 
     def _answer(self, topics: list[tuple[str | uuid.UUID, list[FetchPartitionData]]], now_ms: int) -> None:
         ctx = self.ctx
+        self._count(topics)
+        if ctx.on_response is not None:
+            # Encoded below without a kio response: show the shell the partitions' errors.
+            ctx.on_response(ctx.header.api_key, _Answered(tuple(d for _, parts in topics for d in parts)))
         pieces = encode_fetch_response(ctx.api_version, ctx.header.correlation_id, topics,
                                        throttle_time_ms=ctx.throttle_time_ms)
         if self.replica_id == NO_REPLICA and self.node.quotas.has_quotas():
@@ -167,6 +171,29 @@ class DelayedFetch(DelayedOperation):
                 pieces = encode_fetch_response(ctx.api_version, ctx.header.correlation_id, topics,
                                                throttle_time_ms=throttle_ms)
         ctx.send(pieces)
+
+
+    def _count(self, topics: list[tuple[str | uuid.UUID, list[FetchPartitionData]]]) -> None:
+        """Bytes out: Kafka's BytesOutPerSec per topic for consumers, ReplicationBytesOutPerSec
+        for followers."""
+        stats = self.node.stats
+        for key, parts in topics:
+            size = sum(len(r) if isinstance(r, bytes) else r.size for d in parts for r in d.records)
+            if not size:
+                continue
+            if self.replica_id != NO_REPLICA:
+                stats.replication_bytes_out += size
+                continue
+            state = self.node.topics_by_id.get(key) if isinstance(key, uuid.UUID) else self.node.topics.get(key)
+            if state is not None:
+                stats.topic(state.name).bytes_out += size
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """The partitions of a fetch answer, for RequestContext.on_response."""
+
+    partitions: tuple[FetchPartitionData, ...]
 
 
 def _error(node: BrokerNode, w: _Want, code: ErrorCode) -> FetchPartitionData:

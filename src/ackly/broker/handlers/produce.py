@@ -262,6 +262,9 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                     verification_guard=item.verification_guard,
                 )
                 node.after_append(p, now_ms)
+                traffic = node.stats.topic(p.tp.topic)
+                traffic.bytes_in += len(item.records)
+                traffic.records_in += sum(h.records_count for h in item.headers)
                 results[item.slot] = PartitionProduceResult(
                     index=item.index, base_offset=result.first_offset,
                     log_append_time_ms=result.log_append_time_ms,
@@ -269,6 +272,7 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                 )
                 pending.append(_Pending(p, result.last_offset, item.slot, p.leader_epoch))
             except KafkaError as exc:
+                node.stats.topic(p.tp.topic).produce_requests_failed += 1
                 results[item.slot] = PartitionProduceResult(
                     index=item.index, error_code=exc.code, error_message=exc.message or None,
                 )
