@@ -17,7 +17,7 @@ from ackly.testing.cluster_processes import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.clients]
 
-_ADMIN = re.compile(r"admin on (http://\S+?)\)")
+_ADMIN = re.compile(r"admin on (http://[^\s;)]+)")
 
 
 def samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

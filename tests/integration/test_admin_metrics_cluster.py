@@ -33,7 +33,7 @@ CONFIGS = {
     "admin.listener": "127.0.0.1:0",
 }
 WAIT_S = 60.0
-_ADMIN = re.compile(r"admin on (http://\S+?)\)")
+_ADMIN = re.compile(r"admin on (http://[^\s;)]+)")
 
 
 def admin_url(cluster: ClusterProcesses, broker_id: int) -> str:

@@ -234,7 +234,8 @@ class BrokerServer:
         try:
             await self._start_admin()
         except BaseException:
-            sock.close()
+            for sock in socks:
+                sock.close()
             self.node.close()
             self._flusher.shutdown(wait=True)
             raise
