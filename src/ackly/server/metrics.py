@@ -239,7 +239,12 @@ class BrokerCollector(Collector):
     def _connections(self) -> Iterator[Metric]:
         g = GaugeMetricFamily("ackly_connections", "Open client connections, per listener",
                               labels=["listener"])
-        g.add_metric(["PLAINTEXT"], len(self.server.connections))
+        per_listener = dict.fromkeys((lst.name for lst in self.server.listener_set.listeners), 0)
+        for conn in self.server.connections:
+            name = conn.listener.name if conn.listener is not None else ""
+            per_listener[name] = per_listener.get(name, 0) + 1
+        for name, count in per_listener.items():
+            g.add_metric([name], count)
         yield g
         g = GaugeMetricFamily("ackly_request_memory_used_bytes",
                               "Bytes of requests held (queued.max.request.bytes pool)")
