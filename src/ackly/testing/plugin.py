@@ -39,8 +39,8 @@ def ackly_cluster(tmp_path: Path) -> Iterator[Callable[..., InProcessCluster]]:
 
     started: list[InProcessCluster] = []
 
-    def make(brokers: int = 3, properties: dict[str, str] | None = None) -> InProcessCluster:
-        cluster = InProcessCluster(str(tmp_path / f"cluster{len(started)}"), brokers, properties)
+    def make(brokers: int = 3, properties: dict[str, str] | None = None, **kwargs: Any) -> InProcessCluster:
+        cluster = InProcessCluster(str(tmp_path / f"cluster{len(started)}"), brokers, properties, **kwargs)
         started.append(cluster)
         return cluster.start_all()
 
