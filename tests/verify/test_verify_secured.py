@@ -3,8 +3,8 @@
 - `--security sasl_ssl`: verify's own 3-broker cluster with SASL_SSL for clients and between
   brokers, under a leader kill and a leader partition (its usual faults, seed 2): at-least-once
   loses and reorders no acknowledged record;
-- `--bootstrap` with `--client-config`: a SASL_PLAINTEXT cluster verify did not start, the
-  client proxy's resets acting on the authenticated connections;
+- `--bootstrap` with `--client-config`: a SASL_PLAINTEXT or SASL_SSL cluster verify did not
+  start;
 - the options that do not go together are refused before anything starts.
 """
 
@@ -72,27 +72,40 @@ def test_at_least_once_over_sasl_ssl_keeps_every_acknowledged_record_in_order(tm
 @pytest.mark.clients
 @pytest.mark.timeout(120)
 @needs_etcd
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
 def test_client_config_reaches_a_sasl_cluster_verify_did_not_start(
-        ackly_cluster_processes: Any, tmp_path: Path) -> None:
+        ackly_cluster_processes: Any, tmp_path: Path, protocol: str) -> None:
+    """Over SASL_PLAINTEXT the client proxy's resets act on the authenticated connections; over
+    SASL_SSL the clients connect directly (the proxy cannot read TLS) and no fault is injected."""
     import subprocess
     import sys
 
+    from tests.clients.tlskit import make_tls_files
+
+    tls = make_tls_files(tmp_path / "tls")
     cluster = ackly_cluster_processes(1, configs={
-        "listeners": "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+        "listeners": f"PLAINTEXT://127.0.0.1:0,{protocol}://127.0.0.1:0",
+        **(tls.broker_configs() if protocol == "SASL_SSL" else {}),
     })
     proc = subprocess.run([sys.executable, "-m", "ackly", "users", "set", "tester", "--password-stdin",
                            "--metadata", cluster.metadata_url], input="tester-pw\n",
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    bootstrap = cluster.brokers[0].listener_bootstrap("SASL_PLAINTEXT")
-    code, output = verify("--bootstrap", bootstrap, "--client-config", "security.protocol=SASL_PLAINTEXT",
-                          "--client-config", "sasl.mechanism=SCRAM-SHA-512",
-                          "--client-config", "sasl.username=tester", "--client-config", "sasl.password=tester-pw",
-                          "--semantics", "at-least-once", "--duration", "6", "--faults", "reset",
+    client_config = [f"security.protocol={protocol}", "sasl.mechanism=SCRAM-SHA-512",
+                     "sasl.username=tester", "sasl.password=tester-pw"]
+    if protocol == "SASL_SSL":
+        client_config.append(f"ssl.ca.location={tls.ca}")
+    code, output = verify("--bootstrap", cluster.brokers[0].listener_bootstrap(protocol),
+                          *(a for c in client_config for a in ("--client-config", c)),
+                          "--semantics", "at-least-once", "--duration", "5", "--faults", "reset",
                           "--seed", "2", "--rate", "40", "--out", str(tmp_path / "report"))
+    assert (tmp_path / "report" / "summary.json").exists(), output
     data = summary(tmp_path / "report")
     assert data["run"]["security"]["sasl.password"] == "(hidden)"
-    assert data["run"]["stats"]["faults injected"] >= 1, output
+    if protocol == "SASL_SSL":
+        assert data["run"]["schedule"] == [] and "no fault is injected" in output, output
+    else:
+        assert data["run"]["stats"]["faults injected"] >= 1, output
     assert data["stats"]["throughput"]["send"]["ok"] > 0, output
     assert all(counts(data)[n] == 0 for n in NO_LOSS_NO_REORDER), output
     assert code == 0 and data["ok"], output

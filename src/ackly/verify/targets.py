@@ -320,6 +320,8 @@ class ExternalCluster:
         self.client_proxy.stop()
 
     def broker_ids(self) -> list[int]:
+        if self.direct:
+            return [0]
         return sorted(self.client_proxy.listeners) or [0]
 
     def leader_of(self, partition: int) -> int | None:
@@ -335,15 +337,18 @@ class ExternalCluster:
     kill = restart = pause = resume = isolate = reconnect = fail_disk = end_disk_error = _refuse
 
     def client_rule(self, broker_id: int, action: str, **kwargs: Any) -> object:
+        if self.direct:
+            raise RuntimeError("client faults need the proxy, which cannot read TLS")
         api_key = kwargs.pop("api_key", None)
         return self.client_proxy.add_rule(api_key, action, broker_id=broker_id, **kwargs)  # type: ignore[arg-type]
 
     def remove_client_rules(self, rules: Sequence[object]) -> None:
-        if rules:
+        if rules and not self.direct:
             self.client_proxy.clear_rules()
 
     def reset_clients(self) -> None:
-        self.client_proxy.disconnect_all(reset=True)
+        if not self.direct:
+            self.client_proxy.disconnect_all(reset=True)
 
     def wait_healthy(self, timeout_s: float) -> bool:
         from confluent_kafka.admin import AdminClient
