@@ -3,6 +3,9 @@
     ackly verify --semantics at-least-once --brokers 3 --duration 60 --faults kill,partition,pause
     ackly verify --semantics exactly-once --bootstrap host1:9092,host2:9092
     ackly verify --matrix
+    ackly verify --security sasl_ssl --duration 20
+    ackly verify --bootstrap host1:9093 --client-config security.protocol=SASL_SSL \
+        --client-config sasl.mechanism=SCRAM-SHA-512 --client-config sasl.username=... ...
 
 Exit status: 0 when only allowed anomalies occurred (in every row of --matrix that ran), 1
 when a forbidden one did, 2 when a single run could not be carried out (e.g. the broker has no
@@ -19,6 +22,7 @@ import click
 
 from ackly.verify.clients import CLIENTS
 from ackly.verify.nemesis import FAULT_KINDS, parse_faults
+from ackly.verify.security import SECURITY_MODES, SecurityUnavailable, check_available, parse_client_config
 from ackly.verify.settings import SEMANTICS, parse_assignments, preset, with_overrides
 
 VERDICT_WIDTH = 22
@@ -78,13 +82,20 @@ def _print_result(result: Any) -> None:
 @click.option("--consumers", type=click.IntRange(0, 32), default=2, show_default=True)
 @click.option("--rate", "ops_per_s", type=click.FloatRange(1, 10_000), default=50, show_default=True,
               help="operations per second per producer")
+@click.option("--security", type=click.Choice(SECURITY_MODES), default="plaintext", show_default=True,
+              help="the security protocol of the cluster verify starts, for clients and between "
+                   "brokers (TLS certificates and SCRAM users are made for the run)")
+@click.option("--client-config", "client_config", multiple=True, metavar="KEY=VALUE",
+              help="with --bootstrap: a client security setting (security.protocol, sasl.*, ssl.*; "
+                   "librdkafka's names), repeatable")
 @click.option("--keep-data", is_flag=True, help="keep the cluster's data directories")
 @click.option("--planted-fault", "planted_faults", multiple=True, hidden=True,
               help="testing only: start the brokers with this fault point enabled")
 def verify(semantics: str, matrix: bool, brokers: int, duration_s: float, faults: str,
            seed: int | None, bootstrap: str | None, client: str, assignments: Sequence[str],
            out_dir: str | None, partitions: int, producers: int, consumers: int, ops_per_s: float,
-           keep_data: bool, planted_faults: Sequence[str]) -> None:
+           security: str, client_config: Sequence[str], keep_data: bool,
+           planted_faults: Sequence[str]) -> None:
     """Run a workload under faults, check its history, print a verdict per anomaly."""
     import logging
     import os
@@ -100,7 +111,20 @@ def verify(semantics: str, matrix: bool, brokers: int, duration_s: float, faults
         overrides = parse_assignments(assignments)
         rows = list(SEMANTICS) if matrix else [semantics]
         settings = [with_overrides(preset(s), overrides) for s in rows]
+        client_security = parse_client_config(client_config)
     except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if security != "plaintext" and bootstrap is not None:
+        raise click.UsageError("--security sets up the cluster verify starts; "
+                               "for --bootstrap give the clients' settings with --client-config")
+    if client_security and bootstrap is None:
+        raise click.UsageError("--client-config goes with --bootstrap; the cluster verify starts "
+                               "is secured with --security")
+    if (security != "plaintext" or client_security) and client != "confluent":
+        raise click.UsageError("a secured cluster is driven with --client confluent only")
+    try:
+        check_available(security)
+    except SecurityUnavailable as exc:
         raise click.UsageError(str(exc)) from None
     if planted_faults and bootstrap is not None:
         raise click.UsageError("--planted-fault needs the cluster verify starts itself")
@@ -116,6 +140,7 @@ def verify(semantics: str, matrix: bool, brokers: int, duration_s: float, faults
             duration_s=duration_s, brokers=brokers, faults=kinds, seed=seed, bootstrap=bootstrap,
             client=client, partitions=partitions, producers=producers, consumers=consumers,
             ops_per_s=ops_per_s, planted_faults=tuple(planted_faults), keep_data=keep_data,
+            security=security, client_config=client_security,
         )
         try:
             result = run(options, progress=lambda line: click.echo(line))

@@ -61,7 +61,12 @@ FAST_CLUSTER_CONFIG = {
 
 class InProcessCluster:
     def __init__(self, root: str, brokers: int = 3, properties: Mapping[str, str] | None = None,
-                 first_id: int = 1, *, peer_faults: bool = False) -> None:
+                 first_id: int = 1, *, peer_faults: bool = False,
+                 broker_properties: Mapping[int, Mapping[str, str]] | None = None,
+                 scram_users: Mapping[str, str] | None = None) -> None:
+        """`broker_properties`: one broker's own (e.g. its `listeners`, on ports kept across
+        restarts); `scram_users`: name -> password, SCRAM-SHA-512 credentials written into the
+        store before any broker starts (as `ackly users set` does for etcd)."""
         self.root = root
         self.peer_faults = peer_faults
         self.peer_cuts: PeerCuts | None = None
@@ -69,6 +74,8 @@ class InProcessCluster:
         self.broker_ids = list(range(first_id, first_id + brokers))
         self.properties = {**FAST_CLUSTER_CONFIG, **internal_topic_factors(brokers),
                            **(properties or {})}
+        self.broker_properties = {b: dict(p) for b, p in (broker_properties or {}).items()}
+        self.scram_users = dict(scram_users or {})
         self.servers: dict[int, BrokerServer | None] = {b: None for b in self.broker_ids}
         self.ports: dict[int, int] = {b: 0 for b in self.broker_ids}
         self.hub: SharedMemoryStore | None = None
@@ -98,10 +105,25 @@ class InProcessCluster:
             self.ports = {b: free_port() for b in self.broker_ids}
             self.peer_cuts = PeerCuts(self.ports)
             self.advertised_ports = self.peer_cuts.advertised_ports
+        if self.scram_users:
+            self.call(self._write_users)
         for b in self.broker_ids:
             self.start(b)
         self.wait_until(lambda: self._all_registered(), timeout_s, "every broker registered")
         return self
+
+    def _write_users(self) -> None:
+        from ackly.cluster.metadata import KeySpace
+        from ackly.cluster.scram import ScramCredential
+        from ackly.cluster.store import Put
+
+        assert self.hub is not None
+        keys = KeySpace()
+        self.hub.submit("test-users", [
+            Put(i + 1, keys.scram("SCRAM-SHA-512", name),
+                ScramCredential.from_password(name, "SCRAM-SHA-512", password, 4096).encode())
+            for i, (name, password) in enumerate(sorted(self.scram_users.items()))
+        ])
 
     def _all_registered(self) -> bool:
         running = [b for b, s in self.servers.items() if s is not None]
@@ -118,7 +140,8 @@ class InProcessCluster:
         async def go() -> BrokerServer:
             server = BrokerServer(
                 data_dir=f"{self.root}/b{broker_id}", port=self.ports[broker_id],
-                properties={**self.properties, "broker.id": str(broker_id)}, metadata_hub=self.hub,
+                properties={**self.properties, **self.broker_properties.get(broker_id, {}),
+                            "broker.id": str(broker_id)}, metadata_hub=self.hub,
                 advertised_port=self.advertised_ports.get(broker_id),
             )
             await server.start()

@@ -32,8 +32,14 @@ Guarantees
   are read; with seeded `rng`s a run that sends the same requests makes the same decisions.
 - `stop()` closes every listener and connection; every wait is bounded.
 
+TLS and SASL
+- With `server_ssl` the proxy's listeners speak TLS to clients (it presents that context's
+  certificate) and with `upstream_ssl` it speaks TLS to the brokers: the proxy terminates TLS
+  on both sides, so it still sees whole frames. SASL needs nothing of it: since KIP-152 the
+  exchange travels in SaslHandshake/SaslAuthenticate frames, forwarded like any other.
+
 Limits
-- Plain TCP only: no TLS, no SASL.
+- SASL's pre-KIP-152 raw token exchange (SaslHandshake v0) is not framed and is not supported.
 - A rewritten response is re-encoded by kio: field values are kept, unknown tagged fields a
   broker may add are not (ackly sends none).
 - Produce with acks=0 gets no response: the proxy reads `acks` so that response faults never
@@ -55,6 +61,7 @@ import io
 import logging
 import random
 import socket
+import ssl
 import struct
 import threading
 import typing
@@ -411,9 +418,10 @@ class _ProxyConnection:
         proxy = self.proxy
         try:
             self.upstream_reader, self.upstream_writer = await asyncio.wait_for(
-                asyncio.open_connection(*self.listener.upstream), proxy.connect_timeout_ms / 1000
+                asyncio.open_connection(*self.listener.upstream, ssl=proxy.upstream_ssl),
+                proxy.connect_timeout_ms / 1000
             )
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             proxy.record_error(f"connecting to {self.listener.upstream}: {exc!r}")
             self.client_writer.close()
             return
@@ -577,12 +585,16 @@ class FaultProxy:
         host: str = "127.0.0.1",
         connect_timeout_ms: int = 10_000,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        server_ssl: ssl.SSLContext | None = None,
+        upstream_ssl: ssl.SSLContext | None = None,
     ) -> None:
         if (upstream is None) == (upstreams is None):
             raise ValueError("give exactly one of upstream=(host, port) or upstreams={id: (host, port)}")
         self.host = host
         self.connect_timeout_ms = connect_timeout_ms
         self.max_frame_bytes = max_frame_bytes
+        self.server_ssl = server_ssl  # TLS towards clients (see "TLS and SASL")
+        self.upstream_ssl = upstream_ssl  # TLS towards brokers
         self.rules = RuleBook()
         self.counters = _Counters()
         self._initial: list[_Listener] = []
@@ -743,7 +755,7 @@ class FaultProxy:
         async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await self._serve(listener, reader, writer)
 
-        listener.server = await asyncio.start_server(on_connection, self.host, 0)
+        listener.server = await asyncio.start_server(on_connection, self.host, 0, ssl=self.server_ssl)
         listener.host, listener.port = listener.server.sockets[0].getsockname()[:2]
         self._listeners.append(listener)
         if listener.broker_id is not None:

@@ -590,11 +590,19 @@ class AioConsumer(_LoopOwner):
 # --- factories ------------------------------------------------------------------------------------
 
 
+def _refuse_security(client: str, security: Mapping[str, str] | None) -> None:
+    if security:
+        raise UnsupportedByClient(f"a secured cluster is driven with confluent-kafka only, not {client}")
+
+
 def make_producer(
-    client: str, bootstrap: str, settings: Mapping[str, str], timeout_s: float, transactional_id: str | None = None
+    client: str, bootstrap: str, settings: Mapping[str, str], timeout_s: float, transactional_id: str | None = None,
+    *, security: Mapping[str, str] | None = None,
 ) -> ProducerClient:
+    """`security`: librdkafka's security.protocol, sasl.* and ssl.* settings (verify/security.py)."""
     if client == "confluent":
-        return ConfluentProducer(bootstrap, settings, timeout_s, transactional_id)
+        return ConfluentProducer(bootstrap, {**(security or {}), **settings}, timeout_s, transactional_id)
+    _refuse_security(client, security)
     if transactional_id is not None:
         raise UnsupportedByClient(f"transactions are driven with confluent-kafka only, not {client}")
     if client == "kafka-python":
@@ -604,9 +612,11 @@ def make_producer(
     raise ValueError(f"unknown client {client!r}; one of {', '.join(CLIENTS)}")
 
 
-def make_consumer(client: str, bootstrap: str, group_id: str, settings: Mapping[str, str]) -> ConsumerClient:
+def make_consumer(client: str, bootstrap: str, group_id: str, settings: Mapping[str, str],
+                  *, security: Mapping[str, str] | None = None) -> ConsumerClient:
     if client == "confluent":
-        return ConfluentConsumer(bootstrap, group_id, settings)
+        return ConfluentConsumer(bootstrap, group_id, {**(security or {}), **settings})
+    _refuse_security(client, security)
     if client == "kafka-python":
         return KafkaPythonConsumer(bootstrap, group_id, settings)
     if client == "aiokafka":

@@ -33,6 +33,8 @@ from ackly.verify import client_signals
 from ackly.verify.expectations import Judgement
 from ackly.verify.history import Op, Recorder
 from ackly.verify.nemesis import PROCESS_FAULTS, FaultEvent, Nemesis, base_kind, plan
+from ackly.verify.security import Security, redacted, uses_tls
+from ackly.verify.security import prepare as prepare_security
 from ackly.verify.settings import RunSettings
 from ackly.verify.workloads import queue, transactional
 from ackly.verify.workloads.context import WorkloadContext, now_s
@@ -61,6 +63,8 @@ class RunOptions:
     final_read_timeout_s: float = 20.0
     planted_faults: tuple[str, ...] = ()
     keep_data: bool = False
+    security: str = "plaintext"  # of the cluster verify starts (verify/security.py)
+    client_config: dict[str, str] = field(default_factory=dict)  # security settings for `bootstrap`
 
     @property
     def semantics(self) -> str:
@@ -90,6 +94,8 @@ def schedule_for(options: RunOptions, seed: int) -> list[FaultEvent]:
     faults = options.faults
     if options.bootstrap is not None:
         faults = tuple(f for f in faults if base_kind(f) not in PROCESS_FAULTS)
+        if uses_tls(options.client_config):  # the clients connect directly (targets.ExternalCluster)
+            faults = ()
     return plan(seed, faults, options.duration_s, options.brokers, options.partitions,
                 heal_share=QUIET_SHARE)
 
@@ -109,6 +115,8 @@ def run(options: RunOptions, progress: Callable[[str], None] = print) -> RunResu
         skipped = sorted({f for f in options.faults if base_kind(f) in PROCESS_FAULTS})
         if skipped:
             progress(f"note: {', '.join(skipped)} need a cluster verify starts itself; not injected")
+        if uses_tls(options.client_config) and options.faults:
+            progress("note: over TLS the clients reach the cluster directly; no fault is injected")
     progress(f"{options.semantics}: seed {seed}, {options.duration_s:g} s, client {options.client}, "
              f"faults {','.join(options.faults) or 'none'} ({len(schedule)} windows), report in {out}")
     if options.settings.workload == "sink" and options.client != "confluent":
@@ -118,7 +126,11 @@ def run(options: RunOptions, progress: Callable[[str], None] = print) -> RunResu
 
     run_id = f"{seed}-{secrets.token_hex(3)}"
     topic = "verify-queue" if options.bootstrap is None else f"verify-{run_id}"
-    target = _make_target(options, topic, out)
+    security = None
+    if options.bootstrap is None:
+        security = prepare_security(options.security, str(out / "data" / "tls"))
+    client_security = security.client_settings() if security is not None else dict(options.client_config)
+    target = _make_target(options, topic, out, security)
     try:
         started = now_s()
         target.start()
@@ -126,17 +138,19 @@ def run(options: RunOptions, progress: Callable[[str], None] = print) -> RunResu
         from ackly.verify.targets import broker_count, create_topic
 
         admin_bootstrap = target.bootstrap if options.bootstrap is None else options.bootstrap
-        rf = min(3, options.brokers if options.bootstrap is None else broker_count(admin_bootstrap))
+        rf = min(3, options.brokers if options.bootstrap is None
+                 else broker_count(admin_bootstrap, security=client_security))
         topic_configs = dict(options.settings.topic)
         if int(topic_configs.get("min.insync.replicas", "1")) > rf:
             progress(f"  only {rf} replica(s): min.insync.replicas lowered to {rf}")
             topic_configs["min.insync.replicas"] = str(rf)
-        create_topic(admin_bootstrap, topic, options.partitions, rf, topic_configs)
+        create_topic(admin_bootstrap, topic, options.partitions, rf, topic_configs, security=client_security)
         recorder = Recorder(out / "history.jsonl")
         ctx = WorkloadContext(
             recorder=recorder, settings=options.settings, client=options.client,
             bootstrap=target.bootstrap, topic=topic, partitions=options.partitions, seed=seed,
             run_id=run_id, op_timeout_s=options.op_timeout_s, ops_per_s=options.ops_per_s,
+            security=client_security,
         )
         if options.settings.transactional:
             why = transactional.probe(ctx)
@@ -170,16 +184,16 @@ def _save_broker_logs(target: Any, out: Path) -> None:
         return
 
 
-def _make_target(options: RunOptions, topic: str, out: Path) -> Any:
+def _make_target(options: RunOptions, topic: str, out: Path, security: Security | None) -> Any:
     from ackly.verify.targets import ExternalCluster, OwnCluster
 
     if options.bootstrap is not None:
-        return ExternalCluster(options.bootstrap, topic=topic)
+        return ExternalCluster(options.bootstrap, topic=topic, security=options.client_config)
     record_flushes = any(base_kind(f) == "lose-unflushed" for f in options.faults)
     disk_errors = any(base_kind(f) == "disk-error" for f in options.faults)
     return OwnCluster(str(out / "data"), options.brokers, planted_faults=options.planted_faults,
                       topic=topic, partitions=options.partitions, record_flushes=record_flushes,
-                      disk_errors=disk_errors)
+                      disk_errors=disk_errors, security=security)
 
 
 def _drive(options: RunOptions, ctx: WorkloadContext, target: Any, schedule: Sequence[FaultEvent],
@@ -276,6 +290,7 @@ def _write_summary(options: RunOptions, result: RunResult) -> None:
         "seed": result.seed, "duration_s": options.duration_s, "brokers": options.brokers,
         "client": options.client, "faults": list(options.faults),
         "bootstrap": options.bootstrap, "settings": options.settings.to_json(),
+        "security": options.security if options.bootstrap is None else redacted(options.client_config),
         "schedule": [e.to_json() for e in result.schedule], "stats": result.stats,
         "planted_faults": list(options.planted_faults), "worker_errors": result.worker_errors,
     }

@@ -11,6 +11,10 @@ so that client faults (client proxy), inter-broker partitions (peer proxy: every
 towards a broker) and cuts from the metadata store (relay) are separate levers. Brokers start
 with the short session and lag timeouts below, so that a failover takes seconds.
 
+With a `Security` (verify/security.py: `--security ssl|sasl_plaintext|sasl_ssl`) clients and
+peers use the brokers' CLIENT and BROKER listeners in that protocol and both proxies terminate
+TLS; the launcher's own checks use a PLAINTEXT listener on 127.0.0.1.
+
 `ExternalCluster` is any Kafka-compatible cluster reached through `--bootstrap`: only a client
 proxy stands in front of it, so only the proxy faults apply.
 """
@@ -25,6 +29,7 @@ from typing import Any
 from ackly.testing.cluster_processes import ClusterProcesses, wait_until
 from ackly.testing.fault_proxy import FaultProxy, parse_address
 from ackly.testing.tcp_relay import TcpRelay
+from ackly.verify.security import Security, uses_tls
 
 FAST_FAILOVER = {
     "broker.session.timeout.ms": "3000",
@@ -43,13 +48,14 @@ class EtcdMissing(RuntimeError):
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int, replication_factor: int,
-                 configs: Mapping[str, str], timeout_s: float = 30.0) -> None:
+                 configs: Mapping[str, str], timeout_s: float = 30.0,
+                 security: Mapping[str, str] | None = None) -> None:
     """Create the workload's topic (confluent-kafka's admin client, whatever the workload's
     client), and wait until every partition has a leader."""
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
+    admin = AdminClient({**(security or {}), "bootstrap.servers": bootstrap, "log_level": 2})
     futures = admin.create_topics(
         [NewTopic(topic, partitions, replication_factor, config=dict(configs))],
         operation_timeout=timeout_s, request_timeout=timeout_s)
@@ -63,19 +69,21 @@ def create_topic(bootstrap: str, topic: str, partitions: int, replication_factor
     wait_until(ready, timeout_s, f"topic {topic}: a leader for every partition", interval_s=0.2)
 
 
-def broker_count(bootstrap: str, timeout_s: float = 10.0) -> int:
+def broker_count(bootstrap: str, timeout_s: float = 10.0, security: Mapping[str, str] | None = None) -> int:
     """How many brokers the cluster's metadata lists."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
+    admin = AdminClient({**(security or {}), "bootstrap.servers": bootstrap, "log_level": 2})
     return len(admin.list_topics(timeout=timeout_s).brokers)
 
 
-def _leader_via_client(bootstrap: str, topic: str, partition: int) -> int | None:
+def _leader_via_client(bootstrap: str, topic: str, partition: int,
+                       security: Mapping[str, str]) -> int | None:
     from confluent_kafka.admin import AdminClient
 
     with contextlib.suppress(Exception):
-        meta = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2}).list_topics(topic, timeout=3)
+        admin = AdminClient({**security, "bootstrap.servers": bootstrap, "log_level": 2})
+        meta = admin.list_topics(topic, timeout=3)
         return int(meta.topics[topic].partitions[partition].leader)
     return None
 
@@ -86,7 +94,7 @@ class OwnCluster:
     def __init__(self, base_dir: str, brokers: int, *, configs: Mapping[str, str] | None = None,
                  planted_faults: Sequence[str] = (), topic: str = "", partitions: int = 1,
                  replication_factor: int = 3, record_flushes: bool = False,
-                 disk_errors: bool = False) -> None:
+                 disk_errors: bool = False, security: Security | None = None) -> None:
         self.base_dir = base_dir
         self.partitions = partitions
         self.replication_factor = min(replication_factor, brokers)
@@ -95,6 +103,7 @@ class OwnCluster:
         self.planted_faults = tuple(planted_faults)
         self.record_flushes = record_flushes  # for lose_unflushed (testing/flushed_lengths.py)
         self.disk_errors = disk_errors  # for fail_disk (testing/disk_faults.py)
+        self.security = security
         self.topic = topic
         self.etcd: Any = None
         self.cluster: ClusterProcesses | None = None
@@ -115,33 +124,53 @@ class OwnCluster:
                               "or point it at a running cluster with --bootstrap")
         try:
             self.etcd = EtcdProcess(os.path.join(self.base_dir, "etcd")).start()
+            security = self.security
+            server_ssl = security.proxy_server_context() if security is not None else None
+            upstream_ssl = security.proxy_upstream_context() if security is not None else None
+            if security is not None:
+                security.add_users(self.etcd.client_url)
             for _attempt in range(10):
                 # The brokers' ports are only reserved by number until they start: the proxy's
                 # and relays' own listeners (port 0) must not land on one of them.
                 ports = {b: free_port() for b in range(self.count)}
-                real = {b: ("127.0.0.1", p) for b, p in ports.items()}
-                self.peer_proxy = FaultProxy(upstreams=real).start()
+                # Secured: each broker's CLIENT and BROKER listeners (PLAINTEXT is `ports`).
+                client_ports = {b: free_port() for b in range(self.count)} if security else ports
+                peer_ports = {b: free_port() for b in range(self.count)} if security else ports
+                real = {b: ("127.0.0.1", p) for b, p in client_ports.items()}
+                self.peer_proxy = FaultProxy(upstreams={b: ("127.0.0.1", p) for b, p in peer_ports.items()},
+                                             server_ssl=server_ssl, upstream_ssl=upstream_ssl).start()
                 advertised = {b: int(a.rsplit(":", 1)[1]) for b, a in self.peer_proxy.listeners.items()}
                 self.relays = {b: TcpRelay(("127.0.0.1", self.etcd.client_port)).start()
                                for b in range(self.count)}
                 taken = set(advertised.values()) | {r.port for r in self.relays.values()}
-                if not taken & set(ports.values()):
+                wanted = set(ports.values()) | set(client_ports.values()) | set(peer_ports.values())
+                if not taken & wanted and len(wanted) == len(ports) * (3 if security else 1):
                     break
                 self.peer_proxy.stop()
                 for relay in self.relays.values():
                     relay.stop()
             else:
                 raise RuntimeError("could not find free ports for the brokers")
+            configs = dict(self.configs)
+            broker_configs: dict[int, dict[str, str]] = {}
+            if security is not None:
+                configs.update(security.broker_configs())
+                # With `listeners` the broker takes no --advertised-port: the peer proxy's port
+                # is the BROKER listener's advertised one.
+                broker_configs = {b: Security.listeners(ports[b], client_ports[b], peer_ports[b], advertised[b])
+                                  for b in range(self.count)}
             self.cluster = ClusterProcesses(
-                os.path.join(self.base_dir, "cluster"), self.count, configs=self.configs, etcd=self.etcd,
-                ports=ports, advertised_ports=advertised,
+                os.path.join(self.base_dir, "cluster"), self.count, configs=configs, etcd=self.etcd,
+                broker_configs=broker_configs, ports=ports,
+                advertised_ports=advertised if security is None else None,
                 metadata_urls={b: f"etcd://{r.address}" for b, r in self.relays.items()},
                 faults=self.planted_faults + (("disk-error",) if self.disk_errors else ()),
                 record_flushes=self.record_flushes, log_level="WARNING",
             )
             self.cluster.start()
             # Explicit upstreams: clients reach the brokers' real ports, never the peer proxy.
-            self.client_proxy = FaultProxy(upstreams=real).start()
+            self.client_proxy = FaultProxy(upstreams=real, server_ssl=server_ssl,
+                                           upstream_ssl=upstream_ssl).start()
         except BaseException:
             self.stop()
             raise
@@ -269,27 +298,34 @@ class ExternalCluster:
 
     processes = False
 
-    def __init__(self, bootstrap: str, topic: str = "") -> None:
+    def __init__(self, bootstrap: str, topic: str = "", security: Mapping[str, str] | None = None) -> None:
         self.real_bootstrap = bootstrap
         self.topic = topic
+        self.security = dict(security or {})
         self.client_proxy = FaultProxy(upstream=parse_address(bootstrap.split(",")[0]))
+        # Over TLS the proxy would need the cluster's own certificate and key to see frames:
+        # the clients then connect directly, and no fault applies.
+        self.direct = uses_tls(self.security)
 
     @property
     def bootstrap(self) -> str:
-        return self.client_proxy.bootstrap
+        return self.real_bootstrap if self.direct else self.client_proxy.bootstrap
 
     def start(self) -> ExternalCluster:
-        self.client_proxy.start()
+        if not self.direct:
+            self.client_proxy.start()
         return self
 
     def stop(self) -> None:
         self.client_proxy.stop()
 
     def broker_ids(self) -> list[int]:
+        if self.direct:
+            return [0]
         return sorted(self.client_proxy.listeners) or [0]
 
     def leader_of(self, partition: int) -> int | None:
-        return _leader_via_client(self.real_bootstrap, self.topic, partition)
+        return _leader_via_client(self.real_bootstrap, self.topic, partition, self.security)
 
     def _refuse(self, broker_id: int) -> None:
         raise RuntimeError("process faults need a cluster that verify started")
@@ -301,20 +337,23 @@ class ExternalCluster:
     kill = restart = pause = resume = isolate = reconnect = fail_disk = end_disk_error = _refuse
 
     def client_rule(self, broker_id: int, action: str, **kwargs: Any) -> object:
+        if self.direct:
+            raise RuntimeError("client faults need the proxy, which cannot read TLS")
         api_key = kwargs.pop("api_key", None)
         return self.client_proxy.add_rule(api_key, action, broker_id=broker_id, **kwargs)  # type: ignore[arg-type]
 
     def remove_client_rules(self, rules: Sequence[object]) -> None:
-        if rules:
+        if rules and not self.direct:
             self.client_proxy.clear_rules()
 
     def reset_clients(self) -> None:
-        self.client_proxy.disconnect_all(reset=True)
+        if not self.direct:
+            self.client_proxy.disconnect_all(reset=True)
 
     def wait_healthy(self, timeout_s: float) -> bool:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.real_bootstrap, "log_level": 2})
+        admin = AdminClient({**self.security, "bootstrap.servers": self.real_bootstrap, "log_level": 2})
 
         def led() -> bool:
             meta = admin.list_topics(self.topic, timeout=5)

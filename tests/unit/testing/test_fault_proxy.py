@@ -407,3 +407,43 @@ def _no_stray_threads() -> Iterator[None]:
     yield
     alive = [t for t in threading.enumerate() if t.name == "ackly-fault-proxy" and t.is_alive()]
     assert not alive, "a proxy thread outlived its test"
+
+
+def test_tls_on_both_sides_keeps_frames_rewrites_and_faults(tmp_path: Path, fault_proxy) -> None:
+    """With server_ssl and upstream_ssl the proxy terminates TLS towards the client and opens
+    TLS to the broker: Metadata is still rewritten to the proxy's listener and a reset rule
+    still acts, on a broker whose only listener is SSL."""
+    import ssl
+
+    from tests.clients.tlskit import make_tls_files
+
+    tls = make_tls_files(tmp_path / "tls")
+    secured = InProcessBroker(str(tmp_path / "tls-broker"), {
+        "listeners": "SSL://127.0.0.1:0", **tls.broker_configs(),
+    }).start()
+    try:
+        server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ssl.load_cert_chain(tls.broker_keystore)
+        proxy = fault_proxy(secured.bootstrap, server_ssl=server_ssl,
+                            upstream_ssl=ssl.create_default_context(cafile=tls.ca))
+        client_ssl = ssl.create_default_context(cafile=tls.ca)
+        with WireClient(proxy.bootstrap) as client:
+            client.sock = client_ssl.wrap_socket(client.sock, server_hostname="127.0.0.1")
+            assert client.request(API_VERSIONS).error_code == ErrorCode.none
+            meta = client.request(MetadataRequestV9(topics=None, allow_auto_topic_creation=False,
+                                                    include_cluster_authorized_operations=False,
+                                                    include_topic_authorized_operations=False))
+            assert [f"{b.host}:{b.port}" for b in meta.brokers] == [proxy.bootstrap]
+            proxy.add_rule(18, "reset", count=1)
+            client.send_raw(client.frame(API_VERSIONS))
+            with pytest.raises((ConnectionError, OSError, AssertionError, struct.error)):
+                client.read_frame()
+        stats = proxy.stats()
+        assert stats.rewritten == 1 and stats.faults and stats.errors == ()
+        # The proxy's listener is TLS only: a plaintext request gets no Kafka answer.
+        with WireClient(proxy.bootstrap, timeout_s=5) as plain:
+            plain.send_raw(plain.frame(API_VERSIONS))
+            with pytest.raises((ConnectionError, OSError, AssertionError, struct.error)):
+                plain.read_frame()
+    finally:
+        secured.stop()

@@ -35,6 +35,8 @@ class WorkloadContext:
     op_timeout_s: float = 5.0
     ops_per_s: float = 50.0  # per producer worker: bounds the history's size
     in_flight: int = 4  # logical processes per producer worker, one send outstanding each
+    # Every client's security settings (security.protocol, sasl.*, ssl.*: verify/security.py).
+    security: dict[str, str] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     stats: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)

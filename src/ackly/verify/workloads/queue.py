@@ -44,7 +44,8 @@ def producer_worker(ctx: WorkloadContext, index: int) -> None:
     """One client, `ctx.in_flight` logical processes, each with at most one send outstanding:
     a partition that stalls under a fault holds only the processes that sent to it."""
     rng = ctx.rng(f"producer-{index}")
-    producer = make_producer(ctx.client, ctx.bootstrap, ctx.settings.producer, ctx.op_timeout_s)
+    producer = make_producer(ctx.client, ctx.bootstrap, ctx.settings.producer, ctx.op_timeout_s,
+                         security=ctx.security)
     free = [ctx.recorder.new_process() for _ in range(ctx.in_flight)]
     outstanding: dict[int, tuple[Op, str, int]] = {}  # process -> (invocation, key, value)
     done: queue_module.SimpleQueue[tuple[int, SendResult]] = queue_module.SimpleQueue()
@@ -111,7 +112,8 @@ def _replace_failed(ctx: WorkloadContext, index: int, producer: ProducerClient, 
     ctx.note_error(f"producer-{index}: client failed: {fatal}")
     ctx.count("producer restarts")
     producer.close()
-    return make_producer(ctx.client, ctx.bootstrap, ctx.settings.producer, ctx.op_timeout_s)
+    return make_producer(ctx.client, ctx.bootstrap, ctx.settings.producer, ctx.op_timeout_s,
+                         security=ctx.security)
 
 
 class _Consumer:
@@ -128,7 +130,8 @@ class _Consumer:
 
     def open(self) -> ConsumerClient:
         ctx = self.ctx
-        client = make_consumer(ctx.client, ctx.bootstrap, self.group, ctx.settings.consumer)
+        client = make_consumer(ctx.client, ctx.bootstrap, self.group, ctx.settings.consumer,
+                               security=ctx.security)
         if self.subscribe:
             op = ctx.recorder.invoke(self.process, "subscribe", {"topics": [ctx.topic]})
             client.subscribe([ctx.topic])
@@ -220,7 +223,7 @@ def final_read(ctx: WorkloadContext, timeout_s: float) -> dict[int, tuple[int, i
         key = ctx.key(partition)
         process = ctx.recorder.new_process()
         client = make_consumer(ctx.client, ctx.bootstrap, f"verify-{ctx.run_id}-final",
-                               ctx.settings.consumer)
+                               ctx.settings.consumer, security=ctx.security)
         try:
             op = ctx.recorder.invoke(process, "assign", {"keys": [key]}, extra={"final": True})
             client.assign([(ctx.topic, partition, 0)])

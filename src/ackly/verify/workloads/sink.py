@@ -58,6 +58,7 @@ class SinkWorkload:
         from ackly.eos import ConfluentExactlyOnce, SqlitePositions
 
         consumer = Consumer({
+            **self.ctx.security,
             "bootstrap.servers": self.ctx.bootstrap, "group.id": self.group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
             "topic.metadata.refresh.interval.ms": 1000, "fetch.wait.max.ms": 100, "log_level": 3,

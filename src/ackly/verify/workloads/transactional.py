@@ -31,7 +31,7 @@ def probe(ctx: WorkloadContext) -> str | None:
     """None if a transactional producer can start against the cluster, else why not."""
     try:
         producer = make_producer(ctx.client, ctx.bootstrap, ctx.settings.producer, ctx.op_timeout_s,
-                                 transactional_id=f"verify-{ctx.run_id}-probe")
+                                 transactional_id=f"verify-{ctx.run_id}-probe", security=ctx.security)
     except Exception as exc:
         return f"cannot build a transactional producer: {exc}"
     try:
@@ -45,7 +45,7 @@ def probe(ctx: WorkloadContext) -> str | None:
 
 def _new_producer(ctx: WorkloadContext, index: int) -> ProducerClient:
     producer = make_producer(ctx.client, ctx.bootstrap, ctx.settings.producer, ctx.op_timeout_s,
-                             transactional_id=f"verify-{ctx.run_id}-txn-{index}")
+                             transactional_id=f"verify-{ctx.run_id}-txn-{index}", security=ctx.security)
     producer.init_transactions(ctx.op_timeout_s * 2)
     return producer
 
@@ -53,7 +53,8 @@ def _new_producer(ctx: WorkloadContext, index: int) -> ProducerClient:
 def txn_worker(ctx: WorkloadContext, index: int) -> None:
     rng = ctx.rng(f"txn-{index}")
     process = ctx.recorder.new_process()
-    consumer = make_consumer(ctx.client, ctx.bootstrap, f"verify-{ctx.run_id}", ctx.settings.consumer)
+    consumer = make_consumer(ctx.client, ctx.bootstrap, f"verify-{ctx.run_id}", ctx.settings.consumer,
+                             security=ctx.security)
     consumer.subscribe([ctx.topic])
     op = ctx.recorder.invoke(process, "subscribe", {"topics": [ctx.topic]})
     ctx.recorder.complete(op, "ok")
