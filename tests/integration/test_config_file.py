@@ -1,0 +1,83 @@
+"""`ackly serve --config-file`: a real broker takes its listeners and keys from a properties
+file, ACKLY_* variables override the file and --config overrides both; a bad value is refused
+at start-up naming where it was."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+from ackly.testing.broker_process import BrokerProcess
+
+pytestmark = [pytest.mark.slow, pytest.mark.clients]
+
+TIMEOUT_S = 30
+
+SERVER_PROPERTIES = """\
+# ackly test broker
+listeners = CLIENTS://127.0.0.1:0
+listener.security.protocol.map : CLIENTS:PLAINTEXT
+num.partitions=3
+log.retention.ms=1000
+log.segment.bytes=\\
+    2000000
+"""
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    path = tmp_path / "server.properties"
+    path.write_text(SERVER_PROPERTIES)
+    proc = BrokerProcess(
+        str(tmp_path / "data"), config_file=str(path), configs={"log.segment.bytes": "4000000"},
+        env={"ACKLY_LOG_RETENTION_MS": "2000", "ACKLY_LOG_SEGMENT_BYTES": "3000000"},
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+def test_a_broker_serves_the_files_listener_with_precedence(broker: BrokerProcess) -> None:
+    bootstrap = broker.listener_bootstrap("CLIENTS")
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce("from-file", b"v")  # auto-created with the file's num.partitions
+    assert producer.flush(TIMEOUT_S) == 0
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = admin.list_topics("from-file", timeout=TIMEOUT_S).topics["from-file"]
+    assert len(topic.partitions) == 3
+    resource = ConfigResource(ResourceType.TOPIC, "from-file")
+    configs = admin.describe_configs([resource])[resource].result(TIMEOUT_S)
+    assert configs["retention.ms"].value == "2000"  # the environment over the file
+    assert configs["segment.bytes"].value == "4000000"  # the command line over both
+
+
+def _serve(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "server.properties"
+    path.write_text(text)
+    command = [sys.executable, "-m", "ackly", "serve", "--data-dir", str(tmp_path / "data"),
+               "--port", "0", "--config-file", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S,
+                          env={**os.environ, **(env or {})})
+
+
+def test_a_bad_value_in_the_file_is_refused_naming_its_line(tmp_path: Path) -> None:
+    done = _serve(tmp_path, "num.partitions=2\n\nlog.retention.ms = soon\n")
+    assert done.returncode == 2
+    assert "log.retention.ms" in done.stderr and "'soon'" in done.stderr
+    assert "server.properties line 3" in done.stderr
+    assert not (tmp_path / "data").exists()  # refused before touching the disk
+
+
+def test_a_bad_environment_variable_is_refused_naming_it(tmp_path: Path) -> None:
+    done = _serve(tmp_path, "num.partitions=2\n", env={"ACKLY_NUM_PARTITONS": "2"})
+    assert done.returncode == 2
+    assert "num.partitons" in done.stderr and "ACKLY_NUM_PARTITONS" in done.stderr
