@@ -4,6 +4,7 @@ at start-up naming where it was."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -81,3 +82,22 @@ def test_a_bad_environment_variable_is_refused_naming_it(tmp_path: Path) -> None
     done = _serve(tmp_path, "num.partitions=2\n", env={"ACKLY_NUM_PARTITONS": "2"})
     assert done.returncode == 2
     assert "num.partitons" in done.stderr and "ACKLY_NUM_PARTITONS" in done.stderr
+
+
+def test_json_logs_are_one_object_a_line_with_the_leadership_change(tmp_path: Path) -> None:
+    proc = BrokerProcess(str(tmp_path / "data"), log_level="INFO", log_format="json")
+    proc.start()
+    try:
+        producer = Producer({"bootstrap.servers": proc.bootstrap})
+        producer.produce("logged", b"v")
+        assert producer.flush(TIMEOUT_S) == 0
+    finally:
+        proc.stop()
+    lines = [line for line in proc.output if line.strip()]
+    # Everything but the start-up line (printed for scripts, not logged) is a JSON object.
+    logged = [json.loads(line) for line in lines if "listening on" not in line]
+    assert logged and all({"time", "level", "logger", "message"} <= set(entry) for entry in logged)
+    leading = [e for e in logged if e.get("event") == "leader_change" and e.get("topic") == "logged"]
+    assert len(leading) == 1
+    assert leading[0]["partition"] == 0 and leading[0]["leader"] == 0
+    assert leading[0]["leader_epoch"] == 0 and leading[0]["isr"] == [0]

@@ -477,7 +477,10 @@ class BrokerNode:
         self.log_dir_failure = error
         log.critical("broker %d: log directory %s failed (%s); taking it offline: nothing "
                      "appended after the last successful flush will be acknowledged",
-                     self.broker_id, self.data_dir, error)
+                     self.broker_id, self.data_dir, error,
+                     extra={"event": "log_dir_failure", "broker": self.broker_id,
+                            "log_dir": self.data_dir, "operation": error.operation,
+                            "path": error.path, "errno": error.errno})
         self._dirty.clear()
         self._flush_interval_due_ms.clear()
         reason = f"log directory offline: {error}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -23,9 +22,13 @@ def _sourced(config_file: str | None, configs: tuple[str, ...]) -> SourcedProper
 @click.group()
 @click.option("--log-level", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def cli(log_level: str) -> None:
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
+              help="json: one JSON object a line, events' facts (topic, partition, epochs) as fields")
+def cli(log_level: str, log_format: str) -> None:
     """ackly: a small Kafka-compatible broker."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ackly.server.log_format import configure_logging
+
+    configure_logging(log_level, log_format)
 
 
 @cli.command()
@@ -125,6 +128,7 @@ def cluster(ctx: click.Context, brokers: int, data_dir: str, base_port: int, hos
     from ackly.cli.cluster import run_cluster
 
     log_level = ctx.parent.params.get("log_level", "WARNING") if ctx.parent else "WARNING"
+    log_format = ctx.parent.params.get("log_format", "text") if ctx.parent else "text"
     try:
         sourced = _sourced(config_file, configs)
         sourced.broker_config()
@@ -134,7 +138,8 @@ def cluster(ctx: click.Context, brokers: int, data_dir: str, base_port: int, hos
     # broker, then agrees with them).
     merged = tuple(f"{key}={value}" for key, value in sourced.values.items())
     sys.exit(run_cluster(brokers=brokers, data_dir=data_dir, base_port=base_port, host=host,
-                         configs=merged, use_etcd=use_etcd, log_level=str(log_level)))
+                         configs=merged, use_etcd=use_etcd, log_level=str(log_level),
+                         log_format=str(log_format)))
 
 
 def main() -> None:

@@ -26,7 +26,8 @@ class BrokerProcess:
                  metadata: str | None = None, advertised_host: str | None = None,
                  advertised_port: int | None = None, log_level: str | None = None,
                  faults: Sequence[str] = (), record_flushes: bool = False,
-                 config_file: str | None = None, env: Mapping[str, str] | None = None) -> None:
+                 config_file: str | None = None, env: Mapping[str, str] | None = None,
+                 log_format: str | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
         self.broker_id = broker_id
@@ -40,6 +41,7 @@ class BrokerProcess:
         # Record each log file's flushed length (testing/flushed_lengths.py), for drop_unflushed.
         self.record_flushes = record_flushes
         self.start_timeout_s = start_timeout_s
+        self.log_format = log_format  # text (the default) or json
         self.config_file = config_file  # --config-file
         self.env = dict(env or {})  # added to this process's environment (ACKLY_* configs)
         self.proc: subprocess.Popen[str] | None = None
@@ -73,6 +75,8 @@ class BrokerProcess:
             cmd.append("--")
         if self.log_level is not None:
             cmd += ["--log-level", self.log_level]
+        if self.log_format is not None:
+            cmd += ["--log-format", self.log_format]
         cmd += ["serve", "--host", "127.0.0.1",
                "--port", str(self.port), "--data-dir", self.data_dir,
                "--broker-id", str(self.broker_id)]
