@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,10 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
+from ackly.server.etcd_process import etcd_binary
 from ackly.testing.broker_process import BrokerProcess
+from ackly.testing.cluster_processes import wait_until
+from tests.integration.test_cli_cluster import ClusterCommand, free_base_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.clients]
 
@@ -101,3 +105,58 @@ def test_json_logs_are_one_object_a_line_with_the_leadership_change(tmp_path: Pa
     assert len(leading) == 1
     assert leading[0]["partition"] == 0 and leading[0]["leader"] == 0
     assert leading[0]["leader_epoch"] == 0 and leading[0]["isr"] == [0]
+
+
+def test_ackly_cluster_refuses_a_bad_file_before_starting_anything(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.properties"
+    path.write_text("num.partitions=3\nmin.insync.replicas=0\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "ackly", "cluster", "--data-dir", str(tmp_path / "cluster"),
+         "--no-etcd", "--config-file", str(path)],
+        capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 2
+    assert "min.insync.replicas" in done.stderr and "cluster.properties line 2" in done.stderr
+    assert not (tmp_path / "cluster").exists()
+
+
+def test_ackly_cluster_hands_the_file_to_every_broker_and_logs_json(tmp_path: Path) -> None:
+    if etcd_binary() is None:
+        pytest.skip("etcd is not installed")
+    path = tmp_path / "cluster.properties"
+    path.write_text("num.partitions=2\ndefault.replication.factor=3\n")
+    base = free_base_port(3)
+    command = ClusterCommand(["--brokers", "3", "--data-dir", str(tmp_path / "c"), "--base-port",
+                              str(base), "--etcd", "--config-file", str(path)],
+                             ["--log-level", "INFO", "--log-format", "json"])
+    try:
+        assert command.ready.wait(60) and command.bootstrap, command.output()
+        producer = Producer({"bootstrap.servers": command.bootstrap})
+        producer.produce("spread", b"v", partition=1)
+        assert producer.flush(TIMEOUT_S) == 0
+        admin = AdminClient({"bootstrap.servers": command.bootstrap})
+        topic = admin.list_topics("spread", timeout=TIMEOUT_S).topics["spread"]
+        assert len(topic.partitions) == 2 and all(len(p.replicas) == 3 for p in topic.partitions.values())
+
+        def logged() -> list[dict[str, object]]:
+            # Each broker's lines come prefixed "[broker N] "; its log lines are JSON objects.
+            return [json.loads(line.split("] ", 1)[1]) for line in list(command.lines)
+                    if line.startswith("[broker ") and "] {" in line]
+
+        def spread_events(event: str) -> list[dict[str, object]]:
+            return [e for e in logged() if e.get("event") == event and e.get("topic") == "spread"]
+
+        # Each partition: its leader leads and the two others follow, a line each.
+        wait_until(lambda: len(spread_events("leader_change")) >= 6, TIMEOUT_S,
+                   "a leadership line from every replica")
+        events = spread_events("leader_change")
+        assert {e["partition"] for e in events} == {0, 1}
+        for partition in (0, 1):
+            mine = [e for e in events if e["partition"] == partition]
+            last = max(int(str(e["leader_epoch"])) for e in mine)
+            assert len({e["leader"] for e in mine if e["leader_epoch"] == last}) == 1
+            assert all(e["level"] == "INFO" and e["logger"] == "ackly.replicas" for e in mine)
+        assert command.stop(signal.SIGINT) == 0, command.output()
+    finally:
+        if command.proc.poll() is None:
+            command.proc.kill()
+            command.proc.wait(10)
