@@ -345,7 +345,7 @@ class BrokerNode:
         self.config = config
         log.info("broker %d: dynamic configs now %s", self.broker_id, dynamic_config.current(config),
                  extra={"event": "dynamic_config", "broker": self.broker_id,
-                        "changes": {k: v for k, v in changes.items()}})
+                        "changes": dict(changes)})
         for state in self.topics.values():
             if state.resolved is None:
                 continue  # offline for its own stored config; its defaults do not matter yet
