@@ -39,6 +39,7 @@ class Source(Enum):
     """Where a config value came from; numbers are DescribeConfigs' ConfigSource."""
 
     TOPIC = 1  # DYNAMIC_TOPIC_CONFIG
+    BROKER_DYNAMIC = 2  # DYNAMIC_BROKER_CONFIG (IncrementalAlterConfigs on this broker)
     BROKER_STATIC = 4  # STATIC_BROKER_CONFIG
     DEFAULT = 5  # DEFAULT_CONFIG
 
@@ -546,6 +547,15 @@ def _broker_defs() -> dict[str, ConfigDef]:
 
 BROKER_CONFIGS: Mapping[str, ConfigDef] = _broker_defs()
 
+# The broker keys IncrementalAlterConfigs may change while the broker runs (Kafka marks them
+# dynamic, DynamicBrokerConfig / DynamicLogConfig): topic defaults that every topic without
+# its own override follows at once, through the same path as a topic's AlterConfigs.
+DYNAMIC_BROKER_KEYS: frozenset[str] = frozenset({
+    "log.retention.ms", "log.retention.bytes", "message.max.bytes",
+    "log.cleaner.min.cleanable.ratio", "log.cleaner.min.compaction.lag.ms",
+    "log.cleaner.max.compaction.lag.ms", "log.cleaner.delete.retention.ms",
+})
+
 
 def _attr(name: str) -> str:
     return name.replace(".", "_")
@@ -610,6 +620,8 @@ class TopicConfig:
         if name in self.overrides:
             return Source.TOPIC
         synonym = TOPIC_CONFIGS[name].broker_synonym
+        if synonym is not None and synonym in broker.dynamic:
+            return Source.BROKER_DYNAMIC
         if synonym is not None and synonym in broker.explicit:
             return Source.BROKER_STATIC
         return Source.DEFAULT
@@ -626,10 +638,12 @@ def validate_topic_overrides(overrides: Mapping[str, str]) -> None:
 
 @dataclass(frozen=True)
 class BrokerConfig:
-    """The broker's static configuration (`--config key=value` at start-up)."""
+    """The broker's configuration: static (`--config-file`, ACKLY_*, `--config` at start-up),
+    and the dynamic keys altered since (`dynamic`, which win over the static values)."""
 
     values: Mapping[str, Any]
     explicit: frozenset[str]
+    dynamic: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_properties(cls, props: Mapping[str, str]) -> BrokerConfig:
@@ -652,6 +666,18 @@ class BrokerConfig:
 
     def get(self, name: str) -> Any:
         return self.values[name]
+
+    def with_dynamic(self, raw: Mapping[str, str]) -> BrokerConfig:
+        """This (static) config with the dynamic values `raw` over it; ConfigError names a
+        key that is not dynamic or a value that does not parse."""
+        dynamic: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in DYNAMIC_BROKER_KEYS:
+                reason = "unknown broker config" if key not in BROKER_CONFIGS else (
+                    "cannot be updated dynamically; dynamic keys: " + ", ".join(sorted(DYNAMIC_BROKER_KEYS)))
+                raise ConfigError(key, reason)
+            dynamic[key] = BROKER_CONFIGS[key].parse(value)
+        return dataclasses.replace(self, values={**self.values, **dynamic}, dynamic=dynamic)
 
     def for_listener(self, listener_name: str, name: str) -> Any:
         """A per-listener key's value on one listener: `listener.name.<name>.<key>` if set,

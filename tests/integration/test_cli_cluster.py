@@ -45,9 +45,9 @@ def free_base_port(count: int) -> int:
 
 
 class ClusterCommand:
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], global_args: list[str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ackly", "cluster", *args], stdout=subprocess.PIPE,
+            [sys.executable, "-m", "ackly", *(global_args or []), "cluster", *args], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.lines: list[str] = []

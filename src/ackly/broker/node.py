@@ -41,10 +41,11 @@ import functools
 import logging
 import random
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ackly.broker import dynamic_config
 from ackly.broker.admin import DEFAULT_TIMEOUT_MS, AdminOps
 from ackly.broker.authorizer import Authorizer
 from ackly.broker.client_quotas import ClientQuotas
@@ -176,6 +177,9 @@ class BrokerNode:
         # docstring). The shell watches it after every input.
         self.log_dir_failure: StorageError | None = None
         disk.makedirs(data_dir)
+        # The keys altered at run time (broker/dynamic_config.py) over the start-up config.
+        self.static_config = config
+        self.config = dynamic_config.load(config, disk, data_dir)
         # In a cluster any broker answers InitProducerId, so each hands out ids from a range of
         # its own (2^44 ids per broker id); a single broker starts at 0 as it always has.
         self.producer_ids = ProducerIdManager(
@@ -336,6 +340,35 @@ class BrokerNode:
                         info.name, key, info.configs[key])
         return config, None
 
+    def alter_dynamic_config(self, changes: Mapping[str, str | None], now_ms: int,
+                             validate_only: bool = False) -> None:
+        """SET (a value) or DELETE (None) dynamic broker keys: stored, then every topic that
+        follows a changed default takes it at once. Raises ConfigError for a key that is not
+        dynamic or a bad value, StorageError (the log directory goes offline) if the store
+        fails."""
+        config = dynamic_config.planned(self.config, self.static_config, changes)
+        if validate_only:
+            return
+        if self.log_dir_failure is not None:
+            raise StorageError("write", dynamic_config.config_path(self.data_dir), None,
+                               "the log directory is offline")
+        try:
+            dynamic_config.store(self.disk, self.data_dir, config)
+        except StorageError as exc:
+            self._take_log_dir_offline(exc, now_ms)
+            raise
+        self.config = config
+        log.info("broker %d: dynamic configs now %s", self.broker_id, dynamic_config.current(config),
+                 extra={"event": "dynamic_config", "broker": self.broker_id,
+                        "changes": dict(changes)})
+        for state in self.topics.values():
+            if state.resolved is None:
+                continue  # offline for its own stored config; its defaults do not matter yet
+            state.resolved, state.config_error = self._resolve_config(state.info)
+            if state.resolved is not None:
+                for p in state.replicas.values():
+                    p.update_config(state.resolved)
+
     def topic_config(self, topic: str) -> TopicConfig:
         return self.topics[topic].config
 
@@ -492,7 +525,10 @@ class BrokerNode:
         self.log_dir_failure = error
         log.critical("broker %d: log directory %s failed (%s); taking it offline: nothing "
                      "appended after the last successful flush will be acknowledged",
-                     self.broker_id, self.data_dir, error)
+                     self.broker_id, self.data_dir, error,
+                     extra={"event": "log_dir_failure", "broker": self.broker_id,
+                            "log_dir": self.data_dir, "operation": error.operation,
+                            "path": error.path, "errno": error.errno})
         self._dirty.clear()
         self._flush_interval_due_ms.clear()
         reason = f"log directory offline: {error}"

@@ -47,6 +47,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ackly.replicas")
 
+
+def _fields(p: Partition) -> dict[str, object]:
+    """A partition's identity and epochs, as the `extra` fields of its log lines."""
+    return {"topic": p.tp.topic, "partition": p.tp.partition, "leader_epoch": p.leader_epoch,
+            "partition_epoch": p.partition_epoch, "isr": sorted(p.isr)}
+
+
 PARTITION_METADATA_FILE = "partition.metadata"
 
 
@@ -170,18 +177,26 @@ class ReplicaManager:
         self.node.purgatory.check(tp, now_ms)
 
     def _become_leader(self, p: Partition, state: PartitionState, now_ms: int) -> None:
-        isr_before = p.isr
+        isr_before = p.isr if p.is_leader else None
         new_term = p.make_leader(state, now_ms)
         self.fetcher.unfollow(p.tp)
-        if not new_term:
+        if not new_term and isr_before is not None:
             self.node.stats.on_isr_change(isr_before, p.isr)
         if new_term:
             self.node.stats.leadership_gained += 1
             log.info("%s: leading in epoch %d (ISR %s, LEO %d, HW %d)", p.tp, p.leader_epoch,
-                     sorted(p.isr), p.log_end_offset, p.high_watermark)
+                     sorted(p.isr), p.log_end_offset, p.high_watermark,
+                     extra={"event": "leader_change", **_fields(p), "leader": self.broker_id,
+                            "log_end_offset": p.log_end_offset, "high_watermark": p.high_watermark})
             if self.node.faults.enabled(FORGET_PRODUCER_STATE):
                 p.log.producer_state.clear()
             self.node.on_leadership_gained(p, now_ms)
+        elif isr_before is not None and p.isr != isr_before:
+            # The leader logs each ISR change once, whoever wrote it (its own AlterPartition
+            # or the controller's shrink); Kafka's Partition logs "ISR updated" the same way.
+            log.info("%s: ISR now %s (was %s), partition epoch %d", p.tp, sorted(p.isr),
+                     sorted(isr_before), p.partition_epoch,
+                     extra={"event": "isr_change", **_fields(p), "isr_before": sorted(isr_before)})
         if state.leader_recovery_state is LeaderRecoveryState.RECOVERING and p.pending_isr is None:
             # KIP-704: nothing to recover here (no remote storage): declare it recovered.
             self._alter_isr(p, frozenset({self.broker_id}), {}, now_ms, recovered=True)
@@ -193,12 +208,15 @@ class ReplicaManager:
         if was_leader:
             self.node.on_leadership_lost(p, now_ms)
         if changed:
+            fields = {"event": "leader_change", **_fields(p), "leader": state.leader,
+                      "log_end_offset": p.log_end_offset}
             if state.leader == NO_LEADER:
                 self.fetcher.unfollow(p.tp)
+                log.info("%s: no leader in epoch %d", p.tp, state.leader_epoch, extra=fields)
             else:
                 self.fetcher.follow(p.tp, state.topic_id, state.leader, state.leader_epoch)
                 log.info("%s: following %d in epoch %d (LEO %d)", p.tp, state.leader, state.leader_epoch,
-                         p.log_end_offset)
+                         p.log_end_offset, extra=fields)
         # A produce waiting for HW, or a fetch, learns that this broker no longer leads.
         self.node.purgatory.check(p.tp, now_ms)
 

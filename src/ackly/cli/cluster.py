@@ -33,7 +33,8 @@ _LISTENING = re.compile(r"listening on (\S+):(\d+)")
 
 
 def run_cluster(*, brokers: int, data_dir: str, base_port: int, host: str,
-                configs: Sequence[str], use_etcd: bool | None, log_level: str) -> int:
+                configs: Sequence[str], use_etcd: bool | None, log_level: str,
+                log_format: str = "text") -> int:
     """The `ackly cluster` command; returns the exit status."""
     os.makedirs(data_dir, exist_ok=True)
     # The internal topics wait for offsets.topic.replication.factor brokers (Kafka's 3) to be
@@ -49,7 +50,8 @@ def run_cluster(*, brokers: int, data_dir: str, base_port: int, host: str,
               "(Debian: apt-get install etcd-server)", file=sys.stderr)
         return 1
     if binary is not None and use_etcd is not False:
-        return _run_with_etcd(brokers, data_dir, base_port, host, configs, log_level)
+        return _run_with_etcd(brokers, data_dir, base_port, host, configs,
+                              [log_level, log_format])
     reason = "--no-etcd" if use_etcd is False else "no etcd binary on PATH"
     print(f"ackly: {reason}: running {brokers} brokers in this process on an in-memory metadata "
           f"store (kept in {os.path.join(data_dir, 'metadata')})", flush=True)
@@ -72,8 +74,9 @@ class _Stop:
 
 
 def _broker_command(broker_id: int, data_dir: str, host: str, port: int, metadata: str,
-                    configs: Sequence[str], log_level: str) -> list[str]:
-    cmd = [sys.executable, "-m", "ackly", "--log-level", log_level, "serve",
+                    configs: Sequence[str], log_args: Sequence[str]) -> list[str]:
+    log_level, log_format = log_args
+    cmd = [sys.executable, "-m", "ackly", "--log-level", log_level, "--log-format", log_format, "serve",
            "--broker-id", str(broker_id), "--host", host, "--port", str(port),
            "--data-dir", data_dir, "--metadata", metadata]
     for item in per_broker_configs(configs, broker_id):
@@ -109,7 +112,7 @@ def _pump_output(broker_id: int, proc: subprocess.Popen[str], ready: threading.E
 
 
 def _run_with_etcd(brokers: int, data_dir: str, base_port: int, host: str,
-                   configs: Sequence[str], log_level: str) -> int:
+                   configs: Sequence[str], log_args: Sequence[str]) -> int:
     stop = _Stop()
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     etcd = EtcdProcess(os.path.join(data_dir, "etcd"))
@@ -125,7 +128,7 @@ def _run_with_etcd(brokers: int, data_dir: str, base_port: int, host: str,
         for broker_id in range(brokers):
             proc = subprocess.Popen(
                 _broker_command(broker_id, os.path.join(data_dir, f"broker-{broker_id}"), host,
-                                base_port + broker_id, etcd.client_url, configs, log_level),
+                                base_port + broker_id, etcd.client_url, configs, log_args),
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
             )

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-import logging
+import os
 import sys
 from collections.abc import Callable
 
 import click
 
-from ackly.config import BrokerConfig, parse_properties
+from ackly.config import parse_properties
+from ackly.config_sources import SourcedProperties, gather_properties
 from ackly.errors import ConfigError
+
+
+def _sourced(config_file: str | None, configs: tuple[str, ...]) -> SourcedProperties:
+    """The broker properties of --config-file, ACKLY_* variables and --config, in that
+    order of precedence (the last wins)."""
+    return gather_properties(file_path=config_file, env=os.environ,
+                             command_line=parse_properties(configs).items())
 
 
 @click.group()
 @click.option("--log-level", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def cli(log_level: str) -> None:
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
+              help="json: one JSON object a line, events' facts (topic, partition, epochs) as fields")
+def cli(log_level: str, log_format: str) -> None:
     """ackly: a small Kafka-compatible broker."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ackly.server.log_format import configure_logging
+
+    configure_logging(log_level, log_format)
 
 
 @cli.command()
@@ -31,12 +43,14 @@ def cli(log_level: str) -> None:
               help="port given to clients and other brokers, if not --port (e.g. a proxy's)")
 @click.option("--config", "configs", multiple=True, metavar="KEY=VALUE",
               help="a broker config, e.g. log.flush.policy=never (repeatable)")
+@click.option("--config-file", default=None, metavar="FILE",
+              help="a server.properties file; ACKLY_<KEY> variables override it, --config both")
 @click.option("--metadata", default=None, metavar="etcd://HOST:PORT[,HOST:PORT...]",
               help="the cluster's metadata store (etcds:// for TLS, see metadata.etcd.*); "
                    "without it the broker is a cluster of one with its metadata in --data-dir")
 def serve(host: str, port: int, data_dir: str, broker_id: int | None,
           advertised_host: str | None, advertised_port: int | None, configs: tuple[str, ...],
-          metadata: str | None) -> None:
+          config_file: str | None, metadata: str | None) -> None:
     """Run one broker until SIGTERM or SIGINT."""
     # kio registers hypothesis strategies for its types whenever hypothesis can be imported
     # (it can in a development virtualenv): 150 ms and 10 MB that a broker never uses.
@@ -53,11 +67,12 @@ def serve(host: str, port: int, data_dir: str, broker_id: int | None,
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
     try:
-        props = parse_properties(configs)
+        sourced = _sourced(config_file, configs)
         if broker_id is not None:
-            props["broker.id"] = str(broker_id)
+            sourced.set("broker.id", str(broker_id), "--broker-id")
+        props = sourced.values
         # Refuse a bad config (listeners and their TLS files included) before touching the disk.
-        config = BrokerConfig.from_properties(props)
+        config = sourced.broker_config()
         listener_set = resolve_listeners(config.values, host=host, port=port,
                                          advertised_host=advertised_host, advertised_port=advertised_port)
         server_contexts(config, listener_set)
@@ -102,12 +117,14 @@ cli.add_command(users)
 @click.option("--host", default="127.0.0.1", show_default=True, help="address the brokers listen on")
 @click.option("--config", "configs", multiple=True, metavar="KEY=VALUE",
               help="a broker config for every broker (repeatable)")
+@click.option("--config-file", default=None, metavar="FILE",
+              help="a server.properties file for every broker (as serve's)")
 @click.option("--etcd/--no-etcd", "use_etcd", default=None,
               help="require etcd, or run every broker in this process without it "
                    "(default: etcd if installed)")
 @click.pass_context
 def cluster(ctx: click.Context, brokers: int, data_dir: str, base_port: int, host: str,
-            configs: tuple[str, ...], use_etcd: bool | None) -> None:
+            configs: tuple[str, ...], config_file: str | None, use_etcd: bool | None) -> None:
     """Run a local cluster (etcd + one process per broker) until Ctrl-C; or, with a
     subcommand, look at a running cluster (info, health)."""
     from ackly.cli.cluster import run_cluster
@@ -115,12 +132,18 @@ def cluster(ctx: click.Context, brokers: int, data_dir: str, base_port: int, hos
     if ctx.invoked_subcommand is not None:
         return
     log_level = ctx.parent.params.get("log_level", "WARNING") if ctx.parent else "WARNING"
+    log_format = ctx.parent.params.get("log_format", "text") if ctx.parent else "text"
     try:
-        parse_properties(configs)
+        sourced = _sourced(config_file, configs)
+        sourced.broker_config()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    # Every broker gets the merged values as --config (the environment, read again by each
+    # broker, then agrees with them).
+    merged = tuple(f"{key}={value}" for key, value in sourced.values.items())
     sys.exit(run_cluster(brokers=brokers, data_dir=data_dir, base_port=base_port, host=host,
-                         configs=configs, use_etcd=use_etcd, log_level=str(log_level)))
+                         configs=merged, use_etcd=use_etcd, log_level=str(log_level),
+                         log_format=str(log_format)))
 
 
 def _client_options(f: Callable[..., None]) -> Callable[..., None]:

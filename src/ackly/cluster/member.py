@@ -24,6 +24,7 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
 from collections import Counter
@@ -35,8 +36,10 @@ from ackly.cluster.acls import AclBinding
 from ackly.cluster.controller import (
     AlterPartitionDecision,
     AlterPartitionRequest,
+    ChangeReason,
     Cleanup,
     ControllerPolicy,
+    PartitionChange,
     alter_partition,
     controlled_shutdown_complete,
     controller_guard,
@@ -84,6 +87,27 @@ class MemberConfig:
         assert 0 < self.heartbeat_interval_ms < self.session_timeout_ms
 
 
+log = logging.getLogger("ackly.controller")
+
+
+def _log_change(controller_id: int, change: PartitionChange, revision: int) -> None:
+    """One line per partition state the controller wrote: an election (a new leader epoch)
+    or an ISR shrink; creations are not elections."""
+    if change.reason is ChangeReason.CREATE:
+        return
+    after = change.after
+    event = "isr_shrink" if change.reason is ChangeReason.ISR_SHRINK else "election"
+    log.info("controller %d: %s %s: leader %d in epoch %d, ISR %s (revision %d)", controller_id,
+             change.reason.value, change.tp, after.leader, after.leader_epoch, sorted(after.isr),
+             revision, extra={
+                 "event": event, "reason": change.reason.value, "topic": change.tp.topic,
+                 "partition": change.tp.partition, "leader": after.leader,
+                 "leader_epoch": after.leader_epoch, "partition_epoch": after.partition_epoch,
+                 "isr": sorted(after.isr), "controller": controller_id,
+                 "previous_leader": change.before.leader if change.before is not None else None,
+             })
+
+
 class _Kind(Enum):
     GRANT = "grant"
     KEEPALIVE = "keepalive"
@@ -123,6 +147,7 @@ class _PendingWrite:
     request_id: int
     sent_ms: int
     applied_revision: int = 0  # set when the store acknowledged; cleared once the view has it
+    change: PartitionChange | None = None  # what was written (None: a cleanup)
 
 
 class ClusterMember:
@@ -512,7 +537,8 @@ class ClusterMember:
                 command = decision.command(rid, self.keys, (guard,))
                 reason = decision.reason.value
             self._send(command, _Kind.CONTROLLER_WRITE, now_ms, key=key, reason=reason)
-            self._pending_writes[key] = _PendingWrite(rid, now_ms)
+            change = decision if isinstance(decision, PartitionChange) else None
+            self._pending_writes[key] = _PendingWrite(rid, now_ms, change=change)
         self._reconciled = (self.metadata.revision, len(self._pending_writes))
 
     def _on_result(self, result: CommandResult, now_ms: int) -> None:
@@ -560,6 +586,8 @@ class ClusterMember:
                     pending.applied_revision = result.revision
                     if request.reason is not None:
                         self.controller_changes[request.reason] += 1
+                    if pending.change is not None:
+                        _log_change(self.broker_id, pending.change, result.revision)
                 else:
                     pending.applied_revision = max((kv.mod_revision for kv in result.kvs), default=0)
                     if pending.applied_revision <= self.metadata.revision:

@@ -85,7 +85,7 @@ from ackly.protocol.record_codec import (
     decode_control_record,
     encode_batch,
 )
-from ackly.types import NO_PRODUCER_ID, WallClock, same_clock
+from ackly.types import NO_PRODUCER_ID, TopicPartition, WallClock, same_clock
 
 log = logging.getLogger("ackly.coordinator")
 
@@ -371,8 +371,11 @@ class CoordinatorRuntime(Generic[S]):
         self._shards[loading.index] = _Loaded(loading.index, loading.log, state)
         if self.on_load_time is not None:
             self.on_load_time(now_ms - loading.started_ms)
-        if loading.records:
-            log.info("coordinator shard %d loaded from %d records", loading.index, loading.records)
+        key = loading.log.key
+        where = {"topic": key.topic, "partition": key.partition} if isinstance(key, TopicPartition) else {}
+        log.info("coordinator shard %d loaded from %d records", loading.index, loading.records,
+                 extra={"event": "coordinator_loaded", "shard": loading.index, **where,
+                        "records": loading.records, "log_end_offset": loading.log.log_end_offset})
         return state
 
     def _load_slice(self, loading: _Loading[S], now_ms: int, max_records: int) -> bool:

@@ -25,7 +25,9 @@ class BrokerProcess:
                  configs: Mapping[str, str] | None = None, start_timeout_s: float = 20.0,
                  metadata: str | None = None, advertised_host: str | None = None,
                  advertised_port: int | None = None, log_level: str | None = None,
-                 faults: Sequence[str] = (), record_flushes: bool = False) -> None:
+                 faults: Sequence[str] = (), record_flushes: bool = False,
+                 config_file: str | None = None, env: Mapping[str, str] | None = None,
+                 log_format: str | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
         self.broker_id = broker_id
@@ -39,6 +41,9 @@ class BrokerProcess:
         # Record each log file's flushed length (testing/flushed_lengths.py), for drop_unflushed.
         self.record_flushes = record_flushes
         self.start_timeout_s = start_timeout_s
+        self.log_format = log_format  # text (the default) or json
+        self.config_file = config_file  # --config-file
+        self.env = dict(env or {})  # added to this process's environment (ACKLY_* configs)
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
         # Bound port of each listener (`listeners` config), from the start-up line.
@@ -70,6 +75,8 @@ class BrokerProcess:
             cmd.append("--")
         if self.log_level is not None:
             cmd += ["--log-level", self.log_level]
+        if self.log_format is not None:
+            cmd += ["--log-format", self.log_format]
         cmd += ["serve", "--host", "127.0.0.1",
                "--port", str(self.port), "--data-dir", self.data_dir,
                "--broker-id", str(self.broker_id)]
@@ -79,6 +86,8 @@ class BrokerProcess:
             cmd += ["--advertised-host", self.advertised_host]
         if self.advertised_port is not None:
             cmd += ["--advertised-port", str(self.advertised_port)]
+        if self.config_file is not None:
+            cmd += ["--config-file", self.config_file]
         for key, value in self.configs.items():
             cmd += ["--config", f"{key}={value}"]
         return cmd
@@ -87,7 +96,7 @@ class BrokerProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.proc = subprocess.Popen(
             self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
         )
         ready = threading.Event()
         listening = threading.Event()

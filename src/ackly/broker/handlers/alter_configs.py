@@ -14,8 +14,9 @@ does not stop another. `validate_only` plans and answers, and changes nothing. T
 overrides are written to the cluster metadata (broker/admin.py) and the answer goes once this
 broker's view shows them (at once on a single broker); every broker applies them from its view.
 
-BROKER resources are refused: ackly's broker configs are static (set with `--config` at
-start-up and read-only in DescribeConfigs); there is no dynamic broker config to alter.
+BROKER resources are refused: the few dynamic broker configs change with
+IncrementalAlterConfigs (whose per-key operations cannot wipe the others by omission, as this
+request's whole-set replacement would); the rest are read-only until a restart.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ API_KEY = 33
 MIN_VERSION = 0
 MAX_VERSION = 2
 
-BROKER_CONFIGS_ARE_STATIC = "broker configs are static; restart with --config"
+BROKER_CONFIGS_ARE_STATIC = ("AlterConfigs does not change broker configs; the dynamic ones "
+                             "change with IncrementalAlterConfigs, the others at a restart")
 
 
 @dataclass
@@ -120,7 +122,8 @@ def apply_changes(node: BrokerNode, ctx: RequestContext, changes: list[Change], 
                   then: Callable[[], None]) -> None:
     """Second phase: write the planned overrides through the cluster metadata; `then` runs once
     every change has its outcome (a failed write sets the change's error)."""
-    todo = [] if validate_only else [c for c in changes if c.error is None]
+    # A BROKER resource (IncrementalAlterConfigs) has no topic: it was applied when planned.
+    todo = [] if validate_only else [c for c in changes if c.error is None and c.topic is not None]
     countdown = Countdown(len(todo), then)
     for change in todo:
         assert change.topic is not None and change.overrides is not None

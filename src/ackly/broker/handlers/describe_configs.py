@@ -6,10 +6,11 @@ Mirrors Kafka's ConfigHelper.describeConfigs:
   static setting of its synonym (STATIC_BROKER_CONFIG, e.g. `log.retention.ms`), else
   Kafka's default (DEFAULT_CONFIG). With `include_synonyms` the whole chain is listed, the
   winning entry first, as Kafka lists it. An unknown topic is UNKNOWN_TOPIC_OR_PARTITION.
-- BROKER (resource type 4): the resource name must be this broker's id. Every broker config is
-  static here (set with `--config` at start-up), so every entry is read-only. An empty name
-  means the cluster-wide dynamic defaults in Kafka; ackly has no dynamic broker configs, so
-  that list is empty, as it is on a Kafka cluster where none were ever set.
+- BROKER (resource type 4): the resource name must be this broker's id. A config altered on
+  this broker (broker/dynamic_config.py) is DYNAMIC_BROKER_CONFIG, ahead of its static value;
+  only the dynamic keys are not read-only. An empty name means the cluster-wide dynamic
+  defaults in Kafka; ackly has none, so that list is empty, as it is on a Kafka cluster where
+  none were ever set.
 - Any other resource type (broker loggers, client metrics, groups) is INVALID_REQUEST.
 
 `configuration_keys` filters the list (null or empty: all); keys ackly does not know are left
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.cluster.topics import topic_name_problem
-from ackly.config import BROKER_CONFIGS, TOPIC_CONFIG_DEFS, ConfigDef, Kind, Source
+from ackly.config import BROKER_CONFIGS, DYNAMIC_BROKER_KEYS, TOPIC_CONFIG_DEFS, ConfigDef, Kind, Source
 from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.messages import build
 
@@ -120,8 +121,12 @@ def topic_entries(
         chain = []
         if d.name in config.overrides:
             chain.append(_synonym(d.name, d.render(config.get(d.name)), Source.TOPIC))
-        if d.broker_synonym in broker.explicit:
+        if d.broker_synonym in broker.dynamic:
             chain.append(_synonym(d.broker_synonym, d.render(broker.get(d.broker_synonym)),
+                                  Source.BROKER_DYNAMIC))
+        if d.broker_synonym in broker.explicit:
+            chain.append(_synonym(d.broker_synonym,
+                                  d.render(node.static_config.get(d.broker_synonym)),
                                   Source.BROKER_STATIC))
         chain.append(_synonym(d.broker_synonym, d.render(d.default), Source.DEFAULT))
         entries.append(_entry(d, d.render(config.get(d.name)), False, chain,
@@ -140,12 +145,15 @@ def broker_entries(
     entries = []
     for d in _wanted(keys, BROKER_CONFIGS.values()):
         chain = []
+        if d.name in broker.dynamic:
+            chain.append(_synonym(d.name, d.render(broker.get(d.name)), Source.BROKER_DYNAMIC))
         if d.name in broker.explicit:
-            chain.append(_synonym(d.name, d.render(broker.get(d.name)), Source.BROKER_STATIC))
+            chain.append(_synonym(d.name, d.render(node.static_config.get(d.name)),
+                                  Source.BROKER_STATIC))
         chain.append(_synonym(d.name, d.render(d.default), Source.DEFAULT))
         # Static configs cannot be changed without a restart: read-only, as Kafka marks them.
-        entries.append(_entry(d, d.render(broker.get(d.name)), True, chain,
-                              include_synonyms, include_documentation))
+        entries.append(_entry(d, d.render(broker.get(d.name)), d.name not in DYNAMIC_BROKER_KEYS,
+                              chain, include_synonyms, include_documentation))
     return entries
 
 

@@ -11,8 +11,13 @@ Mirrors Kafka's IncrementalAlterConfigs (KIP-339). Each entry names a key and an
 The whole resource is planned before anything changes: an unknown key, an unknown operation,
 a missing value, a key named twice or a result that is not a legal value refuses the resource
 with the key and the reason, and nothing of it is applied. Resources are independent;
-`validate_only` changes nothing. BROKER resources are refused exactly as in AlterConfigs:
-ackly's broker configs are static.
+`validate_only` changes nothing.
+
+A BROKER resource named by this broker's id changes its dynamic configs (SET and DELETE of
+the keys in config.DYNAMIC_BROKER_KEYS; broker/dynamic_config.py), applied and stored before
+the answer. Any other broker key is refused as Kafka refuses it (INVALID_REQUEST, "cannot be
+updated dynamically"); so is the empty name (cluster-wide defaults, which Kafka keeps in the
+cluster metadata and ackly does not have).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from ackly.broker.handlers.alter_configs import (
     refuse_duplicate_keys,
     target_topic,
 )
-from ackly.config import TOPIC_CONFIGS, Kind
+from ackly.broker.handlers.describe_configs import RESOURCE_BROKER, check_broker_name
+from ackly.config import BROKER_CONFIGS, DYNAMIC_BROKER_KEYS, TOPIC_CONFIGS, Kind
 from ackly.errors import ConfigError, ErrorCode, KafkaError
 from ackly.protocol.messages import build
 
@@ -89,6 +95,41 @@ def _apply_op(state: TopicState, overrides: dict[str, str], entry: Any) -> None:
     overrides[name] = ",".join(result)
 
 
+def _plan_broker(node: BrokerNode, resource: Any, validate_only: bool, now_ms: int) -> Change:
+    """Plan, and unless validate_only apply, a BROKER resource's dynamic config changes."""
+    change = Change(int(resource.resource_type), resource.resource_name)
+    try:
+        if resource.resource_name == "":
+            raise KafkaError(ErrorCode.invalid_request,
+                             "cluster-wide dynamic broker defaults are not supported; alter each "
+                             "broker by its id")
+        check_broker_name(node, resource.resource_name, allow_empty=False)
+        refuse_duplicate_keys(c.name for c in resource.configs)
+        changes: dict[str, str | None] = {}
+        for entry in resource.configs:
+            op = int(entry.config_operation)
+            if op not in (SET, DELETE):
+                raise KafkaError(ErrorCode.invalid_config, str(ConfigError(
+                    entry.name, f"{_OP_NAMES.get(op, op)} is not an operation on a broker config "
+                    "(SET or DELETE)")))
+            if op == SET and entry.value is None:
+                raise KafkaError(ErrorCode.invalid_request,
+                                 f"config {entry.name!r}: SET needs a value, got null")
+            changes[entry.name] = entry.value if op == SET else None
+        not_dynamic = sorted(k for k in changes if k in BROKER_CONFIGS and k not in DYNAMIC_BROKER_KEYS)
+        if not_dynamic:
+            # Kafka's DynamicBrokerConfig.validateConfigs: the same error and words.
+            raise KafkaError(ErrorCode.invalid_request,
+                             f"Cannot update these configs dynamically: {', '.join(not_dynamic)} "
+                             f"(dynamic: {', '.join(sorted(DYNAMIC_BROKER_KEYS))})")
+        node.alter_dynamic_config(changes, now_ms, validate_only=validate_only)
+    except ConfigError as exc:
+        change.error = KafkaError(ErrorCode.invalid_config, str(exc))
+    except KafkaError as exc:
+        change.error = exc
+    return change
+
+
 def _plan(node: BrokerNode, resource: Any, duplicates: set[tuple[int, str]]) -> Change:
     change = Change(int(resource.resource_type), resource.resource_name)
     try:
@@ -108,8 +149,14 @@ def _plan(node: BrokerNode, resource: Any, duplicates: set[tuple[int, str]]) -> 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     duplicates = duplicate_resources(request.resources)
-    changes = [denied_change(node, ctx, API_KEY, r) or _plan(node, r, duplicates)
-               for r in request.resources]
-    apply_changes(node, ctx, changes, bool(request.validate_only), lambda: ctx.respond(
+    validate_only = bool(request.validate_only)
+    changes = [
+        denied_change(node, ctx, API_KEY, r) or (
+            _plan_broker(node, r, validate_only, ctx.now_ms)
+            if int(r.resource_type) == RESOURCE_BROKER and (RESOURCE_BROKER, r.resource_name) not in duplicates
+            else _plan(node, r, duplicates))
+        for r in request.resources
+    ]
+    apply_changes(node, ctx, changes, validate_only, lambda: ctx.respond(
         build(API_KEY, ctx.api_version, {"throttle_time": 0, "responses": change_results(changes)})
     ))
