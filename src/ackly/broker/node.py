@@ -38,6 +38,7 @@ once `log_dir_failure` is set, no produce is answered with success again.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import uuid
 from collections.abc import Iterable
@@ -64,6 +65,7 @@ from ackly.coordinator.producer_ids import ProducerIdManager
 from ackly.errors import ConfigError, ErrorCode, KafkaError, StorageError
 from ackly.log.cleaner import CleanJob
 from ackly.log.disk import Disk
+from ackly.log.log_dir import CleanLogState, LogDirCheckpoints
 from ackly.log.partition_log import FlushJob
 from ackly.replication.partition import Partition
 from ackly.replication.purgatory import Purgatory
@@ -149,6 +151,11 @@ class BrokerNode:
         # docstring). The shell watches it after every input.
         self.log_dir_failure: StorageError | None = None
         disk.makedirs(data_dir)
+        # What the last clean stop recorded of every log (one set of files for the directory,
+        # as Kafka's LogManager keeps): logs opened with it skip recovery and read no
+        # checkpoint of their own. Its marker is gone from here on.
+        self.log_dir = LogDirCheckpoints(disk, data_dir)
+        self.log_dir.load()
         # In a cluster any broker answers InitProducerId, so each hands out ids from a range of
         # its own (2^44 ids per broker id); a single broker starts at 0 as it always has.
         self.producer_ids = ProducerIdManager(
@@ -535,11 +542,21 @@ class BrokerNode:
             log.error("broker %d: log directory offline; %d logs left for recovery at the next "
                       "start", self.broker_id, count)
             return
+        states: dict[str, CleanLogState] = {}
         for p in self.all_partitions():
             try:
-                p.log.close()
+                state = p.log.close_for_log_dir()
             except (OSError, KafkaError) as exc:
                 log.error("%s not closed cleanly (recovery will check it at start-up): %s", p.tp, exc)
+                continue
+            if state is not None:
+                states[os.path.basename(p.log.dir_path)] = state
+        try:
+            # Last: the marker vouches for the logs listed, each closed and synced above.
+            self.log_dir.write_clean_shutdown(states)
+        except (OSError, KafkaError) as exc:
+            log.error("clean-shutdown checkpoints not written (every log is recovered at the "
+                      "next start): %s", exc)
 
     # --- the cluster: inputs and outputs for the shell (broker/io.py) ----------------------
 

@@ -15,9 +15,12 @@ On-disk layout of `leader-epoch-checkpoint` (Kafka's text format, written atomic
 
 Invariants:
 - Epochs and start offsets strictly increase from entry to entry; both are >= 0.
-- The file on disk always equals the entries in memory after a mutating call returns (every
-  change is written durably before the call returns, so a crash never loses an entry whose
-  records may already be durable).
+- The file on disk always equals the entries in memory after a mutating call returns. With
+  `PendingSyncs` (a partition log's cache) it is durable only once they are synced, which
+  the log does in its next flush job, before the recovery point passes any record of a new
+  entry; recovery re-assigns the epochs of every batch it re-scans after the recovery point
+  (as Kafka's LogSegment.recover does), so a crash never leaves a durable record whose epoch
+  the cache lacks. Without `PendingSyncs` every change is durable on return.
 - The log keeps it aligned: entries at or above LEO are dropped on truncation and after
   recovery; the first entry never starts below the log start offset (truncate_from_start).
 
@@ -33,7 +36,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ackly.log.disk import Disk
+from ackly.log.disk import Disk, PendingSyncs
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +84,9 @@ def encode_checkpoint(entries: list[EpochEntry]) -> bytes:
 class LeaderEpochCache:
     """The (epoch, start offset) entries of one partition replica, kept durable."""
 
-    def __init__(self, disk: Disk, dir_path: str) -> None:
+    def __init__(self, disk: Disk, dir_path: str, syncs: PendingSyncs | None = None) -> None:
         self._disk = disk
+        self._syncs = syncs
         self.path = os.path.join(dir_path, LEADER_EPOCH_FILE)
         self._entries: list[EpochEntry] = []
 
@@ -156,7 +160,7 @@ class LeaderEpochCache:
             return requested_epoch, self._entries[0].start_offset
         return self._entries[higher - 1].epoch, self._entries[higher].start_offset
 
-    # --- changes (each durable on return) ----------------------------------------------------
+    # --- changes (written on return; durable as the module docstring says) ---------------------
 
     def assign(self, epoch: int, start_offset: int) -> None:
         """Record that epoch `epoch` starts at `start_offset` (a leader's new epoch, or the first
@@ -217,7 +221,11 @@ class LeaderEpochCache:
         return removed
 
     def _flush(self) -> None:
-        self._disk.write_atomic(self.path, encode_checkpoint(self._entries))
+        data = encode_checkpoint(self._entries)
+        if self._syncs is not None:
+            self._syncs.write_atomic(self.path, data)
+        else:
+            self._disk.write_atomic(self.path, data)
 
     def __repr__(self) -> str:
         return f"LeaderEpochCache({[(e.epoch, e.start_offset) for e in self._entries]})"

@@ -62,9 +62,10 @@ from ackly.log.checkpoint import (
     OffsetCheckpoint,
 )
 from ackly.log.clean_swap import recover_swaps
-from ackly.log.disk import TEMP_SUFFIX, Disk, DiskFile
+from ackly.log.disk import TEMP_SUFFIX, Disk, DiskFile, PendingSyncs, sync_all
 from ackly.log.index import INT32_MAX
 from ackly.log.leader_epoch import LeaderEpochCache, entries_from_batches
+from ackly.log.log_dir import CleanLogState
 from ackly.log.producer_state import (
     DEFAULT_PRODUCER_ID_EXPIRATION_MS,
     AppendOrigin,
@@ -128,22 +129,56 @@ EMPTY_READ = ReadResult((), 0)
 class FlushJob:
     """An fsync of everything appended before `begin_flush`, to run off the event loop.
 
-    `run` only fsyncs files, so it is safe in a worker thread while the event loop keeps
-    appending; hand the job back to `complete_flush` on the event loop afterwards.
+    `run` only fsyncs files and directories, so it is safe in a worker thread while the event
+    loop keeps appending; hand the job back to `complete_flush` on the event loop afterwards.
+    Besides the segments it syncs the files the log wrote without an fsync since the last job
+    (`sync_paths`: a roll's indexes and snapshot, leader epochs, checkpoints) and the
+    directories holding new entries (`sync_dirs`), so that nothing the recovery point will
+    vouch for rests on a file or a name a crash could still take.
     """
 
-    def __init__(self, files: tuple[DiskFile, ...], upto_offset: int, truncations: int) -> None:
+    def __init__(
+        self,
+        files: tuple[DiskFile, ...],
+        upto_offset: int,
+        truncations: int,
+        disk: Disk | None = None,
+        sync_paths: tuple[str, ...] = (),
+        sync_dirs: tuple[str, ...] = (),
+    ) -> None:
         self.files = files
         self.upto_offset = upto_offset
         self.truncations = truncations
+        self.disk = disk
+        self.sync_paths = sync_paths
+        self.sync_dirs = sync_dirs
 
-    def run(self) -> None:
-        """Every batch below `upto_offset` is durable on return."""
+    def run(self, sync_dirs: bool = True) -> None:
+        """Every batch below `upto_offset` is durable on return (its directory entries too,
+        unless `sync_dirs` is False: then the caller syncs `sync_dirs`; see `run_flush_round`)."""
+        # The files the log wrote about itself first (a new partition's topic id marker
+        # before any of its records), then the records, then the names.
+        if self.disk is not None:
+            sync_all(self.disk, self.sync_paths, ())
         for file in self.files:
             file.flush()
+        if self.disk is not None and sync_dirs:
+            sync_all(self.disk, (), self.sync_dirs)
 
     def __repr__(self) -> str:
         return f"FlushJob(upto_offset={self.upto_offset}, files={len(self.files)})"
+
+
+def run_flush_round(jobs: list[FlushJob]) -> None:
+    """Run a group flush: every job's files, then each directory once however many jobs name
+    it (a round that first flushes a thousand new partitions fsyncs the data directory once)."""
+    dirs: dict[Disk, set[str]] = {}
+    for job in jobs:
+        job.run(sync_dirs=False)
+        if job.disk is not None and job.sync_dirs:
+            dirs.setdefault(job.disk, set()).update(job.sync_dirs)
+    for disk, paths in dirs.items():
+        sync_all(disk, (), sorted(paths))
 
 
 @dataclass
@@ -183,8 +218,13 @@ class PartitionLog:
         self._high_watermark_file = OffsetCheckpoint(disk, dir_path, HIGH_WATERMARK_FILE)
         self._log_start_file = OffsetCheckpoint(disk, dir_path, LOG_START_OFFSET_FILE)
         self._clean_shutdown = CleanShutdownMarker(disk, dir_path)
-        self.producer_state = ProducerStateManager(disk, dir_path, producer_id_expiration_ms)
-        self.leader_epochs = LeaderEpochCache(disk, dir_path)
+        # Files written (and names made) without an fsync, synced by the next flush job: see
+        # FlushJob and `_sync_pending`. Nothing on the event loop waits for an fsync of them.
+        self.syncs = PendingSyncs(disk)
+        self.producer_state = ProducerStateManager(
+            disk, dir_path, producer_id_expiration_ms, syncs=self.syncs
+        )
+        self.leader_epochs = LeaderEpochCache(disk, dir_path, syncs=self.syncs)
 
     # ------------------------------------------------------------------ open and recovery
 
@@ -196,28 +236,48 @@ class PartitionLog:
         config: TopicConfig,
         now_ms: int,
         producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+        clean_state: CleanLogState | None = None,
     ) -> PartitionLog:
         """Create the partition directory, or load and recover what is in it (LogLoader).
 
-        On return every batch in the log is CRC-valid and durable (recovery_point = LEO), and
-        the producer state describes every batch below LEO.
+        `clean_state` is what the data directory's checkpoints (log_dir.py) say of this log
+        after a clean stop; without it the log's own clean-shutdown marker and checkpoints
+        decide. On return every batch in the log is CRC-valid and durable (recovery_point =
+        LEO), and the producer state describes every batch below LEO.
+
+        A new partition costs no fsync here: an empty log has nothing a crash could lose.
+        Its directory, its first segment's name and its files become durable with the first
+        flush that makes a record in it durable (FlushJob syncs them first), and until then
+        no record in it is acknowledged under flush.policy=always (docs/guarantees.md: acks
+        wait for the flush). Under interval/never an acknowledged record may be lost to a
+        power loss anyway until its flush; what a crash leaves here is an empty or missing
+        directory, which the next start re-creates empty, as it would a partition whose
+        unflushed records were lost.
         """
         self = cls(disk, dir_path, config, now_ms, producer_id_expiration_ms)
-        disk.makedirs(dir_path)
-        self._load(now_ms)
+        if not disk.exists(dir_path):
+            disk.makedirs(dir_path)
+            self.syncs.add_dir(os.path.dirname(dir_path))  # the new name in the data directory
+        self._load(now_ms, clean_state)
         return self
 
-    def _load(self, now_ms: int) -> None:
+    def _load(self, now_ms: int, clean_state: CleanLogState | None) -> None:
         disk, config = self.disk, self.config
         # A clean interrupted by a crash: finish its swap or drop it (see cleaner.py).
         recover_swaps(disk, self.dir_path)
-        clean = self._clean_shutdown.is_present()
-        if clean:
-            # Gone before anything changes: a crash from here on must not look clean.
-            self._clean_shutdown.remove()
-        recovery_point = self._recovery_point_file.read()
-        high_watermark = self._high_watermark_file.read()
-        log_start = self._log_start_file.read()
+        if clean_state is not None:
+            clean = True
+            recovery_point: int | None = clean_state.recovery_point
+            high_watermark: int | None = clean_state.high_watermark
+            log_start: int | None = clean_state.log_start_offset
+        else:
+            clean = self._clean_shutdown.is_present()
+            if clean:
+                # Gone before anything changes: a crash from here on must not look clean.
+                self._clean_shutdown.remove()
+            recovery_point = self._recovery_point_file.read()
+            high_watermark = self._high_watermark_file.read()
+            log_start = self._log_start_file.read()
 
         names = disk.listdir(self.dir_path)
         bases: set[int] = set()
@@ -237,12 +297,12 @@ class PartitionLog:
                 disk.remove(os.path.join(self.dir_path, name))  # index without its log
 
         segments = [
-            LogSegment.open_existing(disk, self.dir_path, base, config, now_ms)
+            LogSegment.open_existing(disk, self.dir_path, base, config, now_ms, self.syncs)
             for base in sorted(bases)
         ]
         if not segments:
             start = log_start or 0
-            segments = [LogSegment.create(disk, self.dir_path, start, config, now_ms)]
+            segments = [LogSegment.create(disk, self.dir_path, start, config, now_ms, self.syncs)]
         recovered = self._recover_segments(segments, None if clean else (recovery_point or 0))
 
         self._set_segments(segments)
@@ -254,7 +314,9 @@ class PartitionLog:
             logger.warning("%s: log start %d above recovered end %d", self.dir_path, start, leo)
             for segment in segments:
                 self._remove_segment_now(segment)
-            self._set_segments([LogSegment.create(disk, self.dir_path, start, config, now_ms)])
+            self._set_segments(
+                [LogSegment.create(disk, self.dir_path, start, config, now_ms, self.syncs)]
+            )
             recovered = []
             # No snapshot can describe the new, empty log (truncateFullyAndStartAt drops them).
             self.producer_state.scan_snapshots()
@@ -266,18 +328,23 @@ class PartitionLog:
             self._set_segments(self._segments[1:])
 
         # What recovery accepted may still sit only in the page cache (kill -9): make it
-        # durable, so the recovery point can honestly be the log end.
+        # durable, so the recovery point can honestly be the log end. (An empty segment holds
+        # nothing to make durable: a new partition costs no fsync.)
         for segment in recovered:
-            if segment in self._segments:
+            if segment in self._segments and segment.size:
                 segment.flush()
         leo = self.log_end_offset
         self._recovery_point = leo
         hw = high_watermark if high_watermark is not None else start
         self._high_watermark = min(max(hw, start), leo)
-        self._log_start_file.write(self._log_start_offset)
-        self._recovery_point_file.write(self._recovery_point)
-        self._high_watermark_file.write(self._high_watermark)
-        self._load_leader_epochs()
+        if clean_state is None:
+            # After a clean stop recorded by the data directory the log's own checkpoints are
+            # left as they are: never above the truth, and within the segment holding the
+            # recovery point, which is all a recovery after a later crash needs of them.
+            self._log_start_file.write(self._log_start_offset)
+            self._recovery_point_file.write(self._recovery_point)
+            self._high_watermark_file.write(self._high_watermark)
+        self._load_leader_epochs(recovered)
         # Aborted-transaction indexes: trusted below the recovery point (flushed with their
         # segments); the ones of re-scanned segments (or unreadable ones) are rebuilt by the
         # producer-state replay, which then starts at or below their first offset. A segment
@@ -293,10 +360,13 @@ class PartitionLog:
         for segment in self._segments:
             segment.txn_index.flush()
 
-    def _load_leader_epochs(self) -> None:
+    def _load_leader_epochs(self, recovered: list[LogSegment]) -> None:
         """Load the leader-epoch checkpoint and align it with the recovered log (Kafka's
         LogLoader does the same); rebuild it from the batches' partition leader epochs if it
-        is missing or garbled (a log written before it existed, or a torn disk)."""
+        is missing or garbled (a log written before it existed, or a torn disk). The epochs of
+        the re-scanned segments are assigned again (Kafka's LogSegment.recover does): the
+        checkpoint is synced only with the flush that makes their batches durable, so a crash
+        may have kept a batch whose epoch the file does not know yet."""
         cache = self.leader_epochs
         if not cache.load() and self.log_end_offset > self._log_start_offset:
             found = [
@@ -304,6 +374,15 @@ class PartitionLog:
                 for h in self._headers_from(self._log_start_offset)
             ]
             cache.replace(entries_from_batches(found))
+        elif recovered:
+            for segment in self._segments:
+                if segment in recovered:
+                    for epoch, base_offset in segment.recovered_epochs:
+                        if (
+                            base_offset >= self._log_start_offset
+                            and cache.epoch_for_offset(base_offset) != epoch
+                        ):
+                            cache.assign(epoch, base_offset)
         cache.truncate_from_end(self.log_end_offset)
         cache.truncate_from_start(self._log_start_offset)
 
@@ -494,6 +573,8 @@ class PartitionLog:
         self._schedule_deletion(old, durable=False)
         self.disk.sync_dir(self.dir_path)
         new = install()
+        for segment in new:
+            segment.syncs = self.syncs
         self._set_segments(sorted(rest + new, key=lambda s: s.base_offset))
         self.write_checkpoints()
 
@@ -693,7 +774,9 @@ class PartitionLog:
         self._set_segments([])
         self._schedule_deletion(doomed)
         self._set_segments(
-            [LogSegment.create(self.disk, self.dir_path, offset, self.config, self._clock_ms)]
+            [LogSegment.create(
+                self.disk, self.dir_path, offset, self.config, self._clock_ms, self.syncs
+            )]
         )
         self._log_start_offset = offset
         self._log_start_file.write(offset)
@@ -723,9 +806,11 @@ class PartitionLog:
         """Start a new active segment at LEO (no-op if the active one is empty).
 
         The old segment's indexes and a producer-state snapshot at the new base are written
-        durably; the old .log is not flushed here (the next flush covers it; a snapshot above
-        what a crash leaves is discarded by recovery). Raises KafkaError(KAFKA_STORAGE_ERROR)
-        with nothing changed if the disk refuses.
+        without an fsync, as is the new segment's name: the next flush job syncs them with
+        the old .log, before the recovery point can pass the old segment (recovery trusts
+        the indexes of the segments below it only; a snapshot above what a crash leaves, or a
+        torn one, is discarded by recovery). No fsync runs here. Raises
+        KafkaError(KAFKA_STORAGE_ERROR) with nothing changed if the disk refuses.
         """
         self._check_open()
         self._advance_clock(now_ms)
@@ -736,7 +821,9 @@ class PartitionLog:
         # the active segment's headers.
         self.producer_state.take_snapshot(self.log_end_offset)
         old.on_become_inactive()
-        new = LogSegment.create(self.disk, self.dir_path, self.log_end_offset, self.config, now_ms)
+        new = LogSegment.create(
+            self.disk, self.dir_path, self.log_end_offset, self.config, now_ms, self.syncs
+        )
         self._segments.append(new)
         self._bases.append(new.base_offset)
 
@@ -811,6 +898,8 @@ class PartitionLog:
         self._check_open()
         leo = self.log_end_offset
         if leo <= self._recovery_point:
+            # Files written since the last job wait for the next one (or close): they matter
+            # only once records after the recovery point are flushed.
             return None
         first = self._segment_index(self._recovery_point)
         files = tuple(s.file for s in self._segments[first:])
@@ -819,14 +908,17 @@ class PartitionLog:
         txn_files = tuple(
             f for f in (s.txn_index.file for s in self._segments[first:]) if f is not None
         )
-        return FlushJob(files + txn_files, leo, self._truncations)
+        paths, dirs = self.syncs.take()
+        return FlushJob(files + txn_files, leo, self._truncations, self.disk, paths, dirs)
 
     def complete_flush(self, job: FlushJob) -> None:
         """Record that `job` ran: recovery_point = max(recovery_point, job.upto_offset).
 
         The recovery-point checkpoint is rewritten only when the recovery point enters a new
         segment: recovery starts from the segment holding it, so a finer checkpoint would buy
-        nothing for its fsyncs.
+        nothing. It is written without an fsync (the next flush job syncs it): a crash before
+        that leaves the previous value, lower and so safe, at the cost of re-scanning one more
+        segment.
         """
         if self._closed or job.truncations != self._truncations:
             return  # a truncation since: it set (and flushed) the recovery point itself
@@ -836,7 +928,7 @@ class PartitionLog:
         crossed = self._segment_index(upto) != self._segment_index(self._recovery_point)
         self._recovery_point = upto
         if crossed:
-            self.write_checkpoints()
+            self.write_checkpoints(durable=False)
 
     def flush_now(self) -> None:
         """Flush synchronously: everything appended so far is durable on return."""
@@ -845,14 +937,28 @@ class PartitionLog:
             job.run()
             self.complete_flush(job)
 
-    def write_checkpoints(self) -> None:
-        """Durably write the recovery point, high watermark and log start offset (each only
-        if it changed). The server may call this periodically (Kafka does every
-        log.flush.offset.checkpoint.interval.ms); close does it too."""
+    def write_checkpoints(self, durable: bool = True) -> None:
+        """Write the recovery point, high watermark and log start offset (each only if it
+        changed): durable on return, or with `durable=False` once the next flush job (or
+        `sync_pending`) has synced them. The server may call this periodically (Kafka does
+        every log.flush.offset.checkpoint.interval.ms); close does it too."""
         self._check_open()
-        self._recovery_point_file.write(self._recovery_point)
-        self._high_watermark_file.write(self._high_watermark)
-        self._log_start_file.write(self._log_start_offset)
+        files = (
+            (self._recovery_point_file, self._recovery_point),
+            (self._high_watermark_file, self._high_watermark),
+            (self._log_start_file, self._log_start_offset),
+        )
+        for checkpoint, value in files:
+            if durable:
+                checkpoint.write(value)
+            else:
+                checkpoint.write_unsynced(value, self.syncs)
+
+    def sync_pending(self) -> None:
+        """fsync, here and now, every file written and name made without one so far."""
+        if self.syncs:
+            paths, dirs = self.syncs.take()
+            sync_all(self.disk, paths, dirs)
 
     # ------------------------------------------------------------------ timestamps
 
@@ -1050,7 +1156,9 @@ class PartitionLog:
             self._set_segments([])
             self._schedule_deletion(doomed)
             self._set_segments(
-                [LogSegment.create(self.disk, self.dir_path, offset, self.config, self._clock_ms)]
+                [LogSegment.create(
+                    self.disk, self.dir_path, offset, self.config, self._clock_ms, self.syncs
+                )]
             )
             # The log restarts empty: nothing is left to describe (truncateFullyAndStartAt).
             self.producer_state.delete_all_snapshots()
@@ -1084,24 +1192,44 @@ class PartitionLog:
     # ------------------------------------------------------------------ shutdown
 
     def close(self) -> None:
-        """Flush, write the indexes and checkpoints, then the clean-shutdown marker; close
-        every file. Everything appended is durable on return; the next open trusts it."""
+        """Close (see `close_for_log_dir`), then write this log's own checkpoints and its
+        clean-shutdown marker, durably: the next open without a data directory's state trusts
+        the log as it is."""
         if self._closed:
             return
+        state = self._close()
+        self._recovery_point_file.write(state.recovery_point)
+        self._high_watermark_file.write(state.high_watermark)
+        self._log_start_file.write(state.log_start_offset)
+        self._clean_shutdown.write()
+
+    def close_for_log_dir(self) -> CleanLogState | None:
+        """Flush, write the indexes and the producer snapshot, sync them all (each file and
+        the directory once), and close every file; None if already closed. Everything
+        appended is durable on return. Returns what the data directory's clean-shutdown
+        checkpoints must record of this log (log_dir.py) for the next open to trust it as it
+        is: the log writes no checkpoint or marker of its own (a broker with thousands of
+        partitions writes four files at a clean stop, not four per partition)."""
+        if self._closed:
+            return None
+        return self._close()
+
+    def _close(self) -> CleanLogState:
+        self._check_open()
         self.flush_now()
         # Flushed first: the snapshot at LEO then describes only durable batches.
         self.producer_state.take_snapshot(self.log_end_offset)
         for segment in self._segments:
             if segment.indexes_dirty:
                 segment.on_become_inactive()
-        self.write_checkpoints()
         for pending in self._pending_deletions:
             self._remove_pending(pending)
         self._pending_deletions = []
+        self.sync_pending()
         for segment in self._segments:
             segment.close()
-        self._clean_shutdown.write()
         self._closed = True
+        return CleanLogState(self._recovery_point, self._log_start_offset, self._high_watermark)
 
     def abandon(self) -> None:
         """The log directory failed: close every file, flushing and writing nothing (no

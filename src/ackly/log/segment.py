@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from ackly.config import TopicConfig
 from ackly.errors import ErrorCode, KafkaError, StorageError
-from ackly.log.disk import STORAGE_ERRNOS, Disk, DiskFile
+from ackly.log.disk import STORAGE_ERRNOS, Disk, DiskFile, PendingSyncs
 from ackly.log.index import (
     INT32_MAX,
     OFFSET_ENTRY_SIZE,
@@ -142,8 +142,13 @@ class LogSegment:
         file: DiskFile,
         config: TopicConfig,
         created_ms: int,
+        syncs: PendingSyncs | None = None,
     ) -> None:
         self.disk = disk
+        # With PendingSyncs (a partition log's segments) the index files are written without
+        # an fsync; the log syncs them in its next flush job, before its recovery point can
+        # pass this segment (recovery trusts the indexes of the segments below it only).
+        self.syncs = syncs
         self.dir_path = dir_path
         self.base_offset = base_offset
         self.file = file
@@ -161,30 +166,48 @@ class LogSegment:
         self._bytes_since_index_entry = 0
         self.indexes_dirty = True
         self._failed = False
+        # (epoch, base offset) of each batch `recover` accepted whose partition leader epoch
+        # differs from the batch before it: what the leader-epoch cache must know after it.
+        self.recovered_epochs: list[tuple[int, int]] = []
 
     # -- construction
 
     @classmethod
     def create(
-        cls, disk: Disk, dir_path: str, base_offset: int, config: TopicConfig, now_ms: int
+        cls,
+        disk: Disk,
+        dir_path: str,
+        base_offset: int,
+        config: TopicConfig,
+        now_ms: int,
+        syncs: PendingSyncs | None = None,
     ) -> LogSegment:
-        """A new, empty segment (its .log file is created; the indexes come at roll/close)."""
-        file = disk.open(os.path.join(dir_path, file_name(base_offset, LOG_SUFFIX)))
+        """A new, empty segment (its .log file is created; the indexes come at roll/close).
+        With PendingSyncs the new file's directory entry is durable once they are synced (the
+        flush that first makes data in it durable syncs them too)."""
+        path = os.path.join(dir_path, file_name(base_offset, LOG_SUFFIX))
+        file = disk.open(path) if syncs is None else syncs.create(path)
         if file.size():
             # A stale file under a name we are about to reuse (Kafka warns and deletes it too).
             logger.warning("segment %s exists when rolling; emptying it", file.path)
             file.truncate(0)
-        segment = cls(disk, dir_path, base_offset, file, config, now_ms)
+        segment = cls(disk, dir_path, base_offset, file, config, now_ms, syncs)
         segment.txn_index.reset()  # likewise a stale aborted-transaction index
         return segment
 
     @classmethod
     def open_existing(
-        cls, disk: Disk, dir_path: str, base_offset: int, config: TopicConfig, now_ms: int
+        cls,
+        disk: Disk,
+        dir_path: str,
+        base_offset: int,
+        config: TopicConfig,
+        now_ms: int,
+        syncs: PendingSyncs | None = None,
     ) -> LogSegment:
         """Open a segment found on disk; its state is set by `load_indexes` or `recover`."""
         file = disk.open(os.path.join(dir_path, file_name(base_offset, LOG_SUFFIX)))
-        return cls(disk, dir_path, base_offset, file, config, now_ms)
+        return cls(disk, dir_path, base_offset, file, config, now_ms, syncs)
 
     def path(self, suffix: str) -> str:
         return os.path.join(self.dir_path, file_name(self.base_offset, suffix))
@@ -399,6 +422,7 @@ class LogSegment:
         window = _Window(self.file, size, _RECOVERY_CHUNK_BYTES)
         position = 0
         next_offset = self.base_offset
+        epochs = self.recovered_epochs = []
         while position < size:
             view = window.get(position, HEADER_SIZE)
             if view is None:
@@ -414,6 +438,9 @@ class LogSegment:
             if batch is None or crc_of(batch, 0, header.size) != header.crc:
                 break
             self._index_batch(position, header.base_offset, header.size, header.max_timestamp)
+            epoch = header.partition_leader_epoch
+            if epoch >= 0 and (not epochs or epochs[-1][0] != epoch):
+                epochs.append((epoch, header.base_offset))
             next_offset = header.next_offset
             position += header.size
         self.next_offset = next_offset
@@ -467,7 +494,7 @@ class LogSegment:
 
     def on_become_inactive(self) -> None:
         """The segment stops taking appends (roll): record its largest timestamp in the time
-        index even if full, then write both indexes. Durable on return."""
+        index even if full, then write both indexes (see `write_indexes`)."""
         if self.max_timestamp != NO_TIMESTAMP:
             self.time_index.maybe_append(
                 self.max_timestamp, self.offset_of_max_timestamp, skip_full_check=True
@@ -475,9 +502,14 @@ class LogSegment:
         self.write_indexes()
 
     def write_indexes(self) -> None:
-        """Write both index files whole (atomically). Durable on return."""
-        self.disk.write_atomic(self.path(INDEX_SUFFIX), self.offset_index.to_bytes())
-        self.disk.write_atomic(self.path(TIME_INDEX_SUFFIX), self.time_index.to_bytes())
+        """Write both index files whole (atomically). Durable on return, or with PendingSyncs
+        once they are synced."""
+        for suffix, data in ((INDEX_SUFFIX, self.offset_index.to_bytes()),
+                             (TIME_INDEX_SUFFIX, self.time_index.to_bytes())):
+            if self.syncs is not None:
+                self.syncs.write_atomic(self.path(suffix), data)
+            else:
+                self.disk.write_atomic(self.path(suffix), data)
         self.indexes_dirty = False
 
     def flush(self) -> None:

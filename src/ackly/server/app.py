@@ -29,7 +29,7 @@ from ackly.config import BrokerConfig
 from ackly.errors import ConfigError, StorageError
 from ackly.log.cleaner import CleanJob
 from ackly.log.disk import RealDisk
-from ackly.log.partition_log import FlushJob
+from ackly.log.partition_log import FlushJob, run_flush_round
 from ackly.protocol.frames import new_scratch
 from ackly.server.cleaner_worker import CleanerWorker
 from ackly.server.cluster_io import ClusterIO
@@ -54,8 +54,7 @@ def wall_clock_ms() -> int:
 
 
 def _run_flush_jobs(jobs: list[tuple[TopicPartition, FlushJob]]) -> None:
-    for _, job in jobs:
-        job.run()
+    run_flush_round([job for _, job in jobs])
 
 
 class NotJoinedError(RuntimeError):

@@ -208,6 +208,9 @@ class FullDisk:
     def open(self, path: str) -> DiskFile:
         return FullDiskFile(self, self.inner.open(path))
 
+    def create(self, path: str) -> DiskFile:
+        return FullDiskFile(self, self.inner.create(path))
+
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
 
