@@ -464,12 +464,17 @@ class PartitionLog:
             segment = segments[i]
             is_last = i == len(segments) - 1
             next_base = None if is_last else segments[i + 1].base_offset
-            must_recover = i >= first_to_recover or not segment.load_indexes(next_base)
+            must_recover = i >= first_to_recover
             if not must_recover:
                 if next_base is None:
-                    must_recover = not segment.load_active_tail()
+                    must_recover = not (
+                        segment.load_indexes(next_base) and segment.load_active_tail()
+                    )
                 else:
-                    segment.load_inactive(next_base)
+                    # Trusted as it is; its index files are read at the first lookup (a
+                    # start-up reads none but the active segments': its time depends on the
+                    # number of partitions, not on the bytes stored).
+                    segment.load_lazily(next_base)
             if must_recover:
                 cut = segment.recover()
                 recovered.append(segment)
@@ -908,6 +913,7 @@ class PartitionLog:
         txn_files = tuple(
             f for f in (s.txn_index.file for s in self._segments[first:]) if f is not None
         )
+        self.leader_epochs.write_pending()
         paths, dirs = self.syncs.take()
         return FlushJob(files + txn_files, leo, self._truncations, self.disk, paths, dirs)
 
@@ -956,6 +962,7 @@ class PartitionLog:
 
     def sync_pending(self) -> None:
         """fsync, here and now, every file written and name made without one so far."""
+        self.leader_epochs.write_pending()
         if self.syncs:
             paths, dirs = self.syncs.take()
             sync_all(self.disk, paths, dirs)

@@ -152,8 +152,11 @@ class LogSegment:
         self.dir_path = dir_path
         self.base_offset = base_offset
         self.file = file
-        self.offset_index = OffsetIndex(base_offset, offset_index_entries(config))
-        self.time_index = TimeIndex(base_offset, time_index_entries(config))
+        self._offset_index = OffsetIndex(base_offset, offset_index_entries(config))
+        self._time_index = TimeIndex(base_offset, time_index_entries(config))
+        # Set for an inactive segment whose index files are read only when first needed (its
+        # next offset; Kafka's LazyIndex): a clean start-up reads no index of them at all.
+        self._lazy_next_offset: int | None = None
         self.txn_index = TransactionIndex(disk, dir_path, base_offset)
         self.index_interval_bytes = config.index_interval_bytes
         # Age for segment.ms rolls. Kafka prefers the first batch's timestamp; producer clocks
@@ -161,8 +164,8 @@ class LogSegment:
         # (or loaded: like Kafka's LogSegment.created, the age restarts with the process).
         self.created_ms = created_ms
         self.next_offset = base_offset
-        self.max_timestamp = NO_TIMESTAMP
-        self.offset_of_max_timestamp = base_offset
+        self._max_timestamp = NO_TIMESTAMP
+        self._offset_of_max_timestamp = base_offset
         self._bytes_since_index_entry = 0
         self.indexes_dirty = True
         self._failed = False
@@ -216,9 +219,78 @@ class LogSegment:
     def size(self) -> int:
         return self.file.size()
 
+    # -- the indexes and the largest timestamp, loaded on first use for a lazy segment
+
+    @property
+    def offset_index(self) -> OffsetIndex:
+        if self._lazy_next_offset is not None:
+            self._load_lazy()
+        return self._offset_index
+
+    @offset_index.setter
+    def offset_index(self, index: OffsetIndex) -> None:
+        self._offset_index = index
+
+    @property
+    def time_index(self) -> TimeIndex:
+        if self._lazy_next_offset is not None:
+            self._load_lazy()
+        return self._time_index
+
+    @time_index.setter
+    def time_index(self, index: TimeIndex) -> None:
+        self._time_index = index
+
+    @property
+    def max_timestamp(self) -> int:
+        if self._lazy_next_offset is not None:
+            self._load_lazy()
+        return self._max_timestamp
+
+    @max_timestamp.setter
+    def max_timestamp(self, timestamp: int) -> None:
+        self._max_timestamp = timestamp
+
+    @property
+    def offset_of_max_timestamp(self) -> int:
+        if self._lazy_next_offset is not None:
+            self._load_lazy()
+        return self._offset_of_max_timestamp
+
+    @offset_of_max_timestamp.setter
+    def offset_of_max_timestamp(self, offset: int) -> None:
+        self._offset_of_max_timestamp = offset
+
+    def load_lazily(self, next_offset: int) -> None:
+        """A trusted inactive segment (below the recovery point, or after a clean stop): it
+        ends where the next one begins, and its index files are read at the first lookup
+        (Kafka's LazyIndex), so start-up time does not grow with the bytes stored."""
+        self.next_offset = next_offset
+        self.indexes_dirty = False
+        self._lazy_next_offset = next_offset
+
+    def _load_lazy(self) -> None:
+        next_offset = self._lazy_next_offset
+        assert next_offset is not None
+        self._lazy_next_offset = None
+        if self.load_indexes(next_offset):
+            self.load_inactive(next_offset)
+            return
+        # Missing or failing its sanity check: rebuilt from the batch headers (the data is
+        # trusted: it lies below the recovery point), and written again at the next roll or
+        # clean close.
+        self._offset_index.clear()
+        self._time_index.clear()
+        self._max_timestamp, self._offset_of_max_timestamp = NO_TIMESTAMP, self.base_offset
+        self._bytes_since_index_entry = 0
+        for position, header in self.iter_headers(0):
+            self._index_batch(position, header.base_offset, header.size, header.max_timestamp)
+        self.next_offset = next_offset
+        self.indexes_dirty = True
+
     def update_config(self, config: TopicConfig) -> None:
-        self.offset_index.max_entries = offset_index_entries(config)
-        self.time_index.max_entries = time_index_entries(config)
+        self._offset_index.max_entries = offset_index_entries(config)
+        self._time_index.max_entries = time_index_entries(config)
         self.index_interval_bytes = config.index_interval_bytes
 
     # -- append
@@ -230,6 +302,8 @@ class LogSegment:
         error nothing is written and nothing changes (KafkaError(KAFKA_STORAGE_ERROR)).
         """
         assert batches and batches[0].base_offset >= self.next_offset, self.next_offset
+        if self._lazy_next_offset is not None:
+            self._load_lazy()
         if self._failed:
             raise StorageError("append to", self.file.path, None, "the segment is offline")
         before = self.file.size()
@@ -258,14 +332,15 @@ class LogSegment:
     def _index_batch(self, position: int, base_offset: int, size: int, max_timestamp: int) -> None:
         # Same order as LogSegment.append in Kafka: the largest timestamp first, then (every
         # index interval) an offset entry and a time entry carrying the largest timestamp.
-        if max_timestamp > self.max_timestamp:
-            self.max_timestamp = max_timestamp
-            self.offset_of_max_timestamp = base_offset
+        # The fields, not the properties: appends and rebuilds run on loaded indexes.
+        if max_timestamp > self._max_timestamp:
+            self._max_timestamp = max_timestamp
+            self._offset_of_max_timestamp = base_offset
         if self._bytes_since_index_entry > self.index_interval_bytes:
-            if not self.offset_index.is_full():
-                self.offset_index.append(base_offset, position)
-            if self.max_timestamp != NO_TIMESTAMP:
-                self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+            if not self._offset_index.is_full():
+                self._offset_index.append(base_offset, position)
+            if self._max_timestamp != NO_TIMESTAMP:
+                self._time_index.maybe_append(self._max_timestamp, self._offset_of_max_timestamp)
             self._bytes_since_index_entry = 0
             self.indexes_dirty = True
         self._bytes_since_index_entry += size
@@ -348,10 +423,10 @@ class LogSegment:
             return False
         try:
             offset_index = OffsetIndex.from_bytes(
-                self.base_offset, offset_data, self.offset_index.max_entries, self.size
+                self.base_offset, offset_data, self._offset_index.max_entries, self.size
             )
             time_index = TimeIndex.from_bytes(
-                self.base_offset, time_data, self.time_index.max_entries, next_offset_bound
+                self.base_offset, time_data, self._time_index.max_entries, next_offset_bound
             )
         except CorruptIndexError as exc:
             logger.warning("rebuilding the indexes of %s: %s", self.file.path, exc)
