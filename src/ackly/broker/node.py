@@ -66,7 +66,7 @@ from ackly.errors import ConfigError, ErrorCode, KafkaError, StorageError
 from ackly.log.cleaner import CleanJob
 from ackly.log.disk import Disk
 from ackly.log.log_dir import CleanLogState, LogDirCheckpoints
-from ackly.log.partition_log import FlushJob
+from ackly.log.partition_log import FlushJob, MapFn, run_flush_round
 from ackly.replication.partition import Partition
 from ackly.replication.purgatory import Purgatory
 from ackly.types import TopicPartition
@@ -525,14 +525,19 @@ class BrokerNode:
                 candidates.append(deadline)
         return min(candidates)
 
-    def close(self) -> None:
-        """Clean shutdown: flush and close every log (writes the clean-shutdown markers).
+    def close(self, map_fn: MapFn | None = None) -> None:
+        """Clean shutdown: flush and close every log, then write the data directory's
+        clean-shutdown checkpoints and marker (log_dir.py). Every log's closing job (its
+        unflushed records, indexes, producer snapshot, directory) runs in one round,
+        through `map_fn` if given (the shell's thread pool: concurrent fsyncs), and the
+        marker is written only after all of them succeeded.
 
-        A log that cannot be closed cleanly (a full or failing disk) is logged and left for
+        A log that cannot begin its close (a full or failing disk) is logged and left for
         recovery at the next start, which checks it from its recovery point; the others still
-        close. With the log directory offline nothing is flushed or written: every log is left
-        for recovery, its files closed (no clean-shutdown marker can make the next start trust
-        what the failed fsync may have lost).
+        close. A failed round leaves every log for recovery. With the log directory offline
+        nothing is flushed or written: every log is left for recovery, its files closed (no
+        clean-shutdown marker can make the next start trust what the failed fsync may have
+        lost).
         """
         if self.log_dir_failure is not None:
             count = 0
@@ -542,15 +547,26 @@ class BrokerNode:
             log.error("broker %d: log directory offline; %d logs left for recovery at the next "
                       "start", self.broker_id, count)
             return
-        states: dict[str, CleanLogState] = {}
+        closing: list[tuple[Partition, FlushJob]] = []
         for p in self.all_partitions():
+            if p.log.is_closed:
+                continue
             try:
-                state = p.log.close_for_log_dir()
+                closing.append((p, p.log.begin_close()))
             except (OSError, KafkaError) as exc:
                 log.error("%s not closed cleanly (recovery will check it at start-up): %s", p.tp, exc)
-                continue
-            if state is not None:
-                states[os.path.basename(p.log.dir_path)] = state
+                p.log.abandon()
+        try:
+            run_flush_round([job for _, job in closing], *([map_fn] if map_fn else []))
+        except (OSError, KafkaError) as exc:
+            log.error("broker %d: closing the logs failed (every log is recovered at the next "
+                      "start): %s", self.broker_id, exc)
+            for p, _ in closing:
+                p.log.abandon()
+            return
+        states: dict[str, CleanLogState] = {}
+        for p, _ in closing:
+            states[os.path.basename(p.log.dir_path)] = p.log.finish_close()
         try:
             # Last: the marker vouches for the logs listed, each closed and synced above.
             self.log_dir.write_clean_shutdown(states)

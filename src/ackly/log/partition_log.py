@@ -49,8 +49,9 @@ from __future__ import annotations
 import logging
 import os
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ackly.config import TopicConfig
 from ackly.errors import ErrorCode, KafkaError
@@ -126,6 +127,13 @@ class ReadResult:
 EMPTY_READ = ReadResult((), 0)
 
 
+MapFn = Callable[[Callable[[Any], None], Iterable[Any]], Iterable[None]]
+
+
+def _serial_map(fn: Callable[[Any], None], items: Iterable[Any]) -> Iterable[None]:
+    return map(fn, items)
+
+
 class FlushJob:
     """An fsync of everything appended before `begin_flush`, to run off the event loop.
 
@@ -169,16 +177,26 @@ class FlushJob:
         return f"FlushJob(upto_offset={self.upto_offset}, files={len(self.files)})"
 
 
-def run_flush_round(jobs: list[FlushJob]) -> None:
+def run_flush_round(jobs: list[FlushJob], map_fn: MapFn = _serial_map) -> None:
     """Run a group flush: every job's files, then each directory once however many jobs name
-    it (a round that first flushes a thousand new partitions fsyncs the data directory once)."""
-    dirs: dict[Disk, set[str]] = {}
+    it (a round that first flushes a thousand new partitions fsyncs the data directory once).
+    `map_fn` runs the jobs, then the directories: the shell passes a thread pool's `map`, so
+    that many fsyncs of different files wait on the disk together (a file system commits
+    concurrent fsyncs in one journal transaction) instead of one after the other."""
+    list(map_fn(_run_without_dirs, jobs))
+    dirs: set[tuple[Disk, str]] = set()
     for job in jobs:
-        job.run(sync_dirs=False)
-        if job.disk is not None and job.sync_dirs:
-            dirs.setdefault(job.disk, set()).update(job.sync_dirs)
-    for disk, paths in dirs.items():
-        sync_all(disk, (), sorted(paths))
+        if job.disk is not None:
+            dirs.update((job.disk, path) for path in job.sync_dirs)
+    list(map_fn(_sync_dir, sorted(dirs, key=lambda d: d[1])))
+
+
+def _run_without_dirs(job: FlushJob) -> None:
+    job.run(sync_dirs=False)
+
+
+def _sync_dir(entry: tuple[Disk, str]) -> None:
+    entry[0].sync_dir(entry[1])
 
 
 @dataclass
@@ -214,6 +232,7 @@ class PartitionLog:
         self._pending_deletions: list[_PendingDeletion] = []
         self._clock_ms = now_ms  # latest now_ms seen: deadlines of deletions without a now_ms
         self._closed = False
+        self._closing_flush: FlushJob | None = None  # between begin_close and finish_close
         self._recovery_point_file = OffsetCheckpoint(disk, dir_path, RECOVERY_POINT_FILE)
         self._high_watermark_file = OffsetCheckpoint(disk, dir_path, HIGH_WATERMARK_FILE)
         self._log_start_file = OffsetCheckpoint(disk, dir_path, LOG_START_OFFSET_FILE)
@@ -1199,7 +1218,7 @@ class PartitionLog:
     # ------------------------------------------------------------------ shutdown
 
     def close(self) -> None:
-        """Close (see `close_for_log_dir`), then write this log's own checkpoints and its
+        """Close (`begin_close`, its job, `finish_close`), then write this log's own checkpoints and its
         clean-shutdown marker, durably: the next open without a data directory's state trusts
         the log as it is."""
         if self._closed:
@@ -1210,21 +1229,15 @@ class PartitionLog:
         self._log_start_file.write(state.log_start_offset)
         self._clean_shutdown.write()
 
-    def close_for_log_dir(self) -> CleanLogState | None:
-        """Flush, write the indexes and the producer snapshot, sync them all (each file and
-        the directory once), and close every file; None if already closed. Everything
-        appended is durable on return. Returns what the data directory's clean-shutdown
-        checkpoints must record of this log (log_dir.py) for the next open to trust it as it
-        is: the log writes no checkpoint or marker of its own (a broker with thousands of
-        partitions writes four files at a clean stop, not four per partition)."""
-        if self._closed:
-            return None
-        return self._close()
-
-    def _close(self) -> CleanLogState:
+    def begin_close(self) -> FlushJob:
+        """The first half of a clean close: write the indexes and the producer snapshot, and
+        return the one job that makes them and everything else durable (the records not yet
+        flushed, every file written without an fsync, the directory). Run it, on any thread,
+        then `finish_close`; until then the log takes no other call. A broker closing
+        thousands of logs runs their jobs together (run_flush_round), not one by one."""
         self._check_open()
-        self.flush_now()
-        # Flushed first: the snapshot at LEO then describes only durable batches.
+        flush = self.begin_flush()
+        self._closing_flush = flush
         self.producer_state.take_snapshot(self.log_end_offset)
         for segment in self._segments:
             if segment.indexes_dirty:
@@ -1232,11 +1245,33 @@ class PartitionLog:
         for pending in self._pending_deletions:
             self._remove_pending(pending)
         self._pending_deletions = []
-        self.sync_pending()
+        self.leader_epochs.write_pending()
+        paths, dirs = self.syncs.take()
+        if flush is None:
+            return FlushJob((), self.log_end_offset, self._truncations, self.disk, paths, dirs)
+        return FlushJob(
+            flush.files, flush.upto_offset, flush.truncations, self.disk,
+            tuple(sorted({*flush.sync_paths, *paths})), tuple(sorted({*flush.sync_dirs, *dirs})),
+        )
+
+    def finish_close(self) -> CleanLogState:
+        """The second half of a clean close, once the job of `begin_close` ran without an
+        error: close every file. Returns what the data directory's clean-shutdown checkpoints
+        must record of this log (log_dir.py) for the next open to trust it as it is; the log
+        writes no checkpoint or marker of its own (a broker with thousands of partitions
+        writes four files at a clean stop, not four per partition)."""
+        flush, self._closing_flush = self._closing_flush, None
+        if flush is not None and flush.truncations == self._truncations:
+            self._recovery_point = max(self._recovery_point, flush.upto_offset)
         for segment in self._segments:
             segment.close()
         self._closed = True
         return CleanLogState(self._recovery_point, self._log_start_offset, self._high_watermark)
+
+    def _close(self) -> CleanLogState:
+        job = self.begin_close()
+        job.run()
+        return self.finish_close()
 
     def abandon(self) -> None:
         """The log directory failed: close every file, flushing and writing nothing (no

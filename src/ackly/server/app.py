@@ -53,8 +53,10 @@ def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _run_flush_jobs(jobs: list[tuple[TopicPartition, FlushJob]]) -> None:
-    run_flush_round([job for _, job in jobs])
+# fsyncs of different files issued together: the file system commits them in one journal
+# transaction, so a round that flushes thousands of partitions (their first flush, or a clean
+# stop) waits for a few commits, not for one per file.
+SYNC_THREADS = 8
 
 
 class NotJoinedError(RuntimeError):
@@ -98,6 +100,9 @@ class BrokerServer:
         self.node: BrokerNode = None  # type: ignore[assignment]  # set by start()
         self._server: asyncio.base_events.Server | None = None
         self._flusher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-flush")
+        self._syncers = concurrent.futures.ThreadPoolExecutor(
+            SYNC_THREADS, thread_name_prefix="ackly-sync"
+        )
         self._flush_future: concurrent.futures.Future[None] | None = None
         self._cleaner: CleanerWorker | None = None
         self._stopping = False
@@ -194,8 +199,9 @@ class BrokerServer:
             self._timer.cancel()
         if self.cluster is not None:
             await self.cluster.close()
-        self.node.close()
+        self.node.close(self._syncers.map)
         self._flusher.shutdown(wait=True)
+        self._syncers.shutdown(wait=True)
         raise NotJoinedError(
             f"broker {self.config.broker_id} did not join the cluster within "
             f"{timeout_ms} ms (initial.broker.registration.timeout.ms): {why}"
@@ -377,7 +383,9 @@ class BrokerServer:
         if not jobs:
             return
         loop = asyncio.get_running_loop()
-        future = self._flusher.submit(_run_flush_jobs, jobs)
+        future = self._flusher.submit(
+            run_flush_round, [job for _, job in jobs], self._syncers.map
+        )
         self._flush_future = future
         future.add_done_callback(
             lambda f: loop.call_soon_threadsafe(self._on_flushed, jobs, f)
@@ -442,8 +450,9 @@ class BrokerServer:
         if self._timer is not None:
             self._timer.cancel()
         if self.node is not None:
-            self.node.close()
+            self.node.close(self._syncers.map)
         self._flusher.shutdown(wait=True)
+        self._syncers.shutdown(wait=True)
 
 
 def _resolve_overrides(overrides: Mapping[str, int]) -> dict[str, int]:
