@@ -1,8 +1,9 @@
 """Small state files of one partition directory: offset checkpoints and the clean-shutdown marker.
 
 Owns: reading and writing `recovery-point`, `high-watermark` and `log-start-offset` (the idea of
-Kafka's OffsetCheckpointFile, one value per file instead of one file per log directory), and
-the `clean-shutdown` marker (Kafka's `.kafka_cleanshutdown`, per partition here).
+Kafka's OffsetCheckpointFile, one value per file), and the `clean-shutdown` marker of a log
+closed alone. A broker's clean stop records every log in the data directory's files instead
+(log_dir.py); these per-log files are what a start after a crash reads.
 
 On-disk layout of an offset checkpoint (ASCII, as Kafka's checkpoint files are):
     0\\n            version
