@@ -376,6 +376,10 @@ class BrokerNode:
             self._flush_interval_due_ms[p.tp] = now_ms + p.config.flush_interval_ms
         self.purgatory.check(p.tp, now_ms)
 
+    def schedule_flush(self, tp: TopicPartition) -> None:
+        """Flush tp in the next round whatever its flush.policy (a recovered tail)."""
+        self._dirty.add(tp)
+
     def take_flush_jobs(self) -> list[tuple[TopicPartition, FlushJob]]:
         """Everything waiting for a flush now; the shell runs the jobs off the loop."""
         jobs: list[tuple[TopicPartition, FlushJob]] = []

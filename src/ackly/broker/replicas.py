@@ -145,6 +145,8 @@ class ReplicaManager:
         self.partitions[tp] = p
         self.topic_ids[tp] = topic_id
         self.node.host_partition(p)
+        if plog.needs_flush:
+            self.node.schedule_flush(tp)  # what recovery accepted, made durable off the loop
         return p
 
     def stop(self, tp: TopicPartition, now_ms: int, *, delete: bool = True) -> None:

@@ -346,23 +346,25 @@ class PartitionLog:
             self._remove_segment_now(self._segments[0])
             self._set_segments(self._segments[1:])
 
-        # What recovery accepted may still sit only in the page cache (kill -9): make it
-        # durable, so the recovery point can honestly be the log end. (An empty segment holds
-        # nothing to make durable: a new partition costs no fsync.)
-        for segment in recovered:
-            if segment in self._segments and segment.size:
-                segment.flush()
         leo = self.log_end_offset
-        self._recovery_point = leo
+        if clean:
+            self._recovery_point = leo
+        else:
+            # What recovery accepted after the recovery point may sit only in the page cache
+            # (kill -9): it stays above the recovery point, as a fresh append would, and the
+            # first flush round makes it durable in the flusher thread (the broker schedules
+            # it; `needs_flush`), so a start-up after a crash costs no fsync per partition.
+            # Under flush.policy=always HW does not pass it until then.
+            self._recovery_point = max(min(recovery_point or 0, leo), start)
         hw = high_watermark if high_watermark is not None else start
         self._high_watermark = min(max(hw, start), leo)
         if clean_state is None:
             # After a clean stop recorded by the data directory the log's own checkpoints are
             # left as they are: never above the truth, and within the segment holding the
-            # recovery point, which is all a recovery after a later crash needs of them.
-            self._log_start_file.write(self._log_start_offset)
-            self._recovery_point_file.write(self._recovery_point)
-            self._high_watermark_file.write(self._high_watermark)
+            # recovery point, which is all a recovery after a later crash needs of them. After
+            # a crash, what changed is conservative when lost (a lower HW, a log start below
+            # segments that are gone): written without an fsync.
+            self.write_checkpoints(durable=False)
         self._load_leader_epochs(recovered)
         # Aborted-transaction indexes: trusted below the recovery point (flushed with their
         # segments); the ones of re-scanned segments (or unreadable ones) are rebuilt by the
@@ -606,6 +608,12 @@ class PartitionLog:
     def recovery_point(self) -> int:
         """Every batch below this offset is durable."""
         return self._recovery_point
+
+    @property
+    def needs_flush(self) -> bool:
+        """Batches above the recovery point wait for a flush (appends, or what recovery
+        accepted after a crash)."""
+        return self.log_end_offset > self._recovery_point
 
     @property
     def segments(self) -> tuple[LogSegment, ...]:
