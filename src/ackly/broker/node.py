@@ -77,6 +77,10 @@ log = logging.getLogger("ackly.broker")
 # session never needs to expire; a day keeps the member's timers quiet.
 _LOCAL_SESSION_MS = 86_400_000
 _LOCAL_HEARTBEAT_MS = 3_600_000
+# The single broker's store answers in-process, once per batch of writes: a cap on the writes
+# in flight only split a start-up election of 10,000 partitions into ten batches, each
+# rewriting the whole metadata file and copying the whole view (superlinear in partitions).
+_LOCAL_MAX_INFLIGHT_WRITES = 1 << 30
 _LOCAL_CLIENT = "local"
 # Bound on one pump of the in-process store: each round is a command batch and its answers.
 _MAX_LOCAL_ROUNDS = 1_000
@@ -190,6 +194,7 @@ class BrokerNode:
         if not self.external_metadata:
             return MemberConfig(
                 session_timeout_ms=_LOCAL_SESSION_MS, heartbeat_interval_ms=_LOCAL_HEARTBEAT_MS,
+                max_inflight_writes=_LOCAL_MAX_INFLIGHT_WRITES,
                 policy=policy,
             )
         session_ms = int(self.config.get("broker.session.timeout.ms"))

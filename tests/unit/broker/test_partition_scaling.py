@@ -235,3 +235,22 @@ def test_a_clean_restart_costs_no_fsync_per_partition(runs: dict[int, dict[str, 
     fsyncs per partition)."""
     assert per_partition(runs, "restart") == Counter(), per_partition(runs, "restart")
     assert runs[SIZES[0]]["restart"][0]["(removed file)"] == 1
+
+
+@pytest.mark.slow
+def test_a_start_up_election_beyond_a_thousand_partitions_is_one_batch() -> None:
+    """The single broker's controller once sent at most 1,000 writes a run: a start-up of
+    10,000 partitions took ten batches, each rewriting the whole metadata file (35 MB written
+    for a 3.5 MB file) and copying the whole view."""
+    writes: dict[int, tuple[int, int]] = {}
+    for partitions in (10, 1_001):
+        disk = CountingDisk()
+        node = make_node(disk)
+        node.create_topic("t", partitions, {}, NOW_MS)
+        created = disk.take()[0][METADATA_FILE]
+        node.close()
+        disk.take()
+        again = make_node(disk)
+        writes[partitions] = (created, disk.take()[0][METADATA_FILE])
+        again.close()
+    assert writes[10] == writes[1_001], writes
