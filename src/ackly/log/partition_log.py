@@ -352,9 +352,10 @@ class PartitionLog:
         else:
             # What recovery accepted after the recovery point may sit only in the page cache
             # (kill -9): it stays above the recovery point, as a fresh append would, and the
-            # first flush round makes it durable in the flusher thread (the broker schedules
-            # it; `needs_flush`), so a start-up after a crash costs no fsync per partition.
-            # Under flush.policy=always HW does not pass it until then.
+            # first flush round makes it durable in the flusher's threads (the broker schedules
+            # it, `needs_flush`, and the shell runs it before it listens), so loading the logs
+            # after a crash costs no fsync per partition on the event loop. Under
+            # flush.policy=always HW does not pass it until then.
             self._recovery_point = max(min(recovery_point or 0, leo), start)
         hw = high_watermark if high_watermark is not None else start
         self._high_watermark = min(max(hw, start), leo)

@@ -168,6 +168,15 @@ class BrokerServer:
             await self.cluster.start()
             self.after_event()
             await self._wait_joined()
+        if self.node.has_flush_work:
+            # What recovery accepted after a crash is flushed before the first client is
+            # served, in the flusher's threads (no fsync on the loop, none per partition while
+            # the logs load): HW and the LSO are then where the last flush left them.
+            self._start_flush()
+            if self._flush_future is not None:
+                # _on_flushed was queued first (the flusher's callback), so it has run when
+                # this returns.
+                await asyncio.gather(asyncio.wrap_future(self._flush_future), return_exceptions=True)
         self._server = await asyncio.get_running_loop().create_server(
             self._new_connection, sock=sock, backlog=512,
         )
