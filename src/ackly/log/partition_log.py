@@ -500,6 +500,12 @@ class PartitionLog:
             if must_recover:
                 cut = segment.recover()
                 recovered.append(segment)
+                if cut:
+                    # The cut itself must be durable before anything is appended after it:
+                    # else a later crash could bring back the cut bytes, and with them whole
+                    # batches that were lost (a torn write before a complete one). Only a
+                    # torn log pays this fsync.
+                    segment.flush()
                 if next_base is not None and not cut and i < first_to_recover:
                     # Below the recovery point (re-scanned only for its indexes) a segment may
                     # end before the next one begins: a compacted segment's last records went.
