@@ -68,6 +68,7 @@ class Serve:
         self.port = port
         self.profile_dir = profile_dir
         self.proc: subprocess.Popen[bytes] | None = None
+        self.start_cpu_s = 0.0
         self.log_path = os.path.join(os.path.dirname(data_dir), "serve.out")
 
     @property
@@ -90,7 +91,11 @@ class Serve:
                 s.settimeout(0.5)
                 try:
                     s.connect(("127.0.0.1", self.port))
-                    return time.perf_counter() - t0
+                    elapsed = time.perf_counter() - t0
+                    # CPU the broker used to get there: on a shared machine, the number the
+                    # load does not stretch.
+                    self.start_cpu_s = process_cpu_s(self.proc.pid)
+                    return elapsed
                 except OSError:
                     pass
             if self.proc.poll() is not None:
@@ -201,10 +206,14 @@ def one_broker(n: int, records: int, timeout_s: float, idle_s: float,
     os.mkdir(serve.data_dir)
     try:
         serve.start(timeout_s, f"create-{n}.prof")
+        assert serve.proc is not None
+        cpu0 = process_cpu_s(serve.proc.pid)
         row["create_s"] = create_topic(serve.bootstrap, n, 1, timeout_s)
+        row["create_cpu_s"] = process_cpu_s(serve.proc.pid) - cpu0
         row["produce_s"] = produce_round_robin(serve.bootstrap, n, records, timeout_s)
         row["stop_s"] = serve.stop(timeout_s)
         row["restart_s"] = serve.start(timeout_s, f"restart-{n}.prof")
+        row["restart_cpu_s"] = serve.start_cpu_s
         row["ready_s"] = wait_ready(serve.bootstrap, n, records, timeout_s)
         assert serve.proc is not None
         row["idle_cpu_pct"] = idle_cpu_percent(serve.proc.pid, idle_s)
@@ -212,6 +221,7 @@ def one_broker(n: int, records: int, timeout_s: float, idle_s: float,
         produce_round_robin(serve.bootstrap, n, tail, timeout_s, start=records)
         serve.stop(timeout_s) if profile_dir else serve.kill()
         row["kill9_restart_s"] = serve.start(timeout_s)
+        row["kill9_restart_cpu_s"] = serve.start_cpu_s
         row["kill9_ready_s"] = wait_ready(serve.bootstrap, n, records + tail, timeout_s)
         serve.stop(timeout_s)
     except (StepFailed, KafkaException) as exc:
@@ -270,6 +280,7 @@ def count_ops(n: int) -> dict[str, Any]:
     from ackly.config import BrokerConfig
     from ackly.log import disk as disk_module
     from ackly.log.disk import RealDisk
+    from ackly.log.partition_log import run_flush_round
     from ackly.protocol.record_codec import Record, encode_batch
     from ackly.protocol.records import validate_batches
 
@@ -325,8 +336,7 @@ def count_ops(n: int) -> dict[str, Any]:
             p.append_as_leader(data, validate_batches(data, 1 << 20), -1, now_ms)
             node.after_append(p, now_ms)
         jobs = node.take_flush_jobs()
-        for _, job in jobs:
-            job.run()
+        run_flush_round([job for _, job in jobs])  # one group flush, as the shell runs it
         node.complete_flush(jobs, now_ms)
 
     real_os = disk_module.os
@@ -346,6 +356,95 @@ def count_ops(n: int) -> dict[str, Any]:
     return row
 
 
+def fill_data_dir(data_dir: str, n: int, total_bytes: int, segment_bytes: int) -> int:
+    """Write `total_bytes` of 1 KiB records over `n` partitions of one topic straight through a
+    BrokerNode (no client: gigabytes in seconds), flushed, then close it cleanly. Returns the
+    record count."""
+    import random
+
+    from ackly.broker.node import BrokerNode
+    from ackly.config import BrokerConfig
+    from ackly.log.disk import RealDisk
+    from ackly.log.partition_log import run_flush_round
+    from ackly.protocol.record_codec import Record, encode_batch
+    from ackly.protocol.records import validate_batches
+
+    now_ms = int(time.time() * 1000)
+    node = BrokerNode(config=BrokerConfig.from_properties({}), disk=RealDisk(), data_dir=data_dir,
+                      host="127.0.0.1", port=9092, now_ms=now_ms, rng=random.Random(0))
+    node.create_topic(TOPIC, n, {"segment.bytes": str(segment_bytes)}, now_ms)
+    per_batch = 64
+    template = encode_batch([Record(key=None, value=b"y" * 1024)] * per_batch, now_ms=now_ms)
+    headers = validate_batches(bytearray(template), 1 << 20)
+    batches = max(1, total_bytes // (len(template) * n))
+    for i in range(n):
+        p = node.leader_partition(TOPIC, i)
+        for _ in range(batches):
+            p.append_as_leader(bytearray(template), headers, -1, now_ms)
+        node.after_append(p, now_ms)
+        if i % 100 == 99 or i == n - 1:
+            jobs = node.take_flush_jobs()
+            run_flush_round([job for _, job in jobs])
+            node.complete_flush(jobs, now_ms)
+    node.close()
+    return n * batches * per_batch
+
+
+def du_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def startup(n: int, total_bytes: int, segment_bytes: int, tail: int, timeout_s: float) -> list[dict[str, Any]]:
+    """Start-up of `ackly serve` after a clean stop and after kill -9, over an empty data
+    directory and over one with `n` partitions holding `total_bytes`."""
+    rows: list[dict[str, Any]] = []
+    for label, size in (("empty broker", 0), (f"{n:,} partitions, {total_bytes / 2**30:.1f} GiB", total_bytes)):
+        row: dict[str, Any] = {"setup": label}
+        base = tempfile.mkdtemp(prefix="ackly-bench-startup-")
+        serve = Serve(os.path.join(base, "data"), free_port(), None)
+        os.mkdir(serve.data_dir)
+        try:
+            records = fill_data_dir(serve.data_dir, n, size, segment_bytes) if size else 0
+            row["disk_bytes"] = du_bytes(serve.data_dir)
+            row["restart_s"] = serve.start(timeout_s)
+            row["restart_cpu_s"] = serve.start_cpu_s
+            if size:
+                row["ready_s"] = wait_ready(serve.bootstrap, n, records, timeout_s)
+                produce_round_robin(serve.bootstrap, n, tail, timeout_s)
+            serve.kill()
+            row["kill9_restart_s"] = serve.start(timeout_s)
+            row["kill9_restart_cpu_s"] = serve.start_cpu_s
+            if size:
+                row["kill9_ready_s"] = wait_ready(serve.bootstrap, n, records + tail, timeout_s)
+            serve.stop(timeout_s)
+        except (StepFailed, KafkaException) as exc:
+            row["error"] = str(exc)
+        finally:
+            serve.kill()
+            shutil.rmtree(base, ignore_errors=True)
+        rows.append(row)
+        print(f"  {json.dumps(row)}", flush=True)
+    return rows
+
+
+def print_startup(rows: list[dict[str, Any]]) -> None:
+    print("| data directory | on disk | clean restart | its CPU | ready | kill -9 restart | its CPU | ready |")
+    print("|---|---|---|---|---|---|---|---|")
+    empty = rows[0]
+    for row in rows:
+        cells = [row["setup"], f"{row.get('disk_bytes', 0) / 2**30:.2f} GiB"]
+        for key in ("restart_s", "restart_cpu_s", "ready_s", "kill9_restart_s", "kill9_restart_cpu_s",
+                    "kill9_ready_s"):
+            value = row.get(key)
+            cell = "-" if value is None else f"{value:.2f} s"
+            if value is not None and row is not empty and empty.get(key):
+                cell += f" (x{value / empty[key]:.1f})"
+            cells.append(cell)
+        print("| " + " | ".join(cells) + " |")
+        if "error" in row:
+            print(f"|   ^ stopped: {row['error']}")
+
+
 def print_ops(rows: list[dict[str, Any]]) -> None:
     print("| partitions | step | fsyncs | per partition | metadata file bytes | view updates | CPU |")
     print("|---|---|---|---|---|---|---|")
@@ -357,9 +456,10 @@ def print_ops(rows: list[dict[str, Any]]) -> None:
                   f"| {c['view_updates']:,} | {c['cpu_s']:.2f} s |")
 
 
-COLUMNS = (("create_s", "CreateTopics"), ("produce_s", "produce"), ("stop_s", "clean stop"),
-           ("restart_s", "clean restart"), ("ready_s", "ready"),
-           ("kill9_restart_s", "kill -9 restart"), ("kill9_ready_s", "ready"))
+COLUMNS = (("create_s", "CreateTopics"), ("create_cpu_s", "its CPU"), ("produce_s", "produce"),
+           ("stop_s", "clean stop"), ("restart_s", "clean restart"), ("restart_cpu_s", "its CPU"),
+           ("ready_s", "ready"), ("kill9_restart_s", "kill -9 restart"),
+           ("kill9_restart_cpu_s", "its CPU"), ("kill9_ready_s", "ready"))
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -399,6 +499,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--idle-s", type=float, default=5.0)
     ap.add_argument("--ops", action="store_true",
                     help="count operations in this process instead of timing a broker process")
+    ap.add_argument("--startup", action="store_true",
+                    help="start-up after a clean stop and after kill -9, with --startup-gib of logs")
+    ap.add_argument("--startup-partitions", type=int, default=1000)
+    ap.add_argument("--startup-gib", type=float, default=2.0,
+                    help="bytes of logs for --startup (the data directory is deleted after)")
+    ap.add_argument("--startup-segment-bytes", type=int, default=1 << 20)
     ap.add_argument("--profile-dir")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
@@ -406,6 +512,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.makedirs(args.profile_dir, exist_ok=True)
     print(f"load average before: {loadavg()}", flush=True)
     rows: list[dict[str, Any]] = []
+    if args.startup:
+        if args.startup_gib > 10:
+            ap.error("--startup-gib is bounded to 10 (disk use)")
+        rows = startup(args.startup_partitions, int(args.startup_gib * 2**30),
+                       args.startup_segment_bytes, max(1, args.records // 10), args.timeout_s)
+        print(f"load average after: {loadavg()}")
+        print(f"(xK) = ratio to the empty broker; kill -9 after {max(1, args.records // 10):,} more "
+              f"records of 100 B; segments of {args.startup_segment_bytes:,} bytes")
+        print_startup(rows)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+        return 0
     if args.ops:
         for n in (int(x) for x in args.partitions.split(",") if x):
             rows.append(count_ops(n))

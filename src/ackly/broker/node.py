@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import random
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -70,7 +71,8 @@ from ackly.errors import ConfigError, ErrorCode, KafkaError, StorageError
 from ackly.listeners import Listener
 from ackly.log.cleaner import CleanJob
 from ackly.log.disk import Disk
-from ackly.log.partition_log import FlushJob
+from ackly.log.log_dir import CleanLogState, LogDirCheckpoints
+from ackly.log.partition_log import FlushJob, MapFn, run_flush_round
 from ackly.replication.partition import Partition
 from ackly.replication.purgatory import Purgatory
 from ackly.types import TopicPartition, WallClock, same_clock
@@ -81,6 +83,10 @@ log = logging.getLogger("ackly.broker")
 # session never needs to expire; a day keeps the member's timers quiet.
 _LOCAL_SESSION_MS = 86_400_000
 _LOCAL_HEARTBEAT_MS = 3_600_000
+# The single broker's store answers in-process, once per batch of writes: a cap on the writes
+# in flight only split a start-up election of 10,000 partitions into ten batches, each
+# rewriting the whole metadata file and copying the whole view (superlinear in partitions).
+_LOCAL_MAX_INFLIGHT_WRITES = 1 << 30
 _LOCAL_CLIENT = "local"
 # Bound on one pump of the in-process store: each round is a command batch and its answers.
 _MAX_LOCAL_ROUNDS = 1_000
@@ -180,6 +186,11 @@ class BrokerNode:
         # The keys altered at run time (broker/dynamic_config.py) over the start-up config.
         self.static_config = config
         self.config = dynamic_config.load(config, disk, data_dir)
+        # What the last clean stop recorded of every log (one set of files for the directory,
+        # as Kafka's LogManager keeps): logs opened with it skip recovery and read no
+        # checkpoint of their own. Its marker is gone from here on.
+        self.log_dir = LogDirCheckpoints(disk, data_dir)
+        self.log_dir.load()
         # In a cluster any broker answers InitProducerId, so each hands out ids from a range of
         # its own (2^44 ids per broker id); a single broker starts at 0 as it always has.
         self.producer_ids = ProducerIdManager(
@@ -225,6 +236,7 @@ class BrokerNode:
         if not self.external_metadata:
             return MemberConfig(
                 session_timeout_ms=_LOCAL_SESSION_MS, heartbeat_interval_ms=_LOCAL_HEARTBEAT_MS,
+                max_inflight_writes=_LOCAL_MAX_INFLIGHT_WRITES,
                 policy=policy,
             )
         session_ms = int(self.config.get("broker.session.timeout.ms"))
@@ -466,6 +478,10 @@ class BrokerNode:
             self._flush_interval_due_ms[p.tp] = now_ms + p.config.flush_interval_ms
         self.purgatory.check(p.tp, now_ms)
 
+    def schedule_flush(self, tp: TopicPartition) -> None:
+        """Flush tp in the next round whatever its flush.policy (a recovered tail)."""
+        self._dirty.add(tp)
+
     def take_flush_jobs(self) -> list[tuple[TopicPartition, FlushJob]]:
         """Everything waiting for a flush now; the shell runs the jobs off the loop."""
         jobs: list[tuple[TopicPartition, FlushJob]] = []
@@ -618,14 +634,19 @@ class BrokerNode:
                 candidates.append(deadline)
         return min(candidates)
 
-    def close(self) -> None:
-        """Clean shutdown: flush and close every log (writes the clean-shutdown markers).
+    def close(self, map_fn: MapFn | None = None) -> None:
+        """Clean shutdown: flush and close every log, then write the data directory's
+        clean-shutdown checkpoints and marker (log_dir.py). Every log's closing job (its
+        unflushed records, indexes, producer snapshot, directory) runs in one round,
+        through `map_fn` if given (the shell's thread pool: concurrent fsyncs), and the
+        marker is written only after all of them succeeded.
 
-        A log that cannot be closed cleanly (a full or failing disk) is logged and left for
+        A log that cannot begin its close (a full or failing disk) is logged and left for
         recovery at the next start, which checks it from its recovery point; the others still
-        close. With the log directory offline nothing is flushed or written: every log is left
-        for recovery, its files closed (no clean-shutdown marker can make the next start trust
-        what the failed fsync may have lost).
+        close. A failed round leaves every log for recovery. With the log directory offline
+        nothing is flushed or written: every log is left for recovery, its files closed (no
+        clean-shutdown marker can make the next start trust what the failed fsync may have
+        lost).
         """
         if self.log_dir_failure is not None:
             count = 0
@@ -635,11 +656,32 @@ class BrokerNode:
             log.error("broker %d: log directory offline; %d logs left for recovery at the next "
                       "start", self.broker_id, count)
             return
+        closing: list[tuple[Partition, FlushJob]] = []
         for p in self.all_partitions():
+            if p.log.is_closed:
+                continue
             try:
-                p.log.close()
+                closing.append((p, p.log.begin_close()))
             except (OSError, KafkaError) as exc:
                 log.error("%s not closed cleanly (recovery will check it at start-up): %s", p.tp, exc)
+                p.log.abandon()
+        try:
+            run_flush_round([job for _, job in closing], *([map_fn] if map_fn else []))
+        except (OSError, KafkaError) as exc:
+            log.error("broker %d: closing the logs failed (every log is recovered at the next "
+                      "start): %s", self.broker_id, exc)
+            for p, _ in closing:
+                p.log.abandon()
+            return
+        states: dict[str, CleanLogState] = {}
+        for p, _ in closing:
+            states[os.path.basename(p.log.dir_path)] = p.log.finish_close()
+        try:
+            # Last: the marker vouches for the logs listed, each closed and synced above.
+            self.log_dir.write_clean_shutdown(states)
+        except (OSError, KafkaError) as exc:
+            log.error("clean-shutdown checkpoints not written (every log is recovered at the "
+                      "next start): %s", exc)
 
     # --- the cluster: inputs and outputs for the shell (broker/io.py) ----------------------
 

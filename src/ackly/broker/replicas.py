@@ -28,6 +28,7 @@ so a log left by an earlier topic of the same name is never mistaken for the new
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -146,19 +147,27 @@ class ReplicaManager:
             log.warning("%s: the log on disk belongs to topic id %s, not %s: deleting it", tp, found, topic_id)
             disk.rmtree(dir_path)
         config = node.topic_config(tp.topic)
+        # What the last clean stop recorded of this log, if it is this topic's log.
+        clean_state = node.log_dir.take(os.path.basename(dir_path))
         plog = PartitionLog.open(
             disk, dir_path, config, now_ms,
             producer_id_expiration_ms=int(node.config.get("producer.id.expiration.ms")),
             wall_clock=node.wall_clock,
+            clean_state=clean_state if found == topic_id else None,
         )
         if found != topic_id:
-            disk.write_atomic(marker, f"version: 0\ntopic_id: {topic_id}\n".encode())
+            # Synced with the log's first flush (no fsync for a new partition): a crash before
+            # leaves no marker, and the next open writes it again over a log that can hold
+            # nothing but this topic's unflushed records.
+            plog.syncs.write_atomic(marker, f"version: 0\ntopic_id: {topic_id}\n".encode())
         if node.faults.enabled(FORGET_PRODUCER_STATE):
             plog.producer_state.clear()
         p = Partition(tp=tp, log=plog, config=config, broker_id=self.broker_id)
         self.partitions[tp] = p
         self.topic_ids[tp] = topic_id
         self.node.host_partition(p)
+        if plog.needs_flush:
+            self.node.schedule_flush(tp)  # what recovery accepted, made durable off the loop
         return p
 
     def stop(self, tp: TopicPartition, now_ms: int, *, delete: bool = True) -> None:

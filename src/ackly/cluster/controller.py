@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -269,9 +269,37 @@ def initial_state(metadata: ClusterMetadata, topic: TopicInfo, index: int) -> Pa
     return PartitionChange(tp, None, state, revision, ChangeReason.CREATE, isr_guards(metadata, state.isr))
 
 
-def reconcile(metadata: ClusterMetadata, policy: ControllerPolicy) -> list[Decision]:
+def reconcile_scope(older: ClusterMetadata, newer: ClusterMetadata) -> set[TopicPartition] | None:
+    """The partitions whose decisions may differ between a view `reconcile` ran on and a newer
+    one, or None for all of them. A partition's decision depends only on its own state and
+    its revision, its topic, and the brokers' registrations: when the brokers are the same,
+    only the partitions set since (and those of the topics set since) need another look, so
+    an ISR change of one partition out of thousands costs one election, not thousands."""
+    if older.brokers != newer.brokers or older.controller != newer.controller:
+        return None
+    touched = newer.touched_since(older)
+    if touched is None:
+        return None
+    tps, topics = touched
+    scope = set(tps)
+    for name in topics:
+        for view in (older, newer):
+            info = view.topics.get(name)
+            if info is not None:
+                scope.update(TopicPartition(name, i) for i in info.partition_ids())
+    return scope
+
+
+def reconcile(
+    metadata: ClusterMetadata,
+    policy: ControllerPolicy,
+    scope: Iterable[TopicPartition] | None = None,
+) -> list[Decision]:
     """Every change the view calls for, in a deterministic order: create missing partition
-    states, clean up leftovers, and run an election on every partition."""
+    states, clean up leftovers, and run an election on every partition (on the partitions of
+    `scope` only, when given: see `reconcile_scope`)."""
+    if scope is not None:
+        return [d for tp in sorted(set(scope)) if (d := _decide(metadata, policy, tp)) is not None]
     decisions: list[Decision] = []
     for name in sorted(metadata.topics):
         topic = metadata.topics[name]
@@ -293,6 +321,20 @@ def reconcile(metadata: ClusterMetadata, policy: ControllerPolicy) -> list[Decis
         if topic_info is None or tp.partition >= topic_info.partitions:
             decisions.append(Cleanup(tp, metadata.partition_revision(tp)))
     return decisions
+
+
+def _decide(metadata: ClusterMetadata, policy: ControllerPolicy, tp: TopicPartition) -> Decision | None:
+    """What `reconcile` decides for one partition."""
+    topic = metadata.topics.get(tp.topic)
+    state = metadata.partitions.get(tp)
+    if topic is None or tp.partition >= topic.partitions:
+        return None if state is None else Cleanup(tp, metadata.partition_revision(tp))
+    if state is None:
+        return initial_state(metadata, topic, tp.partition)
+    if state.topic_id != topic.topic_id:
+        return Cleanup(tp, metadata.partition_revision(tp))
+    return elect(metadata, tp, state, unclean=unclean_allowed(topic, policy),
+                 rebalance=policy.auto_leader_rebalance)
 
 
 def controlled_shutdown_complete(metadata: ClusterMetadata, broker_id: int) -> bool:

@@ -46,10 +46,18 @@ from ackly.cluster.controller import (
     plan_create_partitions,
     plan_create_topic,
     reconcile,
+    reconcile_scope,
     topic_delete,
     topic_write,
 )
-from ackly.cluster.metadata import BrokerInfo, ClusterMetadata, ControllerInfo, KeySpace, encode_cluster_id
+from ackly.cluster.metadata import (
+    BrokerInfo,
+    ClusterMetadata,
+    ControllerInfo,
+    KeyKind,
+    KeySpace,
+    encode_cluster_id,
+)
 from ackly.cluster.quotas import QuotaEntity, encode_values
 from ackly.cluster.scram import ScramCredential
 from ackly.cluster.store import (
@@ -179,6 +187,12 @@ class ClusterMember:
         self._pending_writes: dict[str, _PendingWrite] = {}
         self._isr_changes: dict[TopicPartition, int] = {}
         self._reconciled: tuple[int, int] | None = None  # (view revision, pending count) last run
+        # What the next controller run must look at: the partitions the view set since the
+        # last run (controller.reconcile_scope) and those that run left undone (their write
+        # not sent: too many in flight, or one in flight settled since); None for all of them.
+        # Without it every ISR change cost an election of every partition.
+        self._unreconciled: set[TopicPartition] | None = None
+        self._reconciled_epoch = -1  # the controller epoch of the last run
         self._resigned_epoch = 0  # the controller epoch this member gave up (not to act on it again)
         self._shutting_down = False
         self._left = False
@@ -208,7 +222,7 @@ class ClusterMember:
                     events.append(message)
                 continue
             if events and not self._view_free(message):
-                self.metadata = self.metadata.apply(events)
+                self._apply(events)
                 events = []
             if isinstance(message, CommandResult):
                 self._on_result(message, now_ms)
@@ -218,7 +232,7 @@ class ClusterMember:
             elif isinstance(message, LeaseExpired) and message.lease_id == self._lease_id:
                 self._lose_session(now_ms, revoke=False)
         if events:
-            self.metadata = self.metadata.apply(events)
+            self._apply(events)
         self._step(now_ms)
 
     def _view_free(self, message: StoreInput) -> bool:
@@ -523,12 +537,17 @@ class ClusterMember:
         if (self.metadata.revision, len(self._pending_writes)) == self._reconciled:
             return  # nothing changed since the last run
         guard = controller_guard(self.metadata)
-        for decision in reconcile(self.metadata, self.config.policy):
+        scope = self._unreconciled
+        if self._reconciled is None or self._reconciled_epoch != controller.epoch:
+            scope = None  # a new term, a resync, a lost session: look at everything
+        undone: set[TopicPartition] = set()
+        for decision in reconcile(self.metadata, self.config.policy, scope):
             if len(self._pending_writes) >= self.config.max_inflight_writes:
-                break
+                undone.add(decision.tp)
+                continue
             key = self.keys.partition(decision.tp)
             if key in self._pending_writes:
-                continue
+                continue  # looked at again when it finishes
             rid = self._new_request_id()
             if isinstance(decision, Cleanup):
                 command: Command = decision.command(rid, self.keys)
@@ -540,6 +559,8 @@ class ClusterMember:
             change = decision if isinstance(decision, PartitionChange) else None
             self._pending_writes[key] = _PendingWrite(rid, now_ms, change=change)
         self._reconciled = (self.metadata.revision, len(self._pending_writes))
+        self._reconciled_epoch = controller.epoch
+        self._unreconciled = undone
 
     def _on_result(self, result: CommandResult, now_ms: int) -> None:
         request = self._forget(result.request_id)
@@ -591,7 +612,7 @@ class ClusterMember:
                 else:
                     pending.applied_revision = max((kv.mod_revision for kv in result.kvs), default=0)
                     if pending.applied_revision <= self.metadata.revision:
-                        del self._pending_writes[request.key]
+                        self._release_write(request.key)
         elif kind is _Kind.ISR_CHANGE:
             assert request.tp is not None
             if self._isr_changes.get(request.tp) == result.request_id:
@@ -602,12 +623,30 @@ class ClusterMember:
         # REGISTER, UPDATE_REGISTRATION, CAMPAIGN, RESIGN, CLUSTER_ID, REVOKE, CANCEL_WATCH: the
         # watch shows what happened; a refusal or an unknown outcome is decided again from it.
 
+    def _release_write(self, key: str) -> None:
+        """A controller write is settled (or given up): its partition is decided again."""
+        del self._pending_writes[key]
+        parsed = self.keys.parse(key)
+        if parsed is not None and parsed.kind is KeyKind.PARTITION and self._unreconciled is not None:
+            self._unreconciled.add(parsed.tp)
+
+    def _apply(self, events: list[WatchEvent]) -> None:
+        """The view after `events`; what they touched is looked at by the next controller run."""
+        before = self.metadata
+        self.metadata = before.apply(events)
+        if self._unreconciled is not None:
+            scope = reconcile_scope(before, self.metadata)
+            if scope is None:
+                self._unreconciled = None
+            else:
+                self._unreconciled |= scope
+
     def _expire_pending(self, now_ms: int) -> None:
         timeout = self.config.request_timeout_ms
         for key, pending in list(self._pending_writes.items()):
             seen = pending.applied_revision > 0 and self.metadata.revision >= pending.applied_revision
             if seen or now_ms >= pending.sent_ms + timeout:
-                del self._pending_writes[key]
+                self._release_write(key)
                 self._forget(pending.request_id)
         for rid, request in list(self._inflight.items()):
             if request.kind is _Kind.CONTROLLER_WRITE or now_ms < request.sent_ms + timeout:

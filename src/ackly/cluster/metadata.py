@@ -596,7 +596,7 @@ class ClusterMetadata:
 
         When `newer` was built from this view by a few `apply` steps, only the partitions
         those steps touched (and every partition of a topic they touched) are compared."""
-        touched = newer._touched_since(self)
+        touched = newer.touched_since(self)
         if touched is not None:
             tps, topics = touched
             candidates = set(tps)
@@ -619,7 +619,7 @@ class ClusterMetadata:
             if mine.get(tp) != theirs.get(tp)
         ]
 
-    def _touched_since(
+    def touched_since(
         self, older: ClusterMetadata
     ) -> tuple[set[TopicPartition], set[str]] | None:
         """The partition and topic keys set between `older` and this view, if this view

@@ -79,6 +79,9 @@ def apply_clean(log: PartitionLog, job: CleanJob, crash_at: str | None = None) -
         return None
     if job.flush is not None:
         log.complete_flush(job.flush)
+    # Recovery must take the cleaned segments' holes for compaction: the recovery point past
+    # them is made durable before the commit point (flushes write it without an fsync).
+    log.write_checkpoints()
     disk = job.disk
     unchanged = set(job.stats.unchanged)
     changed = [g for g in job.groups if g.base_offset not in unchanged]

@@ -21,6 +21,10 @@ Invariants:
 - `flush` may run in a worker thread while the event loop appends to the same file (fsync on an
   fd is safe against concurrent pwrite); nothing else is called from another thread.
 - `write_atomic` is durable on return: temp file, fsync, rename, fsync of the directory.
+- `write_atomic_unsynced` and `create` make no fsync: what they write is durable only once
+  `sync_file` (the file) and `sync_dir` (its directory entry) return. The log uses them for
+  files whose loss in a crash costs only recovery work, and has the flusher thread sync them
+  before anything depends on them (see partition_log.py), so no fsync runs on the event loop.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import errno
 import os
 import random
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -127,7 +132,13 @@ class Disk(Protocol):
         ...
 
     def open(self, path: str) -> DiskFile:
-        """Open `path` for reading and appending, creating it if absent."""
+        """Open `path` for reading and appending, creating it if absent (the new directory
+        entry durable on return)."""
+        ...
+
+    def create(self, path: str) -> DiskFile:
+        """`open`, except that a new directory entry is durable only once `sync_dir` of its
+        directory returns."""
         ...
 
     def exists(self, path: str) -> bool: ...
@@ -158,6 +169,17 @@ class Disk(Protocol):
 
     def write_atomic(self, path: str, data: bytes) -> None:
         """Replace `path` with `data` all at once. Durable on return."""
+        ...
+
+    def write_atomic_unsynced(self, path: str, data: bytes) -> None:
+        """Replace `path` with `data` all at once, without an fsync: after a crash the file may
+        hold the old content, the new one, or (on file systems that reorder a rename before
+        the data) a torn one. Durable once `sync_file(path)` and `sync_dir` of its directory
+        return."""
+        ...
+
+    def sync_file(self, path: str) -> None:
+        """fsync `path` by name (nothing to do if it is gone: a later change replaced it)."""
         ...
 
 
@@ -290,6 +312,12 @@ class RealDisk:
         raise exc
 
     def open(self, path: str) -> DiskFile:
+        return self._open(path, sync_dir=True)
+
+    def create(self, path: str) -> DiskFile:
+        return self._open(path, sync_dir=False)
+
+    def _open(self, path: str, sync_dir: bool) -> DiskFile:
         created = not os.path.exists(path)
         if created:
             self.health.check("create", path)
@@ -298,7 +326,7 @@ class RealDisk:
         except OSError as exc:
             self._fail("open", path, exc)
         size = os.fstat(fd).st_size
-        if created:
+        if created and sync_dir:
             # A new segment must still exist after a power loss once its data is flushed.
             try:
                 _fsync_dir(os.path.dirname(path))
@@ -368,6 +396,37 @@ class RealDisk:
             _fsync_dir(os.path.dirname(path))
         except OSError as exc:
             self._fail("write", path, exc)
+
+    def write_atomic_unsynced(self, path: str, data: bytes) -> None:
+        self.health.check("write", path)
+        temp = path + TEMP_SUFFIX
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+        except OSError as exc:
+            self._fail("write", path, exc)
+
+    def sync_file(self, path: str) -> None:
+        self.health.check("fsync", path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._fail("fsync", path, exc)
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            # Whatever its errno: a failed fsync is a failed write-back (see DiskHealth).
+            raise self.health.trip(_storage_error("fsync", path, exc)) from exc
+        finally:
+            os.close(fd)
 
 
 # --------------------------------------------------------------------------- simulated disk
@@ -477,6 +536,8 @@ class SimDisk:
 
     Model (simplified, as the simulator needs it):
     - directory operations (create, rename, remove) and `write_atomic` are durable at once;
+      `write_atomic_unsynced` is durable at `sync_file`: a crash before keeps the old content
+      (nothing, for a new file), possibly torn by a prefix of the new one;
     - file content is durable up to the last `flush`; at `crash()` each file keeps its durable
       bytes plus, chosen by the seeded `rng`, either nothing more, or the unflushed writes in
       order up to one that is torn part-way (the page cache wrote back some of them), or only a
@@ -562,6 +623,9 @@ class SimDisk:
             node = self._files[path] = _SimNode()
         return SimFile(self, path, node)
 
+    def create(self, path: str) -> DiskFile:
+        return self.open(path)  # directory operations are durable at once in this model
+
     def exists(self, path: str) -> bool:
         path = self._norm(path)
         return path in self._files or path in self._dirs
@@ -619,6 +683,27 @@ class SimDisk:
         self.health.check("write", path)
         self._files[path] = _SimNode(data)
 
+    def write_atomic_unsynced(self, path: str, data: bytes) -> None:
+        # The new content is what a crash keeps unless `sync_file` runs first: it stays
+        # pending, and the old content (or nothing, for a new file) is what is durable.
+        path = self._norm(path)
+        self._check_parent(path)
+        self.health.check("write", path)
+        old = self._files.get(path)
+        node = _SimNode(data)
+        node.durable = b"" if old is None else old.durable
+        node.pending.append(_PendingTruncate(0))
+        node.pending.append(_PendingWrite(0, bytes(data)))
+        self._files[path] = node
+
+    def sync_file(self, path: str) -> None:
+        path = self._norm(path)
+        self.health.check("fsync", path)
+        node = self._files.get(path)
+        if node is not None:
+            node.durable = bytes(node.data)
+            node.pending.clear()
+
     # -- faults
 
     def crash(self) -> None:
@@ -665,3 +750,51 @@ class SimDisk:
         node.data[position : position + len(data)] = data
         node.durable = bytes(node.data)
         node.pending.clear()
+
+
+class PendingSyncs:
+    """Files one partition log wrote, and directory entries it made, without an fsync.
+
+    The event loop writes (`write_atomic`, `create`); a flush job takes what is pending
+    (`take`) and syncs it in the flusher thread before its completion moves anything that
+    relies on it (the recovery point). Each path and directory is synced once however often
+    it was written since the last job: a roll's indexes and snapshot, a leader epoch and a
+    checkpoint cost one fsync each per flush round, and their directory one.
+    """
+
+    def __init__(self, disk: Disk) -> None:
+        self.disk = disk
+        self.paths: set[str] = set()
+        self.dirs: set[str] = set()
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        self.disk.write_atomic_unsynced(path, data)
+        self.paths.add(path)
+        self.dirs.add(os.path.dirname(path))
+
+    def create(self, path: str) -> DiskFile:
+        file = self.disk.create(path)
+        self.dirs.add(os.path.dirname(path))
+        return file
+
+    def add_dir(self, path: str) -> None:
+        """A directory entry made in `path` (a new partition directory in the data directory)."""
+        self.dirs.add(path)
+
+    def take(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(paths, dirs) pending now, forgotten here: the caller syncs them."""
+        paths, dirs = tuple(sorted(self.paths)), tuple(sorted(self.dirs))
+        self.paths.clear()
+        self.dirs.clear()
+        return paths, dirs
+
+    def __bool__(self) -> bool:
+        return bool(self.paths or self.dirs)
+
+
+def sync_all(disk: Disk, paths: Iterable[str], dirs: Iterable[str]) -> None:
+    """fsync every file, then every directory (a file's content before the entry naming it)."""
+    for path in paths:
+        disk.sync_file(path)
+    for path in dirs:
+        disk.sync_dir(path)

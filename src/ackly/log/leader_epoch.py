@@ -15,9 +15,13 @@ On-disk layout of `leader-epoch-checkpoint` (Kafka's text format, written atomic
 
 Invariants:
 - Epochs and start offsets strictly increase from entry to entry; both are >= 0.
-- The file on disk always equals the entries in memory after a mutating call returns (every
-  change is written durably before the call returns, so a crash never loses an entry whose
-  records may already be durable).
+- Without `PendingSyncs` the file equals the entries in memory, durably, after every
+  mutating call. With them (a partition log's cache) a change is written only by
+  `write_pending`, which the log calls when it begins a flush job (and at close), and is
+  durable once that job synced it, before the recovery point passes any record of a new
+  entry; recovery re-assigns the epochs of every batch it re-scans after the recovery point
+  (as Kafka's LogSegment.recover does), so a crash never leaves a durable record whose epoch
+  the cache lacks. A leader's new epoch at a start-up or election then costs no file write.
 - The log keeps it aligned: entries at or above LEO are dropped on truncation and after
   recovery; the first entry never starts below the log start offset (truncate_from_start).
 
@@ -33,7 +37,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ackly.log.disk import Disk
+from ackly.log.disk import Disk, PendingSyncs
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +85,12 @@ def encode_checkpoint(entries: list[EpochEntry]) -> bytes:
 class LeaderEpochCache:
     """The (epoch, start offset) entries of one partition replica, kept durable."""
 
-    def __init__(self, disk: Disk, dir_path: str) -> None:
+    def __init__(self, disk: Disk, dir_path: str, syncs: PendingSyncs | None = None) -> None:
         self._disk = disk
+        self._syncs = syncs
         self.path = os.path.join(dir_path, LEADER_EPOCH_FILE)
         self._entries: list[EpochEntry] = []
+        self._unwritten = False  # changed since the last `write_pending` (with PendingSyncs)
 
     # --- loading ---------------------------------------------------------------------------
 
@@ -156,7 +162,7 @@ class LeaderEpochCache:
             return requested_epoch, self._entries[0].start_offset
         return self._entries[higher - 1].epoch, self._entries[higher].start_offset
 
-    # --- changes (each durable on return) ----------------------------------------------------
+    # --- changes (written on return; durable as the module docstring says) ---------------------
 
     def assign(self, epoch: int, start_offset: int) -> None:
         """Record that epoch `epoch` starts at `start_offset` (a leader's new epoch, or the first
@@ -217,7 +223,17 @@ class LeaderEpochCache:
         return removed
 
     def _flush(self) -> None:
-        self._disk.write_atomic(self.path, encode_checkpoint(self._entries))
+        if self._syncs is not None:
+            self._unwritten = True
+        else:
+            self._disk.write_atomic(self.path, encode_checkpoint(self._entries))
+
+    def write_pending(self) -> None:
+        """Write the entries if they changed since the last call, to be synced with the
+        log's PendingSyncs."""
+        if self._unwritten and self._syncs is not None:
+            self._syncs.write_atomic(self.path, encode_checkpoint(self._entries))
+            self._unwritten = False
 
     def __repr__(self) -> str:
         return f"LeaderEpochCache({[(e.epoch, e.start_offset) for e in self._entries]})"

@@ -49,8 +49,9 @@ from __future__ import annotations
 import logging
 import os
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ackly.config import TopicConfig
 from ackly.errors import ErrorCode, KafkaError
@@ -62,9 +63,10 @@ from ackly.log.checkpoint import (
     OffsetCheckpoint,
 )
 from ackly.log.clean_swap import recover_swaps
-from ackly.log.disk import TEMP_SUFFIX, Disk, DiskFile
+from ackly.log.disk import TEMP_SUFFIX, Disk, DiskFile, PendingSyncs, sync_all
 from ackly.log.index import INT32_MAX
 from ackly.log.leader_epoch import LeaderEpochCache, entries_from_batches
+from ackly.log.log_dir import CleanLogState
 from ackly.log.producer_state import (
     DEFAULT_PRODUCER_ID_EXPIRATION_MS,
     AppendOrigin,
@@ -125,25 +127,76 @@ class ReadResult:
 EMPTY_READ = ReadResult((), 0)
 
 
+MapFn = Callable[[Callable[[Any], None], Iterable[Any]], Iterable[None]]
+
+
+def _serial_map(fn: Callable[[Any], None], items: Iterable[Any]) -> Iterable[None]:
+    return map(fn, items)
+
+
 class FlushJob:
     """An fsync of everything appended before `begin_flush`, to run off the event loop.
 
-    `run` only fsyncs files, so it is safe in a worker thread while the event loop keeps
-    appending; hand the job back to `complete_flush` on the event loop afterwards.
+    `run` only fsyncs files and directories, so it is safe in a worker thread while the event
+    loop keeps appending; hand the job back to `complete_flush` on the event loop afterwards.
+    Besides the segments it syncs the files the log wrote without an fsync since the last job
+    (`sync_paths`: a roll's indexes and snapshot, leader epochs, checkpoints) and the
+    directories holding new entries (`sync_dirs`), so that nothing the recovery point will
+    vouch for rests on a file or a name a crash could still take.
     """
 
-    def __init__(self, files: tuple[DiskFile, ...], upto_offset: int, truncations: int) -> None:
+    def __init__(
+        self,
+        files: tuple[DiskFile, ...],
+        upto_offset: int,
+        truncations: int,
+        disk: Disk | None = None,
+        sync_paths: tuple[str, ...] = (),
+        sync_dirs: tuple[str, ...] = (),
+    ) -> None:
         self.files = files
         self.upto_offset = upto_offset
         self.truncations = truncations
+        self.disk = disk
+        self.sync_paths = sync_paths
+        self.sync_dirs = sync_dirs
 
-    def run(self) -> None:
-        """Every batch below `upto_offset` is durable on return."""
+    def run(self, sync_dirs: bool = True) -> None:
+        """Every batch below `upto_offset` is durable on return (its directory entries too,
+        unless `sync_dirs` is False: then the caller syncs `sync_dirs`; see `run_flush_round`)."""
+        # The files the log wrote about itself first (a new partition's topic id marker
+        # before any of its records), then the records, then the names.
+        if self.disk is not None:
+            sync_all(self.disk, self.sync_paths, ())
         for file in self.files:
             file.flush()
+        if self.disk is not None and sync_dirs:
+            sync_all(self.disk, (), self.sync_dirs)
 
     def __repr__(self) -> str:
         return f"FlushJob(upto_offset={self.upto_offset}, files={len(self.files)})"
+
+
+def run_flush_round(jobs: list[FlushJob], map_fn: MapFn = _serial_map) -> None:
+    """Run a group flush: every job's files, then each directory once however many jobs name
+    it (a round that first flushes a thousand new partitions fsyncs the data directory once).
+    `map_fn` runs the jobs, then the directories: the shell passes a thread pool's `map`, so
+    that many fsyncs of different files wait on the disk together (a file system commits
+    concurrent fsyncs in one journal transaction) instead of one after the other."""
+    list(map_fn(_run_without_dirs, jobs))
+    dirs: set[tuple[Disk, str]] = set()
+    for job in jobs:
+        if job.disk is not None:
+            dirs.update((job.disk, path) for path in job.sync_dirs)
+    list(map_fn(_sync_dir, sorted(dirs, key=lambda d: d[1])))
+
+
+def _run_without_dirs(job: FlushJob) -> None:
+    job.run(sync_dirs=False)
+
+
+def _sync_dir(entry: tuple[Disk, str]) -> None:
+    entry[0].sync_dir(entry[1])
 
 
 @dataclass
@@ -181,12 +234,18 @@ class PartitionLog:
         self._pending_deletions: list[_PendingDeletion] = []
         self._clock_ms = now_ms  # latest now_ms seen: deadlines of deletions without a now_ms
         self._closed = False
+        self._closing_flush: FlushJob | None = None  # between begin_close and finish_close
         self._recovery_point_file = OffsetCheckpoint(disk, dir_path, RECOVERY_POINT_FILE)
         self._high_watermark_file = OffsetCheckpoint(disk, dir_path, HIGH_WATERMARK_FILE)
         self._log_start_file = OffsetCheckpoint(disk, dir_path, LOG_START_OFFSET_FILE)
         self._clean_shutdown = CleanShutdownMarker(disk, dir_path)
-        self.producer_state = ProducerStateManager(disk, dir_path, producer_id_expiration_ms)
-        self.leader_epochs = LeaderEpochCache(disk, dir_path)
+        # Files written (and names made) without an fsync, synced by the next flush job: see
+        # FlushJob and `_sync_pending`. Nothing on the event loop waits for an fsync of them.
+        self.syncs = PendingSyncs(disk)
+        self.producer_state = ProducerStateManager(
+            disk, dir_path, producer_id_expiration_ms, syncs=self.syncs
+        )
+        self.leader_epochs = LeaderEpochCache(disk, dir_path, syncs=self.syncs)
 
     # ------------------------------------------------------------------ open and recovery
 
@@ -199,28 +258,48 @@ class PartitionLog:
         now_ms: int,
         producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         wall_clock: WallClock = same_clock,
+        clean_state: CleanLogState | None = None,
     ) -> PartitionLog:
         """Create the partition directory, or load and recover what is in it (LogLoader).
 
-        On return every batch in the log is CRC-valid and durable (recovery_point = LEO), and
-        the producer state describes every batch below LEO.
+        `clean_state` is what the data directory's checkpoints (log_dir.py) say of this log
+        after a clean stop; without it the log's own clean-shutdown marker and checkpoints
+        decide. On return every batch in the log is CRC-valid and durable (recovery_point =
+        LEO), and the producer state describes every batch below LEO.
+
+        A new partition costs no fsync here: an empty log has nothing a crash could lose.
+        Its directory, its first segment's name and its files become durable with the first
+        flush that makes a record in it durable (FlushJob syncs them first), and until then
+        no record in it is acknowledged under flush.policy=always (docs/guarantees.md: acks
+        wait for the flush). Under interval/never an acknowledged record may be lost to a
+        power loss anyway until its flush; what a crash leaves here is an empty or missing
+        directory, which the next start re-creates empty, as it would a partition whose
+        unflushed records were lost.
         """
         self = cls(disk, dir_path, config, now_ms, producer_id_expiration_ms, wall_clock)
-        disk.makedirs(dir_path)
-        self._load(now_ms)
+        if not disk.exists(dir_path):
+            disk.makedirs(dir_path)
+            self.syncs.add_dir(os.path.dirname(dir_path))  # the new name in the data directory
+        self._load(now_ms, clean_state)
         return self
 
-    def _load(self, now_ms: int) -> None:
+    def _load(self, now_ms: int, clean_state: CleanLogState | None) -> None:
         disk, config = self.disk, self.config
         # A clean interrupted by a crash: finish its swap or drop it (see cleaner.py).
         recover_swaps(disk, self.dir_path)
-        clean = self._clean_shutdown.is_present()
-        if clean:
-            # Gone before anything changes: a crash from here on must not look clean.
-            self._clean_shutdown.remove()
-        recovery_point = self._recovery_point_file.read()
-        high_watermark = self._high_watermark_file.read()
-        log_start = self._log_start_file.read()
+        if clean_state is not None:
+            clean = True
+            recovery_point: int | None = clean_state.recovery_point
+            high_watermark: int | None = clean_state.high_watermark
+            log_start: int | None = clean_state.log_start_offset
+        else:
+            clean = self._clean_shutdown.is_present()
+            if clean:
+                # Gone before anything changes: a crash from here on must not look clean.
+                self._clean_shutdown.remove()
+            recovery_point = self._recovery_point_file.read()
+            high_watermark = self._high_watermark_file.read()
+            log_start = self._log_start_file.read()
 
         names = disk.listdir(self.dir_path)
         bases: set[int] = set()
@@ -240,12 +319,12 @@ class PartitionLog:
                 disk.remove(os.path.join(self.dir_path, name))  # index without its log
 
         segments = [
-            LogSegment.open_existing(disk, self.dir_path, base, config, now_ms)
+            LogSegment.open_existing(disk, self.dir_path, base, config, now_ms, self.syncs)
             for base in sorted(bases)
         ]
         if not segments:
             start = log_start or 0
-            segments = [LogSegment.create(disk, self.dir_path, start, config, now_ms)]
+            segments = [LogSegment.create(disk, self.dir_path, start, config, now_ms, self.syncs)]
         recovered = self._recover_segments(segments, None if clean else (recovery_point or 0))
 
         self._set_segments(segments)
@@ -257,7 +336,9 @@ class PartitionLog:
             logger.warning("%s: log start %d above recovered end %d", self.dir_path, start, leo)
             for segment in segments:
                 self._remove_segment_now(segment)
-            self._set_segments([LogSegment.create(disk, self.dir_path, start, config, now_ms)])
+            self._set_segments(
+                [LogSegment.create(disk, self.dir_path, start, config, now_ms, self.syncs)]
+            )
             recovered = []
             # No snapshot can describe the new, empty log (truncateFullyAndStartAt drops them).
             self.producer_state.scan_snapshots()
@@ -268,19 +349,27 @@ class PartitionLog:
             self._remove_segment_now(self._segments[0])
             self._set_segments(self._segments[1:])
 
-        # What recovery accepted may still sit only in the page cache (kill -9): make it
-        # durable, so the recovery point can honestly be the log end.
-        for segment in recovered:
-            if segment in self._segments:
-                segment.flush()
         leo = self.log_end_offset
-        self._recovery_point = leo
+        if clean:
+            self._recovery_point = leo
+        else:
+            # What recovery accepted after the recovery point may sit only in the page cache
+            # (kill -9): it stays above the recovery point, as a fresh append would, and the
+            # first flush round makes it durable in the flusher's threads (the broker schedules
+            # it, `needs_flush`, and the shell runs it before it listens), so loading the logs
+            # after a crash costs no fsync per partition on the event loop. Under
+            # flush.policy=always HW does not pass it until then.
+            self._recovery_point = max(min(recovery_point or 0, leo), start)
         hw = high_watermark if high_watermark is not None else start
         self._high_watermark = min(max(hw, start), leo)
-        self._log_start_file.write(self._log_start_offset)
-        self._recovery_point_file.write(self._recovery_point)
-        self._high_watermark_file.write(self._high_watermark)
-        self._load_leader_epochs()
+        if clean_state is None:
+            # After a clean stop recorded by the data directory the log's own checkpoints are
+            # left as they are: never above the truth, and within the segment holding the
+            # recovery point, which is all a recovery after a later crash needs of them. After
+            # a crash, what changed is conservative when lost (a lower HW, a log start below
+            # segments that are gone): written without an fsync.
+            self.write_checkpoints(durable=False)
+        self._load_leader_epochs(recovered)
         # Aborted-transaction indexes: trusted below the recovery point (flushed with their
         # segments); the ones of re-scanned segments (or unreadable ones) are rebuilt by the
         # producer-state replay, which then starts at or below their first offset. A segment
@@ -296,10 +385,13 @@ class PartitionLog:
         for segment in self._segments:
             segment.txn_index.flush()
 
-    def _load_leader_epochs(self) -> None:
+    def _load_leader_epochs(self, recovered: list[LogSegment]) -> None:
         """Load the leader-epoch checkpoint and align it with the recovered log (Kafka's
         LogLoader does the same); rebuild it from the batches' partition leader epochs if it
-        is missing or garbled (a log written before it existed, or a torn disk)."""
+        is missing or garbled (a log written before it existed, or a torn disk). The epochs of
+        the re-scanned segments are assigned again (Kafka's LogSegment.recover does): the
+        checkpoint is synced only with the flush that makes their batches durable, so a crash
+        may have kept a batch whose epoch the file does not know yet."""
         cache = self.leader_epochs
         if not cache.load() and self.log_end_offset > self._log_start_offset:
             found = [
@@ -307,6 +399,15 @@ class PartitionLog:
                 for h in self._headers_from(self._log_start_offset)
             ]
             cache.replace(entries_from_batches(found))
+        elif recovered:
+            for segment in self._segments:
+                if segment in recovered:
+                    for epoch, base_offset in segment.recovered_epochs:
+                        if (
+                            base_offset >= self._log_start_offset
+                            and cache.epoch_for_offset(base_offset) != epoch
+                        ):
+                            cache.assign(epoch, base_offset)
         cache.truncate_from_end(self.log_end_offset)
         cache.truncate_from_start(self._log_start_offset)
 
@@ -388,15 +489,26 @@ class PartitionLog:
             segment = segments[i]
             is_last = i == len(segments) - 1
             next_base = None if is_last else segments[i + 1].base_offset
-            must_recover = i >= first_to_recover or not segment.load_indexes(next_base)
+            must_recover = i >= first_to_recover
             if not must_recover:
                 if next_base is None:
-                    must_recover = not segment.load_active_tail()
+                    must_recover = not (
+                        segment.load_indexes(next_base) and segment.load_active_tail()
+                    )
                 else:
-                    segment.load_inactive(next_base)
+                    # Trusted as it is; its index files are read at the first lookup (a
+                    # start-up reads none but the active segments': its time depends on the
+                    # number of partitions, not on the bytes stored).
+                    segment.load_lazily(next_base)
             if must_recover:
                 cut = segment.recover()
                 recovered.append(segment)
+                if cut:
+                    # The cut itself must be durable before anything is appended after it:
+                    # else a later crash could bring back the cut bytes, and with them whole
+                    # batches that were lost (a torn write before a complete one). Only a
+                    # torn log pays this fsync.
+                    segment.flush()
                 if next_base is not None and not cut and i < first_to_recover:
                     # Below the recovery point (re-scanned only for its indexes) a segment may
                     # end before the next one begins: a compacted segment's last records went.
@@ -497,6 +609,8 @@ class PartitionLog:
         self._schedule_deletion(old, durable=False)
         self.disk.sync_dir(self.dir_path)
         new = install()
+        for segment in new:
+            segment.syncs = self.syncs
         self._set_segments(sorted(rest + new, key=lambda s: s.base_offset))
         self.write_checkpoints()
 
@@ -504,6 +618,12 @@ class PartitionLog:
     def recovery_point(self) -> int:
         """Every batch below this offset is durable."""
         return self._recovery_point
+
+    @property
+    def needs_flush(self) -> bool:
+        """Batches above the recovery point wait for a flush (appends, or what recovery
+        accepted after a crash)."""
+        return self.log_end_offset > self._recovery_point
 
     @property
     def segments(self) -> tuple[LogSegment, ...]:
@@ -697,7 +817,9 @@ class PartitionLog:
         self._set_segments([])
         self._schedule_deletion(doomed)
         self._set_segments(
-            [LogSegment.create(self.disk, self.dir_path, offset, self.config, self._clock_ms)]
+            [LogSegment.create(
+                self.disk, self.dir_path, offset, self.config, self._clock_ms, self.syncs
+            )]
         )
         self._log_start_offset = offset
         self._log_start_file.write(offset)
@@ -727,9 +849,11 @@ class PartitionLog:
         """Start a new active segment at LEO (no-op if the active one is empty).
 
         The old segment's indexes and a producer-state snapshot at the new base are written
-        durably; the old .log is not flushed here (the next flush covers it; a snapshot above
-        what a crash leaves is discarded by recovery). Raises KafkaError(KAFKA_STORAGE_ERROR)
-        with nothing changed if the disk refuses.
+        without an fsync, as is the new segment's name: the next flush job syncs them with
+        the old .log, before the recovery point can pass the old segment (recovery trusts
+        the indexes of the segments below it only; a snapshot above what a crash leaves, or a
+        torn one, is discarded by recovery). No fsync runs here. Raises
+        KafkaError(KAFKA_STORAGE_ERROR) with nothing changed if the disk refuses.
         """
         self._check_open()
         self._advance_clock(now_ms)
@@ -740,7 +864,9 @@ class PartitionLog:
         # the active segment's headers.
         self.producer_state.take_snapshot(self.log_end_offset)
         old.on_become_inactive()
-        new = LogSegment.create(self.disk, self.dir_path, self.log_end_offset, self.config, now_ms)
+        new = LogSegment.create(
+            self.disk, self.dir_path, self.log_end_offset, self.config, now_ms, self.syncs
+        )
         self._segments.append(new)
         self._bases.append(new.base_offset)
 
@@ -815,6 +941,8 @@ class PartitionLog:
         self._check_open()
         leo = self.log_end_offset
         if leo <= self._recovery_point:
+            # Files written since the last job wait for the next one (or close): they matter
+            # only once records after the recovery point are flushed.
             return None
         first = self._segment_index(self._recovery_point)
         files = tuple(s.file for s in self._segments[first:])
@@ -823,14 +951,18 @@ class PartitionLog:
         txn_files = tuple(
             f for f in (s.txn_index.file for s in self._segments[first:]) if f is not None
         )
-        return FlushJob(files + txn_files, leo, self._truncations)
+        self.leader_epochs.write_pending()
+        paths, dirs = self.syncs.take()
+        return FlushJob(files + txn_files, leo, self._truncations, self.disk, paths, dirs)
 
     def complete_flush(self, job: FlushJob) -> None:
         """Record that `job` ran: recovery_point = max(recovery_point, job.upto_offset).
 
         The recovery-point checkpoint is rewritten only when the recovery point enters a new
         segment: recovery starts from the segment holding it, so a finer checkpoint would buy
-        nothing for its fsyncs.
+        nothing. It is written without an fsync (the next flush job syncs it): a crash before
+        that leaves the previous value, lower and so safe, at the cost of re-scanning one more
+        segment.
         """
         if self._closed or job.truncations != self._truncations:
             return  # a truncation since: it set (and flushed) the recovery point itself
@@ -840,7 +972,7 @@ class PartitionLog:
         crossed = self._segment_index(upto) != self._segment_index(self._recovery_point)
         self._recovery_point = upto
         if crossed:
-            self.write_checkpoints()
+            self.write_checkpoints(durable=False)
 
     def flush_now(self) -> None:
         """Flush synchronously: everything appended so far is durable on return."""
@@ -849,14 +981,29 @@ class PartitionLog:
             job.run()
             self.complete_flush(job)
 
-    def write_checkpoints(self) -> None:
-        """Durably write the recovery point, high watermark and log start offset (each only
-        if it changed). The server may call this periodically (Kafka does every
-        log.flush.offset.checkpoint.interval.ms); close does it too."""
+    def write_checkpoints(self, durable: bool = True) -> None:
+        """Write the recovery point, high watermark and log start offset (each only if it
+        changed): durable on return, or with `durable=False` once the next flush job (or
+        `sync_pending`) has synced them. The server may call this periodically (Kafka does
+        every log.flush.offset.checkpoint.interval.ms); close does it too."""
         self._check_open()
-        self._recovery_point_file.write(self._recovery_point)
-        self._high_watermark_file.write(self._high_watermark)
-        self._log_start_file.write(self._log_start_offset)
+        files = (
+            (self._recovery_point_file, self._recovery_point),
+            (self._high_watermark_file, self._high_watermark),
+            (self._log_start_file, self._log_start_offset),
+        )
+        for checkpoint, value in files:
+            if durable:
+                checkpoint.write(value)
+            else:
+                checkpoint.write_unsynced(value, self.syncs)
+
+    def sync_pending(self) -> None:
+        """fsync, here and now, every file written and name made without one so far."""
+        self.leader_epochs.write_pending()
+        if self.syncs:
+            paths, dirs = self.syncs.take()
+            sync_all(self.disk, paths, dirs)
 
     # ------------------------------------------------------------------ timestamps
 
@@ -1058,7 +1205,9 @@ class PartitionLog:
             self._set_segments([])
             self._schedule_deletion(doomed)
             self._set_segments(
-                [LogSegment.create(self.disk, self.dir_path, offset, self.config, self._clock_ms)]
+                [LogSegment.create(
+                    self.disk, self.dir_path, offset, self.config, self._clock_ms, self.syncs
+                )]
             )
             # The log restarts empty: nothing is left to describe (truncateFullyAndStartAt).
             self.producer_state.delete_all_snapshots()
@@ -1092,24 +1241,60 @@ class PartitionLog:
     # ------------------------------------------------------------------ shutdown
 
     def close(self) -> None:
-        """Flush, write the indexes and checkpoints, then the clean-shutdown marker; close
-        every file. Everything appended is durable on return; the next open trusts it."""
+        """Close (`begin_close`, its job, `finish_close`), then write this log's own checkpoints and its
+        clean-shutdown marker, durably: the next open without a data directory's state trusts
+        the log as it is."""
         if self._closed:
             return
-        self.flush_now()
-        # Flushed first: the snapshot at LEO then describes only durable batches.
+        state = self._close()
+        self._recovery_point_file.write(state.recovery_point)
+        self._high_watermark_file.write(state.high_watermark)
+        self._log_start_file.write(state.log_start_offset)
+        self._clean_shutdown.write()
+
+    def begin_close(self) -> FlushJob:
+        """The first half of a clean close: write the indexes and the producer snapshot, and
+        return the one job that makes them and everything else durable (the records not yet
+        flushed, every file written without an fsync, the directory). Run it, on any thread,
+        then `finish_close`; until then the log takes no other call. A broker closing
+        thousands of logs runs their jobs together (run_flush_round), not one by one."""
+        self._check_open()
+        flush = self.begin_flush()
+        self._closing_flush = flush
         self.producer_state.take_snapshot(self.log_end_offset)
         for segment in self._segments:
             if segment.indexes_dirty:
                 segment.on_become_inactive()
-        self.write_checkpoints()
         for pending in self._pending_deletions:
             self._remove_pending(pending)
         self._pending_deletions = []
+        self.leader_epochs.write_pending()
+        paths, dirs = self.syncs.take()
+        if flush is None:
+            return FlushJob((), self.log_end_offset, self._truncations, self.disk, paths, dirs)
+        return FlushJob(
+            flush.files, flush.upto_offset, flush.truncations, self.disk,
+            tuple(sorted({*flush.sync_paths, *paths})), tuple(sorted({*flush.sync_dirs, *dirs})),
+        )
+
+    def finish_close(self) -> CleanLogState:
+        """The second half of a clean close, once the job of `begin_close` ran without an
+        error: close every file. Returns what the data directory's clean-shutdown checkpoints
+        must record of this log (log_dir.py) for the next open to trust it as it is; the log
+        writes no checkpoint or marker of its own (a broker with thousands of partitions
+        writes four files at a clean stop, not four per partition)."""
+        flush, self._closing_flush = self._closing_flush, None
+        if flush is not None and flush.truncations == self._truncations:
+            self._recovery_point = max(self._recovery_point, flush.upto_offset)
         for segment in self._segments:
             segment.close()
-        self._clean_shutdown.write()
         self._closed = True
+        return CleanLogState(self._recovery_point, self._log_start_offset, self._high_watermark)
+
+    def _close(self) -> CleanLogState:
+        job = self.begin_close()
+        job.run()
+        return self.finish_close()
 
     def abandon(self) -> None:
         """The log directory failed: close every file, flushing and writing nothing (no

@@ -105,7 +105,7 @@ from dataclasses import dataclass
 import crc32c
 
 from ackly.errors import ErrorCode, KafkaError
-from ackly.log.disk import Disk
+from ackly.log.disk import Disk, PendingSyncs
 from ackly.log.txn_index import AbortedTxn
 from ackly.protocol.record_codec import ControlRecord, ControlType
 from ackly.protocol.records import BatchHeader
@@ -312,9 +312,14 @@ class ProducerStateManager:
         disk: Disk,
         dir_path: str,
         expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+        syncs: PendingSyncs | None = None,
     ) -> None:
         self.disk = disk
         self.dir_path = dir_path
+        # With PendingSyncs, snapshots are written without an fsync and synced by the log's
+        # next flush job: a snapshot only saves replay work, and one a crash lost or tore is
+        # skipped (an older one, or the log from its start, is replayed instead).
+        self._syncs = syncs
         self._expiration_ms = expiration_ms
         self._producers: dict[int, ProducerStateEntry] = {}
         self._snapshots: set[int] = set()
@@ -702,8 +707,13 @@ class ProducerStateManager:
 
     def take_snapshot(self, offset: int) -> None:
         """Write the state as the snapshot at `offset`, which must be the log end offset (the
-        state covers exactly the batches below it). Durable on return."""
-        self.disk.write_atomic(self._path(offset), encode_snapshot(self._producers.values()))
+        state covers exactly the batches below it). Durable on return, or with PendingSyncs
+        once they are synced."""
+        data = encode_snapshot(self._producers.values())
+        if self._syncs is not None:
+            self._syncs.write_atomic(self._path(offset), data)
+        else:
+            self.disk.write_atomic(self._path(offset), data)
         self._snapshots.add(offset)
 
     def _delete_snapshot(self, offset: int) -> None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from ackly.config import TopicConfig
 from ackly.errors import ErrorCode, KafkaError, StorageError
-from ackly.log.disk import STORAGE_ERRNOS, Disk, DiskFile
+from ackly.log.disk import STORAGE_ERRNOS, Disk, DiskFile, PendingSyncs
 from ackly.log.index import (
     INT32_MAX,
     OFFSET_ENTRY_SIZE,
@@ -142,13 +142,21 @@ class LogSegment:
         file: DiskFile,
         config: TopicConfig,
         created_ms: int,
+        syncs: PendingSyncs | None = None,
     ) -> None:
         self.disk = disk
+        # With PendingSyncs (a partition log's segments) the index files are written without
+        # an fsync; the log syncs them in its next flush job, before its recovery point can
+        # pass this segment (recovery trusts the indexes of the segments below it only).
+        self.syncs = syncs
         self.dir_path = dir_path
         self.base_offset = base_offset
         self.file = file
-        self.offset_index = OffsetIndex(base_offset, offset_index_entries(config))
-        self.time_index = TimeIndex(base_offset, time_index_entries(config))
+        self._offset_index = OffsetIndex(base_offset, offset_index_entries(config))
+        self._time_index = TimeIndex(base_offset, time_index_entries(config))
+        # Set for an inactive segment whose index files are read only when first needed (its
+        # next offset; Kafka's LazyIndex): a clean start-up reads no index of them at all.
+        self._lazy_next_offset: int | None = None
         self.txn_index = TransactionIndex(disk, dir_path, base_offset)
         self.index_interval_bytes = config.index_interval_bytes
         # Age for segment.ms rolls. Kafka prefers the first batch's timestamp; producer clocks
@@ -156,35 +164,53 @@ class LogSegment:
         # (or loaded: like Kafka's LogSegment.created, the age restarts with the process).
         self.created_ms = created_ms
         self.next_offset = base_offset
-        self.max_timestamp = NO_TIMESTAMP
-        self.offset_of_max_timestamp = base_offset
+        self._max_timestamp = NO_TIMESTAMP
+        self._offset_of_max_timestamp = base_offset
         self._bytes_since_index_entry = 0
         self.indexes_dirty = True
         self._failed = False
+        # (epoch, base offset) of each batch `recover` accepted whose partition leader epoch
+        # differs from the batch before it: what the leader-epoch cache must know after it.
+        self.recovered_epochs: list[tuple[int, int]] = []
 
     # -- construction
 
     @classmethod
     def create(
-        cls, disk: Disk, dir_path: str, base_offset: int, config: TopicConfig, now_ms: int
+        cls,
+        disk: Disk,
+        dir_path: str,
+        base_offset: int,
+        config: TopicConfig,
+        now_ms: int,
+        syncs: PendingSyncs | None = None,
     ) -> LogSegment:
-        """A new, empty segment (its .log file is created; the indexes come at roll/close)."""
-        file = disk.open(os.path.join(dir_path, file_name(base_offset, LOG_SUFFIX)))
+        """A new, empty segment (its .log file is created; the indexes come at roll/close).
+        With PendingSyncs the new file's directory entry is durable once they are synced (the
+        flush that first makes data in it durable syncs them too)."""
+        path = os.path.join(dir_path, file_name(base_offset, LOG_SUFFIX))
+        file = disk.open(path) if syncs is None else syncs.create(path)
         if file.size():
             # A stale file under a name we are about to reuse (Kafka warns and deletes it too).
             logger.warning("segment %s exists when rolling; emptying it", file.path)
             file.truncate(0)
-        segment = cls(disk, dir_path, base_offset, file, config, now_ms)
+        segment = cls(disk, dir_path, base_offset, file, config, now_ms, syncs)
         segment.txn_index.reset()  # likewise a stale aborted-transaction index
         return segment
 
     @classmethod
     def open_existing(
-        cls, disk: Disk, dir_path: str, base_offset: int, config: TopicConfig, now_ms: int
+        cls,
+        disk: Disk,
+        dir_path: str,
+        base_offset: int,
+        config: TopicConfig,
+        now_ms: int,
+        syncs: PendingSyncs | None = None,
     ) -> LogSegment:
         """Open a segment found on disk; its state is set by `load_indexes` or `recover`."""
         file = disk.open(os.path.join(dir_path, file_name(base_offset, LOG_SUFFIX)))
-        return cls(disk, dir_path, base_offset, file, config, now_ms)
+        return cls(disk, dir_path, base_offset, file, config, now_ms, syncs)
 
     def path(self, suffix: str) -> str:
         return os.path.join(self.dir_path, file_name(self.base_offset, suffix))
@@ -193,9 +219,78 @@ class LogSegment:
     def size(self) -> int:
         return self.file.size()
 
+    # -- the indexes and the largest timestamp, loaded on first use for a lazy segment
+
+    @property
+    def offset_index(self) -> OffsetIndex:
+        if self._lazy_next_offset is not None:
+            self._load_lazy()
+        return self._offset_index
+
+    @offset_index.setter
+    def offset_index(self, index: OffsetIndex) -> None:
+        self._offset_index = index
+
+    @property
+    def time_index(self) -> TimeIndex:
+        if self._lazy_next_offset is not None:
+            self._load_lazy()
+        return self._time_index
+
+    @time_index.setter
+    def time_index(self, index: TimeIndex) -> None:
+        self._time_index = index
+
+    @property
+    def max_timestamp(self) -> int:
+        if self._lazy_next_offset is not None:
+            self._load_lazy()
+        return self._max_timestamp
+
+    @max_timestamp.setter
+    def max_timestamp(self, timestamp: int) -> None:
+        self._max_timestamp = timestamp
+
+    @property
+    def offset_of_max_timestamp(self) -> int:
+        if self._lazy_next_offset is not None:
+            self._load_lazy()
+        return self._offset_of_max_timestamp
+
+    @offset_of_max_timestamp.setter
+    def offset_of_max_timestamp(self, offset: int) -> None:
+        self._offset_of_max_timestamp = offset
+
+    def load_lazily(self, next_offset: int) -> None:
+        """A trusted inactive segment (below the recovery point, or after a clean stop): it
+        ends where the next one begins, and its index files are read at the first lookup
+        (Kafka's LazyIndex), so start-up time does not grow with the bytes stored."""
+        self.next_offset = next_offset
+        self.indexes_dirty = False
+        self._lazy_next_offset = next_offset
+
+    def _load_lazy(self) -> None:
+        next_offset = self._lazy_next_offset
+        assert next_offset is not None
+        self._lazy_next_offset = None
+        if self.load_indexes(next_offset):
+            self.load_inactive(next_offset)
+            return
+        # Missing or failing its sanity check: rebuilt from the batch headers (the data is
+        # trusted: it lies below the recovery point), and written again at the next roll or
+        # clean close.
+        self._offset_index.clear()
+        self._time_index.clear()
+        self._max_timestamp, self._offset_of_max_timestamp = NO_TIMESTAMP, self.base_offset
+        self._bytes_since_index_entry = 0
+        for position, header in self.iter_headers(0):
+            self._index_batch(position, header.base_offset, header.size, header.max_timestamp)
+        self.next_offset = next_offset
+        self.indexes_dirty = True
+
     def update_config(self, config: TopicConfig) -> None:
-        self.offset_index.max_entries = offset_index_entries(config)
-        self.time_index.max_entries = time_index_entries(config)
+        self._offset_index.max_entries = offset_index_entries(config)
+        self._time_index.max_entries = time_index_entries(config)
         self.index_interval_bytes = config.index_interval_bytes
 
     # -- append
@@ -207,6 +302,8 @@ class LogSegment:
         error nothing is written and nothing changes (KafkaError(KAFKA_STORAGE_ERROR)).
         """
         assert batches and batches[0].base_offset >= self.next_offset, self.next_offset
+        if self._lazy_next_offset is not None:
+            self._load_lazy()
         if self._failed:
             raise StorageError("append to", self.file.path, None, "the segment is offline")
         before = self.file.size()
@@ -235,14 +332,15 @@ class LogSegment:
     def _index_batch(self, position: int, base_offset: int, size: int, max_timestamp: int) -> None:
         # Same order as LogSegment.append in Kafka: the largest timestamp first, then (every
         # index interval) an offset entry and a time entry carrying the largest timestamp.
-        if max_timestamp > self.max_timestamp:
-            self.max_timestamp = max_timestamp
-            self.offset_of_max_timestamp = base_offset
+        # The fields, not the properties: appends and rebuilds run on loaded indexes.
+        if max_timestamp > self._max_timestamp:
+            self._max_timestamp = max_timestamp
+            self._offset_of_max_timestamp = base_offset
         if self._bytes_since_index_entry > self.index_interval_bytes:
-            if not self.offset_index.is_full():
-                self.offset_index.append(base_offset, position)
-            if self.max_timestamp != NO_TIMESTAMP:
-                self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+            if not self._offset_index.is_full():
+                self._offset_index.append(base_offset, position)
+            if self._max_timestamp != NO_TIMESTAMP:
+                self._time_index.maybe_append(self._max_timestamp, self._offset_of_max_timestamp)
             self._bytes_since_index_entry = 0
             self.indexes_dirty = True
         self._bytes_since_index_entry += size
@@ -325,10 +423,10 @@ class LogSegment:
             return False
         try:
             offset_index = OffsetIndex.from_bytes(
-                self.base_offset, offset_data, self.offset_index.max_entries, self.size
+                self.base_offset, offset_data, self._offset_index.max_entries, self.size
             )
             time_index = TimeIndex.from_bytes(
-                self.base_offset, time_data, self.time_index.max_entries, next_offset_bound
+                self.base_offset, time_data, self._time_index.max_entries, next_offset_bound
             )
         except CorruptIndexError as exc:
             logger.warning("rebuilding the indexes of %s: %s", self.file.path, exc)
@@ -399,6 +497,7 @@ class LogSegment:
         window = _Window(self.file, size, _RECOVERY_CHUNK_BYTES)
         position = 0
         next_offset = self.base_offset
+        epochs = self.recovered_epochs = []
         while position < size:
             view = window.get(position, HEADER_SIZE)
             if view is None:
@@ -414,6 +513,9 @@ class LogSegment:
             if batch is None or crc_of(batch, 0, header.size) != header.crc:
                 break
             self._index_batch(position, header.base_offset, header.size, header.max_timestamp)
+            epoch = header.partition_leader_epoch
+            if epoch >= 0 and (not epochs or epochs[-1][0] != epoch):
+                epochs.append((epoch, header.base_offset))
             next_offset = header.next_offset
             position += header.size
         self.next_offset = next_offset
@@ -467,7 +569,7 @@ class LogSegment:
 
     def on_become_inactive(self) -> None:
         """The segment stops taking appends (roll): record its largest timestamp in the time
-        index even if full, then write both indexes. Durable on return."""
+        index even if full, then write both indexes (see `write_indexes`)."""
         if self.max_timestamp != NO_TIMESTAMP:
             self.time_index.maybe_append(
                 self.max_timestamp, self.offset_of_max_timestamp, skip_full_check=True
@@ -475,9 +577,14 @@ class LogSegment:
         self.write_indexes()
 
     def write_indexes(self) -> None:
-        """Write both index files whole (atomically). Durable on return."""
-        self.disk.write_atomic(self.path(INDEX_SUFFIX), self.offset_index.to_bytes())
-        self.disk.write_atomic(self.path(TIME_INDEX_SUFFIX), self.time_index.to_bytes())
+        """Write both index files whole (atomically). Durable on return, or with PendingSyncs
+        once they are synced."""
+        for suffix, data in ((INDEX_SUFFIX, self.offset_index.to_bytes()),
+                             (TIME_INDEX_SUFFIX, self.time_index.to_bytes())):
+            if self.syncs is not None:
+                self.syncs.write_atomic(self.path(suffix), data)
+            else:
+                self.disk.write_atomic(self.path(suffix), data)
         self.indexes_dirty = False
 
     def flush(self) -> None:

@@ -9,7 +9,7 @@ The record is a side file of lines `<path relative to the record's directory> <l
 rewritten, and needs no fsync: it is read after a SIGKILL, which the page cache survives.
 
 Invariants:
-- only files opened through `Disk.open` are recorded (segments' .log and .txnindex files);
+- only files opened through `Disk.open` / `Disk.create` are recorded (segments' .log and .txnindex files);
   files written with `write_atomic` (checkpoints, indexes, snapshots) are durable on return and
   never recorded, so `drop_unflushed` leaves them alone;
 - a recorded length never exceeds what an fsync made durable: a flush records the size taken
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 
 from ackly.log.disk import DiskFile, RealDisk
 
@@ -106,8 +107,14 @@ class RecordingDisk(RealDisk):
         self._record = _Record(record_path)
 
     def open(self, path: str) -> DiskFile:
+        return self._recorded(path, super().open)
+
+    def create(self, path: str) -> DiskFile:
+        return self._recorded(path, super().create)
+
+    def _recorded(self, path: str, opener: Callable[[str], DiskFile]) -> DiskFile:
         existed = os.path.exists(path)
-        inner = super().open(path)
+        inner = opener(path)
         with self._record.lock:
             self._record.set(path, inner.size() if existed else 0)
         return RecordingFile(inner, self._record)

@@ -1,0 +1,152 @@
+"""The data directory's clean-shutdown state: one set of checkpoint files for all its logs.
+
+Owns: `LogDirCheckpoints`, the files Kafka's LogManager keeps per log directory, written once
+at a clean shutdown for every log that closed cleanly, and read once at the next start:
+    recovery-point-offset-checkpoint   every batch below it is durable
+    log-start-offset-checkpoint        the log start offset
+    replication-offset-checkpoint      the high watermark
+    .clean-shutdown                    the marker (Kafka's `.kafka_cleanshutdown`)
+A start-up after a clean stop then reads four files, however many partitions there are,
+and a clean stop writes four, instead of a marker and three checkpoints per partition.
+
+On-disk layout of each checkpoint file (Kafka's OffsetCheckpointFile, ASCII):
+    0\\n                           version
+    <count>\\n
+    <topic> <partition> <offset>\\n  one line per log
+The marker holds the single line `0\\n`.
+
+Invariants:
+- The marker is written last, after every checkpoint file is durable, and vouches only for
+  the logs the files list: each was flushed, its indexes, producer snapshot and every other
+  file made durable, and closed, before the files were written. A log the files do not list
+  (one that failed to close) is recovered from its own checkpoints, as after a crash.
+- The marker is removed (durably) when it is read, before any log changes, so a crash after
+  that start never passes for a clean stop: the checkpoint files stay on disk but are only
+  trusted while the marker is there.
+- Parsing is strict: a garbled file makes the whole state untrusted (every log recovers).
+
+Each log keeps its own `recovery-point` / `high-watermark` / `log-start-offset` files too
+(checkpoint.py): the truth after a crash, conservative (never above the true value), and
+written when a log changes in ways a crash must not undo (truncation, a new log start).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+from ackly.log.disk import Disk
+
+logger = logging.getLogger(__name__)
+
+RECOVERY_POINT_CHECKPOINT = "recovery-point-offset-checkpoint"
+LOG_START_CHECKPOINT = "log-start-offset-checkpoint"
+HIGH_WATERMARK_CHECKPOINT = "replication-offset-checkpoint"
+CLEAN_SHUTDOWN_MARKER = ".clean-shutdown"
+
+_VERSION = 0
+_MARKER = b"0\n"
+_LINE = re.compile(r"(\S+) (0|[1-9][0-9]{0,9}) (0|[1-9][0-9]{0,18})")
+
+
+@dataclass(frozen=True, slots=True)
+class CleanLogState:
+    """What a log was at its clean close."""
+
+    recovery_point: int
+    log_start_offset: int
+    high_watermark: int
+
+
+def encode_checkpoint(offsets: dict[tuple[str, int], int]) -> bytes:
+    lines = [str(_VERSION), str(len(offsets))]
+    lines += [f"{topic} {partition} {offset}" for (topic, partition), offset in sorted(offsets.items())]
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def decode_checkpoint(data: bytes) -> dict[tuple[str, int], int] | None:
+    """The offsets of a checkpoint file, or None if it is garbled."""
+    try:
+        lines = data.decode("ascii").split("\n")
+    except UnicodeDecodeError:
+        return None
+    if len(lines) < 3 or lines[-1] != "" or lines[0] != str(_VERSION) or not lines[1].isdigit():
+        return None
+    body = lines[2:-1]
+    if int(lines[1]) != len(body):
+        return None
+    offsets: dict[tuple[str, int], int] = {}
+    for line in body:
+        match = _LINE.fullmatch(line)
+        if match is None:
+            return None
+        offsets[(match.group(1), int(match.group(2)))] = int(match.group(3))
+    return offsets
+
+
+def _key(dir_name: str) -> tuple[str, int] | None:
+    """(topic, partition) of a partition directory name `<topic>-<partition>`."""
+    topic, sep, partition = dir_name.rpartition("-")
+    if not sep or not topic or not partition.isdigit():
+        return None
+    return topic, int(partition)
+
+
+class LogDirCheckpoints:
+    """The clean-shutdown state of every log in one data directory."""
+
+    def __init__(self, disk: Disk, data_dir: str) -> None:
+        self._disk = disk
+        self._data_dir = data_dir
+        self._clean: dict[tuple[str, int], CleanLogState] = {}
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self._data_dir, name)
+
+    def load(self) -> int:
+        """Read the state a clean stop left and remove the marker (durably), so a crash from
+        here on does not look clean. Returns how many logs it vouches for."""
+        marker = self._path(CLEAN_SHUTDOWN_MARKER)
+        data = self._disk.read_file(marker)
+        if data is None:
+            return 0
+        self._disk.remove(marker)
+        if data != _MARKER:
+            logger.warning("%s is garbled: every log is recovered", marker)
+            return 0
+        files = [self._disk.read_file(self._path(name)) for name in
+                 (RECOVERY_POINT_CHECKPOINT, LOG_START_CHECKPOINT, HIGH_WATERMARK_CHECKPOINT)]
+        decoded = [None if f is None else decode_checkpoint(f) for f in files]
+        recovery_points, log_starts, high_watermarks = decoded
+        if recovery_points is None or log_starts is None or high_watermarks is None:
+            logger.warning("%s: a log-directory checkpoint is missing or garbled: every log is "
+                           "recovered", self._data_dir)
+            return 0
+        for key, recovery_point in recovery_points.items():
+            log_start = log_starts.get(key)
+            hw = high_watermarks.get(key)
+            if log_start is not None and hw is not None:
+                self._clean[key] = CleanLogState(recovery_point, log_start, hw)
+        return len(self._clean)
+
+    def take(self, dir_name: str) -> CleanLogState | None:
+        """The clean-close state of the log in directory `dir_name`, once: a log opened again
+        later in this process has changed since."""
+        key = _key(dir_name)
+        return None if key is None else self._clean.pop(key, None)
+
+    def forget(self) -> None:
+        self._clean.clear()
+
+    def write_clean_shutdown(self, states: dict[str, CleanLogState]) -> None:
+        """Write the checkpoint files for `states` (partition directory name -> state), then
+        the marker; each durable on return. Call only once every listed log is closed."""
+        keyed = {key: state for name, state in states.items() if (key := _key(name)) is not None}
+        for name, field in ((RECOVERY_POINT_CHECKPOINT, "recovery_point"),
+                            (LOG_START_CHECKPOINT, "log_start_offset"),
+                            (HIGH_WATERMARK_CHECKPOINT, "high_watermark")):
+            offsets = {key: getattr(state, field) for key, state in keyed.items()}
+            self._disk.write_atomic(self._path(name), encode_checkpoint(offsets))
+        self._disk.write_atomic(self._path(CLEAN_SHUTDOWN_MARKER), _MARKER)

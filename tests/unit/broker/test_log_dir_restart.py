@@ -1,0 +1,82 @@
+"""A clean stop leaves one set of checkpoints for the data directory; the start after it
+trusts them once, and a crash after that start recovers from each log's own checkpoints."""
+
+from __future__ import annotations
+
+import random
+
+from ackly.broker.node import BrokerNode
+from ackly.config import BrokerConfig
+from ackly.log.disk import SimDisk
+from ackly.log.log_dir import CLEAN_SHUTDOWN_MARKER, RECOVERY_POINT_CHECKPOINT, decode_checkpoint
+from ackly.log.partition_log import run_flush_round
+from ackly.protocol.record_codec import Record, encode_batch
+from ackly.protocol.records import validate_batches
+
+NOW_MS = 1_700_000_000_000
+DATA_DIR = "/data"
+PARTITIONS = 4
+
+
+def make_node(disk: SimDisk) -> BrokerNode:
+    return BrokerNode(config=BrokerConfig.from_properties({}), disk=disk,
+                      data_dir=DATA_DIR, host="127.0.0.1", port=9092, now_ms=NOW_MS,
+                      rng=random.Random(0))
+
+
+def produce_and_flush(node: BrokerNode, rounds: int) -> None:
+    for _ in range(rounds):
+        for i in range(PARTITIONS):
+            p = node.leader_partition("t", i)
+            data = bytearray(encode_batch([Record(key=None, value=b"v" * 50)] * 3, now_ms=NOW_MS))
+            p.append_as_leader(data, validate_batches(data, 1 << 20), -1, NOW_MS)
+            node.after_append(p, NOW_MS)
+        jobs = node.take_flush_jobs()
+        run_flush_round([job for _, job in jobs])
+        node.complete_flush(jobs, NOW_MS)
+
+
+def end_offsets(node: BrokerNode) -> list[int]:
+    return [node.leader_partition("t", i).log_end_offset for i in range(PARTITIONS)]
+
+
+def test_a_crash_after_a_clean_restart_keeps_every_flushed_record() -> None:
+    for seed in range(8):
+        disk = SimDisk(random.Random(seed))
+        node = make_node(disk)
+        node.create_topic("t", PARTITIONS, {"segment.bytes": "2000"}, NOW_MS)
+        produce_and_flush(node, 20)
+        assert len(node.leader_partition("t", 0).log.segments) >= 3
+        node.close()
+        assert disk.read_file(f"{DATA_DIR}/{CLEAN_SHUTDOWN_MARKER}") == b"0\n"
+        recorded = decode_checkpoint(disk.read_file(f"{DATA_DIR}/{RECOVERY_POINT_CHECKPOINT}") or b"")
+        assert recorded == {("t", i): end for i, end in enumerate(end_offsets(node))}
+
+        again = make_node(disk)
+        # The marker is gone before any log changes: a crash from here on is not a clean stop.
+        assert not disk.exists(f"{DATA_DIR}/{CLEAN_SHUTDOWN_MARKER}")
+        assert end_offsets(again) == end_offsets(node)
+        produce_and_flush(again, 15)
+        flushed = end_offsets(again)
+        disk.crash()
+
+        third = make_node(disk)
+        assert end_offsets(third) == flushed, seed
+        for i in range(PARTITIONS):
+            p = third.leader_partition("t", i)
+            assert p.log.read(0, 1 << 30, p.log_end_offset).size > 0
+        third.close()
+
+
+def test_a_log_that_failed_to_close_is_not_vouched_for() -> None:
+    disk = SimDisk(random.Random(1))
+    node = make_node(disk)
+    node.create_topic("t", PARTITIONS, {"segment.bytes": "2000"}, NOW_MS)
+    produce_and_flush(node, 3)
+    node.leader_partition("t", 2).log.abandon()  # as if its close had failed
+    node.close()
+    recorded = decode_checkpoint(disk.read_file(f"{DATA_DIR}/{RECOVERY_POINT_CHECKPOINT}") or b"")
+    assert recorded is not None and ("t", 2) not in recorded and ("t", 1) in recorded
+    again = make_node(disk)
+    assert end_offsets(again) == end_offsets(node)  # the abandoned log recovered from its own
+    again.close()
