@@ -14,7 +14,7 @@ import pytest
 from ackly.sim.cluster import run_seed
 
 STEPS = 2_000
-SEEDS = [(1, 0), (1, 1), (1, 3), (3, 5), (3, 6), (3, 9)]  # (brokers, seed)
+SEEDS = [(1, 0), (1, 1), (1, 3), (3, 5), (3, 6), (3, 24)]  # (brokers, seed)
 
 
 @pytest.mark.parametrize(("brokers", "seed"), SEEDS, ids=[f"b{b}-seed{s}" for b, s in SEEDS])
