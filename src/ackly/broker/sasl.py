@@ -31,11 +31,13 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-
-import scramp
+from typing import TYPE_CHECKING
 
 from ackly.cluster.scram import SCRAM_MECHANISMS, ScramCredential
 from ackly.errors import ErrorCode, KafkaError
+
+if TYPE_CHECKING:
+    import scramp
 
 log = logging.getLogger("ackly.sasl")
 
@@ -79,6 +81,7 @@ def _accept_prefixed_nonce(server: scramp.core.ScramServer, client_final: str) -
     ScramSaslServer does (it checks `endsWith`): librdkafka 2.0 (Debian's kcat) sends its own
     nonce again in front of the combined one. The proof is still checked over the message as
     the client sent it, and the server's nonce must still be there, so nothing is replayable."""
+    import scramp  # on first use: importing it costs start-up time (the pytest fixture's)
     expected = str(server.nonce)
     for attribute in client_final.split(","):
         if attribute.startswith("r="):
@@ -207,6 +210,7 @@ class SaslSession:
         return None
 
     def _scram_first(self, mechanism: str, auth_bytes: bytes, credentials: Credentials) -> StepResult:
+        import scramp  # on first use: importing it costs start-up time (the pytest fixture's)
         def auth_fn(username: str) -> tuple[bytes, bytes, bytes, int]:
             user = _saslname(username)
             credential = credentials.get((user, mechanism))
@@ -226,6 +230,7 @@ class SaslSession:
         return StepResult(challenge=challenge.encode("utf-8"))
 
     def _scram_final(self, auth_bytes: bytes, now_ms: int) -> StepResult:
+        import scramp  # on first use: importing it costs start-up time (the pytest fixture's)
         server = self._scram
         assert server is not None
         self._scram = None

@@ -21,11 +21,12 @@ import hmac
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import scramp
+from typing import TYPE_CHECKING, Any
 
 from ackly.errors import AcklyError
+
+if TYPE_CHECKING:
+    import scramp  # noqa: F401  (types only)
 
 VALUE_VERSION = 1
 
@@ -80,6 +81,7 @@ class ScramCredential:
         salt: bytes | None = None,
     ) -> ScramCredential:
         """Salt and iterate a password (scramp's derivation; a fresh random salt by default)."""
+        import scramp  # on first use: importing it costs start-up time (the pytest fixture's)
         check_mechanism(mechanism)
         if (problem := iterations_problem(iterations)) is not None:
             raise CredentialError(problem)
@@ -108,6 +110,7 @@ class ScramCredential:
     def matches_password(self, password: str) -> bool:
         """Whether `password` derives this credential's stored key (how SASL/PLAIN is checked
         against a SCRAM credential: the same salt and iterations, a constant-time compare)."""
+        import scramp  # on first use: importing it costs start-up time (the pytest fixture's)
         try:
             _salt, stored_key, _server_key, _count = scramp.ScramMechanism(self.mechanism).make_auth_info(
                 password, iteration_count=self.iterations, salt=self.salt,

@@ -42,8 +42,8 @@ from ackly.server.connection import Connection
 from ackly.server.connection_limits import ConnectionLimits
 from ackly.server.memory_pool import MemoryPool
 from ackly.server.memory_store_bridge import SharedMemoryStore
-from ackly.server.metrics import CoordinatorLoadMetrics, FlushMetrics, RequestMetrics
 from ackly.server.peer_sasl import peer_sasl
+from ackly.server.request_metrics import CoordinatorLoadMetrics, FlushMetrics, RequestMetrics
 from ackly.server.tls import inter_broker_context, mapping_rules, server_contexts
 from ackly.types import TopicPartition
 

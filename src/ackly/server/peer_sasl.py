@@ -17,15 +17,17 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import scramp
 from kio.schema.sasl_authenticate.v2.request import SaslAuthenticateRequest
 from kio.schema.sasl_handshake.v1.request import SaslHandshakeRequest
 
 from ackly.config import BrokerConfig
 from ackly.errors import ConfigError, ErrorCode
 from ackly.listeners import ListenerSet
+
+if TYPE_CHECKING:
+    pass
 
 MECHANISM_KEY = "sasl.mechanism.inter.broker.protocol"
 _OPTION = re.compile(r'\b(username|password)\s*=\s*"((?:[^"\\]|\\.)*)"')
@@ -80,6 +82,7 @@ async def authenticate(exchange: Exchange, sasl: PeerSasl) -> None:
     if sasl.mechanism == "PLAIN":
         await step(f"\x00{sasl.username}\x00{sasl.password}".encode())
         return
+    import scramp  # on first use: importing it costs start-up time (the pytest fixture's)
     try:
         client = scramp.ScramClient([sasl.mechanism], sasl.username, sasl.password)
         client.set_server_first((await step(client.get_client_first().encode())).decode())
