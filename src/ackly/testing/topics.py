@@ -254,10 +254,23 @@ def read_topic(
     wanted = sorted(leaders) if partitions is None else partitions
     out: list[ConsumedRecord] = []
     for partition in wanted:
-        if partition not in leaders:
-            raise TopicError(f"read {topic}-{partition}", int(ErrorCode.unknown_topic_or_partition))
-        with WireClient(addresses[leaders[partition]], timeout_s=timeout_s) as leader:
-            out.extend(_read_partition(leader, topic, partition, level, deadline))
+        while True:
+            if partition not in leaders:
+                raise TopicError(f"read {topic}-{partition}", int(ErrorCode.unknown_topic_or_partition))
+            try:
+                with WireClient(addresses[leaders[partition]], timeout_s=timeout_s) as leader:
+                    out.extend(_read_partition(leader, topic, partition, level, deadline))
+                break
+            except TopicError as exc:
+                # Leadership moved between the Metadata answer and the read (a failover, a
+                # preferred leader coming back): ask again and read from the new leader, as a
+                # client does. Nothing of this partition was kept from the failed attempt.
+                if exc.code not in _RETRIABLE:
+                    raise
+                _expired(deadline, f"read {topic}-{partition} ({exc})")
+                time.sleep(RETRY_INTERVAL_S)
+                with WireClient(_first(bootstrap), timeout_s=timeout_s) as client:
+                    addresses, leaders = _leaders(client, topic, deadline)
     return out
 
 
