@@ -463,6 +463,8 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
               "per-topic metric series only while there are at most this many topics", minimum=0),
     ConfigDef("admin.metrics.max.partition.series", Kind.INT, 10_000,
               "most per-partition (and per-group-partition) series in one scrape", minimum=0),
+    ConfigDef("admin.console.reports.dir", Kind.STRING, "",
+              "directory of `ackly verify` reports the web console lists; empty: none"),
 )
 
 

@@ -11,6 +11,7 @@ module's routes on one application (`ROUTES` here; a later page adds a table of 
   partition it hosts), else 503; JSON with the reasons either way.
 - `GET /v1/cluster/health`: the cluster as this broker's metadata view shows it (brokers
   down, leaderless, under-replicated, under- and at-min-ISR partitions; cluster/health.py).
+- `/` and the pages below it: the web console (server/console/pages.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from ackly.cluster.health import cluster_health
 from ackly.errors import ConfigError
+from ackly.server.console.pages import install as install_console
 from ackly.server.metrics import BrokerCollector
 
 if TYPE_CHECKING:
@@ -129,6 +131,7 @@ def build_app(server: BrokerServer, *route_tables: list[web.RouteDef]) -> web.Ap
     ))
     app[REGISTRY_KEY] = registry
     app.add_routes(ROUTES)
+    install_console(app, server)
     for table in route_tables:
         app.add_routes(table)
     return app

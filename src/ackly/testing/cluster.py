@@ -260,6 +260,8 @@ async def _kill(server: BrokerServer) -> None:
     # The test kit reaches into the shell on purpose: a kill is not something it offers.
     for listening in server._servers:
         listening.close()
+    if server.admin is not None:
+        await server.admin.stop()
     for conn in list(server.connections):
         conn.abort()
     server._stopping = True
