@@ -132,7 +132,7 @@ def test_console_marks_a_partition_under_replicated_while_a_broker_is_down(tmp_p
 
         cluster.start(victim)
         poll_page(driver, base + "/", all_in_sync, f"the partitions back in sync after broker {victim} returned")
-        assert "healthy" == driver.find_element(By.CSS_SELECTOR, "#cluster-health .big").text
+        assert driver.find_element(By.CSS_SELECTOR, "#cluster-health .big").text == "healthy"
         driver.save_screenshot(str(tmp_path / "healed.png"))
         assert Path(tmp_path / "healed.png").stat().st_size > 10_000
     finally:
