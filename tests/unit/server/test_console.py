@@ -137,3 +137,53 @@ def test_groups_transactions_and_unknown_names(console) -> None:
     assert page(base + "/groups/nope")[0] == 404
     status, headers, _ = fetch(base + "/static/console.css")
     assert status == 200 and headers["Content-Type"].startswith("text/css")
+
+
+@pytest.mark.slow
+@pytest.mark.clients
+def test_group_lag_and_an_offset_reset_behind_its_confirmation(console) -> None:
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    base, _ = console
+    bootstrap = page(base + "/")[1]
+    address = re.search(r"<td>(127\.0\.0\.1:\d+)</td>", bootstrap)
+    assert address, "the overview lists this broker's address"
+    admin = AdminClient({"bootstrap.servers": address.group(1)})
+    admin.create_topics([NewTopic("events", 2, 1)])["events"].result(timeout=30)
+    producer = Producer({"bootstrap.servers": address.group(1)})
+    for i in range(10):
+        producer.produce("events", value=b"%d" % i, partition=i % 2)
+    assert producer.flush(20) == 0
+    consumer = Consumer({"bootstrap.servers": address.group(1), "group.id": "billing",
+                         "enable.auto.commit": False})
+    try:
+        # Committed without joining (generation -1), as a tool does for an empty group.
+        consumer.commit(offsets=[TopicPartition("events", 0, 2), TopicPartition("events", 1, 5)],
+                        asynchronous=False)
+    finally:
+        consumer.close()
+
+    status, html = page(base + "/groups")
+    assert status == 200 and 'id="group-billing"' in html
+    status, html = page(base + "/groups/billing")
+    assert status == 200 and '<span id="total-lag">3</span>' in html, "lag 5-2 on 0 and 5-5 on 1"
+    token = csrf_of(html)
+
+    form = {"topic": "events", "to": "earliest", "offset": "", "csrf": token}
+    status, html = page(base + "/groups/billing/reset", form)
+    assert status == 200 and "Reset the offsets of billing on events to earliest?" in html
+    assert '<span id="total-lag">3</span>' in page(base + "/groups/billing")[1], "nothing committed yet"
+    assert page(base + "/groups/billing/reset", {**form, "csrf": "x", "confirmed": "yes"})[0] == 403
+
+    status, headers, _ = fetch(base + "/groups/billing/reset", {**form, "confirmed": "yes"})
+    assert status == 303 and headers["Location"].startswith("/groups/billing")
+    assert '<span id="total-lag">10</span>' in page(base + "/groups/billing")[1]
+
+    status, html = page(base + "/groups/billing/reset", {**form, "to": "offset", "offset": "99", "confirmed": "yes"})
+    assert status == 303, html
+    html = page(base + "/groups/billing")[1]
+    assert '<span id="total-lag">0</span>' in html, "an offset past HW is clamped to HW"
+    status, html = page(base + "/groups/billing/reset", {**form, "topic": "nope"})
+    assert status == 502 and "unknown topic" in html
+    assert 'id="topic-nope"' not in page(base + "/topics")[1], "a look-up creates no topic"

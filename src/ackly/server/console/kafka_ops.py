@@ -198,7 +198,9 @@ class KafkaOps:
         return out
 
     def topic_partitions(self, topic: str) -> list[int]:
-        metadata = self.admin.list_topics(topic=topic, timeout=REQUEST_TIMEOUT_S)
+        # All topics, not the one: a Metadata request naming a topic may create it on a
+        # cluster with auto.create.topics.enable, and a look-up must not.
+        metadata = self.admin.list_topics(timeout=REQUEST_TIMEOUT_S)
         t = metadata.topics.get(topic)
         if t is None or t.error is not None:
             raise ConsoleError(f"unknown topic {topic!r}" if t is None else f"topic {topic!r}: {t.error.str()}")
