@@ -20,7 +20,7 @@ tests/clients/js/node_modules/.installed: tests/clients/js/package.json tests/cl
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/ackly serve --host 127.0.0.1 --port 9092 --data-dir ./data --broker-id 0 --config admin.listener=127.0.0.1:9644
+	$(BIN)/ackly serve --host 127.0.0.1 --port 9092 --data-dir ./data --broker-id 0 --config admin.listener=127.0.0.1:9644 --config admin.console.reports.dir=./verify-reports
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
