@@ -107,6 +107,8 @@ class Console:
         return hmac.compare_digest(str(form.get("csrf", "")), self.csrf_token)
 
     def close(self) -> None:
+        # Dropping the client destroys it (librdkafka stops reconnecting to a stopped broker).
+        self._ops = None
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
