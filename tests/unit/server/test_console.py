@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -70,7 +71,7 @@ def console(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     (tmp_path / "secret.png").write_bytes(b"not yours")
     broker = InProcessBroker(str(tmp_path / "data"), {
         "admin.listener": "127.0.0.1:0", "admin.console.reports.dir": str(reports),
-        "offsets.topic.num.partitions": "1",
+        "offsets.topic.num.partitions": "1", "group.initial.rebalance.delay.ms": "0",
     }).start()
     try:
         assert broker.server is not None and broker.server.admin_address is not None
@@ -186,4 +187,21 @@ def test_group_lag_and_an_offset_reset_behind_its_confirmation(console) -> None:
     assert '<span id="total-lag">0</span>' in html, "an offset past HW is clamped to HW"
     status, html = page(base + "/groups/billing/reset", {**form, "topic": "nope"})
     assert status == 502 and "unknown topic" in html
+
+    # A group with an active member: the reset is refused, nothing is committed.
+    member = Consumer({"bootstrap.servers": address.group(1), "group.id": "billing",
+                       "enable.auto.commit": False, "client.id": "billing-worker"})
+    try:
+        member.subscribe(["events"])
+        deadline = time.monotonic() + 20
+        while not member.assignment():
+            assert time.monotonic() < deadline, "the consumer joined the group"
+            member.poll(0.2)
+        status, html = page(base + "/groups/billing")
+        assert "billing-worker" in html and "events-0" in html, "the member and its assignment"
+        status, html = page(base + "/groups/billing/reset", {**form, "confirmed": "yes"})
+        assert status == 502 and "active members" in html
+        assert '<span id="total-lag">0</span>' in page(base + "/groups/billing")[1]
+    finally:
+        member.close()
     assert 'id="topic-nope"' not in page(base + "/topics")[1], "a look-up creates no topic"
