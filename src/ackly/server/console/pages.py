@@ -36,6 +36,7 @@ import jinja2
 from aiohttp import web
 
 from ackly.server.console.kafka_ops import ConsoleError, KafkaOps, ResetPlan
+from ackly.server.console.rates import SAMPLE_INTERVAL_S, TrafficRates
 from ackly.server.console.reports import ReportNotFound, list_runs, plot_bytes, read_report
 from ackly.server.console.snapshot import take_snapshot
 
@@ -69,6 +70,8 @@ class Console:
         reports = str(server.config.get("admin.console.reports.dir"))
         self.reports_dir = Path(reports) if reports else None
         self._ops: KafkaOps | None = None
+        self.rates = TrafficRates()
+        self._sampler: asyncio.TimerHandle | None = None
         static = resources.files("ackly.server.console") / "static"
         self.static = {name: (static / name).read_bytes() for name in ("console.css", "console.js")}
 
@@ -106,7 +109,18 @@ class Console:
     def check_csrf(self, form: Any) -> bool:
         return hmac.compare_digest(str(form.get("csrf", "")), self.csrf_token)
 
+    def start_sampling(self) -> None:
+        """Sample the traffic counters now and every SAMPLE_INTERVAL_S (rates.py)."""
+        node = self.server.node
+        if node is not None:
+            self.rates.sample(time.monotonic(), {name: (t.bytes_in, t.records_in, t.bytes_out)
+                                                 for name, t in node.stats.traffic.items()})
+        self._sampler = asyncio.get_running_loop().call_later(SAMPLE_INTERVAL_S, self.start_sampling)
+
     def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
         # Dropping the client destroys it (librdkafka stops reconnecting to a stopped broker).
         self._ops = None
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -144,7 +158,7 @@ async def overview(request: web.Request, console: Console) -> web.StreamResponse
 @_page
 async def topics(request: web.Request, console: Console) -> web.StreamResponse:
     snapshot = take_snapshot(console.node)
-    return await console.render(request, "topics.html", snapshot=snapshot)
+    return await console.render(request, "topics.html", snapshot=snapshot, rates=console.rates.rates())
 
 
 @_page
@@ -153,7 +167,8 @@ async def topic(request: web.Request, console: Console) -> web.StreamResponse:
     found = snapshot.topic(request.match_info["name"])
     if found is None:
         return await console.error(request, 404, f"unknown topic {request.match_info['name']!r}")
-    return await console.render(request, "topic.html", snapshot=snapshot, topic=found)
+    return await console.render(request, "topic.html", snapshot=snapshot, topic=found,
+                                rate=console.rates.rates().get(found.name))
 
 
 @_page
@@ -321,9 +336,13 @@ def install(app: web.Application, server: BrokerServer) -> None:
     console = Console(server)
     app[CONSOLE_KEY] = console
 
+    async def start(_: web.Application) -> None:
+        console.start_sampling()
+
     async def close(_: web.Application) -> None:
         console.close()
 
+    app.on_startup.append(start)
     app.on_cleanup.append(close)
     app.add_routes(ROUTES)
 
