@@ -38,7 +38,7 @@ from aiohttp import web
 from ackly.server.console.kafka_ops import ConsoleError, KafkaOps, ResetPlan
 from ackly.server.console.rates import SAMPLE_INTERVAL_S, TrafficRates
 from ackly.server.console.reports import ReportNotFound, list_runs, plot_bytes, read_report
-from ackly.server.console.snapshot import take_snapshot
+from ackly.server.console.snapshot import ClusterSnapshot, build_snapshot, read_node_in_turns
 
 if TYPE_CHECKING:
     from ackly.server.app import BrokerServer
@@ -49,6 +49,7 @@ T = TypeVar("T")
 # Kafka's legal topic names (Topic.validate): these characters, at most 249 of them.
 _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 MAX_PARTITIONS = 10_000
+OVERVIEW_MAX_ROWS = 500
 _PLAINTEXT = "PLAINTEXT"
 
 
@@ -96,6 +97,10 @@ class Console:
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+
+    async def snapshot(self) -> ClusterSnapshot:
+        reading = await read_node_in_turns(self.node)
+        return await self.in_thread(build_snapshot, reading)
 
     async def render(self, request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
         context.update(broker_id=self.node.broker_id, csrf=self.csrf_token, path=request.path,
@@ -151,19 +156,28 @@ def _page(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
 
 @_page
 async def overview(request: web.Request, console: Console) -> web.StreamResponse:
-    snapshot = take_snapshot(console.node)
-    return await console.render(request, "overview.html", snapshot=snapshot)
+    snapshot = await console.snapshot()
+    everything = snapshot.partitions
+    # Marked partitions first, then the others, up to OVERVIEW_MAX_ROWS: a page of thousands
+    # of rows helps no one and costs the whole process its rendering (and collection).
+    marked = [p for p in everything if p.offline or p.under_replicated or p.under_min_isr]
+    shown = marked[:OVERVIEW_MAX_ROWS]
+    if len(shown) < OVERVIEW_MAX_ROWS:
+        shown += [p for p in everything if not (p.offline or p.under_replicated or p.under_min_isr)
+                  ][:OVERVIEW_MAX_ROWS - len(shown)]
+    return await console.render(request, "overview.html", snapshot=snapshot, partitions=shown,
+                                partition_count=len(everything))
 
 
 @_page
 async def topics(request: web.Request, console: Console) -> web.StreamResponse:
-    snapshot = take_snapshot(console.node)
+    snapshot = await console.snapshot()
     return await console.render(request, "topics.html", snapshot=snapshot, rates=console.rates.rates())
 
 
 @_page
 async def topic(request: web.Request, console: Console) -> web.StreamResponse:
-    snapshot = take_snapshot(console.node)
+    snapshot = await console.snapshot()
     found = snapshot.topic(request.match_info["name"])
     if found is None:
         return await console.error(request, 404, f"unknown topic {request.match_info['name']!r}")

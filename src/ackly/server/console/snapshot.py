@@ -1,8 +1,10 @@
 """What the console's cluster and topic pages show, read from the node into plain values.
 
-The node is not thread-safe, so a snapshot is taken on the event loop in one pass without I/O
-(as a metrics scrape is); the values it returns are immutable and are rendered to HTML in a
-worker thread. Everything comes from this broker's metadata view (brokers, controller,
+The node is not thread-safe: what it alone knows (its replicas' offsets and sizes, topic
+configs, traffic counters) is copied on the event loop without I/O, in turns of a bounded
+number of replicas (`read_node_in_turns`); the metadata view is immutable and is handed over
+as it is. The rows, the cluster's health and the HTML are then built in a worker thread
+(`build_snapshot`). Everything comes from this broker's metadata view (brokers, controller,
 leader, ISR, replicas, topic configs) and from the replicas it hosts (HW, log start, LEO,
 sizes): a HW is authoritative where this broker leads the partition, a follower's view where
 it follows it (at most the leader's), and unknown where it hosts no replica.
@@ -10,14 +12,18 @@ it follows it (at most the leader's), and unknown where it hosts no replica.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ackly.cluster.health import ClusterHealth, cluster_health
+from ackly.cluster.metadata import ClusterMetadata
 from ackly.types import TopicPartition
 
 if TYPE_CHECKING:
     from ackly.broker.node import BrokerNode
+    from ackly.replication.partition import Partition
 
 
 @dataclass(frozen=True)
@@ -112,23 +118,91 @@ class ClusterSnapshot:
         return [p for t in self.topics for p in t.partitions]
 
 
+@dataclass(frozen=True)
+class LocalReplica:
+    """What this broker's replica of a partition knows (read on the event loop)."""
+
+    is_leader: bool
+    high_watermark: int
+    log_start_offset: int
+    log_end_offset: int
+    size_bytes: int
+    segments: int
+
+
+@dataclass(frozen=True)
+class NodeReading:
+    """Everything a snapshot needs from the node, copied on the event loop. The metadata view
+    is immutable (a change makes a new view), so it is passed as it is."""
+
+    broker_id: int
+    metadata: ClusterMetadata
+    min_isr: Mapping[str, int]
+    config_errors: Mapping[str, str]
+    traffic: Mapping[str, tuple[int, int, int]]  # bytes in, records in, bytes out
+    local: Mapping[TopicPartition, LocalReplica]
+
+
+# Replicas read per turn of the event loop: a broker with thousands of partitions is read in
+# several short turns, so Kafka requests are served in between (each replica's values are
+# read together; replicas read in different turns may differ by the requests in between).
+REPLICAS_PER_TURN = 500
+
+
+def _local(p: Partition) -> LocalReplica:
+    return LocalReplica(p.is_leader, p.high_watermark, p.log_start_offset, p.log_end_offset,
+                        p.log.size_bytes, len(p.log.segments))
+
+
+def _reading(node: BrokerNode, local: Mapping[TopicPartition, LocalReplica]) -> NodeReading:
+    min_isr = {}
+    errors = {}
+    for name, state in node.topics.items():
+        if state.resolved is not None:
+            min_isr[name] = int(state.resolved.min_insync_replicas)
+        if state.config_error is not None:
+            errors[name] = state.config_error
+    traffic = {name: (t.bytes_in, t.records_in, t.bytes_out) for name, t in node.stats.traffic.items()}
+    return NodeReading(node.broker_id, node.metadata, min_isr, errors, traffic, local)
+
+
+def read_node(node: BrokerNode) -> NodeReading:
+    """The whole reading in one turn (for callers that are not on a loop, and tests)."""
+    return _reading(node, {p.tp: _local(p) for p in node.all_partitions()})
+
+
+async def read_node_in_turns(node: BrokerNode) -> NodeReading:
+    """The reading, REPLICAS_PER_TURN replicas per turn of the event loop."""
+    local: dict[TopicPartition, LocalReplica] = {}
+    replicas = list(node.all_partitions())
+    for i in range(0, len(replicas), REPLICAS_PER_TURN):
+        if i:
+            await asyncio.sleep(0)  # a turn of the loop for other work, not a wait
+        for p in replicas[i:i + REPLICAS_PER_TURN]:
+            if p.log.is_closed:
+                continue  # stopped or deleted while we yielded
+            local[p.tp] = _local(p)
+    return _reading(node, local)
+
+
 def take_snapshot(node: BrokerNode, *, internal: bool = True) -> ClusterSnapshot:
-    """The cluster as this broker sees it now (call on the event loop)."""
-    metadata = node.metadata
+    return build_snapshot(read_node(node), internal=internal)
+
+
+def build_snapshot(reading: NodeReading, *, internal: bool = True) -> ClusterSnapshot:
+    """The pages' values from a reading: pure, so it runs in a worker thread."""
+    metadata = reading.metadata
 
     def min_isr(topic: str) -> int:
-        state = node.topics.get(topic)
-        return 1 if state is None or state.resolved is None else int(state.resolved.min_insync_replicas)
+        return reading.min_isr.get(topic, 1)
 
     controller = metadata.controller
     controller_id = None if controller is None else controller.broker_id
     brokers = tuple(
         BrokerRow(b.broker_id, f"{b.host}:{b.port}", b.rack, b.shutting_down,
-                  b.broker_id == controller_id, b.broker_id == node.broker_id)
+                  b.broker_id == controller_id, b.broker_id == reading.broker_id)
         for b in sorted(metadata.brokers.values(), key=lambda b: b.broker_id)
     )
-    hosted = node.replicas.partitions
-    traffic = node.stats.traffic
     topics = []
     for name in sorted(metadata.topics):
         if not internal and name.startswith("__"):
@@ -137,10 +211,11 @@ def take_snapshot(node: BrokerNode, *, internal: bool = True) -> ClusterSnapshot
         needed = min_isr(name)
         rows = []
         for index in info.partition_ids():
-            state = metadata.partitions.get(TopicPartition(name, index))
+            tp = TopicPartition(name, index)
+            state = metadata.partitions.get(tp)
             if state is None:
                 continue
-            p = hosted.get(TopicPartition(name, index))
+            p = reading.local.get(tp)
             rows.append(PartitionRow(
                 topic=name, partition=index, leader=state.leader, leader_epoch=state.leader_epoch,
                 replicas=state.replicas, isr=state.isr, min_isr=needed,
@@ -148,21 +223,18 @@ def take_snapshot(node: BrokerNode, *, internal: bool = True) -> ClusterSnapshot
                 hw_from_leader=p is not None and p.is_leader,
                 log_start_offset=None if p is None else p.log_start_offset,
                 log_end_offset=None if p is None else p.log_end_offset,
-                size_bytes=None if p is None else p.log.size_bytes,
-                segments=None if p is None else len(p.log.segments),
+                size_bytes=None if p is None else p.size_bytes,
+                segments=None if p is None else p.segments,
             ))
-        topic_state = node.topics.get(name)
-        t = traffic.get(name)
+        bytes_in, records_in, bytes_out = reading.traffic.get(name, (0, 0, 0))
         topics.append(TopicRow(
             name=name, topic_id=str(info.topic_id), partitions=tuple(rows),
             replication_factor=len(info.assignment[0]) if info.assignment else 0,
-            configs=tuple(sorted(info.configs.items())),
-            config_error=None if topic_state is None else topic_state.config_error,
-            bytes_in=0 if t is None else t.bytes_in, bytes_out=0 if t is None else t.bytes_out,
-            records_in=0 if t is None else t.records_in,
+            configs=tuple(sorted(info.configs.items())), config_error=reading.config_errors.get(name),
+            bytes_in=bytes_in, bytes_out=bytes_out, records_in=records_in,
         ))
     return ClusterSnapshot(
-        broker_id=node.broker_id, cluster_id=metadata.cluster_id, controller_id=controller_id,
+        broker_id=reading.broker_id, cluster_id=metadata.cluster_id, controller_id=controller_id,
         brokers=brokers, topics=tuple(topics), health=cluster_health(metadata, min_isr),
         metadata_revision=metadata.revision,
     )
