@@ -3,8 +3,8 @@ and its two writes (create a topic, reset a group's offsets).
 
 A consumer group lives on its coordinator, which may be another broker, and a partition's HW
 on its leader: the console therefore asks the cluster as any client would, through
-confluent-kafka's AdminClient connected to this broker's own listener (what Kafka UI and
-`kafka-consumer-groups.sh` do), and the transactions as `ackly transactions` does. Every
+confluent-kafka's AdminClient connected to this broker's own listener (as
+`kafka-consumer-groups.sh` does), and the transactions as `ackly transactions` does. Every
 function here blocks and is run in the console's worker threads, never on the event loop;
 every request has a timeout.
 """

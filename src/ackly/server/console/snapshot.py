@@ -166,11 +166,6 @@ def _reading(node: BrokerNode, local: Mapping[TopicPartition, LocalReplica]) -> 
     return NodeReading(node.broker_id, node.metadata, min_isr, errors, traffic, local)
 
 
-def read_node(node: BrokerNode) -> NodeReading:
-    """The whole reading in one turn (for callers that are not on a loop, and tests)."""
-    return _reading(node, {p.tp: _local(p) for p in node.all_partitions()})
-
-
 async def read_node_in_turns(node: BrokerNode) -> NodeReading:
     """The reading, REPLICAS_PER_TURN replicas per turn of the event loop."""
     local: dict[TopicPartition, LocalReplica] = {}
@@ -183,10 +178,6 @@ async def read_node_in_turns(node: BrokerNode) -> NodeReading:
                 continue  # stopped or deleted while we yielded
             local[p.tp] = _local(p)
     return _reading(node, local)
-
-
-def take_snapshot(node: BrokerNode, *, internal: bool = True) -> ClusterSnapshot:
-    return build_snapshot(read_node(node), internal=internal)
 
 
 def build_snapshot(reading: NodeReading, *, internal: bool = True) -> ClusterSnapshot:
