@@ -4,14 +4,17 @@ A confluent-kafka client prints librdkafka's log to stderr (`%3|...|FAIL|rdkafka
 ... Connection refused`) unless its `logger` setting names an object with a `log` method.
 The clients that `ackly verify` and the admin CLI start are given `demoted_logger()`: every
 line goes to the `ackly.librdkafka` logger at DEBUG, with librdkafka's own level kept in the
-text, so it is shown with `--log-level DEBUG` (or written by a handler attached to that logger,
-as verify's report directory does) and never in between a command's output or progress lines.
+text, so it is shown with `--log-level DEBUG` (or written by a handler attached to that
+logger, as `ackly verify` writes `librdkafka.log` in its report directory) and never in
+between a command's output or its progress lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 LOGGER_NAME = "ackly.librdkafka"
@@ -38,3 +41,24 @@ def demoted_logger() -> DemotedLogger:
 def quiet(config: Mapping[str, Any]) -> dict[str, Any]:
     """`config` with librdkafka's log routed to `ackly.librdkafka` (a `logger` already given wins)."""
     return {"logger": demoted_logger(), **config}
+
+
+@contextlib.contextmanager
+def written_to(path: str) -> Iterator[None]:
+    """While the block runs, librdkafka's lines are appended to `path` (and still shown on
+    stderr only when the root logger is at DEBUG)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    saved = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = logging.getLogger().isEnabledFor(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
