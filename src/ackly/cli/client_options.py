@@ -109,13 +109,23 @@ def kafka_error_name(exc: BaseException) -> str | None:
     return str(error.name()) if error is not None and hasattr(error, "name") else None
 
 
+def make_client(factory: Callable[[dict[str, Any]], Any], config: dict[str, Any]) -> Any:
+    """A confluent-kafka client, or a CommandError when librdkafka refuses a setting."""
+    from confluent_kafka import KafkaException
+
+    try:
+        return factory(config)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise CommandError(f"bad client setting: {kafka_error_text(exc)}") from None
+
+
 @contextlib.contextmanager
 def admin_client(opts: ClientOptions) -> Iterator[Any]:
     """An AdminClient that has reached the cluster (one Metadata request, bounded by the
     timeout), released when the block ends."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(opts.config())
+    admin = make_client(AdminClient, opts.config())
     try:
         reach(admin, opts)
         yield admin

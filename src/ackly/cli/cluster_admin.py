@@ -72,7 +72,10 @@ def fetch_view(bootstrap: str, client_config: Mapping[str, str], timeout_s: floa
     from confluent_kafka.admin import AdminClient
 
     # librdkafka's own log lines go to our log (shown with --log-level DEBUG), not stderr.
-    admin = AdminClient(quiet({"bootstrap.servers": bootstrap, **client_config}))
+    try:
+        admin = AdminClient(quiet({"bootstrap.servers": bootstrap, **client_config}))
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise RuntimeError(f"bad client setting: {exc}") from None
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:

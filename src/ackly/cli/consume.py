@@ -28,6 +28,7 @@ from ackly.cli.client_options import (
     client_options,
     existing_topic,
     kafka_error_text,
+    make_client,
     reach,
 )
 from ackly.cli.records import format_line, record_json, unescape
@@ -62,7 +63,7 @@ def parse_position(text: str, option: str) -> Position:
 def closing_consumer(opts: ClientOptions, **defaults: Any) -> Iterator[Any]:
     from confluent_kafka import Consumer
 
-    consumer = Consumer(opts.config(**defaults))
+    consumer = make_client(Consumer, opts.config(**defaults))
     try:
         yield consumer
     finally:

@@ -24,6 +24,7 @@ from ackly.cli.client_options import (
     client_options,
     existing_topic,
     kafka_error_text,
+    make_client,
     parse_pairs,
     reach,
 )
@@ -36,7 +37,7 @@ def closing_producer(opts: ClientOptions, **defaults: Any) -> Iterator[Any]:
     fails is dropped first, so closing never waits on an unreachable cluster."""
     from confluent_kafka import Producer
 
-    producer = Producer(opts.config(**defaults))
+    producer = make_client(Producer, opts.config(**defaults))
     try:
         yield producer
     except BaseException:
