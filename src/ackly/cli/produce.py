@@ -2,7 +2,7 @@
 
 Each record is one piece of the input between delimiters (`-D`, a newline by default), with a
 key split off at the key delimiter (`-K`), or one JSON object (`--input json`: key, value,
-headers, partition). `-H name=value` adds a header to every record. Every record is
+headers, as `consume --format json` writes them). `-H name=value` adds a header to every record. Every record is
 acknowledged (or fails) before the command ends: it exits 0 when all were written, 1 naming
 the first error otherwise, and refuses a topic the cluster does not know before sending
 anything. `--format json` prints each record's partition and offset, one JSON object a line.
@@ -74,7 +74,7 @@ def _decoded(option: str, text: str | None) -> bytes | None:
 @click.option("-H", "--header", "headers", multiple=True, metavar="NAME=VALUE",
               help="a header on every record (repeatable)")
 @click.option("--input", "input_format", default="text", show_default=True, type=click.Choice(["text", "json"]),
-              help="json: one object a record (key, value, headers, partition; *_base64 for binary)")
+              help="json: one object a record (key, value, headers; *_base64 for binary)")
 @click.option("-Z", "--empty-as-null", is_flag=True, help="an empty value is a null value (a tombstone)")
 @click.option("--file", "input_file", type=click.File("rb"), default="-", show_default=True,
               help="read the records from this file")
@@ -102,6 +102,8 @@ def produce(opts: ClientOptions, topic: str, partition: int | None, key_delimite
     with closing_producer(opts, **{"acks": acks, "linger.ms": 5, "message.timeout.ms": timeout_ms,
                                    "request.timeout.ms": min(timeout_ms, 30_000)}) as producer:
         found = existing_topic(reach(producer, opts, topic), topic)
+        if partition is not None and partition not in found.partitions:
+            raise CommandError(f"topic {topic!r} has no partition {partition} (it has {len(found.partitions)})")
         sent = 0
         for number, piece in enumerate(split_records(input_file, record_delimiter), start=1):
             try:
@@ -109,11 +111,7 @@ def produce(opts: ClientOptions, topic: str, partition: int | None, key_delimite
                     else text_record(piece, key_split, empty_as_null)
             except ValueError as exc:
                 raise CommandError(f"record {number}: {exc}") from None
-            target = partition if partition is not None else record.partition
-            if target is not None and target not in found.partitions:
-                raise CommandError(f"topic {topic!r} has no partition {target} "
-                                   f"(it has {len(found.partitions)})")
-            _send(producer, topic, target, record, common_headers, on_delivery)
+            _send(producer, topic, partition, record, common_headers, on_delivery)
             sent += 1
             if failures:
                 break

@@ -30,7 +30,6 @@ class OutRecord:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]]
-    partition: int | None = None
 
 
 def unescape(text: str) -> bytes:
@@ -100,10 +99,9 @@ def json_record(piece: bytes) -> OutRecord:
                 and (pair[1] is None or isinstance(pair[1], str))):
             raise ValueError("headers are [name, value] pairs of strings")
         headers.append((pair[0], None if pair[1] is None else pair[1].encode("utf-8")))
-    partition = obj.get("partition")
-    if partition is not None and (not isinstance(partition, int) or partition < 0):
-        raise ValueError("partition must be a non-negative integer")
-    return OutRecord(_bytes_field(obj, "key"), _bytes_field(obj, "value"), headers, partition)
+    # `topic`, `partition`, `offset` and `timestamp_ms` of a consumed record are left out:
+    # the record goes where -p or the partitioner puts it, in the topic named.
+    return OutRecord(_bytes_field(obj, "key"), _bytes_field(obj, "value"), headers)
 
 
 def _text_or_base64(name: str, data: bytes | None) -> dict[str, Any]:
