@@ -173,6 +173,9 @@ def consume(opts: ClientOptions, topics: tuple[str, ...], partitions: tuple[int,
         "enable.auto.commit": group_id is not None, "enable.partition.eof": True,
         "isolation.level": isolation, "auto.offset.reset": "latest" if start_at.kind == "end" else "earliest",
     }
+    if exit_at_end:
+        # librdkafka sees a partition's end when a fetch comes back empty, after this wait.
+        defaults["fetch.wait.max.ms"] = 100
     with closing_consumer(opts, **defaults) as consumer:
         metadata = reach(consumer, opts)
         found = {t: existing_topic(metadata, t) for t in topics}
