@@ -33,19 +33,18 @@ from ackly.cli.records import OutRecord, json_record, split_records, text_record
 
 @contextlib.contextmanager
 def closing_producer(opts: ClientOptions, **defaults: Any) -> Iterator[Any]:
-    """A Producer that is closed when the block ends; whatever it still holds when the block
-    fails is dropped first, so closing never waits on an unreachable cluster."""
+    """A Producer that is closed when the block ends. Whatever it still holds then (the block
+    waits for every delivery it needs) is dropped first, so closing never waits on a cluster
+    that stopped answering."""
     from confluent_kafka import Producer
 
     producer = make_client(Producer, opts.config(**defaults))
     try:
         yield producer
-    except BaseException:
+    finally:
         with contextlib.suppress(Exception):
             producer.purge()
             producer.flush(0)
-        raise
-    finally:
         with contextlib.suppress(Exception):
             producer.close()
 
