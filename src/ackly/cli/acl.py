@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from ackly.librdkafka_log import quiet
+
 DEFAULT_TIMEOUT_S = 30.0
 CLUSTER_NAME = "kafka-cluster"
 OPERATIONS = ("ALL", "READ", "WRITE", "CREATE", "DELETE", "ALTER", "DESCRIBE", "CLUSTER_ACTION",
@@ -38,7 +40,7 @@ def _admin(bootstrap: str, settings: tuple[str, ...]) -> Any:
         if not sep or not key:
             raise click.UsageError(f"-X {item!r}: expected key=value")
         config[key.strip()] = value
-    return _ck().AdminClient(config)
+    return _ck().AdminClient(quiet(config))  # librdkafka's log to ackly.librdkafka, not stderr
 
 
 def _resource(topic: str | None, group: str | None, transactional_id: str | None,

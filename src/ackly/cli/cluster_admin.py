@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ackly.librdkafka_log import quiet
+
 EXIT_UNHEALTHY = 1
 EXIT_UNREACHABLE = 2
 _SHOWN = 5  # partitions named per reason
@@ -69,13 +71,11 @@ def fetch_view(bootstrap: str, client_config: Mapping[str, str], timeout_s: floa
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
-        # librdkafka's own log lines go to our log (shown with --log-level DEBUG), not stderr.
-        "logger": logging.getLogger("ackly.librdkafka"),
-        **client_config,
-    }
-    admin = AdminClient(config)
+    # librdkafka's own log lines go to our log (shown with --log-level DEBUG), not stderr.
+    try:
+        admin = AdminClient(quiet({"bootstrap.servers": bootstrap, **client_config}))
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise RuntimeError(f"bad client setting: {exc}") from None
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 
 import click
 
+from ackly.cli.client_options import ClientOptions, client_options
 from ackly.config import parse_properties
 from ackly.config_sources import SourcedProperties, gather_properties
 from ackly.errors import ConfigError
@@ -146,41 +146,40 @@ def cluster(ctx: click.Context, brokers: int, data_dir: str, base_port: int, hos
                          log_format=str(log_format)))
 
 
-def _client_options(f: Callable[..., None]) -> Callable[..., None]:
-    f = click.option("--timeout", "timeout_s", default=10.0, show_default=True, type=float,
-                     help="seconds to wait for the cluster's answer")(f)
-    f = click.option("--format", "output", default="table", show_default=True,
-                     type=click.Choice(["table", "json"]))(f)
-    f = click.option("-X", "client_configs", multiple=True, metavar="KEY=VALUE",
-                     help="a librdkafka client setting (repeatable)")(f)
-    return click.option("--bootstrap", default="127.0.0.1:9092", show_default=True,
-                        help="bootstrap.servers of the cluster")(f)
-
-
 @cluster.command("info")
-@_client_options
-def cluster_info(bootstrap: str, client_configs: tuple[str, ...], output: str, timeout_s: float) -> None:
+@client_options
+def cluster_info(opts: ClientOptions) -> None:
     """Cluster id, controller, brokers and topic count (Kafka Metadata)."""
     from ackly.cli.cluster_admin import run
 
-    sys.exit(run("info", bootstrap, _client_config(client_configs), output, timeout_s))
+    sys.exit(run("info", opts.bootstrap, opts.settings, opts.output, opts.timeout_s))
 
 
 @cluster.command("health")
-@_client_options
-def cluster_health(bootstrap: str, client_configs: tuple[str, ...], output: str, timeout_s: float) -> None:
+@client_options
+def cluster_health(opts: ClientOptions) -> None:
     """Exit 0 if the cluster is healthy; 1 with the reasons if not (brokers down, leaderless
     or under-replicated partitions, no controller); 2 if it cannot be reached."""
     from ackly.cli.cluster_admin import run
 
-    sys.exit(run("health", bootstrap, _client_config(client_configs), output, timeout_s))
+    sys.exit(run("health", opts.bootstrap, opts.settings, opts.output, opts.timeout_s))
 
 
-def _client_config(pairs: tuple[str, ...]) -> dict[str, str]:
-    try:
-        return parse_properties(pairs)
-    except ConfigError as exc:
-        raise click.UsageError(f"-X {exc}") from None
+from ackly.cli.topic import topic  # noqa: E402  (after the group it joins)
+
+cli.add_command(topic)
+
+from ackly.cli.group import group  # noqa: E402  (after the group it joins)
+
+cli.add_command(group)
+
+from ackly.cli.produce import produce  # noqa: E402  (after the group it joins)
+
+cli.add_command(produce)
+
+from ackly.cli.consume import consume  # noqa: E402  (after the group it joins)
+
+cli.add_command(consume)
 
 
 def main() -> None:

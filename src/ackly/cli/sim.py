@@ -11,11 +11,14 @@ import json
 import logging
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from ackly.broker.faults import KNOWN_FAULTS
-from ackly.sim.cluster import DEFAULT_STEPS, SimResult, run_seed
+
+if TYPE_CHECKING:
+    from ackly.sim.cluster import SimResult
 
 
 def _summary(result: SimResult, elapsed_s: float) -> str:
@@ -34,7 +37,8 @@ def _summary(result: SimResult, elapsed_s: float) -> str:
 
 @click.command("sim")
 @click.option("--seed", type=int, required=True, help="the history to run (everything follows from it)")
-@click.option("--steps", type=int, default=DEFAULT_STEPS, show_default=True, help="events in the fault phase")
+# The simulator (the whole broker) is imported when a simulation runs, not whenever `ackly` starts.
+@click.option("--steps", type=int, default=None, help="events in the fault phase  [default: 2000]")
 @click.option("--brokers", type=int, default=3, show_default=True)
 @click.option("--seeds", type=int, default=1, show_default=True, help="run this many seeds from --seed on")
 @click.option("--fault-point", "fault_points", multiple=True, type=click.Choice(sorted(KNOWN_FAULTS)),
@@ -46,9 +50,12 @@ def _summary(result: SimResult, elapsed_s: float) -> str:
               help="add transactional producers and read_committed consumers (tests/sim's txn seeds)")
 @click.option("--compaction", is_flag=True,
               help="run the log cleaner, with small segments of the compacted internal topics")
-def sim(seed: int, steps: int, brokers: int, seeds: int, fault_points: tuple[str, ...], verbose: bool,
+def sim(seed: int, steps: int | None, brokers: int, seeds: int, fault_points: tuple[str, ...], verbose: bool,
         as_json: bool, transactions: bool, compaction: bool) -> None:
     """Simulate a cluster under faults, deterministically, and check every guarantee."""
+    from ackly.sim.cluster import DEFAULT_STEPS
+
+    steps = DEFAULT_STEPS if steps is None else steps
     if steps < 1 or brokers < 1 or seeds < 1:
         raise click.UsageError("--steps, --brokers and --seeds must be at least 1")
     logger = logging.getLogger("ackly")
@@ -70,6 +77,8 @@ def sim(seed: int, steps: int, brokers: int, seeds: int, fault_points: tuple[str
 def _run(seed: int, seeds: int, steps: int, brokers: int, fault_points: tuple[str, ...], verbose: bool,
          as_json: bool, transactions: bool, compaction: bool = False) -> int:
     """Run the seeds, print one line each (or JSON); return how many failed."""
+    from ackly.sim.cluster import run_seed
+
     failed = 0
     for s in range(seed, seed + seeds):
         started = time.perf_counter()

@@ -104,6 +104,7 @@ def verify(semantics: str, matrix: bool, brokers: int, duration_s: float, faults
     for name in ("ackly.fault_proxy", "kafka", "aiokafka"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
+    from ackly.librdkafka_log import written_to
     from ackly.verify.runner import RunOptions, default_out_dir, run
 
     try:
@@ -133,22 +134,25 @@ def verify(semantics: str, matrix: bool, brokers: int, duration_s: float, faults
 
         seed = secrets.randbelow(2**31)
     base = out_dir or default_out_dir("matrix" if matrix else semantics)
-    results = []
-    for row in settings:
-        options = RunOptions(
-            settings=row, out_dir=os.path.join(base, row.semantics) if matrix else base,
-            duration_s=duration_s, brokers=brokers, faults=kinds, seed=seed, bootstrap=bootstrap,
-            client=client, partitions=partitions, producers=producers, consumers=consumers,
-            ops_per_s=ops_per_s, planted_faults=tuple(planted_faults), keep_data=keep_data,
-            security=security, client_config=client_security,
-        )
-        try:
-            result = run(options, progress=lambda line: click.echo(line))
-        except Exception as exc:
-            click.echo(f"ackly verify: {row.semantics}: the run could not be carried out: {exc}", err=True)
-            sys.exit(2)
-        _print_result(result)
-        results.append(result)
+    # librdkafka's lines (connections refused under faults, ...) go to the report directory,
+    # not between the progress lines; --log-level DEBUG shows them as well.
+    with written_to(os.path.join(base, "librdkafka.log")):
+        results = []
+        for row in settings:
+            options = RunOptions(
+                settings=row, out_dir=os.path.join(base, row.semantics) if matrix else base,
+                duration_s=duration_s, brokers=brokers, faults=kinds, seed=seed, bootstrap=bootstrap,
+                client=client, partitions=partitions, producers=producers, consumers=consumers,
+                ops_per_s=ops_per_s, planted_faults=tuple(planted_faults), keep_data=keep_data,
+                security=security, client_config=client_security,
+            )
+            try:
+                result = run(options, progress=lambda line: click.echo(line))
+            except Exception as exc:
+                click.echo(f"ackly verify: {row.semantics}: the run could not be carried out: {exc}", err=True)
+                sys.exit(2)
+            _print_result(result)
+            results.append(result)
     if matrix:
         click.echo("\nmatrix:")
         for r in results:

@@ -20,9 +20,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from ackly.librdkafka_log import quiet
+
 Outcome = Literal["ok", "fail", "info"]
 CLIENTS: tuple[str, ...] = ("confluent", "kafka-python", "aiokafka")
 # librdkafka logs every lost connection at level 6; under faults that is the point, not news.
+# What it does log goes to the `ackly.librdkafka` logger (ackly.librdkafka_log), not stderr.
 LIBRDKAFKA_LOG_LEVEL = 3
 
 # Refusals that happen before the broker appends anything (produce handler order, rules 8, 14).
@@ -171,7 +174,7 @@ class ConfluentProducer:
         self.client_errors: list[str] = []  # what librdkafka reported outside any delivery
         self.fatal_error: str | None = None  # set once the client gave up (it then sends nothing)
         conf["error_cb"] = self._client_error
-        self._producer = Producer(conf)
+        self._producer = Producer(quiet(conf))
 
     def _client_error(self, err: Any) -> None:
         if len(self.client_errors) < 20:
@@ -258,7 +261,7 @@ class ConfluentConsumer:
             "log.connection.close": False,
         }
         conf.update(settings)
-        self._consumer = Consumer(conf)
+        self._consumer = Consumer(quiet(conf))
         self.generation = 0
 
     def _rebalanced(self, _consumer: Any, _partitions: Any) -> None:

@@ -26,6 +26,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ackly.librdkafka_log import quiet
 from ackly.testing.cluster_processes import ClusterProcesses, wait_until
 from ackly.testing.fault_proxy import FaultProxy, parse_address
 from ackly.testing.tcp_relay import TcpRelay
@@ -55,7 +56,7 @@ def create_topic(bootstrap: str, topic: str, partitions: int, replication_factor
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
-    admin = AdminClient({**(security or {}), "bootstrap.servers": bootstrap, "log_level": 2})
+    admin = AdminClient(quiet({**(security or {}), "bootstrap.servers": bootstrap, "log_level": 2}))
     futures = admin.create_topics(
         [NewTopic(topic, partitions, replication_factor, config=dict(configs))],
         operation_timeout=timeout_s, request_timeout=timeout_s)
@@ -73,7 +74,7 @@ def broker_count(bootstrap: str, timeout_s: float = 10.0, security: Mapping[str,
     """How many brokers the cluster's metadata lists."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({**(security or {}), "bootstrap.servers": bootstrap, "log_level": 2})
+    admin = AdminClient(quiet({**(security or {}), "bootstrap.servers": bootstrap, "log_level": 2}))
     return len(admin.list_topics(timeout=timeout_s).brokers)
 
 
@@ -82,7 +83,7 @@ def _leader_via_client(bootstrap: str, topic: str, partition: int,
     from confluent_kafka.admin import AdminClient
 
     with contextlib.suppress(Exception):
-        admin = AdminClient({**security, "bootstrap.servers": bootstrap, "log_level": 2})
+        admin = AdminClient(quiet({**security, "bootstrap.servers": bootstrap, "log_level": 2}))
         meta = admin.list_topics(topic, timeout=3)
         return int(meta.topics[topic].partitions[partition].leader)
     return None
@@ -353,7 +354,7 @@ class ExternalCluster:
     def wait_healthy(self, timeout_s: float) -> bool:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({**self.security, "bootstrap.servers": self.real_bootstrap, "log_level": 2})
+        admin = AdminClient(quiet({**self.security, "bootstrap.servers": self.real_bootstrap, "log_level": 2}))
 
         def led() -> bool:
             meta = admin.list_topics(self.topic, timeout=5)

@@ -20,6 +20,7 @@ import sqlite3
 import threading
 from typing import Any
 
+from ackly.librdkafka_log import quiet
 from ackly.verify.workloads.context import WorkloadContext, now_s, run_worker
 
 EFFECTS_TABLE = "verify_effects"
@@ -57,13 +58,13 @@ class SinkWorkload:
 
         from ackly.eos import ConfluentExactlyOnce, SqlitePositions
 
-        consumer = Consumer({
+        consumer = Consumer(quiet({
             **self.ctx.security,
             "bootstrap.servers": self.ctx.bootstrap, "group.id": self.group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
             "topic.metadata.refresh.interval.ms": 1000, "fetch.wait.max.ms": 100, "log_level": 3,
             "isolation.level": self.ctx.settings.consumer.get("isolation.level", "read_committed"),
-        })
+        }))
         positions = SqlitePositions(self.db_path, synchronous="NORMAL")
         sink = ConfluentExactlyOnce(consumer, positions, group=self.group)
         sink.subscribe([self.ctx.topic])

@@ -46,7 +46,11 @@ def probe(ctx: WorkloadContext) -> str | None:
 def _new_producer(ctx: WorkloadContext, index: int) -> ProducerClient:
     producer = make_producer(ctx.client, ctx.bootstrap, ctx.settings.producer, ctx.op_timeout_s,
                              transactional_id=f"verify-{ctx.run_id}-txn-{index}", security=ctx.security)
-    producer.init_transactions(ctx.op_timeout_s * 2)
+    try:
+        producer.init_transactions(ctx.op_timeout_s * 2)
+    except BaseException:
+        producer.close()  # a client left behind would keep reconnecting, and logging it
+        raise
     return producer
 
 
@@ -58,7 +62,11 @@ def txn_worker(ctx: WorkloadContext, index: int) -> None:
     consumer.subscribe([ctx.topic])
     op = ctx.recorder.invoke(process, "subscribe", {"topics": [ctx.topic]})
     ctx.recorder.complete(op, "ok")
-    producer = _new_producer(ctx, index)
+    try:
+        producer = _new_producer(ctx, index)
+    except BaseException:
+        consumer.close()
+        raise
     instance = 0  # rises with every new producer for this transactional id (it fences the last)
     interval_s = 1.0 / ctx.ops_per_s
     try:
