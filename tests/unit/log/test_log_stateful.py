@@ -190,8 +190,11 @@ class PartitionLogMachine(RuleBasedStateMachine):
             assert any(b.last_offset == leo - 1 for b in self.model), "not a batch boundary"
         self._cut_model(leo)
         # The checkpointed recovery point (at most the flushed one); what recovery accepted
-        # above it waits for the next flush, as an append does.
-        assert self.log.recovery_point <= min(recovery_point, leo) or self.log.recovery_point == leo
+        # above it waits for the next flush, as an append does. It never lies below the log
+        # start offset: DeleteRecords may move the start past an unflushed recovery point, and
+        # what lies below the start is not served, so there is nothing there to recover.
+        floor = max(min(recovery_point, leo), self.log_start)
+        assert self.log.recovery_point <= floor or self.log.recovery_point == leo
         assert self.log.high_watermark <= min(self.hw, leo)
         self.hw = self.log.high_watermark
 
