@@ -44,8 +44,9 @@ from ackly.broker.faults import ACK_BEFORE_REPLICATION
 from ackly.errors import ErrorCode, KafkaError
 from ackly.log.batch_filter import require_keys
 from ackly.protocol.batch_validation import TimestampRule, validate_client_batches
-from ackly.protocol.compression import DEFAULT_MAX_BYTES
+from ackly.protocol.compression import DEFAULT_MAX_BYTES, GZIP, LZ4, ZSTD
 from ackly.protocol.produce_codec import PartitionProduceResult, encode_produce_response
+from ackly.protocol.recompression import TOPIC_CODECS, recompress_batches
 from ackly.protocol.records import BatchHeader, validate_batches
 from ackly.replication.partition import Partition
 from ackly.replication.purgatory import DelayedOperation
@@ -57,6 +58,32 @@ if TYPE_CHECKING:
 API_KEY = 0
 MIN_VERSION = 3  # record batch v2 only; librdkafka needs v3 to use it
 MAX_VERSION = 11
+
+
+def _in_topic_codec(p: Partition, records: bytes, headers: list[BatchHeader],
+                    ) -> tuple[bytes | bytearray, list[BatchHeader]]:
+    """The batches as the topic's compression.type wants them: as they came under `producer`
+    (and when every batch has the topic's codec already: zero copy), else recompressed
+    (protocol/recompression.py), then held to max.message.bytes again as Kafka does after
+    recompression (MESSAGE_TOO_LARGE)."""
+    config = p.config
+    codec = TOPIC_CODECS[config.compression_type]
+    if codec is None:
+        return records, headers
+    level = {GZIP: config.compression_gzip_level, LZ4: config.compression_lz4_level,
+             ZSTD: config.compression_zstd_level}.get(codec)
+    rebuilt = recompress_batches(records, headers, codec, level, DEFAULT_MAX_BYTES)
+    if rebuilt is None:
+        return records, headers
+    new_records, new_headers = rebuilt
+    for header in new_headers:
+        if header.size > config.max_message_bytes:
+            raise KafkaError(
+                ErrorCode.message_too_large,
+                f"batch of {header.size} bytes after recompression to "
+                f"{config.compression_type} exceeds max.message.bytes {config.max_message_bytes}",
+            )
+    return new_records, new_headers
 
 
 def _timestamp_rule(p: Partition) -> TimestampRule | None:
@@ -144,7 +171,7 @@ class _Append:
     slot: int
     index: int
     partition: Partition
-    records: bytes
+    records: bytes | bytearray
     headers: list[BatchHeader]
     verification_guard: object | None = None
 
@@ -232,7 +259,8 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                 if "compact" in p.config.cleanup_policy:
                     # Kafka's LogValidator: a compacted topic takes keyed records only.
                     require_keys(pd.records, headers)
-                item = _Append(slot, index, p, pd.records, headers)
+                records, headers = _in_topic_codec(p, pd.records, headers)
+                item = _Append(slot, index, p, records, headers)
                 appends.append(item)
                 if verifies and _starts_transaction(p, headers):
                     first = headers[0]
