@@ -165,3 +165,13 @@ def test_node_id_log_dirs_and_controller_listeners() -> None:
     with pytest.raises(ConfigError, match=r"differs from broker\.id"):
         BrokerConfig.from_properties({"node.id": "1", "broker.id": "2"})
     BrokerConfig.from_properties({"node.id": "2", "broker.id": "2"})
+
+
+def test_the_data_directory_comes_from_data_dir_or_log_dirs() -> None:
+    from ackly.cli.main import _data_dir
+
+    assert _data_dir(None, None) == "./data"
+    assert _data_dir(None, "/var/lib/kafka") == "/var/lib/kafka"
+    assert _data_dir("/var/lib/kafka/", "/var/lib/kafka") == "/var/lib/kafka/"
+    with pytest.raises(ConfigError, match="give one"):
+        _data_dir("/elsewhere", "/var/lib/kafka")
