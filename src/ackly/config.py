@@ -458,6 +458,9 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
               check=lambda v: _check_one_dir(v)),
     ConfigDef("log.dir", Kind.STRING, "", "the data directory when log.dirs is not set "
               "(empty: --data-dir)", read_only=True, check=lambda v: _check_one_dir(v)),
+    ConfigDef("controller.listener.names", Kind.STRING, "",
+              "the KRaft controller's listeners: not opened (the metadata lives in the store)",
+              read_only=True),
     # KRaft's name for the broker id: the same number as broker.id when both are given.
     ConfigDef("node.id", Kind.INT, -1, "this node's id (KRaft's name for broker.id; -1: "
               "broker.id)", minimum=-1, read_only=True),
@@ -847,8 +850,8 @@ class BrokerConfig:
                                              f"{values['broker.id']}; they name the same id")
             values["broker.id"] = node_id
             explicit.add("broker.id")
-        if "controller.listener.names" in props:
-            _drop_controller_listeners(values, props["controller.listener.names"])
+        if values["controller.listener.names"]:
+            _drop_controller_listeners(values, values["controller.listener.names"])
         # The listener keys together (names in the map, the inter-broker listener, ...).
         resolve_listeners(values, host="127.0.0.1", port=9092)
         if values["max.connections.per.ip"] == 0 and not values["max.connections.per.ip.overrides"]:

@@ -42,10 +42,10 @@ _SCHEDULING = (
     "alter.log.dirs.replication.quota.window.size.seconds",
 )
 # The metadata lives in the store (etcd, or the data directory of a lone broker): the KRaft
-# quorum's keys describe a process ackly does not run. `controller.listener.names` is also
-# read: those listeners are the quorum's, and are not opened (config.BrokerConfig).
+# quorum's keys describe a process ackly does not run (`controller.listener.names` is a config
+# of config.py: those listeners are not opened).
 _KRAFT = (
-    "process.roles", "controller.listener.names", "controller.quorum.voters",
+    "process.roles", "controller.quorum.voters",
     "controller.quorum.bootstrap.servers", "controller.quorum.append.linger.ms",
     "controller.quorum.election.backoff.max.ms", "controller.quorum.election.timeout.ms",
     "controller.quorum.fetch.timeout.ms", "controller.quorum.request.timeout.ms",

@@ -203,7 +203,7 @@ log.retention.hours=168
 log.segment.bytes=1073741824
 log.retention.check.interval.ms=300000
 """
-KAFKA_4_IGNORED = ["controller.listener.names", "controller.quorum.bootstrap.servers",
+KAFKA_4_IGNORED = ["controller.quorum.bootstrap.servers",
                    "num.io.threads", "num.network.threads", "num.recovery.threads.per.data.dir",
                    "process.roles", "share.coordinator.state.topic.min.isr",
                    "share.coordinator.state.topic.replication.factor",

@@ -3,7 +3,8 @@
 Per partition (docs/architecture.md, "A produce request"): check the topic exists and the batches' framing, magic and
 CRC, then what Kafka's LogValidator checks (protocol/batch_validation.py: offsets, counts,
 producer fields, KIP-937 timestamps, compressed batches record by record; uncompressed
-records are not decoded); patch base offsets and append the bytes as they came. Batches
+records are not decoded); with a topic compression.type other than `producer`, rebuild the
+batches in another codec (protocol/recompression.py); patch base offsets and append. Batches
 of idempotent producers are checked against the partition's producer state first (epoch,
 sequence: log/producer_state.py), all before any is written; a retry of batches already in
 the log writes nothing and is answered with their original base offset, once they are as
