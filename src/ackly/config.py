@@ -677,6 +677,10 @@ DYNAMIC_BROKER_KEYS: frozenset[str] = frozenset({
     "log.retention.ms", "log.retention.bytes", "message.max.bytes",
     "log.cleaner.min.cleanable.ratio", "log.cleaner.min.compaction.lag.ms",
     "log.cleaner.max.compaction.lag.ms", "log.cleaner.delete.retention.ms",
+    # Compression and Kafka's flush settings, dynamic in Kafka too (DynamicLogConfig).
+    "compression.type", "compression.gzip.level", "compression.lz4.level",
+    "compression.zstd.level", "log.flush.interval.messages", "log.flush.interval.ms",
+    "log.roll.jitter.ms", "log.preallocate",
 })
 
 

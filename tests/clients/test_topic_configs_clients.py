@@ -11,7 +11,7 @@ clients, while a raw Fetch shows the stored batches are zstd with a valid CRC.
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
@@ -208,3 +208,32 @@ def test_an_uncompressed_topic_stores_what_a_gzip_producer_sends_uncompressed(
     batches = fetch_batches(bootstrap, topic, 0)
     assert {b.codec for b in batches} == {0} and all(b.crc_ok for b in batches)
     assert_same_records(records, ck_consume(bootstrap, topic, 1, len(records)))
+
+
+def _delivery_errors(bootstrap: str, topic: str, values: list[bytes], codec: str) -> list[str]:
+    producer = Producer({"bootstrap.servers": bootstrap, "compression.type": codec,
+                         "linger.ms": 50, "enable.idempotence": False, "retries": 0,
+                         "message.timeout.ms": 10_000})
+    errors: list[str] = []
+    for value in values:
+        producer.produce(topic, value, on_delivery=lambda err, _msg: errors.append(
+            err.name() if err is not None else "NO_ERROR"))
+    assert producer.flush(TIMEOUT_S) == 0
+    return errors
+
+
+def test_max_message_bytes_is_per_topic_and_holds_after_recompression(shared_broker) -> None:  # type: ignore[no-untyped-def]
+    bootstrap = shared_broker.bootstrap
+    admin = ck_admin(bootstrap)
+    small = unique_topic("small")
+    ck_create_topic(admin, small, 1, {"max.message.bytes": "2000"})
+    assert _delivery_errors(bootstrap, small, [b"x" * 5000], "none") == ["MSG_SIZE_TOO_LARGE"]
+    assert _delivery_errors(bootstrap, small, [b"y" * 500], "none") == ["NO_ERROR"]
+    # 20 compressible records: about 200 bytes as gzip, 6 KB once the topic stores them
+    # uncompressed, which is over its limit (Kafka checks the rebuilt batch too).
+    inflating = unique_topic("inflating")
+    ck_create_topic(admin, inflating, 1, {"max.message.bytes": "2000",
+                                          "compression.type": "uncompressed"})
+    values = [b"%03d" % i + b"z" * 297 for i in range(20)]
+    assert set(_delivery_errors(bootstrap, inflating, values, "gzip")) == {"MSG_SIZE_TOO_LARGE"}
+    assert fetch_batches(bootstrap, inflating, 0) == []  # nothing of it was written
