@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from ackly import kafka_broker_keys
 from ackly.errors import ConfigError
 from ackly.listeners import (
     DEFAULT_PROTOCOL_MAP,
@@ -62,12 +63,19 @@ class ConfigDef:
     sensitive: bool = False
     # May also be set for one listener (`listener.name.<name>.<key>`, Kafka's prefix).
     per_listener: bool = False
+    # Known but not implemented: why. Only the default is accepted (a value that would mean
+    # something this broker does not do is refused, never stored and ignored).
+    unsupported: str | None = None
 
     def parse(self, raw: str) -> Any:
         """Turn a string from the wire or the command line into a typed value, or refuse it."""
         value = self._parse(raw)
         if self.check is not None and (reason := self.check(value)) is not None:
             raise ConfigError(self.name, reason)
+        if self.unsupported is not None and value != self.default:
+            raise ConfigError(self.name, f"{self.render(value)!r} is not supported: "
+                                         f"{self.unsupported} (only the default "
+                                         f"{self.render(self.default)!r} is accepted)")
         return value
 
     def _parse(self, raw: str) -> Any:
@@ -81,6 +89,8 @@ class ConfigDef:
                 raise ConfigError(self.name, f"{value} is out of range for a {self.kind.value}")
             if self.minimum is not None and value < self.minimum:
                 raise ConfigError(self.name, f"{value} is below the minimum {self.minimum}")
+            if self.maximum is not None and value > self.maximum:
+                raise ConfigError(self.name, f"{value} is above the maximum {self.maximum}")
             return value
         if self.kind is Kind.DOUBLE:
             try:
@@ -104,7 +114,7 @@ class ConfigDef:
             for item in items:
                 if self.choices is not None and item not in self.choices:
                     raise ConfigError(self.name, f"{item!r} is not one of {', '.join(self.choices)}")
-            if not items:
+            if not items and self.default != ():
                 raise ConfigError(self.name, "the list is empty")
             return items
         if self.choices is not None and raw not in self.choices:
@@ -173,11 +183,48 @@ def _check_mapping_rules(value: Any) -> str | None:
     return None
 
 
+def _check_one_dir(value: Any) -> str | None:
+    dirs = [d for d in str(value).split(",") if d.strip()]
+    if len(dirs) > 1:
+        return (f"{len(dirs)} directories given; this broker keeps its logs in one data "
+                "directory")
+    return None
+
+
 def _not_zero(value: Any) -> str | None:
     return "0 is not allowed; use -1 for no limit" if value == 0 else None
 
 
-# Topic-level configs. The attribute of TopicConfig is the name with dots as underscores.
+# Kafka's compression.type values for a topic (BrokerCompressionType): a codec, or keep the
+# producer's batches as they came.
+COMPRESSION_TYPES = ("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer")
+_LONG_MAX = 2**63 - 1
+
+
+def _check_gzip_level(value: Any) -> str | None:
+    # Kafka's CompressionType.GZIP levelValidator: Deflater's -1 (its default, 6) or 1..9.
+    return None if value == -1 or 1 <= value <= 9 else f"{value} is not -1 or between 1 and 9"
+
+
+def _check_throttled_replicas(value: Any) -> str | None:
+    # Kafka's ThrottledReplicaListValidator: `*`, or partition:broker pairs.
+    items = tuple(value)
+    if items == ("*",):
+        return None
+    for item in items:
+        partition, sep, broker = item.partition(":")
+        if not sep or not partition.strip().isdigit() or not broker.strip().isdigit():
+            return f"{item!r} is not partitionId:brokerId (or the list is not just *)"
+    return None
+
+
+# Topic-level configs: every one of Kafka 4's (LogConfig), by Kafka's name, type, default,
+# validation and broker synonym. The attribute of TopicConfig is the name with dots as
+# underscores. A def with `unsupported` set is known but not implemented: any value other than
+# its default is refused with that reason (INVALID_CONFIG), never accepted and ignored.
+_TIERED = "tiered storage is not supported by this broker"
+_THROTTLE = ("replication throttles are not supported by this broker (no reassignment "
+             "throttle exists)")
 TOPIC_CONFIG_DEFS: tuple[ConfigDef, ...] = (
     ConfigDef("cleanup.policy", Kind.LIST, ("delete",), "delete old segments, or compact by key",
               choices=("delete", "compact"), broker_synonym="log.cleanup.policy"),
@@ -189,19 +236,29 @@ TOPIC_CONFIG_DEFS: tuple[ConfigDef, ...] = (
               minimum=14, broker_synonym="log.segment.bytes"),
     ConfigDef("segment.ms", Kind.LONG, _WEEK_MS, "roll a segment at this age",
               minimum=1, broker_synonym="log.roll.ms"),
+    ConfigDef("segment.jitter.ms", Kind.LONG, 0,
+              "roll a segment up to this much before segment.ms (each partition takes a fixed "
+              "share of it, so partitions created together do not all roll at once)",
+              minimum=0, broker_synonym="log.roll.jitter.ms"),
     ConfigDef("segment.index.bytes", Kind.INT, 10 * 1024 * 1024, "maximum size of an offset index",
               minimum=8, broker_synonym="log.index.size.max.bytes"),
     ConfigDef("index.interval.bytes", Kind.INT, 4096, "log bytes between two index entries",
               minimum=0, broker_synonym="log.index.interval.bytes"),
     ConfigDef("file.delete.delay.ms", Kind.LONG, 60_000, "delay before a deleted segment's files go",
               minimum=0, broker_synonym="log.segment.delete.delay.ms"),
-    ConfigDef("max.message.bytes", Kind.INT, 1024 * 1024 + 12, "largest record batch accepted",
-              minimum=0, broker_synonym="message.max.bytes"),
-    ConfigDef("message.timestamp.type", Kind.STRING, "CreateTime", "which timestamp the log keeps",
-              choices=("CreateTime", "LogAppendTime"), broker_synonym="log.message.timestamp.type"),
+    ConfigDef("preallocate", Kind.BOOLEAN, False,
+              "accepted for compatibility; segment files are never preallocated here (a no-op: "
+              "the files grow as they are written)", broker_synonym="log.preallocate"),
+    ConfigDef("max.message.bytes", Kind.INT, 1024 * 1024 + 12,
+              "largest record batch accepted (after recompression); larger ones are refused "
+              "with MESSAGE_TOO_LARGE", minimum=0, broker_synonym="message.max.bytes"),
+    ConfigDef("message.timestamp.type", Kind.STRING, "CreateTime",
+              "CreateTime keeps the producer's timestamps; LogAppendTime overwrites each batch's "
+              "with the broker's clock at the append", choices=("CreateTime", "LogAppendTime"),
+              broker_synonym="log.message.timestamp.type"),
     # KIP-937 (defaults as Kafka 4: any age, at most one hour ahead): a CreateTime timestamp
     # outside [now - before, now + after] is refused with INVALID_TIMESTAMP.
-    ConfigDef("message.timestamp.before.max.ms", Kind.LONG, 2**63 - 1,
+    ConfigDef("message.timestamp.before.max.ms", Kind.LONG, _LONG_MAX,
               "oldest CreateTime timestamp accepted, as a distance before the broker's clock",
               minimum=0, broker_synonym="log.message.timestamp.before.max.ms"),
     ConfigDef("message.timestamp.after.max.ms", Kind.LONG, 3_600_000,
@@ -215,12 +272,31 @@ TOPIC_CONFIG_DEFS: tuple[ConfigDef, ...] = (
     # ackly's own: when appended bytes reach the disk (docs/guarantees.md rule 5).
     ConfigDef("flush.policy", Kind.STRING, "always",
               "always: fsync before acknowledging (group commit); interval: every "
-              "flush.interval.ms; never: leave it to the OS",
+              "flush.interval.ms; never: leave it to the OS. flush.messages and flush.ms add "
+              "flushes to it, never remove any; flush.messages=1 acts as always",
               choices=("always", "interval", "never"), broker_synonym="log.flush.policy"),
     ConfigDef("flush.interval.ms", Kind.LONG, 1000, "flush period under flush.policy=interval",
-              minimum=1, broker_synonym="log.flush.interval.ms"),
-    ConfigDef("compression.type", Kind.STRING, "producer", "batches are kept as the producer sent them",
-              choices=("producer",), broker_synonym="compression.type"),
+              minimum=1, broker_synonym="log.flush.policy.interval.ms"),
+    # Kafka's own flush settings, honoured on top of flush.policy (the stronger one wins).
+    ConfigDef("flush.messages", Kind.LONG, _LONG_MAX,
+              "fsync once this many messages are unflushed; 1 means an fsync before every "
+              "acknowledgement, as flush.policy=always", minimum=1,
+              broker_synonym="log.flush.interval.messages"),
+    ConfigDef("flush.ms", Kind.LONG, _LONG_MAX,
+              "fsync at most this long after an unflushed append", minimum=0,
+              broker_synonym="log.flush.interval.ms"),
+    ConfigDef("compression.type", Kind.STRING, "producer",
+              "producer keeps each batch as the producer sent it; a codec (or uncompressed) "
+              "makes the broker recompress batches in any other codec",
+              choices=COMPRESSION_TYPES, broker_synonym="compression.type"),
+    # KIP-390: the level the broker recompresses with.
+    ConfigDef("compression.gzip.level", Kind.INT, -1,
+              "gzip level for recompression (-1: zlib's default, 6)", check=_check_gzip_level,
+              broker_synonym="compression.gzip.level"),
+    ConfigDef("compression.lz4.level", Kind.INT, 9, "lz4 level for recompression (1 to 17)",
+              minimum=1, maximum=17, broker_synonym="compression.lz4.level"),
+    ConfigDef("compression.zstd.level", Kind.INT, 3, "zstd level for recompression (-131072 to 22)",
+              minimum=-131072, maximum=22, broker_synonym="compression.zstd.level"),
     # Log compaction (cleanup.policy=compact); Kafka's names, synonyms and defaults.
     ConfigDef("min.cleanable.dirty.ratio", Kind.DOUBLE, 0.5,
               "clean when the uncleaned part is at least this share of the log",
@@ -228,12 +304,32 @@ TOPIC_CONFIG_DEFS: tuple[ConfigDef, ...] = (
     ConfigDef("min.compaction.lag.ms", Kind.LONG, 0,
               "a record stays uncompacted at least this long", minimum=0,
               broker_synonym="log.cleaner.min.compaction.lag.ms"),
-    ConfigDef("max.compaction.lag.ms", Kind.LONG, 2**63 - 1,
+    ConfigDef("max.compaction.lag.ms", Kind.LONG, _LONG_MAX,
               "a record is compacted at most this long after it is written, whatever the ratio",
               minimum=1, broker_synonym="log.cleaner.max.compaction.lag.ms"),
     ConfigDef("delete.retention.ms", Kind.LONG, 86_400_000,
               "keep tombstones and transaction markers this long after they are first cleaned",
               minimum=0, broker_synonym="log.cleaner.delete.retention.ms"),
+    # Known, not implemented: refused unless given their default.
+    ConfigDef("leader.replication.throttled.replicas", Kind.LIST, (),
+              "replicas whose leader side would be throttled (not supported)",
+              check=_check_throttled_replicas, unsupported=_THROTTLE),
+    ConfigDef("follower.replication.throttled.replicas", Kind.LIST, (),
+              "replicas whose follower side would be throttled (not supported)",
+              check=_check_throttled_replicas, unsupported=_THROTTLE),
+    ConfigDef("remote.storage.enable", Kind.BOOLEAN, False,
+              "tiered storage for this topic (not supported)", unsupported=_TIERED),
+    ConfigDef("local.retention.ms", Kind.LONG, -2,
+              "local retention under tiered storage (not supported; -2: retention.ms)",
+              minimum=-2, broker_synonym="log.local.retention.ms", unsupported=_TIERED),
+    ConfigDef("local.retention.bytes", Kind.LONG, -2,
+              "local retention under tiered storage (not supported; -2: retention.bytes)",
+              minimum=-2, broker_synonym="log.local.retention.bytes", unsupported=_TIERED),
+    ConfigDef("remote.log.copy.disable", Kind.BOOLEAN, False,
+              "stop copying to tiered storage (not supported)", unsupported=_TIERED),
+    ConfigDef("remote.log.delete.on.disable", Kind.BOOLEAN, False,
+              "delete remote data when tiered storage is turned off (not supported)",
+              unsupported=_TIERED),
 )
 TOPIC_CONFIGS: Mapping[str, ConfigDef] = {d.name: d for d in TOPIC_CONFIG_DEFS}
 
@@ -356,6 +452,32 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
     ConfigDef("connections.max.reauth.ms", Kind.LONG, 0,
               "a SASL session lasts this long; a connection that has not re-authenticated "
               "by then is closed at its next request (0: sessions do not end; KIP-368)", minimum=0),
+    # Kafka's data directories: ackly has one (the --data-dir); log.dirs may name it.
+    ConfigDef("log.dirs", Kind.STRING, "",
+              "the data directory (one only; empty: log.dir, else --data-dir)", read_only=True,
+              check=lambda v: _check_one_dir(v)),
+    ConfigDef("log.dir", Kind.STRING, "", "the data directory when log.dirs is not set "
+              "(empty: --data-dir)", read_only=True, check=lambda v: _check_one_dir(v)),
+    ConfigDef("controller.listener.names", Kind.STRING, "",
+              "the KRaft controller's listeners: not opened (the metadata lives in the store)",
+              read_only=True),
+    # KRaft's name for the broker id: the same number as broker.id when both are given.
+    ConfigDef("node.id", Kind.INT, -1, "this node's id (KRaft's name for broker.id; -1: "
+              "broker.id)", minimum=-1, read_only=True),
+    # Kafka's coarser synonyms of topic defaults, used when the finer key is not set
+    # (retention: ms > minutes > hours; roll: ms > hours).
+    ConfigDef("log.retention.minutes", Kind.INT, 7 * 24 * 60,
+              "log.retention.ms in minutes, when log.retention.ms is not set", minimum=-1),
+    ConfigDef("log.retention.hours", Kind.INT, 7 * 24,
+              "log.retention.ms in hours, when neither log.retention.ms nor "
+              "log.retention.minutes is set", minimum=-1),
+    ConfigDef("log.roll.hours", Kind.INT, 7 * 24, "log.roll.ms in hours, when it is not set",
+              minimum=1),
+    ConfigDef("log.roll.jitter.hours", Kind.INT, 0,
+              "log.roll.jitter.ms in hours, when it is not set", minimum=0),
+    ConfigDef("log.flush.scheduler.interval.ms", Kind.LONG, 2**63 - 1,
+              "log.flush.interval.ms when it is not set (the flush check itself runs on every "
+              "tick)", minimum=0),
     ConfigDef("log.retention.check.interval.ms", Kind.LONG, 300_000,
               "how often retention runs", minimum=1),
     ConfigDef("log.flush.offset.checkpoint.interval.ms", Kind.LONG, 60_000,
@@ -540,7 +662,8 @@ _AUTHORIZER_DEFS: tuple[ConfigDef, ...] = (
 def _broker_defs() -> dict[str, ConfigDef]:
     defs = {d.name: d for d in _BROKER_ONLY_DEFS + _AUTHORIZER_DEFS}
     for topic_def in TOPIC_CONFIG_DEFS:
-        assert topic_def.broker_synonym is not None
+        if topic_def.broker_synonym is None:
+            continue  # a topic-only config (Kafka has no broker default for it)
         defs[topic_def.broker_synonym] = dataclasses.replace(
             topic_def, name=topic_def.broker_synonym, broker_synonym=None
         )
@@ -556,6 +679,10 @@ DYNAMIC_BROKER_KEYS: frozenset[str] = frozenset({
     "log.retention.ms", "log.retention.bytes", "message.max.bytes",
     "log.cleaner.min.cleanable.ratio", "log.cleaner.min.compaction.lag.ms",
     "log.cleaner.max.compaction.lag.ms", "log.cleaner.delete.retention.ms",
+    # Compression and Kafka's flush settings, dynamic in Kafka too (DynamicLogConfig).
+    "compression.type", "compression.gzip.level", "compression.lz4.level",
+    "compression.zstd.level", "log.flush.interval.messages", "log.flush.interval.ms",
+    "log.roll.jitter.ms", "log.preallocate",
 })
 
 
@@ -588,6 +715,20 @@ class TopicConfig:
     min_compaction_lag_ms: int
     max_compaction_lag_ms: int
     delete_retention_ms: int
+    segment_jitter_ms: int
+    preallocate: bool
+    flush_messages: int
+    flush_ms: int
+    compression_gzip_level: int
+    compression_lz4_level: int
+    compression_zstd_level: int
+    leader_replication_throttled_replicas: tuple[str, ...]
+    follower_replication_throttled_replicas: tuple[str, ...]
+    remote_storage_enable: bool
+    local_retention_ms: int
+    local_retention_bytes: int
+    remote_log_copy_disable: bool
+    remote_log_delete_on_disable: bool
     overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -598,10 +739,36 @@ class TopicConfig:
         for d in TOPIC_CONFIG_DEFS:
             if d.name in overrides:
                 values[_attr(d.name)] = d.parse(overrides[d.name])
-            else:
-                assert d.broker_synonym is not None
+            elif d.broker_synonym is not None:
                 values[_attr(d.name)] = broker.get(d.broker_synonym)
+            else:
+                values[_attr(d.name)] = d.default
         return cls(**values, overrides=dict(overrides))
+
+    # Flushing: ackly's flush.policy and Kafka's flush.messages / flush.ms together. Each
+    # asks for fsyncs; a log is flushed as soon as any of them asks (the stronger wins, none
+    # removes a flush another asked for). flush.messages=1 is an fsync before every
+    # acknowledgement, which is what flush.policy=always gives (HW and acks wait for it).
+
+    @property
+    def flush_always(self) -> bool:
+        """Acknowledgements (and HW) wait for the fsync of what they cover."""
+        return self.flush_policy == "always" or self.flush_messages == 1
+
+    @property
+    def flush_after_ms(self) -> int | None:
+        """How long after an unflushed append a flush is due (None: no time bound asks)."""
+        bounds = []
+        if self.flush_policy == "interval":
+            bounds.append(self.flush_interval_ms)
+        if self.flush_ms < 2**63 - 1:
+            bounds.append(self.flush_ms)
+        return min(bounds) if bounds else None
+
+    @property
+    def flush_after_messages(self) -> int | None:
+        """How many unflushed messages make a flush due (None: no count asks)."""
+        return self.flush_messages if self.flush_messages < 2**63 - 1 else None
 
     @classmethod
     def load(cls, broker: BrokerConfig, stored: Mapping[str, str]) -> tuple[TopicConfig, list[str]]:
@@ -622,6 +789,8 @@ class TopicConfig:
         if name in self.overrides:
             return Source.TOPIC
         synonym = TOPIC_CONFIGS[name].broker_synonym
+        if synonym is None:
+            return Source.DEFAULT
         if synonym is not None and synonym in broker.dynamic:
             return Source.BROKER_DYNAMIC
         if synonym is not None and synonym in broker.explicit:
@@ -646,17 +815,49 @@ class BrokerConfig:
     values: Mapping[str, Any]
     explicit: frozenset[str]
     dynamic: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Kafka keys given that mean nothing here (kafka_broker_keys.IGNORED), for the start-up
+    # warning.
+    ignored: tuple[str, ...] = ()
 
     @classmethod
     def from_properties(cls, props: Mapping[str, str]) -> BrokerConfig:
         values = {name: d.default for name, d in BROKER_CONFIGS.items()}
+        ignored: list[str] = []
         for key, raw in props.items():
             d = BROKER_CONFIGS.get(key)
             if d is None:
                 d = _listener_override_def(key)
             if d is None:
+                if key in kafka_broker_keys.IGNORED:
+                    ignored.append(key)
+                    continue
+                if key in kafka_broker_keys.UNSUPPORTED:
+                    problem = kafka_broker_keys.unsupported_problem(key, raw)
+                    if problem is not None:
+                        raise ConfigError(key, problem)
+                    continue
                 raise ConfigError(key, "unknown broker config")
             values[key] = d.parse(raw)
+        explicit = set(props)
+        for fine, coarser in _UNIT_SYNONYMS.items():
+            if fine in props:
+                continue
+            for key, factor in coarser:
+                if key in props:
+                    # As Kafka's ServerTopicConfigSynonyms: the coarser key, in the finer unit.
+                    value = int(values[key])
+                    values[fine] = value * factor if value >= 0 else value
+                    explicit.add(fine)
+                    break
+        node_id = int(values["node.id"])
+        if node_id >= 0:
+            if "broker.id" in props and int(values["broker.id"]) != node_id:
+                raise ConfigError("node.id", f"{node_id} differs from broker.id "
+                                             f"{values['broker.id']}; they name the same id")
+            values["broker.id"] = node_id
+            explicit.add("broker.id")
+        if values["controller.listener.names"]:
+            _drop_controller_listeners(values, values["controller.listener.names"])
         # The listener keys together (names in the map, the inter-broker listener, ...).
         resolve_listeners(values, host="127.0.0.1", port=9092)
         if values["max.connections.per.ip"] == 0 and not values["max.connections.per.ip.overrides"]:
@@ -664,7 +865,7 @@ class BrokerConfig:
             raise ConfigError("max.connections.per.ip",
                               "0 refuses every client unless max.connections.per.ip.overrides "
                               "lets some in")
-        return cls(values=values, explicit=frozenset(props))
+        return cls(values=values, explicit=frozenset(explicit), ignored=tuple(sorted(ignored)))
 
     def get(self, name: str) -> Any:
         return self.values[name]
@@ -690,6 +891,15 @@ class BrokerConfig:
     @property
     def broker_id(self) -> int:
         return int(self.values["broker.id"])
+
+    @property
+    def log_dir(self) -> str | None:
+        """The data directory named by log.dirs (else log.dir), or None for --data-dir's."""
+        for key in ("log.dirs", "log.dir"):
+            named = [d.strip() for d in str(self.values[key]).split(",") if d.strip()]
+            if named:
+                return named[0]
+        return None
 
     @property
     def socket_request_max_bytes(self) -> int:
@@ -744,6 +954,26 @@ class BrokerConfig:
 
     def topic_defaults(self) -> TopicConfig:
         return TopicConfig.resolve(self, {})
+
+
+# Kafka's coarser broker keys for a topic default, in the order they are tried, with the
+# factor to the finer key's unit (ServerTopicConfigSynonyms).
+_UNIT_SYNONYMS: Mapping[str, tuple[tuple[str, int], ...]] = {
+    "log.retention.ms": (("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000)),
+    "log.roll.ms": (("log.roll.hours", 3_600_000),),
+    "log.roll.jitter.ms": (("log.roll.jitter.hours", 3_600_000),),
+    "log.flush.interval.ms": (("log.flush.scheduler.interval.ms", 1),),
+}
+
+
+def _drop_controller_listeners(values: dict[str, Any], names_raw: str) -> None:
+    """Remove the KRaft controller's listeners (controller.listener.names) from `listeners`
+    and `advertised.listeners`: the quorum is not run here, so they are not opened."""
+    names = {n.strip().upper() for n in names_raw.split(",") if n.strip()}
+    for key in ("listeners", "advertised.listeners"):
+        kept = [entry for entry in str(values[key]).split(",")
+                if entry.strip() and entry.strip().split("://", 1)[0].strip().upper() not in names]
+        values[key] = ",".join(e.strip() for e in kept)
 
 
 def _listener_override_def(key: str) -> ConfigDef | None:

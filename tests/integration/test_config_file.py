@@ -160,3 +160,88 @@ def test_ackly_cluster_hands_the_file_to_every_broker_and_logs_json(tmp_path: Pa
         if command.proc.poll() is None:
             command.proc.kill()
             command.proc.wait(10)
+
+
+# Kafka 4's config/server.properties (combined broker and controller), as Kafka documents its
+# defaults; the ports are 0 (any free one) and the directory the test's own.
+KAFKA_4_SERVER_PROPERTIES = """\
+############################# Server Basics #############################
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=localhost:9093
+
+############################# Socket Server Settings #############################
+listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:0
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,\\
+SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+num.network.threads=3
+num.io.threads=8
+socket.send.buffer.bytes=102400
+socket.receive.buffer.bytes=102400
+socket.request.max.bytes=104857600
+
+############################# Log Basics #############################
+log.dirs={log_dirs}
+num.partitions=1
+num.recovery.threads.per.data.dir=1
+
+############################# Internal Topic Settings  #############################
+offsets.topic.replication.factor=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+
+############################# Log Flush Policy #############################
+log.flush.interval.messages=10000
+log.flush.interval.ms=1000
+
+############################# Log Retention Policy #############################
+log.retention.hours=168
+log.segment.bytes=1073741824
+log.retention.check.interval.ms=300000
+"""
+KAFKA_4_IGNORED = ["controller.quorum.bootstrap.servers",
+                   "num.io.threads", "num.network.threads", "num.recovery.threads.per.data.dir",
+                   "process.roles", "share.coordinator.state.topic.min.isr",
+                   "share.coordinator.state.topic.replication.factor",
+                   "socket.receive.buffer.bytes", "socket.send.buffer.bytes"]
+
+
+def test_a_kafka_4_server_properties_starts_a_broker_naming_the_ignored_keys_once(
+        tmp_path: Path) -> None:
+    data = tmp_path / "kraft-combined-logs"
+    path = tmp_path / "server.properties"
+    path.write_text(KAFKA_4_SERVER_PROPERTIES.format(log_dirs=data))
+    proc = BrokerProcess(str(data), broker_id=1, config_file=str(path), log_level="INFO")
+    proc.start()
+    try:
+        # The controller's listener is the KRaft quorum's: not opened.
+        assert set(proc.listener_ports) == {"PLAINTEXT"}
+        producer = Producer({"bootstrap.servers": proc.bootstrap})
+        producer.produce("kafka-file", b"v")
+        assert producer.flush(TIMEOUT_S) == 0
+        admin = AdminClient({"bootstrap.servers": proc.bootstrap})
+        broker = ConfigResource(ResourceType.BROKER, "1")
+        configs = admin.describe_configs([broker])[broker].result(TIMEOUT_S)
+        assert configs["node.id"].value == "1" and configs["broker.id"].value == "1"
+        assert configs["log.retention.ms"].value == str(168 * 3_600_000)  # from the hours
+        assert configs["log.flush.interval.messages"].value == "10000"
+        topic = ConfigResource(ResourceType.TOPIC, "kafka-file")
+        configs = admin.describe_configs([topic])[topic].result(TIMEOUT_S)
+        assert configs["flush.ms"].value == "1000"
+        assert configs["flush.ms"].source == 4  # STATIC_BROKER_CONFIG: log.flush.interval.ms
+    finally:
+        proc.stop()
+    assert any(p.name.startswith("kafka-file-") for p in data.iterdir()), "log.dirs holds the logs"
+    warnings = [line for line in proc.output if "ignoring Kafka broker configs" in line]
+    assert len(warnings) == 1, proc.output
+    assert warnings[0].rstrip().endswith(", ".join(KAFKA_4_IGNORED)), warnings[0]
+
+
+def test_log_dirs_and_a_different_data_dir_are_refused(tmp_path: Path) -> None:
+    done = _serve(tmp_path, f"log.dirs={tmp_path / 'elsewhere'}\nnum.io.threads=8\n")
+    assert done.returncode == 2
+    assert "log.dirs" in done.stderr and "--data-dir" in done.stderr

@@ -471,11 +471,18 @@ class BrokerNode:
 
     def after_append(self, p: Partition, now_ms: int) -> None:
         """An append happened: schedule its flush and wake whoever waits on the partition."""
-        policy = p.config.flush_policy
-        if policy == "always":
+        config = p.config
+        if config.flush_always:
             self._dirty.add(p.tp)
-        elif policy == "interval" and p.tp not in self._flush_interval_due_ms:
-            self._flush_interval_due_ms[p.tp] = now_ms + p.config.flush_interval_ms
+        else:
+            # flush.policy=interval and Kafka's flush.ms / flush.messages: the earliest wins.
+            after_messages = config.flush_after_messages
+            if after_messages is not None and (
+                    p.log.log_end_offset - p.log.recovery_point >= after_messages):
+                self._dirty.add(p.tp)
+            after_ms = config.flush_after_ms
+            if after_ms is not None and p.tp not in self._flush_interval_due_ms:
+                self._flush_interval_due_ms[p.tp] = now_ms + after_ms
         self.purgatory.check(p.tp, now_ms)
 
     def schedule_flush(self, tp: TopicPartition) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -32,11 +33,21 @@ def cli(log_level: str, log_format: str) -> None:
     configure_logging(log_level, log_format)
 
 
+def _data_dir(given: str | None, named: str | None) -> str:
+    """--data-dir, or the directory log.dirs (log.dir) names; refuse two different ones."""
+    if given is None:
+        return named if named is not None else "./data"
+    if named is not None and os.path.abspath(named) != os.path.abspath(given):
+        raise ConfigError("log.dirs", f"names {named}, but --data-dir is {given}: give one")
+    return given
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="address of the one PLAINTEXT listener (without the listeners config)")
 @click.option("--port", default=9092, show_default=True, type=int)
-@click.option("--data-dir", default="./data", show_default=True, help="where the logs live")
+@click.option("--data-dir", default=None,
+              help="where the logs live (default: log.dirs if set, else ./data)")
 @click.option("--broker-id", default=None, type=int, help="this broker's id (broker.id)")
 @click.option("--advertised-host", default=None, help="host name given to clients")
 @click.option("--advertised-port", default=None, type=click.IntRange(1, 65535),
@@ -48,7 +59,7 @@ def cli(log_level: str, log_format: str) -> None:
 @click.option("--metadata", default=None, metavar="etcd://HOST:PORT[,HOST:PORT...]",
               help="the cluster's metadata store (etcds:// for TLS, see metadata.etcd.*); "
                    "without it the broker is a cluster of one with its metadata in --data-dir")
-def serve(host: str, port: int, data_dir: str, broker_id: int | None,
+def serve(host: str, port: int, data_dir: str | None, broker_id: int | None,
           advertised_host: str | None, advertised_port: int | None, configs: tuple[str, ...],
           config_file: str | None, metadata: str | None) -> None:
     """Run one broker until SIGTERM or SIGINT."""
@@ -73,6 +84,13 @@ def serve(host: str, port: int, data_dir: str, broker_id: int | None,
         props = sourced.values
         # Refuse a bad config (listeners and their TLS files included) before touching the disk.
         config = sourced.broker_config()
+        data_dir = _data_dir(data_dir, config.log_dir)
+        if config.ignored:
+            # Once, at start-up: a server.properties written for Kafka names many of these.
+            logging.getLogger("ackly").warning(
+                "ignoring Kafka broker configs that mean nothing to this broker: %s",
+                ", ".join(config.ignored), extra={"event": "ignored_configs",
+                                                  "keys": list(config.ignored)})
         listener_set = resolve_listeners(config.values, host=host, port=port,
                                          advertised_host=advertised_host, advertised_port=advertised_port)
         server_contexts(config, listener_set)

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -839,11 +840,21 @@ class PartitionLog:
         config = self.config
         if (
             size + incoming_bytes > config.segment_bytes
-            or now_ms - active.created_ms > config.segment_ms
+            or now_ms - active.created_ms > config.segment_ms - self._roll_jitter_ms()
             or active.index_full()
             or self.log_end_offset + incoming_offsets - 1 - active.base_offset > INT32_MAX
         ):
             self.roll(now_ms)
+
+    def _roll_jitter_ms(self) -> int:
+        """How much earlier than segment.ms this log rolls (segment.jitter.ms). Kafka draws it
+        at random for each segment, below min(segment.jitter.ms, segment.ms); here each log
+        takes a fixed share of that range, from a hash of its directory name, so that logs
+        created together spread their rolls and the core needs no randomness for it."""
+        jitter_ms = min(self.config.segment_jitter_ms, self.config.segment_ms)
+        if jitter_ms <= 0:
+            return 0
+        return zlib.crc32(os.path.basename(self.dir_path).encode()) % jitter_ms
 
     def roll(self, now_ms: int) -> None:
         """Start a new active segment at LEO (no-op if the active one is empty).

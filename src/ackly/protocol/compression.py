@@ -61,6 +61,7 @@ _ZSTD_MAGIC = 0xFD2FB528
 _ZSTD_SKIPPABLE_MASK = 0xFFFFFFF0
 _ZSTD_SKIPPABLE_MAGIC = 0x184D2A50
 _ZSTD_LEVEL = 3
+_LZ4_FAST = 0  # the library's fast mode, for batches this broker writes itself
 _GZIP_LEVEL = 6  # zlib's default, the level Kafka's Java client uses too
 
 
@@ -75,22 +76,26 @@ def _too_large(codec: str, max_bytes: int) -> KafkaError:
 # --- compress ----------------------------------------------------------------------------
 
 
-def _gzip_compress(data: Buffer) -> bytes:
-    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+def _gzip_compress(data: Buffer, level: int | None) -> bytes:
+    # Kafka's -1 is Deflater.DEFAULT_COMPRESSION, zlib's 6.
+    chosen = _GZIP_LEVEL if level is None or level < 0 else level
+    compressor = zlib.compressobj(chosen, zlib.DEFLATED, _GZIP_WBITS)
     return compressor.compress(data) + compressor.flush()
 
 
-def _snappy_compress(data: Buffer) -> bytes:
-    return bytes(cramjam.snappy.compress_raw(bytes(data)))
+def _snappy_compress(data: Buffer, level: int | None) -> bytes:
+    return bytes(cramjam.snappy.compress_raw(bytes(data)))  # snappy has no levels
 
 
-def _lz4_compress(data: Buffer) -> bytes:
+def _lz4_compress(data: Buffer, level: int | None) -> bytes:
     # Independent blocks: Kafka's own LZ4 reader (KafkaLZ4BlockInputStream) decodes every
     # block without the previous one as dictionary, so linked blocks would break Java
-    # consumers.
+    # consumers. Levels above 2 are LZ4 HC, as in Kafka (KIP-390); the library caps them at
+    # its highest.
     return bytes(
         lz4.frame.compress(
             data,
+            compression_level=_LZ4_FAST if level is None else level,
             block_size=lz4.frame.BLOCKSIZE_MAX64KB,
             block_linked=False,
             content_checksum=False,
@@ -99,12 +104,24 @@ def _lz4_compress(data: Buffer) -> bytes:
     )
 
 
-def _zstd_compress(data: Buffer) -> bytes:
-    return bytes(zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(data))
+def _zstd_compress(data: Buffer, level: int | None) -> bytes:
+    chosen = _ZSTD_LEVEL if level is None else level
+    compressor = _ZSTD_COMPRESSORS.get(chosen)
+    if compressor is None:
+        compressor = _ZSTD_COMPRESSORS[chosen] = zstandard.ZstdCompressor(level=chosen)
+    return bytes(compressor.compress(data))
 
 
-_COMPRESSORS: Final[dict[int, Callable[[Buffer], bytes]]] = {
-    NONE: bytes,
+# One compressor per level, reused (building one costs more than compressing a small batch).
+_ZSTD_COMPRESSORS: dict[int, zstandard.ZstdCompressor] = {}
+
+
+def _copy(data: Buffer, level: int | None) -> bytes:
+    return bytes(data)
+
+
+_COMPRESSORS: Final[dict[int, Callable[[Buffer, int | None], bytes]]] = {
+    NONE: _copy,
     GZIP: _gzip_compress,
     SNAPPY: _snappy_compress,
     LZ4: _lz4_compress,
@@ -112,12 +129,15 @@ _COMPRESSORS: Final[dict[int, Callable[[Buffer], bytes]]] = {
 }
 
 
-def compress(codec: int, data: Buffer) -> bytes:
-    """`data` compressed with Kafka codec `codec` (0 returns the bytes unchanged)."""
+def compress(codec: int, data: Buffer, level: int | None = None) -> bytes:
+    """`data` compressed with Kafka codec `codec` (0 returns the bytes unchanged), at `level`
+    (None: gzip 6 and zstd 3, Kafka's defaults, and lz4's fast mode; snappy has no levels).
+    The topic's compression.*.level (Kafka's defaults: gzip -1, lz4 9, zstd 3) is passed by
+    the recompressing produce path."""
     compressor = _COMPRESSORS.get(codec)
     if compressor is None:
         raise _unsupported(codec)
-    return compressor(data)
+    return compressor(data, level)
 
 
 # --- decompress --------------------------------------------------------------------------

@@ -128,7 +128,8 @@ class Partition:
 
     @property
     def flush_always(self) -> bool:
-        return self.config.flush_policy == "always"
+        # flush.policy=always, or Kafka's flush.messages=1 (config.TopicConfig.flush_always).
+        return self.config.flush_always
 
     @property
     def maximal_isr(self) -> frozenset[int]:

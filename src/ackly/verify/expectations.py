@@ -99,7 +99,9 @@ CONFIG_RULES: tuple[ConfigRule, ...] = (
         "min.insync.replicas=1: acks=all can be answered by the leader alone (rule 8)",
     ),
     ConfigRule(
-        lambda c: c.get("flush.policy", c.get("log.flush.policy")) in ("never", "interval"),
+        # Kafka's flush.messages=1 (log.flush.interval.messages=1) is flush.policy=always.
+        lambda c: c.get("flush.policy", c.get("log.flush.policy")) in ("never", "interval")
+        and c.get("flush.messages", c.get("log.flush.interval.messages")) != "1",
         TRUNCATION,
         "flush.policy is not always: a crash that drops unflushed data loses acknowledged records (rule 5)",
     ),

@@ -58,3 +58,5 @@ def test_a_log_that_may_lose_its_tail_allows_the_consumer_rewind_that_follows() 
     assert verdict("at-least-once", counts, {"flush.policy": "never"})
     assert not verdict("at-least-once", counts)
     assert not verdict("at-least-once", {"nonmonotonic-poll": 1}, {"flush.policy": "always"})
+    # Kafka's flush.messages=1 is flush.policy=always: no acknowledged tail may go.
+    assert not verdict("at-least-once", counts, {"flush.policy": "never", "flush.messages": "1"})

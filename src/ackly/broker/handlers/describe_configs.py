@@ -117,10 +117,16 @@ def topic_entries(
     broker = node.config
     entries = []
     for d in _wanted(keys, TOPIC_CONFIG_DEFS):
-        assert d.broker_synonym is not None
         chain = []
         if d.name in config.overrides:
             chain.append(_synonym(d.name, d.render(config.get(d.name)), Source.TOPIC))
+        if d.broker_synonym is None:
+            # A topic-only config (the replication throttles, tiered storage's switches):
+            # Kafka lists its default under the topic config's own name.
+            chain.append(_synonym(d.name, d.render(d.default), Source.DEFAULT))
+            entries.append(_entry(d, d.render(config.get(d.name)), False, chain,
+                                  include_synonyms, include_documentation))
+            continue
         if d.broker_synonym in broker.dynamic:
             chain.append(_synonym(d.broker_synonym, d.render(broker.get(d.broker_synonym)),
                                   Source.BROKER_DYNAMIC))

@@ -3,7 +3,8 @@
 Per partition (docs/architecture.md, "A produce request"): check the topic exists and the batches' framing, magic and
 CRC, then what Kafka's LogValidator checks (protocol/batch_validation.py: offsets, counts,
 producer fields, KIP-937 timestamps, compressed batches record by record; uncompressed
-records are not decoded); patch base offsets and append the bytes as they came. Batches
+records are not decoded); with a topic compression.type other than `producer`, rebuild the
+batches in another codec (protocol/recompression.py); patch base offsets and append. Batches
 of idempotent producers are checked against the partition's producer state first (epoch,
 sequence: log/producer_state.py), all before any is written; a retry of batches already in
 the log writes nothing and is answered with their original base offset, once they are as
@@ -44,8 +45,9 @@ from ackly.broker.faults import ACK_BEFORE_REPLICATION
 from ackly.errors import ErrorCode, KafkaError
 from ackly.log.batch_filter import require_keys
 from ackly.protocol.batch_validation import TimestampRule, validate_client_batches
-from ackly.protocol.compression import DEFAULT_MAX_BYTES
+from ackly.protocol.compression import DEFAULT_MAX_BYTES, GZIP, LZ4, ZSTD
 from ackly.protocol.produce_codec import PartitionProduceResult, encode_produce_response
+from ackly.protocol.recompression import TOPIC_CODECS, recompress_batches
 from ackly.protocol.records import BatchHeader, validate_batches
 from ackly.replication.partition import Partition
 from ackly.replication.purgatory import DelayedOperation
@@ -57,6 +59,32 @@ if TYPE_CHECKING:
 API_KEY = 0
 MIN_VERSION = 3  # record batch v2 only; librdkafka needs v3 to use it
 MAX_VERSION = 11
+
+
+def _in_topic_codec(p: Partition, records: bytes, headers: list[BatchHeader],
+                    ) -> tuple[bytes | bytearray, list[BatchHeader]]:
+    """The batches as the topic's compression.type wants them: as they came under `producer`
+    (and when every batch has the topic's codec already: zero copy), else recompressed
+    (protocol/recompression.py), then held to max.message.bytes again as Kafka does after
+    recompression (MESSAGE_TOO_LARGE)."""
+    config = p.config
+    codec = TOPIC_CODECS[config.compression_type]
+    if codec is None:
+        return records, headers
+    level = {GZIP: config.compression_gzip_level, LZ4: config.compression_lz4_level,
+             ZSTD: config.compression_zstd_level}.get(codec)
+    rebuilt = recompress_batches(records, headers, codec, level, DEFAULT_MAX_BYTES)
+    if rebuilt is None:
+        return records, headers
+    new_records, new_headers = rebuilt
+    for header in new_headers:
+        if header.size > config.max_message_bytes:
+            raise KafkaError(
+                ErrorCode.message_too_large,
+                f"batch of {header.size} bytes after recompression to "
+                f"{config.compression_type} exceeds max.message.bytes {config.max_message_bytes}",
+            )
+    return new_records, new_headers
 
 
 def _timestamp_rule(p: Partition) -> TimestampRule | None:
@@ -144,7 +172,7 @@ class _Append:
     slot: int
     index: int
     partition: Partition
-    records: bytes
+    records: bytes | bytearray
     headers: list[BatchHeader]
     verification_guard: object | None = None
 
@@ -232,7 +260,8 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                 if "compact" in p.config.cleanup_policy:
                     # Kafka's LogValidator: a compacted topic takes keyed records only.
                     require_keys(pd.records, headers)
-                item = _Append(slot, index, p, pd.records, headers)
+                records, headers = _in_topic_codec(p, pd.records, headers)
+                item = _Append(slot, index, p, records, headers)
                 appends.append(item)
                 if verifies and _starts_transaction(p, headers):
                     first = headers[0]
