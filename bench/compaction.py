@@ -11,10 +11,13 @@ What it measures:
    bytes left. Target: >= 100 MB/s.
 2. Produce throughput while the cleaner runs: one `ackly serve` process with a compacted
    topic (1 MiB segments, min.cleanable.dirty.ratio=0.01, cleaner backoff 100 ms) takes
-   N keyed 1 KiB records from confluent-kafka (acks=all, linger.ms=5), once with
-   log.cleaner.enable=true and once false, interleaved; the ratio is with / without.
-   Target: >= 0.8. The note says in how many runs a clean completed (the partition's
-   cleaner-offset-checkpoint exists). `--cleaner-io-max B` sets
+   N keyed 1 KiB records (keys drawn from 1,000) from kcat (librdkafka; acks=all,
+   linger.ms=5), once with log.cleaner.enable=true and once false, interleaved, `--repeats`
+   times; the ratio is of the medians, with / without. Target: >= 0.8. kcat, a C client,
+   leaves the broker and its cleaner the CPU a Python producer would take; without kcat (or
+   with `--python-producer`) confluent-kafka produces from this process. The note says in
+   how many runs a clean completed (the partition's cleaner-offset-checkpoint exists) and the
+   CPU seconds the cleaner process and the broker used. `--cleaner-io-max B` sets
    log.cleaner.io.max.bytes.per.second for this row; `--produce-only` skips rows 1 and 2.
 
 It prints numbers and asserts nothing; every loop is bounded in count and time. The machine
@@ -29,6 +32,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -94,7 +98,41 @@ def clean_throughput(value_bytes: int, total_bytes: int, keys: int) -> dict[str,
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def produce_run(cleaner: bool, count: int, io_max_bytes_per_second: str | None = None) -> tuple[float, int]:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` and its waited-for children have used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def cleaner_cpu_seconds(broker_pid: int) -> float:
+    """CPU time of the broker's children (its cleaner process), alive now."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == broker_pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def write_input(path: str, count: int) -> None:
+    """kcat's input: `key:value` lines, keys drawn from 1,000, 1 KiB values."""
+    rng = random.Random(2)
+    value = b"v" * 1024
+    with open(path, "wb") as f:
+        for _ in range(count):
+            f.write(b"key-%05d:%s\n" % (rng.randrange(1000), value))
+
+
+def produce_run(cleaner: bool, count: int, io_max_bytes_per_second: str | None, input_path: str | None
+                ) -> tuple[float, int, float, float]:
+    """(MB/s, 1 if a clean completed, broker CPU s, cleaner CPU s) of one produce run."""
     directory = tempfile.mkdtemp(prefix="ackly-bench-compaction-p-")
     configs = {"log.cleaner.enable": "true" if cleaner else "false", "log.cleaner.backoff.ms": "100"}
     if io_max_bytes_per_second is not None:
@@ -107,30 +145,54 @@ def produce_run(cleaner: bool, count: int, io_max_bytes_per_second: str | None =
             "cleanup.policy": "compact", "segment.bytes": str(1 << 20),
             "min.cleanable.dirty.ratio": "0.01",
         })])[topic].result(15)
-        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "acks": "all",
-                             "batch.size": 1_000_000, "queue.buffering.max.messages": 1_000_000})
-        value = b"v" * 1024
-        rng = random.Random(2)
+        del admin
+        assert broker.proc is not None
+        broker_cpu = cpu_seconds(broker.proc.pid)
+        cleaner_cpu = 0.0
         start = time.perf_counter()
-        deadline = start + 120
-        for _ in range(count):
-            while True:
-                try:
-                    producer.produce(topic, key=b"key-%05d" % rng.randrange(1000), value=value,
-                                     partition=0)
+        if input_path is not None:
+            # kcat (librdkafka in C): the client takes little CPU, so the broker and its
+            # cleaner are what the two cores are shared between.
+            with open(input_path, "rb") as stdin:
+                kcat = subprocess.Popen(
+                    ["kcat", "-P", "-b", broker.bootstrap, "-t", topic, "-p", "0", "-K", ":",
+                     "-X", "linger.ms=5", "-X", "batch.size=1000000", "-X", "acks=all",
+                     "-X", "queue.buffering.max.messages=1000000"],
+                    stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                while kcat.poll() is None and time.perf_counter() - start < 120:
+                    cleaner_cpu = max(cleaner_cpu, cleaner_cpu_seconds(broker.proc.pid))
+                    time.sleep(0.05)
+                if kcat.poll() is None:
+                    kcat.kill()
+                kcat.wait(10)
+                if kcat.returncode != 0:
+                    raise SystemExit(f"kcat failed: {kcat.stderr.read().decode() if kcat.stderr else ''}")
+        else:
+            producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "acks": "all",
+                                 "batch.size": 1_000_000, "queue.buffering.max.messages": 1_000_000})
+            value = b"v" * 1024
+            rng = random.Random(2)
+            deadline = start + 120
+            for _ in range(count):
+                while True:
+                    try:
+                        producer.produce(topic, key=b"key-%05d" % rng.randrange(1000), value=value,
+                                         partition=0)
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+                if time.perf_counter() > deadline:
                     break
-                except BufferError:
-                    producer.poll(0.01)
-            if time.perf_counter() > deadline:
-                break
-        producer.flush(120)
+            producer.flush(120)
+            del producer  # disconnect before the broker stops
         elapsed = time.perf_counter() - start
-        del producer, admin  # disconnect before the broker stops
+        broker_cpu = cpu_seconds(broker.proc.pid) - broker_cpu
+        cleaner_cpu = max(cleaner_cpu, cleaner_cpu_seconds(broker.proc.pid))
         cleans = 0
         checkpoint = os.path.join(directory, f"{topic}-0", "cleaner-offset-checkpoint")
         if os.path.exists(checkpoint):
             cleans = 1
-        return count * 1024 / MB / elapsed, cleans
+        return count * 1024 / MB / elapsed, cleans, broker_cpu, cleaner_cpu
     finally:
         broker.stop()
         shutil.rmtree(directory, ignore_errors=True)
@@ -142,6 +204,9 @@ def main() -> None:
     parser.add_argument("--json")
     parser.add_argument("--cleaner-io-max", help="log.cleaner.io.max.bytes.per.second for row 3")
     parser.add_argument("--produce-only", action="store_true", help="skip rows 1 and 2")
+    parser.add_argument("--repeats", type=int, default=3, help="produce runs with and without")
+    parser.add_argument("--python-producer", action="store_true",
+                        help="produce with confluent-kafka from Python even where kcat exists")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     print(f"load average before: {os.getloadavg()}")
@@ -152,20 +217,34 @@ def main() -> None:
     for row in rows:
         print(f"{row['row']:<28} {row['mb_per_s']:>8} MB/s   {row['note']}")
     count = 200_000 // scale
-    with_cleaner, without = [], []
+    input_path = None
+    if shutil.which("kcat") and not args.python_producer:
+        input_path = os.path.join(tempfile.mkdtemp(prefix="ackly-bench-compaction-in-"), "records")
+        write_input(input_path, count)
+    with_cleaner, without, cpu_with, cleaner_cpu = [], [], [], []
     cleaned_runs = 0
-    for _ in range(3):
-        mbps, cleaned = produce_run(True, count, args.cleaner_io_max)
-        with_cleaner.append(mbps)
-        cleaned_runs += cleaned
-        without.append(produce_run(False, count)[0])
+    try:
+        for _ in range(args.repeats):
+            mbps, cleaned, broker_cpu, cleaner = produce_run(True, count, args.cleaner_io_max, input_path)
+            with_cleaner.append(mbps)
+            cpu_with.append(broker_cpu)
+            cleaner_cpu.append(cleaner)
+            cleaned_runs += cleaned
+            without.append(produce_run(False, count, None, input_path)[0])
+    finally:
+        if input_path is not None:
+            shutil.rmtree(os.path.dirname(input_path), ignore_errors=True)
     ratio = statistics.median(with_cleaner) / statistics.median(without)
     row = {
         "row": "produce with / without cleaner"
                + (f" (io max {args.cleaner_io_max} B/s)" if args.cleaner_io_max else ""),
         "ratio": round(ratio, 2),
-        "note": f"{count} x 1 KiB, median MB/s with {statistics.median(with_cleaner):.1f} "
-                f"without {statistics.median(without):.1f}; runs with >= 1 clean: {cleaned_runs}/3",
+        "note": f"{count} x 1 KiB by {'kcat' if input_path else 'confluent-kafka (Python)'}, median MB/s "
+                f"with {statistics.median(with_cleaner):.1f} without {statistics.median(without):.1f} "
+                f"(runs: with {', '.join(f'{x:.0f}' for x in with_cleaner)}; without "
+                f"{', '.join(f'{x:.0f}' for x in without)}); runs with >= 1 clean: "
+                f"{cleaned_runs}/{args.repeats}; cleaner process CPU "
+                f"{statistics.median(cleaner_cpu):.2f} s, broker {statistics.median(cpu_with):.2f} s",
     }
     rows.append(row)
     print(f"{row['row']:<28} {row['ratio']:>8}        {row['note']}")

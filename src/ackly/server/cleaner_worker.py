@@ -11,7 +11,8 @@ The process reads only inactive segments and writes only `.cleaned` files nobody
 touches; it sleeps as needed to keep its reads under log.cleaner.io.max.bytes.per.second (as
 Kafka's cleaner Throttler does). It dies with the broker (PR_SET_PDEATHSIG on Linux; it also
 checks that its parent is alive between segments), so a kill -9 of the broker never leaves
-it writing beside a restarted one. Completion, success or failure, goes back to the event
+it writing beside a restarted one. It runs at the lowest CPU priority (nice 19), so that it
+takes only the CPU the broker leaves. Completion, success or failure, goes back to the event
 loop with `call_soon_threadsafe`.
 """
 
@@ -63,10 +64,19 @@ class Throttle:
 _parent_pid = 0
 
 
+# The cleaner's CPU priority: the lowest, so that on a machine with few cores the scheduler
+# gives the broker's event loop (and the clients beside it) the CPU first, and the cleaner
+# the rest. A clean is never urgent (Kafka's cleaner merely lags behind), and
+# log.cleaner.io.max.bytes.per.second still caps its rate when the CPU is free.
+CLEANER_NICENESS = 19
+
+
 def _worker_init(parent_pid: int) -> None:
     global _parent_pid
     _parent_pid = parent_pid
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the broker decides when this one stops
+    with contextlib.suppress(OSError):
+        os.nice(CLEANER_NICENESS - os.nice(0))
     if sys.platform.startswith("linux"):
         import ctypes
 
