@@ -14,6 +14,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 static const char ERR_ENDS[] = "records section ends inside a record";
 static const char ERR_LONG[] = "varint too long";
@@ -22,6 +23,7 @@ static const char ERR_LENGTH[] = "record length out of bounds";
 static const char ERR_KEY[] = "key out of bounds";
 static const char ERR_FIELDS[] = "record fields out of bounds";
 static const char ERR_LEFT[] = "bytes left after the declared records";
+static const char ERR_OFFSET[] = "offset out of range";
 
 /* A zigzag varint of at most `bits` bits (32 or 64) at *pos; NULL, or the error. */
 static const char *read_varint(const uint8_t *buf, Py_ssize_t end, Py_ssize_t *pos, int bits,
@@ -65,14 +67,245 @@ static PyObject *sum_of(int64_t a, int64_t b)
     return out;
 }
 
+/* ------------------------------------------------------------------ OffsetMap
+ *
+ * The cleaner's key -> offset map (Kafka's SkimpyOffsetMap, without its hash collisions):
+ * open addressing over 64-bit hashes, the keys' bytes kept in one arena and compared in full
+ * on a hash match, so it answers exactly as a dict of bytes would. The record loops below use
+ * it without making a Python object per record; from Python it is a small mapping (`[k] = v`,
+ * `get`, `len`, `items`). Offsets are int64, as every offset in a log is.
+ */
+typedef struct {
+    uint64_t hash; /* 0: an empty slot */
+    int64_t offset;
+    size_t key_at;
+    Py_ssize_t key_len;
+} Slot;
+
+typedef struct {
+    PyObject_HEAD
+    Slot *slots;
+    size_t mask; /* capacity - 1; capacity a power of two, at most half full */
+    Py_ssize_t size;
+    char *arena;
+    size_t arena_len, arena_cap;
+} OffsetMap;
+
+static PyTypeObject OffsetMapType;
+
+static uint64_t hash_key(const uint8_t *key, Py_ssize_t len)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)len;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t word;
+        memcpy(&word, key + i, 8);
+        h = (h ^ word) * 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
+    }
+    uint64_t tail = 0;
+    memcpy(&tail, key + i, (size_t)(len - i));
+    h = (h ^ tail) * 0xC4CEB9FE1A85EC53ULL;
+    h ^= h >> 29;
+    return h | 1; /* never 0 */
+}
+
+static PyObject *offset_map_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    if (!PyArg_ParseTuple(args, ":OffsetMap"))
+        return NULL;
+    OffsetMap *self = (OffsetMap *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->slots = PyMem_Calloc(1024, sizeof(Slot));
+    self->mask = 1023;
+    if (self->slots == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+static void offset_map_dealloc(OffsetMap *self)
+{
+    PyMem_Free(self->slots);
+    PyMem_Free(self->arena);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The slot holding `key`, or the empty slot where it would go. */
+static Slot *find_slot(OffsetMap *self, const uint8_t *key, Py_ssize_t len, uint64_t hash)
+{
+    size_t i = (size_t)hash & self->mask;
+    for (;;) {
+        Slot *slot = &self->slots[i];
+        if (slot->hash == 0 || (slot->hash == hash && slot->key_len == len &&
+                                (len == 0 || memcmp(self->arena + slot->key_at, key, (size_t)len) == 0)))
+            return slot;
+        i = (i + 1) & self->mask;
+    }
+}
+
+static int grow(OffsetMap *self)
+{
+    size_t capacity = (self->mask + 1) * 2;
+    Slot *slots = PyMem_Calloc(capacity, sizeof(Slot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i <= self->mask; i++) {
+        Slot *old = &self->slots[i];
+        if (old->hash == 0)
+            continue;
+        size_t j = (size_t)old->hash & (capacity - 1);
+        while (slots[j].hash != 0)
+            j = (j + 1) & (capacity - 1);
+        slots[j] = *old;
+    }
+    PyMem_Free(self->slots);
+    self->slots = slots;
+    self->mask = capacity - 1;
+    return 0;
+}
+
+static int map_put(OffsetMap *self, const uint8_t *key, Py_ssize_t len, int64_t offset)
+{
+    uint64_t hash = hash_key(key, len);
+    Slot *slot = find_slot(self, key, len, hash);
+    if (slot->hash != 0) {
+        slot->offset = offset;
+        return 0;
+    }
+    if (self->arena_len + (size_t)len > self->arena_cap) {
+        size_t cap = self->arena_cap ? self->arena_cap : 1 << 16;
+        while (cap < self->arena_len + (size_t)len)
+            cap *= 2;
+        char *arena = PyMem_Realloc(self->arena, cap);
+        if (arena == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->arena = arena;
+        self->arena_cap = cap;
+    }
+    if (len > 0)
+        memcpy(self->arena + self->arena_len, key, (size_t)len);
+    slot->hash = hash;
+    slot->offset = offset;
+    slot->key_at = self->arena_len;
+    slot->key_len = len;
+    self->arena_len += (size_t)len;
+    self->size++;
+    if ((size_t)self->size * 2 > self->mask + 1)
+        return grow(self);
+    return 0;
+}
+
+/* The offset of `key`: 1 found, 0 not. */
+static int map_get(OffsetMap *self, const uint8_t *key, Py_ssize_t len, int64_t *offset)
+{
+    Slot *slot = find_slot(self, key, len, hash_key(key, len));
+    if (slot->hash == 0)
+        return 0;
+    *offset = slot->offset;
+    return 1;
+}
+
+static Py_ssize_t offset_map_len(OffsetMap *self)
+{
+    return self->size;
+}
+
+static int offset_map_ass(OffsetMap *self, PyObject *key, PyObject *value)
+{
+    if (!PyBytes_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "OffsetMap keys are bytes");
+        return -1;
+    }
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "OffsetMap entries are never removed");
+        return -1;
+    }
+    long long offset = PyLong_AsLongLong(value);
+    if (offset == -1 && PyErr_Occurred())
+        return -1;
+    return map_put(self, (const uint8_t *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), offset);
+}
+
+static PyObject *offset_map_subscript(OffsetMap *self, PyObject *key)
+{
+    int64_t offset;
+    if (!PyBytes_Check(key) ||
+        !map_get(self, (const uint8_t *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), &offset)) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return PyLong_FromLongLong(offset);
+}
+
+static PyObject *offset_map_get(OffsetMap *self, PyObject *key)
+{
+    int64_t offset;
+    if (!PyBytes_Check(key) ||
+        !map_get(self, (const uint8_t *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), &offset))
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(offset);
+}
+
+static PyObject *offset_map_items(OffsetMap *self, PyObject *unused)
+{
+    PyObject *out = PyList_New(0);
+    for (size_t i = 0; out != NULL && i <= self->mask; i++) {
+        Slot *slot = &self->slots[i];
+        if (slot->hash == 0)
+            continue;
+        /* The arena is NULL while every key is empty: y# would make None of it. */
+        PyObject *item = Py_BuildValue("(y#L)", slot->key_len ? self->arena + slot->key_at : "",
+                                       slot->key_len, (long long)slot->offset);
+        if (item == NULL || PyList_Append(out, item) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(item);
+    }
+    return out;
+}
+
+static PyMappingMethods offset_map_mapping = {
+    (lenfunc)offset_map_len, (binaryfunc)offset_map_subscript, (objobjargproc)offset_map_ass,
+};
+
+static PyMethodDef offset_map_methods[] = {
+    {"get", (PyCFunction)offset_map_get, METH_O, "get(key) -> offset or None"},
+    {"items", (PyCFunction)offset_map_items, METH_NOARGS, "items() -> [(key, offset)]"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject OffsetMapType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ackly.log._clean_scan.OffsetMap",
+    .tp_basicsize = sizeof(OffsetMap),
+    .tp_dealloc = (destructor)offset_map_dealloc,
+    .tp_as_mapping = &offset_map_mapping,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The cleaner's key -> offset map: bytes keys, int64 offsets.",
+    .tp_methods = offset_map_methods,
+    .tp_new = offset_map_new,
+};
+
 static PyObject *scan_keys(PyObject *self, PyObject *args)
 {
     Py_buffer view;
     long long base_offset;
     int records_count;
     PyObject *into;
-    if (!PyArg_ParseTuple(args, "y*LiO!", &view, &base_offset, &records_count, &PyDict_Type, &into))
+    if (!PyArg_ParseTuple(args, "y*LiO", &view, &base_offset, &records_count, &into))
         return NULL;
+    OffsetMap *map = Py_IS_TYPE(into, &OffsetMapType) ? (OffsetMap *)into : NULL;
+    if (map == NULL && !PyDict_Check(into)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "scan_keys: into is a dict or an OffsetMap");
+        return NULL;
+    }
     const uint8_t *buf = view.buf;
     Py_ssize_t end = view.len, pos = 0;
     const char *error = NULL;
@@ -94,6 +327,19 @@ static PyObject *scan_keys(PyObject *self, PyObject *args)
             if (pos + key_len > record_end) {
                 error = ERR_KEY;
                 break;
+            }
+            if (map != NULL) {
+                int64_t offset;
+                if (__builtin_add_overflow(base_offset, offset_delta, &offset)) {
+                    error = ERR_OFFSET;
+                    break;
+                }
+                if (map_put(map, buf + pos, (Py_ssize_t)key_len, offset) < 0) {
+                    PyBuffer_Release(&view);
+                    return NULL;
+                }
+                pos = (Py_ssize_t)record_end;
+                continue;
             }
             PyObject *key = PyBytes_FromStringAndSize((const char *)buf + pos, (Py_ssize_t)key_len);
             PyObject *offset = key != NULL ? sum_of(base_offset, offset_delta) : NULL;
@@ -171,7 +417,9 @@ static PyObject *filter_records(PyObject *self, PyObject *args)
                           &PyType_Type, &record_type_obj))
         return NULL;
     PyTypeObject *record_type = (PyTypeObject *)record_type_obj;
-    if (!PyType_IsSubtype(record_type, &PyTuple_Type) || (latest != Py_None && !PyDict_Check(latest))) {
+    OffsetMap *map = Py_IS_TYPE(latest, &OffsetMapType) ? (OffsetMap *)latest : NULL;
+    if (!PyType_IsSubtype(record_type, &PyTuple_Type) ||
+        (latest != Py_None && map == NULL && !PyDict_Check(latest))) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_TypeError, "filter_records: a dict or None, and a tuple type");
         return NULL;
@@ -214,6 +462,24 @@ static PyObject *filter_records(PyObject *self, PyObject *args)
         pos = (Py_ssize_t)record_end;
         if (latest != Py_None && key_len < 0)
             continue; /* a compacted log has no use for a record without a key */
+        if (map != NULL) {
+            /* Decided before any object is made: most records of a compacted log go here. */
+            int64_t newer, offset;
+            int drop = 0;
+            if (map_get(map, buf + key_start, (Py_ssize_t)key_len, &newer)) {
+                /* An offset past int64 either way is above or below every offset mapped. */
+                if (__builtin_add_overflow(base_offset, offset_delta, &offset))
+                    drop = offset_delta < 0;
+                else
+                    drop = newer > offset;
+            }
+            if (!drop && !has_value) {
+                drop = drop_tombstones;
+                tombstones = tombstones || !drop_tombstones;
+            }
+            if (drop)
+                continue;
+        }
         PyObject *key = Py_None;
         if (key_len >= 0) {
             key = PyBytes_FromStringAndSize((const char *)buf + key_start, (Py_ssize_t)key_len);
@@ -222,7 +488,7 @@ static PyObject *filter_records(PyObject *self, PyObject *args)
         } else {
             Py_INCREF(key);
         }
-        if (latest != Py_None) {
+        if (latest != Py_None && map == NULL) {
             PyObject *newer = PyDict_GetItemWithError(latest, key);
             int drop = 0;
             if (newer != NULL)
@@ -283,5 +549,16 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__clean_scan(void)
 {
-    return PyModule_Create(&module);
+    if (PyType_Ready(&OffsetMapType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&OffsetMapType);
+    if (PyModule_AddObject(m, "OffsetMap", (PyObject *)&OffsetMapType) < 0) {
+        Py_DECREF(&OffsetMapType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -21,7 +21,7 @@ two give the same results and errors for every input.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.compression import compress, decompress
@@ -57,6 +57,22 @@ class ScannedRecord(NamedTuple):
     timestamp_ms: int
     key: bytes | None
     has_value: bool
+
+
+class OffsetMap(Protocol):
+    """The cleaner's key -> offset map: a dict, or the native `_clean_scan.OffsetMap` (the
+    same answers, no Python object per key; offsets within int64)."""
+
+    def get(self, key: bytes, /) -> int | None: ...
+    def __setitem__(self, key: bytes, offset: int, /) -> None: ...
+    def __len__(self) -> int: ...
+
+
+def new_offset_map() -> OffsetMap:
+    """An empty key -> offset map: the native one when the extension is built."""
+    if _native is None:
+        return {}
+    return _native.OffsetMap()
 
 
 class BadRecordsError(Exception):
@@ -167,7 +183,7 @@ def py_scan_records(section: bytes, header: BatchHeader) -> list[ScannedRecord]:
 
 
 def py_filter_records(
-    section: bytes, header: BatchHeader, latest: dict[bytes, int], drop_tombstones: bool
+    section: bytes, header: BatchHeader, latest: OffsetMap, drop_tombstones: bool
 ) -> tuple[list[ScannedRecord], bool]:
     """`filter_records` in Python: the same parse as `py_scan_records`, but a dropped record
     costs no object (in a log of overwritten keys most records are dropped)."""
@@ -242,7 +258,7 @@ def py_filter_records(
     return out, tombstones
 
 
-def py_scan_keys(section: bytes, header: BatchHeader, into: dict[bytes, int]) -> None:
+def py_scan_keys(section: bytes, header: BatchHeader, into: OffsetMap) -> None:
     """`scan_keys` in Python."""
     pos = 0
     end = len(section)
@@ -302,7 +318,7 @@ def scan_records(section: bytes, header: BatchHeader) -> list[ScannedRecord]:
 
 
 def filter_records(
-    section: bytes, header: BatchHeader, latest: dict[bytes, int], drop_tombstones: bool
+    section: bytes, header: BatchHeader, latest: OffsetMap, drop_tombstones: bool
 ) -> tuple[list[ScannedRecord], bool]:
     """The records of a section the cleaner keeps, and whether a kept one is a tombstone.
 
@@ -320,7 +336,7 @@ def filter_records(
         raise BadRecordsError(str(exc)) from None
 
 
-def scan_keys(section: bytes, header: BatchHeader, into: dict[bytes, int]) -> None:
+def scan_keys(section: bytes, header: BatchHeader, into: OffsetMap) -> None:
     """Map every keyed record's key to its offset in `into` (later records win): the offset
     map pass, which needs nothing else. BadRecordsError if the section does not parse (then
     `into` may hold some of the batch's keys: their offsets are real, so no harm)."""

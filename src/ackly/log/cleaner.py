@@ -67,8 +67,10 @@ from ackly.config import TopicConfig
 from ackly.errors import ErrorCode, KafkaError
 from ackly.log.batch_filter import (
     BadRecordsError,
+    OffsetMap,
     filter_records,
     has_delete_horizon,
+    new_offset_map,
     rebuild_batch,
     records_section,
     scan_keys,
@@ -234,10 +236,10 @@ class CleanJob:
         if self._cancelled:
             raise CleanCancelled(self.dir_path)
 
-    def _build_offset_map(self, throttle: Callable[[int], None] | None) -> dict[bytes, int]:
+    def _build_offset_map(self, throttle: Callable[[int], None] | None) -> OffsetMap:
         """Key -> offset of its last record in the dirty part, skipping aborted data and
         markers (Kafka's Cleaner.buildOffsetMap)."""
-        offset_map: dict[bytes, int] = {}
+        offset_map = new_offset_map()
         dirty = self.sources[self.dirty_index :]
         first_dirty = dirty[0].base_offset
         txns = _TxnTracker(tuple(a for a in self.aborted if a.last_offset >= first_dirty))
@@ -260,7 +262,7 @@ class CleanJob:
     def _clean_group(
         self,
         group: CleanedSegment,
-        offset_map: dict[bytes, int],
+        offset_map: OffsetMap,
         txns: _TxnTracker,
         throttle: Callable[[int], None] | None,
     ) -> tuple[int, int, int]:
@@ -332,7 +334,7 @@ class CleanJob:
         self,
         batch: memoryview,
         header: BatchHeader,
-        offset_map: dict[bytes, int],
+        offset_map: OffsetMap,
         txns: _TxnTracker,
     ) -> tuple[bytes | memoryview | None, int, AbortedTxn | None]:
         """(the batch as kept or None, records removed, the ABORT entry of a kept marker)."""

@@ -67,6 +67,38 @@ def _check_same(section: bytes, header: BatchHeader, latest: dict[bytes, int], d
     assert expected == got
     if got[0] == "ok":
         assert all(type(r) is ScannedRecord for r in got[1])
+    # The native OffsetMap (int64 offsets: every offset a log can hold) answers as the dict.
+    if abs(header.base_offset) < 2**62:
+        native_map = native.OffsetMap()
+        for key, offset in latest.items():
+            native_map[key] = offset
+        py_map = dict(latest)
+        assert _outcome(lambda: py_scan_keys(section, header, py_map)) == \
+            _outcome(lambda: _native_scan_keys(section, header, native_map))
+        assert dict(native_map.items()) == py_map and len(native_map) == len(py_map)
+        assert _outcome(lambda: py_filter_records(section, header, latest, drop)) == \
+            _outcome(lambda: _native_filter(section, header, _offset_map(latest), drop))
+
+
+def _offset_map(entries: dict[bytes, int]):  # type: ignore[no-untyped-def]
+    offset_map = native.OffsetMap()
+    for key, offset in entries.items():
+        offset_map[key] = offset
+    return offset_map
+
+
+def test_offset_map_is_a_mapping_of_bytes_to_int64() -> None:
+    offset_map = native.OffsetMap()
+    expected: dict[bytes, int] = {}
+    for i in range(5000):  # past several growths of its table
+        key = b"k%d" % (i % 3000) if i % 7 else b""
+        offset_map[key] = expected[key] = i * 7 - 2**40
+    assert dict(offset_map.items()) == expected and len(offset_map) == len(expected)
+    assert offset_map.get(b"absent") is None and offset_map[b""] == expected[b""]
+    with pytest.raises(KeyError):
+        offset_map[b"absent"]
+    with pytest.raises(OverflowError):
+        offset_map[b"x"] = 2**63
 
 
 @settings(max_examples=80, deadline=None)
