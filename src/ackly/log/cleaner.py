@@ -76,7 +76,7 @@ from ackly.log.batch_filter import (
     scan_keys,
     scan_records,
 )
-from ackly.log.disk import Disk
+from ackly.log.disk import Disk, DiskFile
 from ackly.log.producer_state import NO_OFFSET
 from ackly.log.segment import (
     INDEX_SUFFIX,
@@ -216,10 +216,18 @@ class CleanJob:
 
     # ------------------------------------------------------------------ the worker's part
 
-    def run(self, throttle: Callable[[int], None] | None = None) -> CleanStats:
+    def run(
+        self,
+        throttle: Callable[[int], None] | None = None,
+        sync: Callable[[list[DiskFile]], None] | None = None,
+    ) -> CleanStats:
         """Flush what the range needs, map the dirty part, write every `.cleaned` file
         (durable on return). `throttle(n)` is called after each `n` bytes read. Touches no
-        file the log uses, so it may run while the event loop appends and reads."""
+        file the log uses, so it may run while the event loop appends and reads.
+
+        The `.cleaned` files are made durable together at the end, by `sync(files)` (default:
+        one `flush` after another): the shell's cleaner issues their fsyncs at once, which
+        the filesystem serves with far fewer journal commits than one per file."""
         self.run_flush()
         offset_map = self._build_offset_map(throttle)
         txns = _TxnTracker(self.aborted)
@@ -227,6 +235,12 @@ class CleanJob:
         for group in self.groups:
             r, w, n = self._clean_group(group, offset_map, txns, throttle)
             read, written, removed = read + r, written + w, removed + n
+        written_files = [g.segment.file for g in self.groups if g.segment is not None]
+        if sync is not None:
+            sync(written_files)
+        else:
+            for file in written_files:
+                file.flush()
         unchanged = tuple(g.base_offset for g in self.groups if g.unchanged)
         indexes = tuple((g.base_offset, *g.indexes) for g in self.groups if g.indexes is not None)
         self.stats = CleanStats(read, written, removed, unchanged, indexes)
@@ -315,7 +329,7 @@ class CleanJob:
             group.segment = None
             group.unchanged = True
             return read, 0, 0
-        file.flush()
+        # Made durable with the others at the end of `run`.
         # The indexes as LogSegment.on_become_inactive leaves them, handed to the swap.
         if out.max_timestamp != NO_TIMESTAMP:
             out.time_index.maybe_append(
@@ -508,6 +522,7 @@ def run_spec(
     disk: Disk,
     throttle: Callable[[int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    sync: Callable[[list[DiskFile]], None] | None = None,
 ) -> CleanStats:
     """Run a job's writing part from its spec (in a cleaner process): open the source
     segments read-only by path, write the `.cleaned` files. `cancelled` is asked between
@@ -539,7 +554,7 @@ def run_spec(
             if throttle is not None:
                 throttle(count)
 
-        return job.run(throttle_and_check)
+        return job.run(throttle_and_check, sync)
     finally:
         for segment in sources:
             segment.close()
