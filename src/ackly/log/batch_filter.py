@@ -380,7 +380,7 @@ def rebuild_batch(
             _put_varint(body, len(part))
             body += part
     if kept:
-        max_ts = header.max_timestamp if log_append_time else max(r.timestamp_ms for r in kept)
+        max_ts = header.max_timestamp if log_append_time else max([r.timestamp_ms for r in kept])
     else:
         max_ts = header.max_timestamp  # as Kafka's writeEmptyHeader keeps it
     codec = attributes & COMPRESSION_MASK

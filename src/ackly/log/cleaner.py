@@ -306,7 +306,7 @@ class CleanJob:
                     group.aborted.append(abort_entry)
                 if kept is None:
                     continue
-                kept_header = read_header(kept)
+                kept_header = header if kept is batch else read_header(kept)
                 batches.append(AppendedBatch(
                     len(buffer), kept_header.base_offset, kept_header.last_offset,
                     len(kept), kept_header.max_timestamp,
