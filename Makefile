@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# setup.py builds the cleaner's optional C extension: a change to it or to its source rebuilds.
+$(STAMP): pyproject.toml setup.py src/ackly/log/_clean_scan.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

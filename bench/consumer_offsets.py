@@ -77,9 +77,13 @@ class Serve:
         for key, value in self.configs.items():
             cmd += ["--config", f"{key}={value}"]
         t0 = time.perf_counter()
+        # Bytecode cached, as an installed package has it (the first start writes it): with
+        # PYTHONDONTWRITEBYTECODE set, every start would compile ackly's sources again.
+        env = dict(os.environ)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, env=env)
         while time.perf_counter() - t0 < timeout_s:
             with socket.socket() as s:
                 s.settimeout(0.5)

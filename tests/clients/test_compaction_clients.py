@@ -223,6 +223,9 @@ def test_a_broker_killed_mid_clean_restarts_with_every_keys_latest_value(
     while not cleaning():
         assert time.monotonic() < deadline, "no clean started"
         time.sleep(0.005)
+    assert broker.proc is not None
+    # The cleaner runs in a child process at the lowest CPU priority (the broker's loop first).
+    assert cleaner_niceness(broker.proc.pid) == [19]
     time.sleep(delay_s)
     broker.kill()
     broker.configs["log.cleaner.enable"] = "false"  # what is on disk is what recovery left
@@ -233,6 +236,25 @@ def test_a_broker_killed_mid_clean_restarts_with_every_keys_latest_value(
     check_latest(written, seen)
     assert not [n for n in os.listdir(directory) if n.endswith((".cleaned", ".swap"))]
 
+
+
+def cleaner_niceness(broker_pid: int) -> list[int]:
+    """The nice value of each cleaner process of `broker_pid` (a child started by
+    multiprocessing's spawn_main, not its resource tracker), from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == broker_pid and b"spawn_main" in cmdline:
+            found.append(int(fields[16]))
+    return found
 
 
 def wait_log_bytes_at_most(directory: str, limit: int, timeout_s: float = 30) -> None:

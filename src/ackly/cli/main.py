@@ -8,10 +8,28 @@ import sys
 
 import click
 
-from ackly.cli.client_options import ClientOptions, client_options
-from ackly.config import parse_properties
-from ackly.config_sources import SourcedProperties, gather_properties
-from ackly.errors import ConfigError
+
+def _import_kio_without_hypothesis() -> None:
+    """kio registers hypothesis strategies for its types whenever hypothesis can be imported
+    (it can in a development virtualenv): about a quarter of a second of every `ackly` start,
+    `serve` included, for strategies no command uses. So kio is imported first with
+    hypothesis hidden (None in sys.modules: `import hypothesis` raises ImportError, which kio
+    takes for "not installed"); hypothesis is importable again afterwards."""
+    if "hypothesis" in sys.modules or "kio.static._phantom" in sys.modules:
+        return
+    sys.modules["hypothesis"] = None  # type: ignore[assignment]
+    try:
+        import kio.static._phantom  # noqa: F401
+    finally:
+        del sys.modules["hypothesis"]
+
+
+_import_kio_without_hypothesis()
+
+from ackly.cli.client_options import ClientOptions, client_options  # noqa: E402
+from ackly.config import parse_properties  # noqa: E402
+from ackly.config_sources import SourcedProperties, gather_properties  # noqa: E402
+from ackly.errors import ConfigError  # noqa: E402
 
 
 def _sourced(config_file: str | None, configs: tuple[str, ...]) -> SourcedProperties:
@@ -63,9 +81,6 @@ def serve(host: str, port: int, data_dir: str | None, broker_id: int | None,
           advertised_host: str | None, advertised_port: int | None, configs: tuple[str, ...],
           config_file: str | None, metadata: str | None) -> None:
     """Run one broker until SIGTERM or SIGINT."""
-    # kio registers hypothesis strategies for its types whenever hypothesis can be imported
-    # (it can in a development virtualenv): 150 ms and 10 MB that a broker never uses.
-    sys.modules.setdefault("hypothesis", None)  # type: ignore[arg-type]
     from ackly.listeners import resolve_listeners
     from ackly.server.process import run_serve
     from ackly.server.tls import inter_broker_context, server_contexts

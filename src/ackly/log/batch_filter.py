@@ -13,13 +13,15 @@ and the rebuilding of a batch from the records kept, as Kafka's MemoryRecords.fi
   stay right because their deltas are rewritten against the new base.
 
 A record's bytes are copied untouched unless its timestamp delta must change. Nothing here
-reads the clock or a file.
+reads the clock or a file. The record loops (`scan_records`, `filter_records`, `scan_keys`)
+run in C when the optional extension `_clean_scan` is built, else in Python (`py_*`): the
+two give the same results and errors for every input.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 from ackly.errors import ErrorCode, KafkaError
 from ackly.protocol.compression import compress, decompress
@@ -33,15 +35,20 @@ from ackly.protocol.records import (
     pack_header,
 )
 
+try:
+    # The record loops in C (_clean_scan.c), built when a compiler was there at install time.
+    from ackly.log import _clean_scan as _native
+except ImportError:
+    _native = None  # type: ignore[assignment]
+
 # KIP-534: the base timestamp holds the delete horizon (Kafka's DELETE_HORIZON_FLAG_MASK).
 DELETE_HORIZON_FLAG = 0x40
 _CRC = struct.Struct(">I")
 
 
-@dataclass(frozen=True, slots=True)
-class ScannedRecord:
+class ScannedRecord(NamedTuple):
     """Where one record lies in its (decompressed) records section, and what the cleaner
-    needs of it."""
+    needs of it. A tuple, so that the native scan makes one as cheaply as a tuple."""
 
     start: int  # its length varint
     end: int
@@ -52,6 +59,22 @@ class ScannedRecord:
     has_value: bool
 
 
+class OffsetMap(Protocol):
+    """The cleaner's key -> offset map: a dict, or the native `_clean_scan.OffsetMap` (the
+    same answers, no Python object per key; offsets within int64)."""
+
+    def get(self, key: bytes, /) -> int | None: ...
+    def __setitem__(self, key: bytes, offset: int, /) -> None: ...
+    def __len__(self) -> int: ...
+
+
+def new_offset_map() -> OffsetMap:
+    """An empty key -> offset map: the native one when the extension is built."""
+    if _native is None:
+        return {}
+    return _native.OffsetMap()
+
+
 class BadRecordsError(Exception):
     """A batch whose records do not parse: the cleaner keeps it as it is."""
 
@@ -60,22 +83,23 @@ def has_delete_horizon(header: BatchHeader) -> bool:
     return bool(header.attributes & DELETE_HORIZON_FLAG)
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    byte = buf[pos]
-    if byte < 0x80:
-        return (byte >> 1) ^ -(byte & 1), pos + 1
-    result = byte & 0x7F
-    shift = 7
-    pos += 1
+def _varint(buf: bytes, pos: int, bits: int = 32) -> tuple[int, int]:
+    """The zigzag varint at `pos` and the position after it. As Kafka's ByteUtils reads
+    them: a varint has at most 5 bytes and 32 bits, a varlong (`bits=64`) 10 bytes and 64."""
+    result = 0
+    shift = 0
     while True:
         byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
         if byte < 0x80:
-            return (result >> 1) ^ -(result & 1), pos
+            break
         shift += 7
-        if shift > 63:
+        if shift > bits:
             raise BadRecordsError("varint too long")
+    if result >> bits:
+        raise BadRecordsError("varint out of range")
+    return (result >> 1) ^ -(result & 1), pos
 
 
 def _put_varint(out: bytearray, value: int) -> None:
@@ -97,10 +121,8 @@ def records_section(batch: bytes | memoryview, header: BatchHeader) -> bytes:
     return bytes(section)
 
 
-def scan_records(section: bytes, header: BatchHeader) -> list[ScannedRecord]:
-    """Every record of a records section; BadRecordsError if it does not parse exactly.
-
-    The hot loop of the cleaner: one-byte varints (most of a record's) are decoded inline."""
+def py_scan_records(section: bytes, header: BatchHeader) -> list[ScannedRecord]:
+    """`scan_records` in Python: one-byte varints (most of a record's) are decoded inline."""
     out: list[ScannedRecord] = []
     append = out.append
     pos = 0
@@ -128,7 +150,7 @@ def scan_records(section: bytes, header: BatchHeader) -> list[ScannedRecord]:
             if byte < 0x80:
                 ts_delta, pos = (byte >> 1) ^ -(byte & 1), pos + 1
             else:
-                ts_delta, pos = _varint(section, pos)
+                ts_delta, pos = _varint(section, pos, 64)
             after_ts = pos
             byte = section[pos]
             if byte < 0x80:
@@ -160,14 +182,11 @@ def scan_records(section: bytes, header: BatchHeader) -> list[ScannedRecord]:
     return out
 
 
-def filter_records(
-    section: bytes, header: BatchHeader, latest: dict[bytes, int], drop_tombstones: bool
+def py_filter_records(
+    section: bytes, header: BatchHeader, latest: OffsetMap, drop_tombstones: bool
 ) -> tuple[list[ScannedRecord], bool]:
-    """The records of a section the cleaner keeps, and whether a kept one is a tombstone.
-
-    A record goes if it has no key, if `latest` maps its key to a later offset, or if it is a
-    tombstone and `drop_tombstones`. The same parse as `scan_records`, but a dropped record
-    costs no object: in a log of overwritten keys most records are dropped."""
+    """`filter_records` in Python: the same parse as `py_scan_records`, but a dropped record
+    costs no object (in a log of overwritten keys most records are dropped)."""
     out: list[ScannedRecord] = []
     append = out.append
     pos = 0
@@ -196,7 +215,7 @@ def filter_records(
             if byte < 0x80:
                 ts_delta, pos = (byte >> 1) ^ -(byte & 1), pos + 1
             else:
-                ts_delta, pos = _varint(section, pos)
+                ts_delta, pos = _varint(section, pos, 64)
             after_ts = pos
             byte = section[pos]
             if byte < 0x80:
@@ -239,10 +258,8 @@ def filter_records(
     return out, tombstones
 
 
-def scan_keys(section: bytes, header: BatchHeader, into: dict[bytes, int]) -> None:
-    """Map every keyed record's key to its offset in `into` (later records win): the offset
-    map pass, which needs nothing else. BadRecordsError if the section does not parse (then
-    `into` may hold some of the batch's keys: their offsets are real, so no harm)."""
+def py_scan_keys(section: bytes, header: BatchHeader, into: OffsetMap) -> None:
+    """`scan_keys` in Python."""
     pos = 0
     end = len(section)
     base_offset = header.base_offset
@@ -264,7 +281,7 @@ def scan_keys(section: bytes, header: BatchHeader, into: dict[bytes, int]) -> No
             if byte < 0x80:
                 pos += 1
             else:
-                pos = _varint(section, pos)[1]
+                pos = _varint(section, pos, 64)[1]
             byte = section[pos]
             if byte < 0x80:
                 offset_delta, pos = (byte >> 1) ^ -(byte & 1), pos + 1
@@ -284,6 +301,52 @@ def scan_keys(section: bytes, header: BatchHeader, into: dict[bytes, int]) -> No
         raise BadRecordsError("records section ends inside a record") from None
     if pos != end:
         raise BadRecordsError("bytes left after the declared records")
+
+
+def scan_records(section: bytes, header: BatchHeader) -> list[ScannedRecord]:
+    """Every record of a records section; BadRecordsError if it does not parse exactly."""
+    if _native is None:
+        return py_scan_records(section, header)
+    try:
+        return _native.filter_records(
+            section, header.base_offset, header.records_count, header.base_timestamp,
+            header.max_timestamp, bool(header.attributes & TIMESTAMP_TYPE_MASK), None, False,
+            ScannedRecord,
+        )[0]
+    except ValueError as exc:
+        raise BadRecordsError(str(exc)) from None
+
+
+def filter_records(
+    section: bytes, header: BatchHeader, latest: OffsetMap, drop_tombstones: bool
+) -> tuple[list[ScannedRecord], bool]:
+    """The records of a section the cleaner keeps, and whether a kept one is a tombstone.
+
+    A record goes if it has no key, if `latest` maps its key to a later offset, or if it is a
+    tombstone and `drop_tombstones`. The parse is `scan_records`'."""
+    if _native is None:
+        return py_filter_records(section, header, latest, drop_tombstones)
+    try:
+        return _native.filter_records(
+            section, header.base_offset, header.records_count, header.base_timestamp,
+            header.max_timestamp, bool(header.attributes & TIMESTAMP_TYPE_MASK), latest,
+            drop_tombstones, ScannedRecord,
+        )
+    except ValueError as exc:
+        raise BadRecordsError(str(exc)) from None
+
+
+def scan_keys(section: bytes, header: BatchHeader, into: OffsetMap) -> None:
+    """Map every keyed record's key to its offset in `into` (later records win): the offset
+    map pass, which needs nothing else. BadRecordsError if the section does not parse (then
+    `into` may hold some of the batch's keys: their offsets are real, so no harm)."""
+    if _native is None:
+        py_scan_keys(section, header, into)
+        return
+    try:
+        _native.scan_keys(section, header.base_offset, header.records_count, into)
+    except ValueError as exc:
+        raise BadRecordsError(str(exc)) from None
 
 
 def rebuild_batch(
@@ -317,7 +380,7 @@ def rebuild_batch(
             _put_varint(body, len(part))
             body += part
     if kept:
-        max_ts = header.max_timestamp if log_append_time else max(r.timestamp_ms for r in kept)
+        max_ts = header.max_timestamp if log_append_time else max([r.timestamp_ms for r in kept])
     else:
         max_ts = header.max_timestamp  # as Kafka's writeEmptyHeader keeps it
     codec = attributes & COMPRESSION_MASK

@@ -11,7 +11,8 @@ The process reads only inactive segments and writes only `.cleaned` files nobody
 touches; it sleeps as needed to keep its reads under log.cleaner.io.max.bytes.per.second (as
 Kafka's cleaner Throttler does). It dies with the broker (PR_SET_PDEATHSIG on Linux; it also
 checks that its parent is alive between segments), so a kill -9 of the broker never leaves
-it writing beside a restarted one. Completion, success or failure, goes back to the event
+it writing beside a restarted one. It runs at the lowest CPU priority (nice 19), so that it
+takes only the CPU the broker leaves. Completion, success or failure, goes back to the event
 loop with `call_soon_threadsafe`.
 """
 
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ackly.log.cleaner import CleanCancelled, CleanJob, CleanSpec, CleanStats, run_spec
-from ackly.log.disk import RealDisk
+from ackly.log.disk import DiskFile, RealDisk
 from ackly.types import TopicPartition
 
 if TYPE_CHECKING:
@@ -63,10 +64,19 @@ class Throttle:
 _parent_pid = 0
 
 
+# The cleaner's CPU priority: the lowest, so that on a machine with few cores the scheduler
+# gives the broker's event loop (and the clients beside it) the CPU first, and the cleaner
+# the rest. A clean is never urgent (Kafka's cleaner merely lags behind), and
+# log.cleaner.io.max.bytes.per.second still caps its rate when the CPU is free.
+CLEANER_NICENESS = 19
+
+
 def _worker_init(parent_pid: int) -> None:
     global _parent_pid
     _parent_pid = parent_pid
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the broker decides when this one stops
+    with contextlib.suppress(OSError):
+        os.nice(CLEANER_NICENESS - os.nice(0))
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -75,9 +85,28 @@ def _worker_init(parent_pid: int) -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _run_in_worker(spec: CleanSpec, bytes_per_second: float) -> CleanStats:
+_SYNC_THREADS = 16
+
+
+def sync_concurrently(files: list[DiskFile]) -> None:
+    """fsync the cleaned files all at once: the filesystem folds concurrent fsyncs into few
+    journal commits, where one after another costs a commit each (a clean of many small
+    segments writes as many files)."""
+    if len(files) <= 1:
+        for file in files:
+            file.flush()
+        return
+    with concurrent.futures.ThreadPoolExecutor(min(_SYNC_THREADS, len(files))) as pool:
+        for done in [pool.submit(file.flush) for file in files]:
+            done.result()  # the first StorageError, if any, fails the clean
+
+
+def run_in_worker(spec: CleanSpec, bytes_per_second: float) -> CleanStats:
+    """The cleaner process's part of a job (also callable in-process: then no parent is
+    watched)."""
     return run_spec(spec, RealDisk(), Throttle(bytes_per_second),
-                    cancelled=lambda: os.getppid() != _parent_pid)
+                    cancelled=lambda: _parent_pid != 0 and os.getppid() != _parent_pid,
+                    sync=sync_concurrently)
 
 
 class CleanerWorker:
@@ -107,7 +136,7 @@ class CleanerWorker:
         import multiprocessing
 
         job.run_flush()
-        pending = self._pool().apply_async(_run_in_worker, (job.spec(), self._bytes_per_second))
+        pending = self._pool().apply_async(run_in_worker, (job.spec(), self._bytes_per_second))
         while True:
             if self._stopping:
                 raise CleanCancelled(job.dir_path)

@@ -23,7 +23,9 @@ from ackly.coordinator.records import (
     RecordFormatError,
     decode_group_metadata_value,
     decode_key,
+    decode_key_uncached,
     decode_offset_commit_value,
+    decode_offset_commit_value_general,
     encode_group_metadata_value,
     encode_key,
     encode_offset_commit_value,
@@ -161,3 +163,32 @@ def test_java_string_hash_and_kafkas_partition_for() -> None:
     assert partition_for("polygenelubricants", 50) == 0
     assert partition_for("hello", 50) == 99162322 % 50
     assert partition_for("x" * 10, 7) == abs(java_string_hash("x" * 10)) % 7
+
+
+def _decoded(decode, data: bytes):  # type: ignore[no-untyped-def]
+    try:
+        return ("ok", decode(data))
+    except RecordFormatError as exc:
+        return ("bad", str(exc))
+
+
+@given(st.one_of(
+    st.builds(lambda o, e, m, t, x: encode_offset_commit_value(OffsetCommitValue(o, e, m, t, x)),
+              st.integers(-(2**63), 2**63 - 1), st.integers(-(2**31), 2**31 - 1), st.text(max_size=20),
+              st.integers(-(2**63), 2**63 - 1), st.sampled_from([-1, 5])),
+    st.binary(max_size=40).map(lambda b: b"\x00\x03" + b),
+    st.binary(max_size=40),
+))
+def test_offset_commit_value_shortcut_decodes_as_the_general_reader(data: bytes) -> None:
+    assert _decoded(decode_offset_commit_value, data) == _decoded(decode_offset_commit_value_general, data)
+
+
+@given(st.one_of(
+    st.builds(lambda g, t, p: encode_key(OffsetCommitKey(g, t, p)), st.text(max_size=10),
+              st.text(max_size=10), st.integers(-(2**31), 2**31 - 1)),
+    st.binary(max_size=30),
+))
+def test_cached_keys_decode_as_uncached(data: bytes) -> None:
+    expected = _decoded(decode_key_uncached, data)
+    assert _decoded(decode_key, data) == expected
+    assert _decoded(decode_key, data) == expected  # the second time from the cache
