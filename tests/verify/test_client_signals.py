@@ -27,14 +27,60 @@ def test_a_refusal_after_an_acknowledged_send_is_lost_state_and_before_one_is_no
     rec.complete(lost, "info", error=UNKNOWN)
     first = rec.invoke(2, "send", [send_mop("queue/1", 2)], extra={"producer": "1.0"})
     rec.complete(first, "info", error=UNKNOWN)
-    found_lost, found_first = producer_state_lost(rec.history())
-    assert (found_lost.count, found_first.count) == (1, 1)
+    found_lost, found_first, found_pipelined = producer_state_lost(rec.history())
+    assert (found_lost.count, found_first.count, found_pipelined.count) == (1, 1, 0)
     assert found_lost.examples[0].key == "queue/1" and found_lost.examples[0].ops == (2, 3)
 
     strict = {"enable.idempotence": "true", "acks": "all", "unclean.leader.election.enable": "false"}
     assert judge_producer_state(found_lost, strict).status == "violation"
     assert judge_producer_state(found_lost, {**strict, "acks": "1"}).status == "allowed-by-config"
     assert judge_producer_state(found_lost, {**strict, "enable.idempotence": "false"}).status == "reported"
+
+
+# What confluent-kafka's commit_transaction raised in a transactional row (repr, as the workload
+# records it): librdkafka's two answers to OUT_OF_ORDER_SEQUENCE_NUMBER.
+SKIPPED = ('KafkaException(KafkaError{code=OUT_OF_ORDER_SEQUENCE_NUMBER,val=45,'
+           'str="skipped sequence numbers"})')
+DESYNC = ('KafkaException(KafkaError{FATAL,code=OUT_OF_ORDER_SEQUENCE_NUMBER,val=45,str="ProduceRequest for '
+          'queue [1] with 1 message(s) failed due to sequence desynchronization with broker 2 '
+          '(PID{Id:1000,Epoch:0}, base seq 4, idemp state change 5012ms ago, last partition error '
+          'NOT_ENOUGH_REPLICAS (actions Retry,MsgNotPersisted, base seq 4..4, base msgid 5, 40ms ago)"})')
+
+
+def transaction(rec: Recorder, process: int, producer: str, values: list[int], outcome: str,
+                error: str | None = None) -> None:
+    """One op of the transactional workload: sends of `values` to queue/1, then its outcome."""
+    extra = {"producer": producer, "isolation": "read_committed"}
+    op = rec.invoke(process, "txn", [send_mop("queue/1", v) for v in values], extra=extra)
+    if outcome == "ok":
+        rec.complete(op, "ok", [sent_mop("queue/1", None, v) for v in values])
+    else:
+        rec.complete(op, outcome, error=error)
+
+
+def test_a_refusal_behind_a_retriably_refused_request_is_not_lost_state() -> None:
+    # A transaction committed its sends to queue/1, so the partition has the producer's state.
+    # The next one sent two requests there with linger.ms=0: the first was refused
+    # NOT_ENOUGH_REPLICAS (nothing written), the second came with a sequence gap and was
+    # answered OUT_OF_ORDER_SEQUENCE_NUMBER, as Kafka answers it. librdkafka: "skipped sequence
+    # numbers", an abortable error, and the transaction fails; nothing the broker kept is lost.
+    rec = Recorder()
+    transaction(rec, 0, "txn-0.0", [0, 1], "ok")
+    transaction(rec, 0, "txn-0.0", [2, 3], "info", SKIPPED)
+    lost, first, pipelined = producer_state_lost(rec.history())
+    assert (lost.count, first.count, pipelined.count) == (0, 0, 1)
+    assert pipelined.examples[0].key == "queue/1" and pipelined.examples[0].values == (2, 3)
+    strict = {"enable.idempotence": "true", "acks": "all", "unclean.leader.election.enable": "false"}
+    assert judge_producer_state(lost, strict).status == "none"
+
+    # The head of line refused instead: librdkafka's fatal desynchronisation, the broker's state
+    # is behind what it acknowledged.
+    rec = Recorder()
+    transaction(rec, 0, "txn-0.0", [0, 1], "ok")
+    transaction(rec, 0, "txn-0.0", [2], "info", DESYNC)
+    lost, first, pipelined = producer_state_lost(rec.history())
+    assert (lost.count, first.count, pipelined.count) == (1, 0, 0)
+    assert judge_producer_state(lost, strict).status == "violation"
 
 
 def test_faulty_serve_takes_fault_names_then_the_ackly_command_line() -> None:

@@ -32,6 +32,7 @@ from ackly.broker.groups import (
 )
 from ackly.broker.io import PeerRequest
 from ackly.broker.txn_marker_channel import TXN_CHANNEL, MarkerChannel
+from ackly.broker.verified_appends import VerifiedAppends
 from ackly.cluster.metadata import BrokerInfo
 from ackly.config import BrokerConfig
 from ackly.coordinator.transaction_coordinator import TRANSACTION_STATE_TOPIC, TransactionCoordinator
@@ -102,6 +103,8 @@ class TransactionsBroker:
         )
         self.markers = MarkerChannel(node, self.coordinator)
         self._verifications: dict[int, tuple[tuple[TopicPartition, ...], VerifyDone]] = {}
+        # The produce path's requests waiting behind a verification, per producer.
+        self.verified_appends = VerifiedAppends()
         self._out: list[PeerRequest] = []
 
     # --- the internal topic and its shards -------------------------------------------------

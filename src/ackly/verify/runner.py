@@ -266,15 +266,19 @@ def _judge(options: RunOptions, result: RunResult, history: list[Op], ctx: Workl
     config = flat_config(options.settings)
     checked = check(history, options.semantics, config)
     # What the clients were told about their own state, beside what the checkers found.
-    lost, first = client_signals.producer_state_lost(history)
+    lost, first, pipelined = client_signals.producer_state_lost(history)
     judgement = client_signals.judge_producer_state(lost, config)
     first_judgement = Judgement(first.name, first.count, "reported" if first.count else "none",
                                 "refused before its first batch was acknowledged (KIP-360 accepts it)"
                                 if first.count else "")
+    pipelined_judgement = Judgement(
+        pipelined.name, pipelined.count, "reported" if pipelined.count else "none",
+        "behind a retriably refused request (Kafka answers it the same; the epoch bump recovers)"
+        if pipelined.count else "")
     checked = dataclasses.replace(
         checked, ok=checked.ok and not judgement.failed,
-        judgements=(*checked.judgements, judgement, first_judgement),
-        findings={**checked.findings, lost.name: lost, first.name: first},
+        judgements=(*checked.judgements, judgement, first_judgement, pipelined_judgement),
+        findings={**checked.findings, lost.name: lost, first.name: first, pipelined.name: pipelined},
     )
     result.check = checked
     result.history = history

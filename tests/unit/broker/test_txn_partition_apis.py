@@ -333,6 +333,74 @@ def test_verification_asks_the_coordinator_before_a_transaction_starts(
         node.close()
 
 
+def test_a_producers_requests_are_appended_in_the_order_they_were_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # librdkafka with linger.ms=0 pipelines one request per record. R1 (sequence 1) and R2 (2)
+    # both start the producer's next transaction here, so both wait for the coordinator; R2's
+    # answer comes first (the coordinator moved here between them, or a peer answered on a
+    # newer connection). Appending R2 then would refuse it OUT_OF_ORDER_SEQUENCE_NUMBER and take
+    # R1: the client, reading answers in request order, sees its head of line refused and fails
+    # for good. Kafka reads R2 only after answering R1.
+    node = make_node(tmp_path / "v", **{"transaction.partition.verification.enable": "true"})
+    node.create_topic(TOPIC, 1, {}, NOW_MS)
+    fake = FakeTransactions()
+    monkeypatch.setattr(node.transactions, "verify_partitions", fake.verify_partitions)
+    try:
+        m = _schema(PRODUCE, 9)
+
+        def send(data: bytes) -> list[Any]:
+            return start(node, PRODUCE, 9, transactional_id="tx", acks=1,
+                         timeout=datetime.timedelta(seconds=10),
+                         topic_data=(m.TopicProduceData(name=TOPIC, partition_data=(
+                             m.PartitionProduceData(index=0, records=data),)),))
+
+        def answer(answers: list[Any]) -> tuple[ErrorCode, int]:
+            response, _ = decode(PRODUCE, 9, answers)
+            part = response.responses[0].partition_responses[0]
+            return ErrorCode(part.error_code), int(part.base_offset)
+
+        # A committed transaction: the partition keeps the producer's sequence 0.
+        first = send(tbatch(PID_A, 0, b"a"))
+        fake.pending.pop()({TP: ErrorCode.none})
+        assert answer(first) == (ErrorCode.none, 0)
+        write_markers(node, (PID_A, 0, True))
+        r1, r2 = send(tbatch(PID_A, 1, b"b")), send(tbatch(PID_A, 2, b"c"))
+        assert len(fake.asked) == 3 and r1 == [] and r2 == []
+        verify_r1, verify_r2 = fake.pending
+        verify_r2({TP: ErrorCode.none})
+        assert r2 == [] and node.partition(TOPIC, 0).log_end_offset == 2  # R2 waits for R1
+        verify_r1({TP: ErrorCode.none})
+        assert answer(r1) == (ErrorCode.none, 2) and answer(r2) == (ErrorCode.none, 3)
+        assert node.transactions.verified_appends.waiting(PID_A) == 0
+
+        # Inside the transaction nobody is asked again, and nobody waits.
+        assert produce(node, tbatch(PID_A, 3, b"d")) == (ErrorCode.none, 4)
+
+        # A request that starts no transaction (the producer's is ongoing on other-0) still
+        # waits behind an earlier request of its producer that is being verified.
+        node.create_topic("other", 1, {}, NOW_MS)
+        other = TopicPartition("other", 0)
+
+        def send_other(seq: int) -> list[Any]:
+            return start(node, PRODUCE, 9, transactional_id="tx", acks=1,
+                         timeout=datetime.timedelta(seconds=10),
+                         topic_data=(m.TopicProduceData(name="other", partition_data=(
+                             m.PartitionProduceData(index=0, records=tbatch(PID_A, seq, b"x")),)),))
+
+        started = send_other(0)
+        fake.pending[-1]({other: ErrorCode.none})
+        assert answer(started) == (ErrorCode.none, 0)
+        write_markers(node, (PID_A, 0, False))  # ends the transaction on txn-0 only
+        r3, r4 = send(tbatch(PID_A, 4, b"e")), send_other(1)
+        assert len(fake.asked) == 5 and r3 == [] and r4 == []
+        fake.pending[-1]({TP: ErrorCode.none})
+        assert answer(r3) == (ErrorCode.none, 6) and answer(r4) == (ErrorCode.none, 1)
+        assert node.transactions.verified_appends.waiting(PID_A) == 0
+    finally:
+        node.close()
+
+
 # --- a replicated partition ----------------------------------------------------------------
 
 

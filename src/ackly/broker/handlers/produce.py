@@ -31,7 +31,9 @@ that would start the producer's transaction on a partition waits for the transac
 coordinator (`node.transactions.verify_partitions`) to confirm the partition is in the
 transaction; a partition it refuses gets its code (PRODUCER_FENCED answered as
 INVALID_PRODUCER_EPOCH, a coordinator move as the retriable NOT_ENOUGH_REPLICAS) and nothing is
-written there.
+written there. Answers may come in any order (here at once, from a peer later): one producer's
+requests are appended in the order they were read all the same (broker/verified_appends.py),
+or a pipelined request could pass the one before it and be refused for a sequence gap.
 """
 
 from __future__ import annotations
@@ -307,15 +309,24 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                 )
         _respond(node, ctx, request, acks, layout, results, pending)
 
+    # One producer's requests are appended in the order they were read, whatever order their
+    # verifications are answered in (broker/verified_appends.py).
+    order = node.transactions.verified_appends
     if not to_verify:
-        finish({})
+        producer_id = appends[0].headers[0].producer_id if verifies and appends else -1
+        if producer_id >= 0:
+            order.after_earlier(producer_id, finish)
+        else:
+            finish({})
         return
     first = to_verify[0].headers[0]
+    waiting = order.enqueue(first.producer_id, finish)
     # The answer may come at once (the coordinator is here) or after a peer request; the
     # guards taken above make the append refuse if a marker lands in between.
     node.transactions.verify_partitions(
         str(request.transactional_id), first.producer_id, first.producer_epoch,
-        [item.partition.tp for item in to_verify], now_ms, finish,
+        [item.partition.tp for item in to_verify], now_ms,
+        lambda codes: order.answered(first.producer_id, waiting, codes),
     )
 
 
