@@ -198,11 +198,20 @@ class LogDirCheckpoints:
             logger.warning("%s: a log-directory checkpoint is missing or garbled: every log is "
                            "recovered", self._data_dir)
             return 0
+        # Where each log ended (written with them at the clean stop): its active segment is
+        # then trusted without reading anything.
+        self._load_recovery()
+        ends, self._recovery = self._recovery, {}
         for key, recovery_point in recovery_points.items():
             log_start = log_starts.get(key)
             hw = high_watermarks.get(key)
             if log_start is not None and hw is not None:
-                self._clean[key] = CleanLogState(recovery_point, log_start, hw)
+                end = ends.get(key)
+                if end is not None and end.recovery_point == recovery_point:
+                    self._clean[key] = CleanLogState(recovery_point, log_start, hw,
+                                                     end.segment_base, end.position)
+                else:
+                    self._clean[key] = CleanLogState(recovery_point, log_start, hw)
         return len(self._clean)
 
     def _load_recovery(self) -> None:

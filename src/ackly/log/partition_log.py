@@ -360,6 +360,7 @@ class PartitionLog:
         if not segments:
             start = log_start or 0
             segments = [LogSegment.create(disk, self.dir_path, start, config, now_ms, self.syncs)]
+        snapshot_names: list[str] | None = names
         tail_checked: LogSegment | None = None
         exact = False  # whether the batches below the recovery point end at `durable_end`
         if clean:
@@ -387,8 +388,9 @@ class PartitionLog:
             )
             recovered, tail_checked, exact = [], None, False
             # No snapshot can describe the new, empty log (truncateFullyAndStartAt drops them).
-            self.producer_state.scan_snapshots()
+            self.producer_state.scan_snapshots(names)
             self.producer_state.delete_all_snapshots()
+            snapshot_names = None  # the listing names snapshots that are gone
         self._log_start_offset = start
         # Segments wholly below the log start: a deletion that was cut short by a crash.
         while len(self._segments) > 1 and self._segments[1].base_offset <= start:
@@ -442,7 +444,7 @@ class PartitionLog:
                 # recovery point adds the ones after it.
                 segment.txn_index.truncate_to(segment.next_offset)
                 rebuild_from = min(rebuild_from, max(self._recovery_point, segment.base_offset))
-        self._load_producer_state(now_ms, rebuild_from)
+        self._load_producer_state(now_ms, rebuild_from, snapshot_names)
         for segment in self._segments:
             segment.txn_index.flush()
 
@@ -472,13 +474,15 @@ class PartitionLog:
         cache.truncate_from_end(self.log_end_offset)
         cache.truncate_from_start(self._log_start_offset)
 
-    def _load_producer_state(self, now_ms: int, rebuild_from: int) -> None:
+    def _load_producer_state(
+        self, now_ms: int, rebuild_from: int, names: list[str] | None = None
+    ) -> None:
         """Rebuild the producer state of the recovered log (Kafka's LogLoader with
         ProducerStateManager.truncateAndReload): the newest snapshot at or below LEO, HW and
         `rebuild_from`, then the headers of every batch after it (records are read only for
-        markers)."""
+        markers). `names`: the directory's listing, when the snapshots in it are current."""
         state = self.producer_state
-        state.scan_snapshots()
+        state.scan_snapshots(names)
         state.delete_snapshots_below(self._log_start_offset)
         if self._replay_producer_state(now_ms, rebuild_from):
             # Recovery made everything below LEO durable: a snapshot here spares the next

@@ -147,3 +147,18 @@ def test_without_the_checkpoint_a_crash_checks_whole_segments() -> None:
     segments, scanned = recovered(again)
     assert segments >= PARTITIONS and scanned > 0  # each log from its own recovery point
     again.close()
+
+
+def test_a_clean_restart_scans_nothing_and_reads_no_index() -> None:
+    disk = SimDisk(random.Random(5))
+    node = make_node(disk)
+    node.create_topic("t", PARTITIONS, {"segment.bytes": "4000"}, NOW_MS)
+    produce_and_flush(node, 12)
+    node.close()
+    again = make_node(disk)
+    assert recovered(again) == (0, 0)
+    for i in range(PARTITIONS):
+        for segment in again.leader_partition("t", i).log.segments:
+            assert segment._lazy_next_offset is not None  # indexes read on first use only
+    produce_and_flush(again, 1)
+    again.close()
