@@ -175,6 +175,9 @@ class BrokerNode:
         self._dirty: set[TopicPartition] = set()
         self._flush_interval_due_ms: dict[TopicPartition, int] = {}
         self._next_retention_ms = now_ms + int(config.get("log.retention.check.interval.ms"))
+        self._next_recovery_checkpoint_ms = now_ms + int(
+            config.get("log.flush.offset.checkpoint.interval.ms")
+        )
         self.cleaner = CleanerManager(config, now_ms)
         self._next_request_id = 1
         self._peer_out: list[PeerRequest] = []
@@ -602,6 +605,11 @@ class BrokerNode:
                 self.config.get("log.retention.check.interval.ms")
             )
             self.enforce_retention(now_ms)
+        if now_ms >= self._next_recovery_checkpoint_ms:
+            self._next_recovery_checkpoint_ms = now_ms + int(
+                self.config.get("log.flush.offset.checkpoint.interval.ms")
+            )
+            self.write_recovery_checkpoint()
         if self._local_store is not None:
             self._local_store.tick(now_ms)
         before = self.member.metadata
@@ -616,6 +624,20 @@ class BrokerNode:
         if self.log_dir_failure is None:
             self.cleaner.tick(now_ms)
 
+    def write_recovery_checkpoint(self) -> None:
+        """Record where every log's recovery point lies (log_dir.py's log-recovery-checkpoint,
+        as Kafka's LogManager checkpoints recovery points every
+        log.flush.offset.checkpoint.interval.ms): a start after a crash checks only what
+        follows. Written without an fsync; nothing while the log directory is offline."""
+        if self.log_dir_failure is not None:
+            return
+        entries = {}
+        for p in self.all_partitions():
+            entry = p.log.recovery_checkpoint()
+            if entry is not None:
+                entries[os.path.basename(p.log.dir_path)] = entry
+        self.log_dir.write_recovery_checkpoint(entries)
+
     def enforce_retention(self, now_ms: int) -> int:
         deleted = 0
         if self.log_dir_failure is not None:
@@ -627,7 +649,8 @@ class BrokerNode:
         return deleted
 
     def next_deadline_ms(self) -> int | None:
-        candidates = [self._next_retention_ms, *self._flush_interval_due_ms.values()]
+        candidates = [self._next_retention_ms, self._next_recovery_checkpoint_ms,
+                      *self._flush_interval_due_ms.values()]
         for deadline in (
             self.purgatory.next_deadline_ms(),
             self.group_coordinator.next_deadline_ms(),

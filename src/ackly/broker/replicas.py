@@ -38,6 +38,7 @@ from ackly.broker.io import PeerRequest
 from ackly.cluster.controller import AlterPartitionRequest
 from ackly.cluster.metadata import NO_LEADER, ClusterMetadata, LeaderRecoveryState, PartitionState
 from ackly.cluster.store import CommandResult, StoreError
+from ackly.log.log_dir import CleanLogState, RecoveryCheckpoint
 from ackly.log.partition_log import PartitionLog
 from ackly.replication.follower import FetcherConfig, ReplicaFetcher
 from ackly.replication.partition import Partition
@@ -147,14 +148,19 @@ class ReplicaManager:
             log.warning("%s: the log on disk belongs to topic id %s, not %s: deleting it", tp, found, topic_id)
             disk.rmtree(dir_path)
         config = node.topic_config(tp.topic)
-        # What the last clean stop recorded of this log, if it is this topic's log.
-        clean_state = node.log_dir.take(os.path.basename(dir_path))
+        # What the last clean stop recorded of this log (or, after a crash, the last recovery
+        # checkpoint), if it is this topic's log.
+        recorded = node.log_dir.take(os.path.basename(dir_path))
+        if found != topic_id:
+            recorded = None
         plog = PartitionLog.open(
             disk, dir_path, config, now_ms,
             producer_id_expiration_ms=int(node.config.get("producer.id.expiration.ms")),
             wall_clock=node.wall_clock,
-            clean_state=clean_state if found == topic_id else None,
+            clean_state=recorded if isinstance(recorded, CleanLogState) else None,
+            recovery=recorded if isinstance(recorded, RecoveryCheckpoint) else None,
         )
+        plog.before_truncation = node.log_dir.invalidate
         if found != topic_id:
             # Synced with the log's first flush (no fsync for a new partition): a crash before
             # leaves no marker, and the next open writes it again over a log that can hold

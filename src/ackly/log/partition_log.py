@@ -57,6 +57,7 @@ from typing import Any
 from ackly.config import TopicConfig
 from ackly.errors import ErrorCode, KafkaError
 from ackly.log.checkpoint import (
+    CLEAN_SHUTDOWN_FILE,
     HIGH_WATERMARK_FILE,
     LOG_START_OFFSET_FILE,
     RECOVERY_POINT_FILE,
@@ -67,7 +68,7 @@ from ackly.log.clean_swap import recover_swaps
 from ackly.log.disk import TEMP_SUFFIX, Disk, DiskFile, PendingSyncs, sync_all
 from ackly.log.index import INT32_MAX
 from ackly.log.leader_epoch import LeaderEpochCache, entries_from_batches
-from ackly.log.log_dir import CleanLogState
+from ackly.log.log_dir import CleanLogState, RecoveryCheckpoint
 from ackly.log.producer_state import (
     DEFAULT_PRODUCER_ID_EXPIRATION_MS,
     AppendOrigin,
@@ -154,9 +155,13 @@ class FlushJob:
         disk: Disk | None = None,
         sync_paths: tuple[str, ...] = (),
         sync_dirs: tuple[str, ...] = (),
+        upto_position: tuple[int, int] | None = None,
     ) -> None:
         self.files = files
         self.upto_offset = upto_offset
+        # (base offset of the active segment, its .log size) when the job began: where
+        # `upto_offset` lies, for the recovery checkpoint (log_dir.py).
+        self.upto_position = upto_position
         self.truncations = truncations
         self.disk = disk
         self.sync_paths = sync_paths
@@ -229,6 +234,16 @@ class PartitionLog:
         self._log_start_offset = 0
         self._high_watermark = 0
         self._recovery_point = 0
+        # (segment base, byte position in its .log) where the batches below the recovery
+        # point end, when known exactly (log_dir.py's recovery checkpoint records it).
+        self._recovery_position: tuple[int, int] | None = None
+        # Called before the log goes below what a recovery checkpoint may record of it (a
+        # truncation) or is deleted: the broker removes the data directory's checkpoint.
+        self.before_truncation: Callable[[], None] | None = None
+        # What opening the log checked after a crash: segments recovered and bytes whose CRC
+        # was computed (0 and 0 after a clean stop, or for a log without unflushed writes).
+        self.recovered_segments = 0
+        self.recovered_bytes = 0
         # Bumped by every truncate_to: a flush that began before a truncation must not move
         # the recovery point over offsets that were rewritten after it.
         self._truncations = 0
@@ -260,13 +275,15 @@ class PartitionLog:
         producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         wall_clock: WallClock = same_clock,
         clean_state: CleanLogState | None = None,
+        recovery: RecoveryCheckpoint | None = None,
     ) -> PartitionLog:
         """Create the partition directory, or load and recover what is in it (LogLoader).
 
         `clean_state` is what the data directory's checkpoints (log_dir.py) say of this log
         after a clean stop; without it the log's own clean-shutdown marker and checkpoints
-        decide. On return every batch in the log is CRC-valid and durable (recovery_point =
-        LEO), and the producer state describes every batch below LEO.
+        decide. `recovery` is the data directory's last recovery checkpoint of this log
+        (after a crash): only what follows its position is checked. On return every batch in
+        the log is CRC-valid, and the producer state describes every batch below LEO.
 
         A new partition costs no fsync here: an empty log has nothing a crash could lose.
         Its directory, its first segment's name and its files become durable with the first
@@ -281,20 +298,39 @@ class PartitionLog:
         if not disk.exists(dir_path):
             disk.makedirs(dir_path)
             self.syncs.add_dir(os.path.dirname(dir_path))  # the new name in the data directory
-        self._load(now_ms, clean_state)
+        self._load(now_ms, clean_state, recovery)
         return self
 
-    def _load(self, now_ms: int, clean_state: CleanLogState | None) -> None:
+    def _load(
+        self, now_ms: int, clean_state: CleanLogState | None, recovery: RecoveryCheckpoint | None
+    ) -> None:
         disk, config = self.disk, self.config
-        # A clean interrupted by a crash: finish its swap or drop it (see cleaner.py).
-        recover_swaps(disk, self.dir_path)
+        names = disk.listdir(self.dir_path)
+        if any(name.endswith((".cleaned", ".swap")) for name in names):
+            # A clean interrupted by a crash: finish its swap or drop it (see cleaner.py).
+            recover_swaps(disk, self.dir_path)
+            names = disk.listdir(self.dir_path)
+        # Where the batches below the recovery point end, when known: (segment base, position).
+        durable_end: tuple[int, int] | None = None
         if clean_state is not None:
             clean = True
             recovery_point: int | None = clean_state.recovery_point
             high_watermark: int | None = clean_state.high_watermark
             log_start: int | None = clean_state.log_start_offset
+            if clean_state.segment_base >= 0:
+                durable_end = (clean_state.segment_base, clean_state.position)
+        elif recovery is not None:
+            # After a crash, with the data directory's recovery checkpoint: exact where the
+            # log's own files are conservative (they move once per segment).
+            clean = False
+            recovery_point = recovery.recovery_point
+            high_watermark = recovery.high_watermark
+            log_start = recovery.log_start_offset
+            durable_end = (recovery.segment_base, recovery.position)
+            if CLEAN_SHUTDOWN_FILE in names:
+                self._clean_shutdown.remove()  # older than the crash: never to be trusted
         else:
-            clean = self._clean_shutdown.is_present()
+            clean = CLEAN_SHUTDOWN_FILE in names and self._clean_shutdown.is_present()
             if clean:
                 # Gone before anything changes: a crash from here on must not look clean.
                 self._clean_shutdown.remove()
@@ -302,7 +338,6 @@ class PartitionLog:
             high_watermark = self._high_watermark_file.read()
             log_start = self._log_start_file.read()
 
-        names = disk.listdir(self.dir_path)
         bases: set[int] = set()
         txn_indexed: set[int] = set()  # segments with a .txnindex: only those are read
         for name in names:
@@ -326,7 +361,19 @@ class PartitionLog:
         if not segments:
             start = log_start or 0
             segments = [LogSegment.create(disk, self.dir_path, start, config, now_ms, self.syncs)]
-        recovered = self._recover_segments(segments, None if clean else (recovery_point or 0))
+        snapshot_names: list[str] | None = names
+        tail_checked: LogSegment | None = None
+        exact = False  # whether the batches below the recovery point end at `durable_end`
+        if clean:
+            recovered = self._load_clean(segments, recovery_point, durable_end)
+        else:
+            recovered, tail_checked, exact = self._recover_segments(
+                segments, recovery_point or 0, durable_end
+            )
+        self.recovered_segments = len(recovered) + (tail_checked is not None)
+        self.recovered_bytes = sum(s.recovered_bytes for s in recovered) + (
+            0 if tail_checked is None else tail_checked.recovered_bytes
+        )
 
         self._set_segments(segments)
         leo = self.log_end_offset
@@ -340,10 +387,11 @@ class PartitionLog:
             self._set_segments(
                 [LogSegment.create(disk, self.dir_path, start, config, now_ms, self.syncs)]
             )
-            recovered = []
+            recovered, tail_checked, exact = [], None, False
             # No snapshot can describe the new, empty log (truncateFullyAndStartAt drops them).
-            self.producer_state.scan_snapshots()
+            self.producer_state.scan_snapshots(names)
             self.producer_state.delete_all_snapshots()
+            snapshot_names = None  # the listing names snapshots that are gone
         self._log_start_offset = start
         # Segments wholly below the log start: a deletion that was cut short by a crash.
         while len(self._segments) > 1 and self._segments[1].base_offset <= start:
@@ -353,6 +401,7 @@ class PartitionLog:
         leo = self.log_end_offset
         if clean:
             self._recovery_point = leo
+            self._recovery_position = (self._active.base_offset, self._active.size)
         else:
             # What recovery accepted after the recovery point may sit only in the page cache
             # (kill -9): it stays above the recovery point, as a fresh append would, and the
@@ -361,16 +410,24 @@ class PartitionLog:
             # after a crash costs no fsync per partition on the event loop. Under
             # flush.policy=always HW does not pass it until then.
             self._recovery_point = max(min(recovery_point or 0, leo), start)
+            if exact and self._recovery_point == recovery_point:
+                self._recovery_position = durable_end
         hw = high_watermark if high_watermark is not None else start
         self._high_watermark = min(max(hw, start), leo)
-        if clean_state is None:
+        if recovery is not None:
+            # The log's own checkpoints are left as they are (never above the truth), unless
+            # recovery lost what the data directory's checkpoint counted: then lowered.
+            if (hw > self._high_watermark or (log_start or 0) > self._log_start_offset
+                    or (recovery_point or 0) > leo):
+                self.write_checkpoints(durable=False)
+        elif clean_state is None:
             # After a clean stop recorded by the data directory the log's own checkpoints are
             # left as they are: never above the truth, and within the segment holding the
             # recovery point, which is all a recovery after a later crash needs of them. After
             # a crash, what changed is conservative when lost (a lower HW, a log start below
             # segments that are gone): written without an fsync.
             self.write_checkpoints(durable=False)
-        self._load_leader_epochs(recovered)
+        self._load_leader_epochs(recovered if tail_checked is None else [*recovered, tail_checked])
         # Aborted-transaction indexes: trusted below the recovery point (flushed with their
         # segments); the ones of re-scanned segments (or unreadable ones) are rebuilt by the
         # producer-state replay, which then starts at or below their first offset. A segment
@@ -382,7 +439,13 @@ class PartitionLog:
             ):
                 segment.txn_index.reset()
                 rebuild_from = min(rebuild_from, segment.base_offset)
-        self._load_producer_state(now_ms, rebuild_from)
+            elif segment is tail_checked:
+                # Checked from the recovery point on: its index is trusted below it (synced
+                # with the batches), entries of markers a cut took go, and the replay from the
+                # recovery point adds the ones after it.
+                segment.txn_index.truncate_to(segment.next_offset)
+                rebuild_from = min(rebuild_from, max(self._recovery_point, segment.base_offset))
+        self._load_producer_state(now_ms, rebuild_from, snapshot_names)
         for segment in self._segments:
             segment.txn_index.flush()
 
@@ -412,13 +475,15 @@ class PartitionLog:
         cache.truncate_from_end(self.log_end_offset)
         cache.truncate_from_start(self._log_start_offset)
 
-    def _load_producer_state(self, now_ms: int, rebuild_from: int) -> None:
+    def _load_producer_state(
+        self, now_ms: int, rebuild_from: int, names: list[str] | None = None
+    ) -> None:
         """Rebuild the producer state of the recovered log (Kafka's LogLoader with
         ProducerStateManager.truncateAndReload): the newest snapshot at or below LEO, HW and
         `rebuild_from`, then the headers of every batch after it (records are read only for
-        markers)."""
+        markers). `names`: the directory's listing, when the snapshots in it are current."""
         state = self.producer_state
-        state.scan_snapshots()
+        state.scan_snapshots(names)
         state.delete_snapshots_below(self._log_start_offset)
         if self._replay_producer_state(now_ms, rebuild_from):
             # Recovery made everything below LEO durable: a snapshot here spares the next
@@ -459,6 +524,8 @@ class PartitionLog:
     def _batches_from(self, offset: int) -> Iterator[tuple[LogSegment, int, BatchHeader]]:
         """(segment, position, header) of every batch holding an offset >= `offset`."""
         for segment in self._segments[self._segment_index(offset) :]:
+            if offset >= segment.next_offset:
+                continue  # nothing there (and a lazily loaded segment stays unread)
             position = 0
             if offset > segment.base_offset:
                 located = segment.translate_offset(offset)
@@ -474,62 +541,102 @@ class PartitionLog:
         for _, _, header in self._batches_from(offset):
             yield header
 
-    def _recover_segments(
-        self, segments: list[LogSegment], recovery_point: int | None
+    def _load_clean(
+        self, segments: list[LogSegment], recovery_point: int | None,
+        durable_end: tuple[int, int] | None,
     ) -> list[LogSegment]:
-        """Load or recover each segment in `segments` (edited in place); return the ones
-        recovered. `recovery_point` None means a clean shutdown: trust what was written."""
-        if recovery_point is None:
-            first_to_recover = len(segments)
-        else:
-            bases = [s.base_offset for s in segments]
-            first_to_recover = max(0, bisect_right(bases, recovery_point) - 1)
+        """After a clean stop: trust every segment as it is. Their index files are read at the
+        first lookup, the active one's too when the clean stop recorded where the log ended
+        (LEO and the .log size then) and the file still ends there: a start-up then reads no
+        index and scans nothing, so its time depends on the number of partitions, not on the
+        bytes stored. Otherwise the active segment's tail after its last index entry is
+        walked. Returns the segments it had to recover (an active tail that does not frame)."""
+        for i, segment in enumerate(segments[:-1]):
+            segment.load_lazily(segments[i + 1].base_offset)
+        active = segments[-1]
+        if (
+            recovery_point is not None
+            and recovery_point >= active.base_offset
+            and durable_end == (active.base_offset, active.size)
+        ):
+            active.load_lazily(recovery_point)
+            return []
+        if active.load_indexes(None) and active.load_active_tail():
+            return []
+        cut = active.recover()
+        if cut:
+            active.flush()  # as in _recover_segments: the cut must be durable first
+        return [active]
+
+    def _recover_segments(
+        self, segments: list[LogSegment], recovery_point: int,
+        durable_end: tuple[int, int] | None = None,
+    ) -> tuple[list[LogSegment], LogSegment | None, bool]:
+        """After a crash: load the segments below the one holding `recovery_point` as they are
+        and recover that one and every later one (edited in place). Returns the segments
+        recovered, the active segment if only its bytes after the recovery point were
+        checked, and whether `durable_end` was used: it (segment base, position) says where the batches below the
+        recovery point end, and when that is in the active segment, the bytes before it are
+        trusted (it was fsynced) and a segment without bytes after it is not read at all."""
+        bases = [s.base_offset for s in segments]
+        first_to_recover = max(0, bisect_right(bases, recovery_point) - 1)
+        last = segments[-1]
+        if (
+            durable_end is not None
+            and first_to_recover == len(segments) - 1
+            and durable_end[0] == last.base_offset
+            and durable_end[1] <= last.size
+        ):
+            for i, segment in enumerate(segments[:-1]):
+                segment.load_lazily(segments[i + 1].base_offset)
+            position = durable_end[1]
+            if position == last.size and recovery_point >= last.base_offset:
+                # Nothing was written after the checkpoint: its index files may predate the
+                # last truncation, so they are rebuilt from the headers at the first use.
+                last.load_lazily(recovery_point, trust_index_files=False)
+                return [], None, True
+            cut = last.recover(durable_position=position)
+            if cut:
+                last.flush()  # see below: the cut must be durable before any append
+            return [], last, True
         recovered: list[LogSegment] = []
         i = 0
         while i < len(segments):
             segment = segments[i]
             is_last = i == len(segments) - 1
             next_base = None if is_last else segments[i + 1].base_offset
-            must_recover = i >= first_to_recover
-            if not must_recover:
-                if next_base is None:
-                    must_recover = not (
-                        segment.load_indexes(next_base) and segment.load_active_tail()
-                    )
-                else:
-                    # Trusted as it is; its index files are read at the first lookup (a
-                    # start-up reads none but the active segments': its time depends on the
-                    # number of partitions, not on the bytes stored).
-                    segment.load_lazily(next_base)
-            if must_recover:
-                cut = segment.recover()
-                recovered.append(segment)
-                if cut:
-                    # The cut itself must be durable before anything is appended after it:
-                    # else a later crash could bring back the cut bytes, and with them whole
-                    # batches that were lost (a torn write before a complete one). Only a
-                    # torn log pays this fsync.
-                    segment.flush()
-                if next_base is not None and not cut and i < first_to_recover:
-                    # Below the recovery point (re-scanned only for its indexes) a segment may
-                    # end before the next one begins: a compacted segment's last records went.
-                    segment.next_offset = max(segment.next_offset, next_base)
-                if next_base is not None and (cut or segment.next_offset != next_base):
-                    # Later segments would follow a gap: they hold writes that came after the
-                    # lost ones. Drop them, as LogLoader deletes segments after a torn one.
-                    logger.warning(
-                        "%s: dropping %d segments after %d",
-                        self.dir_path,
-                        len(segments) - i - 1,
-                        segment.base_offset,
-                    )
-                    for later in segments[i + 1 :]:
-                        self._remove_segment_now(later)
-                    del segments[i + 1 :]
-                elif next_base is not None:
-                    segment.on_become_inactive()
+            if i < first_to_recover:
+                assert next_base is not None
+                # Trusted as it is; its index files are read at the first lookup (a
+                # start-up reads none but the recovered segments': its time depends on the
+                # unflushed tail, not on the bytes stored).
+                segment.load_lazily(next_base)
+                i += 1
+                continue
+            cut = segment.recover()
+            recovered.append(segment)
+            if cut:
+                # The cut itself must be durable before anything is appended after it:
+                # else a later crash could bring back the cut bytes, and with them whole
+                # batches that were lost (a torn write before a complete one). Only a
+                # torn log pays this fsync.
+                segment.flush()
+            if next_base is not None and (cut or segment.next_offset != next_base):
+                # Later segments would follow a gap: they hold writes that came after the
+                # lost ones. Drop them, as LogLoader deletes segments after a torn one.
+                logger.warning(
+                    "%s: dropping %d segments after %d",
+                    self.dir_path,
+                    len(segments) - i - 1,
+                    segment.base_offset,
+                )
+                for later in segments[i + 1 :]:
+                    self._remove_segment_now(later)
+                del segments[i + 1 :]
+            elif next_base is not None:
+                segment.on_become_inactive()
             i += 1
-        return recovered
+        return recovered, None, False
 
     def _remove_segment_now(self, segment: LogSegment) -> None:
         segment.close()
@@ -619,6 +726,20 @@ class PartitionLog:
     def recovery_point(self) -> int:
         """Every batch below this offset is durable."""
         return self._recovery_point
+
+    def recovery_checkpoint(self) -> RecoveryCheckpoint | None:
+        """What the data directory's recovery checkpoint records of this log (log_dir.py):
+        None while the position of the recovery point is not known (until the first flush
+        after a truncation or a recovery that re-scanned segments)."""
+        position = self._recovery_position
+        if position is None or self._closed:
+            return None
+        return RecoveryCheckpoint(self._recovery_point, position[0], position[1],
+                                  self._log_start_offset, self._high_watermark)
+
+    def _before_truncation(self) -> None:
+        if self.before_truncation is not None:
+            self.before_truncation()
 
     @property
     def needs_flush(self) -> bool:
@@ -808,7 +929,9 @@ class PartitionLog:
         leader's log start; Kafka's truncateFullyAndStartAt). Durable on return."""
         self._check_open()
         assert offset >= 0, offset
+        self._before_truncation()
         self._truncations += 1
+        self._recovery_position = None
         self.producer_state.delete_all_snapshots()
         self.producer_state.clear()
         self.leader_epochs.clear()
@@ -964,7 +1087,9 @@ class PartitionLog:
         )
         self.leader_epochs.write_pending()
         paths, dirs = self.syncs.take()
-        return FlushJob(files + txn_files, leo, self._truncations, self.disk, paths, dirs)
+        active = self._active
+        return FlushJob(files + txn_files, leo, self._truncations, self.disk, paths, dirs,
+                        upto_position=(active.base_offset, active.size))
 
     def complete_flush(self, job: FlushJob) -> None:
         """Record that `job` ran: recovery_point = max(recovery_point, job.upto_offset).
@@ -982,6 +1107,7 @@ class PartitionLog:
             return
         crossed = self._segment_index(upto) != self._segment_index(self._recovery_point)
         self._recovery_point = upto
+        self._recovery_position = job.upto_position if upto == job.upto_offset else None
         if crossed:
             self.write_checkpoints(durable=False)
 
@@ -1201,7 +1327,9 @@ class PartitionLog:
             self.leader_epochs.truncate_from_end(self.log_end_offset)
             return
         assert offset >= 0, offset
+        self._before_truncation()
         self._truncations += 1
+        self._recovery_position = None
         # First, so that no crash can leave a snapshot describing batches the log lost.
         self.producer_state.delete_snapshots_above(offset)
         self.leader_epochs.truncate_from_end(offset)
@@ -1300,7 +1428,12 @@ class PartitionLog:
         for segment in self._segments:
             segment.close()
         self._closed = True
-        return CleanLogState(self._recovery_point, self._log_start_offset, self._high_watermark)
+        active = self._active
+        exact = self._recovery_point == self.log_end_offset
+        return CleanLogState(
+            self._recovery_point, self._log_start_offset, self._high_watermark,
+            active.base_offset if exact else -1, active.size if exact else -1,
+        )
 
     def _close(self) -> CleanLogState:
         job = self.begin_close()
@@ -1323,6 +1456,7 @@ class PartitionLog:
 
     def delete(self) -> None:
         """DeleteTopics: close every file and remove the partition directory."""
+        self._before_truncation()  # a new log of the same name must not inherit its entry
         self.abandon()  # nothing to write for a log about to go
         if self.disk.exists(self.dir_path):
             self.disk.rmtree(self.dir_path)

@@ -693,10 +693,11 @@ class ProducerStateManager:
     def _path(self, offset: int) -> str:
         return os.path.join(self.dir_path, snapshot_file_name(offset))
 
-    def scan_snapshots(self) -> list[int]:
-        """(Re)read which snapshot files exist; returns their offsets, ascending."""
+    def scan_snapshots(self, names: list[str] | None = None) -> list[int]:
+        """(Re)read which snapshot files exist (from `names`, the directory's listing, if the
+        caller has just made one); returns their offsets, ascending."""
         self._snapshots = set()
-        for name in self.disk.listdir(self.dir_path):
+        for name in self.disk.listdir(self.dir_path) if names is None else names:
             offset = parse_snapshot_name(name)
             if offset is not None:
                 self._snapshots.add(offset)

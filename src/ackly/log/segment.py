@@ -157,6 +157,11 @@ class LogSegment:
         # Set for an inactive segment whose index files are read only when first needed (its
         # next offset; Kafka's LazyIndex): a clean start-up reads no index of them at all.
         self._lazy_next_offset: int | None = None
+        # False when the index files on disk may not describe the .log (the segment that held
+        # the recovery point at a crash): a lazy load then rebuilds them from the headers.
+        self._lazy_trust_files = True
+        # Bytes `recover` CRC-checked (what a start-up after a crash read of this segment).
+        self.recovered_bytes = 0
         self.txn_index = TransactionIndex(disk, dir_path, base_offset)
         self.index_interval_bytes = config.index_interval_bytes
         # Age for segment.ms rolls. Kafka prefers the first batch's timestamp; producer clocks
@@ -261,19 +266,22 @@ class LogSegment:
     def offset_of_max_timestamp(self, offset: int) -> None:
         self._offset_of_max_timestamp = offset
 
-    def load_lazily(self, next_offset: int) -> None:
-        """A trusted inactive segment (below the recovery point, or after a clean stop): it
-        ends where the next one begins, and its index files are read at the first lookup
-        (Kafka's LazyIndex), so start-up time does not grow with the bytes stored."""
+    def load_lazily(self, next_offset: int, trust_index_files: bool = True) -> None:
+        """A trusted segment (below the recovery point, or any segment after a clean stop)
+        that ends at `next_offset`: its index files are read at the first lookup or append
+        (Kafka's LazyIndex), so start-up time does not grow with the bytes stored. Without
+        `trust_index_files` they are rebuilt from the batch headers then instead, and written
+        again at the next roll or clean close."""
         self.next_offset = next_offset
-        self.indexes_dirty = False
+        self.indexes_dirty = not trust_index_files
         self._lazy_next_offset = next_offset
+        self._lazy_trust_files = trust_index_files
 
     def _load_lazy(self) -> None:
         next_offset = self._lazy_next_offset
         assert next_offset is not None
         self._lazy_next_offset = None
-        if self.load_indexes(next_offset):
+        if self._lazy_trust_files and self.load_indexes(next_offset):
             self.load_inactive(next_offset)
             return
         # Missing or failing its sanity check: rebuilt from the batch headers (the data is
@@ -479,13 +487,17 @@ class LogSegment:
         self._bytes_since_index_entry = size - (0 if last is None else last[1])
         return True
 
-    def recover(self) -> int:
-        """Re-validate the whole .log and rebuild both indexes (Kafka's LogSegment.recover).
+    def recover(self, durable_position: int = 0) -> int:
+        """Re-validate the .log and rebuild both indexes (Kafka's LogSegment.recover).
 
         Checks each batch's framing, magic, offsets (increasing, within this segment's
         relative range) and CRC-32C; cuts the file at the first batch that fails, which is
         where a torn or lost write begins. Returns the number of bytes cut. The cut is visible
         at once and durable after the next flush.
+
+        Batches that end at or before `durable_position` (the recovery point's position: they
+        were fsynced) are only framed and indexed, their CRC not computed: a crash changes
+        nothing there. `recovered_bytes` counts the bytes whose CRC was checked.
         """
         self.offset_index.clear()
         self.time_index.clear()
@@ -498,6 +510,7 @@ class LogSegment:
         position = 0
         next_offset = self.base_offset
         epochs = self.recovered_epochs = []
+        checked = 0
         while position < size:
             view = window.get(position, HEADER_SIZE)
             if view is None:
@@ -509,9 +522,11 @@ class LogSegment:
                 or header.last_offset - self.base_offset > INT32_MAX
             ):
                 break
-            batch = window.get(position, header.size)
-            if batch is None or crc_of(batch, 0, header.size) != header.crc:
-                break
+            if position + header.size > durable_position:
+                batch = window.get(position, header.size)
+                if batch is None or crc_of(batch, 0, header.size) != header.crc:
+                    break
+                checked += header.size
             self._index_batch(position, header.base_offset, header.size, header.max_timestamp)
             epoch = header.partition_leader_epoch
             if epoch >= 0 and (not epochs or epochs[-1][0] != epoch):
@@ -519,6 +534,7 @@ class LogSegment:
             next_offset = header.next_offset
             position += header.size
         self.next_offset = next_offset
+        self.recovered_bytes = checked + (size - position)
         truncated = size - position
         if truncated:
             logger.warning(

@@ -54,6 +54,28 @@ def test_a_clean_start_reads_only_the_active_segments_indexes(tmp_path: Path) ->
     log.close()
 
 
+def test_a_start_after_a_data_directory_clean_stop_reads_no_index(tmp_path: Path) -> None:
+    directory = str(tmp_path / "t-0")
+    log = PartitionLog.open(RealDisk(), directory, config(**SMALL), 1_000)
+    while len(log.segments) < 4:
+        append(log, batch(3, timestamp_ms=1_000 + log.log_end_offset))
+    stored = read_all(log)
+    job = log.begin_close()
+    job.run()
+    state = log.finish_close()  # what the data directory's checkpoints record (log_dir.py)
+    assert (state.segment_base, state.position) == (log.segments[-1].base_offset, log.segments[-1].size)
+    disk = ReadCountingDisk()
+    log = PartitionLog.open(disk, directory, config(**SMALL), 2_000, clean_state=state)
+    # Not even the active segment's: the clean stop recorded where the log ends.
+    assert disk.index_reads == 0 and log.recovered_bytes == 0
+    assert log.log_end_offset == state.recovery_point
+    assert log.max_timestamp() is not None  # every segment's indexes, read on demand
+    assert disk.index_reads == 8
+    append(log, batch(3, timestamp_ms=5_000))
+    assert read_all(log).startswith(stored)
+    log.close()
+
+
 def test_a_lost_index_of_an_inactive_segment_is_rebuilt_at_its_first_lookup(tmp_path: Path) -> None:
     directory = tmp_path / "t-0"
     build(str(directory), 4)
