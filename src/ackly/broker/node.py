@@ -479,7 +479,8 @@ class BrokerNode:
         self.purgatory.check(p.tp, now_ms)
 
     def schedule_flush(self, tp: TopicPartition) -> None:
-        """Flush tp in the next round whatever its flush.policy (a recovered tail)."""
+        """Flush tp in the next round whatever its flush.policy (a recovered tail, or
+        changes made without their fsyncs: a truncation, a new log start)."""
         self._dirty.add(tp)
 
     def take_flush_jobs(self) -> list[tuple[TopicPartition, FlushJob]]:
@@ -616,7 +617,10 @@ class BrokerNode:
         for p in self.all_partitions():
             # Followers take their log start from the leader's (fetch responses).
             if p.is_leader and "delete" in p.config.cleanup_policy:
-                deleted += p.log.enforce_retention(now_ms)
+                count = p.log.enforce_retention(now_ms)
+                if count:
+                    self.schedule_flush(p.tp)  # the new log start's fsyncs, off the loop
+                deleted += count
         return deleted
 
     def next_deadline_ms(self) -> int | None:
