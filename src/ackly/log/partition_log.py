@@ -41,6 +41,28 @@ Visibility and durability: an append is visible to `read` on return, durable onc
 that covers it completes (`begin_flush` / `FlushJob.run` / `complete_flush`), and committed
 once the replication layer moves the high watermark past it (`set_high_watermark`).
 
+Changes without an fsync: no call on the event loop waits for an fsync (a slow disk would
+stall every connection). A truncation (`truncate_to`, `truncate_fully_and_start_at`) and a
+new log start (`delete_records_before`, `enforce_retention`) change the files at once (the
+cut, the checkpoints rewritten without an fsync, segments renamed `.deleted`, snapshots
+removed) and owe their fsyncs to the next flush job, which the broker schedules and runs in
+its sync pool: the rewritten files, then the directory, then the segment files (`dirs_first`),
+so the lowered checkpoints and the renames are durable before any byte appended after them.
+The rules that keep this safe:
+- Nothing is appended after a cut before the cut is durable (`cut_durable`): a follower
+  sends no fetch, and a replica that leads meanwhile refuses produce (a retriable
+  NOT_LEADER_OR_FOLLOWER); the job that makes the cut durable also syncs the lowered
+  recovery point and HW before any later append. A crash before the job may bring the truncated batches back,
+  above the old recovery point or below it: they are batches this replica once had, and its
+  next fetch finds the divergence by leader epoch and truncates them again (KIP-101/279), as
+  Kafka's own truncation, which does not fsync the cut either, relies on.
+- A DeleteRecords answer waits until the new log start is durable (`changes_durable`). A
+  crash before may keep the old log start, or the first remaining segment's base: load
+  takes the larger of the checkpoint and that base, so the log start never falls below what
+  an answer reported.
+- A failed fsync in that job is a failed flush: the log directory goes offline and nothing
+  depending on it is acknowledged (broker/node.py).
+
 The log never reads the clock: every time-dependent call takes `now_ms`.
 """
 

@@ -185,7 +185,7 @@ class LogSegment:
         # Set for an inactive segment whose index files are read only when first needed (its
         # next offset; Kafka's LazyIndex): a clean start-up reads no index of them at all.
         self._lazy_next_offset: int | None = None
-        self.txn_index = TransactionIndex(disk, dir_path, base_offset)
+        self.txn_index = TransactionIndex(disk, dir_path, base_offset, syncs)
         self.index_interval_bytes = config.index_interval_bytes
         # Age for segment.ms rolls. Kafka prefers the first batch's timestamp; producer clocks
         # are not ours to trust, so ackly uses the broker's clock when the segment was made
