@@ -231,7 +231,10 @@ class BrokerHost:
 
     def _complete_clean(self, node: Any, tp: Any, job: Any, error: BaseException | None) -> None:
         self._clean = None
-        node.complete_clean(tp, job, error, self.scheduler.now_ms)
+        # Not off the loop yet: a clean's swap still syncs its renames and checkpoints on the
+        # event loop (clean_swap.apply_clean), so the loop guard does not count them.
+        with self.disk.off_loop():
+            node.complete_clean(tp, job, error, self.scheduler.now_ms)
         if error is None and job.stats is not None:
             self.cleans += 1
 
