@@ -21,10 +21,12 @@ Invariants:
 - `flush` may run in a worker thread while the event loop appends to the same file (fsync on an
   fd is safe against concurrent pwrite); nothing else is called from another thread.
 - `write_atomic` is durable on return: temp file, fsync, rename, fsync of the directory.
-- `write_atomic_unsynced` and `create` make no fsync: what they write is durable only once
-  `sync_file` (the file) and `sync_dir` (its directory entry) return. The log uses them for
-  files whose loss in a crash costs only recovery work, and has the flusher thread sync them
-  before anything depends on them (see partition_log.py), so no fsync runs on the event loop.
+- `write_atomic_unsynced`, `create`, and `rename` / `remove` with `durable=False` make no
+  fsync: what they change is durable only once `sync_file` (the file) and `sync_dir` (its
+  directory entry) return. The log uses them on the event loop and has its next flush job
+  sync them, in the shell's threads, before anything depends on them (see partition_log.py),
+  so no fsync runs on the event loop. `SimDisk.loop_guard` records any sync made outside
+  `off_loop()`, for the simulator's check of that rule.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -154,7 +155,8 @@ class BrokerHost:
             if incarnation != self.incarnation or self.node is None or self.paused or not self._backlog:
                 return
             fn = self._backlog.pop(0)
-            fn(self.node)
+            with self._syncs_allowed_until_joined():
+                fn(self.node)
             self.after_input()
             self._drain_backlog()
 
@@ -169,13 +171,22 @@ class BrokerHost:
         if self.paused or self._backlog:
             self._backlog.append(fn)
             return
-        fn(self.node)
+        with self._syncs_allowed_until_joined():
+            fn(self.node)
         self.after_input()
+
+    def _syncs_allowed_until_joined(self) -> contextlib.AbstractContextManager[None]:
+        """Until the node has joined, its inputs are start-up (the shell serves no client
+        before: server/app.py), and the logs it opens may sync what recovery cut."""
+        if self.node is not None and not self.node.joined:
+            return self.disk.off_loop()
+        return contextlib.nullcontext()
 
     def _on_tick(self) -> None:
         if self.node is None or self.paused:
             return
-        self.node.tick(self.scheduler.now_ms)
+        with self._syncs_allowed_until_joined():
+            self.node.tick(self.scheduler.now_ms)
         self.after_input(after_tick=True)
 
     def after_input(self, after_tick: bool = False) -> None:
