@@ -51,9 +51,10 @@ so the lowered checkpoints and the renames are durable before any byte appended 
 The rules that keep this safe:
 - Nothing is appended after a cut before the cut is durable (`cut_durable`): a follower
   sends no fetch, and a replica that leads meanwhile refuses produce (a retriable
-  NOT_LEADER_OR_FOLLOWER); the job that makes the cut durable also syncs the lowered
-  recovery point and HW before any later append. A crash before the job may bring the truncated batches back,
-  above the old recovery point or below it: they are batches this replica once had, and its
+  NOT_LEADER_OR_FOLLOWER). The job syncs the lowered checkpoints (recovery point, HW, log
+  start, leader epochs) before the cut file. A crash before the job completes may bring the
+  truncated batches back, above the recovery point or below a checkpoint not yet lowered:
+  they are intact batches this replica once had (nothing was written over them), and its
   next fetch finds the divergence by leader epoch and truncates them again (KIP-101/279), as
   Kafka's own truncation, which does not fsync the cut either, relies on.
 - A DeleteRecords answer waits until the new log start is durable (`changes_durable`). A
