@@ -282,6 +282,11 @@ class PartitionLog:
         self._owed_changes = 0
         self._synced_changes = 0
         self._owed_cut = 0  # the count at the last truncation
+        # Files and directories taken by jobs begun while changes are owed: every such job
+        # syncs them all again, so the one whose completion clears the changes synced them
+        # itself, whichever thread ran the others (a clean's flush job runs in the cleaner's).
+        self._owed_paths: set[str] = set()
+        self._owed_dirs: set[str] = set()
         self.producer_state = ProducerStateManager(
             disk, dir_path, producer_id_expiration_ms, syncs=self.syncs
         )
@@ -1014,6 +1019,10 @@ class PartitionLog:
         )
         self.leader_epochs.write_pending()
         paths, dirs = self.syncs.take()
+        if owed:
+            self._owed_paths.update(paths)
+            self._owed_dirs.update(dirs)
+            paths, dirs = tuple(sorted(self._owed_paths)), tuple(sorted(self._owed_dirs))
         return FlushJob(files + txn_files, leo, self._truncations, self.disk, paths, dirs, owed)
 
     def complete_flush(self, job: FlushJob) -> None:
@@ -1025,7 +1034,11 @@ class PartitionLog:
         that leaves the previous value, lower and so safe, at the cost of re-scanning one more
         segment.
         """
-        self._synced_changes = max(self._synced_changes, job.changes)
+        if job.changes > self._synced_changes:
+            self._synced_changes = job.changes
+            if self.changes_durable:
+                self._owed_paths.clear()
+                self._owed_dirs.clear()
         if self._closed or job.truncations != self._truncations:
             return  # a truncation since: it set the recovery point itself
         upto = min(job.upto_offset, self.log_end_offset)
