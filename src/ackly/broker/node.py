@@ -66,7 +66,7 @@ from ackly.cluster.metadata import BrokerInfo, ClusterMetadata, TopicInfo, encod
 from ackly.cluster.store import Command, Put, StoreInput
 from ackly.cluster.topics import CATALOGUE_FILE, TopicCatalogue
 from ackly.config import BrokerConfig, TopicConfig
-from ackly.coordinator.producer_ids import ProducerIdManager
+from ackly.coordinator.producer_ids import BlockReservation, ProducerIdManager
 from ackly.errors import ConfigError, ErrorCode, KafkaError, StorageError
 from ackly.listeners import Listener
 from ackly.log.cleaner import CleanJob
@@ -91,6 +91,8 @@ _LOCAL_CLIENT = "local"
 # Bound on one pump of the in-process store: each round is a command batch and its answers.
 _MAX_LOCAL_ROUNDS = 1_000
 PRODUCER_ID_BITS = 44
+# The key of the flush round's job that reserves the next block of producer ids (no partition).
+PRODUCER_ID_BLOCK = TopicPartition("", -1)
 
 
 @dataclass
@@ -197,7 +199,8 @@ class BrokerNode:
         # In a cluster any broker answers InitProducerId, so each hands out ids from a range of
         # its own (2^44 ids per broker id); a single broker starts at 0 as it always has.
         self.producer_ids = ProducerIdManager(
-            disk, data_dir, first_id=self.broker_id << PRODUCER_ID_BITS if external_metadata else 0
+            disk, data_dir, first_id=self.broker_id << PRODUCER_ID_BITS if external_metadata else 0,
+            reserve_ahead=True,  # later blocks are reserved in the flush rounds, off the loop
         )
         self.admin = AdminOps(self)
         self.replicas = ReplicaManager(self, now_ms)
@@ -489,7 +492,8 @@ class BrokerNode:
         self.purgatory.check(p.tp, now_ms)
 
     def schedule_flush(self, tp: TopicPartition) -> None:
-        """Flush tp in the next round whatever its flush.policy (a recovered tail)."""
+        """Flush tp in the next round whatever its flush.policy (a recovered tail, or
+        changes made without their fsyncs: a truncation, a new log start)."""
         self._dirty.add(tp)
 
     def take_flush_jobs(self) -> list[tuple[TopicPartition, FlushJob]]:
@@ -506,11 +510,16 @@ class BrokerNode:
             if job is not None:
                 jobs.append((tp, job))
         self._dirty.clear()
+        reservation = self.producer_ids.take_reservation()
+        if reservation is not None:
+            jobs.append((PRODUCER_ID_BLOCK, reservation))
         return jobs
 
     @property
     def has_flush_work(self) -> bool:
-        return bool(self._dirty)
+        return bool(self._dirty) or (
+            self.log_dir_failure is None and self.producer_ids.reservation_due
+        )
 
     def complete_flush(self, jobs: list[tuple[TopicPartition, FlushJob]], now_ms: int) -> None:
         """The jobs from `take_flush_jobs` ran without error. Ignored once the log directory
@@ -525,6 +534,9 @@ class BrokerNode:
 
     def _complete_flush(self, jobs: list[tuple[TopicPartition, FlushJob]], now_ms: int) -> None:
         for tp, job in jobs:
+            if isinstance(job, BlockReservation):
+                self.producer_ids.reserved(job)
+                continue
             p = self.replicas.partitions.get(tp)
             if p is None:
                 continue  # deleted while its flush ran
@@ -645,7 +657,10 @@ class BrokerNode:
         for p in self.all_partitions():
             # Followers take their log start from the leader's (fetch responses).
             if p.is_leader and "delete" in p.config.cleanup_policy:
-                deleted += p.log.enforce_retention(now_ms)
+                count = p.log.enforce_retention(now_ms)
+                if count:
+                    self.schedule_flush(p.tp)  # the new log start's fsyncs, off the loop
+                deleted += count
         return deleted
 
     def next_deadline_ms(self) -> int | None:

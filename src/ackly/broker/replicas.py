@@ -367,6 +367,10 @@ class ReplicaManager:
             self.node.after_append(p, now_ms)
         for p in outcome.truncated:
             self.node.purgatory.check(p.tp, now_ms)
+        # A cut or a new log start is synced by the next flush round (no fsync here), which
+        # the next fetch of a truncated partition waits for.
+        for p in (*outcome.truncated, *outcome.log_start_moved):
+            self.node.schedule_flush(p.tp)
 
     def next_deadline_ms(self) -> int | None:
         deadlines = [self._next_isr_check_ms]

@@ -18,6 +18,15 @@ File `producer-id-block` (ASCII, like the log's checkpoints):
     <end>\\n    the first producer id not reserved yet
 A file that does not parse stops the broker: guessing could reuse ids.
 
+Reserving ahead (`reserve_ahead`, what a broker uses): no write of the file runs on the event
+loop. The first block is reserved durably when the manager is made (start-up); from then on,
+once half of the reserved ids are used, the next block is reserved by a `BlockReservation`
+job that the broker runs with its flush round, in the shell's sync pool, and only its
+completion (`reserved`) lets ids of the new block out. A burst that uses the rest before the
+job completed is answered COORDINATOR_LOAD_IN_PROGRESS (retriable), as Kafka's
+RPCProducerIdManager answers while its next block is on its way; a failed job is a failed
+flush (the log directory goes offline).
+
 Epoch bumps (KIP-360, InitProducerId v3+). A request that carries the producer's id and epoch
 asks for a new epoch, after an error that left its sequences unknowable
 (OUT_OF_ORDER_SEQUENCE_NUMBER, UNKNOWN_PRODUCER_ID, a timed-out batch). For the ids it handed
@@ -46,8 +55,9 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ackly.errors import AcklyError, ErrorCode
+from ackly.errors import AcklyError, ErrorCode, KafkaError
 from ackly.log.disk import Disk
+from ackly.log.partition_log import FlushJob
 from ackly.types import NO_PRODUCER_EPOCH, NO_PRODUCER_ID
 
 BLOCK_FILE = "producer-id-block"
@@ -87,10 +97,33 @@ class _Epochs:
     successor: int = NO_PRODUCER_ID
 
 
+class BlockReservation(FlushJob):
+    """The durable write of a new reservation end, run where the shell runs flush jobs (its
+    sync pool): the file's write, fsync, rename and directory fsync, off the event loop. It
+    names no log file or directory of a partition, so a flush round runs it like any job."""
+
+    def __init__(self, disk: Disk, path: str, end: int) -> None:
+        super().__init__((), 0, 0)
+        self.block_disk = disk
+        self.path = path
+        self.end = end
+
+    def run(self, sync_dirs: bool = True) -> None:
+        self.block_disk.write_atomic(self.path, _encode_record(ProducerIdBlockRecord(self.end)))
+
+    def __repr__(self) -> str:
+        return f"BlockReservation(end={self.end})"
+
+
+def _encode_record(record: ProducerIdBlockRecord) -> bytes:
+    return f"1\n{record.end}\n".encode("ascii")
+
+
 class ProducerIdManager:
     """Hands out producer ids and bumps their epochs; see the module docstring."""
 
-    def __init__(self, disk: Disk, data_dir: str, block_size: int = BLOCK_SIZE, first_id: int = 0) -> None:
+    def __init__(self, disk: Disk, data_dir: str, block_size: int = BLOCK_SIZE, first_id: int = 0,
+                 reserve_ahead: bool = False) -> None:
         """`first_id`: the lowest id this manager may hand out. In a cluster each broker has its
         own range (broker/node.py), so brokers never hand out the same id; Kafka's controller
         hands out blocks instead (see docs)."""
@@ -106,6 +139,13 @@ class ProducerIdManager:
             self._replay(record, restarted=True)
         if self._block_end < first_id:
             self._next_id = self._block_end = first_id
+        self._reserve_ahead = reserve_ahead
+        # The reservation waiting for `take_reservation`, or handed out and not yet `reserved`.
+        self._reservation: BlockReservation | None = None
+        self._reservation_taken = False
+        if reserve_ahead:
+            # Start-up, before the broker serves: the first block, durably, here.
+            self._reserve_now()
 
     # ------------------------------------------------------------------ allocation
 
@@ -123,15 +163,52 @@ class ProducerIdManager:
         block durably first when the current one is used up; raises KafkaError
         (KAFKA_STORAGE_ERROR) if that write fails, with nothing changed."""
         if self._next_id >= self._block_end:
-            end = self._block_end + self._block_size
-            if end > MAX_PRODUCER_ID:
-                raise AcklyError("producer ids exhausted")  # 2^63: not in this universe
-            record = ProducerIdBlockRecord(end)
-            self._write_record(record)
-            self._replay(record, restarted=False)
+            if self._reserve_ahead:
+                self._reserve_later()
+                raise KafkaError(ErrorCode.coordinator_load_in_progress,
+                                 "the next block of producer ids is being reserved")
+            self._reserve_now()
         producer_id = self._next_id
         self._next_id += 1
+        if self._reserve_ahead and self._block_end - self._next_id <= self._block_size // 2:
+            self._reserve_later()
         return producer_id
+
+    def _next_end(self) -> int:
+        end = self._block_end + self._block_size
+        if end > MAX_PRODUCER_ID:
+            raise AcklyError("producer ids exhausted")  # 2^63: not in this universe
+        return end
+
+    def _reserve_now(self) -> None:
+        """Reserve the next block durably, here (start-up, or without `reserve_ahead`)."""
+        record = ProducerIdBlockRecord(self._next_end())
+        self._write_record(record)
+        self._replay(record, restarted=False)
+
+    def _reserve_later(self) -> None:
+        if self._reservation is None:
+            self._reservation = BlockReservation(self._disk, self._path, self._next_end())
+
+    @property
+    def reservation_due(self) -> bool:
+        """A reservation waits to be taken (`take_reservation`)."""
+        return self._reservation is not None and not self._reservation_taken
+
+    def take_reservation(self) -> BlockReservation | None:
+        """The reservation job to run off the loop, if one waits; report it to `reserved`."""
+        if not self.reservation_due:
+            return None
+        self._reservation_taken = True
+        return self._reservation
+
+    def reserved(self, job: BlockReservation) -> None:
+        """`job` ran without an error: its block's ids may go out."""
+        if job is not self._reservation:
+            return
+        self._reservation, self._reservation_taken = None, False
+        # The ids not yet handed out stay in use: the new end only extends them.
+        self._block_end = max(self._block_end, job.end)
 
     def _replay(self, record: ProducerIdBlockRecord, restarted: bool) -> None:
         if restarted:
@@ -155,7 +232,7 @@ class ProducerIdManager:
         return ProducerIdBlockRecord(int(match.group(1)))
 
     def _write_record(self, record: ProducerIdBlockRecord) -> None:
-        self._disk.write_atomic(self._path, f"1\n{record.end}\n".encode("ascii"))
+        self._disk.write_atomic(self._path, _encode_record(record))
 
     # ------------------------------------------------------------------ InitProducerId
 

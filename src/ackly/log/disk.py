@@ -21,10 +21,12 @@ Invariants:
 - `flush` may run in a worker thread while the event loop appends to the same file (fsync on an
   fd is safe against concurrent pwrite); nothing else is called from another thread.
 - `write_atomic` is durable on return: temp file, fsync, rename, fsync of the directory.
-- `write_atomic_unsynced` and `create` make no fsync: what they write is durable only once
-  `sync_file` (the file) and `sync_dir` (its directory entry) return. The log uses them for
-  files whose loss in a crash costs only recovery work, and has the flusher thread sync them
-  before anything depends on them (see partition_log.py), so no fsync runs on the event loop.
+- `write_atomic_unsynced`, `create`, and `rename` / `remove` with `durable=False` make no
+  fsync: what they change is durable only once `sync_file` (the file) and `sync_dir` (its
+  directory entry) return. The log uses them on the event loop and has its next flush job
+  sync them, in the shell's threads, before anything depends on them (see partition_log.py),
+  so no fsync runs on the event loop. `SimDisk.loop_guard` records any sync made outside
+  `off_loop()`, for the simulator's check of that rule.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import errno
 import os
 import random
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -149,7 +151,10 @@ class Disk(Protocol):
 
     def makedirs(self, path: str) -> None: ...
 
-    def remove(self, path: str) -> None: ...
+    def remove(self, path: str, *, durable: bool = True) -> None:
+        """Remove a file. Durable on return, or with `durable=False` once `sync_dir` of its
+        directory returns (a file nothing depends on staying gone: a deleted segment's)."""
+        ...
 
     def rename(self, src: str, dst: str, *, durable: bool = True) -> None:
         """Rename a file (replacing `dst`); open files keep working. Durable on return, or
@@ -344,13 +349,14 @@ class RealDisk:
     def makedirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
 
-    def remove(self, path: str) -> None:
+    def remove(self, path: str, *, durable: bool = True) -> None:
         self.health.check("remove", path)
         try:
             os.remove(path)
-            # Removal must be durable too: a clean-shutdown marker that came back after a
-            # power loss would make the next start trust indexes it must rebuild.
-            _fsync_dir(os.path.dirname(path))
+            if durable:
+                # A clean-shutdown marker that came back after a power loss would make the
+                # next start trust indexes it must rebuild.
+                _fsync_dir(os.path.dirname(path))
         except OSError as exc:
             self._fail("remove", path, exc)
 
@@ -381,23 +387,14 @@ class RealDisk:
             return None
 
     def write_atomic(self, path: str, data: bytes) -> None:
-        self.health.check("write", path)
-        temp = path + TEMP_SUFFIX
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, path)
-            _fsync_dir(os.path.dirname(path))
-        except OSError as exc:
-            self._fail("write", path, exc)
+        self._replace(path, data, sync=True)
 
     def write_atomic_unsynced(self, path: str, data: bytes) -> None:
+        self._replace(path, data, sync=False)
+
+    def _replace(self, path: str, data: bytes, sync: bool) -> None:
+        """Write `data` to a temp file and rename it over `path`; with `sync`, the temp file
+        is fsynced before the rename and the directory after it (durable on return)."""
         self.health.check("write", path)
         temp = path + TEMP_SUFFIX
         try:
@@ -406,9 +403,13 @@ class RealDisk:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                if sync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(temp, path)
+            if sync:
+                _fsync_dir(os.path.dirname(path))
         except OSError as exc:
             self._fail("write", path, exc)
 
@@ -502,6 +503,7 @@ class SimFile:
             return
         self._check()
         node = self._node
+        self._disk.synced("fsync", self.path)
         if self._disk.before_change("fsync", self.path):
             # Linux's write-back error: the pages it could not write count as clean from now
             # on, so what was appended since the last good flush can never become durable.
@@ -559,6 +561,27 @@ class SimDisk:
         self.health = DiskHealth()
         self._armed: list[tuple[str, str, int]] = []  # (operation, path suffix, errno)
         self._firing = errno.EIO  # the errno of the armed failure firing now
+        # The simulator's check that no fsync runs on the event loop: with `loop_guard` set,
+        # every sync (a file's flush, a durable directory change, `write_atomic`, ...) made
+        # outside `off_loop()` is recorded in `loop_syncs` ("operation path").
+        self.loop_guard = False
+        self.loop_syncs: list[str] = []
+        self._off_loop = 0
+
+    @contextlib.contextmanager
+    def off_loop(self) -> Iterator[None]:
+        """Syncs made inside run where the shell runs them: in its sync pool, at start-up
+        or at a clean stop, never on the event loop between requests."""
+        self._off_loop += 1
+        try:
+            yield
+        finally:
+            self._off_loop -= 1
+
+    def synced(self, operation: str, path: str) -> None:
+        """Called at every sync this disk makes (see `loop_guard`)."""
+        if self.loop_guard and not self._off_loop:
+            self.loop_syncs.append(f"{operation} {path}")
 
     @property
     def failure(self) -> StorageError | None:
@@ -615,16 +638,21 @@ class SimDisk:
             )
 
     def open(self, path: str) -> DiskFile:
+        return self._open(path, durable=True)
+
+    def create(self, path: str) -> DiskFile:
+        return self._open(path, durable=False)  # directory operations are durable at once
+
+    def _open(self, path: str, durable: bool) -> DiskFile:
         path = self._norm(path)
         node = self._files.get(path)
         if node is None:
             self._check_parent(path)
             self.health.check("create", path)
             node = self._files[path] = _SimNode()
+            if durable:
+                self.synced("fsync directory of", path)
         return SimFile(self, path, node)
-
-    def create(self, path: str) -> DiskFile:
-        return self.open(path)  # directory operations are durable at once in this model
 
     def exists(self, path: str) -> bool:
         path = self._norm(path)
@@ -647,11 +675,13 @@ class SimDisk:
                 break
             path = parent
 
-    def remove(self, path: str) -> None:
+    def remove(self, path: str, *, durable: bool = True) -> None:
         path = self._norm(path)
         self.health.check("remove", path)
         if self._files.pop(path, None) is None:
             raise FileNotFoundError(errno.ENOENT, "no such file", path)
+        if durable:
+            self.synced("fsync directory of", path)
 
     def rename(self, src: str, dst: str, *, durable: bool = True) -> None:
         # Directory operations are durable at once in this model (see the class docstring).
@@ -662,9 +692,12 @@ class SimDisk:
             raise FileNotFoundError(errno.ENOENT, "no such file", src)
         self._check_parent(dst)
         self._files[dst] = node
+        if durable:
+            self.synced("fsync directory of", dst)
 
     def sync_dir(self, path: str) -> None:
         self.health.check("fsync", path)  # directory operations are durable at once here
+        self.synced("fsync", path)
 
     def rmtree(self, path: str) -> None:
         path = self._norm(path)
@@ -682,6 +715,7 @@ class SimDisk:
         self._check_parent(path)
         self.health.check("write", path)
         self._files[path] = _SimNode(data)
+        self.synced("write", path)
 
     def write_atomic_unsynced(self, path: str, data: bytes) -> None:
         # The new content is what a crash keeps unless `sync_file` runs first: it stays
@@ -699,6 +733,7 @@ class SimDisk:
     def sync_file(self, path: str) -> None:
         path = self._norm(path)
         self.health.check("fsync", path)
+        self.synced("fsync", path)
         node = self._files.get(path)
         if node is not None:
             node.durable = bytes(node.data)

@@ -41,6 +41,29 @@ Visibility and durability: an append is visible to `read` on return, durable onc
 that covers it completes (`begin_flush` / `FlushJob.run` / `complete_flush`), and committed
 once the replication layer moves the high watermark past it (`set_high_watermark`).
 
+Changes without an fsync: no call on the event loop waits for an fsync (a slow disk would
+stall every connection). A truncation (`truncate_to`, `truncate_fully_and_start_at`) and a
+new log start (`delete_records_before`, `enforce_retention`) change the files at once (the
+cut, the checkpoints rewritten without an fsync, segments renamed `.deleted`, snapshots
+removed) and owe their fsyncs to the next flush job, which the broker schedules and runs in
+its sync pool: the rewritten files, then the directory, then the segment files (`dirs_first`),
+so the lowered checkpoints and the renames are durable before any byte appended after them.
+The rules that keep this safe:
+- Nothing is appended after a cut before the cut is durable (`cut_durable`): a follower
+  sends no fetch, and a replica that leads meanwhile refuses produce (a retriable
+  NOT_LEADER_OR_FOLLOWER). The job syncs the lowered checkpoints (recovery point, HW, log
+  start, leader epochs) before the cut file. A crash before the job completes may bring the
+  truncated batches back, above the recovery point or below a checkpoint not yet lowered:
+  they are intact batches this replica once had (nothing was written over them), and its
+  next fetch finds the divergence by leader epoch and truncates them again (KIP-101/279), as
+  Kafka's own truncation, which does not fsync the cut either, relies on.
+- A DeleteRecords answer waits until the new log start is durable (`changes_durable`). A
+  crash before may keep the old log start, or the first remaining segment's base: load
+  takes the larger of the checkpoint and that base, so the log start never falls below what
+  an answer reported.
+- A failed fsync in that job is a failed flush: the log directory goes offline and nothing
+  depending on it is acknowledged (broker/node.py).
+
 The log never reads the clock: every time-dependent call takes `now_ms`.
 """
 
@@ -145,6 +168,11 @@ class FlushJob:
     (`sync_paths`: a roll's indexes and snapshot, leader epochs, checkpoints) and the
     directories holding new entries (`sync_dirs`), so that nothing the recovery point will
     vouch for rests on a file or a name a crash could still take.
+
+    A job that carries changes the event loop made without their fsyncs (`changes` > 0: a
+    truncation, a new log start; see PartitionLog "Changes without an fsync") syncs its
+    directories before its segment files (`dirs_first`): the lowered checkpoints, the removed
+    snapshots and the segments renamed away are durable before any byte appended after them.
     """
 
     def __init__(
@@ -156,6 +184,7 @@ class FlushJob:
         sync_paths: tuple[str, ...] = (),
         sync_dirs: tuple[str, ...] = (),
         upto_position: tuple[int, int] | None = None,
+        changes: int = 0,
     ) -> None:
         self.files = files
         self.upto_offset = upto_offset
@@ -166,6 +195,11 @@ class FlushJob:
         self.disk = disk
         self.sync_paths = sync_paths
         self.sync_dirs = sync_dirs
+        self.changes = changes  # the log's count of owed changes this job makes durable
+
+    @property
+    def dirs_first(self) -> bool:
+        return self.changes > 0
 
     def run(self, sync_dirs: bool = True) -> None:
         """Every batch below `upto_offset` is durable on return (its directory entries too,
@@ -173,10 +207,10 @@ class FlushJob:
         # The files the log wrote about itself first (a new partition's topic id marker
         # before any of its records), then the records, then the names.
         if self.disk is not None:
-            sync_all(self.disk, self.sync_paths, ())
+            sync_all(self.disk, self.sync_paths, self.sync_dirs if self.dirs_first else ())
         for file in self.files:
             file.flush()
-        if self.disk is not None and sync_dirs:
+        if self.disk is not None and sync_dirs and not self.dirs_first:
             sync_all(self.disk, (), self.sync_dirs)
 
     def __repr__(self) -> str:
@@ -192,7 +226,7 @@ def run_flush_round(jobs: list[FlushJob], map_fn: MapFn = _serial_map) -> None:
     list(map_fn(_run_without_dirs, jobs))
     dirs: set[tuple[Disk, str]] = set()
     for job in jobs:
-        if job.disk is not None:
+        if job.disk is not None and not job.dirs_first:  # those synced their own
             dirs.update((job.disk, path) for path in job.sync_dirs)
     list(map_fn(_sync_dir, sorted(dirs, key=lambda d: d[1])))
 
@@ -258,6 +292,17 @@ class PartitionLog:
         # Files written (and names made) without an fsync, synced by the next flush job: see
         # FlushJob and `_sync_pending`. Nothing on the event loop waits for an fsync of them.
         self.syncs = PendingSyncs(disk)
+        # Changes made without their fsyncs (a truncation's cut, a new log start, segments
+        # renamed away), counted; the flush job that syncs them reports the count back. See
+        # "Changes without an fsync" in the module docstring.
+        self._owed_changes = 0
+        self._synced_changes = 0
+        self._owed_cut = 0  # the count at the last truncation
+        # Files and directories taken by jobs begun while changes are owed: every such job
+        # syncs them all again, so the one whose completion clears the changes synced them
+        # itself, whichever thread ran the others (a clean's flush job runs in the cleaner's).
+        self._owed_paths: set[str] = set()
+        self._owed_dirs: set[str] = set()
         self.producer_state = ProducerStateManager(
             disk, dir_path, producer_id_expiration_ms, syncs=self.syncs
         )
@@ -714,7 +759,7 @@ class PartitionLog:
         rest = [s for s in self._segments if id(s) not in doomed]
         assert len(rest) + len(old) == len(self._segments), "replacing segments not in the log"
         self._set_segments(rest)
-        self._schedule_deletion(old, durable=False)
+        self._schedule_deletion(old)
         self.disk.sync_dir(self.dir_path)
         new = install()
         for segment in new:
@@ -744,8 +789,25 @@ class PartitionLog:
     @property
     def needs_flush(self) -> bool:
         """Batches above the recovery point wait for a flush (appends, or what recovery
-        accepted after a crash)."""
-        return self.log_end_offset > self._recovery_point
+        accepted after a crash), or changes wait for their fsyncs."""
+        return self.log_end_offset > self._recovery_point or not self.changes_durable
+
+    @property
+    def changes_durable(self) -> bool:
+        """Every truncation and log start move made so far is durable (a flush job synced
+        them)."""
+        return self._synced_changes >= self._owed_changes
+
+    @property
+    def cut_durable(self) -> bool:
+        """The last truncation is durable: a follower may fetch past it."""
+        return self._synced_changes >= self._owed_cut
+
+    def _owe_change(self) -> None:
+        """A change was made without its fsyncs: the next flush job must sync it."""
+        self._owed_changes += 1
+        # The directory holds renamed, removed or new entries (and rewritten checkpoints).
+        self.syncs.add_dir(self.dir_path)
 
     @property
     def segments(self) -> tuple[LogSegment, ...]:
@@ -926,17 +988,20 @@ class PartitionLog:
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Drop the whole log and restart it empty at `offset` (a follower that fell behind the
-        leader's log start; Kafka's truncateFullyAndStartAt). Durable on return."""
+        leader's log start; Kafka's truncateFullyAndStartAt). Durable once `cut_durable`
+        (the next flush job), like `truncate_to`."""
         self._check_open()
         assert offset >= 0, offset
         self._before_truncation()
         self._truncations += 1
         self._recovery_position = None
+        self._owe_change()
+        self._owed_cut = self._owed_changes
         self.producer_state.delete_all_snapshots()
         self.producer_state.clear()
         self.leader_epochs.clear()
         self._recovery_point = offset
-        self._recovery_point_file.write(offset)
+        self._recovery_point_file.write_unsynced(offset, self.syncs)
         doomed = self._segments
         self._set_segments([])
         self._schedule_deletion(doomed)
@@ -946,9 +1011,9 @@ class PartitionLog:
             )]
         )
         self._log_start_offset = offset
-        self._log_start_file.write(offset)
+        self._log_start_file.write_unsynced(offset, self.syncs)
         self._high_watermark = offset
-        self._high_watermark_file.write(offset)
+        self._high_watermark_file.write_unsynced(offset, self.syncs)
 
     def maybe_roll(self, now_ms: int, incoming_bytes: int = 0, incoming_offsets: int = 0) -> None:
         """Roll if the active segment cannot take `incoming_bytes` more (segment.bytes), is
@@ -1074,7 +1139,8 @@ class PartitionLog:
         """
         self._check_open()
         leo = self.log_end_offset
-        if leo <= self._recovery_point:
+        owed = self._owed_changes if self._owed_changes > self._synced_changes else 0
+        if leo <= self._recovery_point and not owed:
             # Files written since the last job wait for the next one (or close): they matter
             # only once records after the recovery point are flushed.
             return None
@@ -1087,9 +1153,13 @@ class PartitionLog:
         )
         self.leader_epochs.write_pending()
         paths, dirs = self.syncs.take()
+        if owed:
+            self._owed_paths.update(paths)
+            self._owed_dirs.update(dirs)
+            paths, dirs = tuple(sorted(self._owed_paths)), tuple(sorted(self._owed_dirs))
         active = self._active
         return FlushJob(files + txn_files, leo, self._truncations, self.disk, paths, dirs,
-                        upto_position=(active.base_offset, active.size))
+                        upto_position=(active.base_offset, active.size), changes=owed)
 
     def complete_flush(self, job: FlushJob) -> None:
         """Record that `job` ran: recovery_point = max(recovery_point, job.upto_offset).
@@ -1100,8 +1170,13 @@ class PartitionLog:
         that leaves the previous value, lower and so safe, at the cost of re-scanning one more
         segment.
         """
+        if job.changes > self._synced_changes:
+            self._synced_changes = job.changes
+            if self.changes_durable:
+                self._owed_paths.clear()
+                self._owed_dirs.clear()
         if self._closed or job.truncations != self._truncations:
-            return  # a truncation since: it set (and flushed) the recovery point itself
+            return  # a truncation since: it set the recovery point itself
         upto = min(job.upto_offset, self.log_end_offset)
         if upto <= self._recovery_point:
             return
@@ -1199,7 +1274,8 @@ class PartitionLog:
         below it (their files go after file.delete.delay.ms). Returns the log start offset.
 
         Raises KafkaError(OFFSET_OUT_OF_RANGE) if `offset` is above the high watermark.
-        The new log start is durable on return.
+        The new log start is visible on return and durable once `changes_durable` (the next
+        flush job): DeleteRecords answers only then.
         """
         self._check_open()
         if offset < 0 or offset > self._high_watermark:
@@ -1210,7 +1286,8 @@ class PartitionLog:
         if offset <= self._log_start_offset:
             return self._log_start_offset
         self._log_start_offset = offset
-        self._log_start_file.write(offset)
+        self._owe_change()
+        self._log_start_file.write_unsynced(offset, self.syncs)
         self.leader_epochs.truncate_from_start(offset)
         count = 0
         while count + 1 < len(self._segments) and self._segments[count + 1].base_offset <= offset:
@@ -1223,7 +1300,7 @@ class PartitionLog:
         retention.bytes, never one holding HW or anything above it (Kafka's
         UnifiedLog.deleteOldSegments). The active segment goes too when it qualifies, after
         a roll. Returns the number of segments deleted; the log start moves to the first
-        remaining segment (durable on return)."""
+        remaining segment (durable once `changes_durable`: the next flush job)."""
         self._check_open()
         self._advance_clock(now_ms)
         config = self.config
@@ -1263,9 +1340,10 @@ class PartitionLog:
         if count == len(segments):
             self.roll(now_ms)
         new_start = self._segments[count].base_offset
+        self._owe_change()
         if new_start > self._log_start_offset:
             self._log_start_offset = new_start
-            self._log_start_file.write(new_start)
+            self._log_start_file.write_unsynced(new_start, self.syncs)
             self.leader_epochs.truncate_from_start(new_start)
         self._delete_oldest(count)
         return count
@@ -1281,10 +1359,12 @@ class PartitionLog:
         self._schedule_deletion(doomed)
         self.producer_state.delete_snapshots_below(self._log_start_offset)
 
-    def _schedule_deletion(self, segments: list[LogSegment], durable: bool = True) -> None:
+    def _schedule_deletion(self, segments: list[LogSegment]) -> None:
+        """Rename `segments` away (`.deleted`), without a directory fsync: the caller owes it
+        (`_owe_change`) or makes it."""
         due_ms = self._clock_ms + self.config.file_delete_delay_ms
         for segment in segments:
-            paths = segment.rename_to_deleted(durable)
+            paths = segment.rename_to_deleted(durable=False)
             self._pending_deletions.append(_PendingDeletion(due_ms, segment.file, paths))
 
     def tick(self, now_ms: int) -> None:
@@ -1305,17 +1385,20 @@ class PartitionLog:
         pending.file.close()
         for path in pending.paths:
             # A later segment of the same base may have been deleted under the same name.
+            # No directory fsync: a `.deleted` file that a crash brings back is removed when
+            # the log loads.
             if self.disk.exists(path):
-                self.disk.remove(path)
+                self.disk.remove(path, durable=False)
 
     def truncate_to(self, offset: int) -> None:
         """Drop every record at or above `offset` (a follower's truncation; Kafka's
         UnifiedLog.truncateTo). A cut inside a batch drops that whole batch, so LEO may end
         below `offset`. Below the first segment, the log restarts empty at `offset`.
 
-        Durable on return (the cut file is fsynced and the recovery point checkpoint
-        lowered first), so a crash can never bring truncated batches back. HW, recovery
-        point and log start are clamped to the new LEO. The producer state is rebuilt for the
+        Visible on return, durable once `cut_durable`: the cut, the lowered checkpoints and
+        the directory changes are synced by the next flush job, in the sync pool, and a
+        follower sends no fetch before (see "Changes without an fsync"). HW, recovery point
+        and log start are clamped to the new LEO. The producer state is rebuilt for the
         new LEO from an older snapshot and the log (Kafka's truncateAndReload), so retries of
         truncated batches are not mistaken for duplicates.
         """
@@ -1330,16 +1413,17 @@ class PartitionLog:
         self._before_truncation()
         self._truncations += 1
         self._recovery_position = None
-        # First, so that no crash can leave a snapshot describing batches the log lost.
+        self._owe_change()
+        self._owed_cut = self._owed_changes
+        # The snapshots describing batches the log loses go; the job syncs their directory
+        # before the cut file, so no crash keeps one beside data appended after the cut.
         self.producer_state.delete_snapshots_above(offset)
         self.leader_epochs.truncate_from_end(offset)
         if offset < self._recovery_point:
             self._recovery_point = offset
-            self._recovery_point_file.write(offset)
         if offset < self._segments[0].base_offset:
             if offset < self._log_start_offset:
                 self._log_start_offset = offset
-                self._log_start_file.write(offset)
             doomed = self._segments
             self._set_segments([])
             self._schedule_deletion(doomed)
@@ -1358,24 +1442,22 @@ class PartitionLog:
             self._set_segments(kept)
             self._schedule_deletion(doomed)
             segment = self._active
-            segment.truncate_to(offset)
-            segment.flush()
+            segment.truncate_to(offset)  # the flush job fsyncs it (its file is in the job)
             # Entries of markers the cut took go too (Kafka's TransactionIndex.truncateTo).
             segment.txn_index.truncate_to(segment.next_offset)
-            segment.txn_index.flush()
             self._replay_producer_state(self._clock_ms)
         leo = self.log_end_offset
         self.leader_epochs.truncate_from_end(leo)  # a cut inside a batch took the whole batch
         self._recovery_point = min(self._recovery_point, leo)
-        self._recovery_point_file.write(self._recovery_point)
+        self._recovery_point_file.write_unsynced(self._recovery_point, self.syncs)
         if self._log_start_offset > leo:
             self._log_start_offset = leo
-            self._log_start_file.write(leo)
+        self._log_start_file.write_unsynced(self._log_start_offset, self.syncs)
         if self._high_watermark > leo:
-            # Durably lowered too: a stale checkpoint would, after a crash, call the records
-            # appended after this truncation committed.
+            # Lowered too, synced before anything appended after the cut: a stale checkpoint
+            # would, after a crash, call the records appended after this truncation committed.
             self._high_watermark = leo
-            self._high_watermark_file.write(leo)
+            self._high_watermark_file.write_unsynced(leo, self.syncs)
 
     # ------------------------------------------------------------------ shutdown
 
@@ -1414,6 +1496,7 @@ class PartitionLog:
         return FlushJob(
             flush.files, flush.upto_offset, flush.truncations, self.disk,
             tuple(sorted({*flush.sync_paths, *paths})), tuple(sorted({*flush.sync_dirs, *dirs})),
+            upto_position=flush.upto_position, changes=flush.changes,
         )
 
     def finish_close(self) -> CleanLogState:

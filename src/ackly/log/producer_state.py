@@ -721,7 +721,13 @@ class ProducerStateManager:
         self._snapshots.discard(offset)
         path = self._path(offset)
         if self.disk.exists(path):
-            self.disk.remove(path)
+            if self._syncs is None:
+                self.disk.remove(path)
+            else:
+                # Durable with the log's next flush job, which syncs the directory before any
+                # data appended after the change that made this snapshot go.
+                self.disk.remove(path, durable=False)
+                self._syncs.add_dir(self.dir_path)
 
     def delete_snapshots_below(self, offset: int) -> None:
         """The log start moved to `offset`: the data older snapshots describe is gone, and

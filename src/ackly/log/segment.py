@@ -29,6 +29,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, overload
 
 from ackly.config import TopicConfig
 from ackly.errors import ErrorCode, KafkaError, StorageError
@@ -131,6 +132,33 @@ def _frames_ok(header: BatchHeader, position: int, end: int) -> bool:
     )
 
 
+_T = TypeVar("_T")
+
+
+class _LoadedOnUse(Generic[_T]):
+    """A segment attribute that a lazily opened segment reads from its index files on first
+    use (`LogSegment._load_lazy`); setting it only stores it. Kept in `_<name>`."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attr = "_" + name
+
+    @overload
+    def __get__(self, segment: None, owner: type) -> _LoadedOnUse[_T]: ...
+
+    @overload
+    def __get__(self, segment: LogSegment, owner: type) -> _T: ...
+
+    def __get__(self, segment: LogSegment | None, owner: type) -> Any:
+        if segment is None:
+            return self
+        if segment._lazy_next_offset is not None:
+            segment._load_lazy()
+        return getattr(segment, self._attr)
+
+    def __set__(self, segment: LogSegment, value: _T) -> None:
+        setattr(segment, self._attr, value)
+
+
 class LogSegment:
     """A .log file with its offset and time indexes (kafka.log.LogSegment)."""
 
@@ -162,7 +190,7 @@ class LogSegment:
         self._lazy_trust_files = True
         # Bytes `recover` CRC-checked (what a start-up after a crash read of this segment).
         self.recovered_bytes = 0
-        self.txn_index = TransactionIndex(disk, dir_path, base_offset)
+        self.txn_index = TransactionIndex(disk, dir_path, base_offset, syncs)
         self.index_interval_bytes = config.index_interval_bytes
         # Age for segment.ms rolls. Kafka prefers the first batch's timestamp; producer clocks
         # are not ours to trust, so ackly uses the broker's clock when the segment was made
@@ -226,45 +254,10 @@ class LogSegment:
 
     # -- the indexes and the largest timestamp, loaded on first use for a lazy segment
 
-    @property
-    def offset_index(self) -> OffsetIndex:
-        if self._lazy_next_offset is not None:
-            self._load_lazy()
-        return self._offset_index
-
-    @offset_index.setter
-    def offset_index(self, index: OffsetIndex) -> None:
-        self._offset_index = index
-
-    @property
-    def time_index(self) -> TimeIndex:
-        if self._lazy_next_offset is not None:
-            self._load_lazy()
-        return self._time_index
-
-    @time_index.setter
-    def time_index(self, index: TimeIndex) -> None:
-        self._time_index = index
-
-    @property
-    def max_timestamp(self) -> int:
-        if self._lazy_next_offset is not None:
-            self._load_lazy()
-        return self._max_timestamp
-
-    @max_timestamp.setter
-    def max_timestamp(self, timestamp: int) -> None:
-        self._max_timestamp = timestamp
-
-    @property
-    def offset_of_max_timestamp(self) -> int:
-        if self._lazy_next_offset is not None:
-            self._load_lazy()
-        return self._offset_of_max_timestamp
-
-    @offset_of_max_timestamp.setter
-    def offset_of_max_timestamp(self, offset: int) -> None:
-        self._offset_of_max_timestamp = offset
+    offset_index: _LoadedOnUse[OffsetIndex] = _LoadedOnUse()
+    time_index: _LoadedOnUse[TimeIndex] = _LoadedOnUse()
+    max_timestamp: _LoadedOnUse[int] = _LoadedOnUse()
+    offset_of_max_timestamp: _LoadedOnUse[int] = _LoadedOnUse()
 
     def load_lazily(self, next_offset: int, trust_index_files: bool = True) -> None:
         """A trusted segment (below the recovery point, or any segment after a clean stop)

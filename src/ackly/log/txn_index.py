@@ -32,7 +32,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ackly.log.disk import Disk, DiskFile
+from ackly.log.disk import Disk, DiskFile, PendingSyncs
 
 TXN_INDEX_SUFFIX = ".txnindex"
 _ENTRY = struct.Struct(">hqqqq")
@@ -85,8 +85,13 @@ class TransactionIndex:
     partition with many segments and no aborted transactions holds no extra descriptors.
     """
 
-    def __init__(self, disk: Disk, dir_path: str, base_offset: int) -> None:
+    def __init__(
+        self, disk: Disk, dir_path: str, base_offset: int, syncs: PendingSyncs | None = None
+    ) -> None:
         self.disk = disk
+        # With PendingSyncs (a partition log's), a new file's directory entry is synced by the
+        # log's next flush job rather than here, on the event loop (an ABORT marker's append).
+        self._syncs = syncs
         self.base_offset = base_offset
         self.path = os.path.join(dir_path, f"{base_offset:020d}{TXN_INDEX_SUFFIX}")
         self._entries: list[AbortedTxn] = []
@@ -108,7 +113,10 @@ class TransactionIndex:
 
     def _open(self) -> DiskFile:
         if self._file is None:
-            self._file = self.disk.open(self.path)
+            if self._syncs is None:
+                self._file = self.disk.open(self.path)
+            else:
+                self._file = self._syncs.create(self.path)
         return self._file
 
     @property

@@ -26,7 +26,10 @@ start above our LEO) restarts its log empty there (Kafka's truncateFullyAndStart
 
 Durability (rule 13): under flush.policy=always a session does not send its next fetch while
 one of its partitions has appended data that is not yet flushed: the fetch offset is what the
-leader counts toward HW, so it must be durable.
+leader counts toward HW, so it must be durable. Under every policy a session does not send
+its next fetch while one of its partitions has a truncation whose fsyncs are still owed
+(`PartitionLog.cut_durable`): they run in the broker's sync pool, off the event loop, and
+nothing is appended after a cut before the cut is durable.
 
 Deterministic: no clock (`now_ms` in), no I/O. Request ids come from the broker.
 """
@@ -115,6 +118,7 @@ class FetchOutcome:
     appended: list[Partition] = field(default_factory=list)
     truncated: list[Partition] = field(default_factory=list)
     hw_moved: list[Partition] = field(default_factory=list)
+    log_start_moved: list[Partition] = field(default_factory=list)
 
 
 class ReplicaFetcher:
@@ -196,6 +200,10 @@ class ReplicaFetcher:
                 # Rule 13: the fetch offset counts toward HW, so it must be flushed first. The
                 # session waits for the flush (one group commit) rather than leave tp out, so
                 # that a session's fetches keep reporting every partition in step.
+                return None
+            if not p.log.cut_durable:
+                # Its truncation's fsyncs run in the next flush round: nothing is appended
+                # after the cut before it is durable (module docstring).
                 return None
             latest = p.log.leader_epochs.latest_epoch
             topics.setdefault(followed.topic_id, []).append({
@@ -349,3 +357,4 @@ class ReplicaFetcher:
             # Retention and DeleteRecords reach followers this way (Kafka's
             # maybeIncrementLogStartOffset on the follower).
             p.log.delete_records_before(leader_start)
+            outcome.log_start_moved.append(p)

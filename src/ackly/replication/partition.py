@@ -307,6 +307,12 @@ class Partition:
         `verification_guard`: KIP-890's, see log/producer_state.py.
         """
         self.check_leader()
+        if not self.log.cut_durable:
+            # It truncated as a follower and leads before that truncation's flush round
+            # completed: nothing is appended after a cut before the cut is durable (see
+            # partition_log.py). The round is already scheduled; the client retries.
+            raise KafkaError(ErrorCode.not_leader_or_follower,
+                             f"{self.tp}: its last truncation is not durable yet")
         if acks == -1 and len(self.isr) < self.config.min_insync_replicas:
             raise KafkaError(
                 ErrorCode.not_enough_replicas,

@@ -348,6 +348,10 @@ class SimCluster:
         """The invariants that must hold after every event."""
         self._poll_observer()
         for b, host in self.hosts.items():
+            if host.disk.loop_syncs:
+                raise InvariantViolation(
+                    f"b{b}: fsync on the event loop: {host.disk.loop_syncs[:5]}"
+                )
             if host.node is not None:
                 self.checker.check(b, host.incarnation, host.node)
 

@@ -119,8 +119,8 @@ class RecordingDisk(RealDisk):
             self._record.set(path, inner.size() if existed else 0)
         return RecordingFile(inner, self._record)
 
-    def remove(self, path: str) -> None:
-        super().remove(path)
+    def remove(self, path: str, *, durable: bool = True) -> None:
+        super().remove(path, durable=durable)
         with self._record.lock:
             if self._record.get(path) is not None:
                 self._record.set(path, None)

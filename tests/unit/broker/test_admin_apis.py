@@ -30,7 +30,7 @@ from ackly.broker.handlers import (
 )
 from ackly.broker.node import BrokerNode
 from ackly.config import BROKER_CONFIGS, DYNAMIC_BROKER_KEYS, TOPIC_CONFIG_DEFS, TOPIC_CONFIGS, BrokerConfig
-from ackly.errors import ErrorCode
+from ackly.errors import ErrorCode, StorageError
 from ackly.log.disk import RealDisk
 from ackly.protocol.headers import RequestHeader
 from ackly.protocol.messages import (
@@ -77,7 +77,26 @@ _correlation = iter(range(1, 1_000_000))
 
 def call(node: BrokerNode, api_key: int, version: int, *, sasl_session: Any = None, **fields: Any) -> Any:
     """Encode a request into a frame, run it through the node, decode the answer (on a
-    connection with this SASL session, if one is given)."""
+    connection with this SASL session, if one is given). A request that waits for a flush
+    round (DeleteRecords: the new log start's fsyncs) gets it, as the shell runs it."""
+    answers, correlation_id = send(node, api_key, version, sasl_session=sasl_session, **fields)
+    if not answers and node.has_flush_work:
+        flush_round(node)
+    return decode_answer(api_key, version, answers, correlation_id)
+
+
+def flush_round(node: BrokerNode) -> None:
+    """What the shell does with the node's flush work: run the jobs off the loop, report."""
+    jobs = node.take_flush_jobs()
+    for _, job in jobs:
+        job.run()
+    node.complete_flush(jobs, NOW_MS)
+
+
+def send(node: BrokerNode, api_key: int, version: int, *, sasl_session: Any = None,
+         **fields: Any) -> tuple[list[Any], int]:
+    """Run one request through the node: the list its answer goes to (filled in later by a
+    delayed one) and its correlation id."""
     request = request_type(api_key, version)(**fields)
     correlation_id = next(_correlation)
     client_id = b"unit-test"
@@ -93,6 +112,10 @@ def call(node: BrokerNode, api_key: int, version: int, *, sasl_session: Any = No
         sink=answers.append, sasl=sasl_session,
     )
     node.handle_frame(ctx, frame.getvalue())
+    return answers, correlation_id
+
+
+def decode_answer(api_key: int, version: int, answers: list[Any], correlation_id: int) -> Any:
     assert len(answers) == 1 and answers[0] is not None, "exactly one answer"
     data = b"".join(bytes(piece) for piece in answers[0])
     (size,) = struct.unpack_from(">i", data, 0)
@@ -260,6 +283,48 @@ def test_delete_records_up_to_exactly_hw(node: BrokerNode) -> None:
     assert delete_records_call(node, 2, {"t": [(0, 3)]}) == {("t", 0): (ErrorCode.none, 3)}
     produce(node, "t", 0, 2)  # appends continue after the new start
     assert node.partition("t", 0).high_watermark == 5
+
+
+def delete_records_request(version: int, wanted: dict[str, list[tuple[int, int]]]) -> dict[str, Any]:
+    return {
+        "topics": tuple(
+            entity(21, version, "DeleteRecordsTopic", name=name, partitions=tuple(
+                entity(21, version, "DeleteRecordsPartition", partition_index=i, offset=o)
+                for i, o in parts))
+            for name, parts in wanted.items()
+        ),
+        "timeout": datetime.timedelta(seconds=5),
+    }
+
+
+def test_delete_records_answers_once_the_log_start_is_durable(node: BrokerNode) -> None:
+    create_topic(node, "t", 1)
+    produce(node, "t", 0, 3)
+    p = node.partition("t", 0)
+    answers, correlation_id = send(node, 21, 2, **delete_records_request(2, {"t": [(0, 2)]}))
+    # Visible at once; its fsyncs wait for the flush round, and so does the answer.
+    assert p.log_start_offset == 2 and not p.log.changes_durable
+    assert answers == [] and node.has_flush_work
+    flush_round(node)
+    assert p.log.changes_durable
+    response = decode_answer(21, 2, answers, correlation_id)
+    assert [(q.error_code, q.low_watermark) for q in response.topics[0].partitions] == [
+        (ErrorCode.none, 2)
+    ]
+
+
+def test_delete_records_whose_flush_fails_answers_storage_error(node: BrokerNode) -> None:
+    create_topic(node, "t", 1)
+    produce(node, "t", 0, 3)
+    answers, correlation_id = send(node, 21, 2, **delete_records_request(2, {"t": [(0, 2)]}))
+    assert answers == []
+    jobs = node.take_flush_jobs()
+    assert jobs
+    node.flush_failed(StorageError("fsync", "t-0/log-start-offset", 5, "EIO"), NOW_MS)
+    response = decode_answer(21, 2, answers, correlation_id)
+    assert [(q.error_code, q.low_watermark) for q in response.topics[0].partitions] == [
+        (ErrorCode.kafka_storage_error, -1)
+    ]
 
 
 def test_delete_records_errors(node: BrokerNode) -> None:

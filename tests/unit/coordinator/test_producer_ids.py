@@ -51,6 +51,34 @@ def test_ids_are_dense_within_a_run_and_a_restart_skips_the_rest_of_the_block() 
     assert ProducerIdManager(disk, DATA, block_size=10).generate() == 20
 
 
+def test_reserving_ahead_writes_no_block_on_the_event_loop() -> None:
+    disk = make_disk()
+    disk.loop_guard = True  # every sync outside `off_loop` is recorded
+    seen: set[int] = set()
+    for _run in range(2):
+        with disk.off_loop():  # start-up: the first block, durably
+            manager = ProducerIdManager(disk, DATA, block_size=10, reserve_ahead=True)
+        ids = [manager.generate() for _ in range(5)]
+        assert manager.reservation_due  # half the block is used: the next one is on its way
+        ids += [manager.generate() for _ in range(5)]
+        # The block is used up before its successor is durable: retriable, nothing handed out.
+        with pytest.raises(KafkaError) as refused:
+            manager.generate()
+        assert refused.value.code == ErrorCode.coordinator_load_in_progress
+        job = manager.take_reservation()
+        assert job is not None and manager.take_reservation() is None
+        with disk.off_loop():  # the flush round, in the sync pool
+            job.run()
+        manager.reserved(job)
+        ids.append(manager.generate())
+        stored = disk.read_file(f"{DATA}/{BLOCK_FILE}")
+        assert stored is not None and max(ids) < int(stored.split()[1])
+        assert not seen & set(ids) and len(set(ids)) == len(ids)
+        seen.update(ids)
+        disk.crash()  # the next run starts above every reservation
+    assert disk.loop_syncs == []
+
+
 def test_a_garbled_reservation_stops_the_broker_rather_than_reuse_ids() -> None:
     disk = make_disk()
     disk.write_atomic(f"{DATA}/{BLOCK_FILE}", b"1\n12x\n")

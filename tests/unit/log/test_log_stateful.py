@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from ackly.config import TopicConfig
 from ackly.errors import ErrorCode, KafkaError
 from ackly.log.disk import SimDisk
-from ackly.log.partition_log import PartitionLog
+from ackly.log.partition_log import FlushJob, PartitionLog
 from ackly.protocol.records import iter_batches
 
 from .helpers import DIR, append, batch, config, read_all
@@ -44,6 +44,9 @@ class PartitionLogMachine(RuleBasedStateMachine):
         self.leo = 0
         self.hw = 0
         self.log_start = 0
+        # The log start as of the last flush job that ran: a move of it (DeleteRecords,
+        # retention) is durable only with the next job.
+        self.durable_log_start = 0
         self.now_ms = 1_000
 
     @initialize(
@@ -127,25 +130,34 @@ class PartitionLogMachine(RuleBasedStateMachine):
         self.log.set_high_watermark(offset)
         self.hw = max(self.hw, min(max(offset, self.log_start), self.leo))
 
+    def _run(self, job: FlushJob | None, log_start: int) -> None:
+        if job is not None:
+            job.run()
+            self.durable_log_start = log_start
+
     @rule()
     def flush(self) -> None:
+        log_start = self.log.log_start_offset
         self.log.flush_now()
+        self.durable_log_start = log_start
         assert self.log.recovery_point == self.leo
+        assert self.log.changes_durable
 
     @rule(shapes=BATCH_SHAPES)
     def flush_racing_an_append(self, shapes: list[tuple[int, int]]) -> None:
+        log_start = self.log.log_start_offset
         job = self.log.begin_flush()
         self._append(shapes)  # lands while the job runs in its worker thread
+        self._run(job, log_start)
         if job is not None:
-            job.run()
             self.log.complete_flush(job)
             assert self.log.recovery_point == job.upto_offset
 
     @rule()
     def flush_not_yet_completed(self) -> None:
-        job = self.log.begin_flush()
-        if job is not None:
-            job.run()  # durable, but the log has not been told: a crash may come first
+        log_start = self.log.log_start_offset
+        # Durable, but the log has not been told: a crash may come first.
+        self._run(self.log.begin_flush(), log_start)
 
     @rule(data=st.data())
     def truncate(self, data: st.DataObject) -> None:
@@ -156,6 +168,10 @@ class PartitionLogMachine(RuleBasedStateMachine):
             self._cut_model(holder.base_offset)
         self.hw = min(self.hw, self.leo)
         self.log_start = min(self.log_start, self.leo)
+        # A follower appends nothing after a cut before its flush job made it durable (the
+        # broker's rule, PartitionLog "Changes without an fsync"): the job runs here.
+        self.flush()
+        assert self.log.cut_durable
 
     @rule(data=st.data())
     def delete_records(self, data: st.DataObject) -> None:
@@ -185,7 +201,11 @@ class PartitionLogMachine(RuleBasedStateMachine):
         leo = self.log.log_end_offset
         assert leo >= recovery_point, "a flushed batch was lost"
         assert leo <= self.leo, "recovery invented data"
-        assert self.log.log_start_offset == self.log_start  # checkpointed when it moved
+        # Durable with the flush job after it moved; a crash before may keep the old one,
+        # or the first remaining segment's base (the renames reached the disk first).
+        assert self.durable_log_start <= self.log.log_start_offset <= self.log_start
+        self.log_start = self.log.log_start_offset
+        self.durable_log_start = self.log_start
         if leo > self.log_start:
             assert any(b.last_offset == leo - 1 for b in self.model), "not a batch boundary"
         self._cut_model(leo)
@@ -201,6 +221,7 @@ class PartitionLogMachine(RuleBasedStateMachine):
     @rule()
     def reopen(self) -> None:
         self.log.close()
+        self.durable_log_start = self.log_start
         self.log = PartitionLog.open(self.disk, DIR, self.config, self.now_ms)
         assert self.log.log_end_offset == self.leo
         assert self.log.high_watermark == self.hw

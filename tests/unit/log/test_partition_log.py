@@ -478,3 +478,33 @@ def test_delete_removes_the_directory() -> None:
     fill(log, 2)
     log.delete()
     assert not disk.exists(DIR)
+
+
+def test_a_truncation_is_durable_only_with_a_job_that_synced_all_it_changed() -> None:
+    disk = SimDisk(random.Random(0))
+    disk.loop_guard = True  # the log itself makes no sync: its jobs do
+    with disk.off_loop():
+        log = open_log(disk)
+    fill(log, 6)
+    with disk.off_loop():
+        log.flush_now()
+    log.set_high_watermark(6)
+    log.truncate_to(3)
+    assert not log.cut_durable and log.needs_flush
+    # A job begun now (a clean's, in the cleaner thread) takes the lowered checkpoints; one
+    # begun later syncs them again, so whichever completes first vouches for the cut alone.
+    first = log.begin_flush()
+    second = log.begin_flush()
+    assert first is not None and second is not None
+    assert set(first.sync_paths) <= set(second.sync_paths)
+    assert any(p.endswith("recovery-point") for p in second.sync_paths)
+    assert second.dirs_first and DIR in second.sync_dirs
+    with disk.off_loop():
+        second.run()
+    log.complete_flush(second)
+    assert log.cut_durable and log.changes_durable
+    assert disk.loop_syncs == []
+    disk.crash()
+    with disk.off_loop():
+        log = open_log(disk)
+    assert log.log_end_offset == 3  # the cut survived the crash
