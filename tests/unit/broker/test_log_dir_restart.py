@@ -139,6 +139,12 @@ def test_without_the_checkpoint_a_crash_checks_whole_segments() -> None:
     p0 = node.leader_partition("t", 0)
     p0.log.truncate_to(p0.log_end_offset - 3)
     assert not disk.exists(f"{DATA_DIR}/{LOG_RECOVERY_CHECKPOINT}")
+    # The cut is made durable by the log's next flush job, as the broker's flush round does.
+    job = p0.log.begin_flush()
+    assert job is not None and job.changes > 0
+    run_flush_round([job])
+    p0.log.complete_flush(job)
+    assert not disk.exists(f"{DATA_DIR}/{LOG_RECOVERY_CHECKPOINT}")
     flushed = end_offsets(node)
     disk.crash()
 
