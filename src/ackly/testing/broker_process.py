@@ -48,8 +48,6 @@ class BrokerProcess:
         self.output: list[str] = []
         # Bound port of each listener (`listeners` config), from the start-up line.
         self.listener_ports: dict[str, int] = {}
-        self._ready = threading.Event()  # the start-up line came, or the process exited
-        self._listening = threading.Event()  # the start-up line came
 
     @property
     def bootstrap(self) -> str:
@@ -95,19 +93,13 @@ class BrokerProcess:
         return cmd
 
     def start(self) -> BrokerProcess:
-        """Start the process and wait until it listens (its start-up line)."""
-        return self.launch().wait_started()
-
-    def launch(self) -> BrokerProcess:
-        """Start the process without waiting for it: several brokers then start side by side
-        (most of a start is the interpreter importing ackly), `wait_started` waits for each."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.proc = subprocess.Popen(
             self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
         )
-        ready = self._ready = threading.Event()
-        listening = self._listening = threading.Event()
+        ready = threading.Event()
+        listening = threading.Event()
         proc = self.proc
 
         def pump() -> None:
@@ -124,16 +116,8 @@ class BrokerProcess:
             ready.set()  # exited: unblock the waiter
 
         threading.Thread(target=pump, daemon=True).start()
-        return self
-
-    def wait_started(self) -> BrokerProcess:
-        """Until the launched process listens; kills it and raises (with its output) if it
-        exits first or does not listen within start_timeout_s."""
-        proc = self.proc
-        assert proc is not None, "not launched"
         # Not `proc.poll()` alone: its output can end before the exit is reaped.
-        if (not self._ready.wait(self.start_timeout_s) or not self._listening.is_set()
-                or proc.poll() is not None):
+        if not ready.wait(self.start_timeout_s) or not listening.is_set() or proc.poll() is not None:
             self.kill()
             raise RuntimeError("ackly serve did not start:\n" + "".join(self.output))
         return self

@@ -120,8 +120,6 @@ class ClusterProcesses:
             self.peer_cuts = PeerCuts(self.ports)
             self.advertised_ports = dict(self.peer_cuts.advertised_ports)
         try:
-            # Side by side: most of a broker's start is its interpreter importing ackly, which
-            # one broker after another makes N times as long on a machine with cores to spare.
             for broker_id in range(self.count):
                 configs = {**self.configs, **self.broker_configs.get(broker_id, {})}
                 proc = BrokerProcess(
@@ -132,9 +130,7 @@ class ClusterProcesses:
                     faults=self.faults, record_flushes=self.record_flushes,
                 )
                 self.brokers[broker_id] = proc
-                proc.launch()
-            for proc in self.brokers.values():
-                proc.wait_started()
+                proc.start()
             self.wait_ready()
         except BaseException:
             self.stop_all()
