@@ -2,9 +2,11 @@
 
 `broker_factory` starts fresh `ackly serve` processes for one test (the plugin's
 `ackly_process`, plus the brokers' output printed when the test fails).
-`shared_broker` is one process per module, for the compression and acks matrices, whose tests
-each use a topic of their own; it is checked alive before each test so that one crash reads as
-one failure with the broker's output, not as a cascade of connection errors.
+`shared_broker` is one process per module, for modules whose tests each use topics (and
+transactional ids, groups) of their own: a fresh `ackly serve` costs seconds of start-up on a
+loaded machine, often more than the test. Its configs are `shared_broker_configs`, which a
+module overrides with a fixture of its own. It is checked alive before each test so that one
+crash reads as one failure with the broker's output, not as a cascade of connection errors.
 """
 
 from __future__ import annotations
@@ -93,8 +95,15 @@ def broker_factory(
 
 
 @pytest.fixture(scope="module")
-def _module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    b = BrokerProcess(str(tmp_path_factory.mktemp("shared") / "data")).start()
+def shared_broker_configs() -> dict[str, str]:
+    """The configs of the module's `shared_broker`: none by default (Kafka's defaults)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def _module_broker(tmp_path_factory: pytest.TempPathFactory, shared_broker_configs: dict[str, str]
+                   ) -> Iterator[BrokerProcess]:
+    b = BrokerProcess(str(tmp_path_factory.mktemp("shared") / "data"), configs=shared_broker_configs).start()
     try:
         yield b
     finally:

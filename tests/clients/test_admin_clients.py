@@ -7,7 +7,6 @@ drives DescribeConfigs, AlterConfigs (legacy and incremental) and CreatePartitio
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,9 +30,16 @@ TIMEOUT_S = 30
 WEEK_MS = str(7 * 24 * 3600 * 1000)
 
 
+@pytest.fixture(scope="module")
+def shared_broker_configs() -> dict[str, str]:
+    return {"log.segment.bytes": "1048576"}
+
+
 @pytest.fixture
-def broker(ackly_process: Callable[..., BrokerProcess]) -> BrokerProcess:
-    return ackly_process(configs={"log.segment.bytes": "1048576"})
+def broker(shared_broker: BrokerProcess) -> BrokerProcess:
+    """One broker for the module: every test names topics of its own and changes only their
+    configs, never the broker's."""
+    return shared_broker
 
 
 @pytest.fixture

@@ -27,6 +27,12 @@ KEYS = 10
 ROUNDS = 40
 
 
+@pytest.fixture(scope="module")
+def shared_broker_configs() -> dict[str, str]:
+    """The tests that do not kill their broker share one (each compacts a topic of its own)."""
+    return BROKER
+
+
 def create(bootstrap: str, topic: str) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, 1, 1, config=TOPIC)])[topic].result(15)
@@ -92,9 +98,8 @@ def check_latest(written: dict[int, tuple[bytes, bytes | None]],
             assert offset in present, f"the latest value of {key!r} (offset {offset}) is gone"
 
 
-def test_confluent_compaction_keeps_latest_values_and_drops_tombstones(broker_factory) -> None:
-    broker = broker_factory(configs=BROKER)
-    bootstrap = broker.bootstrap
+def test_confluent_compaction_keeps_latest_values_and_drops_tombstones(shared_broker) -> None:
+    bootstrap = shared_broker.bootstrap
     topic = f"compact-{uuid.uuid4().hex[:8]}"
     create(bootstrap, topic)
     pairs = [(b"key-%d" % k, b"value-%d-%d" % (k, r) + b"x" * 60)
@@ -123,9 +128,8 @@ def test_confluent_compaction_keeps_latest_values_and_drops_tombstones(broker_fa
     assert errors and errors[0] is not None and "INVALID_RECORD" in str(errors[0])
 
 
-def test_confluent_read_committed_after_compaction_of_aborted_transactions(broker_factory) -> None:
-    broker = broker_factory(configs=BROKER)
-    bootstrap = broker.bootstrap
+def test_confluent_read_committed_after_compaction_of_aborted_transactions(shared_broker) -> None:
+    bootstrap = shared_broker.bootstrap
     topic = f"compact-txn-{uuid.uuid4().hex[:8]}"
     create(bootstrap, topic)
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"t-{uuid.uuid4().hex}"})
@@ -157,9 +161,8 @@ def test_confluent_read_committed_after_compaction_of_aborted_transactions(broke
         "aborted data visible to read_committed"
 
 
-def test_kafka_python_compaction_keeps_latest_values(broker_factory) -> None:
-    broker = broker_factory(configs=BROKER)
-    bootstrap = broker.bootstrap
+def test_kafka_python_compaction_keeps_latest_values(shared_broker) -> None:
+    bootstrap = shared_broker.bootstrap
     topic = f"compact-kp-{uuid.uuid4().hex[:8]}"
     create(bootstrap, topic)
     producer = KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5)

@@ -235,10 +235,8 @@ IN_FLIGHT_ONE = {
 
 
 @contextmanager
-def proxied_broker(broker_factory: Callable[..., BrokerProcess],
-                   fault_proxy: Callable[..., FaultProxy], prefix: str,
-                   **configs: str) -> Iterator[tuple[BrokerProcess, FaultProxy, str]]:
-    broker = broker_factory(configs=configs)
+def proxied_broker(broker: BrokerProcess, fault_proxy: Callable[..., FaultProxy], prefix: str
+                   ) -> Iterator[tuple[BrokerProcess, FaultProxy, str]]:
     topic = unique_topic(prefix)
     create_topic(broker.bootstrap, topic)
     yield broker, fault_proxy(broker.bootstrap), topic
@@ -247,12 +245,18 @@ def proxied_broker(broker_factory: Callable[..., BrokerProcess],
 # --- tests -----------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def shared_broker_configs() -> dict[str, str]:
+    return {"log.segment.bytes": "32768"}
+
+
 @pytest.mark.parametrize("client", sorted(SENDERS))
 def test_lost_answers_and_resets_leave_every_record_once_in_order(
-    client: str, broker_factory: Callable[..., BrokerProcess], fault_proxy: Callable[..., FaultProxy]
+    client: str, shared_broker: BrokerProcess, fault_proxy: Callable[..., FaultProxy]
 ) -> None:
-    with proxied_broker(broker_factory, fault_proxy, f"idem-{client}",
-                        **{"log.segment.bytes": "32768"}) as (broker, proxy, topic):
+    """One broker for every client (a topic and a proxy of each test's own): the faults are the
+    proxy's, the broker is never killed."""
+    with proxied_broker(shared_broker, fault_proxy, f"idem-{client}") as (broker, proxy, topic):
         rules = script_produce_faults(proxy)
         sent = values()
         sender = SENDERS[client](proxy.bootstrap)
@@ -280,8 +284,8 @@ def test_kill_9_between_append_and_answer_leaves_one_copy(
     One request in flight, so that no later request can overtake the one whose answer is
     held back (with more in flight, swallowing an answer while later ones pass is something
     no TCP connection does, and would confuse any client)."""
-    with proxied_broker(broker_factory, fault_proxy, f"idem-kill-{client}",
-                        **{"log.segment.bytes": "16384"}) as (broker, proxy, topic):
+    with proxied_broker(broker_factory(configs={"log.segment.bytes": "16384"}), fault_proxy,
+                        f"idem-kill-{client}") as (broker, proxy, topic):
         proxy.add_rule(PRODUCE, "drop_response", after=20, count=1, close=False)
         sent = values(1500)
         sender = SENDERS[client](proxy.bootstrap, **IN_FLIGHT_ONE[client])

@@ -35,9 +35,15 @@ MESSAGE_BYTES = 8 * 1024
 WINDOW_CONFIGS = {"quota.window.num": "3", "quota.window.size.seconds": "1"}
 
 
+@pytest.fixture(scope="module")
+def shared_broker_configs() -> dict[str, str]:
+    return WINDOW_CONFIGS
+
+
 @pytest.fixture
-def broker(broker_factory: Callable[..., BrokerProcess]) -> BrokerProcess:
-    return broker_factory(configs=WINDOW_CONFIGS)
+def broker(shared_broker: BrokerProcess) -> BrokerProcess:
+    """One broker for the module: each test sets quotas for client ids of its own."""
+    return shared_broker
 
 
 def alter_quotas(bootstrap: str, entity: dict[str, str | None], ops: dict[str, float | None]) -> None:

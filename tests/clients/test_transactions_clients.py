@@ -19,6 +19,9 @@ After the fourth is committed, every read_committed consumer reads it too, and L
 Each client's send_offsets_to_transaction (rule 21): offsets sent in an aborted transaction
 never become the group's; offsets sent in a committed one do, with its commit; while pending,
 OffsetFetch hides them and answers UNSTABLE_OFFSET_COMMIT to require_stable.
+
+One broker serves the module (`shared_broker`): each test has topics and transactional ids of
+its own. The check of the checks starts its own broker, with its fault point.
 """
 
 from __future__ import annotations
@@ -99,8 +102,8 @@ def check_every_reader(bootstrap: str, partitions: list[tuple[str, int]], isolat
 
 
 @pytest.mark.parametrize("producer_client", CLIENTS)
-def test_commit_abort_open_read_by_every_client(broker_factory: Any, producer_client: str) -> None:
-    run_commit_abort_open(broker_factory().bootstrap, producer_client)
+def test_commit_abort_open_read_by_every_client(shared_broker: Any, producer_client: str) -> None:
+    run_commit_abort_open(shared_broker.bootstrap, producer_client)
 
 
 def test_the_checks_catch_a_broker_that_serves_above_the_lso(broker_factory: Any) -> None:
@@ -116,10 +119,10 @@ def test_the_checks_catch_a_broker_that_serves_above_the_lso(broker_factory: Any
     ("kafka-python", {"compression_type": "gzip"}),
     ("aiokafka", {"compression_type": "lz4"}),
 ])
-def test_compressed_transactions_read_by_every_client(broker_factory: Any, producer_client: str,
+def test_compressed_transactions_read_by_every_client(shared_broker: Any, producer_client: str,
                                                        config: dict[str, str]) -> None:
     """The same with compressed transactional batches (the markers are never compressed)."""
-    run_commit_abort_open(broker_factory().bootstrap, producer_client, **config)
+    run_commit_abort_open(shared_broker.bootstrap, producer_client, **config)
 
 
 def run_commit_abort_open(bootstrap: str, producer_client: str, **producer_config: str) -> None:
@@ -180,12 +183,12 @@ def run_commit_abort_open(bootstrap: str, producer_client: str, **producer_confi
 
 
 @pytest.mark.parametrize("producer_client", CLIENTS)
-def test_offsets_sent_in_a_transaction_count_with_its_commit_only(broker_factory: Any,
+def test_offsets_sent_in_a_transaction_count_with_its_commit_only(shared_broker: Any,
                                                                   producer_client: str) -> None:
     """Rule 21 through each client's send_offsets_to_transaction (TxnOffsetCommit v3 from
     confluent-kafka and kafka-python, v0 from aiokafka): pending offsets are invisible and
     unstable, an aborted transaction's offsets never appear, a committed one's do."""
-    bootstrap = broker_factory().bootstrap
+    bootstrap = shared_broker.bootstrap
     source, sink = unique_topic("offsets-in"), unique_topic("offsets-out")
     group = f"group-{source}"
     with WireClient(bootstrap) as client:
@@ -221,12 +224,12 @@ def test_offsets_sent_in_a_transaction_count_with_its_commit_only(broker_factory
         producer.close()
 
 
-def test_interleaved_transactions_of_three_producers_on_one_partition(broker_factory: Any) -> None:
+def test_interleaved_transactions_of_three_producers_on_one_partition(shared_broker: Any) -> None:
     """Three producers' transactions interleave on one partition (rules 2, 3, 20). The LSO is
     the first offset of the oldest open transaction; after one commits and one aborts, the
     aborted producer's records are filtered out by producer id, so the committed records of
     another producer inside the aborted range are still read, by every client."""
-    bootstrap = broker_factory().bootstrap
+    bootstrap = shared_broker.bootstrap
     topic = unique_topic("interleaved")
     with WireClient(bootstrap) as client:
         assert client.request(rq.create_topic(topic, 1)).topics[0].error_code == 0
@@ -270,12 +273,12 @@ def test_interleaved_transactions_of_three_producers_on_one_partition(broker_fac
 
 
 @pytest.mark.parametrize("start", [5, 10])
-def test_read_committed_from_inside_an_aborted_transaction(broker_factory: Any, start: int) -> None:
+def test_read_committed_from_inside_an_aborted_transaction(shared_broker: Any, start: int) -> None:
     """A read_committed consumer that starts inside an aborted transaction (offset 5 of 0-9)
     or at its marker (10) reads none of it (rule 20): the Fetch must list an aborted
     transaction that began before the fetch offset, as Kafka's collectAbortedTxns does for
     every transaction whose last offset is at or after the fetch offset."""
-    bootstrap = broker_factory().bootstrap
+    bootstrap = shared_broker.bootstrap
     topic = unique_topic("mid-abort")
     with WireClient(bootstrap) as client:
         assert client.request(rq.create_topic(topic, 1)).topics[0].error_code == 0

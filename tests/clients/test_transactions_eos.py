@@ -59,6 +59,16 @@ from tests.clients.txnkit import (
 pytestmark = [pytest.mark.slow, pytest.mark.clients, pytest.mark.timeout(300)]
 
 BROKER_CONFIGS = {"group.initial.rebalance.delay.ms": "0"}
+# Kafka looks for expired transactions every 10 s by default; 0.5 s keeps the timeout tests
+# short (and changes nothing for a transaction within its timeout).
+CLEANUP_CONFIGS = {"transaction.abort.timed.out.transaction.cleanup.interval.ms": "500"}
+
+
+@pytest.fixture(scope="module")
+def shared_broker_configs() -> dict[str, str]:
+    """One broker serves every test of the module but the one that needs verification off:
+    each test has topics, transactional ids and groups of its own."""
+    return {**BROKER_CONFIGS, **CLEANUP_CONFIGS}
 
 
 # --- consume-transform-produce -------------------------------------------------------------
@@ -102,9 +112,8 @@ def check_exactly_once(bootstrap: str, source: str, sink: str, group: str) -> No
         f"the group's offsets after the last transaction: {offsets}")
 
 
-def test_consume_transform_produce_exactly_once_with_a_killed_instance(broker_factory: Any) -> None:
-    broker = broker_factory(configs=BROKER_CONFIGS)
-    bootstrap = broker.bootstrap
+def test_consume_transform_produce_exactly_once_with_a_killed_instance(shared_broker: Any) -> None:
+    bootstrap = shared_broker.bootstrap
     source, sink, group = ctp_topics(bootstrap, "ctp")
     started: list[TxnProcess] = []
 
@@ -146,11 +155,11 @@ def test_consume_transform_produce_exactly_once_with_a_killed_instance(broker_fa
             proc.kill()
 
 
-def test_consume_transform_produce_exactly_once_kafka_python(broker_factory: Any) -> None:
+def test_consume_transform_produce_exactly_once_kafka_python(shared_broker: Any) -> None:
     """The same loop with kafka-python's transactional producer and group consumer (its
     TxnOffsetCommit v3 carries the member id and generation): two instances, one killed
     (SIGKILL, wherever it is in its loop) and restarted with the same transactional.id."""
-    bootstrap = broker_factory(configs=BROKER_CONFIGS).bootstrap
+    bootstrap = shared_broker.bootstrap
     source, sink, group = ctp_topics(bootstrap, "kp")
     started: list[TxnProcess] = []
 
@@ -192,8 +201,8 @@ FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRO
 
 
 @pytest.mark.filterwarnings("ignore:Producer abort_transaction failed during close")  # the zombie's
-def test_second_producer_fences_the_first_confluent(broker_factory: Any) -> None:
-    bootstrap = broker_factory().bootstrap
+def test_second_producer_fences_the_first_confluent(shared_broker: Any) -> None:
+    bootstrap = shared_broker.bootstrap
     topic = unique_topic("zombie")
     create_topic(bootstrap, topic, 1)
     tid = f"zombie-{topic}"
@@ -235,8 +244,8 @@ def test_second_producer_fences_the_first_confluent(broker_factory: Any) -> None
 
 
 @pytest.mark.parametrize("client", ["kafka-python", "aiokafka"])
-def test_second_producer_fences_the_first_python_clients(broker_factory: Any, client: str) -> None:
-    bootstrap = broker_factory().bootstrap
+def test_second_producer_fences_the_first_python_clients(shared_broker: Any, client: str) -> None:
+    bootstrap = shared_broker.bootstrap
     topic = unique_topic("zombie")
     create_topic(bootstrap, topic, 1)
     tid = f"zombie-{topic}"
@@ -266,10 +275,8 @@ def test_second_producer_fences_the_first_python_clients(broker_factory: Any, cl
 # --- a hanging transaction is aborted at its timeout -----------------------------------------
 
 
-def test_open_transaction_of_a_killed_producer_is_aborted_at_its_timeout(broker_factory: Any) -> None:
-    # Kafka looks for expired transactions every 10 s by default; 1 s keeps the test short.
-    bootstrap = broker_factory(configs={
-        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000"}).bootstrap
+def test_open_transaction_of_a_killed_producer_is_aborted_at_its_timeout(shared_broker: Any) -> None:
+    bootstrap = shared_broker.bootstrap  # expired transactions looked for every 0.5 s
     topic = unique_topic("hanging")
     create_topic(bootstrap, topic, 1)
     tid = f"hanging-{topic}"
@@ -282,7 +289,7 @@ def test_open_transaction_of_a_killed_producer_is_aborted_at_its_timeout(broker_
         assert list_offset(bootstrap, topic, 0, READ_COMMITTED) == 0, "LSO at the open transaction"
         produce_plain(bootstrap, topic, [(0, b"later-%d" % i) for i in range(3)])
 
-        # Aborted within the timeout (3 s) + one cleanup interval (1 s) + the markers' writes.
+        # Aborted within the timeout (3 s) + one cleanup interval (0.5 s) + the markers' writes.
         wait_lso_at_hw(bootstrap, topic, 0, 20, "the coordinator to abort the expired transaction (LSO = HW)")
         got = read_records("confluent", bootstrap, [(topic, 0)], READ_COMMITTED, 3)
         assert [r.value for r in got] == [b"later-0", b"later-1", b"later-2"], got
@@ -301,8 +308,8 @@ def test_open_transaction_of_a_killed_producer_is_aborted_at_its_timeout(broker_
 # --- OffsetFetch require_stable ------------------------------------------------------------
 
 
-def test_group_consumer_waits_for_a_pending_transactional_offset(broker_factory: Any) -> None:
-    bootstrap = broker_factory(configs=BROKER_CONFIGS).bootstrap
+def test_group_consumer_waits_for_a_pending_transactional_offset(shared_broker: Any) -> None:
+    bootstrap = shared_broker.bootstrap
     topic, sink = unique_topic("stable"), unique_topic("stable-out")
     group = f"group-{topic}"
     create_topic(bootstrap, topic, 1)
@@ -361,11 +368,11 @@ def test_group_consumer_waits_for_a_pending_transactional_offset(broker_factory:
 # --- KIP-447: offsets from a member of an older generation -----------------------------------
 
 
-def test_offsets_with_the_group_metadata_of_an_older_generation_are_refused(broker_factory: Any) -> None:
+def test_offsets_with_the_group_metadata_of_an_older_generation_are_refused(shared_broker: Any) -> None:
     """TxnOffsetCommit carries the member id and generation (KIP-447): once the group has
     rebalanced, offsets sent with the older generation's metadata are refused and never
     become the group's; the same member's current metadata works (rule 21)."""
-    bootstrap = broker_factory(configs=BROKER_CONFIGS).bootstrap
+    bootstrap = shared_broker.bootstrap
     topic, sink = unique_topic("kip447"), unique_topic("kip447-out")
     group = f"group-{topic}"
     create_topic(bootstrap, topic, 2)
@@ -425,12 +432,12 @@ def test_offsets_with_the_group_metadata_of_an_older_generation_are_refused(brok
 # --- KIP-890: a request delayed past the end of its transaction -----------------------------
 
 
-def test_a_produce_delayed_past_its_transaction_joins_no_later_transaction(broker_factory: Any) -> None:
+def test_a_produce_delayed_past_its_transaction_joins_no_later_transaction(shared_broker: Any) -> None:
     """Rule 23 (KIP-890 part 1): a transactional batch that lands after its transaction ended
     is refused, both while the producer has no transaction and while it has a later one that
     does not include the partition. Without verification it would open a transaction of its
     own on the partition that no coordinator knows of, and the LSO would never move again."""
-    run_delayed_produce(broker_factory().bootstrap)
+    run_delayed_produce(shared_broker.bootstrap)
 
 
 def test_without_verification_the_delayed_produce_is_appended(broker_factory: Any) -> None:
@@ -484,12 +491,11 @@ def run_delayed_produce(bootstrap: str) -> None:
         producer.close()
 
 
-def test_a_live_producer_past_its_transaction_timeout_cannot_commit(broker_factory: Any) -> None:
+def test_a_live_producer_past_its_transaction_timeout_cannot_commit(shared_broker: Any) -> None:
     """Rule 22 with the producer alive: the coordinator aborts its transaction at
     transaction.timeout.ms and bumps the epoch, so the late commit is refused and the records
     never become visible; a new instance with the same transactional.id works."""
-    bootstrap = broker_factory(configs={
-        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "500"}).bootstrap
+    bootstrap = shared_broker.bootstrap  # expired transactions looked for every 0.5 s
     topic = unique_topic("late-commit")
     create_topic(bootstrap, topic, 1)
     tid = f"late-{topic}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from ackly.eos import AiokafkaExactlyOnce, ConfluentExactlyOnce, KafkaPythonExactlyOnce, SqlitePositions
+from ackly.testing.broker_process import BrokerProcess
 from tests.clients.clientkit import ck_admin, ck_create_topic, unique_topic
 
 pytestmark = [pytest.mark.slow, pytest.mark.clients, pytest.mark.timeout(180)]
@@ -29,6 +31,25 @@ RECORDS = 300
 FIRST_RUN = 120
 DEADLINE_S = 60.0
 BROKER_CONFIGS = {"group.initial.rebalance.delay.ms": "0"}
+
+
+@pytest.fixture(scope="module")
+def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One broker for the module (a fresh one costs seconds to start on a loaded machine):
+    every scenario has a topic and a group of its own."""
+    broker = BrokerProcess(str(tmp_path_factory.mktemp("eos-broker") / "data"), configs=BROKER_CONFIGS).start()
+    try:
+        yield broker
+    finally:
+        broker.kill()
+
+
+@pytest.fixture
+def bootstrap(module_broker: BrokerProcess) -> str:
+    proc = module_broker.proc
+    if proc is None or proc.poll() is not None:
+        pytest.fail("the module's broker has exited:\n" + "".join(module_broker.output[-60:]))
+    return module_broker.bootstrap
 
 
 def prepare(bootstrap: str, group: str) -> str:
@@ -79,9 +100,8 @@ def confluent_sink(bootstrap: str, group: str, positions: SqlitePositions, strat
 
 
 @pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
-def test_confluent_resumes_from_the_database_through_rebalances(ackly_process: Any, tmp_path: Path,
+def test_confluent_resumes_from_the_database_through_rebalances(bootstrap: str, tmp_path: Path,
                                                                 strategy: str) -> None:
-    bootstrap = ackly_process(configs=BROKER_CONFIGS).bootstrap
     group = unique_topic("eos-group")
     topic = prepare(bootstrap, group)
     path = tmp_path / "sink.db"
@@ -120,10 +140,9 @@ def test_confluent_resumes_from_the_database_through_rebalances(ackly_process: A
     check(path, topic, group)
 
 
-def test_kafka_python_resumes_from_the_database(ackly_process: Any, tmp_path: Path) -> None:
+def test_kafka_python_resumes_from_the_database(bootstrap: str, tmp_path: Path) -> None:
     from kafka import KafkaConsumer
 
-    bootstrap = ackly_process(configs=BROKER_CONFIGS).bootstrap
     group = unique_topic("eos-group")
     topic = prepare(bootstrap, group)
     path = tmp_path / "sink.db"
@@ -144,10 +163,9 @@ def test_kafka_python_resumes_from_the_database(ackly_process: Any, tmp_path: Pa
     check(path, topic, group)
 
 
-def test_aiokafka_resumes_from_the_database(ackly_process: Any, tmp_path: Path) -> None:
+def test_aiokafka_resumes_from_the_database(bootstrap: str, tmp_path: Path) -> None:
     from aiokafka import AIOKafkaConsumer
 
-    bootstrap = ackly_process(configs=BROKER_CONFIGS).bootstrap
     group = unique_topic("eos-group")
     topic = prepare(bootstrap, group)
     path = tmp_path / "sink.db"
@@ -176,10 +194,9 @@ def test_aiokafka_resumes_from_the_database(ackly_process: Any, tmp_path: Path) 
     check(path, topic, group)
 
 
-def test_confluent_rollback_rewinds_to_the_failed_batch(ackly_process: Any, tmp_path: Path) -> None:
+def test_confluent_rollback_rewinds_to_the_failed_batch(bootstrap: str, tmp_path: Path) -> None:
     """Manual assignment; an exception in the transaction's body rolls back and the same
     records come again (not the ones after them)."""
-    bootstrap = ackly_process(configs=BROKER_CONFIGS).bootstrap
     group = unique_topic("eos-group")
     topic = prepare(bootstrap, group)
     positions = make_db(tmp_path / "sink.db")
@@ -226,11 +243,10 @@ class FirstReadFails:
         return getattr(self.store, name)
 
 
-def test_confluent_failed_assignment_callback_positions_at_the_next_poll(ackly_process: Any, tmp_path: Path
+def test_confluent_failed_assignment_callback_positions_at_the_next_poll(bootstrap: str, tmp_path: Path
                                                                          ) -> None:
     """librdkafka assigns at the group's committed offsets when on_assign raises; the sink
     applies nothing from there and seeks to the stored positions at the next poll."""
-    bootstrap = ackly_process(configs=BROKER_CONFIGS).bootstrap
     group = unique_topic("eos-group")
     topic = prepare(bootstrap, group)
     positions = make_db(tmp_path / "sink.db")

@@ -6,6 +6,7 @@ import contextlib
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.errors import ErrorCode
 
+from ackly.testing.broker_process import BrokerProcess
 from ackly.testing.wire import WireClient
 from tests.integration import wire_requests as rq
 
@@ -218,11 +220,23 @@ HUGE_ARRAYS = {
 }
 
 
+@pytest.fixture(scope="module")
+def huge_array_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """A process, not an in-process broker: a decoder that sized storage from the count would
+    abort the process. One for the three frames: each test checks it survived its frame."""
+    broker = BrokerProcess(str(tmp_path_factory.mktemp("huge-arrays") / "data")).start()
+    try:
+        yield broker
+    finally:
+        broker.kill()
+
+
 @pytest.mark.parametrize("frame", HUGE_ARRAYS.values(), ids=HUGE_ARRAYS.keys())
-def test_a_huge_declared_array_closes_that_connection_only(ackly_process, frame: bytes) -> None:
+def test_a_huge_declared_array_closes_that_connection_only(huge_array_broker: BrokerProcess, frame: bytes) -> None:
     """Kafka refuses such a frame ("Error reading array of size N, only M bytes available");
     ackly does too, before any decoder allocates for it (protocol/request_shape.py)."""
-    broker = ackly_process()
+    broker = huge_array_broker
+    assert broker.proc is not None and broker.proc.poll() is None, "the broker died before this frame"
     with WireClient(broker.bootstrap, timeout_s=10) as bad:
         bad.send_raw(struct.pack(">i", len(frame)) + frame)
         assert_closed(bad)
