@@ -124,8 +124,12 @@ def test_consume_transform_produce_exactly_once_with_a_killed_instance(shared_br
         return proc
 
     try:
-        t0, t1, t2 = instance("t0"), instance("t1", "--hold-at", "3"), instance("t2")
+        # t1 starts alone so that it reaches its third transaction whatever the scheduling:
+        # started together, t0 could take and finish the whole first half before t1 was given
+        # a partition, and t1 would never get there. t0 and t2 join while t1 holds it open.
+        t1 = instance("t1", "--hold-at", "3")
         t1.wait_event("holding", 90)
+        t0, t2 = instance("t0"), instance("t2")
         t1.kill()  # inside its transaction: records and offsets written, no commit, no abort
         produce_inputs(bootstrap, source, PER_PARTITION // 2, PER_PARTITION)
         again = TxnProcess("t1-again", "transform", bootstrap, group, source, sink, f"ctp-t1-{source}",
