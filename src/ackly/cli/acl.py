@@ -25,12 +25,12 @@ OPERATIONS = ("ALL", "READ", "WRITE", "CREATE", "DELETE", "ALTER", "DESCRIBE", "
 
 
 def _ck() -> Any:
-    """confluent_kafka.admin, or a clear refusal when the extra is not installed."""
+    """confluent_kafka.admin, or a clear refusal when it is missing (a broken install)."""
     try:
         return importlib.import_module("confluent_kafka.admin")
     except ImportError:
         raise click.ClickException(
-            "ackly acl needs confluent-kafka: pip install 'ackly[acl]'") from None
+            "ackly acl needs confluent-kafka, a dependency of ackly: pip install 'confluent-kafka==2.16.1'") from None
 
 
 def _admin(bootstrap: str, settings: tuple[str, ...]) -> Any:
