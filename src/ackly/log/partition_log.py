@@ -411,6 +411,9 @@ class PartitionLog:
             self._recovery_point = max(min(recovery_point or 0, leo), start)
             if exact and self._recovery_point == recovery_point:
                 self._recovery_position = durable_end
+            elif self._recovery_point == leo:
+                # Nothing after the recovery point: the whole active segment was flushed.
+                self._recovery_position = (self._active.base_offset, self._active.size)
         hw = high_watermark if high_watermark is not None else start
         self._high_watermark = min(max(hw, start), leo)
         if recovery is not None:
