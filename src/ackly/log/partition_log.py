@@ -23,7 +23,10 @@ Invariants (docs/guarantees.md rules 1, 2, 4, 6):
 - Segments are sorted by base offset and contiguous: each segment's next offset is the next
   segment's base offset; only the last (active) segment takes appends.
 - Every batch below `recovery_point` is durable (it was fsynced, or recovery found and
-  re-synced it). Recovery starts at the segment holding the checkpointed recovery point.
+  re-synced it). Recovery starts at the segment holding the checkpointed recovery point, or,
+  given the data directory's recovery checkpoint (log_dir.py), at the byte where the batches
+  below it end when that is in the active segment; `_recovery_position`, when set, is that
+  byte (segment base, position in its .log).
 - Offsets are dense and assigned here, by patching each batch's base offset in place.
 - `producer_state` describes exactly the batches below LEO (idempotent producers, KIP-98):
   every append is checked against it before anything is written, and every change of LEO
