@@ -100,6 +100,9 @@ from ackly.types import NO_TIMESTAMP, WallClock, same_clock
 logger = logging.getLogger(__name__)
 
 LOG_APPEND_TIME = "LogAppendTime"
+# A recovery that replayed at least this many batches into the producer state writes a
+# snapshot of it (see _load_producer_state).
+_SNAPSHOT_AFTER_REPLAYED_BATCHES = 1_000
 
 
 @dataclass(frozen=True)
@@ -490,9 +493,11 @@ class PartitionLog:
         state = self.producer_state
         state.scan_snapshots(names)
         state.delete_snapshots_below(self._log_start_offset)
-        if self._replay_producer_state(now_ms, rebuild_from):
-            # Recovery made everything below LEO durable: a snapshot here spares the next
-            # recovery this replay. Only an optimisation, so a full disk must not stop the start.
+        if self._replay_producer_state(now_ms, rebuild_from) >= _SNAPSHOT_AFTER_REPLAYED_BATCHES:
+            # A snapshot here spares the next recovery this replay. Only an optimisation (so
+            # a full disk must not stop the start), and worth a file (and its fsync in the
+            # first flush) only for a long replay: after a kill -9 of a broker with thousands
+            # of partitions each replays its few unflushed batches.
             try:
                 state.take_snapshot(self.log_end_offset)
             except KafkaError as exc:
