@@ -1085,7 +1085,7 @@ class PartitionLog:
         txn_files = tuple(
             f for f in (s.txn_index.file for s in self._segments[first:]) if f is not None
         )
-        self.leader_epochs.write_pending()
+        self.leader_epochs.write_pending(below=leo)
         paths, dirs = self.syncs.take()
         active = self._active
         return FlushJob(files + txn_files, leo, self._truncations, self.disk, paths, dirs,
@@ -1407,7 +1407,7 @@ class PartitionLog:
         for pending in self._pending_deletions:
             self._remove_pending(pending)
         self._pending_deletions = []
-        self.leader_epochs.write_pending()
+        self.leader_epochs.write_pending(below=self.log_end_offset)
         paths, dirs = self.syncs.take()
         if flush is None:
             return FlushJob((), self.log_end_offset, self._truncations, self.disk, paths, dirs)
