@@ -91,6 +91,7 @@ class LeaderEpochCache:
         self.path = os.path.join(dir_path, LEADER_EPOCH_FILE)
         self._entries: list[EpochEntry] = []
         self._unwritten = False  # changed since the last `write_pending` (with PendingSyncs)
+        self._written: list[EpochEntry] = []  # what the file holds (as far as this run knows)
 
     # --- loading ---------------------------------------------------------------------------
 
@@ -105,6 +106,7 @@ class LeaderEpochCache:
             self._entries = []
             return False
         self._entries = entries
+        self._written = list(entries)
         return True
 
     def replace(self, entries: list[EpochEntry]) -> None:
@@ -227,13 +229,25 @@ class LeaderEpochCache:
             self._unwritten = True
         else:
             self._disk.write_atomic(self.path, encode_checkpoint(self._entries))
+            self._written = list(self._entries)
 
-    def write_pending(self) -> None:
+    def write_pending(self, below: int | None = None) -> None:
         """Write the entries if they changed since the last call, to be synced with the
-        log's PendingSyncs."""
-        if self._unwritten and self._syncs is not None:
-            self._syncs.write_atomic(self.path, encode_checkpoint(self._entries))
-            self._unwritten = False
+        log's PendingSyncs. With `below` (the end of what the flush job makes durable), not
+        while every entry starting below it is already in the file: what changed is only an
+        epoch with no batch yet (a leader's new epoch at LEO, as every partition gets at a
+        start-up election), which goes with the flush of its first batch. An entry the file
+        holds at or above the log end is dropped when the log loads."""
+        if not self._unwritten or self._syncs is None:
+            return
+        if below is not None and (
+            [e for e in self._entries if e.start_offset < below]
+            == [e for e in self._written if e.start_offset < below]
+        ):
+            return
+        self._syncs.write_atomic(self.path, encode_checkpoint(self._entries))
+        self._unwritten = False
+        self._written = list(self._entries)
 
     def __repr__(self) -> str:
         return f"LeaderEpochCache({[(e.epoch, e.start_offset) for e in self._entries]})"

@@ -23,7 +23,10 @@ Invariants (docs/guarantees.md rules 1, 2, 4, 6):
 - Segments are sorted by base offset and contiguous: each segment's next offset is the next
   segment's base offset; only the last (active) segment takes appends.
 - Every batch below `recovery_point` is durable (it was fsynced, or recovery found and
-  re-synced it). Recovery starts at the segment holding the checkpointed recovery point.
+  re-synced it). Recovery starts at the segment holding the checkpointed recovery point, or,
+  given the data directory's recovery checkpoint (log_dir.py), at the byte where the batches
+  below it end when that is in the active segment; `_recovery_position`, when set, is that
+  byte (segment base, position in its .log).
 - Offsets are dense and assigned here, by patching each batch's base offset in place.
 - `producer_state` describes exactly the batches below LEO (idempotent producers, KIP-98):
   every append is checked against it before anything is written, and every change of LEO
@@ -121,6 +124,9 @@ from ackly.types import NO_TIMESTAMP, WallClock, same_clock
 logger = logging.getLogger(__name__)
 
 LOG_APPEND_TIME = "LogAppendTime"
+# A recovery that replayed at least this many batches into the producer state writes a
+# snapshot of it (see _load_producer_state).
+_SNAPSHOT_AFTER_REPLAYED_BATCHES = 1_000
 
 
 @dataclass(frozen=True)
@@ -457,6 +463,9 @@ class PartitionLog:
             self._recovery_point = max(min(recovery_point or 0, leo), start)
             if exact and self._recovery_point == recovery_point:
                 self._recovery_position = durable_end
+            elif self._recovery_point == leo:
+                # Nothing after the recovery point: the whole active segment was flushed.
+                self._recovery_position = (self._active.base_offset, self._active.size)
         hw = high_watermark if high_watermark is not None else start
         self._high_watermark = min(max(hw, start), leo)
         if recovery is not None:
@@ -530,9 +539,11 @@ class PartitionLog:
         state = self.producer_state
         state.scan_snapshots(names)
         state.delete_snapshots_below(self._log_start_offset)
-        if self._replay_producer_state(now_ms, rebuild_from):
-            # Recovery made everything below LEO durable: a snapshot here spares the next
-            # recovery this replay. Only an optimisation, so a full disk must not stop the start.
+        if self._replay_producer_state(now_ms, rebuild_from) >= _SNAPSHOT_AFTER_REPLAYED_BATCHES:
+            # A snapshot here spares the next recovery this replay. Only an optimisation (so
+            # a full disk must not stop the start), and worth a file (and its fsync in the
+            # first flush) only for a long replay: after a kill -9 of a broker with thousands
+            # of partitions each replays its few unflushed batches.
             try:
                 state.take_snapshot(self.log_end_offset)
             except KafkaError as exc:
@@ -1151,7 +1162,7 @@ class PartitionLog:
         txn_files = tuple(
             f for f in (s.txn_index.file for s in self._segments[first:]) if f is not None
         )
-        self.leader_epochs.write_pending()
+        self.leader_epochs.write_pending(below=leo)
         paths, dirs = self.syncs.take()
         if owed:
             self._owed_paths.update(paths)
@@ -1489,7 +1500,7 @@ class PartitionLog:
         for pending in self._pending_deletions:
             self._remove_pending(pending)
         self._pending_deletions = []
-        self.leader_epochs.write_pending()
+        self.leader_epochs.write_pending(below=self.log_end_offset)
         paths, dirs = self.syncs.take()
         if flush is None:
             return FlushJob((), self.log_end_offset, self._truncations, self.disk, paths, dirs)
