@@ -8,23 +8,9 @@ import sys
 
 import click
 
+from ackly.kio_import import import_kio_without_hypothesis  # first of ackly's imports
 
-def _import_kio_without_hypothesis() -> None:
-    """kio registers hypothesis strategies for its types whenever hypothesis can be imported
-    (it can in a development virtualenv): about a quarter of a second of every `ackly` start,
-    `serve` included, for strategies no command uses. So kio is imported first with
-    hypothesis hidden (None in sys.modules: `import hypothesis` raises ImportError, which kio
-    takes for "not installed"); hypothesis is importable again afterwards."""
-    if "hypothesis" in sys.modules or "kio.static._phantom" in sys.modules:
-        return
-    sys.modules["hypothesis"] = None  # type: ignore[assignment]
-    try:
-        import kio.static._phantom  # noqa: F401
-    finally:
-        del sys.modules["hypothesis"]
-
-
-_import_kio_without_hypothesis()
+import_kio_without_hypothesis()
 
 from ackly.cli.client_options import ClientOptions, client_options  # noqa: E402
 from ackly.config import parse_properties  # noqa: E402

@@ -1,36 +1,20 @@
 """An in-process broker on its own event-loop thread, for fast tests with real clients.
 
 Importing this module is most of what the first `ackly_broker` of a test session costs
-(bench/fixture.py), so it imports only what one broker needs. One cost is not ackly's: kio's
-phantom types import hypothesis at their own import when it is installed (to register
-strategies for them), which is about a third of the import in an environment with hypothesis.
-A broker never needs those strategies, so if nothing has imported kio or hypothesis yet, kio
-is imported here with hypothesis hidden; hypothesis itself stays importable afterwards, and a
-suite that imported hypothesis (or kio) first keeps kio's strategies.
+(bench/fixture.py), so it imports only what one broker needs, and kio without its hypothesis
+strategies (ackly/kio_import.py) unless the suite imported hypothesis or kio first.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 from collections.abc import Mapping
 from typing import Any
 
+from ackly.kio_import import import_kio_without_hypothesis
 
-def _import_kio_without_hypothesis() -> None:
-    if "hypothesis" in sys.modules or "kio.static._phantom" in sys.modules:
-        return
-    # None in sys.modules makes `import hypothesis` raise ImportError (the import system's
-    # documented behaviour), which kio handles as "hypothesis is not installed".
-    sys.modules["hypothesis"] = None  # type: ignore[assignment]
-    try:
-        import kio.static._phantom  # noqa: F401
-    finally:
-        del sys.modules["hypothesis"]
-
-
-_import_kio_without_hypothesis()
+import_kio_without_hypothesis()
 
 from ackly.server.app import BrokerServer  # noqa: E402
 
