@@ -37,8 +37,9 @@ Invariants:
 - `log-recovery-checkpoint` never says more than the truth: its offsets and positions were
   durable when it was written, it is written whole (atomically, without an fsync: a crash may
   leave the previous version, lower, or a garbled one, which is ignored), and it is removed
-  durably (`invalidate`) before any log goes below a value it recorded (a truncation) or is
-  deleted (a new log of the same name must not inherit the entry).
+  (`invalidate`) before any log goes below a value it recorded (a truncation: made durable by
+  the truncated log's next flush job, before anything is appended after the cut) or is
+  deleted (durably at once: a new log of the same name must not inherit the entry).
 
 Each log keeps its own `recovery-point` / `high-watermark` / `log-start-offset` files too
 (checkpoint.py): the truth after a crash, conservative (never above the true value), and
@@ -241,15 +242,17 @@ class LogDirCheckpoints:
         self._clean.clear()
         self._recovery.clear()
 
-    def invalidate(self) -> None:
+    def invalidate(self, durable: bool = True) -> None:
         """A log is about to go below what the recovery checkpoint says of it (truncation) or
-        be deleted: remove the file, durably, before that happens. The next checkpoint writes
-        it again with the new values. (Entries not taken yet stay valid: each log's own was
-        taken when it opened, before it could change.)"""
+        be deleted: remove the file before that happens, durably on return, or with
+        `durable=False` once the caller's flush job syncs this directory (a truncation: see
+        PartitionLog._before_truncation). The next checkpoint writes it again with the new
+        values. (Entries not taken yet stay valid: each log's own was taken when it opened,
+        before it could change.)"""
         if self._recovery_file_present:
             path = self._path(LOG_RECOVERY_CHECKPOINT)
             if self._disk.exists(path):
-                self._disk.remove(path)  # durable on return (the directory is synced)
+                self._disk.remove(path, durable=durable)
             self._recovery_file_present = False
 
     def write_recovery_checkpoint(self, entries: dict[str, RecoveryCheckpoint]) -> None:

@@ -278,8 +278,10 @@ class PartitionLog:
         # point end, when known exactly (log_dir.py's recovery checkpoint records it).
         self._recovery_position: tuple[int, int] | None = None
         # Called before the log goes below what a recovery checkpoint may record of it (a
-        # truncation) or is deleted: the broker removes the data directory's checkpoint.
-        self.before_truncation: Callable[[], None] | None = None
+        # truncation) or is deleted: the broker removes the data directory's checkpoint, durably
+        # for a deletion, else (False) without an fsync: the truncation's flush job syncs the
+        # data directory with the cut (`_before_truncation`).
+        self.before_truncation: Callable[[bool], None] | None = None
         # What opening the log checked after a crash: segments recovered and bytes whose CRC
         # was computed (0 and 0 after a clean stop, or for a log without unflushed writes).
         self.recovered_segments = 0
@@ -793,9 +795,22 @@ class PartitionLog:
         return RecoveryCheckpoint(self._recovery_point, position[0], position[1],
                                   self._log_start_offset, self._high_watermark)
 
-    def _before_truncation(self) -> None:
-        if self.before_truncation is not None:
-            self.before_truncation()
+    def _before_truncation(self, *, deleting: bool = False) -> None:
+        if self.before_truncation is None:
+            return
+        if deleting:
+            # Durable now (a rare admin request): a log created later under the same name
+            # must never be described by an entry that a power loss brought back.
+            self.before_truncation(True)
+            return
+        # The checkpoint's removal goes with the cut: this log's next flush job syncs the
+        # data directory before the cut's segment files, and nothing is appended after the
+        # cut until that job ran (`cut_durable`). Until then a crash may keep the entry, but
+        # it describes bytes that were durable (the cut ones come back, as the docstring's
+        # "Changes without an fsync" allows) or a position the cut file no longer reaches,
+        # which recovery does not trust.
+        self.before_truncation(False)
+        self.syncs.add_dir(os.path.dirname(self.dir_path))
 
     @property
     def needs_flush(self) -> bool:
@@ -1550,7 +1565,7 @@ class PartitionLog:
 
     def delete(self) -> None:
         """DeleteTopics: close every file and remove the partition directory."""
-        self._before_truncation()  # a new log of the same name must not inherit its entry
+        self._before_truncation(deleting=True)  # a new log of the same name must not inherit its entry
         self.abandon()  # nothing to write for a log about to go
         if self.disk.exists(self.dir_path):
             self.disk.rmtree(self.dir_path)
