@@ -106,8 +106,9 @@ def encode_recovery_checkpoint(entries: dict[tuple[str, int], RecoveryCheckpoint
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def decode_recovery_checkpoint(data: bytes) -> dict[tuple[str, int], RecoveryCheckpoint] | None:
-    """The entries of a log-recovery-checkpoint file, or None if it is garbled."""
+def _checkpoint_lines(data: bytes) -> list[str] | None:
+    """The entry lines of a checkpoint file (version line, count line, then the entries, each
+    ending in a newline), or None if its header, count or encoding is wrong."""
     try:
         lines = data.decode("ascii").split("\n")
     except UnicodeDecodeError:
@@ -115,7 +116,13 @@ def decode_recovery_checkpoint(data: bytes) -> dict[tuple[str, int], RecoveryChe
     if len(lines) < 3 or lines[-1] != "" or lines[0] != str(_VERSION) or not lines[1].isdigit():
         return None
     body = lines[2:-1]
-    if int(lines[1]) != len(body):
+    return body if int(lines[1]) == len(body) else None
+
+
+def decode_recovery_checkpoint(data: bytes) -> dict[tuple[str, int], RecoveryCheckpoint] | None:
+    """The entries of a log-recovery-checkpoint file, or None if it is garbled."""
+    body = _checkpoint_lines(data)
+    if body is None:
         return None
     entries: dict[tuple[str, int], RecoveryCheckpoint] = {}
     for line in body:
@@ -139,14 +146,8 @@ def encode_checkpoint(offsets: dict[tuple[str, int], int]) -> bytes:
 
 def decode_checkpoint(data: bytes) -> dict[tuple[str, int], int] | None:
     """The offsets of a checkpoint file, or None if it is garbled."""
-    try:
-        lines = data.decode("ascii").split("\n")
-    except UnicodeDecodeError:
-        return None
-    if len(lines) < 3 or lines[-1] != "" or lines[0] != str(_VERSION) or not lines[1].isdigit():
-        return None
-    body = lines[2:-1]
-    if int(lines[1]) != len(body):
+    body = _checkpoint_lines(data)
+    if body is None:
         return None
     offsets: dict[tuple[str, int], int] = {}
     for line in body:
