@@ -41,6 +41,16 @@ def produce_and_flush(node: BrokerNode, rounds: int) -> None:
         node.complete_flush(jobs, NOW_MS)
 
 
+def node_with_segments(seed: int) -> tuple[SimDisk, BrokerNode]:
+    """A node whose topic "t" has a few flushed segments per partition, the active one not
+    empty."""
+    disk = SimDisk(random.Random(seed))
+    node = make_node(disk)
+    node.create_topic("t", PARTITIONS, {"segment.bytes": "4000"}, NOW_MS)
+    produce_and_flush(node, 12)
+    return disk, node
+
+
 def end_offsets(node: BrokerNode) -> list[int]:
     return [node.leader_partition("t", i).log_end_offset for i in range(PARTITIONS)]
 
@@ -109,10 +119,7 @@ def recovered(node: BrokerNode) -> tuple[int, int]:
 
 
 def test_a_crash_checks_only_what_follows_the_recovery_checkpoint() -> None:
-    disk = SimDisk(random.Random(3))
-    node = make_node(disk)
-    node.create_topic("t", PARTITIONS, {"segment.bytes": "4000"}, NOW_MS)
-    produce_and_flush(node, 12)  # a few segments each, the active one not empty
+    disk, node = node_with_segments(3)
     node.write_recovery_checkpoint()
     tail = append_and_flush(node, [1]) + append_and_flush(node, [1, 3])
     flushed = end_offsets(node)
@@ -130,10 +137,7 @@ def test_a_crash_checks_only_what_follows_the_recovery_checkpoint() -> None:
 
 
 def test_without_the_checkpoint_a_crash_checks_whole_segments() -> None:
-    disk = SimDisk(random.Random(4))
-    node = make_node(disk)
-    node.create_topic("t", PARTITIONS, {"segment.bytes": "4000"}, NOW_MS)
-    produce_and_flush(node, 12)
+    disk, node = node_with_segments(4)
     node.write_recovery_checkpoint()
     # A truncation removes the checkpoint first (it recorded more than the log keeps).
     p0 = node.leader_partition("t", 0)
@@ -156,10 +160,7 @@ def test_without_the_checkpoint_a_crash_checks_whole_segments() -> None:
 
 
 def test_a_clean_restart_scans_nothing_and_reads_no_index() -> None:
-    disk = SimDisk(random.Random(5))
-    node = make_node(disk)
-    node.create_topic("t", PARTITIONS, {"segment.bytes": "4000"}, NOW_MS)
-    produce_and_flush(node, 12)
+    disk, node = node_with_segments(5)
     node.close()
     again = make_node(disk)
     assert recovered(again) == (0, 0)
