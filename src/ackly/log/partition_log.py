@@ -31,6 +31,9 @@ Invariants (docs/guarantees.md rules 1, 2, 4, 6):
 - `producer_state` describes exactly the batches below LEO (idempotent producers, KIP-98):
   every append is checked against it before anything is written, and every change of LEO
   other than an append (recovery, truncation) rebuilds it from a snapshot and the log.
+  After a clean stop it is loaded at the first use of the log (the `producer_state`
+  property, and every call that changes the log, loads it first), so it holds for every
+  reader; until then the snapshots on disk are the ones the stop left, and none is rewritten.
 - `leader_epochs` has an entry for the epoch of every batch in the log (written durably before
   the batch), none at or above LEO and none below the log start (KIP-101, KIP-279).
 - Transactions (KIP-98): `producer_state` also knows every ongoing transaction and the
