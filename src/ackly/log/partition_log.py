@@ -31,6 +31,9 @@ Invariants (docs/guarantees.md rules 1, 2, 4, 6):
 - `producer_state` describes exactly the batches below LEO (idempotent producers, KIP-98):
   every append is checked against it before anything is written, and every change of LEO
   other than an append (recovery, truncation) rebuilds it from a snapshot and the log.
+  After a clean stop it is loaded at the first use of the log (the `producer_state`
+  property, and every call that changes the log, loads it first), so it holds for every
+  reader; until then the snapshots on disk are the ones the stop left, and none is rewritten.
 - `leader_epochs` has an entry for the epoch of every batch in the log (written durably before
   the batch), none at or above LEO and none below the log start (KIP-101, KIP-279).
 - Transactions (KIP-98): `producer_state` also knows every ongoing transaction and the
@@ -311,9 +314,12 @@ class PartitionLog:
         # itself, whichever thread ran the others (a clean's flush job runs in the cleaner's).
         self._owed_paths: set[str] = set()
         self._owed_dirs: set[str] = set()
-        self.producer_state = ProducerStateManager(
+        self._producer_state = ProducerStateManager(
             disk, dir_path, producer_id_expiration_ms, syncs=self.syncs
         )
+        # After a clean stop the producer state is loaded at the first use of the log, not at
+        # the open (see `producer_state`): (now_ms of the open, rebuild_from, the listing).
+        self._deferred_producer_state: tuple[int, int, list[str] | None] | None = None
         self.leader_epochs = LeaderEpochCache(disk, dir_path, syncs=self.syncs)
 
     # ------------------------------------------------------------------ open and recovery
@@ -442,8 +448,8 @@ class PartitionLog:
             )
             recovered, tail_checked, exact = [], None, False
             # No snapshot can describe the new, empty log (truncateFullyAndStartAt drops them).
-            self.producer_state.scan_snapshots(names)
-            self.producer_state.delete_all_snapshots()
+            self._producer_state.scan_snapshots(names)
+            self._producer_state.delete_all_snapshots()
             snapshot_names = None  # the listing names snapshots that are gone
         self._log_start_offset = start
         # Segments wholly below the log start: a deletion that was cut short by a crash.
@@ -501,7 +507,39 @@ class PartitionLog:
                 # recovery point adds the ones after it.
                 segment.txn_index.truncate_to(segment.next_offset)
                 rebuild_from = min(rebuild_from, max(self._recovery_point, segment.base_offset))
+        if clean and not recovered and rebuild_from == leo:
+            # Nothing to rebuild: the snapshots and the log are as the clean stop left them,
+            # and stay so until the first call that needs the state or changes the log
+            # (every such call loads it first), so a start with thousands of partitions
+            # reads no snapshot file, and a clean stop of a log never used rewrites none.
+            # The HW of the open bounds the snapshot then chosen, whatever HW is at the load.
+            self._deferred_producer_state = (
+                now_ms, min(rebuild_from, self._high_watermark), snapshot_names
+            )
+            return
         self._load_producer_state(now_ms, rebuild_from, snapshot_names)
+        for segment in self._segments:
+            segment.txn_index.flush()
+
+    @property
+    def producer_state(self) -> ProducerStateManager:
+        """The producers' state of this log, loaded now if the open deferred it."""
+        if self._deferred_producer_state is not None:
+            self._load_deferred_producer_state()
+        return self._producer_state
+
+    @property
+    def producer_state_loaded(self) -> bool:
+        return self._deferred_producer_state is None
+
+    def _load_deferred_producer_state(self) -> None:
+        deferred, self._deferred_producer_state = self._deferred_producer_state, None
+        if deferred is None:
+            return
+        now_ms, rebuild_from, names = deferred
+        # Every producer loaded counts as having appended at the open (as an eager load
+        # would have it), so the expiry deadlines do not depend on when the log is first used.
+        self._load_producer_state(now_ms, rebuild_from, names)
         for segment in self._segments:
             segment.txn_index.flush()
 
@@ -538,7 +576,7 @@ class PartitionLog:
         ProducerStateManager.truncateAndReload): the newest snapshot at or below LEO, HW and
         `rebuild_from`, then the headers of every batch after it (records are read only for
         markers). `names`: the directory's listing, when the snapshots in it are current."""
-        state = self.producer_state
+        state = self._producer_state
         state.scan_snapshots(names)
         state.delete_snapshots_below(self._log_start_offset)
         if self._replay_producer_state(now_ms, rebuild_from) >= _SNAPSHOT_AFTER_REPLAYED_BATCHES:
@@ -560,7 +598,7 @@ class PartitionLog:
         passed (an unreplicated transaction holds the LSO back; snapshots do not keep them),
         and at or below `rebuild_from`, so that every ABORT marker from there on reaches its
         segment's aborted-transaction index (entries already there are kept, not doubled)."""
-        state = self.producer_state
+        state = self._producer_state
         leo = self.log_end_offset
         state.delete_snapshots_above(leo)
         limit = min(leo, self._high_watermark)
@@ -767,6 +805,7 @@ class PartitionLog:
         `install` runs and its segments take their places. The checkpoints are rewritten.
         Durable on return."""
         self._check_open()
+        self._load_deferred_producer_state()  # the state must describe the log before it changes
         doomed = {id(s) for s in old}
         assert len(doomed) == len(old) and id(self._active) not in doomed
         rest = [s for s in self._segments if id(s) not in doomed]
@@ -903,6 +942,7 @@ class PartitionLog:
         and LEO did not move.
         """
         self._check_open()
+        self._load_deferred_producer_state()  # the state must describe the log before it changes
         assert headers, "append needs at least one batch"
         self._advance_clock(now_ms)
         log_append_time = self.config.message_timestamp_type == LOG_APPEND_TIME
@@ -969,6 +1009,7 @@ class PartitionLog:
         Visible to `read` on return; not durable (see `begin_flush`); HW is the caller's.
         """
         self._check_open()
+        self._load_deferred_producer_state()  # the state must describe the log before it changes
         assert headers, "append needs at least one batch"
         self._advance_clock(now_ms)
         expected = first_offset = self.log_end_offset
@@ -1017,6 +1058,7 @@ class PartitionLog:
         leader's log start; Kafka's truncateFullyAndStartAt). Durable once `cut_durable`
         (the next flush job), like `truncate_to`."""
         self._check_open()
+        self._load_deferred_producer_state()  # the state must describe the log before it changes
         assert offset >= 0, offset
         self._before_truncation()
         self._truncations += 1
@@ -1081,6 +1123,7 @@ class PartitionLog:
         KafkaError(KAFKA_STORAGE_ERROR) with nothing changed if the disk refuses.
         """
         self._check_open()
+        self._load_deferred_producer_state()  # the state must describe the log before it changes
         self._advance_clock(now_ms)
         old = self._active
         if old.size == 0:
@@ -1304,6 +1347,7 @@ class PartitionLog:
         flush job): DeleteRecords answers only then.
         """
         self._check_open()
+        self._load_deferred_producer_state()  # the state must describe the log before it changes
         if offset < 0 or offset > self._high_watermark:
             raise KafkaError(
                 ErrorCode.offset_out_of_range,
@@ -1328,6 +1372,7 @@ class PartitionLog:
         a roll. Returns the number of segments deleted; the log start moves to the first
         remaining segment (durable once `changes_durable`: the next flush job)."""
         self._check_open()
+        self._load_deferred_producer_state()  # the state must describe the log before it changes
         self._advance_clock(now_ms)
         config = self.config
         if "delete" not in config.cleanup_policy:
@@ -1379,6 +1424,7 @@ class PartitionLog:
         are renamed `.deleted` now and removed by `tick` after file.delete.delay.ms, so a
         FileRange already handed out stays readable until then. Producer snapshots below the
         log start go now; the producers' state stays (see producer_state.py)."""
+        self._load_deferred_producer_state()  # the state must describe the log before it changes
         assert count < len(self._segments), "the active segment always remains"
         doomed = self._segments[:count]
         self._set_segments(self._segments[count:])
@@ -1398,7 +1444,10 @@ class PartitionLog:
         silent for producer.id.expiration.ms."""
         self._check_open()
         self._advance_clock(now_ms)
-        self.producer_state.remove_expired(now_ms)
+        if self._deferred_producer_state is None:
+            # A state not loaded yet has nobody to expire now: loaded later, its producers
+            # count as having appended at the open, and a later tick expires them.
+            self._producer_state.remove_expired(now_ms)
         keep: list[_PendingDeletion] = []
         for pending in self._pending_deletions:
             if pending.due_ms <= now_ms:
@@ -1429,6 +1478,7 @@ class PartitionLog:
         truncated batches are not mistaken for duplicates.
         """
         self._check_open()
+        self._load_deferred_producer_state()  # the state must describe the log before it changes
         if offset >= self.log_end_offset:
             # No record to drop, but the leader-epoch cache may end with an epoch this replica
             # assigned as leader and never wrote in: it is not in the log, so it goes (Kafka's
@@ -1508,7 +1558,10 @@ class PartitionLog:
         self._check_open()
         flush = self.begin_flush()
         self._closing_flush = flush
-        self.producer_state.take_snapshot(self.log_end_offset)
+        if self._deferred_producer_state is None:
+            self._producer_state.take_snapshot(self.log_end_offset)
+        # else: never loaded, so the log has not changed since the clean stop before this
+        # open, and the snapshots it left still describe it: none is rewritten.
         for segment in self._segments:
             if segment.indexes_dirty:
                 segment.on_become_inactive()

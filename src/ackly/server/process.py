@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from ackly.errors import ConfigError, StorageError
 from ackly.log.disk import STORAGE_ERRNOS
 from ackly.server.app import BrokerServer, NotJoinedError
+from ackly.server.gc_pause import collector_paused_then_frozen, pause_collector_for_exit
 
 log = logging.getLogger("ackly")
 
@@ -69,9 +70,10 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    starting = asyncio.ensure_future(server.start())
-    interrupted = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([starting, interrupted], return_when=asyncio.FIRST_COMPLETED)
+    with collector_paused_then_frozen():
+        starting = asyncio.ensure_future(server.start())
+        interrupted = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([starting, interrupted], return_when=asyncio.FIRST_COMPLETED)
     interrupted.cancel()
     if not starting.done():  # SIGTERM while joining the cluster: stop without serving
         starting.cancel()
@@ -97,6 +99,7 @@ async def serve(
     stopped.cancel()
     failed.cancel()
     log.info("shutting down")
+    pause_collector_for_exit()
     await server.stop()
     return server.failure
 
