@@ -53,6 +53,7 @@ from ackly.broker.client_quotas import ClientQuotas
 from ackly.broker.context import RequestContext
 from ackly.broker.dispatch import dispatch
 from ackly.broker.faults import FaultPoints
+from ackly.broker.fetch_sessions import FetchSessionCache
 from ackly.broker.groups import make_group_coordinator
 from ackly.broker.io import PeerRequest
 from ackly.broker.log_cleaner import CleanerManager
@@ -172,6 +173,11 @@ class BrokerNode:
         self.faults = FaultPoints()
         self.stats = BrokerStats()  # counters the shell exports (server/metrics.py)
         self.purgatory = Purgatory()
+        # Seeded apart from `rng` so that sessions do not shift the other draws.
+        self.fetch_sessions = FetchSessionCache(
+            int(config.get("max.incremental.fetch.session.cache.slots")),
+            random.Random(f"fetch-sessions-{config.broker_id}-{now_ms}"),
+        )
         self.topics: dict[str, TopicState] = {}
         self.topics_by_id: dict[uuid.UUID, TopicState] = {}
         self._dirty: set[TopicPartition] = set()
