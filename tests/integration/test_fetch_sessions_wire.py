@@ -57,32 +57,34 @@ def test_full_then_incremental_fetches(ackly_broker) -> None:  # type: ignore[no
         assert full.error_code == ErrorCode.none and session_id != 0
         assert sorted(_parts(full)) == [0, 1, 2] and _parts(full)[0].records
 
-        # Incremental: partition 0 moves on to offset 1; nothing is new anywhere: no partitions.
-        quiet = c.request(_fetch(session_id, 1, {0: 1}))
-        assert quiet.error_code == ErrorCode.none and quiet.session_id == session_id
-        assert _parts(quiet) == {}
+        # Incremental: partition 0 moves on to offset 1 (named, so answered, with no records);
+        # nothing is new elsewhere: the other partitions are left out.
+        moved = c.request(_fetch(session_id, 1, {0: 1}))
+        assert moved.error_code == ErrorCode.none and moved.session_id == session_id
+        assert sorted(_parts(moved)) == [0] and not _parts(moved)[0].records
 
         # A record on partition 1: the next incremental fetch names nothing and gets partition 1
         # (from the offset the session holds for it) with the record and its new HW.
+        assert _parts(c.request(_fetch(session_id, 2, {}))) == {}
         c.request(rq.produce(TOPIC, rq.batch(b"b"), partition=1))
-        news = _parts(c.request(_fetch(session_id, 2, {})))
+        news = _parts(c.request(_fetch(session_id, 3, {})))
         assert sorted(news) == [1] and news[1].records and news[1].high_watermark == 1
 
         # The same epoch again is refused; so is an unknown session.
-        stale = c.request(_fetch(session_id, 2, {}))
+        stale = c.request(_fetch(session_id, 3, {}))
         assert stale.error_code == ErrorCode.invalid_fetch_session_epoch and _parts(stale) == {}
         unknown = c.request(_fetch(session_id ^ 0x5A5A, 1, {}))
         assert unknown.error_code == ErrorCode.fetch_session_id_not_found
 
         # Forget partition 2, then append to it: the session no longer reports it.
-        assert _parts(c.request(_fetch(session_id, 3, {1: 1}, forgotten=(2,)))) == {}
+        assert sorted(_parts(c.request(_fetch(session_id, 4, {1: 1}, forgotten=(2,))))) == [1]
         c.request(rq.produce(TOPIC, rq.batch(b"c"), partition=2))
-        assert _parts(c.request(_fetch(session_id, 4, {}))) == {}
+        assert _parts(c.request(_fetch(session_id, 5, {}))) == {}
 
         # Epoch -1 closes the session: a full answer without a session, then the id is gone.
         closed = c.request(_fetch(session_id, -1, {0: 1, 1: 1, 2: 0}))
         assert closed.session_id == 0 and sorted(_parts(closed)) == [0, 1, 2]
-        gone = c.request(_fetch(session_id, 5, {}))
+        gone = c.request(_fetch(session_id, 6, {}))
         assert gone.error_code == ErrorCode.fetch_session_id_not_found
 
 

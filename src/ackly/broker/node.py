@@ -53,7 +53,6 @@ from ackly.broker.client_quotas import ClientQuotas
 from ackly.broker.context import RequestContext
 from ackly.broker.dispatch import dispatch
 from ackly.broker.faults import FaultPoints
-from ackly.broker.fetch_sessions import FetchSessionCache
 from ackly.broker.groups import make_group_coordinator
 from ackly.broker.io import PeerRequest
 from ackly.broker.log_cleaner import CleanerManager
@@ -74,6 +73,7 @@ from ackly.log.cleaner import CleanJob
 from ackly.log.disk import Disk
 from ackly.log.log_dir import CleanLogState, LogDirCheckpoints
 from ackly.log.partition_log import FlushJob, MapFn, run_flush_round
+from ackly.replication.fetch_sessions import FetchSessionCache
 from ackly.replication.partition import Partition
 from ackly.replication.purgatory import Purgatory
 from ackly.types import TopicPartition, WallClock, same_clock

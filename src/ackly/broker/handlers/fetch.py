@@ -9,7 +9,7 @@ there at `max_wait_ms`. Limits: `max_bytes` for the response and `partition_max_
 partition, except that the first batch is always returned whole so a consumer cannot get
 stuck (KIP-74).
 
-Fetch sessions (KIP-227, v7+; `broker/fetch_sessions.py`): session epoch -1 is a full,
+Fetch sessions (KIP-227, v7+; `replication/fetch_sessions.py`): session epoch -1 is a full,
 sessionless fetch as before; epoch 0 opens a session; a later epoch is an incremental fetch
 that names only the partitions whose request changed and covers every partition of the
 session, and its answer leaves out the partitions with nothing new (no records, no error, HW,
@@ -50,10 +50,10 @@ from typing import TYPE_CHECKING, Any
 from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.faults import SERVE_ABOVE_HW
-from ackly.broker.fetch_sessions import CachedPartition, FetchContext, PartitionKey, new_context
 from ackly.errors import ErrorCode, KafkaError
 from ackly.log.leader_epoch import UNDEFINED_EPOCH_OFFSET
 from ackly.protocol.fetch_codec import FetchPartitionData, encode_fetch_response
+from ackly.replication.fetch_sessions import CachedPartition, FetchContext, PartitionKey, new_context
 from ackly.replication.partition import check_leader_epoch
 from ackly.replication.purgatory import DelayedOperation
 from ackly.types import TopicPartition

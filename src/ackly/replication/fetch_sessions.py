@@ -19,8 +19,8 @@ LSO and log start offset last answered. A request's (session id, session epoch) 
 
 Invariants: at most `max.incremental.fetch.session.cache.slots` sessions; ids are unique and
 never 0; an incremental answer names a partition only if it has an error, records, a
-diverging epoch, or an HW, LSO or log start offset different from what this session last
-answered (Kafka's CachedPartition.maybeUpdateResponseData).
+diverging epoch, an HW, LSO or log start offset different from what this session last
+answered (Kafka's CachedPartition.maybeUpdateResponseData), or the request named it.
 
 Eviction (Kafka's FetchSessionCache.tryEvict), when a new session finds the cache full: a
 session unused for `eviction_ms` (Kafka: 120 s) goes first; otherwise the least valuable
@@ -70,6 +70,10 @@ class CachedPartition:
         self.current_leader_epoch = other.current_leader_epoch
         self.last_fetched_epoch = other.last_fetched_epoch
         self.partition_max_bytes = other.partition_max_bytes
+        # A partition the fetcher names again is in the next answer even with nothing new
+        # (unlike Kafka): a fetcher that dropped an answer for it (stale after a truncation)
+        # learns its HW again without waiting for HW to move.
+        self.high_watermark = -1
 
     def answer_changes(self, high_watermark: int, last_stable_offset: int, log_start_offset: int) -> bool:
         """Record the offsets of an answer; whether any differs from the last one."""
