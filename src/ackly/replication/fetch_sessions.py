@@ -111,6 +111,9 @@ class FetchSessionCache:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def session_ids(self) -> list[int]:
+        return list(self._sessions)
+
     def get(self, session_id: int) -> FetchSession | None:
         return self._sessions.get(session_id)
 
