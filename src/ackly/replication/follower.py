@@ -214,6 +214,9 @@ class ReplicaFetcher:
                             leader_id)
                 self._by_request.pop(session.inflight.request_id, None)
                 session.inflight = None
+                # The leader may have taken that fetch's epoch: start over with a full fetch
+                # (an answer to the old one, should it come, is ignored).
+                self._leader_session(leader_id).reset(keep_id=True)
             if now_ms < session.retry_at_ms or not session.partitions:
                 continue
             if not can_reach(leader_id):

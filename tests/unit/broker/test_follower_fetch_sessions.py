@@ -74,3 +74,24 @@ def test_a_leader_that_lost_its_sessions_gets_a_full_fetch(tmp_path: Path) -> No
     assert len(sessions) == 2
     for b in (1, 2, 3):
         assert log_bytes(c.node(b), "t", 0) == log_bytes(c.node(leader), "t", 0)
+
+
+def test_an_epoch_mismatch_closes_the_session_and_opens_a_new_one(tmp_path: Path) -> None:
+    c = CoreCluster(tmp_path, [1, 2, 3])
+    create(c, 1, "t", partitions=PARTITIONS)
+    c.settle(1_000)
+    leader = c.leader("t", 0)
+    sessions = c.node(leader).fetch_sessions
+    before = set(sessions.session_ids())
+    for session_id in before:
+        session = sessions.get(session_id)
+        assert session is not None
+        session.epoch += 7  # as if fetches had been lost between them
+    fetches = _record_fetches(c)
+    assert result(c.wait(produce(c, leader, "t", batch(b"v"), partition=0))) == (ErrorCode.none, 0)
+    c.settle(1_000)
+    reopened = [r for _, r in fetches if int(r.session_epoch) == 0 and int(r.session_id) in before]
+    assert reopened, "the follower closed its session by id with a full fetch"
+    assert len(sessions) == 2 and not set(sessions.session_ids()) & before, "old sessions closed"
+    for b in (1, 2, 3):
+        assert log_bytes(c.node(b), "t", 0) == log_bytes(c.node(leader), "t", 0)
