@@ -539,6 +539,8 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
     # Replication and cluster membership (Kafka's names and defaults).
     ConfigDef("replica.lag.time.max.ms", Kind.LONG, 30_000,
               "a follower that has not caught up for this long leaves the ISR", minimum=1),
+    ConfigDef("max.incremental.fetch.session.cache.slots", Kind.INT, 1000,
+              "fetch sessions (KIP-227) a broker keeps at most", minimum=0),
     ConfigDef("replica.fetch.wait.max.ms", Kind.INT, 500,
               "how long a follower's fetch waits at the leader for new data", minimum=0),
     ConfigDef("replica.fetch.max.bytes", Kind.INT, 1024 * 1024,

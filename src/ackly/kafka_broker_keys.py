@@ -23,7 +23,7 @@ _THREADS_AND_BUFFERS = (
     "replica.socket.receive.buffer.bytes", "replica.fetch.min.bytes",
     "fetch.purgatory.purge.interval.requests", "producer.purgatory.purge.interval.requests",
     "delete.records.purgatory.purge.interval.requests",
-    "max.incremental.fetch.session.cache.slots", "max.request.partition.size.limit",
+    "max.request.partition.size.limit",
     "offsets.load.buffer.size", "transaction.state.log.load.buffer.size",
     "group.coordinator.threads", "group.coordinator.append.linger.ms",
     "replica.alter.log.dirs.io.max.bytes.per.second",

@@ -73,6 +73,7 @@ from ackly.log.cleaner import CleanJob
 from ackly.log.disk import Disk
 from ackly.log.log_dir import CleanLogState, LogDirCheckpoints
 from ackly.log.partition_log import FlushJob, MapFn, run_flush_round
+from ackly.replication.fetch_sessions import FetchSessionCache
 from ackly.replication.partition import Partition
 from ackly.replication.purgatory import Purgatory
 from ackly.types import TopicPartition, WallClock, same_clock
@@ -172,6 +173,11 @@ class BrokerNode:
         self.faults = FaultPoints()
         self.stats = BrokerStats()  # counters the shell exports (server/metrics.py)
         self.purgatory = Purgatory()
+        # Seeded apart from `rng` so that sessions do not shift the other draws.
+        self.fetch_sessions = FetchSessionCache(
+            int(config.get("max.incremental.fetch.session.cache.slots")),
+            random.Random(f"fetch-sessions-{config.broker_id}-{now_ms}"),
+        )
         self.topics: dict[str, TopicState] = {}
         self.topics_by_id: dict[uuid.UUID, TopicState] = {}
         self._dirty: set[TopicPartition] = set()

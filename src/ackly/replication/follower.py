@@ -24,6 +24,16 @@ the leader's, byte for byte, because it only ever appends the leader's batches a
 A follower that fell below the leader's log start (OFFSET_OUT_OF_RANGE with the leader's log
 start above our LEO) restarts its log empty there (Kafka's truncateFullyAndStartAt).
 
+Fetch sessions (KIP-227; Kafka's FetchSessionHandler): each leader session opens a session
+at the leader with a full fetch (session epoch 0) and then sends incremental fetches that name
+only the partitions whose fetch parameters changed since the last answered fetch (a follower
+caught up on an idle partition names nothing), and forget the partitions it no longer
+fetches from that leader; the leader answers only partitions with something new. An answer
+FETCH_SESSION_ID_NOT_FOUND (the leader restarted, or evicted it) starts over with a new
+session; INVALID_FETCH_SESSION_EPOCH, a failed request, or any other top-level error closes
+the session and opens a new one with the next full fetch. A leader that has no room answers
+session id 0: the follower keeps sending full fetches, asking for a session each time.
+
 Durability (rule 13): under flush.policy=always a session does not send its next fetch while
 one of its partitions has appended data that is not yet flushed: the fetch offset is what the
 leader counts toward HW, so it must be durable. Under every policy a session does not send
@@ -46,6 +56,7 @@ from ackly.errors import ErrorCode, KafkaError
 from ackly.log.leader_epoch import UNDEFINED_EPOCH, LeaderEpochCache
 from ackly.protocol.messages import build_request
 from ackly.protocol.records import validate_batches
+from ackly.replication.fetch_sessions import INITIAL_EPOCH, INVALID_SESSION_ID, next_epoch
 from ackly.replication.partition import Partition
 from ackly.types import TopicPartition
 
@@ -95,12 +106,34 @@ class _Followed:
     retry_at_ms: int = 0  # after a partition-level error
 
 
+_SessionKey = tuple[uuid.UUID, int]  # (topic id, partition) as the leader's session holds it
+_Params = tuple[int, int, int, int, int]  # the fetch parameters of one partition, as sent
+
+
 @dataclass
 class _InFlight:
     request_id: int
     sent_ms: int
     # tp -> (leader epoch, fetch offset) as sent: a response applies only if both still hold.
     sent: dict[TopicPartition, tuple[int, int]]
+    # What the leader's session holds once this fetch is answered.
+    session_holds: dict[_SessionKey, _Params] = field(default_factory=dict)
+
+
+@dataclass
+class _LeaderSession:
+    """This follower's view of its fetch session at one leader (FetchSessionHandler)."""
+
+    session_id: int = INVALID_SESSION_ID
+    epoch: int = INITIAL_EPOCH  # the epoch of the next request: 0 asks for a (new) session
+    holds: dict[_SessionKey, _Params] = field(default_factory=dict)
+
+    def reset(self, keep_id: bool) -> None:
+        """The next fetch is full: it closes the session (if `keep_id`) and opens a new one."""
+        if not keep_id:
+            self.session_id = INVALID_SESSION_ID
+        self.epoch = INITIAL_EPOCH
+        self.holds = {}
 
 
 @dataclass
@@ -137,6 +170,9 @@ class ReplicaFetcher:
         self._followed: dict[TopicPartition, _Followed] = {}
         self._sessions: dict[int, _Session] = {}
         self._by_request: dict[int, int] = {}  # request id -> leader id
+        # Outlives _sessions (emptied when no partition is followed from a leader), so that a
+        # leader's session is reused or closed rather than left to be evicted.
+        self._leader_sessions: dict[int, _LeaderSession] = {}
         self._polled_ms = 0  # deadlines at or before the last poll wait for another input
 
     # --- what to follow -------------------------------------------------------------------
@@ -178,6 +214,9 @@ class ReplicaFetcher:
                             leader_id)
                 self._by_request.pop(session.inflight.request_id, None)
                 session.inflight = None
+                # The leader may have taken that fetch's epoch: start over with a full fetch
+                # (an answer to the old one, should it come, is ignored).
+                self._leader_session(leader_id).reset(keep_id=True)
             if now_ms < session.retry_at_ms or not session.partitions:
                 continue
             if not can_reach(leader_id):
@@ -189,7 +228,7 @@ class ReplicaFetcher:
         return out
 
     def _build(self, session: _Session, now_ms: int) -> tuple[int, Any] | None:
-        topics: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        wanted: dict[_SessionKey, _Params] = {}
         sent: dict[TopicPartition, tuple[int, int]] = {}
         for tp in sorted(session.partitions):
             followed = self._followed[tp]
@@ -206,31 +245,47 @@ class ReplicaFetcher:
                 # after the cut before it is durable (module docstring).
                 return None
             latest = p.log.leader_epochs.latest_epoch
-            topics.setdefault(followed.topic_id, []).append({
-                "partition": tp.partition,
-                "current_leader_epoch": followed.leader_epoch,
-                "fetch_offset": p.log_end_offset,
-                "last_fetched_epoch": latest if latest is not None else -1,
-                "log_start_offset": p.log_start_offset,
-                "partition_max_bytes": self.config.partition_max_bytes,
-            })
+            wanted[(followed.topic_id, tp.partition)] = (
+                followed.leader_epoch, p.log_end_offset, latest if latest is not None else -1,
+                p.log_start_offset, self.config.partition_max_bytes,
+            )
             sent[tp] = (followed.leader_epoch, p.log_end_offset)
         if not sent:
             return None
+        ls = self._leader_sessions.setdefault(session.leader_id, _LeaderSession())
+        full = ls.session_id == INVALID_SESSION_ID or ls.epoch == INITIAL_EPOCH
+        topics: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        for (topic_id, index), params in wanted.items():
+            if full or ls.holds.get((topic_id, index)) != params:
+                leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset, max_bytes = params
+                topics.setdefault(topic_id, []).append({
+                    "partition": index,
+                    "current_leader_epoch": leader_epoch,
+                    "fetch_offset": fetch_offset,
+                    "last_fetched_epoch": last_fetched_epoch,
+                    "log_start_offset": log_start_offset,
+                    "partition_max_bytes": max_bytes,
+                })
+        forgotten: dict[uuid.UUID, list[int]] = {}
+        if not full:
+            for topic_id, index in ls.holds.keys() - wanted.keys():
+                forgotten.setdefault(topic_id, []).append(index)
         request = build_request(FETCH_KEY, FETCH_VERSION, {
             "replica_state": {"replica_id": self.broker_id, "replica_epoch": self.broker_epoch},
             "max_wait": self.config.max_wait_ms,
             "min_bytes": self.config.min_bytes,
             "max_bytes": self.config.response_max_bytes,
             "isolation_level": 0,
-            "session_id": 0,
-            "session_epoch": -1,
+            "session_id": ls.session_id,
+            "session_epoch": INITIAL_EPOCH if full else ls.epoch,
             "topics": [{"topic_id": tid, "partitions": parts} for tid, parts in topics.items()],
-            "forgotten_topics_data": [],
+            "forgotten_topics_data": [
+                {"topic_id": tid, "partitions": sorted(parts)} for tid, parts in forgotten.items()
+            ],
             "rack_id": "",
         })
         request_id = self._new_request_id()
-        session.inflight = _InFlight(request_id, now_ms, sent)
+        session.inflight = _InFlight(request_id, now_ms, sent, wanted)
         self._by_request[request_id] = session.leader_id
         return request_id, request
 
@@ -260,17 +315,29 @@ class ReplicaFetcher:
         taken = self._take(request_id)
         if taken is not None:
             taken[0].retry_at_ms = now_ms + self.config.backoff_ms
+            self._leader_session(taken[0].leader_id).reset(keep_id=True)
 
     def on_response(self, request_id: int, response: Any, now_ms: int) -> FetchOutcome:
         outcome = FetchOutcome()
         taken = self._take(request_id)
         if taken is None:
             return outcome
-        session, inflight_sent = taken
-        if int(response.error_code) != 0:
-            log.info("fetch from broker %d failed: %s", session.leader_id, ErrorCode(int(response.error_code)).name)
-            session.retry_at_ms = now_ms + self.config.backoff_ms
+        session, inflight = taken
+        inflight_sent = inflight.sent
+        ls = self._leader_session(session.leader_id)
+        code = ErrorCode(int(response.error_code))
+        if code in (ErrorCode.fetch_session_id_not_found, ErrorCode.invalid_fetch_session_epoch):
+            # Not a failure of the leader: the next fetch, at once, is full and opens a session.
+            log.info("fetch session %d at broker %d: %s; opening a new one", ls.session_id,
+                     session.leader_id, code.name)
+            ls.reset(keep_id=code == ErrorCode.invalid_fetch_session_epoch)
             return outcome
+        if code != ErrorCode.none:
+            log.info("fetch from broker %d failed: %s", session.leader_id, code.name)
+            session.retry_at_ms = now_ms + self.config.backoff_ms
+            ls.reset(keep_id=True)
+            return outcome
+        self._session_answered(ls, inflight, int(response.session_id))
         names = {f.topic_id: f.tp.topic for f in self._followed.values()}
         for topic in response.responses:
             name = names.get(topic.topic_id)
@@ -288,7 +355,22 @@ class ReplicaFetcher:
                 self._apply(followed, p, data, now_ms, outcome)
         return outcome
 
-    def _take(self, request_id: int) -> tuple[_Session, dict[TopicPartition, tuple[int, int]]] | None:
+    def _leader_session(self, leader_id: int) -> _LeaderSession:
+        return self._leader_sessions.setdefault(leader_id, _LeaderSession())
+
+    @staticmethod
+    def _session_answered(ls: _LeaderSession, inflight: _InFlight, session_id: int) -> None:
+        if ls.epoch == INITIAL_EPOCH or ls.session_id == INVALID_SESSION_ID:
+            ls.session_id = session_id  # 0: the leader had no room; ask again next time
+            ls.epoch = INITIAL_EPOCH if session_id == INVALID_SESSION_ID else next_epoch(INITIAL_EPOCH)
+        elif session_id != ls.session_id:
+            ls.reset(keep_id=False)  # cannot happen with a correct leader: start over
+            return
+        else:
+            ls.epoch = next_epoch(ls.epoch)
+        ls.holds = inflight.session_holds if ls.epoch != INITIAL_EPOCH else {}
+
+    def _take(self, request_id: int) -> tuple[_Session, _InFlight] | None:
         """The session whose fetch this was and what it sent; None if forgotten."""
         leader_id = self._by_request.pop(request_id, None)
         if leader_id is None:
@@ -296,11 +378,11 @@ class ReplicaFetcher:
         session = self._sessions.get(leader_id)
         if session is None or session.inflight is None or session.inflight.request_id != request_id:
             return None
-        sent = session.inflight.sent
+        inflight = session.inflight
         session.inflight = None
         if not session.partitions:
             del self._sessions[leader_id]
-        return session, sent
+        return session, inflight
 
     def _apply(self, followed: _Followed, p: Partition, data: Any, now_ms: int, outcome: FetchOutcome) -> None:
         code = ErrorCode(int(data.error_code))

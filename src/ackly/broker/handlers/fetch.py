@@ -7,8 +7,14 @@ allows waiting, a DelayedFetch parks on the partitions and is retried when one o
 changes (an append, a HW move, a leadership change, a deletion), or answered with what is
 there at `max_wait_ms`. Limits: `max_bytes` for the response and `partition_max_bytes` per
 partition, except that the first batch is always returned whole so a consumer cannot get
-stuck (KIP-74). Fetch sessions (KIP-227) are not kept: session id 0 tells clients to send full
-requests.
+stuck (KIP-74).
+
+Fetch sessions (KIP-227, v7+; `replication/fetch_sessions.py`): session epoch -1 is a full,
+sessionless fetch as before; epoch 0 opens a session; a later epoch is an incremental fetch
+that names only the partitions whose request changed and covers every partition of the
+session, and its answer leaves out the partitions with nothing new (no records, no error, HW,
+LSO and log start unchanged). A session error (FETCH_SESSION_ID_NOT_FOUND,
+INVALID_FETCH_SESSION_EPOCH) is the top-level error of an answer without partitions.
 
 Only the leader serves fetches (NOT_LEADER_OR_FOLLOWER elsewhere; no KIP-392 follower
 fetching); a request naming an older leader epoch gets FENCED_LEADER_EPOCH, a newer one
@@ -47,6 +53,7 @@ from ackly.broker.faults import SERVE_ABOVE_HW
 from ackly.errors import ErrorCode, KafkaError
 from ackly.log.leader_epoch import UNDEFINED_EPOCH_OFFSET
 from ackly.protocol.fetch_codec import FetchPartitionData, encode_fetch_response
+from ackly.replication.fetch_sessions import CachedPartition, FetchContext, PartitionKey, new_context
 from ackly.replication.partition import check_leader_epoch
 from ackly.replication.purgatory import DelayedOperation
 from ackly.types import TopicPartition
@@ -82,7 +89,7 @@ class DelayedFetch(DelayedOperation):
     def __init__(
         self, node: BrokerNode, ctx: RequestContext, wants: list[_Want],
         min_bytes: int, max_bytes: int, isolation_level: int, deadline_ms: int,
-        replica_id: int = NO_REPLICA,
+        replica_id: int = NO_REPLICA, session: FetchContext | None = None,
     ) -> None:
         super().__init__(deadline_ms)
         self.node = node
@@ -92,6 +99,7 @@ class DelayedFetch(DelayedOperation):
         self.max_bytes = max_bytes
         self.isolation_level = isolation_level
         self.replica_id = replica_id
+        self.session = session if session is not None else FetchContext()
 
     def _read_all(self) -> tuple[list[tuple[str | uuid.UUID, list[FetchPartitionData]]], int, bool]:
         topics: dict[str | uuid.UUID, list[FetchPartitionData]] = {}
@@ -153,14 +161,36 @@ class DelayedFetch(DelayedOperation):
         topics, _, _ = self._read_all()
         self._answer(topics, now_ms)
 
+    def _select(self, topics: list[tuple[str | uuid.UUID, list[FetchPartitionData]]],
+                ) -> list[tuple[str | uuid.UUID, list[FetchPartitionData]]]:
+        """The partitions this answer names: all of them, except in an incremental fetch
+        (module docstring); records what the session was told."""
+        session = self.session
+        if session.session is None:
+            return topics
+        selected = []
+        for key, parts in topics:
+            kept = [
+                d for d in parts
+                if session.include(
+                    (key, d.partition_index), bool(d.error_code) or d.diverging_epoch is not None,
+                    bool(d.records), d.high_watermark, d.last_stable_offset, d.log_start_offset,
+                )
+            ]
+            if kept:
+                selected.append((key, kept))
+        return selected
+
     def _answer(self, topics: list[tuple[str | uuid.UUID, list[FetchPartitionData]]], now_ms: int) -> None:
         ctx = self.ctx
+        topics = self._select(topics)
+        session_id = self.session.session_id
         self._count(topics)
         if ctx.on_response is not None:
             # Encoded below without a kio response: show the shell the partitions' errors.
             ctx.on_response(ctx.header.api_key, _Answered(tuple(d for _, parts in topics for d in parts)))
         pieces = encode_fetch_response(ctx.api_version, ctx.header.correlation_id, topics,
-                                       throttle_time_ms=ctx.throttle_time_ms)
+                                       throttle_time_ms=ctx.throttle_time_ms, session_id=session_id)
         if self.replica_id == NO_REPLICA and self.node.quotas.has_quotas():
             # consumer_byte_rate (KIP-219): Kafka records the response's size when it is sent
             # and answers with the throttle time; followers are not under client quotas.
@@ -169,7 +199,7 @@ class DelayedFetch(DelayedOperation):
             if throttle_ms > ctx.throttle_time_ms:
                 ctx.throttle_time_ms = throttle_ms
                 pieces = encode_fetch_response(ctx.api_version, ctx.header.correlation_id, topics,
-                                               throttle_time_ms=throttle_ms)
+                                               throttle_time_ms=throttle_ms, session_id=session_id)
         ctx.send(pieces)
 
 
@@ -283,34 +313,72 @@ def replica_of(request: Any, version: int) -> tuple[int, int]:
     return int(getattr(request, "replica_id", NO_REPLICA)), -1
 
 
+def _requested(request: Any, by_id: bool) -> dict[PartitionKey, CachedPartition]:
+    requested: dict[PartitionKey, CachedPartition] = {}
+    for t in request.topics:
+        key: str | uuid.UUID = t.topic_id if by_id else t.topic
+        for fp in t.partitions:
+            requested[(key, int(fp.partition))] = CachedPartition(
+                fetch_offset=int(fp.fetch_offset),
+                current_leader_epoch=int(getattr(fp, "current_leader_epoch", -1)),
+                last_fetched_epoch=int(getattr(fp, "last_fetched_epoch", -1)),
+                partition_max_bytes=int(fp.partition_max_bytes),
+            )
+    return requested
+
+
+def _forgotten(request: Any, by_id: bool) -> list[PartitionKey]:
+    return [
+        (t.topic_id if by_id else t.topic, int(index))
+        for t in request.forgotten_topics_data for index in t.partitions
+    ]
+
+
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     by_id = ctx.api_version >= 13
     replica_id, replica_epoch = replica_of(request, ctx.api_version)
+    requested = _requested(request, by_id)
+    session = FetchContext()
+    if ctx.api_version >= 7:
+        session = new_context(
+            node.fetch_sessions, int(request.session_id), int(request.session_epoch), replica_id,
+            requested, _forgotten(request, by_id), ctx.now_ms,
+        )
+        if session.error != ErrorCode.none:
+            if ctx.on_response is not None:
+                ctx.on_response(ctx.header.api_key, _Answered(()))
+            ctx.send(encode_fetch_response(ctx.api_version, ctx.header.correlation_id, [],
+                                           throttle_time_ms=ctx.throttle_time_ms,
+                                           error_code=int(session.error)))
+            return
+        if session.incremental and session.session is not None:
+            requested = session.session.partitions  # every partition of the session
     # authz_rules: a follower's fetch needs CLUSTER_ACTION, a consumer's READ on each topic;
     # either refusal is TOPIC_AUTHORIZATION_FAILED per partition (Kafka's handleFetchRequest).
     follower_denied = check(node, ctx, API_KEY, "follower") if replica_id != NO_REPLICA else None
+    names: dict[str | uuid.UUID, tuple[str | None, ErrorCode | None]] = {}
     wants: list[_Want] = []
-    for t in request.topics:
-        if by_id:
-            state = node.topics_by_id.get(t.topic_id)
-            key: str | uuid.UUID = t.topic_id
-            name = state.name if state is not None else None
-        else:
-            key = name = t.topic
-        denied = follower_denied
-        if replica_id == NO_REPLICA and name is not None:
-            denied = check(node, ctx, API_KEY, "consumer", name)
-        for fp in t.partitions:
-            w = _Want(
-                key=key, topic=name, partition=int(fp.partition),
-                fetch_offset=int(fp.fetch_offset),
-                current_leader_epoch=int(getattr(fp, "current_leader_epoch", -1)),
-                partition_max_bytes=int(fp.partition_max_bytes),
-                last_fetched_epoch=int(getattr(fp, "last_fetched_epoch", -1)),
-            )
-            if denied is not None and name is not None:
-                w.settled = FetchPartitionData(w.partition, error_code=denied)
-            wants.append(w)
+    for (key, index), cp in requested.items():
+        resolved = names.get(key)
+        if resolved is None:
+            if isinstance(key, uuid.UUID):
+                state = node.topics_by_id.get(key)
+                name = state.name if state is not None else None
+            else:
+                name = key
+            denied = follower_denied
+            if replica_id == NO_REPLICA and name is not None:
+                denied = check(node, ctx, API_KEY, "consumer", name)
+            resolved = names[key] = (name, denied)
+        name, denied = resolved
+        w = _Want(
+            key=key, topic=name, partition=index, fetch_offset=cp.fetch_offset,
+            current_leader_epoch=cp.current_leader_epoch, partition_max_bytes=cp.partition_max_bytes,
+            last_fetched_epoch=cp.last_fetched_epoch,
+        )
+        if denied is not None and name is not None:
+            w.settled = FetchPartitionData(w.partition, error_code=denied)
+        wants.append(w)
     if replica_id != NO_REPLICA:
         for w in wants:
             if w.settled is None:
@@ -320,7 +388,7 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     op = DelayedFetch(
         node, ctx, wants, min_bytes=max(int(request.min_bytes), 0), max_bytes=max_bytes,
         isolation_level=int(getattr(request, "isolation_level", 0)),
-        deadline_ms=ctx.now_ms + max(max_wait_ms, 0), replica_id=replica_id,
+        deadline_ms=ctx.now_ms + max(max_wait_ms, 0), replica_id=replica_id, session=session,
     )
     keys = {TopicPartition(w.topic, w.partition) for w in wants if w.topic is not None}
     node.purgatory.try_or_watch(op, keys, ctx.now_ms)
