@@ -127,6 +127,16 @@ class DurableMemoryStore:
             out.extend(held.popleft()[1])
         return out
 
+    def write_file(self, data: bytes) -> None:
+        """Write content from `take_write` durably (in a writer thread: touches nothing else
+        of the store)."""
+        self._disk.write_atomic(self.path, data)
+
+    def disconnect(self, client_id: ClientId) -> None:
+        """A client goes away: its watches end, nothing held for it is handed out."""
+        self.store.disconnect(client_id)
+        self._held.pop(client_id, None)
+
     def tick(self, now_ms: int) -> None:
         self.store.tick(now_ms)  # expiries delete only leased keys: nothing to persist
 
