@@ -59,7 +59,7 @@ from ackly.broker.client_quotas import ClientQuotas
 from ackly.broker.context import RequestContext
 from ackly.broker.dispatch import dispatch
 from ackly.broker.faults import FaultPoints
-from ackly.broker.file_writes import FileWrite, FileWrites
+from ackly.broker.file_writes import FileWrite, FileWrites, run_batch
 from ackly.broker.groups import make_group_coordinator
 from ackly.broker.io import PeerRequest
 from ackly.broker.log_cleaner import CleanerManager
@@ -472,6 +472,16 @@ class BrokerNode:
             lambda code, message: outcome.append((code, message)),
         )
         self._after_input(now_ms)
+        while not outcome and self.has_file_writes:
+            # A running broker's metadata file is written by the shell's writer thread; this
+            # convenience (tests, tools) writes it here instead, to return the topic.
+            batch = self.take_file_writes()
+            error: BaseException | None = None
+            try:
+                run_batch(batch)
+            except Exception as exc:
+                error = exc
+            self.complete_file_writes(batch, error, now_ms)
         if not outcome:
             raise KafkaError(ErrorCode.request_timed_out, f"topic {name!r} is not created yet")
         code, message = outcome[0]
