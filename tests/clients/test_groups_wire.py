@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -87,7 +88,15 @@ def commit(conn: WireClient, group: str, generation: int, member_id: str, offset
 def test_group_apis_on_the_wire(broker_factory) -> None:
     broker = broker_factory(configs=BROKER_CONFIGS)
     with WireClient(broker.bootstrap) as a, WireClient(broker.bootstrap) as b:
-        found = a.request(make(10, 4, key_type=0, coordinator_keys=("g1", "g2")))
+        # The first FindCoordinator creates __consumer_offsets; as in Kafka, it may answer
+        # COORDINATOR_NOT_AVAILABLE until the topic exists (a client retries).
+        deadline = time.monotonic() + 10
+        while True:
+            found = a.request(make(10, 4, key_type=0, coordinator_keys=("g1", "g2")))
+            if all(c.error_code != E.coordinator_not_available for c in found.coordinators):
+                break
+            assert time.monotonic() < deadline, "__consumer_offsets was never created"
+            time.sleep(0.02)
         assert [(c.key, c.error_code, c.node_id, c.port) for c in found.coordinators] == [
             ("g1", E.none, 0, broker.port), ("g2", E.none, 0, broker.port)]
         created = a.request(make(19, 4, topics=(make(19, 4, "CreatableTopic", name="t", num_partitions=1,

@@ -8,7 +8,8 @@ Owns: the file DYNAMIC_CONFIG_FILE (Java properties format) and the dynamic laye
 Invariants:
 - `node.config == node.static_config.with_dynamic(<the file's contents>)` after every change.
 - The file is written (durably: Disk.write_atomic) before the change is applied, so a change
-  that was answered survives a crash, and one whose write failed was never applied.
+  that was answered survives a crash, and one whose write failed was never applied. A running
+  broker writes it in its writer thread and answers IncrementalAlterConfigs after that.
 - A stored value this version refuses (written by hand, or by another version) refuses the
   start-up naming the file, as any bad config does: it is never dropped silently.
 
@@ -66,6 +67,12 @@ def planned(node_config: BrokerConfig, static: BrokerConfig,
     return static.with_dynamic(wanted)
 
 
+def encode(config: BrokerConfig) -> bytes:
+    """The file's content for the dynamic layer of `config`."""
+    return write_properties_text(current(config)).encode("utf-8")
+
+
 def store(disk: Disk, data_dir: str, config: BrokerConfig) -> None:
-    """Write the dynamic layer of `config` (raises StorageError)."""
-    disk.write_atomic(config_path(data_dir), write_properties_text(current(config)).encode("utf-8"))
+    """Write the dynamic layer of `config` now (raises StorageError). A running broker writes
+    it off the event loop instead (broker/file_writes.py, BrokerNode.alter_dynamic_config)."""
+    disk.write_atomic(config_path(data_dir), encode(config))

@@ -16,6 +16,12 @@ broker is a cluster of one: its store is a DurableMemoryStore in the data direct
 is complete before its handler returns and topics survive restarts. A data directory written
 before the metadata store existed (`topics.json`) is imported into it once, topic ids kept.
 
+Small files off the loop: a running broker's shell sets `file_writes_off_loop`; from then on
+the metadata store's file and the dynamic broker configs are written in the shell's writer
+thread (`take_file_writes` / `complete_file_writes`, broker/file_writes.py), and whatever
+depends on them (a store result or watch event, an IncrementalAlterConfigs answer) waits
+until they are durable. Before (start-up, tests driving a node alone) they are written at once.
+
 Group commit (flush.policy=always): appends mark their partition dirty; the shell takes every
 dirty partition's FlushJob at once, runs them in one worker call, and reports back, so one
 fsync covers every append made before it started. Appends made while it runs wait for the next.
@@ -53,6 +59,7 @@ from ackly.broker.client_quotas import ClientQuotas
 from ackly.broker.context import RequestContext
 from ackly.broker.dispatch import dispatch
 from ackly.broker.faults import FaultPoints
+from ackly.broker.file_writes import FileWrite, FileWrites, run_batch
 from ackly.broker.groups import make_group_coordinator
 from ackly.broker.io import PeerRequest
 from ackly.broker.log_cleaner import CleanerManager
@@ -193,10 +200,14 @@ class BrokerNode:
         # The first storage error: the log directory is offline from then on (see the module
         # docstring). The shell watches it after every input.
         self.log_dir_failure: StorageError | None = None
+        # The metadata store's file and the dynamic configs (see the module docstring).
+        self.file_writes = FileWrites(disk)
+        self.file_writes_off_loop = False
         disk.makedirs(data_dir)
         # The keys altered at run time (broker/dynamic_config.py) over the start-up config.
         self.static_config = config
         self.config = dynamic_config.load(config, disk, data_dir)
+        self._dynamic_pending: BrokerConfig | None = None  # asked for, not yet durable
         # What the last clean stop recorded of every log (one set of files for the directory,
         # as Kafka's LogManager keeps): logs opened with it skip recovery and read no
         # checkpoint of their own. Its marker is gone from here on.
@@ -365,22 +376,51 @@ class BrokerNode:
         return config, None
 
     def alter_dynamic_config(self, changes: Mapping[str, str | None], now_ms: int,
-                             validate_only: bool = False) -> None:
+                             validate_only: bool = False,
+                             on_durable: Callable[[StorageError | None], None] | None = None) -> None:
         """SET (a value) or DELETE (None) dynamic broker keys: stored, then every topic that
-        follows a changed default takes it at once. Raises ConfigError for a key that is not
-        dynamic or a bad value, StorageError (the log directory goes offline) if the store
-        fails."""
-        config = dynamic_config.planned(self.config, self.static_config, changes)
+        follows a changed default takes it at once, and `on_durable(None)` runs (at once, or
+        when the writer thread has written it: see the module docstring). Raises ConfigError
+        for a key that is not dynamic or a bad value, StorageError (the log directory goes
+        offline) if the store fails on the loop; a failure in the writer thread reaches
+        `on_durable` instead, and the change is not applied."""
+        config = dynamic_config.planned(self._dynamic_latest, self.static_config, changes)
         if validate_only:
             return
         if self.log_dir_failure is not None:
             raise StorageError("write", dynamic_config.config_path(self.data_dir), None,
                                "the log directory is offline")
-        try:
-            dynamic_config.store(self.disk, self.data_dir, config)
-        except StorageError as exc:
-            self._take_log_dir_offline(exc, now_ms)
-            raise
+        if not self.file_writes_off_loop:
+            try:
+                dynamic_config.store(self.disk, self.data_dir, config)
+            except StorageError as exc:
+                self._take_log_dir_offline(exc, now_ms)
+                raise
+            self._apply_dynamic_config(config, changes)
+            if on_durable is not None:
+                on_durable(None)
+            return
+        # Written in the writer thread; applied (in the order asked) and answered once durable.
+        self._dynamic_pending = config
+
+        def durable(error: StorageError | None) -> None:
+            if error is None and self.log_dir_failure is None:
+                self._apply_dynamic_config(config, changes)
+            if on_durable is not None:
+                on_durable(error)
+
+        self.file_writes.write(dynamic_config.config_path(self.data_dir),
+                               dynamic_config.encode(config), durable)
+
+    @property
+    def _dynamic_latest(self) -> BrokerConfig:
+        """The config the last asked-for dynamic change leads to (written or waiting), which
+        the next change builds on."""
+        return self._dynamic_pending if self._dynamic_pending is not None else self.config
+
+    def _apply_dynamic_config(self, config: BrokerConfig, changes: Mapping[str, str | None]) -> None:
+        if self._dynamic_pending is config:
+            self._dynamic_pending = None
         self.config = config
         log.info("broker %d: dynamic configs now %s", self.broker_id, dynamic_config.current(config),
                  extra={"event": "dynamic_config", "broker": self.broker_id,
@@ -438,6 +478,16 @@ class BrokerNode:
             lambda code, message: outcome.append((code, message)),
         )
         self._after_input(now_ms)
+        while not outcome and self.has_file_writes:
+            # A running broker's metadata file is written by the shell's writer thread; this
+            # convenience (tests, tools) writes it here instead, to return the topic.
+            batch = self.take_file_writes()
+            error: BaseException | None = None
+            try:
+                run_batch(batch)
+            except Exception as exc:
+                error = exc
+            self.complete_file_writes(batch, error, now_ms)
         if not outcome:
             raise KafkaError(ErrorCode.request_timed_out, f"topic {name!r} is not created yet")
         code, message = outcome[0]
@@ -501,6 +551,38 @@ class BrokerNode:
         """Flush tp in the next round whatever its flush.policy (a recovered tail, or
         changes made without their fsyncs: a truncation, a new log start)."""
         self._dirty.add(tp)
+
+    def _metadata_written(self, revision: int, now_ms: int, error: StorageError | None) -> None:
+        if error is not None:
+            self._take_log_dir_offline(error, now_ms)
+            return
+        assert self._local_store is not None
+        self._local_store.written(revision)
+        # complete_file_writes runs _after_input next: it hands out what waited for this.
+
+    def take_file_writes(self) -> list[FileWrite]:
+        """The next batch of small-file writes (empty while one is out, or once the log
+        directory is offline); the shell runs it in its writer thread (file_writes.run_batch)."""
+        if self.log_dir_failure is not None:
+            return []
+        return self.file_writes.take()
+
+    @property
+    def has_file_writes(self) -> bool:
+        return self.log_dir_failure is None and self.file_writes.has_work
+
+    def complete_file_writes(self, batch: list[FileWrite], error: BaseException | None,
+                             now_ms: int) -> None:
+        """The batch from `take_file_writes` ran; `error` if it raised (any exception: a
+        write that did not finish proves nothing, so the log directory goes offline)."""
+        failure: StorageError | None = None
+        if error is not None:
+            failure = error if isinstance(error, StorageError) else StorageError(
+                "write", batch[0].path if batch else self.data_dir, None, repr(error))
+        if failure is not None:
+            self._take_log_dir_offline(failure, now_ms)
+        self.file_writes.done(batch, failure)
+        self._after_input(now_ms)
 
     def take_flush_jobs(self) -> list[tuple[TopicPartition, FlushJob]]:
         """Everything waiting for a flush now; the shell runs the jobs off the loop."""
@@ -817,7 +899,15 @@ class BrokerNode:
                 commands = self.member.take_commands()
                 for command in commands:
                     store.submit(_LOCAL_CLIENT, command)
-                items = store.drain(_LOCAL_CLIENT)
+                if self.file_writes_off_loop:
+                    write = store.take_write()
+                    if write is not None:
+                        revision, data = write
+                        self.file_writes.write(store.path, data, functools.partial(
+                            self._metadata_written, revision, now_ms))
+                    items = store.drain_durable(_LOCAL_CLIENT)
+                else:
+                    items = store.drain(_LOCAL_CLIENT)
                 if items:
                     self._handle_store_inputs(items, now_ms)
                 elif not commands:

@@ -16,6 +16,7 @@ Ctrl-C in the terminal reaches this command only and the stopping order holds.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import re
@@ -214,9 +215,17 @@ async def _serve_in_process(brokers: int, data_dir: str, base_port: int, host: s
 
     metadata_dir = os.path.join(data_dir, "metadata")
     os.makedirs(metadata_dir, exist_ok=True)
-    hub = SharedMemoryStore(DurableMemoryStore(RealDisk(), metadata_dir, monotonic_ms()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def metadata_failed(error: BaseException) -> None:  # in the writer thread
+        print(f"ackly: the cluster's metadata store failed: {error}", file=sys.stderr, flush=True)
+        loop.call_soon_threadsafe(stop.set)
+
+    # The store's file is written in a thread of its own, never on the brokers' event loop.
+    writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-metadata-write")
+    hub = SharedMemoryStore(DurableMemoryStore(RealDisk(), metadata_dir, monotonic_ms()),
+                            writer=writer, on_failure=metadata_failed)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     servers: list[BrokerServer] = []
@@ -252,3 +261,4 @@ async def _serve_in_process(brokers: int, data_dir: str, base_port: int, host: s
         await asyncio.gather(*watchers, return_exceptions=True)  # a failed one's stop finishes
         for server in servers:  # one after another: each hands its leadership to the rest
             await server.stop()
+        writer.shutdown(wait=True)

@@ -21,15 +21,22 @@ leaders cost N writes of an N-sized file, with an fsync each: quadratic. Nobody 
 command before `drain` hands out its result or its watch events, so writing the file then
 keeps the same promise with one write per batch (etcd's own commit is likewise a batch).
 
-Invariants: before `drain` returns anything, every unleased key is durable with the value the
-store holds; the file is never half written. `writes` counts the files written (tests check it
-stays independent of the partition count).
+Written off the event loop (a running broker): `take_write` hands out the file's next content
+while no write of it is out, the caller writes it elsewhere (broker/file_writes.py) and
+reports `written`; meanwhile `drain_durable` holds back what each client's outbox received
+until the write covering the revision it was queued at is durable. Commands submitted while a
+write is out are coalesced into the next one (one writer, files in revision order).
+
+Invariants: before `drain` or `drain_durable` returns anything, every unleased key is durable
+with the value the store held when it was queued; the file is never half written. `writes`
+counts the files written (tests check it stays independent of the partition count).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from collections import deque
 from typing import Any
 
 from ackly.cluster.memory_store import ClientId, MemoryStore
@@ -50,6 +57,11 @@ class DurableMemoryStore:
         self._persisted: tuple[tuple[str, int], ...] = ()
         self._dirty = False  # a command changed the store since the last write of the file
         self.writes = 0
+        # Off-loop writing: the write out (its revision and marks), the revision up to which
+        # every unleased change is durable, and what each client's outbox held, by revision.
+        self._out: tuple[int, tuple[tuple[str, int], ...]] | None = None
+        self._durable_revision = 0
+        self._held: dict[ClientId, deque[tuple[int, list[StoreInput]]]] = {}
         raw = disk.read_file(self.path)
         self.existed = raw is not None
         if raw is not None:
@@ -75,6 +87,55 @@ class DurableMemoryStore:
         if self._dirty:
             self._persist_if_changed()  # raises on a failed write: the batch stays dirty
             self._dirty = False
+
+    def take_write(self) -> tuple[int, bytes] | None:
+        """The file's next content (for revision, data) if a change since the last write
+        needs it and no write is out; the caller writes it durably and calls `written`."""
+        if self._out is not None or not self._dirty:
+            return None
+        self._dirty = False
+        kvs = [kv for kv in self.store.range("") if kv.lease_id is None]
+        marks = tuple((kv.key, kv.mod_revision) for kv in kvs)
+        revision = self.store.revision
+        if marks == self._persisted:  # only leased keys changed: nothing to write
+            self._durable_revision = revision
+            return None
+        self._out = (revision, marks)
+        return revision, _encode(revision, kvs)
+
+    def written(self, revision: int) -> None:
+        """The write `take_write` handed out for `revision` is durable."""
+        assert self._out is not None and self._out[0] == revision, "not the write that is out"
+        self._persisted = self._out[1]
+        self._durable_revision = revision
+        self._out = None
+        self.writes += 1
+
+    def drain_durable(self, client_id: ClientId) -> list[StoreInput]:
+        """What is queued for the client and durable (see the module docstring); the rest
+        waits for `written`. Call `take_write` first, so a change to leased keys only is not
+        held back."""
+        held = self._held.setdefault(client_id, deque())
+        items = self.store.drain(client_id)
+        if items:
+            held.append((self.store.revision, items))
+        durable = self._durable_revision
+        if self._out is None and not self._dirty:
+            durable = self.store.revision
+        out: list[StoreInput] = []
+        while held and held[0][0] <= durable:
+            out.extend(held.popleft()[1])
+        return out
+
+    def write_file(self, data: bytes) -> None:
+        """Write content from `take_write` durably (in a writer thread: touches nothing else
+        of the store)."""
+        self._disk.write_atomic(self.path, data)
+
+    def disconnect(self, client_id: ClientId) -> None:
+        """A client goes away: its watches end, nothing held for it is handed out."""
+        self.store.disconnect(client_id)
+        self._held.pop(client_id, None)
 
     def tick(self, now_ms: int) -> None:
         self.store.tick(now_ms)  # expiries delete only leased keys: nothing to persist

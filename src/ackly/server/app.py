@@ -27,6 +27,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from ackly.broker.file_writes import FileWrite, run_batch
 from ackly.broker.node import BrokerNode
 from ackly.broker.sasl import SaslSession
 from ackly.config import BrokerConfig, parse_host_port
@@ -169,6 +170,10 @@ class BrokerServer:
             SYNC_THREADS, thread_name_prefix="ackly-sync"
         )
         self._flush_future: concurrent.futures.Future[float] | None = None
+        # The metadata store's file and the dynamic configs (broker/file_writes.py): one
+        # writer thread, so they reach the disk in the order asked, off the event loop.
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ackly-write")
+        self._write_future: concurrent.futures.Future[None] | None = None
         self._cleaner: CleanerWorker | None = None
         self._stopping = False
         self._stopped = False
@@ -239,6 +244,8 @@ class BrokerServer:
             endpoints=self.listener_set.advertised,
             on_coordinator_load=self._on_coordinator_load,
         )
+        # From here on (start-up wrote at once) no small file is written on the event loop.
+        self.node.file_writes_off_loop = True
         try:
             await self._start_admin()
         except BaseException:
@@ -322,6 +329,7 @@ class BrokerServer:
         self.node.close(self._syncers.map)
         self._flusher.shutdown(wait=True)
         self._syncers.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
         if self.admin is not None:
             await self.admin.stop()
         raise NotJoinedError(
@@ -476,6 +484,8 @@ class BrokerServer:
                 self._joined.set()
         if node.has_flush_work and self._flush_future is None:
             self._start_flush()
+        if node.has_file_writes and self._write_future is None and not self._stopping:
+            self._start_file_writes()
         if (self._cleaner is not None and self._cleaner.idle and not self._stopping
                 and node.log_dir_failure is None):
             clean = node.take_clean_job(self.now_ms())
@@ -519,6 +529,26 @@ class BrokerServer:
         future.add_done_callback(
             lambda f: loop.call_soon_threadsafe(self._on_flushed, jobs, f)
         )
+
+    def _start_file_writes(self) -> None:
+        batch = self.node.take_file_writes()
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+        future = self._writer.submit(run_batch, batch)
+        self._write_future = future
+        future.add_done_callback(
+            lambda f: loop.call_soon_threadsafe(self._on_files_written, batch, f)
+        )
+
+    def _on_files_written(
+        self, batch: list[FileWrite], future: concurrent.futures.Future[None]
+    ) -> None:
+        self._write_future = None
+        if self._stopping:
+            return
+        self.node.complete_file_writes(batch, future.exception(), self.now_ms())
+        self.after_event()
 
     def _on_flushed(
         self, jobs: list[tuple[TopicPartition, FlushJob]], future: concurrent.futures.Future[float]
@@ -576,6 +606,9 @@ class BrokerServer:
         self._stopping = True
         if self._flush_future is not None:
             await asyncio.gather(asyncio.wrap_future(self._flush_future), return_exceptions=True)
+        if self._write_future is not None:
+            # Its changes were not answered yet; written or not, they are as after a crash.
+            await asyncio.gather(asyncio.wrap_future(self._write_future), return_exceptions=True)
         if self._cleaner is not None:
             await self._cleaner.stop()
         if self._timer is not None:
@@ -584,6 +617,7 @@ class BrokerServer:
             self.node.close(self._syncers.map)
         self._flusher.shutdown(wait=True)
         self._syncers.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
         if self.admin is not None:
             await self.admin.stop()
 

@@ -9,6 +9,12 @@ per client per step, in order. Lease deadlines are kept by a timer that each cli
 loop for the store's next deadline; whichever fires first expires the leases (the store's clock
 is this process's monotonic clock) and the others find nothing to do.
 
+A DurableMemoryStore (`ackly cluster` without etcd) given a `writer` executor (one thread)
+has its file written there, not on the submitting loop: what each client receives waits until
+the write covering it is durable (DurableMemoryStore.drain_durable), commands submitted while
+a write is out are coalesced into the next one, and a failed write hands nothing out any more
+(`failure`, `on_failure`): no broker acts on a change the file may not hold.
+
 `close()` is a broker going away: its watches end and its outbox is dropped, but its leases run
 until they expire, as etcd's do, so the other brokers notice it late, not at once (a broker that
 leaves on purpose revokes its lease first).
@@ -17,7 +23,9 @@ leaves on purpose revokes its lease first).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -42,11 +50,17 @@ class SharedMemoryStore:
     clock must then have been started from `clock()` too."""
 
     def __init__(self, store: MemoryStore | DurableMemoryStore | None = None,
-                 clock: Callable[[], int] = monotonic_ms) -> None:
+                 clock: Callable[[], int] = monotonic_ms,
+                 writer: concurrent.futures.Executor | None = None,
+                 on_failure: Callable[[BaseException], None] | None = None) -> None:
         self.clock = clock
         self.store = store if store is not None else MemoryStore(now_ms=clock())
         self._lock = threading.Lock()
         self._clients: dict[str, MemoryStoreClient] = {}
+        # Off-loop writing of a durable store's file (see the module docstring).
+        self._writer = writer if isinstance(self.store, DurableMemoryStore) else None
+        self._on_failure = on_failure
+        self.failure: BaseException | None = None
 
     def client(self, client_id: str, deliver: Deliver) -> MemoryStoreClient:
         """A new client; `client_id` must be unique among the open ones (e.g. "broker-1")."""
@@ -75,14 +89,40 @@ class SharedMemoryStore:
     def detach(self, client_id: str) -> None:
         with self._lock:
             self._clients.pop(client_id, None)
-            inner = self.store.store if isinstance(self.store, DurableMemoryStore) else self.store
-            inner.disconnect(client_id)
+            self.store.disconnect(client_id)
 
     def _distribute(self) -> None:
+        store = self.store
+        if self._writer is not None and isinstance(store, DurableMemoryStore):
+            if self.failure is not None:
+                return
+            write = store.take_write()
+            if write is not None:
+                revision, data = write
+                future = self._writer.submit(store.write_file, data)
+                future.add_done_callback(functools.partial(self._written, revision))
+            drain = store.drain_durable
+        else:
+            drain = store.drain
         for client_id, client in self._clients.items():
-            items = self.store.drain(client_id)
+            items = drain(client_id)
             if items:
                 client.hand_over(items)
+
+    def _written(self, revision: int, future: concurrent.futures.Future[None]) -> None:
+        """In the writer thread: the file for `revision` is durable (or failed)."""
+        error = future.exception()
+        with self._lock:
+            if error is not None:
+                self.failure = error
+                log.critical("the metadata store's file could not be written: %s; nothing more "
+                             "is handed out", error)
+            else:
+                assert isinstance(self.store, DurableMemoryStore)
+                self.store.written(revision)
+                self._distribute()
+        if error is not None and self._on_failure is not None:
+            self._on_failure(error)
 
 
 class MemoryStoreClient:

@@ -20,6 +20,7 @@ from kio.serial import entity_reader, entity_writer
 
 from ackly.broker.context import RequestContext
 from ackly.broker.dispatch import TABLE
+from ackly.broker.file_writes import run_batch
 from ackly.broker.handlers import (
     alter_configs,
     create_partitions,
@@ -82,7 +83,21 @@ def call(node: BrokerNode, api_key: int, version: int, *, sasl_session: Any = No
     answers, correlation_id = send(node, api_key, version, sasl_session=sasl_session, **fields)
     if not answers and node.has_flush_work:
         flush_round(node)
+    while not answers and node.has_file_writes:
+        write_round(node)
     return decode_answer(api_key, version, answers, correlation_id)
+
+
+def write_round(node: BrokerNode) -> None:
+    """What the shell's writer thread does with the node's small-file writes (a node with
+    `file_writes_off_loop`): run one batch, report."""
+    batch = node.take_file_writes()
+    error: BaseException | None = None
+    try:
+        run_batch(batch)
+    except Exception as exc:
+        error = exc
+    node.complete_file_writes(batch, error, NOW_MS)
 
 
 def flush_round(node: BrokerNode) -> None:

@@ -4,26 +4,31 @@ DescribeConfigs shows them as DYNAMIC_BROKER_CONFIG, and they survive a restart.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
 
 from ackly.broker.dynamic_config import DYNAMIC_CONFIG_FILE
 from ackly.broker.node import BrokerNode
-from ackly.errors import ConfigError, ErrorCode
+from ackly.errors import ConfigError, ErrorCode, StorageError
 
 from .test_admin_apis import (
     BROKER,
     DELETE,
+    NOW_MS,
     SET,
     SOURCE_STATIC,
     SOURCE_TOPIC,
     TOPIC,
     WEEK_MS,
     create_topic,
+    decode_answer,
     describe,
+    entity,
     incremental,
     make_node,
+    send,
     source_of,
 )
 
@@ -112,3 +117,24 @@ def test_topics_and_the_broker_in_one_request(tmp_path: Path) -> None:
     config = node.partition("t", 0).config
     assert (config.retention_ms, config.retention_bytes) == (10, 99)
     node.close()
+
+
+def test_a_failed_write_in_the_writer_thread_answers_a_storage_error_and_applies_nothing(
+    tmp_path: Path,
+) -> None:
+    node = make_node(tmp_path / "data")
+    node.file_writes_off_loop = True  # as a running broker's shell sets it
+    resource = entity(44, 1, "AlterConfigsResource", resource_type=BROKER, resource_name="0",
+                      configs=(entity(44, 1, "AlterableConfig", name="log.retention.bytes",
+                                      config_operation=SET, value="4444"),))
+    answers, correlation_id = send(node, 44, 1, validate_only=False, resources=(resource,))
+    assert answers == []
+    batch = node.take_file_writes()
+    assert len(batch) == 1
+    error = StorageError("write", batch[0].path, errno.EIO, "Input/output error")
+    node.complete_file_writes(batch, error, NOW_MS)
+    (r,) = decode_answer(44, 1, answers, correlation_id).responses
+    assert r.error_code == ErrorCode.kafka_storage_error
+    assert node.log_dir_failure is error
+    assert node.config.get("log.retention.bytes") != 4444
+    assert not (tmp_path / "data" / DYNAMIC_CONFIG_FILE).exists()

@@ -1,8 +1,9 @@
 """No fsync on the event loop: three BrokerNodes (a virtual clock, real files) run produce,
-a follower's truncation by leader epoch, DeleteRecords, retention and a log clean, while every
-`os.fsync` / `os.fdatasync` is recorded with where it ran. The shell runs flush jobs and clean
-jobs in its threads, and start-up before it serves; any other fsync would run on the event
-loop and stall every connection while the disk is slow."""
+a follower's truncation by leader epoch, DeleteRecords, retention and a log clean, and a single
+broker creates topics and alters its dynamic configs, while every `os.fsync` / `os.fdatasync`
+is recorded with where it ran. The shell runs flush jobs, clean jobs and small-file writes
+(broker/file_writes.py) in its threads, and start-up before it serves; any other fsync would
+run on the event loop and stall every connection while the disk is slow."""
 
 from __future__ import annotations
 
@@ -16,11 +17,17 @@ from typing import Any
 
 import pytest
 
+from ackly.broker.admin import DEFAULT_TIMEOUT_MS
+from ackly.broker.dynamic_config import DYNAMIC_CONFIG_FILE
+from ackly.broker.file_writes import FileWrite
+from ackly.broker.node import BrokerNode
+from ackly.cluster.durable_store import METADATA_FILE
 from ackly.errors import ErrorCode
 from ackly.log.cleaner import CleanJob
 from ackly.log.partition_log import FlushJob
 
 from .core_cluster import CoreCluster, batch, log_bytes, log_values
+from .test_admin_apis import BROKER, NOW_MS, SET, decode_answer, entity, make_node, send, write_round
 from .test_cluster_core import _schema, create, produce, result
 from .test_compaction_cluster import COMPACT, clean, keyed
 
@@ -72,6 +79,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncRecorder]:
     # broker listens).
     monkeypatch.setattr(FlushJob, "run", r.runs_off_loop(FlushJob.run))
     monkeypatch.setattr(CleanJob, "run", r.runs_off_loop(CleanJob.run))
+    monkeypatch.setattr(FileWrite, "run", r.runs_off_loop(FileWrite.run))
     monkeypatch.setattr(CoreCluster, "start", r.runs_off_loop(CoreCluster.start))
     yield r
 
@@ -131,6 +139,66 @@ def test_no_fsync_on_the_event_loop(tmp_path: Path, recorder: SyncRecorder) -> N
 
     # Not vacuous: the flushes and their syncs did happen, off the loop.
     assert recorder.off_loop > 0
+
+
+def test_a_single_brokers_metadata_and_dynamic_configs_are_written_off_the_loop(
+    tmp_path: Path, recorder: SyncRecorder
+) -> None:
+    data = tmp_path / "data"
+    node = recorder.runs_off_loop(make_node)(data)  # start-up, before it serves
+    node.file_writes_off_loop = True  # as the shell sets it
+
+    # A topic: its creation is reported only once metadata.json holds it.
+    outcome: list[ErrorCode] = []
+    node.admin.create_topic("kept-topic", 2, 1, {}, None, NOW_MS, DEFAULT_TIMEOUT_MS,
+                            lambda code, message: outcome.append(code))
+    node.pump(NOW_MS)
+    assert outcome == [] and "kept-topic" not in node.topics
+    assert b"kept-topic" not in (data / METADATA_FILE).read_bytes()
+    assert node.has_file_writes
+    rounds = 0
+    while node.has_file_writes:
+        write_round(node)
+        rounds += 1
+    assert outcome == [ErrorCode.none] and "kept-topic" in node.topics
+    assert b"kept-topic" in (data / METADATA_FILE).read_bytes()
+    assert rounds <= 3, "the topic's records and its partitions' states coalesce"
+    recorder.check("CreateTopics on a single broker")
+
+    # Two IncrementalAlterConfigs in a row: neither is answered or applied before the file
+    # holds it; one write carries both, in order.
+    first, first_id = _alter_broker(node, ("log.retention.bytes", SET, "1111"))
+    second, second_id = _alter_broker(node, ("log.retention.bytes", SET, "2222"),
+                                      ("log.retention.ms", SET, "3333"))
+    assert first == [] and second == []
+    assert node.config.get("log.retention.bytes") != 1111
+    batch = node.take_file_writes()
+    assert [w.path.rsplit("/", 1)[1] for w in batch] == [DYNAMIC_CONFIG_FILE]
+    assert node.take_file_writes() == [], "one writer: nothing more while a batch is out"
+    batch[0].run()
+    node.complete_file_writes(batch, None, NOW_MS)
+    for answers, correlation_id in ((first, first_id), (second, second_id)):
+        (r,) = decode_answer(44, 1, answers, correlation_id).responses
+        assert r.error_code == ErrorCode.none
+    assert node.config.get("log.retention.bytes") == 2222
+    assert node.config.get("log.retention.ms") == 3333
+    recorder.check("IncrementalAlterConfigs on a broker")
+    assert recorder.off_loop > 0
+
+    # What was answered is what a restart finds.
+    node.close()
+    again = recorder.runs_off_loop(make_node)(data)
+    assert again.topics["kept-topic"].partition_count == 2
+    assert again.config.get("log.retention.bytes") == 2222
+    again.close()
+
+
+def _alter_broker(node: BrokerNode, *ops: tuple[str, int, str]) -> tuple[list[Any], int]:
+    """IncrementalAlterConfigs of broker 0, sent; its answer goes to the list, later."""
+    resource = entity(44, 1, "AlterConfigsResource", resource_type=BROKER, resource_name="0",
+                      configs=tuple(entity(44, 1, "AlterableConfig", name=k, config_operation=op, value=v)
+                                    for k, op, v in ops))
+    return send(node, 44, 1, validate_only=False, resources=(resource,))
 
 
 @pytest.mark.xfail(strict=True, reason="a clean's swap still fsyncs its directory and "

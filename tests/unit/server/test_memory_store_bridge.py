@@ -2,16 +2,23 @@
 
 A command of one client reaches the watches of the others, on their own loops, in revision
 order; leases expire by the hub's clock without anyone submitting; a closed client's watches
-end but its lease lives on until it expires.
+end but its lease lives on until it expires; a durable store's file is written in the writer
+thread, one write at a time, before anyone hears of the change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from ackly.cluster.durable_store import METADATA_FILE, DurableMemoryStore
 from ackly.cluster.store import (
     CommandResult,
     GrantLease,
@@ -21,7 +28,8 @@ from ackly.cluster.store import (
     Watch,
     WatchEvent,
 )
-from ackly.server.memory_store_bridge import SharedMemoryStore
+from ackly.log.disk import RealDisk
+from ackly.server.memory_store_bridge import SharedMemoryStore, monotonic_ms
 
 WAIT_S = 10.0
 
@@ -109,3 +117,70 @@ def test_a_lease_expires_by_the_hub_clock_and_a_closed_client_keeps_it_until_the
         assert not [i for i in watcher.items if isinstance(i, LeaseExpired)]  # only to its owner
     finally:
         watcher.close()
+
+
+class ManualWriter(concurrent.futures.Executor):
+    """An executor that runs what it is given only when told, in a thread named "writer"."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[Callable[..., Any], tuple[Any, ...], concurrent.futures.Future[Any]]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.queued.append((fn, args, future))
+        return future
+
+    def run_one(self) -> None:
+        fn, args, future = self.queued.pop(0)
+
+        def run() -> None:
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        thread = threading.Thread(target=run, name="writer")
+        thread.start()
+        thread.join(WAIT_S)
+
+
+def test_a_durable_store_is_written_in_the_writer_thread_before_anyone_hears_of_a_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync_threads: list[str] = []
+    real_fsync = os.fsync
+
+    def recorded(fd: int) -> None:
+        sync_threads.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recorded)
+    writer = ManualWriter()
+    store = DurableMemoryStore(RealDisk(), str(tmp_path), now_ms=monotonic_ms())
+    hub = SharedMemoryStore(store, writer=writer)
+    a, b = LoopClient(hub, "a"), LoopClient(hub, "b")
+    try:
+        b.submit(Watch(1, "/k/", 0))
+        b.wait(lambda items: result(items, 1) is not None)  # no change: nothing to write
+        assert writer.queued == []
+        a.submit(Put(2, "/k/x", b"one"))
+        assert len(writer.queued) == 1 and a.items == [] and not (tmp_path / METADATA_FILE).exists()
+        a.submit(Put(3, "/k/x", b"two"))
+        a.submit(Put(4, "/k/y", b"three"))
+        assert len(writer.queued) == 1, "one writer: the next write waits for this one"
+        writer.run_one()
+        a.wait(lambda items: result(items, 2) is not None)
+        b.wait(lambda items: len([i for i in items if isinstance(i, WatchEvent)]) == 1)
+        assert result(a.items, 3) is None, "not durable yet"
+        assert len(writer.queued) == 1  # Put 3 and Put 4, coalesced
+        writer.run_one()
+        a.wait(lambda items: result(items, 4) is not None)
+        b.wait(lambda items: len([i for i in items if isinstance(i, WatchEvent)]) == 3)
+        assert store.writes == 2 and writer.queued == []
+        assert sync_threads and set(sync_threads) == {"writer"}
+    finally:
+        a.close()
+        b.close()
+    again = DurableMemoryStore(RealDisk(), str(tmp_path), now_ms=monotonic_ms())
+    kv = again.store.get("/k/y")
+    assert kv is not None and kv.value == b"three"

@@ -37,7 +37,7 @@ from ackly.broker.handlers.describe_configs import (
     topic_state,
 )
 from ackly.config import validate_topic_overrides
-from ackly.errors import ConfigError, ErrorCode, KafkaError
+from ackly.errors import ConfigError, ErrorCode, KafkaError, StorageError
 from ackly.protocol.messages import build
 
 if TYPE_CHECKING:
@@ -60,6 +60,8 @@ class Change:
     topic: str | None = None
     overrides: dict[str, str] | None = None
     error: KafkaError | None = None
+    # A BROKER resource (IncrementalAlterConfigs): its validated dynamic config changes.
+    broker_changes: dict[str, str | None] | None = None
 
 
 def duplicate_resources(resources: Iterable[Any]) -> set[tuple[int, str]]:
@@ -122,17 +124,31 @@ def apply_changes(node: BrokerNode, ctx: RequestContext, changes: list[Change], 
                   then: Callable[[], None]) -> None:
     """Second phase: write the planned overrides through the cluster metadata; `then` runs once
     every change has its outcome (a failed write sets the change's error)."""
-    # A BROKER resource (IncrementalAlterConfigs) has no topic: it was applied when planned.
-    todo = [] if validate_only else [c for c in changes if c.error is None and c.topic is not None]
+    todo = [] if validate_only else [
+        c for c in changes if c.error is None and (c.topic is not None or c.broker_changes is not None)
+    ]
     countdown = Countdown(len(todo), then)
     for change in todo:
-        assert change.topic is not None and change.overrides is not None
 
         def done(code: ErrorCode, message: str | None, change: Change = change) -> None:
             if code != ErrorCode.none:
                 change.error = KafkaError(code, message or "")
             countdown.one_done()
 
+        if change.broker_changes is not None:
+            # A BROKER resource: stored in the data directory, answered once durable.
+            def stored(error: StorageError | None, done: Callable[..., None] = done) -> None:
+                if error is None:
+                    done(ErrorCode.none, None)
+                else:
+                    done(ErrorCode.kafka_storage_error, error.message)
+
+            try:
+                node.alter_dynamic_config(change.broker_changes, ctx.now_ms, on_durable=stored)
+            except ConfigError as exc:  # validated when planned; kept for a clear answer
+                done(ErrorCode.invalid_config, str(exc))
+            continue
+        assert change.topic is not None and change.overrides is not None
         node.admin.alter_configs(change.topic, change.overrides, ctx.now_ms, DEFAULT_TIMEOUT_MS, done)
 
 

@@ -96,7 +96,8 @@ def _apply_op(state: TopicState, overrides: dict[str, str], entry: Any) -> None:
 
 
 def _plan_broker(node: BrokerNode, resource: Any, validate_only: bool, now_ms: int) -> Change:
-    """Plan, and unless validate_only apply, a BROKER resource's dynamic config changes."""
+    """Plan and validate a BROKER resource's dynamic config changes (apply_changes stores
+    them)."""
     change = Change(int(resource.resource_type), resource.resource_name)
     try:
         if resource.resource_name == "":
@@ -122,7 +123,9 @@ def _plan_broker(node: BrokerNode, resource: Any, validate_only: bool, now_ms: i
             raise KafkaError(ErrorCode.invalid_request,
                              f"Cannot update these configs dynamically: {', '.join(not_dynamic)} "
                              f"(dynamic: {', '.join(sorted(DYNAMIC_BROKER_KEYS))})")
-        node.alter_dynamic_config(changes, now_ms, validate_only=validate_only)
+        node.alter_dynamic_config(changes, now_ms, validate_only=True)  # refuses a bad change
+        if not validate_only:
+            change.broker_changes = changes  # stored and applied by apply_changes
     except ConfigError as exc:
         change.error = KafkaError(ErrorCode.invalid_config, str(exc))
     except KafkaError as exc:
