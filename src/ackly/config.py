@@ -26,6 +26,9 @@ from ackly.listeners import (
 )
 from ackly.ssl_principal import parse_rules
 
+# Kafka's class name of the rack-aware replica selector (KIP-392), the one built in.
+RACK_AWARE_REPLICA_SELECTOR = "org.apache.kafka.common.replica.RackAwareReplicaSelector"
+
 
 class Kind(Enum):
     INT = "int"
@@ -563,7 +566,19 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
               "how often a broker renews its lease (below broker.session.timeout.ms)", minimum=1),
     ConfigDef("auto.leader.rebalance.enable", Kind.BOOLEAN, True,
               "move leadership back to each partition's preferred replica when it is in sync"),
-    ConfigDef("broker.rack", Kind.STRING, "", "this broker's rack, for replica placement"),
+    ConfigDef("broker.rack", Kind.STRING, "",
+              "this broker's rack, for replica placement and for consumers' nearest replica"),
+    # KIP-392: with the rack-aware selector, a leader answers a consumer's fetch (v11+) that
+    # names a rack (client.rack) with the in-sync replica in that rack as the preferred read
+    # replica, and followers serve consumers' fetches up to their HW. "" (Kafka's null): every
+    # consumer reads from the leader. Kafka loads a class of that name; this broker has the
+    # one selector Kafka ships built in, under its Kafka class name.
+    ConfigDef("replica.selector.class", Kind.STRING, "",
+              "which replica a consumer reads from: empty for the leader, or "
+              "org.apache.kafka.common.replica.RackAwareReplicaSelector (KIP-392)",
+              check=lambda v: None if v in ("", RACK_AWARE_REPLICA_SELECTOR) else (
+                  f"no replica selector {v!r}: give {RACK_AWARE_REPLICA_SELECTOR} or leave it "
+                  "empty (other classes cannot be loaded by this broker)"), read_only=True),
     # The log cleaner (compaction); Kafka's names and defaults.
     ConfigDef("log.cleaner.enable", Kind.BOOLEAN, True,
               "run the log cleaner for topics with cleanup.policy=compact"),

@@ -141,7 +141,6 @@ UNSUPPORTED: Mapping[str, tuple[str, str]] = {
     "client.quota.callback.class": ("", _PLUGIN),
     "create.topic.policy.class.name": ("", _PLUGIN),
     "alter.config.policy.class.name": ("", _PLUGIN),
-    "replica.selector.class": ("", _PLUGIN),
     "sasl.server.callback.handler.class": ("", _PLUGIN),
     "sasl.client.callback.handler.class": ("", _PLUGIN),
     "sasl.login.callback.handler.class": ("", _PLUGIN),

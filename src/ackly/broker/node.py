@@ -81,7 +81,7 @@ from ackly.log.disk import Disk
 from ackly.log.log_dir import CleanLogState, LogDirCheckpoints
 from ackly.log.partition_log import FlushJob, MapFn, run_flush_round
 from ackly.replication.fetch_sessions import FetchSessionCache
-from ackly.replication.partition import Partition
+from ackly.replication.partition import Partition, check_leader_epoch
 from ackly.replication.purgatory import Purgatory
 from ackly.types import TopicPartition, WallClock, same_clock
 
@@ -524,6 +524,19 @@ class BrokerNode:
             )
         p = self.partition(topic, index)
         p.check_leader(current_leader_epoch)
+        return p
+
+    def replica_for_reads(self, topic: str, index: int, current_leader_epoch: int = -1) -> Partition:
+        """The replica hosted here, leader or follower, for a consumer's fetch that any replica
+        may serve (KIP-392, Fetch v11+), if the caller's leader epoch (when it gives one) is the
+        one this replica knows; else KafkaError as `leader_partition`."""
+        if self.log_dir_failure is not None:
+            raise KafkaError(
+                ErrorCode.kafka_storage_error,
+                f"broker {self.broker_id}'s log directory is offline: {self.log_dir_failure}",
+            )
+        p = self.partition(topic, index)
+        check_leader_epoch(current_leader_epoch, p.leader_epoch)
         return p
 
     def all_partitions(self) -> Iterable[Partition]:

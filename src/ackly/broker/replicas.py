@@ -365,7 +365,8 @@ class ReplicaManager:
         outcome = self.fetcher.on_response(request_id, response, now_ms)
         for p in outcome.appended:
             self.node.after_append(p, now_ms)
-        for p in outcome.truncated:
+        # Consumers reading from this follower (KIP-392) wait for its HW or log start to move.
+        for p in (*outcome.truncated, *outcome.hw_moved, *outcome.log_start_moved):
             self.node.purgatory.check(p.tp, now_ms)
         # A cut or a new log start is synced by the next flush round (no fsync here), which
         # the next fetch of a truncated partition waits for.

@@ -103,15 +103,17 @@ class Host:
 
 class CoreCluster:
     def __init__(self, root: Path, broker_ids: list[int], props: dict[str, str] | None = None,
-                 seed: int = 0, *, start: bool = True) -> None:
+                 seed: int = 0, *, start: bool = True,
+                 broker_props: dict[int, dict[str, str]] | None = None) -> None:
         """`start=False`: no broker is started yet (start them with `start`, move messages
-        one round at a time with `step`)."""
+        one round at a time with `step`). `broker_props`: one broker's own (e.g. broker.rack)."""
         self.root = root
         self.store = MemoryStore(now_ms=START_MS)
         self.now_ms = START_MS  # the monotonic clock every node input carries
         # The wall clock is now_ms + wall_offset_ms: a test steps it as NTP would.
         self.wall_offset_ms = 0
         self.props = {**FAST, **internal_topic_factors(len(broker_ids)), **(props or {})}
+        self.broker_props = broker_props or {}
         self.rng = random.Random(seed)
         self.hosts = {b: Host(b, str(root / f"b{b}")) for b in broker_ids}
         self.hold_flushes = False
@@ -132,7 +134,8 @@ class CoreCluster:
         host = self.hosts[broker_id]
         assert host.node is None
         host.incarnation += 1
-        config = BrokerConfig.from_properties({**self.props, "broker.id": str(broker_id)})
+        config = BrokerConfig.from_properties(
+            {**self.props, **self.broker_props.get(broker_id, {}), "broker.id": str(broker_id)})
         host.node = BrokerNode(
             config=config, disk=RealDisk(), data_dir=host.data_dir, host="127.0.0.1",
             port=19000 + broker_id, now_ms=self.now_ms, rng=random.Random(self.rng.getrandbits(64)),

@@ -255,7 +255,9 @@ def test_under_flush_always_a_follower_fsyncs_before_its_fetch_counts(tmp_path: 
         assert c.node(b).partition("t", 0).log.recovery_point == 1
 
 
-def test_consumers_are_sent_to_the_leader_and_see_nothing_above_hw(tmp_path: Path) -> None:
+def test_consumers_before_fetch_v11_are_sent_to_the_leader_and_see_nothing_above_hw(
+    tmp_path: Path,
+) -> None:
     c = CoreCluster(tmp_path, [1, 2, 3])
     create(c, 1, "t", configs={"min.insync.replicas": "2"})
     c.settle()
@@ -264,15 +266,16 @@ def test_consumers_are_sent_to_the_leader_and_see_nothing_above_hw(tmp_path: Pat
     follower = next(b for b in c.running if b != leader)
     c.partitioned = {b for b in c.running if b != leader}  # followers stop fetching
     assert result(c.wait(produce(c, leader, "t", batch(b"pending"), acks=1)))[0] == ErrorCode.none
-    mod = _schema(FETCH, 11)
+    mod = _schema(FETCH, 10)
 
     def fetch(broker: int) -> Any:
-        reply = c.call(broker, FETCH, 11, replica_id=-1, max_wait=datetime.timedelta(0), min_bytes=0,
+        # v11+ may be served by a follower (KIP-392: test_read_replica.py).
+        reply = c.call(broker, FETCH, 10, replica_id=-1, max_wait=datetime.timedelta(0), min_bytes=0,
                        max_bytes=1 << 20, isolation_level=0, session_id=0, session_epoch=-1,
                        topics=(mod.FetchTopic(topic="t", partitions=(mod.FetchPartition(
                            partition=0, current_leader_epoch=-1, fetch_offset=0, log_start_offset=-1,
                            partition_max_bytes=1 << 20),)),),
-                       forgotten_topics_data=(), rack_id="")
+                       forgotten_topics_data=())
         (t,) = c.wait(reply).responses
         (p,) = t.partitions
         return p

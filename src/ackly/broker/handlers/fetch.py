@@ -16,9 +16,15 @@ session, and its answer leaves out the partitions with nothing new (no records, 
 LSO and log start unchanged). A session error (FETCH_SESSION_ID_NOT_FOUND,
 INVALID_FETCH_SESSION_EPOCH) is the top-level error of an answer without partitions.
 
-Only the leader serves fetches (NOT_LEADER_OR_FOLLOWER elsewhere; no KIP-392 follower
-fetching); a request naming an older leader epoch gets FENCED_LEADER_EPOCH, a newer one
-UNKNOWN_LEADER_EPOCH (KIP-320, rule 10). Consumers never see an offset >= HW (rule 3).
+Fetching from the closest replica (KIP-392, `replication/read_replica.py`): a consumer's
+fetch of v11+ may be served by any replica, the leader or a follower, each up to its own HW
+(LSO); with `replica.selector.class` set to the rack-aware selector, the leader answers a
+consumer that names its rack with the preferred read replica (no records, at once) when an
+in-sync follower in that rack holds the fetch offset. Older versions and followers' fetches
+are served by the leader only (NOT_LEADER_OR_FOLLOWER elsewhere). A request naming an older
+leader epoch gets FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH (KIP-320, rule 10).
+Consumers never see an offset >= HW of the replica that serves them (rule 3); a follower's HW
+is the leader's as of its last fetch, so never ahead of it.
 
 isolation_level read_committed (KIP-98): the upper bound is the LSO, not HW (rule 3), and
 the partition's `aborted_transactions` lists (producer id, first offset) of every aborted
@@ -50,12 +56,14 @@ from typing import TYPE_CHECKING, Any
 from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.faults import SERVE_ABOVE_HW
+from ackly.config import RACK_AWARE_REPLICA_SELECTOR
 from ackly.errors import ErrorCode, KafkaError
 from ackly.log.leader_epoch import UNDEFINED_EPOCH_OFFSET
 from ackly.protocol.fetch_codec import FetchPartitionData, encode_fetch_response
 from ackly.replication.fetch_sessions import CachedPartition, FetchContext, PartitionKey, new_context
 from ackly.replication.partition import check_leader_epoch
 from ackly.replication.purgatory import DelayedOperation
+from ackly.replication.read_replica import preferred_read_replica
 from ackly.types import TopicPartition
 
 if TYPE_CHECKING:
@@ -90,6 +98,7 @@ class DelayedFetch(DelayedOperation):
         self, node: BrokerNode, ctx: RequestContext, wants: list[_Want],
         min_bytes: int, max_bytes: int, isolation_level: int, deadline_ms: int,
         replica_id: int = NO_REPLICA, session: FetchContext | None = None,
+        follower_reads: bool = False,
     ) -> None:
         super().__init__(deadline_ms)
         self.node = node
@@ -100,6 +109,8 @@ class DelayedFetch(DelayedOperation):
         self.isolation_level = isolation_level
         self.replica_id = replica_id
         self.session = session if session is not None else FetchContext()
+        # A consumer's fetch v11+ (KIP-392): a follower may serve it.
+        self.follower_reads = follower_reads
 
     def _read_all(self) -> tuple[list[tuple[str | uuid.UUID, list[FetchPartitionData]]], int, bool]:
         topics: dict[str | uuid.UUID, list[FetchPartitionData]] = {}
@@ -107,8 +118,8 @@ class DelayedFetch(DelayedOperation):
         errored = False
         for w in self.wants:
             data = w.settled if w.settled is not None else self._read_one(w, total)
-            if data.error_code or data.diverging_epoch is not None:
-                errored = True
+            if data.error_code or data.diverging_epoch is not None or data.preferred_read_replica >= 0:
+                errored = True  # answered at once
             total += sum(len(r) if isinstance(r, bytes) else r.size for r in data.records)
             topics.setdefault(w.key, []).append(data)
         return list(topics.items()), total, errored
@@ -117,7 +128,10 @@ class DelayedFetch(DelayedOperation):
         if w.topic is None:
             return FetchPartitionData(w.partition, error_code=ErrorCode.unknown_topic_id)
         try:
-            p = self.node.leader_partition(w.topic, w.partition, w.current_leader_epoch)
+            if self.follower_reads:
+                p = self.node.replica_for_reads(w.topic, w.partition, w.current_leader_epoch)
+            else:
+                p = self.node.leader_partition(w.topic, w.partition, w.current_leader_epoch)
             hw = p.high_watermark
             lso = p.last_stable_offset
             if self.replica_id != NO_REPLICA or self.node.faults.enabled(SERVE_ABOVE_HW):
@@ -173,7 +187,8 @@ class DelayedFetch(DelayedOperation):
             kept = [
                 d for d in parts
                 if session.include(
-                    (key, d.partition_index), bool(d.error_code) or d.diverging_epoch is not None,
+                    (key, d.partition_index),
+                    bool(d.error_code) or d.diverging_epoch is not None or d.preferred_read_replica >= 0,
                     bool(d.records), d.high_watermark, d.last_stable_offset, d.log_start_offset,
                 )
             ]
@@ -266,6 +281,30 @@ def _settle_replica_fetch(node: BrokerNode, w: _Want, replica_id: int, replica_e
         w.settled = _error(node, w, ErrorCode.offset_out_of_range)
         return
     node.replicas.on_follower_fetch(p, replica_id, replica_epoch, w.fetch_offset, now_ms)
+
+
+def _settle_preferred_replica(node: BrokerNode, w: _Want, client_rack: str, now_ms: int) -> None:
+    """A consumer's fetch that names its rack, when it arrives at the leader: if an in-sync
+    follower in that rack should serve it (read_replica.py), answer with that replica and no
+    records (Kafka answers such a partition at once, without waiting for min_bytes)."""
+    if w.topic is None:
+        return
+    try:
+        p = node.leader_partition(w.topic, w.partition, w.current_leader_epoch)
+    except KafkaError:
+        return  # a follower serves it, or _read_one answers the error
+    brokers = node.metadata.brokers
+
+    def rack_of(broker_id: int) -> str | None:
+        info = brokers.get(broker_id)
+        return info.rack if info is not None else None
+
+    preferred = preferred_read_replica(p, client_rack, w.fetch_offset, rack_of, now_ms)
+    if preferred is not None:
+        w.settled = FetchPartitionData(
+            w.partition, high_watermark=p.high_watermark, last_stable_offset=p.last_stable_offset,
+            log_start_offset=p.log_start_offset, preferred_read_replica=preferred,
+        )
 
 
 def _replica_refusal(node: BrokerNode, p: Partition, w: _Want, replica_id: int,
@@ -383,12 +422,19 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
         for w in wants:
             if w.settled is None:
                 _settle_replica_fetch(node, w, replica_id, replica_epoch, ctx.now_ms)
+    follower_reads = replica_id == NO_REPLICA and ctx.api_version >= 11
+    client_rack = str(getattr(request, "rack_id", "") or "") if follower_reads else ""
+    if client_rack and node.config.get("replica.selector.class") == RACK_AWARE_REPLICA_SELECTOR:
+        for w in wants:
+            if w.settled is None:
+                _settle_preferred_replica(node, w, client_rack, ctx.now_ms)
     max_wait_ms = int(request.max_wait.total_seconds() * 1000)
     max_bytes = min(int(request.max_bytes), int(node.config.get("fetch.max.bytes")))
     op = DelayedFetch(
         node, ctx, wants, min_bytes=max(int(request.min_bytes), 0), max_bytes=max_bytes,
         isolation_level=int(getattr(request, "isolation_level", 0)),
         deadline_ms=ctx.now_ms + max(max_wait_ms, 0), replica_id=replica_id, session=session,
+        follower_reads=follower_reads,
     )
     keys = {TopicPartition(w.topic, w.partition) for w in wants if w.topic is not None}
     node.purgatory.try_or_watch(op, keys, ctx.now_ms)
