@@ -70,7 +70,7 @@ from ackly.cluster.controller import ControllerPolicy
 from ackly.cluster.durable_store import DurableMemoryStore
 from ackly.cluster.member import ClusterMember, MemberConfig
 from ackly.cluster.metadata import BrokerInfo, ClusterMetadata, TopicInfo, encode_cluster_id
-from ackly.cluster.store import Command, Put, StoreInput
+from ackly.cluster.store import Command, CommandResult, Put, StoreError, StoreInput
 from ackly.cluster.topics import CATALOGUE_FILE, TopicCatalogue
 from ackly.config import BrokerConfig, TopicConfig
 from ackly.coordinator.producer_ids import BlockReservation, ProducerIdManager
@@ -98,7 +98,6 @@ _LOCAL_MAX_INFLIGHT_WRITES = 1 << 30
 _LOCAL_CLIENT = "local"
 # Bound on one pump of the in-process store: each round is a command batch and its answers.
 _MAX_LOCAL_ROUNDS = 1_000
-PRODUCER_ID_BITS = 44
 # The key of the flush round's job that reserves the next block of producer ids (no partition).
 PRODUCER_ID_BLOCK = TopicPartition("", -1)
 
@@ -213,12 +212,16 @@ class BrokerNode:
         # checkpoint of their own. Its marker is gone from here on.
         self.log_dir = LogDirCheckpoints(disk, data_dir)
         self.log_dir.load()
-        # In a cluster any broker answers InitProducerId, so each hands out ids from a range of
-        # its own (2^44 ids per broker id); a single broker starts at 0 as it always has.
-        self.producer_ids = ProducerIdManager(
-            disk, data_dir, first_id=self.broker_id << PRODUCER_ID_BITS if external_metadata else 0,
-            reserve_ahead=True,  # later blocks are reserved in the flush rounds, off the loop
-        )
+        # In a cluster any broker answers InitProducerId, so each claims blocks of ids in the
+        # cluster metadata (ClusterMember.claim_producer_ids); a single broker, whose metadata
+        # lives on this same disk, reserves them in a file of its data directory, later blocks
+        # in the flush rounds, off the loop.
+        self.producer_ids = ProducerIdManager(disk, data_dir, reserve_ahead=True,
+                                              claimed_blocks=external_metadata)
+        # (request id, first id, end) of the claim in flight, and the store revision the view
+        # must reach before claiming again after a refusal (the winner's write).
+        self._producer_id_claim: tuple[int, int, int] | None = None
+        self._producer_id_claim_after_revision = 0
         self.admin = AdminOps(self)
         self.replicas = ReplicaManager(self, now_ms)
         # Consumer groups: shards load as this broker becomes leader of __consumer_offsets
@@ -891,8 +894,41 @@ class BrokerNode:
             toggled = self._sync_topics(after)
             self.replicas.apply(before, after, now_ms, toggled)
         results = self.replicas.on_member_results(self.member.take_results(), now_ms)
+        results = self._on_producer_id_claim(results)
         self.admin.on_results(results)
         self.admin.check(now_ms)
+
+    def _claim_producer_ids(self, now_ms: int) -> None:
+        """Claim the next block of producer ids from the cluster when it is due (see
+        coordinator/producer_ids.py)."""
+        if self._producer_id_claim is not None or not self.producer_ids.claim_due:
+            return
+        if self.member.metadata.revision < self._producer_id_claim_after_revision:
+            return  # the claim that won is not in the view yet: ours would be refused again
+        claim = self.member.claim_producer_ids(self.producer_ids.block_size, now_ms)
+        if claim is not None:
+            self._producer_id_claim = claim
+            self.producer_ids.claim_sent()
+
+    def _on_producer_id_claim(self, results: list[CommandResult]) -> list[CommandResult]:
+        """Take the result of the producer-id claim in flight; return the others."""
+        claim = self._producer_id_claim
+        if claim is None:
+            return results
+        rest = []
+        for result in results:
+            if result.request_id != claim[0]:
+                rest.append(result)
+                continue
+            self._producer_id_claim = None
+            if result.ok:
+                self.producer_ids.claimed(claim[1], claim[2])
+                continue
+            self.producer_ids.claim_lost()
+            if result.error is StoreError.COMPARE_FAILED:
+                self._producer_id_claim_after_revision = max(
+                    (kv.mod_revision for kv in result.kvs), default=result.revision)
+        return rest
 
     def pump(self, now_ms: int) -> None:
         """Carry out what a handler asked of the store now (single-broker mode: completes it)."""
@@ -906,6 +942,7 @@ class BrokerNode:
             # Offline: the store in the data directory takes no writes, there is nothing more
             # to replicate into, and no marker can be written here.
             return
+        self._claim_producer_ids(now_ms)
         store = self._local_store
         if store is not None:
             for _ in range(_MAX_LOCAL_ROUNDS):

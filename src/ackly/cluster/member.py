@@ -57,6 +57,7 @@ from ackly.cluster.metadata import (
     KeyKind,
     KeySpace,
     encode_cluster_id,
+    encode_next_producer_id,
 )
 from ackly.cluster.quotas import QuotaEntity, encode_values
 from ackly.cluster.scram import ScramCredential
@@ -134,6 +135,11 @@ class _Kind(Enum):
 
 
 # Requests that belong to one session and are meaningless after it is lost.
+# The first producer id of a cluster's first claimed block: above every id of the per-broker
+# ranges (broker id << 44, for broker ids below 2^18) that earlier versions handed out
+# without asking the cluster, so an upgraded cluster never hands one of those out again.
+FIRST_CLUSTER_PRODUCER_ID = 1 << 62
+
 _SESSION_KINDS = frozenset({
     _Kind.KEEPALIVE, _Kind.REGISTER, _Kind.UPDATE_REGISTRATION, _Kind.CAMPAIGN, _Kind.RESIGN,
     _Kind.CONTROLLER_WRITE,
@@ -386,6 +392,27 @@ class ClusterMember:
         if name not in self.metadata.topics:
             return None
         return self._send_user(topic_delete(self._new_request_id(), self.metadata, name), now_ms)
+
+    def claim_producer_ids(self, block_size: int, now_ms: int) -> tuple[int, int, int] | None:
+        """Claim the next `block_size` producer ids for this broker (Kafka's controller hands
+        out such blocks, AllocateProducerIds): a compare-and-set of the producer-ids key from
+        the value this view holds, so two brokers never get the same block, whatever either
+        remembers of its own disk. Returns (request id, first id, end); the ids in
+        [first, end) are this broker's only if the result (take_results) is ok. A refusal
+        means another broker claimed first (ask again once the view shows it); an unknown
+        outcome may have claimed the block, which is then never used by anyone. None until
+        the view is synced. The first block of a cluster starts at FIRST_CLUSTER_PRODUCER_ID,
+        above the per-broker ranges (broker id << 44) older versions handed out."""
+        if not self.synced:
+            return None
+        key = self.keys.producer_ids
+        start = self.metadata.next_producer_id
+        if start is None:
+            start = FIRST_CLUSTER_PRODUCER_ID
+        end = start + block_size
+        command = CompareAndSet(self._new_request_id(), key, self.metadata.mod_revision(key),
+                                encode_next_producer_id(end, self.broker_id))
+        return self._send_user(command, now_ms), start, end
 
     def put_acl(self, binding: AclBinding, now_ms: int) -> int:
         """Write one ACL binding (its key names it, so writing it again changes nothing that

@@ -74,6 +74,7 @@ class KeyKind(Enum):
     ACL = "acl"
     SCRAM = "scram"
     QUOTA = "quota"
+    PRODUCER_IDS = "producer_ids"
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,11 @@ class KeySpace:
         return f"{self.root}/partitions/{tp.topic}/{tp.partition}"
 
     @property
+    def producer_ids(self) -> str:
+        """The next producer id no broker has claimed (cluster/producer_id_blocks.py)."""
+        return f"{self.root}/producer_ids"
+
+    @property
     def acls_prefix(self) -> str:
         return f"{self.root}/acls/"
 
@@ -172,6 +178,8 @@ class KeySpace:
             return ParsedKey(KeyKind.CLUSTER_ID)
         if parts == ["controller"]:
             return ParsedKey(KeyKind.CONTROLLER)
+        if parts == ["producer_ids"]:
+            return ParsedKey(KeyKind.PRODUCER_IDS)
         if len(parts) == 2 and parts[0] == "brokers":
             broker_id = _parse_index(parts[1])
             return None if broker_id is None else ParsedKey(KeyKind.BROKER, broker_id=broker_id)
@@ -454,6 +462,20 @@ def partition_state_problems(
     return found
 
 
+def encode_next_producer_id(next_id: int, broker_id: int) -> bytes:
+    """The producer-ids key's value: every id below `next_id` is claimed (by `broker_id` for the
+    last block; Kafka's ProducerIdsRecord)."""
+    return _dump({"next": next_id, "broker_id": broker_id})
+
+
+def decode_next_producer_id(data: bytes) -> int:
+    doc = _load("producer ids", data)
+    next_id = int(_field("producer ids", doc, "next", int))
+    if next_id < 0:
+        raise MetadataDecodeError("producer ids", f"next is negative: {next_id}")
+    return next_id
+
+
 def decode_cluster_id(data: bytes) -> str:
     doc = _load("cluster id", data)
     return str(_field("cluster id", doc, "cluster_id", str))
@@ -500,6 +522,8 @@ class ClusterMetadata:
     scram_credentials: Mapping[tuple[str, str], ScramCredential] = field(default_factory=_empty)
     # Client quotas by entity: quota key -> value (cluster/quotas.py).
     client_quotas: Mapping[QuotaEntity, Mapping[str, float]] = field(default_factory=_empty)
+    # The first producer id no broker has claimed; None: no block was ever claimed.
+    next_producer_id: int | None = None
     # What `apply` changed from the view it was applied to, so that `partition_changes`
     # between two views of one line of updates looks at those partitions only, not at all
     # of them on every change (an ISR change of one partition out of thousands). The parent
@@ -651,6 +675,7 @@ class _Builder:
         self.base = base
         self.cluster_id = base.cluster_id
         self.controller = base.controller
+        self.next_producer_id = base.next_producer_id
         self.brokers = dict(base.brokers)
         self.topics = dict(base.topics)
         self.partitions = dict(base.partitions)
@@ -674,6 +699,8 @@ class _Builder:
         kind = parsed.kind
         if kind is KeyKind.CLUSTER_ID:
             self.cluster_id = None if value is None else decode_cluster_id(value)
+        elif kind is KeyKind.PRODUCER_IDS:
+            self.next_producer_id = None if value is None else decode_next_producer_id(value)
         elif kind is KeyKind.CONTROLLER:
             if value is None:
                 self.controller = None
@@ -740,6 +767,7 @@ class _Builder:
     def build(self, revision: int) -> ClusterMetadata:
         return ClusterMetadata(
             keys=self.base.keys, revision=revision, cluster_id=self.cluster_id, controller=self.controller,
+            next_producer_id=self.next_producer_id,
             brokers=MappingProxyType(self.brokers), topics=MappingProxyType(self.topics),
             partitions=MappingProxyType(self.partitions), mod_revisions=MappingProxyType(self.mod_revisions),
             acls=self.base.acls if self.acls is None else MappingProxyType(self.acls),

@@ -37,6 +37,8 @@ Key layout (root "/ackly" by default; see metadata.KeySpace, the only code that 
                                        epoch (one per incarnation, KIP-380/KIP-903's broker epoch).
     /ackly/topics/<name>               topic id, config overrides, replica assignment
     /ackly/partitions/<name>/<index>   leader, leader epoch, ISR, replicas, partition epoch
+    /ackly/producer_ids                the first producer id no broker has claimed (a broker
+                                       claims a block with compare-and-set; cluster/member.py)
     /ackly/acls/<digest>               one ACL binding (cluster/acls.py); the digest of the binding
     /ackly/scram/<mechanism>/<user>    a SCRAM credential (salt, stored and server keys, iterations;
                                        the user percent-quoted; cluster/scram.py)

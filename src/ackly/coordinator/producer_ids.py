@@ -27,6 +27,15 @@ job completed is answered COORDINATOR_LOAD_IN_PROGRESS (retriable), as Kafka's
 RPCProducerIdManager answers while its next block is on its way; a failed job is a failed
 flush (the log directory goes offline).
 
+Blocks claimed from the cluster (`claimed_blocks`, a broker of a cluster): no file; each block
+is claimed in the cluster metadata with a compare-and-set (ClusterMember.claim_producer_ids,
+as Kafka's brokers ask the controller with AllocateProducerIds), so no two brokers, and no
+broker that lost its disk, ever get the same ids. The first block is claimed once the broker
+has joined; the next once half of the current one is used (`claim_due`; the broker sends it
+and reports `claimed` or `claim_lost`). Until a block is there, a new id is answered
+COORDINATOR_LOAD_IN_PROGRESS (retriable), as Kafka's RPCProducerIdManager answers. Blocks of
+one broker are not contiguous: others claim in between.
+
 Epoch bumps (KIP-360, InitProducerId v3+). A request that carries the producer's id and epoch
 asks for a new epoch, after an error that left its sequences unknowable
 (OUT_OF_ORDER_SEQUENCE_NUMBER, UNKNOWN_PRODUCER_ID, a timed-out batch). For the ids it handed
@@ -42,7 +51,8 @@ An id it does not remember (handed out before a restart, or forgotten to bound m
 fresh id, which is always safe: a new id starts at sequence 0 everywhere. Kafka itself hands
 a fresh id to every request without a transactional id; the bump keeps the id stable instead.
 
-Invariants: `_next_id <= _block_end`; every id handed out is below the end recorded on disk;
+Invariants: `_next_id <= _block_end`; every id handed out is below the end recorded on disk
+(claimed blocks: inside a block the cluster gave this broker);
 at most MAX_TRACKED_PRODUCERS epoch records are kept, the least recently used dropped first.
 
 Deterministic: no clock, no threads, files only through `Disk`.
@@ -123,10 +133,9 @@ class ProducerIdManager:
     """Hands out producer ids and bumps their epochs; see the module docstring."""
 
     def __init__(self, disk: Disk, data_dir: str, block_size: int = BLOCK_SIZE, first_id: int = 0,
-                 reserve_ahead: bool = False) -> None:
-        """`first_id`: the lowest id this manager may hand out. In a cluster each broker has its
-        own range (broker/node.py), so brokers never hand out the same id; Kafka's controller
-        hands out blocks instead (see docs)."""
+                 reserve_ahead: bool = False, claimed_blocks: bool = False) -> None:
+        """`first_id`: the lowest id this manager may hand out. `claimed_blocks`: the blocks
+        come from the cluster metadata (module docstring); no file is read or written."""
         assert block_size >= 1 and first_id >= 0
         self._disk = disk
         self._path = os.path.join(data_dir, BLOCK_FILE)
@@ -134,15 +143,21 @@ class ProducerIdManager:
         self._next_id = 0
         self._block_end = 0  # ids in [_next_id, _block_end) are reserved and unused
         self._epochs: OrderedDict[int, _Epochs] = OrderedDict()
+        self._claimed_blocks = claimed_blocks
+        self._claim_in_flight = False
+        self._queued_block: tuple[int, int] | None = None  # claimed, after the current one
+        self._reserve_ahead = reserve_ahead
+        self._reservation: BlockReservation | None = None
+        self._reservation_taken = False
+        if claimed_blocks:
+            return
         record = self._read_record()
         if record is not None:
             self._replay(record, restarted=True)
         if self._block_end < first_id:
             self._next_id = self._block_end = first_id
-        self._reserve_ahead = reserve_ahead
-        # The reservation waiting for `take_reservation`, or handed out and not yet `reserved`.
-        self._reservation: BlockReservation | None = None
-        self._reservation_taken = False
+        # `_reservation`: the reservation waiting for `take_reservation`, or handed out and not
+        # yet `reserved`.
         if reserve_ahead:
             # Start-up, before the broker serves: the first block, durably, here.
             self._reserve_now()
@@ -162,6 +177,8 @@ class ProducerIdManager:
         """A producer id never handed out before, by this broker in any run. Reserves a new
         block durably first when the current one is used up; raises KafkaError
         (KAFKA_STORAGE_ERROR) if that write fails, with nothing changed."""
+        if self._claimed_blocks:
+            return self._generate_claimed()
         if self._next_id >= self._block_end:
             if self._reserve_ahead:
                 self._reserve_later()
@@ -173,6 +190,44 @@ class ProducerIdManager:
         if self._reserve_ahead and self._block_end - self._next_id <= self._block_size // 2:
             self._reserve_later()
         return producer_id
+
+    def _generate_claimed(self) -> int:
+        if self._next_id >= self._block_end:
+            if self._queued_block is None:
+                raise KafkaError(ErrorCode.coordinator_load_in_progress,
+                                 "the next block of producer ids is being claimed from the cluster")
+            (self._next_id, self._block_end), self._queued_block = self._queued_block, None
+        producer_id = self._next_id
+        self._next_id += 1
+        return producer_id
+
+    @property
+    def claim_due(self) -> bool:
+        """A block should be claimed from the cluster now (none in flight, none queued, and
+        at most half of the current one left)."""
+        return (self._claimed_blocks and not self._claim_in_flight and self._queued_block is None
+                and self._block_end - self._next_id <= self._block_size // 2)
+
+    @property
+    def block_size(self) -> int:
+        return self._block_size
+
+    def claim_sent(self) -> None:
+        self._claim_in_flight = True
+
+    def claimed(self, first_id: int, end: int) -> None:
+        """The cluster gave this broker the ids in [first_id, end)."""
+        assert self._claimed_blocks and first_id < end
+        self._claim_in_flight = False
+        if self._next_id >= self._block_end:
+            self._next_id, self._block_end = first_id, end
+        else:
+            self._queued_block = (first_id, end)
+
+    def claim_lost(self) -> None:
+        """The claim was refused (another broker claimed first) or its outcome is unknown
+        (the block is then skipped for good): claim again."""
+        self._claim_in_flight = False
 
     def _next_end(self) -> int:
         end = self._block_end + self._block_size

@@ -148,3 +148,27 @@ def test_remembered_epochs_are_bounded() -> None:
     for _ in range(MAX_TRACKED_PRODUCERS):
         manager.init_producer_id(-1, -1)
     assert manager.init_producer_id(first, 0).producer_id != first  # forgotten: a fresh id
+
+
+def test_claimed_blocks_come_from_the_cluster_and_queue_one_ahead() -> None:
+    disk = make_disk()
+    manager = ProducerIdManager(disk, DATA, block_size=10, reserve_ahead=True, claimed_blocks=True)
+    assert disk.read_file(f"{DATA}/{BLOCK_FILE}") is None, "no file in a cluster"
+    assert manager.claim_due
+    with pytest.raises(KafkaError) as refused:  # before the first block: retriable
+        manager.generate()
+    assert refused.value.code == ErrorCode.coordinator_load_in_progress
+    manager.claim_sent()
+    assert not manager.claim_due
+    manager.claimed(100, 110)
+    assert [manager.generate() for _ in range(5)] == list(range(100, 105))
+    assert manager.claim_due  # half used
+    manager.claim_sent()
+    manager.claim_lost()  # another broker won: asked again
+    assert manager.claim_due
+    manager.claim_sent()
+    manager.claimed(300, 310)  # not contiguous: others claimed in between
+    assert not manager.claim_due  # one block queued is enough
+    ids = [manager.generate() for _ in range(10)]
+    assert ids == [105, 106, 107, 108, 109, 300, 301, 302, 303, 304]
+    assert manager.claim_due
