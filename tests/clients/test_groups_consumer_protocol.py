@@ -67,6 +67,7 @@ class Polled:
         self.owned: set[int] = set()
         self.history: list[tuple[str, frozenset[int]]] = []  # ("assign" | "revoke" | "lost", partitions)
         self.records: list[tuple[int, int]] = []
+        self.topics_read: set[str] = set()
         self.errors: list[str] = []
         self.stopping = threading.Event()
         self.commit_asked = threading.Event()
@@ -106,6 +107,7 @@ class Polled:
                     continue
                 with self.lock:
                     self.records.append((m.partition(), m.offset()))
+                    self.topics_read.add(m.topic())
 
     def partitions(self) -> frozenset[int]:
         with self.lock:
@@ -216,3 +218,49 @@ def test_committed_offsets_survive_the_members_and_a_restart(box: Box, tmp_path:
         assert {p: sorted(os) for p, os in per_partition.items()} == {p: [5, 6] for p in range(PARTITIONS)}
     finally:
         b.close()
+
+
+def test_static_member_restarts_and_gets_its_partitions_back(box: Box) -> None:
+    bootstrap = box.broker.bootstrap
+    topic, group = "kip848-static", "kip848-static-group"
+    create_topic(bootstrap, topic)
+    s = Polled(bootstrap, group, topic, "s", **{"group.instance.id": "instance-s"})
+    b = Polled(bootstrap, group, topic, "b")
+    consumers = [s, b]
+    try:
+        wait_for(lambda: spread([s, b], [3, 3]), timeout_s=20, what="s and b to hold 3 partitions each")
+        s_parts, b_mark = s.partitions(), len(b.history)
+        s.close()  # a static member's close is a temporary leave (epoch -2): it keeps its place
+        consumers.remove(s)
+        again = Polled(bootstrap, group, topic, "s-again", **{"group.instance.id": "instance-s"})
+        consumers.append(again)
+        wait_for(lambda: again.partitions() or None, timeout_s=20, what="the restarted member's partitions")
+        assert again.partitions() == s_parts
+        assert [h for h in b.history[b_mark:] if h[1]] == [], "b saw no rebalance"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        described = admin.describe_consumer_groups([group])[group].result(15)
+        assert {(m.client_id, m.group_instance_id) for m in described.members} == {
+            ("s-again", "instance-s"), ("b", None)}
+    finally:
+        for x in consumers:
+            x.close()
+
+
+def test_regex_subscription_picks_up_a_new_topic(box: Box) -> None:
+    bootstrap = box.broker.bootstrap
+    group = "kip848-regex-group"
+    create_topic(bootstrap, "kip848-rx-one")
+    create_topic(bootstrap, "kip848-other")
+    r = Polled(bootstrap, group, "^kip848-rx-.*", "r")
+    try:
+        produce(bootstrap, "kip848-rx-one", 6, "one")
+        wait_for(lambda: len(r.records) >= 6 or None, timeout_s=20, what="r to read kip848-rx-one")
+        create_topic(bootstrap, "kip848-rx-two")
+        produce(bootstrap, "kip848-rx-two", 6, "two")
+        wait_for(lambda: len(r.records) >= 12 or None, timeout_s=30, what="r to read the new kip848-rx-two")
+        assert r.topics_read == {"kip848-rx-one", "kip848-rx-two"}  # not kip848-other
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        (member,) = admin.describe_consumer_groups([group])[group].result(15).members
+        assert {tp.topic for tp in member.assignment.topic_partitions} == {"kip848-rx-one", "kip848-rx-two"}
+    finally:
+        r.close()

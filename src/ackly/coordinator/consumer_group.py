@@ -67,6 +67,7 @@ from ackly.coordinator.consumer_group_records import (
     as_tuples,
     from_tuples,
 )
+from ackly.coordinator.topic_regex import RegexError, compile_topic_regex, matching_topics
 from ackly.errors import ErrorCode
 
 LEAVE_EPOCH = -1
@@ -267,7 +268,23 @@ class ConsumerGroup:
         return None
 
     def subscribed_topic_names(self) -> frozenset[str]:
+        """The topics named in the members' subscriptions (not those matched by a regex)."""
         return frozenset(n for m in self.members.values() for n in m.subscribed_topic_names)
+
+    def is_subscribed(self, topic: str) -> bool:
+        """Whether some member subscribes to `topic`, by name or by regular expression (what
+        keeps its offsets from expiring or being deleted)."""
+        return topic in self.subscribed_topic_names() or any(
+            m.subscribed_topic_regex and matching_topics(m.subscribed_topic_regex, (topic,))
+            for m in self.members.values())
+
+    def member_topics(self, member: ConsumerMember, topics: TopicsView) -> set[str]:
+        """The existing topics a member subscribes to: its names, and its regex resolved
+        against the metadata (topic_regex.py)."""
+        names = {n for n in member.subscribed_topic_names if n in topics.by_name}
+        if member.subscribed_topic_regex:
+            names |= matching_topics(member.subscribed_topic_regex, topics.by_name)
+        return names
 
     def owner_of(self, tp: tuple[uuid.UUID, int]) -> str | None:
         topic_id, partition = tp
@@ -318,6 +335,11 @@ class ConsumerGroup:
     def heartbeat(self, req: HeartbeatRequest, topics: TopicsView, now_ms: int, emit: Emit) -> HeartbeatResult:
         if req.member_epoch in (LEAVE_EPOCH, STATIC_LEAVE_EPOCH):
             return self._leave(req, emit)
+        if req.subscribed_topic_regex:
+            try:
+                compile_topic_regex(req.subscribed_topic_regex)
+            except RegexError as exc:
+                return self._error(req, ErrorCode.invalid_regular_expression, str(exc))
         if req.server_assignor is not None and req.server_assignor not in self.config.assignors:
             return self._error(req, ErrorCode.unsupported_assignor,
                                f"assignor {req.server_assignor!r} is not one of {', '.join(self.config.assignors)}")
@@ -454,13 +476,18 @@ class ConsumerGroup:
              GroupMetadataRecord(self.group_epoch + 1, new_hash))
 
     def subscribed_topics(self, topics: TopicsView) -> dict[str, tuple[uuid.UUID, int]]:
-        return {n: topics.by_name[n] for n in self.subscribed_topic_names() if n in topics.by_name}
+        """Every existing topic some member subscribes to (what the metadata hash covers, so a
+        new topic matching a regex moves the group to a new epoch)."""
+        names: set[str] = set()
+        for m in self.members.values():
+            names |= self.member_topics(m, topics)
+        return {n: topics.by_name[n] for n in names}
 
     def _compute_target(self, topics: TopicsView, emit: Emit) -> None:
         subscribed = self.subscribed_topics(topics)
         partitions = {tid: count for tid, count in subscribed.values()}
         subscriptions = {
-            m.member_id: frozenset(subscribed[n][0] for n in m.subscribed_topic_names if n in subscribed)
+            m.member_id: frozenset(subscribed[n][0] for n in self.member_topics(m, topics))
             for m in self.members.values()
         }
         target = assignor(self.preferred_assignor())(subscriptions, partitions, self.target)

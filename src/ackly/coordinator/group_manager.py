@@ -521,10 +521,9 @@ class GroupShard:
         for group_id, consumer_group in list(self.consumer_groups.items()):
             # Kafka's ConsumerGroup: offsets expire by commit time, except those of the
             # topics the members subscribe to; an empty group with no offsets left goes.
-            kept = consumer_group.subscribed_topic_names()
             group_offsets = self.offsets.get(group_id, {})
             expired = [tp for tp, o in group_offsets.items()
-                       if tp[0] not in kept and not self.has_pending_offsets(group_id, tp) and (
+                       if not consumer_group.is_subscribed(tp[0]) and not self.has_pending_offsets(group_id, tp) and (
                            wall_ms >= o.expire_timestamp_ms if o.expire_timestamp_ms >= 0
                            else wall_ms - o.commit_timestamp_ms >= retention_ms)]
             for topic, partition in expired:
@@ -749,7 +748,7 @@ class GroupShard:
         consumer_group = self.consumer_groups.get(group_id)
         if consumer_group is not None:
             return ErrorCode.none, self._delete_offsets(
-                group_id, partitions, consumer_group.subscribed_topic_names(), fx)
+                group_id, partitions, frozenset(t for t, _ in partitions if consumer_group.is_subscribed(t)), fx)
         group = self.groups.get(group_id)
         if group is None or group.state is DEAD:
             return ErrorCode.group_id_not_found, []

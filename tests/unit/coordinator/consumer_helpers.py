@@ -34,12 +34,14 @@ class Consumer:
     owned: Assignment = field(default_factory=dict)
     last: HeartbeatResult | None = None
     resend: bool = False  # the subscription changed: send it in the next heartbeat
+    regex: str | None = None
 
     def request(self, full: bool) -> HeartbeatRequest:
         return HeartbeatRequest(
             member_id=self.member_id, member_epoch=self.epoch, instance_id=self.instance_id,
             rebalance_timeout_ms=60_000 if full else -1,
             subscribed_topic_names=self.topics if full else None,
+            subscribed_topic_regex=self.regex if full else None,
             server_assignor=self.assignor if full else None,
             owned=dict(self.owned), client_id="c", client_host="/127.0.0.1")
 

@@ -199,3 +199,25 @@ def test_assignors() -> None:
         kept = {(x, p) for x, ps in moved[m].items() for p in ps}
         had = {(x, p) for x, ps in uniform[m].items() for p in ps}
         assert kept <= had and len(had - kept) == 1
+
+
+def test_regex_subscription_picks_up_a_new_topic() -> None:
+    h = Harness()
+    a = Consumer("a", (), regex="orders-.*")
+    topics = view({"orders-eu": 2, "payments": 3})
+    heartbeat(h, a, topics)
+    assert a.owned == {topic_id("orders-eu"): frozenset({0, 1})}
+    epoch = h.shard(GROUP).consumer_groups[GROUP].group_epoch
+    grown = view({"orders-eu": 2, "payments": 3, "orders-us": 1, "__consumer_offsets": 3})
+    heartbeat(h, a, grown)
+    assert a.owned == {topic_id("orders-eu"): frozenset({0, 1}), topic_id("orders-us"): frozenset({0})}
+    assert h.shard(GROUP).consumer_groups[GROUP].group_epoch == epoch + 1
+    assert h.shard(GROUP).consumer_groups[GROUP].is_subscribed("orders-xx")
+    h.check()
+
+
+def test_invalid_and_non_re2_regexes_are_refused() -> None:
+    h = Harness()
+    for pattern in ("orders-(", "(?=x)orders", r"(a)\1", "[[:alpha:]]+"):
+        result = heartbeat(h, Consumer("a", (), regex=pattern), T)
+        assert result.error is E.invalid_regular_expression, pattern

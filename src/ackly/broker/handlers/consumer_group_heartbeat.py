@@ -5,10 +5,9 @@ GroupMetadataManager validates the request: a group id (INVALID_REQUEST for an e
 member id (v1: chosen by the client, KIP-1082; v0: generated here on the first heartbeat, as
 Kafka 3.7 did), an epoch of 0 (join), -1 (leave), -2 (a static member's temporary leave, which
 needs an instance id) or a positive one, and on joining a rebalance timeout and a subscription
-(topic names or a regular expression). SubscribedTopicRegex is refused with
-INVALID_REGULAR_EXPRESSION: broker-side regular expressions are not resolved yet, and a
-consumer told nothing would wait for partitions forever. Partitions travel by topic id, resolved
-against this broker's metadata. The answer waits until the records the heartbeat wrote are
+(topic names or a regular expression, v1: resolved here against the topics, RE2 syntax, see
+coordinator/topic_regex.py; an invalid one is INVALID_REGULAR_EXPRESSION). Partitions travel
+by topic id, resolved against this broker's metadata. The answer waits until the records the heartbeat wrote are
 committed.
 """
 
@@ -95,11 +94,6 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
         waiter.complete(HeartbeatResult(ErrorCode.invalid_request, member_id, epoch, message=message))
         return
     regex = getattr(request, "subscribed_topic_regex", None) or None  # v1; librdkafka sends "" for none
-    if regex is not None:
-        waiter.complete(HeartbeatResult(
-            ErrorCode.invalid_regular_expression, member_id, epoch,
-            message="SubscribedTopicRegex is not supported by this broker; subscribe by topic names"))
-        return
     if version == 0 and not member_id and epoch == 0:
         member_id = str(uuid.UUID(int=node.rng.getrandbits(128), version=4))
     try:
