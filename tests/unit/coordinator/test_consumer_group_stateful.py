@@ -7,7 +7,9 @@ reloads, and checks after every step:
 - a member's epoch never goes down while it stays in the group; the group epoch never does;
 - what a consumer owns at its epoch is what the coordinator has assigned it (or is still
   revoking from it);
-- a reload from the log gives back exactly the durable state (epochs, targets, members).
+- a reload from the log gives back exactly the durable state (epochs, targets, members);
+- a heartbeat whose records the log refuses (NOT_ENOUGH_REPLICAS) leaves the group exactly as
+  its log says (the runtime's undo), and the member hears an error.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from ackly.coordinator.consumer_group import ConsumerGroup, partitions_of
 from ackly.errors import ErrorCode
 
 from .consumer_helpers import GROUP, Consumer, heartbeat, view
-from .helpers import Harness
+from .helpers import Box, Harness
+from .txn_helpers import FailingLog
 
 NAMES = ["a", "b", "c", "d"]
 STATIC = {"c": "inst-c", "d": "inst-d"}
@@ -40,7 +43,10 @@ def durable(group: ConsumerGroup | None) -> Any:
 class ConsumerGroupMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.h = Harness()
+        self.logs = [FailingLog(i) for i in range(3)]
+        for log in self.logs:
+            log.code = ErrorCode.not_enough_replicas
+        self.h = Harness(logs=list(self.logs))
         self.counts = {"t": 3, "u": 2}
         self.consumers: dict[str, Consumer] = {}
         self.generation = 0  # a fresh member id per process start
@@ -98,6 +104,27 @@ class ConsumerGroupMachine(RuleBasedStateMachine):
             self.h.advance(min(4_000, end - self.h.now_ms))
             if keep in self.consumers:
                 heartbeat(self.h, self.consumers[keep], view(self.counts))
+
+    @rule(name=st.sampled_from(NAMES))
+    def refused_beat(self, name: str) -> None:
+        """The log refuses the heartbeat's records: the answer is an error and the group is
+        what its log says."""
+        c = self.consumers.get(name)
+        if c is None:
+            return
+        for log in self.logs:
+            log.failures = 1
+        box = Box()
+        self.h.coordinator.consumer_group_heartbeat(GROUP, c.request(full=c.epoch == 0 or c.resend),
+                                                    view(self.counts), box, self.h.now_ms)
+        self.h.settle()
+        wrote = any(log.refused for log in self.logs)
+        for log in self.logs:
+            log.failures, log.refused = 0, False
+        if wrote:
+            assert isinstance(box.value, tuple) and box.value[0] == "failed", box.value
+            reloaded = self.h.reopened().shard(GROUP).consumer_groups.get(GROUP)
+            assert durable(self._group()) == durable(reloaded)
 
     @rule()
     def reload(self) -> None:
