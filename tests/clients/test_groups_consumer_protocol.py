@@ -259,6 +259,14 @@ def test_regex_subscription_picks_up_a_new_topic(box: Box) -> None:
         produce(bootstrap, "kip848-rx-two", 6, "two")
         wait_for(lambda: len(r.records) >= 12 or None, timeout_s=30, what="r to read the new kip848-rx-two")
         assert r.topics_read == {"kip848-rx-one", "kip848-rx-two"}  # not kip848-other
+
+        def regexes() -> list[str | None]:
+            coordinator = box.broker.server.node.group_coordinator
+            shard = coordinator.runtime.shard(coordinator.partition_for(group))
+            return [m.subscribed_topic_regex for m in shard.consumer_groups[group].members.values()]
+
+        # The client sent the pattern; the broker resolved it.
+        assert box.broker.call(regexes) == ["(^kip848-rx-.*)"]  # librdkafka wraps each pattern
         admin = AdminClient({"bootstrap.servers": bootstrap})
         (member,) = admin.describe_consumer_groups([group])[group].result(15).members
         assert {tp.topic for tp in member.assignment.topic_partitions} == {"kip848-rx-one", "kip848-rx-two"}
