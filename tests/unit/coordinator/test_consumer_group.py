@@ -221,3 +221,35 @@ def test_invalid_and_non_re2_regexes_are_refused() -> None:
     for pattern in ("orders-(", "(?=x)orders", r"(a)\1", "[[:alpha:]]+"):
         result = heartbeat(h, Consumer("a", (), regex=pattern), T)
         assert result.error is E.invalid_regular_expression, pattern
+
+
+def test_an_empty_classic_group_becomes_a_consumer_group_keeping_its_offsets() -> None:
+    h = Harness()
+    join = h.join(group_id="old", version=3)
+    h.advance(0)
+    member_id = join.value.member_id
+    box = Box()
+    h.coordinator.commit_offsets("old", "", None, -1, -1, [CommitPartition("t", 1, 9, -1, "")],
+                                 E.group_id_not_found, box, h.now_ms)
+    h.settle()
+    assert box.value == [E.unknown_member_id]  # the classic group has a member
+    left = Box()
+    h.coordinator.leave_group("old", [(member_id, None)], left, h.now_ms)
+    h.settle()
+    assert left.value[0] is E.none
+    h.coordinator.commit_offsets("old", "", None, -1, -1, [CommitPartition("t", 1, 9, -1, "")],
+                                 E.group_id_not_found, box := Box(), h.now_ms)
+    h.settle()
+    assert box.value == [E.none]
+    a = Consumer("a", ("t",))
+    assert heartbeat(h, a, T, group_id="old").error is E.none
+    shard = h.shard("old")
+    assert "old" in shard.consumer_groups and "old" not in shard.groups and "old" not in shard.group_values
+    for reloaded in (h, h.reopened()):
+        fetched = Box()
+        reloaded.coordinator.fetch_offsets([("old", [("t", [1])])], fetched, reloaded.now_ms)
+        reloaded.settle()
+        assert fetched.value[0].topics[0][1][0][1].offset == 9
+        s = reloaded.shard("old")
+        assert "old" in s.consumer_groups and "old" not in s.groups
+        reloaded.check()
