@@ -494,6 +494,18 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
     ConfigDef("group.max.session.timeout.ms", Kind.INT, 1_800_000,
               "largest session timeout a member may ask for", minimum=0),
     ConfigDef("group.max.size", Kind.INT, 2**31 - 1, "most members one group may have", minimum=1),
+    # Consumer groups of the KIP-848 protocol (ConsumerGroupHeartbeat); Kafka's names and
+    # defaults. The broker, not the member, sets the session timeout and heartbeat interval.
+    ConfigDef("group.consumer.session.timeout.ms", Kind.INT, 45_000,
+              "a consumer-protocol member without a heartbeat for this long is removed", minimum=1),
+    ConfigDef("group.consumer.heartbeat.interval.ms", Kind.INT, 5_000,
+              "how often consumer-protocol members heartbeat", minimum=1),
+    ConfigDef("group.consumer.assignors", Kind.LIST, ("uniform", "range"),
+              "server-side assignors members may ask for; the first is the default",
+              choices=("uniform", "range", "org.apache.kafka.coordinator.group.assignor.UniformAssignor",
+                       "org.apache.kafka.coordinator.group.assignor.RangeAssignor")),
+    ConfigDef("group.consumer.max.size", Kind.INT, 2**31 - 1,
+              "most members one consumer-protocol group may have", minimum=1),
     ConfigDef("offsets.topic.num.partitions", Kind.INT, 50,
               "partitions of __consumer_offsets (fixed once the topic exists)", minimum=1),
     ConfigDef("offsets.topic.replication.factor", Kind.INT, 3,

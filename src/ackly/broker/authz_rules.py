@@ -152,6 +152,8 @@ RULES: dict[int, tuple[str, dict[str, Rule]]] = {
     65: ("DescribeTransactions", {"transactional": R(TXN_ID, DESCRIBE, TXN_DENIED, "transactional id")}),
     66: ("ListTransactions", {"transactional": R(TXN_ID, DESCRIBE, TXN_DENIED,
                                                  "a transactional id is left out")}),
+    68: ("ConsumerGroupHeartbeat", {"group": R(GROUP, READ, GROUP_DENIED, "request")}),
+    69: ("ConsumerGroupDescribe", {"group": R(GROUP, DESCRIBE, GROUP_DENIED, "group")}),
 }
 # Checked by nobody, as in Kafka: ApiVersions (18), DescribeCluster (60), and the SASL
 # exchange, SaslHandshake (17) and SaslAuthenticate (36), which comes before any authorization.

@@ -22,6 +22,8 @@ from ackly.broker.handlers import (
     alter_configs,
     alter_user_scram_credentials,
     api_versions,
+    consumer_group_describe,
+    consumer_group_heartbeat,
     create_acls,
     create_partitions,
     create_topics,
@@ -90,7 +92,7 @@ HANDLER_MODULES: tuple[ModuleType, ...] = (
     write_txn_markers, txn_offset_commit, add_partitions_to_txn, add_offsets_to_txn, end_txn,
     describe_transactions, list_transactions, describe_acls, create_acls, delete_acls,
     describe_user_scram_credentials, alter_user_scram_credentials, sasl_handshake, sasl_authenticate,
-    describe_client_quotas, alter_client_quotas,
+    describe_client_quotas, alter_client_quotas, consumer_group_heartbeat, consumer_group_describe,
 )
 
 TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}

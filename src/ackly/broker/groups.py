@@ -19,6 +19,7 @@ from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.cluster.metadata import NO_LEADER, BrokerInfo
 from ackly.config import BrokerConfig
+from ackly.coordinator.consumer_group import ConsumerGroupConfig, TopicsView
 from ackly.coordinator.group import GroupConfig
 from ackly.coordinator.group_coordinator import OFFSETS_TOPIC, GroupCoordinator, partition_for
 from ackly.coordinator.group_manager import CommitPartition, OffsetsConfig
@@ -48,6 +49,28 @@ def group_config(config: BrokerConfig) -> GroupConfig:
         max_size=int(config.get("group.max.size")),
         initial_rebalance_delay_ms=int(config.get("group.initial.rebalance.delay.ms")),
     )
+
+
+# Kafka's class names of its built-in assignors, accepted in group.consumer.assignors.
+_ASSIGNOR_CLASSES = {
+    "org.apache.kafka.coordinator.group.assignor.UniformAssignor": "uniform",
+    "org.apache.kafka.coordinator.group.assignor.RangeAssignor": "range",
+}
+
+
+def consumer_group_config(config: BrokerConfig) -> ConsumerGroupConfig:
+    names = tuple(dict.fromkeys(_ASSIGNOR_CLASSES.get(a, a) for a in config.get("group.consumer.assignors")))
+    return ConsumerGroupConfig(
+        session_timeout_ms=int(config.get("group.consumer.session.timeout.ms")),
+        heartbeat_interval_ms=int(config.get("group.consumer.heartbeat.interval.ms")),
+        assignors=names,
+        max_size=int(config.get("group.consumer.max.size")),
+    )
+
+
+def topics_view(node: BrokerNode) -> TopicsView:
+    """The topics a consumer group may subscribe to, by name: id and partition count."""
+    return TopicsView({name: (state.topic_id, state.partition_count) for name, state in node.topics.items()})
 
 
 def offsets_config(config: BrokerConfig) -> OffsetsConfig:
@@ -150,6 +173,7 @@ def make_group_coordinator(node: BrokerNode, now_ms: int) -> GroupCoordinator:
         offsets_config=offsets_config(node.config),
         scheduler=PurgatoryScheduler(node.purgatory), rng=node.rng,
         write_timeout_ms=int(node.config.get("offsets.commit.timeout.ms")),
+        consumer_config=consumer_group_config(node.config),
     )
     state = node.topics.get(OFFSETS_TOPIC)
     if state is not None:

@@ -36,12 +36,20 @@ is called once that producer's marker is on the shard's partition and commits or
 
 from __future__ import annotations
 
+import copy
 import random
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from ackly.coordinator.consumer_group import (
+    ConsumerGroup,
+    ConsumerGroupConfig,
+    HeartbeatRequest,
+    HeartbeatResult,
+    TopicsView,
+)
 from ackly.coordinator.group import GroupConfig, GroupDescription, JoinRequest, JoinResult, SyncResult
 from ackly.coordinator.group_manager import (
     CommitPartition,
@@ -128,8 +136,10 @@ class GroupOffsets:
 
 class GroupCoordinator:
     def __init__(self, *, config: GroupConfig, offsets_config: OffsetsConfig,
-                 scheduler: ReplyScheduler, rng: random.Random, write_timeout_ms: int) -> None:
+                 scheduler: ReplyScheduler, rng: random.Random, write_timeout_ms: int,
+                 consumer_config: ConsumerGroupConfig | None = None) -> None:
         self.config = config
+        self.consumer_config = consumer_config or ConsumerGroupConfig()
         self.offsets_config = offsets_config
         self.rng = rng
         self.runtime: CoordinatorRuntime[GroupShard] = CoordinatorRuntime(
@@ -159,7 +169,8 @@ class GroupCoordinator:
         self.unload_shard(index)
 
         def new_shard(now_ms: int) -> GroupShard:
-            return GroupShard(index, self.config, self.offsets_config, self._new_member_id, now_ms)
+            return GroupShard(index, self.config, self.offsets_config, self._new_member_id, now_ms,
+                              self.consumer_config)
 
         if at_once:
             self.runtime.load(index, shard_log, new_shard, now_ms)
@@ -260,6 +271,43 @@ class GroupCoordinator:
 
         self._write(group_id, op, now_ms)
 
+    # --- consumer groups (KIP-848) --------------------------------------------------------------
+
+    def consumer_group_heartbeat(self, group_id: str, req: HeartbeatRequest, topics: TopicsView,
+                                 waiter: Waiter[HeartbeatResult], now_ms: int) -> None:
+        """ConsumerGroupHeartbeat: answered once the records it wrote are committed."""
+        assert self.loaded, "the broker creates the internal topic before a heartbeat"
+        if (code := self.not_here(group_id)) is not None:
+            waiter.fail(code)
+            return
+
+        def op(shard: GroupShard, fx: Effects) -> None:
+            fx.reply(waiter, shard.consumer_heartbeat(group_id, req, topics, now_ms, fx))
+
+        self._write(group_id, op, now_ms)
+
+    def consumer_group_describe(self, group_ids: list[str],
+                                waiter: Waiter[list[tuple[str, ErrorCode, ConsumerGroup | None]]],
+                                now_ms: int) -> None:
+        """ConsumerGroupDescribe: each group as its committed records show it (a copy), or
+        the error for that group (GROUP_ID_NOT_FOUND, NOT_COORDINATOR, ...)."""
+        if not self.loaded:
+            waiter.complete([(g, ErrorCode.group_id_not_found, None) for g in group_ids])
+            return
+
+        def describe(g: str) -> tuple[str, ErrorCode, ConsumerGroup | None]:
+            if (code := self.not_here(g)) is not None:
+                return g, code, None
+            group = self.runtime.shard(self.partition_for(g)).consumer_group(g)
+            if group is None:
+                return g, ErrorCode.group_id_not_found, None
+            return g, ErrorCode.none, copy.deepcopy(group)
+
+        def compute() -> list[tuple[str, ErrorCode, ConsumerGroup | None]]:
+            return [describe(g) for g in group_ids]
+
+        self.runtime.read({self.partition_for(g) for g in group_ids if self.here(g)}, compute, waiter, now_ms)
+
     # --- offsets -------------------------------------------------------------------------------
 
     def commit_offsets(self, group_id: str, member_id: str, instance_id: str | None, generation: int,
@@ -299,7 +347,8 @@ class GroupCoordinator:
 
     def fetch_offsets(self, requests: list[tuple[str, list[tuple[str, list[int]]] | None]],
                       waiter: Waiter[list[GroupOffsets]], now_ms: int,
-                      require_stable: bool = False) -> None:
+                      require_stable: bool = False,
+                      members: dict[str, tuple[str | None, int]] | None = None) -> None:
         """OffsetFetch for (group, partitions or None for all) pairs; answered once everything
         written so far to the groups' shards is committed (no uncommitted offset is shown).
         `require_stable`: a partition with a pending transactional offset answers
@@ -318,8 +367,13 @@ class GroupCoordinator:
             code = self.not_here(g)
             if code is not None:
                 return GroupOffsets(g, code, [])
-            return GroupOffsets(g, ErrorCode.none, self.runtime.shard(self.partition_for(g))
-                                .fetch_offsets(g, wanted, require_stable))
+            shard = self.runtime.shard(self.partition_for(g))
+            if members is not None and g in members:
+                # OffsetFetch v9: the consumer group's member must send its current epoch.
+                refused = shard.validate_offset_fetch(g, *members[g])
+                if refused is not ErrorCode.none:
+                    return GroupOffsets(g, refused, [])
+            return GroupOffsets(g, ErrorCode.none, shard.fetch_offsets(g, wanted, require_stable))
 
         def compute() -> list[GroupOffsets]:
             return [fetch(g, wanted) for g, wanted in requests]

@@ -46,11 +46,30 @@ empty maps and describe the same (producer, group, partition) triples; each grou
 
 from __future__ import annotations
 
+import copy
 import heapq
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ackly.coordinator.consumer_group import (
+    ConsumerGroup,
+    ConsumerGroupConfig,
+    ConsumerGroupState,
+    HeartbeatRequest,
+    HeartbeatResult,
+    TopicsView,
+)
+from ackly.coordinator.consumer_group_records import (
+    CONSUMER_GROUP_METADATA,
+    ConsumerGroupKey,
+    ConsumerGroupValue,
+    is_consumer_group_key,
+)
+from ackly.coordinator.consumer_group_records import decode_key as decode_consumer_key
+from ackly.coordinator.consumer_group_records import decode_value as decode_consumer_value
+from ackly.coordinator.consumer_group_records import encode_key as encode_consumer_key
+from ackly.coordinator.consumer_group_records import encode_value as encode_consumer_value
 from ackly.coordinator.group import (
     CONSUMER_PROTOCOL_TYPE,
     DEAD,
@@ -117,14 +136,20 @@ class PendingOffset:
 class GroupListing:
     group_id: str
     protocol_type: str
-    state: GroupState
+    state: GroupState | ConsumerGroupState
+    group_type: str = "classic"
 
 
 class GroupShard:
     def __init__(self, index: int, config: GroupConfig, offsets_config: OffsetsConfig,
-                 new_member_id: Callable[[str], str], now_ms: int) -> None:
+                 new_member_id: Callable[[str], str], now_ms: int,
+                 consumer_config: ConsumerGroupConfig | None = None) -> None:
         self.index = index
         self.config = config
+        self.consumer_config = consumer_config or ConsumerGroupConfig()
+        # Groups of the consumer protocol (KIP-848, consumer_group.py); a group id is in
+        # `groups` or here, never both.
+        self.consumer_groups: dict[str, ConsumerGroup] = {}
         self.offsets_config = offsets_config
         self._new_member_id = new_member_id
         self.groups: dict[str, ClassicGroup] = {}
@@ -152,6 +177,9 @@ class GroupShard:
 
     def replay_record(self, key: bytes, value: bytes | None, meta: RecordMeta, now_ms: int,
                       loading: bool) -> None:
+        if is_consumer_group_key(key):
+            self._replay_consumer_record(key, value, meta, now_ms, loading)
+            return
         try:
             decoded_key = self._decoded[1] if self._decoded and self._decoded[0] is key else decode_key(key)
             self._decoded = None
@@ -176,6 +204,53 @@ class GroupShard:
             if not loading:
                 raise
             log.warning("shard %d: undecodable record skipped: %s", self.index, exc)
+
+    def _replay_consumer_record(self, key: bytes, value: bytes | None, meta: RecordMeta, now_ms: int,
+                                loading: bool) -> None:
+        try:
+            decoded_key = decode_consumer_key(key)
+            decoded = None if value is None else decode_consumer_value(decoded_key.record_type, value)
+        except RecordFormatError as exc:
+            if not loading:
+                raise
+            log.warning("shard %d: undecodable record skipped: %s", self.index, exc)
+            return
+        if meta.producer_id != NO_PRODUCER_ID:
+            if not loading:
+                raise AssertionError("group records are never transactional")
+            log.warning("shard %d: transactional group record skipped", self.index)
+            return
+        if value is not None and decoded is None:
+            return  # a record type ackly does not keep (partition metadata)
+        self._replay_consumer(decoded_key, decoded, now_ms)
+
+    def _replay_consumer(self, key: ConsumerGroupKey, value: ConsumerGroupValue | None, now_ms: int) -> None:
+        group_id = key.group
+        group = self.consumer_groups.get(group_id)
+        if group is None:
+            if value is None:
+                return
+            group = self.consumer_groups[group_id] = ConsumerGroup(group_id, self.consumer_config)
+        classic = self.groups.get(group_id)
+        if classic is not None:
+            # The id moved from the classic protocol (a simple group of offsets, or an empty
+            # one whose tombstone was compacted away): the consumer group replaces it.
+            self.groups.pop(group_id)
+            self.group_values.pop(group_id, None)
+            self._due.pop(group_id, None)
+        group.replay(key, value, now_ms)
+        if key.record_type == CONSUMER_GROUP_METADATA and value is None:
+            del self.consumer_groups[group_id]
+            self._due.pop(group_id, None)
+            if group_id in self.offsets:
+                self._ensure_group(group_id, now_ms)
+            return
+        self._touch_consumer(group)
+
+    def _emitter(self, fx: Effects) -> Callable[[ConsumerGroupKey, ConsumerGroupValue | None], None]:
+        def emit(key: ConsumerGroupKey, value: ConsumerGroupValue | None) -> None:
+            fx.append(encode_consumer_key(key), None if value is None else encode_consumer_value(value))
+        return emit
 
     def _replay_offset(self, key: OffsetCommitKey, value: OffsetCommitValue | None,
                        record_offset: int, now_ms: int) -> None:
@@ -203,7 +278,7 @@ class GroupShard:
         self._ensure_group(group_id, now_ms)
 
     def _ensure_group(self, group_id: str, now_ms: int) -> None:
-        if group_id not in self.groups:
+        if group_id not in self.groups and group_id not in self.consumer_groups:
             # A "simple" group: known only by its offsets (Kafka creates it the same way).
             self.groups[group_id] = ClassicGroup(group_id, self.config, now_ms)
 
@@ -280,6 +355,8 @@ class GroupShard:
         previous record, as a load would leave it: members get a full session from now and
         the requests parked in its rebalance get NOT_COORDINATOR and rejoin (the op's own
         replies fail with the append's error)."""
+        if is_consumer_group_key(key):
+            return self._consumer_undo_point(decode_consumer_key(key).group, now_ms)
         decoded = decode_key(key)
         self._decoded = (key, decoded)
         group_id = decoded.group
@@ -318,6 +395,27 @@ class GroupShard:
 
         return undo_group
 
+    def _consumer_undo_point(self, group_id: str, now_ms: int) -> Callable[[], None]:
+        """A consumer group record: the undo puts back a copy of the whole group as it was
+        (its soft state too: deadlines are kept)."""
+        saved = copy.deepcopy(self.consumer_groups.get(group_id))
+        classic = self.groups.get(group_id)
+
+        def undo_consumer_group() -> None:
+            if saved is None:
+                self.consumer_groups.pop(group_id, None)
+                self._due.pop(group_id, None)
+                if classic is not None and group_id not in self.groups:
+                    self.groups[group_id] = classic
+                    self._touch(classic)
+                elif group_id in self.offsets:
+                    self._ensure_group(group_id, now_ms)
+            else:
+                self.consumer_groups[group_id] = saved
+                self._touch_consumer(saved)
+
+        return undo_consumer_group
+
     def _drop_group(self, group_id: str) -> None:
         """Forget the in-memory group (an undo rebuilds it if the log has it)."""
         group = self.groups.pop(group_id, None)
@@ -333,6 +431,10 @@ class GroupShard:
             for member in group.members.values():
                 member.deadline_ms = now_ms + member.session_timeout_ms
             self._touch(group)
+        for consumer_group in self.consumer_groups.values():
+            for consumer in consumer_group.members.values():
+                consumer.session_deadline_ms = now_ms + self.consumer_config.session_timeout_ms
+            self._touch_consumer(consumer_group)
 
     def on_unloaded(self) -> None:
         """The partition is led elsewhere now: requests waiting in a join or sync phase get
@@ -343,6 +445,14 @@ class GroupShard:
         self._heap.clear()
 
     # --- timers ------------------------------------------------------------------------------
+
+    def _touch_consumer(self, group: ConsumerGroup) -> None:
+        due = group.next_deadline_ms()
+        if due is None:
+            self._due.pop(group.group_id, None)
+        elif self._due.get(group.group_id) != due:
+            self._due[group.group_id] = due
+            heapq.heappush(self._heap, (due, group.group_id))
 
     def _touch(self, group: ClassicGroup | None) -> None:
         """Re-file a group's next deadline after anything that may have changed it."""
@@ -375,6 +485,15 @@ class GroupShard:
             if group is not None:
                 group.on_timer(now_ms, fx)
                 self._touch(self.groups.get(group_id))
+                continue
+            consumer_group = self.consumer_groups.get(group_id)
+            if consumer_group is not None:
+                expired = consumer_group.on_timer(now_ms, self._emitter(fx))
+                if expired:
+                    log.info("group %s: members %s removed (session or rebalance timeout)",
+                             group_id, ", ".join(expired))
+                if group_id in self.consumer_groups:
+                    self._touch_consumer(self.consumer_groups[group_id])
         if now_ms >= self._next_expiry_ms:
             self._next_expiry_ms = now_ms + self.offsets_config.retention_check_interval_ms
             self.expire_offsets(now_ms, fx)
@@ -399,6 +518,19 @@ class GroupShard:
         retention_ms = self.offsets_config.retention_ms
         # Retention of stored commit times, as Kafka's: on the wall clock they were written in.
         wall_ms = self.config.wall_clock(now_ms)
+        for group_id, consumer_group in list(self.consumer_groups.items()):
+            # Kafka's ConsumerGroup: offsets expire by commit time, except those of the
+            # topics the members subscribe to; an empty group with no offsets left goes.
+            group_offsets = self.offsets.get(group_id, {})
+            expired = [tp for tp, o in group_offsets.items()
+                       if not consumer_group.is_subscribed(tp[0]) and not self.has_pending_offsets(group_id, tp) and (
+                           wall_ms >= o.expire_timestamp_ms if o.expire_timestamp_ms >= 0
+                           else wall_ms - o.commit_timestamp_ms >= retention_ms)]
+            for topic, partition in expired:
+                fx.append(encode_key(OffsetCommitKey(group_id, topic, partition)), None)
+            if (len(expired) == len(group_offsets) and not consumer_group.members
+                    and not self.has_pending_offsets(group_id)):
+                consumer_group.delete(self._emitter(fx))
         for group_id in list(self.groups):
             group = self.groups.get(group_id)
             if group is None:
@@ -429,6 +561,15 @@ class GroupShard:
 
     def join(self, group_id: str, req: JoinRequest, waiter: Waiter[JoinResult], now_ms: int,
              fx: Effects) -> None:
+        consumer_group = self.consumer_groups.get(group_id)
+        if consumer_group is not None:
+            if consumer_group.members:
+                # Kafka without classic members in consumer groups: the group speaks the
+                # other protocol.
+                fx.reply(waiter, JoinResult(ErrorCode.inconsistent_group_protocol, req.member_id))
+                return
+            # An empty consumer group becomes a classic one (its offsets stay).
+            consumer_group.delete(self._emitter(fx))
         group = self.groups.get(group_id)
         if group is None:
             if req.member_id:
@@ -473,6 +614,44 @@ class GroupShard:
         self._touch(self.groups.get(group_id))
         return ErrorCode.none, errors
 
+    # --- consumer groups (KIP-848) --------------------------------------------------------------
+
+    def consumer_heartbeat(self, group_id: str, req: HeartbeatRequest, topics: TopicsView, now_ms: int,
+                           fx: Effects) -> HeartbeatResult:
+        """ConsumerGroupHeartbeat. A group id held by a classic group with members answers
+        GROUP_ID_NOT_FOUND, as Kafka does; an empty classic group (or one of offsets only)
+        becomes a consumer group, keeping its offsets."""
+        classic = self.groups.get(group_id)
+        if classic is not None and (classic.state is not EMPTY or classic.members or classic.pending_members):
+            return HeartbeatResult(ErrorCode.group_id_not_found, req.member_id, req.member_epoch,
+                                   message=f"Group {group_id} is not a consumer group.")
+        classic_record = group_id in self.group_values
+        group = self.consumer_groups.get(group_id)
+        created = group is None
+        if group is None:
+            group = self.consumer_groups[group_id] = ConsumerGroup(group_id, self.consumer_config)
+        result = group.heartbeat(req, topics, now_ms, self._emitter(fx))
+        if created and not group.recorded:
+            del self.consumer_groups[group_id]
+            return result
+        if classic_record:
+            # The classic group's record goes (the first consumer record replaced the group).
+            fx.append(encode_key(GroupMetadataKey(group_id)), None)
+        if group_id in self.consumer_groups:
+            self._touch_consumer(group)
+        return result
+
+    def consumer_group(self, group_id: str) -> ConsumerGroup | None:
+        return self.consumer_groups.get(group_id)
+
+    def validate_offset_fetch(self, group_id: str, member_id: str | None, member_epoch: int) -> ErrorCode:
+        """OffsetFetch v9's member and epoch, checked for consumer groups only (classic groups
+        ignore them, as Kafka)."""
+        group = self.consumer_groups.get(group_id)
+        if group is None:
+            return ErrorCode.none
+        return group.validate_offset_fetch(member_id, member_epoch)
+
     # --- offsets -------------------------------------------------------------------------------
 
     def commit_offsets(self, group_id: str, member_id: str, instance_id: str | None,
@@ -482,7 +661,10 @@ class GroupShard:
         member) creates a simple group; any other commit needs a group that knows the member
         in this generation (docs/guarantees.md rule 24)."""
         group = self.groups.get(group_id)
-        if group is None:
+        consumer_group = self.consumer_groups.get(group_id)
+        if consumer_group is not None:
+            error = consumer_group.validate_offset_commit(member_id, generation, transactional=False)
+        elif group is None:
             if generation >= 0:
                 error = missing_group_error
             elif member_id or instance_id is not None:
@@ -506,7 +688,10 @@ class GroupShard:
         producer without group metadata, TxnOffsetCommit v0-v2), as Kafka's
         validateTransactionalOffsetCommit does."""
         group = self.groups.get(group_id)
-        if group is None:
+        consumer_group = self.consumer_groups.get(group_id)
+        if consumer_group is not None:
+            error = consumer_group.validate_offset_commit(member_id, generation, transactional=True)
+        elif group is None:
             error = ErrorCode.none if generation < 0 else ErrorCode.illegal_generation
         else:
             error = group.validate_offset_commit(member_id, instance_id, generation, now_ms,
@@ -560,6 +745,10 @@ class GroupShard:
     def delete_offsets(self, group_id: str, partitions: list[tuple[str, int]], fx: Effects
                        ) -> tuple[ErrorCode, list[ErrorCode]]:
         """OffsetDelete (KIP-496): only offsets nobody consumes may go."""
+        consumer_group = self.consumer_groups.get(group_id)
+        if consumer_group is not None:
+            return ErrorCode.none, self._delete_offsets(
+                group_id, partitions, frozenset(t for t, _ in partitions if consumer_group.is_subscribed(t)), fx)
         group = self.groups.get(group_id)
         if group is None or group.state is DEAD:
             return ErrorCode.group_id_not_found, []
@@ -570,6 +759,10 @@ class GroupShard:
             consumed = subscribed if subscribed is not None else frozenset(t for t, _ in partitions)
         else:
             return ErrorCode.non_empty_group, []
+        return ErrorCode.none, self._delete_offsets(group_id, partitions, consumed, fx)
+
+    def _delete_offsets(self, group_id: str, partitions: list[tuple[str, int]], consumed: frozenset[str],
+                        fx: Effects) -> list[ErrorCode]:
         group_offsets = self.offsets.get(group_id, {})
         errors = []
         for topic, partition in partitions:
@@ -579,7 +772,7 @@ class GroupShard:
             if (topic, partition) in group_offsets:
                 fx.append(encode_key(OffsetCommitKey(group_id, topic, partition)), None)
             errors.append(ErrorCode.none)
-        return ErrorCode.none, errors
+        return errors
 
     # --- admin ---------------------------------------------------------------------------------
 
@@ -588,10 +781,20 @@ class GroupShard:
         return None if group is None else group.describe()
 
     def list_groups(self) -> list[GroupListing]:
-        return [GroupListing(g.group_id, g.protocol_type or "", g.state) for g in self.groups.values()]
+        return [GroupListing(g.group_id, g.protocol_type or "", g.state) for g in self.groups.values()] + [
+            GroupListing(g.group_id, CONSUMER_PROTOCOL_TYPE, g.state, "consumer")
+            for g in self.consumer_groups.values()]
 
     def delete_group(self, group_id: str, fx: Effects) -> ErrorCode:
         """DeleteGroups: only a group without members; its offsets go with it."""
+        consumer_group = self.consumer_groups.get(group_id)
+        if consumer_group is not None:
+            if consumer_group.members:
+                return ErrorCode.non_empty_group
+            for topic, partition in list(self.offsets.get(group_id, {})):
+                fx.append(encode_key(OffsetCommitKey(group_id, topic, partition)), None)
+            consumer_group.delete(self._emitter(fx))
+            return ErrorCode.none
         group = self.groups.get(group_id)
         if group is None or group.state is DEAD:
             return ErrorCode.group_id_not_found
@@ -605,12 +808,17 @@ class GroupShard:
     # --- checks --------------------------------------------------------------------------------
 
     def check_invariants(self) -> None:
+        assert not set(self.groups) & set(self.consumer_groups), "a group id in both protocols"
+        for consumer_group in self.consumer_groups.values():
+            assert consumer_group.recorded, f"consumer group {consumer_group.group_id} has no record"
+            consumer_group.check_invariants()
         for group in self.groups.values():
             assert group.state is not DEAD, f"dead group {group.group_id} still listed"
             if group.snapshot is not None or group.state is not EMPTY or group.members:
                 group.check_invariants()
         assert all(self.offsets.values()), "an empty offsets map was kept"
-        assert set(self.offsets) <= set(self.groups), "offsets of a group that does not exist"
+        assert set(self.offsets) <= set(self.groups) | set(self.consumer_groups), \
+            "offsets of a group that does not exist"
         assert {g: set(o) for g, o in self.offsets.items()} == {
             g: set(o) for g, o in self.committed_at.items()}, "committed_at out of step with offsets"
         triples = {(pid, g, tp) for pid, by_group in self.pending.items()

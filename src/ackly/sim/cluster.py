@@ -43,6 +43,7 @@ from ackly.log.disk import SimDisk
 from ackly.sim.broker import BrokerHost, NodeFactory
 from ackly.sim.clients import Admin, ClientEnv, ClientViolation, Consumer, History, Producer
 from ackly.sim.faults import FaultInjector, FaultPlan, WallSteps
+from ackly.sim.group_clients import GroupHistory, GroupMember, converged
 from ackly.sim.invariants import (
     InvariantViolation,
     LogRecord,
@@ -82,6 +83,8 @@ class SimConfig:
     transactions: bool = False  # transactional producers and read_committed consumers too
     # The log cleaner runs, and the internal topics roll small segments so that it has work.
     compaction: bool = False
+    # Members of a KIP-848 consumer group heartbeat to its coordinator (sim/group_clients.py).
+    consumer_groups: bool = False
 
 
 @dataclass
@@ -108,6 +111,8 @@ class SimResult:
             line += " --transactions"
         if c.compaction:
             line += " --compaction"
+        if c.consumer_groups:
+            line += " --consumer-groups"
         return line
 
 
@@ -125,6 +130,13 @@ SIM_BROKER_CONFIG = {
 SIM_TXN_CONFIG = {
     "transaction.state.log.num.partitions": "4",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
+}
+# With consumer groups: a few coordinator shards, and sessions short enough that a member cut
+# off by a partition is removed within a history.
+SIM_GROUP_CONFIG = {
+    "offsets.topic.num.partitions": "4",
+    "group.consumer.heartbeat.interval.ms": "500",
+    "group.consumer.session.timeout.ms": "4000",
 }
 # With compaction: small segments of the (compacted) internal topics, a cleaner that looks
 # often and keeps tombstones and markers a short while, so a short history compacts them.
@@ -173,7 +185,8 @@ class SimCluster:
                          "transaction.state.log.replication.factor": str(self.replication_factor),
                          "transaction.state.log.min.isr": str(self.min_isr),
                          **(SIM_TXN_CONFIG if config.transactions else {}),
-                         **(SIM_COMPACTION_CONFIG if config.compaction else {})}
+                         **(SIM_COMPACTION_CONFIG if config.compaction else {}),
+                         **(SIM_GROUP_CONFIG if config.consumer_groups else {})}
         factory = node_factory or default_node_factory(broker_config, config.fault_points)
         host_rng = self.scheduler.fork()
         self.hosts: dict[int, BrokerHost] = {
@@ -220,6 +233,15 @@ class SimCluster:
             self._add_transactional_clients(self.scheduler.fork())
         # Forked after everything else, so that the other components draw what they drew.
         self.wall_steps = WallSteps(self, self.plan, self.scheduler.fork(), self.injector.injected)
+        self.groups = GroupHistory()
+        self.group_members: list[GroupMember] = []
+        if config.consumer_groups:  # drawn last: every other seed keeps its history
+            group_rng = self.scheduler.fork()
+            leave_rate = group_rng.choice((0.0, 0.02, 0.05))
+            self.group_members = [
+                GroupMember(f"gm{i}", self.env, random.Random(group_rng.getrandbits(64)), self.groups,
+                            leave_rate=leave_rate)
+                for i in range(group_rng.randint(2, 4))]
         self.phase = "faults"
         self.converged = False
 
@@ -304,8 +326,9 @@ class SimCluster:
     def client_names(self) -> list[str]:
         return [c.name for c in self._clients()]
 
-    def _clients(self) -> list[Admin | Producer | Consumer | TransactionalProducer]:
-        return [self.admin, *self.producers, *self.consumers, *self.txn_producers, *self.txn_consumers]
+    def _clients(self) -> list[Admin | Producer | Consumer | TransactionalProducer | GroupMember]:
+        return [self.admin, *self.producers, *self.consumers, *self.txn_producers, *self.txn_consumers,
+                *self.group_members]
 
     def replica_peers(self, broker_id: int) -> set[int]:
         """Brokers that share a partition with `broker_id` (all others while none is known)."""
@@ -410,6 +433,8 @@ class SimCluster:
         for consumer in [*self.consumers, *self.txn_consumers]:
             if not consumer.caught_up(leader_hws):
                 waiting.append(f"{consumer.name} at {consumer.positions}, leader HWs {leader_hws}")
+        if (group_waiting := converged(self.group_members, self.partitions)) is not None:
+            waiting.append(group_waiting)
         return waiting
 
     def _followers_waiting(self, tp: TopicPartition, leader_id: int, leader: Any) -> list[str]:
@@ -462,6 +487,7 @@ class SimCluster:
         # flushes always, acks=1 is as durable (rule 6).
         durable = (-1,) if self.replication_factor > 1 else (-1, 1)
         problems += check_history(self.history, leader_logs, durable_acks=durable)
+        problems += self.groups.problems(self.scheduler.now_ms)
         if self.config.transactions:
             problems += check_transactions(self.txns, leader_logs, self.txn_consumers,
                                            durable=self.replication_factor != 2, markers=markers)
@@ -491,6 +517,9 @@ class SimCluster:
             txn_producer.wake()
         for consumer in [*self.consumers, *self.txn_consumers]:
             consumer.wake()
+        for member in self.group_members:
+            member.leave_rate = 0.0  # the group must settle
+            member.wake()
         self._poll_convergence()
 
     def _poll_convergence(self) -> None:
@@ -579,6 +608,9 @@ class SimCluster:
             "committed_batches_checked": self.checker.checked_batches,
             **(self._txn_stats() if self.config.transactions else {}),
             **({"cleans": sum(h.cleans for h in self.hosts.values())} if self.config.compaction else {}),
+            **({"group": {"members": len(self.group_members), "answers": self.groups.answers,
+                          "fenced": self.groups.fenced, "leaves": self.groups.leaves,
+                          "epochs": len(self.groups.by_epoch)}} if self.config.consumer_groups else {}),
         }
 
     def _txn_stats(self) -> dict[str, Any]:

@@ -86,6 +86,12 @@ CASES = [
     Case("sync-group", 14, 3, {"group_id": G, "generation_id": 1, "member_id": "m"},
          ((GROUP, G, Op.READ),), GROUP_DENIED),
     Case("describe-groups", 15, 3, {"groups": [G]}, ((GROUP, G, Op.DESCRIBE),), GROUP_DENIED),
+    Case("consumer-group-heartbeat", 68, 0, {"group_id": G, "member_id": "m", "member_epoch": 0,
+                                             "rebalance_timeout": 60_000, "subscribed_topic_names": [T],
+                                             "topic_partitions": []},
+         ((GROUP, G, Op.READ),), GROUP_DENIED),
+    Case("consumer-group-describe", 69, 0, {"group_ids": [G], "include_authorized_operations": False},
+         ((GROUP, G, Op.DESCRIBE),), GROUP_DENIED),
     Case("create-topics", 19, 5, {"timeout": 1000, "topics": [
         {"name": "fresh", "num_partitions": 1, "replication_factor": 1}]},
         ((TOPIC, "fresh", Op.CREATE),), TOPIC_DENIED),

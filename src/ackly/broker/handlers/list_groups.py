@@ -1,7 +1,8 @@
 """ListGroups (key 16): every group this broker coordinates.
 
-v4+ filters by state (KIP-518, case-insensitive, as Kafka), v5+ by type (KIP-848): every group
-here is a "classic" group. Groups known only by their offsets are listed with an empty
+v4+ filters by state (KIP-518, case-insensitive, as Kafka), v5+ by type (KIP-848): "classic"
+or "consumer" (a group of the ConsumerGroupHeartbeat protocol, with its own states: Empty,
+Assigning, Reconciling, Stable). Groups known only by their offsets are listed with an empty
 protocol type, as Kafka lists them.
 """
 
@@ -22,8 +23,6 @@ API_KEY = 16
 MIN_VERSION = 0
 MAX_VERSION = 5
 
-CLASSIC = "classic"
-
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     states = {s.lower() for s in getattr(request, "states_filter", ()) or ()}
@@ -33,13 +32,13 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     everything = check(node, ctx, API_KEY, "cluster") is None
 
     def fields(listings: list[GroupListing]) -> dict[str, Any]:
-        if types and CLASSIC not in types:
-            listings = []
+        if types:
+            listings = [g for g in listings if g.group_type in types]
         if not everything:
             listings = [g for g in listings if check(node, ctx, API_KEY, "group", g.group_id) is None]
         return {"error_code": ErrorCode.none, "groups": [
             {"group_id": g.group_id, "protocol_type": g.protocol_type, "group_state": g.state.value,
-             "group_type": CLASSIC}
+             "group_type": g.group_type}
             for g in sorted(listings, key=lambda g: g.group_id)
             if not states or g.state.value.lower() in states
         ]}

@@ -11,7 +11,10 @@ members. The answer waits until the offsets are committed to the log.
 Versions 2-9 (kio has no v0-v1; librdkafka needs v2 to use groups). v10 names topics by id and
 is not offered. v2-v4 may ask for a retention time: such offsets expire at commit time plus
 that, written as OffsetCommitValue v1. v9+ answers GROUP_ID_NOT_FOUND for a group that does
-not exist, older versions ILLEGAL_GENERATION (Kafka's compatibility rule).
+not exist, older versions ILLEGAL_GENERATION (Kafka's compatibility rule). For a consumer group
+of the KIP-848 protocol the generation field is the member epoch: a member must send its
+current one (STALE_MEMBER_EPOCH), and a commit without a member (epoch -1) is accepted only
+while the group has no members (UNKNOWN_MEMBER_ID).
 """
 
 from __future__ import annotations

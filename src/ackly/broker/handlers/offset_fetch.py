@@ -8,8 +8,9 @@ is. With `require_stable` (v7+, KIP-447) a partition with such a pending offset 
 UNSTABLE_OFFSET_COMMIT (offset -1) instead, and the consumer retries until the transaction
 ends. As in Kafka, that is a partition error only: the top-level (v2-v7) and group-level (v8+)
 error codes carry group errors, and v0-v1 clients, which have no top-level error, cannot ask
-for stable offsets. v9's member id and epoch are for KIP-848 groups and are ignored for
-classic groups, as Kafka does. v10 names topics by id and is not offered.
+for stable offsets. v9's member id and epoch are for KIP-848 groups: ignored for classic
+groups, as Kafka does, and checked for consumer groups (STALE_MEMBER_EPOCH when the epoch is
+not the member's, UNKNOWN_MEMBER_ID). v10 names topics by id and is not offered.
 """
 
 from __future__ import annotations
@@ -112,4 +113,8 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
             waiter.complete([])
             return
     require_stable = version >= 7 and bool(request.require_stable)
-    node.group_coordinator.fetch_offsets(requests_allowed, waiter, ctx.now_ms, require_stable)
+    # v9: a consumer group's member sends its id and epoch (STALE_MEMBER_EPOCH,
+    # UNKNOWN_MEMBER_ID); classic groups ignore them.
+    members = ({g.group_id: (g.member_id, int(g.member_epoch)) for g in request.groups}
+               if version >= 9 else None)
+    node.group_coordinator.fetch_offsets(requests_allowed, waiter, ctx.now_ms, require_stable, members)
