@@ -631,6 +631,9 @@ class BrokerNode:
             p.log.complete_flush(job)
             p.on_flushed()
             self.purgatory.check(tp, now_ms)
+        swapped = self.cleaner.apply_due_swaps(self.replicas.partitions.get)
+        if swapped is not None:
+            self.schedule_flush(swapped)  # the swap's renames owe their directory sync
 
     def flush_failed(self, error: BaseException, now_ms: int) -> None:
         """A flush job raised: its range (and everything after it) is never made durable by
@@ -676,11 +679,13 @@ class BrokerNode:
     def complete_clean(
         self, tp: TopicPartition, job: CleanJob, error: BaseException | None, now_ms: int
     ) -> None:
-        """The cleaner thread finished `job`: swap its segments in (or drop it). Nothing is
-        swapped once the log directory is offline; a failed swap takes it offline."""
+        """The cleaner thread finished `job`: prepare its swap (or drop it); the swap itself
+        follows the log's next flush (`_complete_flush`), so neither fsyncs on the event loop.
+        Nothing is swapped once the log directory is offline; a failed swap takes it offline."""
         if self.log_dir_failure is None:
             try:
-                self.cleaner.complete_job(tp, job, error, self.replicas.partitions.get)
+                if self.cleaner.complete_job(tp, job, error, self.replicas.partitions.get):
+                    self.schedule_flush(tp)  # the swap waits for its checkpoints' sync
             except StorageError as exc:
                 self._take_log_dir_offline(exc, now_ms)
         self._after_input(now_ms)

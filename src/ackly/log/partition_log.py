@@ -803,7 +803,8 @@ class PartitionLog:
         cleaner.py): `old` are renamed `.deleted` first (removed after file.delete.delay.ms,
         so ranges already handed out stay readable; one directory fsync for them all), then
         `install` runs and its segments take their places. The checkpoints are rewritten.
-        Durable on return."""
+        Nothing here fsyncs: the renames and the checkpoints are owed to the next flush job
+        (`_owe_change`; see clean_swap.py for why the order alone keeps a crash safe)."""
         self._check_open()
         self._load_deferred_producer_state()  # the state must describe the log before it changes
         doomed = {id(s) for s in old}
@@ -812,12 +813,12 @@ class PartitionLog:
         assert len(rest) + len(old) == len(self._segments), "replacing segments not in the log"
         self._set_segments(rest)
         self._schedule_deletion(old)
-        self.disk.sync_dir(self.dir_path)
+        self._owe_change()
         new = install()
         for segment in new:
             segment.syncs = self.syncs
         self._set_segments(sorted(rest + new, key=lambda s: s.base_offset))
-        self.write_checkpoints()
+        self.write_checkpoints(durable=False)
 
     @property
     def recovery_point(self) -> int:
@@ -873,6 +874,18 @@ class PartitionLog:
         self._owed_changes += 1
         # The directory holds renamed, removed or new entries (and rewritten checkpoints).
         self.syncs.add_dir(self.dir_path)
+
+    def owe_sync(self) -> int:
+        """Have the next flush job sync what was written without an fsync so far (the
+        broker schedules it: `needs_flush`); returns the count that `synced_through` waits
+        for (a clean's swap waits so for its checkpoints, clean_swap.py)."""
+        self._check_open()
+        self._owe_change()
+        return self._owed_changes
+
+    def synced_through(self, count: int) -> bool:
+        """A flush job synced every change owed up to `count` (from `owe_sync`)."""
+        return self._synced_changes >= count
 
     @property
     def segments(self) -> tuple[LogSegment, ...]:

@@ -243,10 +243,7 @@ class BrokerHost:
 
     def _complete_clean(self, node: Any, tp: Any, job: Any, error: BaseException | None) -> None:
         self._clean = None
-        # Not off the loop yet: a clean's swap still syncs its renames and checkpoints on the
-        # event loop (clean_swap.apply_clean), so the loop guard does not count them.
-        with self.disk.off_loop():
-            node.complete_clean(tp, job, error, self.scheduler.now_ms)
+        node.complete_clean(tp, job, error, self.scheduler.now_ms)  # on the loop: no fsync
         if error is None and job.stats is not None:
             self.cleans += 1
 
