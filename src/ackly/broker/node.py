@@ -79,7 +79,13 @@ from ackly.listeners import Listener
 from ackly.log.cleaner import CleanJob
 from ackly.log.disk import Disk
 from ackly.log.log_dir import CleanLogState, LogDirCheckpoints
-from ackly.log.partition_log import FlushJob, MapFn, run_flush_round
+from ackly.log.partition_log import (
+    FlushJob,
+    MapFn,
+    remove_deleted_dir,
+    remove_deleted_dirs,
+    run_flush_round,
+)
 from ackly.replication.fetch_sessions import FetchSessionCache
 from ackly.replication.partition import Partition
 from ackly.replication.purgatory import Purgatory
@@ -204,6 +210,9 @@ class BrokerNode:
         self.file_writes = FileWrites(disk)
         self.file_writes_off_loop = False
         disk.makedirs(data_dir)
+        # Deleted partitions' directories whose removal a crash cut short (start-up: before
+        # the broker serves, so its fsync stalls nobody).
+        remove_deleted_dirs(disk, data_dir)
         # The keys altered at run time (broker/dynamic_config.py) over the start-up config.
         self.static_config = config
         self.config = dynamic_config.load(config, disk, data_dir)
@@ -546,6 +555,18 @@ class BrokerNode:
             if after_ms is not None and p.tp not in self._flush_interval_due_ms:
                 self._flush_interval_due_ms[p.tp] = now_ms + after_ms
         self.purgatory.check(p.tp, now_ms)
+
+    def remove_deleted_dir(self, path: str, now_ms: int) -> None:
+        """A deleted partition's directory, renamed away by its log (PartitionLog.delete):
+        removed, and the data directory synced, in the shell's writer thread; at once while
+        no shell runs the writes (start-up, tests driving a node alone)."""
+        if self.file_writes_off_loop:
+            self.file_writes.remove(path)
+            return
+        try:
+            remove_deleted_dir(self.disk, path)
+        except StorageError as exc:
+            self._take_log_dir_offline(exc, now_ms)
 
     def schedule_flush(self, tp: TopicPartition) -> None:
         """Flush tp in the next round whatever its flush.policy (a recovered tail, or
