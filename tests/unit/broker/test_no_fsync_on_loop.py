@@ -1,6 +1,7 @@
 """No fsync on the event loop: three BrokerNodes (a virtual clock, real files) run produce,
-a follower's truncation by leader epoch, DeleteRecords, retention and a log clean, and a single
-broker creates topics and alters its dynamic configs, while every `os.fsync` / `os.fdatasync`
+a follower's truncation by leader epoch, DeleteRecords, retention, a log clean and a topic
+deletion, and a single broker creates topics and alters its dynamic configs, while every
+`os.fsync` / `os.fdatasync`
 is recorded with where it ran. The shell runs flush jobs, clean jobs and small-file writes
 (broker/file_writes.py) in its threads, and start-up before it serves; any other fsync would
 run on the event loop and stall every connection while the disk is slow."""
