@@ -55,7 +55,8 @@ def _cleaned_paths(dir_path: str, base_offset: int, suffix: str) -> tuple[str, s
 
 
 def discard(job: CleanJob) -> None:
-    """Remove the `.cleaned` files of a job that will not be applied."""
+    """Remove the `.cleaned` files of a job that will not be applied (event loop), without an
+    fsync: one a crash brings back is removed before the log loads (`recover_swaps`)."""
     for group in job.groups:
         if group.segment is not None:
             group.segment.file.close()
@@ -63,7 +64,7 @@ def discard(job: CleanJob) -> None:
             cleaned = _cleaned_paths(job.dir_path, group.base_offset, suffix)[0]
             try:
                 if job.disk.exists(cleaned):
-                    job.disk.remove(cleaned)
+                    job.disk.remove(cleaned, durable=False)
             except OSError as exc:  # the directory went with its topic
                 logger.debug("%s: %s", cleaned, exc)
 
