@@ -67,7 +67,9 @@ class BrokerHost:
         self.factory = factory
         self.outputs = outputs
         self.flush_delay_max_ms = flush_delay_max_ms
-        self.disk = SimDisk(random.Random(rng.getrandbits(64)))
+        # Directory changes without an fsync survive a crash as a seeded prefix, in order (a
+        # journaling file system): the swap of a clean and the other unsynced renames rely on it.
+        self.disk = SimDisk(random.Random(rng.getrandbits(64)), ordered_dir_ops=True)
         # No fsync on the event loop: every sync the node makes outside the flush jobs, the
         # cleaner's job and start-up is recorded, and the cluster's checks refuse it.
         self.disk.loop_guard = True
