@@ -1,7 +1,8 @@
 """Small files a broker replaces whole and durably (Disk.write_atomic: temp file, fsync, rename,
 fsync of the directory), written off the event loop: a single broker's metadata store
 (`metadata.json`, cluster/durable_store.py) and its dynamic broker configs
-(broker/dynamic_config.py).
+(broker/dynamic_config.py); and the directories of deleted partitions, removed with a sync of
+the data directory (`remove`, partition_log.remove_deleted_dir).
 
 Owns: the writes asked for and not yet durable, per path, and the batch the shell's writer
 thread is running. The node asks (`write`), the shell takes a batch (`take`), runs every
@@ -26,21 +27,26 @@ from dataclasses import dataclass, field
 
 from ackly.errors import StorageError
 from ackly.log.disk import Disk
+from ackly.log.partition_log import remove_deleted_dir
 
 Durable = Callable[[StorageError | None], None]
 
 
 @dataclass
 class FileWrite:
-    """One file's next content; `run` writes it durably (in the shell's writer thread)."""
+    """One file's next content, or (`data` None) a deleted partition's directory to remove;
+    `run` does it durably (in the shell's writer thread)."""
 
     disk: Disk
     path: str
-    data: bytes
+    data: bytes | None
     then: list[Durable] = field(default_factory=list)
 
     def run(self) -> None:
-        self.disk.write_atomic(self.path, self.data)
+        if self.data is None:
+            remove_deleted_dir(self.disk, self.path)
+        else:
+            self.disk.write_atomic(self.path, self.data)
 
 
 class FileWrites:
@@ -61,6 +67,10 @@ class FileWrites:
             pending.data = data  # the earlier content was never written: the later replaces it
         if then is not None:
             pending.then.append(then)
+
+    def remove(self, path: str) -> None:
+        """Ask for the directory `path` (a deleted partition's, renamed away) to be removed."""
+        self._waiting.setdefault(path, FileWrite(self._disk, path, None))
 
     @property
     def has_work(self) -> bool:

@@ -7,14 +7,17 @@ flight, and the backoff when nothing needs cleaning (log.cleaner.backoff.ms).
 
 The cleaning itself is log/cleaner.py. The shell takes a job with `take_job`, runs it in its
 cleaner worker (a process, throttled to log.cleaner.io.max.bytes.per.second) and hands it
-back to `complete_job` on the event loop, which applies the swap. Leaders and followers alike clean
+back to `complete_job` on the event loop, which prepares the swap (clean_swap.prepare_swap:
+checkpoints written, their sync owed to the log's next flush job); once that job ran,
+`apply_due_swaps` (after every flush completion) swaps the segments in, so no fsync of the
+swap runs on the event loop. Leaders and followers alike clean
 their own copies (as Kafka's do): only the local log's LSO, active segment and recovery
 point bound a clean.
 
-Invariants: at most one job in flight (ackly runs one cleaner worker whatever
-log.cleaner.threads says: the dedupe buffer is still split as Kafka splits it); a job whose
-partition went (deleted, or its log truncated or trimmed under it) is discarded, never
-applied.
+Invariants: at most one job in flight, from `take_job` until its swap is applied or the job
+discarded (ackly runs one cleaner worker whatever log.cleaner.threads says: the dedupe
+buffer is still split as Kafka splits it); a job whose partition went (deleted, or its log
+truncated or trimmed under it) is discarded, never applied.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Callable, Iterable
 from ackly.config import BrokerConfig
 from ackly.errors import KafkaError
 from ackly.log.clean_plan import cleanable_range, plan_clean, read_first_dirty
-from ackly.log.clean_swap import apply_clean, discard
+from ackly.log.clean_swap import apply_swap, discard, prepare_swap, swap_due
 from ackly.log.cleaner import CleanerSettings, CleanJob
 from ackly.log.partition_log import PartitionLog
 from ackly.replication.partition import Partition
@@ -52,6 +55,8 @@ class CleanerManager:
         # looks for work after every input anyway.
         self._backoff_armed = False
         self._in_flight: TopicPartition | None = None
+        # The job of `_in_flight` once prepared, waiting for its log's flush (and that log).
+        self._swapping: tuple[CleanJob, PartitionLog] | None = None
         # Counters (observability).
         self.cleans_applied = 0
         self.cleans_discarded = 0
@@ -88,6 +93,8 @@ class CleanerManager:
         self, partitions: Iterable[Partition], now_ms: int
     ) -> tuple[TopicPartition, CleanJob] | None:
         """The next clean to run, or None (nothing due, one in flight, or backing off)."""
+        if self._swapping is not None and self._swapping[1].is_closed:
+            self._discard(self._swapping[0])  # its log went while the swap waited
         if not self.enabled or self._in_flight is not None or now_ms < self._next_check_ms:
             return None
         best: tuple[float, Partition] | None = None
@@ -121,29 +128,63 @@ class CleanerManager:
         job: CleanJob,
         error: BaseException | None,
         partition_of: Callable[[TopicPartition], Partition | None],
-    ) -> None:
-        """The shell ran `job` (or it failed with `error`): apply it if it still fits."""
-        self._in_flight = None
+    ) -> bool:
+        """The shell ran `job` (or it failed with `error`): prepare its swap if it still
+        fits. True if the swap now waits for a flush of tp's log (the caller schedules it)."""
         p = partition_of(tp)
         if error is not None or p is None or p.log.dir_path != job.dir_path:
             if error is not None:
                 log.warning("%s: clean failed, the log stays as it was: %r", tp, error)
-            discard(job)
-            self.cleans_discarded += 1
-            return
+            self._discard(job)
+            return False
         try:
-            end = apply_clean(p.log, job)
+            prepared = prepare_swap(p.log, job)
+        except KafkaError as exc:
+            log.error("%s: cleaned segments not swapped in: %s", tp, exc)
+            self._discard(job)
+            return False
+        if not prepared:
+            self._in_flight = None
+            self.cleans_discarded += 1
+            return False
+        self._swapping = (job, p.log)
+        return True
+
+    def apply_due_swaps(self, partition_of: Callable[[TopicPartition], Partition | None]) -> TopicPartition | None:
+        """Swap in the prepared job once its log's flush job ran (after every flush
+        completion). Returns the partition swapped, whose log then owes the renames' sync to
+        its next flush job (the caller schedules it), or None."""
+        if self._swapping is None or self._in_flight is None:
+            return None
+        tp = self._in_flight
+        job, log_ = self._swapping
+        p = partition_of(tp)
+        if p is None or p.log is not log_ or log_.is_closed:
+            self._discard(job)  # deleted or closed while it waited
+            return None
+        if not swap_due(log_, job):
+            return None
+        self._swapping = None
+        self._in_flight = None
+        try:
+            end = apply_swap(log_, job)
         except KafkaError as exc:
             log.error("%s: cleaned segments not swapped in: %s", tp, exc)
             discard(job)
             self.cleans_discarded += 1
-            return
+            return None
         if end is None:
             self.cleans_discarded += 1
-            return
-        self._first_dirty[tp] = (end, p.log.truncation_count, p.log)
+            return None
+        self._first_dirty[tp] = (end, log_.truncation_count, log_)
         self.cleans_applied += 1
         if job.stats is not None:
             self.bytes_read += job.stats.bytes_read
             self.records_removed += job.stats.records_removed
+        return tp
 
+    def _discard(self, job: CleanJob) -> None:
+        self._in_flight = None
+        self._swapping = None
+        discard(job)
+        self.cleans_discarded += 1

@@ -79,7 +79,13 @@ from ackly.listeners import Listener
 from ackly.log.cleaner import CleanJob
 from ackly.log.disk import Disk
 from ackly.log.log_dir import CleanLogState, LogDirCheckpoints
-from ackly.log.partition_log import FlushJob, MapFn, run_flush_round
+from ackly.log.partition_log import (
+    FlushJob,
+    MapFn,
+    remove_deleted_dir,
+    remove_deleted_dirs,
+    run_flush_round,
+)
 from ackly.replication.fetch_sessions import FetchSessionCache
 from ackly.replication.partition import Partition, check_leader_epoch
 from ackly.replication.purgatory import Purgatory
@@ -203,6 +209,9 @@ class BrokerNode:
         self.file_writes = FileWrites(disk)
         self.file_writes_off_loop = False
         disk.makedirs(data_dir)
+        # Deleted partitions' directories whose removal a crash cut short (start-up: before
+        # the broker serves, so its fsync stalls nobody).
+        remove_deleted_dirs(disk, data_dir)
         # The keys altered at run time (broker/dynamic_config.py) over the start-up config.
         self.static_config = config
         self.config = dynamic_config.load(config, disk, data_dir)
@@ -563,6 +572,18 @@ class BrokerNode:
                 self._flush_interval_due_ms[p.tp] = now_ms + after_ms
         self.purgatory.check(p.tp, now_ms)
 
+    def remove_deleted_dir(self, path: str, now_ms: int) -> None:
+        """A deleted partition's directory, renamed away by its log (PartitionLog.delete):
+        removed, and the data directory synced, in the shell's writer thread; at once while
+        no shell runs the writes (start-up, tests driving a node alone)."""
+        if self.file_writes_off_loop:
+            self.file_writes.remove(path)
+            return
+        try:
+            remove_deleted_dir(self.disk, path)
+        except StorageError as exc:
+            self._take_log_dir_offline(exc, now_ms)
+
     def schedule_flush(self, tp: TopicPartition) -> None:
         """Flush tp in the next round whatever its flush.policy (a recovered tail, or
         changes made without their fsyncs: a truncation, a new log start)."""
@@ -647,6 +668,9 @@ class BrokerNode:
             p.log.complete_flush(job)
             p.on_flushed()
             self.purgatory.check(tp, now_ms)
+        swapped = self.cleaner.apply_due_swaps(self.replicas.partitions.get)
+        if swapped is not None:
+            self.schedule_flush(swapped)  # the swap's renames owe their directory sync
 
     def flush_failed(self, error: BaseException, now_ms: int) -> None:
         """A flush job raised: its range (and everything after it) is never made durable by
@@ -692,11 +716,13 @@ class BrokerNode:
     def complete_clean(
         self, tp: TopicPartition, job: CleanJob, error: BaseException | None, now_ms: int
     ) -> None:
-        """The cleaner thread finished `job`: swap its segments in (or drop it). Nothing is
-        swapped once the log directory is offline; a failed swap takes it offline."""
+        """The cleaner thread finished `job`: prepare its swap (or drop it); the swap itself
+        follows the log's next flush (`_complete_flush`), so neither fsyncs on the event loop.
+        Nothing is swapped once the log directory is offline; a failed swap takes it offline."""
         if self.log_dir_failure is None:
             try:
-                self.cleaner.complete_job(tp, job, error, self.replicas.partitions.get)
+                if self.cleaner.complete_job(tp, job, error, self.replicas.partitions.get):
+                    self.schedule_flush(tp)  # the swap waits for its checkpoints' sync
             except StorageError as exc:
                 self._take_log_dir_offline(exc, now_ms)
         self._after_input(now_ms)

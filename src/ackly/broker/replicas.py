@@ -39,7 +39,7 @@ from ackly.cluster.controller import AlterPartitionRequest
 from ackly.cluster.metadata import NO_LEADER, ClusterMetadata, LeaderRecoveryState, PartitionState
 from ackly.cluster.store import CommandResult, StoreError
 from ackly.log.log_dir import CleanLogState, RecoveryCheckpoint
-from ackly.log.partition_log import PartitionLog
+from ackly.log.partition_log import PartitionLog, move_away
 from ackly.replication.follower import FetcherConfig, ReplicaFetcher
 from ackly.replication.partition import Partition
 from ackly.types import TopicPartition
@@ -146,7 +146,8 @@ class ReplicaManager:
         found = _read_topic_id(disk.read_file(marker)) if disk.exists(dir_path) else None
         if found is not None and found != topic_id:
             log.warning("%s: the log on disk belongs to topic id %s, not %s: deleting it", tp, found, topic_id)
-            disk.rmtree(dir_path)
+            # Renamed away whole (its marker with its segments), removed off the event loop.
+            node.remove_deleted_dir(move_away(disk, dir_path), now_ms)
         config = node.topic_config(tp.topic)
         # What the last clean stop recorded of this log (or, after a crash, the last recovery
         # checkpoint), if it is this topic's log.
@@ -186,7 +187,9 @@ class ReplicaManager:
         p.stop()  # waiters re-checked below see it gone
         self.node.forget_partition(p)
         if delete:
-            p.log.delete()
+            doomed = p.log.delete()
+            if doomed is not None:
+                self.node.remove_deleted_dir(doomed, now_ms)
         else:
             p.log.close()
         self.node.purgatory.check(tp, now_ms)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ackly.config import TopicConfig
 from ackly.log.checkpoint import OffsetCheckpoint
 from ackly.log.cleaner import CleanedSegment, CleanerSettings, CleanJob
-from ackly.log.disk import Disk
+from ackly.log.disk import Disk, PendingSyncs
 from ackly.log.index import INT32_MAX
 from ackly.log.segment import (
     LogSegment,
@@ -33,9 +33,10 @@ def read_first_dirty(disk: Disk, dir_path: str) -> int | None:
     return OffsetCheckpoint(disk, dir_path, CLEANER_OFFSET_FILE).read()
 
 
-def write_first_dirty(disk: Disk, dir_path: str, offset: int) -> None:
-    """Durable on return. Only an optimisation: a lost one makes the next clean map more."""
-    OffsetCheckpoint(disk, dir_path, CLEANER_OFFSET_FILE).write(offset)
+def write_first_dirty(syncs: PendingSyncs, dir_path: str, offset: int) -> None:
+    """Durable once `syncs` are synced (the log's next flush job). Only an optimisation: a
+    lost one makes the next clean map more."""
+    OffsetCheckpoint(syncs.disk, dir_path, CLEANER_OFFSET_FILE).write_unsynced(offset, syncs)
 
 
 @dataclass(frozen=True)

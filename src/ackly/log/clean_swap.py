@@ -2,12 +2,17 @@
 at start-up (Kafka's replaceSegments and the `.swap` handling of LogLoader; see cleaner.py
 for the protocol).
 
-Owns: `apply_clean` (event loop), `discard` (a job not applied), `recover_swaps` (before a
-log loads), and the named crash points of the swap (`CRASH_POINTS`, for tests and the
-simulator: `apply_clean` raises CleanCrash at the one named; nothing in production names one).
+Owns: the swap in two steps on the event loop, neither of which fsyncs: `prepare_swap`
+(the checkpoints, whose sync the next flush job owes) and, once that job ran, `apply_swap`
+(the renames, whose directory sync the next flush job owes); `apply_clean` (both at once,
+for tools and tests), `discard` (a job not applied), `recover_swaps` (before a log loads),
+and the named crash points of the swap (`CRASH_POINTS`, for tests and the simulator:
+`apply_clean` raises CleanCrash at the one named; nothing in production names one).
 
 Invariant: after any crash, recovery leaves either a clean's old segments or its new ones,
-never both for one offset and never neither.
+never both for one offset and never neither: the recovery point past the cleaned range is
+durable before the commit point (a `.log.swap`), and the renames reach the disk in the order
+they were made.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 SWAP_SUFFIX = ".swap"
 _SEGMENT_SUFFIXES = (INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX, LOG_SUFFIX)
-CRASH_POINTS = ("after-swap-rename", "after-old-deleted", "after-new-renamed")
+CRASH_POINTS = ("after-prepare", "after-swap-rename", "after-old-deleted", "after-new-renamed")
 
 
 class CleanCrash(Exception):
@@ -50,7 +55,8 @@ def _cleaned_paths(dir_path: str, base_offset: int, suffix: str) -> tuple[str, s
 
 
 def discard(job: CleanJob) -> None:
-    """Remove the `.cleaned` files of a job that will not be applied."""
+    """Remove the `.cleaned` files of a job that will not be applied (event loop), without an
+    fsync: one a crash brings back is removed before the log loads (`recover_swaps`)."""
     for group in job.groups:
         if group.segment is not None:
             group.segment.file.close()
@@ -58,36 +64,69 @@ def discard(job: CleanJob) -> None:
             cleaned = _cleaned_paths(job.dir_path, group.base_offset, suffix)[0]
             try:
                 if job.disk.exists(cleaned):
-                    job.disk.remove(cleaned)
+                    job.disk.remove(cleaned, durable=False)
             except OSError as exc:  # the directory went with its topic
                 logger.debug("%s: %s", cleaned, exc)
 
 
-def apply_clean(log: PartitionLog, job: CleanJob, crash_at: str | None = None) -> int | None:
-    """Swap the job's cleaned segments into `log` (event loop). Returns the new first dirty
-    offset, or None if the log changed under the job (truncated, segments deleted, closed):
-    the job is then discarded and the log is as it was.
+def _fits(log: PartitionLog, job: CleanJob) -> bool:
+    """The log is still the one the job was planned on (not truncated, no segment of the
+    range deleted, not closed)."""
+    return (
+        not log.is_closed
+        and job.stats is not None
+        and job.truncations == log.truncation_count
+        and log.segments[: len(job.sources)] == job.sources
+    )
 
-    Durable on return: a crash at any point leaves the old segments or the new ones."""
-    if (
-        log.is_closed
-        or job.stats is None
-        or job.truncations != log.truncation_count
-        or log.segments[: len(job.sources)] != job.sources
-    ):
+
+def prepare_swap(log: PartitionLog, job: CleanJob) -> bool:
+    """Step 1 of the swap (event loop): take the job's flush, then write the checkpoints
+    without an fsync and owe their sync (`PartitionLog.owe_sync`): the swap waits until a
+    flush job synced them (`swap_due`). False if the log changed under the job: it is then
+    discarded and the log is as it was.
+
+    Why a wait: recovery must take the cleaned segments' holes for compaction, never for
+    lost writes, so the recovery point past them must be durable before the commit point;
+    a flush writes the recovery point without an fsync."""
+    if not _fits(log, job):
         discard(job)
-        return None
+        return False
     if job.flush is not None:
         log.complete_flush(job.flush)
-    # Recovery must take the cleaned segments' holes for compaction: the recovery point past
-    # them is made durable before the commit point (flushes write it without an fsync).
-    log.write_checkpoints()
+        job.flush = None
+    log.write_checkpoints(durable=False)
+    job.swap_after = log.owe_sync()
+    return True
+
+
+def swap_due(log: PartitionLog, job: CleanJob) -> bool:
+    """The checkpoints `prepare_swap` wrote are durable: `apply_swap` may run."""
+    return job.swap_after is not None and log.synced_through(job.swap_after)
+
+
+def apply_swap(log: PartitionLog, job: CleanJob, crash_at: str | None = None) -> int | None:
+    """Step 2 of the swap (event loop, once `swap_due`): the renames of the protocol, in
+    its order, each without an fsync; the log owes them to its next flush job (one
+    directory fsync however many renames). Returns the new first dirty offset, or None if
+    the log changed under the job (then discarded, the log as it was).
+
+    No fsync separates the renames: a crash keeps them in the order they were made (a
+    journaling file system, ext4 or XFS, replays its journal in order and any fsync
+    commits every earlier directory change with it; SimDisk's `ordered_dir_ops` models
+    exactly that), and the protocol is safe at every point of that order: before the
+    `.log.swap` exists the old segments are whole, after it `recover_swaps` completes the
+    swap. The `.cleaned` files were made durable by the job itself."""
+    assert job.swap_after is not None, "apply_swap before prepare_swap"
+    if not _fits(log, job):
+        discard(job)
+        return None
+    assert job.stats is not None
     disk = job.disk
     unchanged = set(job.stats.unchanged)
     changed = [g for g in job.groups if g.base_offset not in unchanged]
     # 1. `.cleaned` -> `.swap`, the indexes of every group first, then the `.log`s: a
-    # `.log.swap` is the commit point, so its indexes must be durable before it is. One
-    # directory fsync per phase, not per file.
+    # `.log.swap` is the commit point, so its indexes come before it.
     _rename_all(disk, job.dir_path, changed, CLEANED_SUFFIX, SWAP_SUFFIX)
     _crash_point(crash_at, "after-swap-rename")
 
@@ -105,23 +144,35 @@ def apply_clean(log: PartitionLog, job: CleanJob, crash_at: str | None = None) -
         if group.segment is not None:  # written in this process
             group.segment.file.close()
     log.replace_segments([s for g in changed for s in g.sources], install)
+    write_first_dirty(log.syncs, job.dir_path, job.end_offset)
     _crash_point(crash_at, "after-new-renamed")
-    write_first_dirty(disk, job.dir_path, job.end_offset)
     return job.end_offset
+
+
+def apply_clean(log: PartitionLog, job: CleanJob, crash_at: str | None = None) -> int | None:
+    """Both steps at once, with the flush between them run here, where the caller is (tools,
+    tests): the broker runs that flush in its sync pool. Durable on return: a crash at any
+    point leaves the old segments or the new ones."""
+    if not prepare_swap(log, job):
+        return None
+    _crash_point(crash_at, "after-prepare")
+    log.flush_now()
+    end = apply_swap(log, job, crash_at)
+    log.flush_now()
+    return end
 
 
 def _rename_all(
     disk: Disk, dir_path: str, groups: list[CleanedSegment], from_suffix: str, to_suffix: str
 ) -> None:
-    """Rename the files of `groups` from `<name><from>` to `<name><to>`: every index file,
-    a directory fsync, every `.log`, a directory fsync."""
+    """Rename the files of `groups` from `<name><from>` to `<name><to>`, without an fsync:
+    every index file, then every `.log`."""
     for suffixes in (_SEGMENT_SUFFIXES[:-1], _SEGMENT_SUFFIXES[-1:]):
         for group in groups:
             for suffix in suffixes:
                 final = os.path.join(dir_path, file_name(group.base_offset, suffix))
                 if disk.exists(final + from_suffix):
                     disk.rename(final + from_suffix, final + to_suffix, durable=False)
-        disk.sync_dir(dir_path)
 
 
 def _open_cleaned(

@@ -9,7 +9,8 @@ threads and clocks:
    process, `run_spec`): build the key -> latest offset map over the dirty part, then write
    the cleaned segments as `.cleaned` files beside the log, never touching a file the log
    uses (a segment the clean would leave as it was is not rewritten at all);
-3. `apply_clean` (event loop, clean_swap.py): swap the cleaned segments in, crash-safely.
+3. `prepare_swap`, then `apply_swap` once a flush job synced what the first wrote (event
+   loop, clean_swap.py): swap the cleaned segments in, crash-safely, without an fsync.
 
 This module is the job itself (step 2); the rules below hold across the three modules.
 
@@ -40,9 +41,11 @@ What a clean keeps (Kafka's rules):
 
 Crash safety (Kafka's `.cleaned` -> `.swap` -> rename protocol): a cleaned segment's `.log`
 (and `.txnindex`, if it has aborted transactions) is written and made durable as
-`<name>.cleaned`; the swap renames them `.swap` (the `.txnindex` before the `.log`, with a
-directory fsync after each: a `.log.swap` is the commit point), renames the replaced
-segments `.deleted`, then renames the `.swap` files to their final names (same order). The
+`<name>.cleaned` by the job; the swap makes the recovery point past the range durable (a
+flush job), then renames the `.cleaned` files `.swap` (the `.txnindex` before the `.log`: a
+`.log.swap` is the commit point), renames the replaced segments `.deleted`, then renames the
+`.swap` files to their final names (same order), with no fsync between the renames: they
+reach the disk in that order, and the next flush job syncs the directory (clean_swap.py). The
 offset and time indexes travel in memory (`CleanStats.indexes`) and reach their files at the
 next clean shutdown; after a crash, recovery rebuilds them, as for any segment without them.
 `recover_swaps` (clean_swap.py), run before a log loads, removes `.cleaned` files (a clean
@@ -181,6 +184,8 @@ class CleanJob:
         self.truncations = truncations
         self.flush = flush
         self.stats: CleanStats | None = None
+        # The log's owed-change count the swap waits for (clean_swap.prepare_swap).
+        self.swap_after: int | None = None
         self._cancelled = False
 
     # ------------------------------------------------------------------ another process

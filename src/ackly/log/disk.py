@@ -466,6 +466,18 @@ def _apply(content: bytearray, op: _PendingWrite | _PendingTruncate) -> None:
     content[op.position : op.position + len(op.data)] = op.data
 
 
+@dataclass(frozen=True)
+class _DirOp:
+    """One directory operation without an fsync (SimDisk's `ordered_dir_ops`): `node` now
+    at `path` (None: removed) and before at `old_path` (None: created); `replaced`, the
+    node a rename replaced at `path`."""
+
+    path: str | None
+    old_path: str | None
+    node: _SimNode
+    replaced: _SimNode | None
+
+
 class SimFile:
     """A handle on a `SimDisk` file. Handles die at `SimDisk.crash()` (like the process)."""
 
@@ -544,6 +556,11 @@ class SimDisk:
       bytes plus, chosen by the seeded `rng`, either nothing more, or the unflushed writes in
       order up to one that is torn part-way (the page cache wrote back some of them), or only a
       torn prefix of the last write (earlier unflushed bytes read back as zeros);
+    - with `ordered_dir_ops`, directory operations made without an fsync (`create`, and
+      `rename` / `remove` with `durable=False`) are not durable at once: they reach the disk
+      in the order they were made, and any sync makes every one before it durable (a
+      journaling file system, ext4 or XFS, commits its journal in order, and an fsync commits
+      everything before it); `crash()` keeps a seeded prefix of those made since the last sync;
     - `capacity_bytes`, when set, makes appends beyond it fail like ENOSPC;
     - `fail_next(operation)` makes the next append or fsync (of a file whose path ends with
       `suffix`) fail with `errno`; a failed fsync drops the file's unflushed writes from what a
@@ -552,8 +569,13 @@ class SimDisk:
       for the process restarting on a disk that works again.
     """
 
-    def __init__(self, rng: random.Random, capacity_bytes: int | None = None) -> None:
+    def __init__(
+        self, rng: random.Random, capacity_bytes: int | None = None, ordered_dir_ops: bool = False
+    ) -> None:
         self._rng = rng
+        self.ordered_dir_ops = ordered_dir_ops
+        # Directory operations since the last sync, each with what undoes it (see the model).
+        self._dir_journal: list[_DirOp] = []
         self._files: dict[str, _SimNode] = {}
         self._dirs: set[str] = {"/", "."}
         self.capacity_bytes = capacity_bytes
@@ -582,6 +604,11 @@ class SimDisk:
         """Called at every sync this disk makes (see `loop_guard`)."""
         if self.loop_guard and not self._off_loop:
             self.loop_syncs.append(f"{operation} {path}")
+        self._dir_journal.clear()  # a journal commit: every directory change so far is durable
+
+    def _journal(self, op: _DirOp) -> None:
+        if self.ordered_dir_ops:
+            self._dir_journal.append(op)
 
     @property
     def failure(self) -> StorageError | None:
@@ -652,6 +679,8 @@ class SimDisk:
             node = self._files[path] = _SimNode()
             if durable:
                 self.synced("fsync directory of", path)
+            else:
+                self._journal(_DirOp(path, None, node, None))
         return SimFile(self, path, node)
 
     def exists(self, path: str) -> bool:
@@ -678,20 +707,43 @@ class SimDisk:
     def remove(self, path: str, *, durable: bool = True) -> None:
         path = self._norm(path)
         self.health.check("remove", path)
-        if self._files.pop(path, None) is None:
+        node = self._files.pop(path, None)
+        if node is None:
             raise FileNotFoundError(errno.ENOENT, "no such file", path)
         if durable:
             self.synced("fsync directory of", path)
+        else:
+            self._journal(_DirOp(None, path, node, None))
 
     def rename(self, src: str, dst: str, *, durable: bool = True) -> None:
         # Directory operations are durable at once in this model (see the class docstring).
         src, dst = self._norm(src), self._norm(dst)
         self.health.check("rename", src)
+        if src in self._dirs:
+            self._rename_dir(src, dst, durable)
+            return
         node = self._files.pop(src, None)
         if node is None:
             raise FileNotFoundError(errno.ENOENT, "no such file", src)
         self._check_parent(dst)
+        replaced = self._files.get(dst)
         self._files[dst] = node
+        if durable:
+            self.synced("fsync directory of", dst)
+        else:
+            self._journal(_DirOp(dst, src, node, replaced))
+
+    def _rename_dir(self, src: str, dst: str, durable: bool) -> None:
+        """A directory and everything under it, in one step (durable at once: a directory
+        rename is not journalled in this model)."""
+        assert dst not in self._dirs and dst not in self._files, dst
+        self._check_parent(dst)
+        prefix = src + os.sep
+        for path in [p for p in self._files if p.startswith(prefix)]:
+            self._files[dst + path[len(src):]] = self._files.pop(path)
+        for path in [d for d in self._dirs if d == src or d.startswith(prefix)]:
+            self._dirs.discard(path)
+            self._dirs.add(dst + path[len(src):])
         if durable:
             self.synced("fsync directory of", dst)
 
@@ -743,6 +795,15 @@ class SimDisk:
 
     def crash(self) -> None:
         """Power loss: every file falls back to what reached the disk; open handles die."""
+        journal, self._dir_journal = self._dir_journal, []
+        kept = self._rng.randint(0, len(journal)) if journal else 0
+        for op in reversed(journal[kept:]):  # undone, last first
+            if op.path is not None:
+                self._files.pop(op.path, None)  # (or gone since, unjournalled: rmtree)
+                if op.replaced is not None:
+                    self._files[op.path] = op.replaced
+            if op.old_path is not None:
+                self._files[op.old_path] = op.node
         for node in self._files.values():
             content = self._survivor(node)
             node.data = content

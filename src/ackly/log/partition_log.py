@@ -803,7 +803,8 @@ class PartitionLog:
         cleaner.py): `old` are renamed `.deleted` first (removed after file.delete.delay.ms,
         so ranges already handed out stay readable; one directory fsync for them all), then
         `install` runs and its segments take their places. The checkpoints are rewritten.
-        Durable on return."""
+        Nothing here fsyncs: the renames and the checkpoints are owed to the next flush job
+        (`_owe_change`; see clean_swap.py for why the order alone keeps a crash safe)."""
         self._check_open()
         self._load_deferred_producer_state()  # the state must describe the log before it changes
         doomed = {id(s) for s in old}
@@ -812,12 +813,12 @@ class PartitionLog:
         assert len(rest) + len(old) == len(self._segments), "replacing segments not in the log"
         self._set_segments(rest)
         self._schedule_deletion(old)
-        self.disk.sync_dir(self.dir_path)
+        self._owe_change()
         new = install()
         for segment in new:
             segment.syncs = self.syncs
         self._set_segments(sorted(rest + new, key=lambda s: s.base_offset))
-        self.write_checkpoints()
+        self.write_checkpoints(durable=False)
 
     @property
     def recovery_point(self) -> int:
@@ -838,9 +839,13 @@ class PartitionLog:
         if self.before_truncation is None:
             return
         if deleting:
-            # Durable now (a rare admin request): a log created later under the same name
-            # must never be described by an entry that a power loss brought back.
-            self.before_truncation(True)
+            # Synced with the data directory by the removal of the deleted directory, off
+            # the event loop (`remove_deleted_dir`). A log created later under the same name
+            # is never described by an entry that a power loss brought back: its directory
+            # is made after this removal in the same directory (kept by a crash only with
+            # it), and its first flush syncs that directory before any of its records is
+            # durable.
+            self.before_truncation(False)
             return
         # The checkpoint's removal goes with the cut: this log's next flush job syncs the
         # data directory before the cut's segment files, and nothing is appended after the
@@ -873,6 +878,18 @@ class PartitionLog:
         self._owed_changes += 1
         # The directory holds renamed, removed or new entries (and rewritten checkpoints).
         self.syncs.add_dir(self.dir_path)
+
+    def owe_sync(self) -> int:
+        """Have the next flush job sync what was written without an fsync so far (the
+        broker schedules it: `needs_flush`); returns the count that `synced_through` waits
+        for (a clean's swap waits so for its checkpoints, clean_swap.py)."""
+        self._check_open()
+        self._owe_change()
+        return self._owed_changes
+
+    def synced_through(self, count: int) -> bool:
+        """A flush job synced every change owed up to `count` (from `owe_sync`)."""
+        return self._synced_changes >= count
 
     @property
     def segments(self) -> tuple[LogSegment, ...]:
@@ -1616,12 +1633,25 @@ class PartitionLog:
         self._pending_deletions = []
         self._closed = True
 
-    def delete(self) -> None:
-        """DeleteTopics: close every file and remove the partition directory."""
+    def delete(self) -> str | None:
+        """DeleteTopics: close every file and rename the partition directory away
+        (`<name>.<n>-delete`, Kafka's LogManager.asyncDelete), without an fsync. Returns the
+        new path, which the caller removes off the event loop (`remove_deleted_dir`), or
+        None if the directory was not there.
+
+        A crash before the removal's sync keeps the directory under its old name or the new
+        one. Under the new one, start-up removes it (`remove_deleted_dirs`). Under the old
+        one, nothing opens it unless a partition of that name is hosted again, and its topic
+        is gone from the metadata before any replica deletes its log; a new topic of the
+        same name finds a different topic id in `partition.metadata` and deletes the
+        directory (ReplicaManager._open). One rename keeps that marker with the segments:
+        a removal cut short by the crash leaves them under the `-delete` name, never
+        segments without their marker under a partition's name."""
         self._before_truncation(deleting=True)  # a new log of the same name must not inherit its entry
         self.abandon()  # nothing to write for a log about to go
-        if self.disk.exists(self.dir_path):
-            self.disk.rmtree(self.dir_path)
+        if not self.disk.exists(self.dir_path):
+            return None
+        return move_away(self.disk, self.dir_path)
 
     def __repr__(self) -> str:
         return (
@@ -1629,6 +1659,46 @@ class PartitionLog:
             f"hw={self._high_watermark}, leo={self.log_end_offset}, "
             f"recovery_point={self._recovery_point}, segments={len(self._segments)})"
         )
+
+
+DELETED_DIR_SUFFIX = "-delete"
+
+
+def move_away(disk: Disk, dir_path: str) -> str:
+    """Rename a partition directory to be deleted `<dir>.<n>-delete` (the first n not taken:
+    the same partition may go again before an earlier directory of it is removed), without
+    an fsync; returns the new path, for `remove_deleted_dir`."""
+    n = 0
+    while disk.exists(f"{dir_path}.{n}{DELETED_DIR_SUFFIX}"):
+        n += 1
+    doomed = f"{dir_path}.{n}{DELETED_DIR_SUFFIX}"
+    disk.rename(dir_path, doomed, durable=False)
+    return doomed
+
+
+def is_deleted_dir(name: str) -> bool:
+    """A directory name `PartitionLog.delete` gave (never a partition's: `<topic>-<int>`)."""
+    return name.endswith(DELETED_DIR_SUFFIX)
+
+
+def remove_deleted_dir(disk: Disk, path: str) -> None:
+    """Off the event loop: remove a directory `PartitionLog.delete` renamed away, then sync
+    the data directory, which makes the rename, the removal and the data directory's
+    checkpoint removal durable."""
+    if disk.exists(path):
+        disk.rmtree(path)
+    disk.sync_dir(os.path.dirname(path))
+
+
+def remove_deleted_dirs(disk: Disk, data_dir: str) -> int:
+    """At start-up: remove every deleted partition's directory a crash left (their removal
+    had not finished). Returns how many."""
+    doomed = [n for n in disk.listdir(data_dir) if is_deleted_dir(n)]
+    for name in doomed:
+        disk.rmtree(os.path.join(data_dir, name))
+    if doomed:
+        disk.sync_dir(data_dir)
+    return len(doomed)
 
 
 def _read_marker(batch: bytes) -> ControlRecord:

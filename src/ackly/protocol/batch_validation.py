@@ -59,14 +59,21 @@ class TimestampRule:
 
 def validate_client_batches(buf: bytes | bytearray | memoryview, headers: Sequence[BatchHeader],
                             now_ms: int, timestamps: TimestampRule | None,
-                            max_decompressed_bytes: int) -> None:
+                            max_decompressed_bytes: int,
+                            sections: dict[int, bytes] | None = None) -> None:
     """Raise KafkaError for the first batch of a produce request's record set that Kafka's
-    LogValidator would refuse; `headers` are those `records.validate_batches` returned."""
+    LogValidator would refuse; `headers` are those `records.validate_batches` returned.
+    `sections`, when given, receives the decompressed records section of every compressed
+    batch, by its index in `headers`: recompression reuses them instead of decompressing the
+    batches a second time (protocol/recompression.py)."""
     pos = 0  # the batches lie back to back: no header is parsed twice on the produce path
-    for header in headers:
+    for index, header in enumerate(headers):
         _check_header(header)
         if header.compression:
-            _check_compressed(buf, pos, header, now_ms, timestamps, max_decompressed_bytes)
+            section = _check_compressed(buf, pos, header, now_ms, timestamps,
+                                        max_decompressed_bytes)
+            if sections is not None:
+                sections[index] = section
         elif timestamps is not None:
             timestamps.check(header.base_timestamp, now_ms)
             timestamps.check(header.max_timestamp, now_ms)
@@ -93,8 +100,9 @@ def _check_header(h: BatchHeader) -> None:
 
 
 def _check_compressed(buf: bytes | bytearray | memoryview, pos: int, h: BatchHeader, now_ms: int,
-                      timestamps: TimestampRule | None, max_bytes: int) -> None:
-    """Decompress the records section and walk it: lengths, offset deltas, timestamps."""
+                      timestamps: TimestampRule | None, max_bytes: int) -> bytes:
+    """Decompress the records section and walk it: lengths, offset deltas, timestamps.
+    Returns the decompressed section."""
     section = decompress(h.compression, memoryview(buf)[pos + HEADER_SIZE:pos + h.size],
                          max_bytes=max_bytes)
     end = len(section)
@@ -136,6 +144,7 @@ def _check_compressed(buf: bytes | bytearray | memoryview, pos: int, h: BatchHea
     if timestamps is not None:
         timestamps.check(h.base_timestamp + lowest, now_ms)
         timestamps.check(h.base_timestamp + highest, now_ms)
+    return section
 
 
 def _corrupt(why: str) -> KafkaError:

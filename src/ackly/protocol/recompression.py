@@ -21,7 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ackly.protocol.compression import GZIP, LZ4, NONE, SNAPPY, ZSTD, compress, decompress
 from ackly.protocol.records import (
@@ -45,24 +45,29 @@ _CRC_AT = 17
 def recompress_batches(
     buf: bytes | bytearray | memoryview, headers: Sequence[BatchHeader], codec: int,
     level: int | None, max_decompressed_bytes: int,
+    sections: Mapping[int, bytes] | None = None,
 ) -> tuple[bytearray, list[BatchHeader]] | None:
     """The batches of `buf` in `codec` (and their new headers), or None when every batch is
-    in it already. Raises KafkaError (CORRUPT_MESSAGE) for a section that does not decode."""
+    in it already. Raises KafkaError (CORRUPT_MESSAGE) for a section that does not decode.
+    `sections`: decompressed records sections by batch index, as validation produced them
+    (batch_validation.validate_client_batches), used instead of decompressing again."""
     if all(h.compression == codec for h in headers):
         return None
     view = memoryview(buf)
     out = bytearray()
     new_headers: list[BatchHeader] = []
     pos = 0
-    for h in headers:
+    for index, h in enumerate(headers):
         if h.compression == codec:
             out += view[pos:pos + h.size]
             new_headers.append(h)
             pos += h.size
             continue
         section = view[pos + HEADER_SIZE:pos + h.size]
-        raw = (decompress(h.compression, section, max_bytes=max_decompressed_bytes)
-               if h.compression else section)
+        raw: bytes | memoryview | None = None if sections is None else sections.get(index)
+        if raw is None:
+            raw = (decompress(h.compression, section, max_bytes=max_decompressed_bytes)
+                   if h.compression else section)
         body = compress(codec, raw, level)
         new = h._replace(
             batch_length=HEADER_SIZE - LOG_OVERHEAD + len(body),

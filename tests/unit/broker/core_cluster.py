@@ -25,6 +25,7 @@ from typing import Any
 from kio.serial import entity_reader, entity_writer
 
 from ackly.broker.context import RequestContext
+from ackly.broker.file_writes import run_batch
 from ackly.broker.node import BrokerNode
 from ackly.cluster.memory_store import MemoryStore
 from ackly.config import BrokerConfig
@@ -117,6 +118,10 @@ class CoreCluster:
         self.rng = random.Random(seed)
         self.hosts = {b: Host(b, str(root / f"b{b}")) for b in broker_ids}
         self.hold_flushes = False
+        # As the shell runs them: small-file writes and removals in a writer (run by `step`
+        # unless held), not at once inside the node's input.
+        self.file_writes_off_loop = False
+        self.hold_file_writes = False
         # Advertised listeners by broker (none: one PLAINTEXT listener at its address).
         self.endpoints: dict[int, tuple[Any, ...]] = {}
         self.partitioned: set[int] = set()  # brokers cut from their peers (not from the store)
@@ -142,6 +147,7 @@ class CoreCluster:
             external_metadata=True, wall_clock=self.wall_clock,
             endpoints=self.endpoints.get(broker_id, ()),
         )
+        host.node.file_writes_off_loop = self.file_writes_off_loop
         host.outgoing = {}
         return host.node
 
@@ -213,6 +219,11 @@ class CoreCluster:
                 for _, job in jobs:
                     job.run()
                 node.complete_flush(jobs, self.now_ms)
+                moved = True
+            if not self.hold_file_writes and node.has_file_writes:
+                batch = node.take_file_writes()
+                run_batch(batch)
+                node.complete_file_writes(batch, None, self.now_ms)
                 moved = True
         for b in self.running:
             host = self.hosts[b]

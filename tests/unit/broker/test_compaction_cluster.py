@@ -40,6 +40,7 @@ def clean(c: CoreCluster, broker: int) -> int:
         tp, job = taken
         job.run()
         node.complete_clean(tp, job, None, c.now_ms)
+        c.pump()  # the flush the swap waits for, then the swap
         done += 1
     return done
 

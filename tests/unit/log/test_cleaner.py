@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ackly.log import clean_swap, cleaner
 from ackly.log.clean_plan import plan_clean
-from ackly.log.clean_swap import CleanCrash, apply_clean
+from ackly.log.clean_swap import CleanCrash, apply_clean, apply_swap, prepare_swap, swap_due
 from ackly.log.cleaner import CleanerSettings
 from ackly.log.disk import SimDisk
 from ackly.log.partition_log import PartitionLog
@@ -337,7 +337,9 @@ def test_each_producers_last_batch_is_kept_so_its_sequence_survives() -> None:
 @settings(max_examples=40, deadline=None)
 @given(st.sampled_from(clean_swap.CRASH_POINTS), st.integers(0, 2**32))
 def test_a_crash_at_any_step_of_the_swap_loses_nothing(point: str, seed: int) -> None:
-    disk = SimDisk(random.Random(seed))
+    # The swap's renames make no fsync: the crash keeps a seeded prefix of them (and of the
+    # removals and creations before), as a journaling file system's recovery does.
+    disk = SimDisk(random.Random(seed), ordered_dir_ops=True)
     log = open_log(disk)
     rng = random.Random(seed)
     for i in range(50):
@@ -430,3 +432,39 @@ def test_dirty_ratio_waits_unless_max_compaction_lag_passed() -> None:
     # A small dirty part: below the ratio, no clean; past max.compaction.lag.ms, a clean.
     assert plan_clean(log, first, NOW_MS + 1_000, CleanerSettings()) is None
     assert plan_clean(log, first, NOW_MS + 61_000, CleanerSettings()) is not None
+
+
+def test_the_swap_and_a_discarded_job_make_no_fsync_outside_jobs() -> None:
+    """The event loop's part of a clean (prepare, swap, discard) makes no fsync: the swap
+    waits for a flush job to sync its checkpoints, then owes its renames to the next."""
+    disk = SimDisk(random.Random(11), ordered_dir_ops=True)
+    disk.loop_guard = True
+    with disk.off_loop():
+        log = open_log(disk)
+    for i in range(40):
+        send(log, kv((b"k%d" % (i % 3), b"v%d" % i)))
+    job = plan_clean(log, 0, NOW_MS, CleanerSettings(), force=True)
+    assert job is not None
+    with disk.off_loop():
+        job.run()
+    assert prepare_swap(log, job) and not swap_due(log, job)
+    flush = log.begin_flush()
+    assert flush is not None
+    with disk.off_loop():
+        flush.run()
+    log.complete_flush(flush)
+    assert swap_due(log, job)
+    assert apply_swap(log, job) == job.end_offset
+    assert disk.loop_syncs == []
+    assert log.needs_flush, "the renames owe their directory sync"
+
+    for i in range(40, 80):
+        send(log, kv((b"k%d" % (i % 3), b"v%d" % i)))
+    again = plan_clean(log, job.end_offset, NOW_MS, CleanerSettings(), force=True)
+    assert again is not None
+    with disk.off_loop():
+        again.run()
+    log.delete_records_before(log.segments[1].base_offset)  # the log changes under the job
+    assert not prepare_swap(log, again)
+    assert disk.loop_syncs == []
+    assert not [n for n in disk.listdir(DIR) if n.endswith((".cleaned", ".swap"))]

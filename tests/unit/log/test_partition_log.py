@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from ackly.errors import ErrorCode, KafkaError
 from ackly.log.disk import RealDisk, SimDisk
-from ackly.log.partition_log import PartitionLog
+from ackly.log.partition_log import PartitionLog, remove_deleted_dir, remove_deleted_dirs
 from ackly.protocol.record_codec import decode_batch
 from ackly.protocol.records import TIMESTAMP_TYPE_MASK, crc_of, read_header
 
@@ -472,12 +473,29 @@ def test_update_config_takes_effect_on_the_next_append() -> None:
     assert [s.base_offset for s in log.segments] == [0, 3]
 
 
-def test_delete_removes_the_directory() -> None:
+def test_delete_renames_the_directory_away_for_a_removal_off_the_loop() -> None:
     disk = SimDisk(random.Random(0))
+    disk.loop_guard = True
     log = open_log(disk)
     fill(log, 2)
-    log.delete()
-    assert not disk.exists(DIR)
+    with disk.off_loop():
+        log.flush_now()
+    doomed = log.delete()
+    assert doomed == DIR + ".0-delete" and not disk.exists(DIR)
+    assert "00000000000000000000.log" in disk.listdir(doomed), "renamed whole"
+    assert disk.loop_syncs == [], "the deletion itself makes no fsync"
+    # Deleted again before the first removal ran: another name.
+    again = open_log(disk)
+    assert again.log_end_offset == 0
+    assert again.delete() == DIR + ".1-delete"
+    with disk.off_loop():
+        remove_deleted_dir(disk, doomed)
+    assert not disk.exists(doomed)
+    # A crash before the other removal: start-up removes it.
+    disk.crash()
+    with disk.off_loop():
+        assert remove_deleted_dirs(disk, os.path.dirname(DIR)) == 1
+    assert not [n for n in disk.listdir(os.path.dirname(DIR)) if n.startswith(os.path.basename(DIR))]
 
 
 def test_a_truncation_is_durable_only_with_a_job_that_synced_all_it_changed() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ackly.errors import ErrorCode, KafkaError
+from ackly.protocol import recompression
+from ackly.protocol.batch_validation import validate_client_batches
 from ackly.protocol.compression import CODECS, LZ4, NONE, ZSTD
 from ackly.protocol.recompression import recompress_batches
 from ackly.protocol.record_codec import Record, decode_batches, encode_batch
@@ -79,3 +81,22 @@ def test_a_section_that_does_not_decode_is_corrupt() -> None:
     with pytest.raises(KafkaError) as caught:
         recompress_batches(data, headers, ZSTD, None, MAX)
     assert caught.value.code == ErrorCode.corrupt_message
+
+
+@pytest.mark.parametrize("source", [c for c in CODECS if c != NONE])
+def test_the_sections_validation_decompressed_are_reused_not_decompressed_again(
+    source: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = batches(source)
+    headers = validate_batches(data, 1 << 20)
+    sections: dict[int, bytes] = {}
+    validate_client_batches(data, headers, 1000, None, MAX, sections)
+    assert sorted(sections) == [0, 1]
+    expected = recompress_batches(data, headers, ZSTD if source != ZSTD else LZ4, None, MAX)
+
+    def no_second_decompression(*args: object, **kwargs: object) -> bytes:
+        raise AssertionError("decompressed a second time")
+
+    monkeypatch.setattr(recompression, "decompress", no_second_decompression)
+    reused = recompress_batches(data, headers, ZSTD if source != ZSTD else LZ4, None, MAX, sections)
+    assert reused == expected

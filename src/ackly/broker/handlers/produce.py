@@ -63,19 +63,27 @@ MIN_VERSION = 3  # record batch v2 only; librdkafka needs v3 to use it
 MAX_VERSION = 11
 
 
+def _recompresses(p: Partition, headers: list[BatchHeader]) -> bool:
+    """Some batch is not in the topic's codec (compression.type other than `producer`)."""
+    codec = TOPIC_CODECS[p.config.compression_type]
+    return codec is not None and any(h.compression != codec for h in headers)
+
+
 def _in_topic_codec(p: Partition, records: bytes, headers: list[BatchHeader],
+                    sections: dict[int, bytes] | None,
                     ) -> tuple[bytes | bytearray, list[BatchHeader]]:
     """The batches as the topic's compression.type wants them: as they came under `producer`
     (and when every batch has the topic's codec already: zero copy), else recompressed
     (protocol/recompression.py), then held to max.message.bytes again as Kafka does after
-    recompression (MESSAGE_TOO_LARGE)."""
+    recompression (MESSAGE_TOO_LARGE). `sections`: the records sections validation
+    decompressed, reused (a batch is decompressed once on this path)."""
     config = p.config
     codec = TOPIC_CODECS[config.compression_type]
     if codec is None:
         return records, headers
     level = {GZIP: config.compression_gzip_level, LZ4: config.compression_lz4_level,
              ZSTD: config.compression_zstd_level}.get(codec)
-    rebuilt = recompress_batches(records, headers, codec, level, DEFAULT_MAX_BYTES)
+    rebuilt = recompress_batches(records, headers, codec, level, DEFAULT_MAX_BYTES, sections)
     if rebuilt is None:
         return records, headers
     new_records, new_headers = rebuilt
@@ -257,12 +265,13 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
                         ErrorCode.invalid_record, "control batches are not accepted from clients"
                     )
                 # KIP-937 bounds are around the broker's wall-clock time.
+                sections: dict[int, bytes] | None = {} if _recompresses(p, headers) else None
                 validate_client_batches(pd.records, headers, node.wall_clock(now_ms),
-                                        _timestamp_rule(p), DEFAULT_MAX_BYTES)
+                                        _timestamp_rule(p), DEFAULT_MAX_BYTES, sections)
                 if "compact" in p.config.cleanup_policy:
                     # Kafka's LogValidator: a compacted topic takes keyed records only.
                     require_keys(pd.records, headers)
-                records, headers = _in_topic_codec(p, pd.records, headers)
+                records, headers = _in_topic_codec(p, pd.records, headers, sections)
                 item = _Append(slot, index, p, records, headers)
                 appends.append(item)
                 if verifies and _starts_transaction(p, headers):
