@@ -429,7 +429,7 @@ class ClusterMember:
             )
         if request.leader_broker_epoch is None:
             request = replace(request, leader_broker_epoch=epoch)
-        decision = alter_partition(self.metadata, request)
+        decision = alter_partition(self.metadata, request, self.config.policy)
         if decision.change is not None:
             rid = self._new_request_id()
             self._send(decision.change.command(rid, self.keys), _Kind.ISR_CHANGE, now_ms, tp=request.tp)
