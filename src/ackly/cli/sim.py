@@ -50,8 +50,10 @@ def _summary(result: SimResult, elapsed_s: float) -> str:
               help="add transactional producers and read_committed consumers (tests/sim's txn seeds)")
 @click.option("--compaction", is_flag=True,
               help="run the log cleaner, with small segments of the compacted internal topics")
+@click.option("--eligible-leader-replicas", "elr", is_flag=True,
+              help="every broker with eligible.leader.replicas.enable=true (KIP-966)")
 def sim(seed: int, steps: int | None, brokers: int, seeds: int, fault_points: tuple[str, ...], verbose: bool,
-        as_json: bool, transactions: bool, compaction: bool) -> None:
+        as_json: bool, transactions: bool, compaction: bool, elr: bool) -> None:
     """Simulate a cluster under faults, deterministically, and check every guarantee."""
     from ackly.sim.cluster import DEFAULT_STEPS
 
@@ -66,7 +68,7 @@ def sim(seed: int, steps: int | None, brokers: int, seeds: int, fault_points: tu
         logger.setLevel(logging.CRITICAL)
     try:
         failed = _run(seed, seeds, steps, brokers, tuple(fault_points), verbose, as_json, transactions,
-                      compaction)
+                      compaction, elr)
     finally:
         logger.setLevel(level)
     if seeds > 1 and not as_json:
@@ -75,7 +77,7 @@ def sim(seed: int, steps: int | None, brokers: int, seeds: int, fault_points: tu
 
 
 def _run(seed: int, seeds: int, steps: int, brokers: int, fault_points: tuple[str, ...], verbose: bool,
-         as_json: bool, transactions: bool, compaction: bool = False) -> int:
+         as_json: bool, transactions: bool, compaction: bool = False, elr: bool = False) -> int:
     """Run the seeds, print one line each (or JSON); return how many failed."""
     from ackly.sim.cluster import run_seed
 
@@ -83,7 +85,7 @@ def _run(seed: int, seeds: int, steps: int, brokers: int, fault_points: tuple[st
     for s in range(seed, seed + seeds):
         started = time.perf_counter()
         result = run_seed(s, steps=steps, brokers=brokers, fault_points=fault_points, transactions=transactions,
-                          compaction=compaction)
+                          compaction=compaction, eligible_leader_replicas=elr)
         elapsed = time.perf_counter() - started
         if as_json:
             click.echo(json.dumps({

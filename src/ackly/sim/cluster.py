@@ -82,6 +82,8 @@ class SimConfig:
     transactions: bool = False  # transactional producers and read_committed consumers too
     # The log cleaner runs, and the internal topics roll small segments so that it has work.
     compaction: bool = False
+    # KIP-966 eligible leader replicas (eligible.leader.replicas.enable on every broker).
+    eligible_leader_replicas: bool = False
 
 
 @dataclass
@@ -108,6 +110,8 @@ class SimResult:
             line += " --transactions"
         if c.compaction:
             line += " --compaction"
+        if c.eligible_leader_replicas:
+            line += " --eligible-leader-replicas"
         return line
 
 
@@ -173,7 +177,8 @@ class SimCluster:
                          "transaction.state.log.replication.factor": str(self.replication_factor),
                          "transaction.state.log.min.isr": str(self.min_isr),
                          **(SIM_TXN_CONFIG if config.transactions else {}),
-                         **(SIM_COMPACTION_CONFIG if config.compaction else {})}
+                         **(SIM_COMPACTION_CONFIG if config.compaction else {}),
+                         **({"eligible.leader.replicas.enable": "true"} if config.eligible_leader_replicas else {})}
         factory = node_factory or default_node_factory(broker_config, config.fault_points)
         host_rng = self.scheduler.fork()
         self.hosts: dict[int, BrokerHost] = {
@@ -185,7 +190,7 @@ class SimCluster:
         self.observer: MetadataObserver | None = None
         self.store = StoreBridge(self.scheduler, self.scheduler.fork(), self.hosts.get, self.plan.store,
                                  on_change=self._poll_observer)
-        self.observer = MetadataObserver(self.store.store)
+        self.observer = MetadataObserver(self.store.store, elr_enabled=config.eligible_leader_replicas)
         self.checker = ReplicaChecker(compaction=config.compaction)
         self.restart_revision: dict[int, int] = {}
         self.history = History()
@@ -290,6 +295,15 @@ class SimCluster:
         host = self.hosts[broker_id]
         incarnation = host.incarnation
         host.kill()
+        self.network.drop_endpoint(host.endpoint, broker_id)
+        self.store.broker_died(broker_id)
+        self.checker.forget_incarnation(broker_id, incarnation)
+
+    def stop(self, broker_id: int) -> None:
+        """A clean stop of one broker (see BrokerHost.stop)."""
+        host = self.hosts[broker_id]
+        incarnation = host.incarnation
+        host.stop()
         self.network.drop_endpoint(host.endpoint, broker_id)
         self.store.broker_died(broker_id)
         self.checker.forget_incarnation(broker_id, incarnation)
@@ -579,6 +593,8 @@ class SimCluster:
             "committed_batches_checked": self.checker.checked_batches,
             **(self._txn_stats() if self.config.transactions else {}),
             **({"cleans": sum(h.cleans for h in self.hosts.values())} if self.config.compaction else {}),
+            **({"elr_states": self.observer.elr_states if self.observer else 0}
+               if self.config.eligible_leader_replicas else {}),
         }
 
     def _txn_stats(self) -> dict[str, Any]:
