@@ -568,6 +568,9 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
               "min.insync.replicas stay electable, and the last ISR member back from an unclean "
               "shutdown that may have lost acknowledged records is not elected (the partition "
               "waits offline for an eligible replica instead)"),
+    ConfigDef("max.request.partition.size.limit", Kind.INT, 2000,
+              "most partitions one DescribeTopicPartitions answer lists (the client's "
+              "ResponsePartitionLimit is capped by it)", minimum=1),
     ConfigDef("auto.leader.rebalance.enable", Kind.BOOLEAN, True,
               "move leadership back to each partition's preferred replica when it is in sync"),
     ConfigDef("broker.rack", Kind.STRING, "", "this broker's rack, for replica placement"),

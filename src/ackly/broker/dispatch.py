@@ -35,6 +35,7 @@ from ackly.broker.handlers import (
     describe_configs,
     describe_groups,
     describe_producers,
+    describe_topic_partitions,
     describe_transactions,
     describe_user_scram_credentials,
     end_txn,
@@ -90,7 +91,7 @@ HANDLER_MODULES: tuple[ModuleType, ...] = (
     write_txn_markers, txn_offset_commit, add_partitions_to_txn, add_offsets_to_txn, end_txn,
     describe_transactions, list_transactions, describe_acls, create_acls, delete_acls,
     describe_user_scram_credentials, alter_user_scram_credentials, sasl_handshake, sasl_authenticate,
-    describe_client_quotas, alter_client_quotas,
+    describe_client_quotas, alter_client_quotas, describe_topic_partitions,
 )
 
 TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}
