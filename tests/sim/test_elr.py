@@ -5,7 +5,11 @@
   ELR rules it loses acknowledged writes, with them it loses none.
 - Swarm seeds with `eligible.leader.replicas.enable` on every broker: the per-event ELR
   invariants (sim/invariants.py) hold through kills, partitions and pauses, and the healed
-  cluster converges (with flush.policy=always a crash never costs a replica its eligibility).
+  cluster converges. With flush.policy=always a crash never costs a replica its eligibility;
+  with flush.policy=never (Kafka's flushing) every power loss does, and still no
+  acknowledged acks=all write is lost and the healed cluster converges (rule 13's premise:
+  never two replicas' disks lost at once). Without the ELR rules such seeds can lose
+  acknowledged writes (`ackly sim --flush-policy never` finds some).
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from ackly.sim.cluster import run_seed
 from ackly.sim.schedules import WRITES, last_replica_standing
 from tests.sim.test_seeds import assert_ok
 
-ELR_SEEDS = (3, 5, 7)
+# Seeds whose histories write ELRs (replicas leave an ISR at the minimum).
+ELR_SEEDS = (101, 109)
 ELR_STEPS = 1_500
+# Seeds whose kills make replicas leave the ELR by an unclean shutdown (flush.policy=never).
+UNFLUSHED_ELR_SEEDS = (301, 308)
 
 
 @pytest.fixture(autouse=True)
@@ -50,8 +57,19 @@ def test_with_eligible_leader_replicas_no_acknowledged_write_is_lost() -> None:
     assert (elr_back.leader, elr_back.isr) == (b, (b,))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", ELR_SEEDS)
 def test_elr_seed(seed: int) -> None:
     result = run_seed(seed, steps=ELR_STEPS, eligible_leader_replicas=True)
     assert_ok(result)
+    assert result.stats["elr_states"] > 0
     assert "--eligible-leader-replicas" in result.reproduction
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", UNFLUSHED_ELR_SEEDS)
+def test_elr_seed_with_kafkas_flushing(seed: int) -> None:
+    result = run_seed(seed, steps=ELR_STEPS, eligible_leader_replicas=True, flush_policy="never")
+    assert_ok(result)
+    assert result.stats["elr_states"] > 0 and result.stats["kills"] > 0
+    assert "--flush-policy never" in result.reproduction

@@ -329,7 +329,9 @@ def elect(
             # whose members stay electable while they are gone.
             new_isr: tuple[int, ...] = tuple(b for b in state.isr if b in active_isr)
         else:
-            new_isr = state.isr  # every member is dead: keep them all electable
+            # Every member is dead: keep them all electable. (A state the ELR rules emptied
+            # puts back in the ISR whoever they kept, now that the rules are off.)
+            new_isr = state.isr or tuple(sorted(set(state.elr) | set(state.last_known_elr)))
     elif reason is ChangeReason.UNCLEAN:
         new_isr = (leader,)
     else:

@@ -482,6 +482,16 @@ class ClusterMember:
         if self.is_controller(now_ms):
             self._act_as_controller(now_ms)
 
+    def _unclean_start_seen(self, epoch: int) -> bool:
+        """Whether every partition state that lists this broker in its ISR or ELR was written
+        since its registration at `epoch`: the writer then saw that this incarnation started
+        after an unclean shutdown (KIP-966; controller.unclean_restarts)."""
+        return all(
+            self.metadata.partition_revision(tp) > epoch
+            for tp, state in self.metadata.all_partitions()
+            if self.broker_id in state.isr or self.broker_id in state.elr
+        )
+
     def _maintain_registration(self, now_ms: int) -> None:
         assert self._lease_id is not None
         key = self.keys.broker(self.broker_id)
@@ -499,6 +509,9 @@ class ClusterMember:
             return
         if mine is None:
             return
+        if self.broker.unclean_shutdown and self._unclean_start_seen(mine.epoch):
+            # A later registration of this process (after a lost session) lost nothing.
+            self.broker = replace(self.broker, unclean_shutdown=False)
         if self._shutting_down and not mine.shutting_down and not self._in_flight(_Kind.UPDATE_REGISTRATION):
             info = replace(self.broker, shutting_down=True)
             self._send(

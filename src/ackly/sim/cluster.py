@@ -84,6 +84,9 @@ class SimConfig:
     compaction: bool = False
     # KIP-966 eligible leader replicas (eligible.leader.replicas.enable on every broker).
     eligible_leader_replicas: bool = False
+    # The user topic's flush.policy: "never" is Kafka's flushing, where a power loss takes
+    # what a replica had not written back (acknowledged records still have other copies).
+    flush_policy: str = "always"
 
 
 @dataclass
@@ -112,6 +115,8 @@ class SimResult:
             line += " --compaction"
         if c.eligible_leader_replicas:
             line += " --eligible-leader-replicas"
+        if c.flush_policy != SimConfig.flush_policy:
+            line += f" --flush-policy {c.flush_policy}"
         return line
 
 
@@ -199,7 +204,7 @@ class SimCluster:
         self.partitions = client_rng.randint(1, 3)
         self.admin = Admin("admin", self.env, random.Random(client_rng.getrandbits(64)), self.partitions,
                            self.replication_factor, {
-                               "min.insync.replicas": str(self.min_isr), "flush.policy": "always",
+                               "min.insync.replicas": str(self.min_isr), "flush.policy": config.flush_policy,
                                "unclean.leader.election.enable": "false",
                            })
         self.producers: list[Producer] = []

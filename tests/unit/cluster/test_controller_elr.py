@@ -120,3 +120,12 @@ def test_lowering_min_isr_clears_the_elr() -> None:
     change = run(m, ELR)
     assert change is not None and change.reason is ChangeReason.ELR
     assert (change.after.isr, change.after.elr) == ((1,), ())
+
+
+def test_turning_the_rules_off_puts_the_elr_back_in_an_emptied_isr() -> None:
+    offline = PartitionState(state((1,), 1).topic_id, (1, 2, 3), (), NO_LEADER, 6, 10, elr=(2,),
+                             last_known_elr=(1,))
+    change = run(view([3], offline, configs=LOSSY), ControllerPolicy())
+    assert change is not None
+    assert (change.after.leader, change.after.isr, change.after.elr, change.after.last_known_elr) == (
+        NO_LEADER, (1, 2), (), ())
