@@ -8,8 +8,8 @@
   cluster converges. With flush.policy=always a crash never costs a replica its eligibility;
   with flush.policy=never (Kafka's flushing) every power loss does, and still no
   acknowledged acks=all write is lost and the healed cluster converges (rule 13's premise:
-  never two replicas' disks lost at once). Without the ELR rules such seeds can lose
-  acknowledged writes (`ackly sim --flush-policy never` finds some).
+  never two replicas' disks lost at once). Without the ELR rules such seeds can truncate
+  committed records (`ackly sim --flush-policy never` finds some: rule 11 broken).
 """
 
 from __future__ import annotations
