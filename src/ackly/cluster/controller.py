@@ -324,13 +324,14 @@ def elect(
         leader, reason, new_term = state.preferred_leader, ChangeReason.PREFERRED, True
 
     if leader == NO_LEADER:
-        if elr_on:
+        if elr_on and recovery is not LeaderRecoveryState.RECOVERING:
             # KIP-966: the ISR keeps only live members (none here); the others move to the ELR,
             # whose members stay electable while they are gone.
             new_isr: tuple[int, ...] = tuple(b for b in state.isr if b in active_isr)
         else:
             # Every member is dead: keep them all electable. (A state the ELR rules emptied
-            # puts back in the ISR whoever they kept, now that the rules are off.)
+            # puts back in the ISR whoever they kept, now that the rules are off. An unclean
+            # leader still RECOVERING keeps its ISR of one, KIP-704, whatever the rules.)
             new_isr = state.isr or tuple(sorted(set(state.elr) | set(state.last_known_elr)))
     elif reason is ChangeReason.UNCLEAN:
         new_isr = (leader,)

@@ -12,7 +12,7 @@ from ackly.cluster.controller import (
     alter_partition,
     elect,
 )
-from ackly.cluster.metadata import NO_LEADER, BrokerInfo, ClusterMetadata, PartitionState
+from ackly.cluster.metadata import NO_LEADER, BrokerInfo, ClusterMetadata, LeaderRecoveryState, PartitionState
 
 from .test_controller import PARTITION_REVISION, TP, state, view
 
@@ -129,3 +129,10 @@ def test_turning_the_rules_off_puts_the_elr_back_in_an_emptied_isr() -> None:
     assert change is not None
     assert (change.after.leader, change.after.isr, change.after.elr, change.after.last_known_elr) == (
         NO_LEADER, (1, 2), (), ())
+
+
+def test_a_recovering_unclean_leader_that_dies_keeps_its_isr_of_one() -> None:
+    recovering = replace(state((3,), 3), leader_recovery_state=LeaderRecoveryState.RECOVERING)
+    change = run(view([1], recovering, configs=LOSSY))
+    assert change is not None
+    assert (change.after.leader, change.after.isr) == (NO_LEADER, (3,))
