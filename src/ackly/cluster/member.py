@@ -168,6 +168,7 @@ class ClusterMember:
         now_ms: int,
     ) -> None:
         self.broker = replace(broker, lease_id=None, epoch=0, shutting_down=False)
+        self._unclean_checked_view: ClusterMetadata | None = None  # see _unclean_start_seen
         self.broker_id = broker.broker_id
         self.config = config or MemberConfig()
         self.keys = self.config.keys
@@ -486,6 +487,9 @@ class ClusterMember:
         """Whether every partition state that lists this broker in its ISR or ELR was written
         since its registration at `epoch`: the writer then saw that this incarnation started
         after an unclean shutdown (KIP-966; controller.unclean_restarts)."""
+        if self.metadata is self._unclean_checked_view:
+            return False  # asked again of the same view: the answer was no
+        self._unclean_checked_view = self.metadata
         return all(
             self.metadata.partition_revision(tp) > epoch
             for tp, state in self.metadata.all_partitions()
@@ -509,7 +513,10 @@ class ClusterMember:
             return
         if mine is None:
             return
-        if self.broker.unclean_shutdown and self._unclean_start_seen(mine.epoch):
+        if (
+            self.broker.unclean_shutdown and self.config.policy.eligible_leader_replicas
+            and self._unclean_start_seen(mine.epoch)
+        ):
             # A later registration of this process (after a lost session) lost nothing.
             self.broker = replace(self.broker, unclean_shutdown=False)
         if self._shutting_down and not mine.shutting_down and not self._in_flight(_Kind.UPDATE_REGISTRATION):

@@ -265,14 +265,12 @@ def test_long_histories_reach_the_rare_cases() -> None:
     assert sum(o.offline_transitions for o in observers) > 0
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(8))
 def test_long_histories_with_eligible_leader_replicas(seed: int) -> None:
     """The same histories under KIP-966's rules (min ISR 2; every restart here is clean): the
     observer accepts an election from the ELR only when no ISR member is left, and after the
-    heal every partition has a leader again."""
+    heal every partition has a leader again. These seeds elect from the ELR."""
     c = run_history(seed, steps=300, elr=True)
     assert c.observer.elections > 0
-
-
-def test_histories_with_eligible_leader_replicas_elect_from_the_elr() -> None:
-    assert sum(run_history(seed, steps=300, elr=True).observer.elr_elections for seed in range(12)) > 0
+    if seed < 7:  # (seed 7's mix of operations never empties an ISR)
+        assert c.observer.elr_elections > 0
