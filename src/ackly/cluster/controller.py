@@ -64,7 +64,7 @@ from ackly.cluster.metadata import (
 from ackly.cluster.placement import PlacementError, assignment_problem, place_replicas
 from ackly.cluster.store import Compare, CompareAndSet, CompareTarget, Delete
 from ackly.config import TOPIC_CONFIGS
-from ackly.errors import ErrorCode, KafkaError
+from ackly.errors import ConfigError, ErrorCode, KafkaError
 from ackly.types import TopicPartition
 
 UNCLEAN_CONFIG = "unclean.leader.election.enable"
@@ -184,10 +184,15 @@ def unclean_allowed(topic: TopicInfo, policy: ControllerPolicy) -> bool:
 
 
 def min_insync_replicas(topic: TopicInfo | None, policy: ControllerPolicy) -> int:
+    """The topic's min.insync.replicas; a stored value that does not validate (its partitions
+    are offline on the brokers until it is fixed) counts as the broker's default."""
     raw = None if topic is None else topic.configs.get(MIN_ISR_CONFIG)
     if raw is None:
         return policy.min_insync_replicas_default
-    return int(TOPIC_CONFIGS[MIN_ISR_CONFIG].parse(raw))
+    try:
+        return int(TOPIC_CONFIGS[MIN_ISR_CONFIG].parse(raw))
+    except ConfigError:
+        return policy.min_insync_replicas_default
 
 
 def crash_loses_reported(topic: TopicInfo | None, policy: ControllerPolicy) -> bool:
@@ -200,8 +205,11 @@ def crash_loses_reported(topic: TopicInfo | None, policy: ControllerPolicy) -> b
     raw_policy = configs.get("flush.policy")
     flush_policy = policy.flush_policy_default if raw_policy is None else str(raw_policy)
     raw_messages = configs.get("flush.messages")
-    flush_messages = (policy.flush_messages_default if raw_messages is None
-                      else int(TOPIC_CONFIGS["flush.messages"].parse(raw_messages)))
+    try:
+        flush_messages = (policy.flush_messages_default if raw_messages is None
+                          else int(TOPIC_CONFIGS["flush.messages"].parse(raw_messages)))
+    except ConfigError:
+        return True  # a value that does not validate promises nothing
     return flush_policy != "always" and flush_messages != 1
 
 
@@ -337,9 +345,8 @@ def elect(
         new_isr = (leader,)
     else:
         new_isr = tuple(sorted({leader, *active_isr}))
-    elr, last_known_elr = next_elr(
-        state, new_isr, min(min_insync_replicas(topic, policy), len(state.replicas)), dropped, elr_on,
-    )
+    min_isr = min(min_insync_replicas(topic, policy), len(state.replicas)) if elr_on else 0
+    elr, last_known_elr = next_elr(state, new_isr, min_isr, dropped, elr_on)
 
     if reason is None and new_isr != state.isr:
         reason = ChangeReason.ISR_SHRINK
@@ -555,10 +562,9 @@ def alter_partition(
     dropped = (unclean_restarts(metadata, state, revision, topic, policy)
                if policy.eligible_leader_replicas else set())
     # A replica that joins the ISR leaves the ELR; one that leaves it below the minimum joins.
-    elr, last_known_elr = next_elr(
-        state, new_isr, min(min_insync_replicas(topic, policy), len(state.replicas)), dropped,
-        policy.eligible_leader_replicas,
-    )
+    elr_on = policy.eligible_leader_replicas
+    min_isr = min(min_insync_replicas(topic, policy), len(state.replicas)) if elr_on else 0
+    elr, last_known_elr = next_elr(state, new_isr, min_isr, dropped, elr_on)
     if (
         new_isr == state.isr and request.leader_recovery_state is state.leader_recovery_state
         and (elr, last_known_elr) == (state.elr, state.last_known_elr)

@@ -136,3 +136,11 @@ def test_a_recovering_unclean_leader_that_dies_keeps_its_isr_of_one() -> None:
     change = run(view([1], recovering, configs=LOSSY))
     assert change is not None
     assert (change.after.leader, change.after.isr) == (NO_LEADER, (3,))
+
+
+def test_a_stored_config_that_does_not_validate_never_stops_the_controller() -> None:
+    bad = {"min.insync.replicas": "abc", "flush.messages": "lots"}
+    change = run(view([1, 3], state((1, 2), 1), configs=bad))
+    # min ISR falls back to the broker's default (2): the follower that left goes to the ELR.
+    assert change is not None and (change.after.isr, change.after.elr) == ((1,), (2,))
+    assert run(view([1, 3], state((1, 2), 1), configs=bad), ControllerPolicy()) is not None
