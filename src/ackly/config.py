@@ -576,6 +576,16 @@ _BROKER_ONLY_DEFS: tuple[ConfigDef, ...] = (
               "serves no client until then", minimum=1),
     ConfigDef("broker.heartbeat.interval.ms", Kind.INT, 2000,
               "how often a broker renews its lease (below broker.session.timeout.ms)", minimum=1),
+    # KIP-966. Off by default, as in Kafka 4.0, where eligible leader replicas are a feature
+    # the operator turns on: they trade availability for durability (docs/guarantees.md s.3).
+    ConfigDef("eligible.leader.replicas.enable", Kind.BOOLEAN, False,
+              "KIP-966 eligible leader replicas: replicas that leave the ISR while it is below "
+              "min.insync.replicas stay electable, and the last ISR member back from an unclean "
+              "shutdown that may have lost acknowledged records is not elected (the partition "
+              "waits offline for an eligible replica instead)"),
+    ConfigDef("max.request.partition.size.limit", Kind.INT, 2000,
+              "most partitions one DescribeTopicPartitions answer lists (the client's "
+              "ResponsePartitionLimit is capped by it)", minimum=1),
     ConfigDef("auto.leader.rebalance.enable", Kind.BOOLEAN, True,
               "move leadership back to each partition's preferred replica when it is in sync"),
     ConfigDef("broker.rack", Kind.STRING, "",

@@ -23,7 +23,6 @@ _THREADS_AND_BUFFERS = (
     "replica.socket.receive.buffer.bytes", "replica.fetch.min.bytes",
     "fetch.purgatory.purge.interval.requests", "producer.purgatory.purge.interval.requests",
     "delete.records.purgatory.purge.interval.requests",
-    "max.request.partition.size.limit",
     "offsets.load.buffer.size", "transaction.state.log.load.buffer.size",
     "group.coordinator.threads", "group.coordinator.append.linger.ms",
     "replica.alter.log.dirs.io.max.bytes.per.second",
@@ -54,7 +53,7 @@ _KRAFT = (
     "metadata.log.max.record.bytes.between.snapshots", "metadata.log.max.snapshot.interval.ms",
     "metadata.log.segment.bytes", "metadata.log.segment.min.bytes", "metadata.log.segment.ms",
     "metadata.max.idle.interval.ms", "metadata.max.retention.bytes", "metadata.max.retention.ms",
-    "sasl.mechanism.controller.protocol", "eligible.leader.replicas.enable",
+    "sasl.mechanism.controller.protocol",
     "inter.broker.protocol.version", "unstable.api.versions.enable",
     "unstable.feature.versions.enable", "broker.id.generation.enable", "reserved.broker.max.id",
 )

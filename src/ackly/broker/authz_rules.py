@@ -148,6 +148,9 @@ RULES: dict[int, tuple[str, dict[str, Rule]]] = {
     # KIP-546: Kafka's handlers ask DESCRIBE_CONFIGS / ALTER_CONFIGS on the CLUSTER.
     48: ("DescribeClientQuotas", {"request": R(CLUSTER, DESCRIBE_CONFIGS, CLUSTER_DENIED, "request")}),
     49: ("AlterClientQuotas", {"request": R(CLUSTER, ALTER_CONFIGS, CLUSTER_DENIED, "entry")}),
+    75: ("DescribeTopicPartitions", {
+        "topic": R(TOPIC, DESCRIBE, TOPIC_DENIED, "topic asked by name; left out of a listing"),
+    }),
     61: ("DescribeProducers", {"topic": R(TOPIC, READ, TOPIC_DENIED, "partition")}),
     65: ("DescribeTransactions", {"transactional": R(TXN_ID, DESCRIBE, TXN_DENIED, "transactional id")}),
     66: ("ListTransactions", {"transactional": R(TXN_ID, DESCRIBE, TXN_DENIED,

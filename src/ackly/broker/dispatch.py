@@ -37,6 +37,7 @@ from ackly.broker.handlers import (
     describe_configs,
     describe_groups,
     describe_producers,
+    describe_topic_partitions,
     describe_transactions,
     describe_user_scram_credentials,
     end_txn,
@@ -93,6 +94,7 @@ HANDLER_MODULES: tuple[ModuleType, ...] = (
     describe_transactions, list_transactions, describe_acls, create_acls, delete_acls,
     describe_user_scram_credentials, alter_user_scram_credentials, sasl_handshake, sasl_authenticate,
     describe_client_quotas, alter_client_quotas, consumer_group_heartbeat, consumer_group_describe,
+    describe_topic_partitions,
 )
 
 TABLE: dict[int, ApiSpec] = {m.API_KEY: _spec(m) for m in HANDLER_MODULES}

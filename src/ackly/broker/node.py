@@ -221,6 +221,9 @@ class BrokerNode:
         # checkpoint of their own. Its marker is gone from here on.
         self.log_dir = LogDirCheckpoints(disk, data_dir)
         self.log_dir.load()
+        # Registered with the broker (KIP-966): the controller then stops counting this
+        # broker's replicas as eligible leaders if its crash may have lost their records.
+        unclean_shutdown = not self.log_dir.clean_start
         # In a cluster any broker answers InitProducerId, so each claims blocks of ids in the
         # cluster metadata (ClusterMember.claim_producer_ids); a single broker, whose metadata
         # lives on this same disk, reserves them in a file of its data directory, later blocks
@@ -245,7 +248,8 @@ class BrokerNode:
                 on_coordinator_load, "transaction")
         rack = str(config.get("broker.rack")) or None
         self.member = ClusterMember(
-            BrokerInfo(self.broker_id, host, port, rack=rack, endpoints=endpoints),
+            BrokerInfo(self.broker_id, host, port, rack=rack, endpoints=endpoints,
+                       unclean_shutdown=unclean_shutdown),
             config=member_config or self._member_config(), rng=random.Random(rng.getrandbits(64)),
             now_ms=now_ms,
         )
@@ -267,6 +271,10 @@ class BrokerNode:
         policy = ControllerPolicy(
             auto_leader_rebalance=bool(self.config.get("auto.leader.rebalance.enable")),
             unclean_leader_election_default=bool(self.config.get("unclean.leader.election.enable")),
+            eligible_leader_replicas=bool(self.config.get("eligible.leader.replicas.enable")),
+            min_insync_replicas_default=int(self.config.get("min.insync.replicas")),
+            flush_policy_default=str(self.config.get("log.flush.policy")),
+            flush_messages_default=int(self.config.get("log.flush.interval.messages")),
         )
         if not self.external_metadata:
             return MemberConfig(

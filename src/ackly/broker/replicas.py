@@ -169,7 +169,8 @@ class ReplicaManager:
             plog.syncs.write_atomic(marker, f"version: 0\ntopic_id: {topic_id}\n".encode())
         if node.faults.enabled(FORGET_PRODUCER_STATE):
             plog.producer_state.clear()
-        p = Partition(tp=tp, log=plog, config=config, broker_id=self.broker_id)
+        p = Partition(tp=tp, log=plog, config=config, broker_id=self.broker_id,
+                      hw_needs_min_isr=bool(node.config.get("eligible.leader.replicas.enable")))
         self.partitions[tp] = p
         self.topic_ids[tp] = topic_id
         self.node.host_partition(p)

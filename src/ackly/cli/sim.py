@@ -52,8 +52,13 @@ def _summary(result: SimResult, elapsed_s: float) -> str:
               help="run the log cleaner, with small segments of the compacted internal topics")
 @click.option("--consumer-groups", is_flag=True,
               help="add members of a consumer group of the KIP-848 protocol (ConsumerGroupHeartbeat)")
+@click.option("--eligible-leader-replicas", "elr", is_flag=True,
+              help="every broker with eligible.leader.replicas.enable=true (KIP-966)")
+@click.option("--flush-policy", type=click.Choice(("always", "interval", "never")), default="always",
+              show_default=True, help="the user topic's flush.policy (never: Kafka's flushing)")
 def sim(seed: int, steps: int | None, brokers: int, seeds: int, fault_points: tuple[str, ...], verbose: bool,
-        as_json: bool, transactions: bool, compaction: bool, consumer_groups: bool) -> None:
+        as_json: bool, transactions: bool, compaction: bool, consumer_groups: bool, elr: bool,
+        flush_policy: str) -> None:
     """Simulate a cluster under faults, deterministically, and check every guarantee."""
     from ackly.sim.cluster import DEFAULT_STEPS
 
@@ -68,7 +73,7 @@ def sim(seed: int, steps: int | None, brokers: int, seeds: int, fault_points: tu
         logger.setLevel(logging.CRITICAL)
     try:
         failed = _run(seed, seeds, steps, brokers, tuple(fault_points), verbose, as_json, transactions,
-                      compaction, consumer_groups)
+                      compaction, consumer_groups, elr, flush_policy)
     finally:
         logger.setLevel(level)
     if seeds > 1 and not as_json:
@@ -77,7 +82,8 @@ def sim(seed: int, steps: int | None, brokers: int, seeds: int, fault_points: tu
 
 
 def _run(seed: int, seeds: int, steps: int, brokers: int, fault_points: tuple[str, ...], verbose: bool,
-         as_json: bool, transactions: bool, compaction: bool = False, consumer_groups: bool = False) -> int:
+         as_json: bool, transactions: bool, compaction: bool = False, consumer_groups: bool = False,
+         elr: bool = False, flush_policy: str = "always") -> int:
     """Run the seeds, print one line each (or JSON); return how many failed."""
     from ackly.sim.cluster import run_seed
 
@@ -85,7 +91,8 @@ def _run(seed: int, seeds: int, steps: int, brokers: int, fault_points: tuple[st
     for s in range(seed, seed + seeds):
         started = time.perf_counter()
         result = run_seed(s, steps=steps, brokers=brokers, fault_points=fault_points, transactions=transactions,
-                          compaction=compaction, consumer_groups=consumer_groups)
+                          compaction=compaction, consumer_groups=consumer_groups,
+                          eligible_leader_replicas=elr, flush_policy=flush_policy)
         elapsed = time.perf_counter() - started
         if as_json:
             click.echo(json.dumps({

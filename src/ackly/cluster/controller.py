@@ -18,9 +18,19 @@ Invariants of every PartitionState written:
 - A new leader is a live ISR member (clean election), unless the topic's
   unclean.leader.election.enable is true and no ISR member is alive (rule 12); then ISR =
   {leader} and leader_recovery_state = RECOVERING (KIP-704).
-- The ISR is never emptied: when its last live member goes, the partition goes offline
-  (NO_LEADER) and keeps its ISR, so that whichever member returns first is elected cleanly
-  (Kafka's "last replica stays in the ISR"). KIP-966's eligible leader replicas are not kept.
+- Without eligible leader replicas (eligible.leader.replicas.enable=false): the ISR is never
+  emptied: when its last live member goes, the partition goes offline (NO_LEADER) and keeps
+  its ISR, so that whichever member returns first is elected cleanly (Kafka's "last replica
+  stays in the ISR"), even one whose crash lost what it had acknowledged.
+- With them (KIP-966, PartitionChangeBuilder's ELR rules): while the ISR written is below the
+  topic's min.insync.replicas, every replica that was in the ISR or the ELR and is not in the
+  new ISR is in the ELR (the HW cannot pass an ISR below the minimum, so each of them holds
+  every committed offset), except those that restarted after an unclean shutdown on a topic
+  whose crash loses unflushed records: they go to the last known ELR. The ISR may then be
+  empty (NO_LEADER). Once the ISR is back at the minimum, both lists are cleared. Election
+  order: a live ISR member, else a live ELR member (clean), else, with unclean election only,
+  a live last-known-ELR member, then any live replica. ISR, ELR and last known ELR are
+  disjoint.
 - Every write guards every member of the ISR it writes: a registered member on its registration
   create_revision (KIP-903's broker epoch), a member that is down on its registration still
   being absent. A broker that restarts between the decision and the write makes the write
@@ -54,10 +64,11 @@ from ackly.cluster.metadata import (
 from ackly.cluster.placement import PlacementError, assignment_problem, place_replicas
 from ackly.cluster.store import Compare, CompareAndSet, CompareTarget, Delete
 from ackly.config import TOPIC_CONFIGS
-from ackly.errors import ErrorCode, KafkaError
+from ackly.errors import ConfigError, ErrorCode, KafkaError
 from ackly.types import TopicPartition
 
 UNCLEAN_CONFIG = "unclean.leader.election.enable"
+MIN_ISR_CONFIG = "min.insync.replicas"
 
 
 class ReplicaStatus(Enum):
@@ -75,6 +86,7 @@ class ChangeReason(Enum):
     PREFERRED = "preferred"  # leadership moved back to the first replica
     UNCLEAN = "unclean"  # a replica outside the ISR was elected (rule 12)
     OFFLINE = "offline"  # no replica can lead: leader = NO_LEADER
+    ELR = "elr"  # only the eligible leader replicas (or the last known ones) changed (KIP-966)
     ALTER_PARTITION = "alter_partition"  # the leader changed the ISR (KIP-497)
 
 
@@ -84,6 +96,12 @@ class ControllerPolicy:
 
     auto_leader_rebalance: bool = True  # auto.leader.rebalance.enable
     unclean_leader_election_default: bool = False  # the broker's unclean.leader.election.enable
+    eligible_leader_replicas: bool = False  # eligible.leader.replicas.enable (KIP-966)
+    min_insync_replicas_default: int = 1  # the broker's min.insync.replicas
+    # The broker's log.flush.policy and log.flush.interval.messages: whether a crash can lose
+    # records a replica already reported to its leader (see `crash_loses_reported`).
+    flush_policy_default: str = "always"
+    flush_messages_default: int = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -165,6 +183,67 @@ def unclean_allowed(topic: TopicInfo, policy: ControllerPolicy) -> bool:
     return bool(TOPIC_CONFIGS[UNCLEAN_CONFIG].parse(raw))
 
 
+def min_insync_replicas(topic: TopicInfo | None, policy: ControllerPolicy) -> int:
+    """The topic's min.insync.replicas; a stored value that does not validate (its partitions
+    are offline on the brokers until it is fixed) counts as the broker's default."""
+    raw = None if topic is None else topic.configs.get(MIN_ISR_CONFIG)
+    if raw is None:
+        return policy.min_insync_replicas_default
+    try:
+        return int(TOPIC_CONFIGS[MIN_ISR_CONFIG].parse(raw))
+    except ConfigError:
+        return policy.min_insync_replicas_default
+
+
+def crash_loses_reported(topic: TopicInfo | None, policy: ControllerPolicy) -> bool:
+    """Whether an unclean shutdown of a replica of this topic can lose records it had already
+    reported to its leader (and so counted towards the HW). Not under flush.policy=always or
+    flush.messages=1: a follower fsyncs before its next fetch reports the new LEO and a leader
+    before the HW passes its own records (rule 6), so a crash keeps all of them. Kafka, which
+    never assumes that, drops every unclean shutdown from the ELR."""
+    configs = {} if topic is None else topic.configs
+    raw_policy = configs.get("flush.policy")
+    flush_policy = policy.flush_policy_default if raw_policy is None else str(raw_policy)
+    raw_messages = configs.get("flush.messages")
+    try:
+        flush_messages = (policy.flush_messages_default if raw_messages is None
+                          else int(TOPIC_CONFIGS["flush.messages"].parse(raw_messages)))
+    except ConfigError:
+        return True  # a value that does not validate promises nothing
+    return flush_policy != "always" and flush_messages != 1
+
+
+def unclean_restarts(
+    metadata: ClusterMetadata, state: PartitionState, revision: int, topic: TopicInfo | None,
+    policy: ControllerPolicy,
+) -> set[int]:
+    """The replicas of `state` registered since it was written after an unclean shutdown that
+    may have lost what they held (KIP-966 removes them from the ELR; Kafka sees it in the
+    registration's previous broker epoch, ackly in the registration's unclean_shutdown)."""
+    if not crash_loses_reported(topic, policy):
+        return set()
+    return {
+        b for b in state.replicas
+        if (info := metadata.brokers.get(b)) is not None and info.epoch > revision and info.unclean_shutdown
+    }
+
+
+def next_elr(
+    state: PartitionState, target_isr: tuple[int, ...], min_isr: int, dropped: set[int], enabled: bool,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(ELR, last known ELR) to write with `target_isr` (PartitionChangeBuilder's
+    maybePopulateTargetElr): cleared while the ISR is at least the minimum; below it, every
+    member of the old ISR or ELR outside the new ISR, but `dropped` (unclean restarts) go to
+    the last known ELR, which keeps its members until the ISR is back at the minimum."""
+    if not enabled or len(target_isr) >= min_isr:
+        return (), ()
+    isr = set(target_isr)
+    candidates = (set(state.isr) | set(state.elr)) - isr
+    elr = candidates - dropped
+    last_known = (candidates | set(state.last_known_elr)) - isr - elr
+    return tuple(sorted(elr)), tuple(sorted(last_known))
+
+
 def eligible_brokers(metadata: ClusterMetadata) -> list[BrokerInfo]:
     """Brokers that may receive new replicas: registered and not shutting down."""
     return [b for _, b in sorted(metadata.brokers.items()) if not b.shutting_down]
@@ -180,11 +259,19 @@ def elect(
     *,
     unclean: bool,
     rebalance: bool,
+    policy: ControllerPolicy | None = None,
 ) -> PartitionChange | None:
     """What `state` should become given which brokers are alive (PartitionChangeBuilder with
-    election ONLINE, or UNCLEAN when `unclean`; PREFERRED when `rebalance`). None: no change."""
+    election ONLINE, or UNCLEAN when `unclean`; PREFERRED when `rebalance`). None: no change.
+    `policy` brings the eligible leader replicas rules (KIP-966) when it enables them."""
+    policy = policy or ControllerPolicy()
+    elr_on = policy.eligible_leader_replicas
+    topic = metadata.topics.get(tp.topic)
     revision = metadata.partition_revision(tp)
     status = {b: replica_status(metadata, b, revision) for b in state.replicas}
+    # Replicas back from an unclean shutdown that may have lost what they acknowledged: under
+    # the ELR rules they are not clean candidates any more (KIP-966).
+    dropped = unclean_restarts(metadata, state, revision, topic, policy) if elr_on else set()
     isr = set(state.isr)
     active_isr = [b for b in state.replicas if b in isr and status[b] is ReplicaStatus.ACTIVE]
     old = state.leader
@@ -211,13 +298,22 @@ def elect(
         returning = [
             b for b in state.replicas
             if b in isr and status[b] in (ReplicaStatus.RESTARTED, ReplicaStatus.SHUTTING_DOWN)
+            and b not in dropped
         ]
         alive = (ReplicaStatus.ACTIVE, ReplicaStatus.RESTARTED)
         outsiders = [
             b for b in state.replicas if status[b] in alive and not metadata.brokers[b].shutting_down
         ]
+        # KIP-966: an ELR member holds every committed offset; one back from an unclean
+        # shutdown that may have lost them does not.
+        eligible = [b for b in outsiders if b in state.elr and b not in dropped] if elr_on else []
+        # An unclean election tries the replicas that held the data most recently first.
+        last_known = set(state.last_known_elr) | (dropped & (isr | set(state.elr)))
+        outsiders.sort(key=lambda b: b not in last_known)
         if returning:
             leader, reason, new_term = returning[0], ChangeReason.ELECTION, True
+        elif eligible:
+            leader, reason, new_term = eligible[0], ChangeReason.ELECTION, True
         elif unclean and outsiders:
             leader, reason, new_term = outsiders[0], ChangeReason.UNCLEAN, True
             recovery = LeaderRecoveryState.RECOVERING
@@ -236,22 +332,34 @@ def elect(
         leader, reason, new_term = state.preferred_leader, ChangeReason.PREFERRED, True
 
     if leader == NO_LEADER:
-        new_isr: tuple[int, ...] = state.isr  # every member is dead: keep them all electable
+        if elr_on and recovery is not LeaderRecoveryState.RECOVERING:
+            # KIP-966: the ISR keeps only live members (none here); the others move to the ELR,
+            # whose members stay electable while they are gone.
+            new_isr: tuple[int, ...] = tuple(b for b in state.isr if b in active_isr)
+        else:
+            # Every member is dead: keep them all electable. (A state the ELR rules emptied
+            # puts back in the ISR whoever they kept, now that the rules are off. An unclean
+            # leader still RECOVERING keeps its ISR of one, KIP-704, whatever the rules.)
+            new_isr = state.isr or tuple(sorted(set(state.elr) | set(state.last_known_elr)))
     elif reason is ChangeReason.UNCLEAN:
         new_isr = (leader,)
     else:
         new_isr = tuple(sorted({leader, *active_isr}))
+    min_isr = min(min_insync_replicas(topic, policy), len(state.replicas)) if elr_on else 0
+    elr, last_known_elr = next_elr(state, new_isr, min_isr, dropped, elr_on)
 
     if reason is None and new_isr != state.isr:
         reason = ChangeReason.ISR_SHRINK
+    if reason is None and (elr, last_known_elr) != (state.elr, state.last_known_elr):
+        reason = ChangeReason.ELR
     if reason is None:
         return None
     after = replace(
         state, leader=leader, isr=new_isr, leader_recovery_state=recovery,
         leader_epoch=state.leader_epoch + 1 if new_term else state.leader_epoch,
-        partition_epoch=state.partition_epoch + 1,
+        partition_epoch=state.partition_epoch + 1, elr=elr, last_known_elr=last_known_elr,
     )
-    return PartitionChange(tp, state, after, revision, reason, isr_guards(metadata, after.isr))
+    return PartitionChange(tp, state, after, revision, reason, isr_guards(metadata, after.isr + after.elr))
 
 
 def initial_state(metadata: ClusterMetadata, topic: TopicInfo, index: int) -> PartitionChange:
@@ -313,7 +421,8 @@ def reconcile(
                 # Left by an earlier topic of the same name; clear it, then create.
                 decisions.append(Cleanup(tp, metadata.partition_revision(tp)))
             else:
-                change = elect(metadata, tp, state, unclean=unclean, rebalance=policy.auto_leader_rebalance)
+                change = elect(metadata, tp, state, unclean=unclean, rebalance=policy.auto_leader_rebalance,
+                               policy=policy)
                 if change is not None:
                     decisions.append(change)
     for tp in sorted(metadata.partitions):
@@ -334,7 +443,7 @@ def _decide(metadata: ClusterMetadata, policy: ControllerPolicy, tp: TopicPartit
     if state.topic_id != topic.topic_id:
         return Cleanup(tp, metadata.partition_revision(tp))
     return elect(metadata, tp, state, unclean=unclean_allowed(topic, policy),
-                 rebalance=policy.auto_leader_rebalance)
+                 rebalance=policy.auto_leader_rebalance, policy=policy)
 
 
 def controlled_shutdown_complete(metadata: ClusterMetadata, broker_id: int) -> bool:
@@ -394,7 +503,9 @@ class AlterPartitionDecision:
         return self.error == ErrorCode.none
 
 
-def alter_partition(metadata: ClusterMetadata, request: AlterPartitionRequest) -> AlterPartitionDecision:
+def alter_partition(
+    metadata: ClusterMetadata, request: AlterPartitionRequest, policy: ControllerPolicy | None = None,
+) -> AlterPartitionDecision:
     """Validate an ISR change as the controller would, against this view. On acceptance the
     change's compare-and-set carries the rest of the validation to the store: the partition's
     mod_revision (so a stale partition epoch fails there too) and the registration of every
@@ -446,13 +557,24 @@ def alter_partition(metadata: ClusterMetadata, request: AlterPartitionRequest) -
             or (not added and claimed is None and info.epoch > revision)  # restarted, not vouched for
         ):
             return refuse(ErrorCode.ineligible_replica, f"broker {b} is not eligible for the ISR of {tp}")
-    if new_isr == state.isr and request.leader_recovery_state is state.leader_recovery_state:
+    policy = policy or ControllerPolicy()
+    topic = metadata.topics.get(tp.topic)
+    dropped = (unclean_restarts(metadata, state, revision, topic, policy)
+               if policy.eligible_leader_replicas else set())
+    # A replica that joins the ISR leaves the ELR; one that leaves it below the minimum joins.
+    elr_on = policy.eligible_leader_replicas
+    min_isr = min(min_insync_replicas(topic, policy), len(state.replicas)) if elr_on else 0
+    elr, last_known_elr = next_elr(state, new_isr, min_isr, dropped, elr_on)
+    if (
+        new_isr == state.isr and request.leader_recovery_state is state.leader_recovery_state
+        and (elr, last_known_elr) == (state.elr, state.last_known_elr)
+    ):
         return AlterPartitionDecision(ErrorCode.none, state, None, "no change")
     after = replace(
         state, isr=new_isr, leader_recovery_state=request.leader_recovery_state,
-        partition_epoch=state.partition_epoch + 1,
+        partition_epoch=state.partition_epoch + 1, elr=elr, last_known_elr=last_known_elr,
     )
-    guards = isr_guards(metadata, new_isr)
+    guards = isr_guards(metadata, new_isr + elr)
     change = PartitionChange(tp, state, after, revision, ChangeReason.ALTER_PARTITION, guards)
     return AlterPartitionDecision(ErrorCode.none, state, change)
 

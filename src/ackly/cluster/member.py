@@ -174,6 +174,7 @@ class ClusterMember:
         now_ms: int,
     ) -> None:
         self.broker = replace(broker, lease_id=None, epoch=0, shutting_down=False)
+        self._unclean_checked_view: ClusterMetadata | None = None  # see _unclean_start_seen
         self.broker_id = broker.broker_id
         self.config = config or MemberConfig()
         self.keys = self.config.keys
@@ -456,7 +457,7 @@ class ClusterMember:
             )
         if request.leader_broker_epoch is None:
             request = replace(request, leader_broker_epoch=epoch)
-        decision = alter_partition(self.metadata, request)
+        decision = alter_partition(self.metadata, request, self.config.policy)
         if decision.change is not None:
             rid = self._new_request_id()
             self._send(decision.change.command(rid, self.keys), _Kind.ISR_CHANGE, now_ms, tp=request.tp)
@@ -509,6 +510,19 @@ class ClusterMember:
         if self.is_controller(now_ms):
             self._act_as_controller(now_ms)
 
+    def _unclean_start_seen(self, epoch: int) -> bool:
+        """Whether every partition state that lists this broker in its ISR or ELR was written
+        since its registration at `epoch`: the writer then saw that this incarnation started
+        after an unclean shutdown (KIP-966; controller.unclean_restarts)."""
+        if self.metadata is self._unclean_checked_view:
+            return False  # asked again of the same view: the answer was no
+        self._unclean_checked_view = self.metadata
+        return all(
+            self.metadata.partition_revision(tp) > epoch
+            for tp, state in self.metadata.all_partitions()
+            if self.broker_id in state.isr or self.broker_id in state.elr
+        )
+
     def _maintain_registration(self, now_ms: int) -> None:
         assert self._lease_id is not None
         key = self.keys.broker(self.broker_id)
@@ -526,6 +540,12 @@ class ClusterMember:
             return
         if mine is None:
             return
+        if (
+            self.broker.unclean_shutdown and self.config.policy.eligible_leader_replicas
+            and self._unclean_start_seen(mine.epoch)
+        ):
+            # A later registration of this process (after a lost session) lost nothing.
+            self.broker = replace(self.broker, unclean_shutdown=False)
         if self._shutting_down and not mine.shutting_down and not self._in_flight(_Kind.UPDATE_REGISTRATION):
             info = replace(self.broker, shutting_down=True)
             self._send(

@@ -13,10 +13,12 @@ Facts taken from the store, not from the values (so they cannot disagree with it
 - every key's mod_revision is kept (`mod_revision(key)`) for compare-and-set.
 
 Invariants of PartitionState (checked on construction and on decode; Kafka's
-PartitionRegistration): replicas are distinct and non-empty; the ISR is a non-empty subset of
-the replicas; the leader is NO_LEADER or an ISR member; epochs are >= 0; a RECOVERING
+PartitionRegistration): replicas are distinct and non-empty; the ISR is a subset of the
+replicas, empty only while the partition has no leader (which only the eligible leader replicas
+rules write, KIP-966); the leader is NO_LEADER or an ISR member; epochs are >= 0; a RECOVERING
 partition (KIP-704, after an unclean election) has an ISR of exactly one broker, its leader
-unless it has none.
+unless it has none; the ELR and the last known ELR are subsets of the replicas, disjoint from
+each other and from the ISR.
 """
 
 from __future__ import annotations
@@ -251,6 +253,9 @@ class BrokerInfo:
     lease_id: int | None = None
     epoch: int = 0
     endpoints: tuple[Listener, ...] = ()
+    # This incarnation started without its data directory's clean-shutdown marker: a crash
+    # may have taken unflushed records (KIP-966's previous broker epoch tells Kafka the same).
+    unclean_shutdown: bool = False
 
     @property
     def listeners(self) -> tuple[Listener, ...]:
@@ -268,6 +273,8 @@ class BrokerInfo:
             "broker_id": self.broker_id, "host": self.host, "port": self.port, "rack": self.rack,
             "shutting_down": self.shutting_down,
         }
+        if self.unclean_shutdown:  # only when set: older registrations read as clean
+            doc["unclean_shutdown"] = True
         if self.endpoints:
             doc["endpoints"] = [
                 {"name": e.name, "host": e.host, "port": e.port, "security_protocol": e.security_protocol}
@@ -286,6 +293,7 @@ class BrokerInfo:
             port=_field("broker", doc, "port", int), rack=rack,
             shutting_down=_field("broker", doc, "shutting_down", bool), lease_id=lease_id, epoch=epoch,
             endpoints=_endpoints(doc.get("endpoints", [])),
+            unclean_shutdown=doc.get("unclean_shutdown", False) is True,
         )
 
 
@@ -393,16 +401,24 @@ class PartitionState:
     leader_epoch: int = 0
     partition_epoch: int = 0
     leader_recovery_state: LeaderRecoveryState = LeaderRecoveryState.RECOVERED
+    # KIP-966: replicas out of the ISR that still hold every committed offset (they left it
+    # while it was below min.insync.replicas, so the HW could not pass them); eligible to lead.
+    elr: tuple[int, ...] = ()
+    # Replicas that left the ELR by an unclean shutdown while the ISR stayed below the minimum:
+    # what an unclean election tries first (they held the data most recently).
+    last_known_elr: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "isr", tuple(sorted(self.isr)))
+        object.__setattr__(self, "elr", tuple(sorted(self.elr)))
+        object.__setattr__(self, "last_known_elr", tuple(sorted(self.last_known_elr)))
         problems = self.problems()
         assert not problems, f"{self}: {'; '.join(problems)}"
 
     def problems(self) -> list[str]:
         return partition_state_problems(
             self.replicas, self.isr, self.leader, self.leader_epoch, self.partition_epoch,
-            self.leader_recovery_state,
+            self.leader_recovery_state, self.elr, self.last_known_elr,
         )
 
     @property
@@ -419,6 +435,9 @@ class PartitionState:
             "leader": self.leader, "leader_epoch": self.leader_epoch,
             "partition_epoch": self.partition_epoch,
             "leader_recovery_state": int(self.leader_recovery_state),
+            # Written only when set, so the states of clusters without ELR encode as before.
+            **({"elr": list(self.elr)} if self.elr else {}),
+            **({"last_known_elr": list(self.last_known_elr)} if self.last_known_elr else {}),
         })
 
     @classmethod
@@ -435,22 +454,35 @@ class PartitionState:
         leader = _field(what, doc, "leader", int)
         leader_epoch = _field(what, doc, "leader_epoch", int)
         partition_epoch = _field(what, doc, "partition_epoch", int)
-        problems = partition_state_problems(replicas, isr, leader, leader_epoch, partition_epoch, recovery)
+        elr = tuple(sorted(_int_list(what, doc, "elr"))) if "elr" in doc else ()
+        last_known_elr = tuple(sorted(_int_list(what, doc, "last_known_elr"))) if "last_known_elr" in doc else ()
+        problems = partition_state_problems(replicas, isr, leader, leader_epoch, partition_epoch, recovery,
+                                            elr, last_known_elr)
         if problems:
             raise MetadataDecodeError(what, "; ".join(problems))
-        return cls(topic_id, replicas, isr, leader, leader_epoch, partition_epoch, recovery)
+        return cls(topic_id, replicas, isr, leader, leader_epoch, partition_epoch, recovery, elr, last_known_elr)
 
 
 def partition_state_problems(
     replicas: tuple[int, ...], isr: tuple[int, ...], leader: int, leader_epoch: int, partition_epoch: int,
-    leader_recovery_state: LeaderRecoveryState,
+    leader_recovery_state: LeaderRecoveryState, elr: tuple[int, ...] = (),
+    last_known_elr: tuple[int, ...] = (),
 ) -> list[str]:
     """Which of PartitionState's invariants these fields break (empty: none)."""
     found = []
     if not replicas or len(set(replicas)) != len(replicas):
         found.append(f"replicas {replicas} are empty or repeat a broker")
-    if not isr or len(set(isr)) != len(isr) or not set(isr) <= set(replicas):
-        found.append(f"ISR {isr} is not a non-empty subset of replicas {replicas}")
+    if len(set(isr)) != len(isr) or not set(isr) <= set(replicas):
+        found.append(f"ISR {isr} is not a subset of replicas {replicas}")
+    if not isr and leader != NO_LEADER:
+        found.append(f"ISR is empty but broker {leader} leads")
+    if not isr and not elr and not last_known_elr:
+        found.append("ISR, ELR and last known ELR are all empty")
+    for name, members in (("ELR", elr), ("last known ELR", last_known_elr)):
+        if len(set(members)) != len(members) or not set(members) <= set(replicas):
+            found.append(f"{name} {members} is not a subset of replicas {replicas}")
+    if set(elr) & set(isr) or set(last_known_elr) & (set(isr) | set(elr)):
+        found.append(f"ISR {isr}, ELR {elr} and last known ELR {last_known_elr} overlap")
     if leader != NO_LEADER and leader not in isr:
         found.append(f"leader {leader} is not in the ISR {isr}")
     if leader_epoch < 0 or partition_epoch < 0:

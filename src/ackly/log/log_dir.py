@@ -176,6 +176,8 @@ class LogDirCheckpoints:
         self._recovery: dict[tuple[str, int], RecoveryCheckpoint] = {}
         # Whether log-recovery-checkpoint may be on disk (`invalidate` removes it).
         self._recovery_file_present = True
+        # Whether `load` found a valid clean-shutdown marker (the last stop was clean).
+        self.clean_start = False
 
     def _path(self, name: str) -> str:
         return os.path.join(self._data_dir, name)
@@ -192,6 +194,7 @@ class LogDirCheckpoints:
         if data != _MARKER:
             logger.warning("%s is garbled: every log is recovered", marker)
             return 0
+        self.clean_start = True
         files = [self._disk.read_file(self._path(name)) for name in
                  (RECOVERY_POINT_CHECKPOINT, LOG_START_CHECKPOINT, HIGH_WATERMARK_CHECKPOINT)]
         decoded = [None if f is None else decode_checkpoint(f) for f in files]

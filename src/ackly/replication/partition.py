@@ -24,6 +24,9 @@ made before the append (NOT_ENOUGH_REPLICAS, nothing written) and again when HW 
 as Kafka's Partition.checkEnoughReplicasReachOffset does. Losing leadership while waiting
 gives NOT_LEADER_OR_FOLLOWER (also indeterminate).
 
+With eligible leader replicas on (KIP-966), HW does not move while the committed ISR is below
+min.insync.replicas: whoever left the ISR meanwhile (the ELR) then holds everything below HW.
+
 Invariants: log_start_offset <= HW <= LEO; the leader epoch only grows; the leader-epoch cache
 holds the current epoch from the moment this replica leads (at its LEO then); at most one ISR
 change is in flight.
@@ -86,6 +89,9 @@ class Partition:
     config: TopicConfig
     broker_id: int
     leader_epoch: int = -1
+    # KIP-966 (eligible.leader.replicas.enable): the HW does not advance while the ISR is below
+    # min.insync.replicas, so a replica that left the ISR then (the ELR) holds all of it.
+    hw_needs_min_isr: bool = False
 
     def __post_init__(self) -> None:
         self.role = Role.FOLLOWER
@@ -373,6 +379,9 @@ class Partition:
 
     def _advance_hw(self) -> bool:
         if not self.is_leader or self.offline is not None:
+            return False
+        # Capped by the replication factor, as Kafka's effectiveMinIsr.
+        if self.hw_needs_min_isr and len(self.isr) < min(self.config.min_insync_replicas, len(self.replicas)):
             return False
         target = self.durable_end_offset
         for b in self.maximal_isr:

@@ -7,8 +7,9 @@ drains the node's outputs (peer requests, store commands), starts a group flush 
 (the job's `run()` is executed by the simulator after a seeded delay) and re-arms the tick.
 
 Lifecycle: `start` builds a node on the disk (recovery runs in the constructor); `kill` drops
-the node object and crashes the disk (unflushed bytes vanish, the last write may tear); a later
-`start` is the restart, on the same disk. A failed fsync or write (`SimDisk.fail_next`) is
+the node object and crashes the disk (unflushed bytes vanish, the last write may tear); `stop`
+is a clean stop (leave, close every log, no crash); a later `start` is the restart, on the
+same disk. A failed fsync or write (`SimDisk.fail_next`) is
 handled as `server/app.py` does: the node takes its log directory offline, the host makes it
 leave the cluster (lease revoked) and reports `log_dir_failed` to its sink, which stops the
 process a little later (it answers KAFKA_STORAGE_ERROR meanwhile). `pause` freezes the process: inputs queue up, timers
@@ -116,11 +117,27 @@ class BrokerHost:
             )
         self.after_input()
 
+    def stop(self) -> None:
+        """A clean stop (SIGTERM without the controlled shutdown): the broker leaves (its lease
+        revoked), then closes every log, flushed, with the data directory's clean-shutdown
+        marker, as `server/app.py` does; nothing is lost, and the next start is clean."""
+        node = self.node
+        assert node is not None
+        node.leave(self.scheduler.now_ms)
+        self.after_input()  # the revocation goes out
+        with self.disk.off_loop():  # the shell closes the logs in its worker threads
+            node.close()
+        self._drop_process()
+
     def kill(self) -> None:
         """kill -9 plus power loss: the process and everything unflushed are gone."""
         assert self.node is not None
-        self.node = None
+        self._drop_process()
         self.kills += 1
+        self.disk.crash()
+
+    def _drop_process(self) -> None:
+        self.node = None
         self.incarnation += 1  # nothing scheduled for the dead process may reach the next one
         self.paused = False
         self._backlog.clear()
@@ -131,7 +148,6 @@ class BrokerHost:
         if self._clean is not None:
             self._clean.cancel()  # its .cleaned files are dropped by the restart's recovery
             self._clean = None
-        self.disk.crash()
 
     def pause(self) -> None:
         assert self.node is not None

@@ -85,6 +85,11 @@ class SimConfig:
     compaction: bool = False
     # Members of a KIP-848 consumer group heartbeat to its coordinator (sim/group_clients.py).
     consumer_groups: bool = False
+    # KIP-966 eligible leader replicas (eligible.leader.replicas.enable on every broker).
+    eligible_leader_replicas: bool = False
+    # The user topic's flush.policy: "never" is Kafka's flushing, where a power loss takes
+    # what a replica had not written back (acknowledged records still have other copies).
+    flush_policy: str = "always"
 
 
 @dataclass
@@ -113,6 +118,10 @@ class SimResult:
             line += " --compaction"
         if c.consumer_groups:
             line += " --consumer-groups"
+        if c.eligible_leader_replicas:
+            line += " --eligible-leader-replicas"
+        if c.flush_policy != SimConfig.flush_policy:
+            line += f" --flush-policy {c.flush_policy}"
         return line
 
 
@@ -186,7 +195,8 @@ class SimCluster:
                          "transaction.state.log.min.isr": str(self.min_isr),
                          **(SIM_TXN_CONFIG if config.transactions else {}),
                          **(SIM_COMPACTION_CONFIG if config.compaction else {}),
-                         **(SIM_GROUP_CONFIG if config.consumer_groups else {})}
+                         **(SIM_GROUP_CONFIG if config.consumer_groups else {}),
+                         **({"eligible.leader.replicas.enable": "true"} if config.eligible_leader_replicas else {})}
         factory = node_factory or default_node_factory(broker_config, config.fault_points)
         host_rng = self.scheduler.fork()
         self.hosts: dict[int, BrokerHost] = {
@@ -198,7 +208,7 @@ class SimCluster:
         self.observer: MetadataObserver | None = None
         self.store = StoreBridge(self.scheduler, self.scheduler.fork(), self.hosts.get, self.plan.store,
                                  on_change=self._poll_observer)
-        self.observer = MetadataObserver(self.store.store)
+        self.observer = MetadataObserver(self.store.store, elr_enabled=config.eligible_leader_replicas)
         self.checker = ReplicaChecker(compaction=config.compaction)
         self.restart_revision: dict[int, int] = {}
         self.history = History()
@@ -207,7 +217,7 @@ class SimCluster:
         self.partitions = client_rng.randint(1, 3)
         self.admin = Admin("admin", self.env, random.Random(client_rng.getrandbits(64)), self.partitions,
                            self.replication_factor, {
-                               "min.insync.replicas": str(self.min_isr), "flush.policy": "always",
+                               "min.insync.replicas": str(self.min_isr), "flush.policy": config.flush_policy,
                                "unclean.leader.election.enable": "false",
                            })
         self.producers: list[Producer] = []
@@ -312,6 +322,15 @@ class SimCluster:
         host = self.hosts[broker_id]
         incarnation = host.incarnation
         host.kill()
+        self.network.drop_endpoint(host.endpoint, broker_id)
+        self.store.broker_died(broker_id)
+        self.checker.forget_incarnation(broker_id, incarnation)
+
+    def stop(self, broker_id: int) -> None:
+        """A clean stop of one broker (see BrokerHost.stop)."""
+        host = self.hosts[broker_id]
+        incarnation = host.incarnation
+        host.stop()
         self.network.drop_endpoint(host.endpoint, broker_id)
         self.store.broker_died(broker_id)
         self.checker.forget_incarnation(broker_id, incarnation)
@@ -611,6 +630,8 @@ class SimCluster:
             **({"group": {"members": len(self.group_members), "answers": self.groups.answers,
                           "fenced": self.groups.fenced, "leaves": self.groups.leaves,
                           "epochs": len(self.groups.by_epoch)}} if self.config.consumer_groups else {}),
+            **({"elr_states": self.observer.elr_states if self.observer else 0}
+               if self.config.eligible_leader_replicas else {}),
         }
 
     def _txn_stats(self) -> dict[str, Any]:

@@ -8,7 +8,13 @@ kinds of things):
   partition state written keeps its own invariants (ISR within replicas, leader in ISR), one
   leader per (partition, leader epoch) across the whole history, leader and partition epochs
   never fall, a leader change raises the leader epoch, and a newly elected leader was in the
-  previous ISR unless the topic allows unclean election.
+  previous ISR (or, under KIP-966's rules, in the previous ELR when no member of the previous
+  ISR stays in it) unless
+  the topic allows unclean election. With eligible leader replicas on (`elr_enabled`): ISR,
+  ELR and last known ELR are disjoint (decoding checks it); an ELR exists only while the ISR is
+  below the topic's min.insync.replicas; and below it nobody who held the data is forgotten:
+  every member of the previous ISR or ELR outside the new ISR is in the new ELR or, if it came
+  back from an unclean shutdown, in the last known ELR. Without them no state has an ELR.
 - `ReplicaChecker`, over every live broker's replicas: LSO <= HW <= LEO and log start <= HW;
   a replica's leader epoch never falls (within one process incarnation); at most one broker
   leads a partition in one leader epoch, ever; a leader's HW never falls within its epoch; and
@@ -31,7 +37,7 @@ follower's log is byte for byte the leader's.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +68,9 @@ class MetadataObserver:
     # (tp, broker) -> the revision at which the broker last joined the partition's ISR
     isr_joined: dict[tuple[TopicPartition, int], int] = field(default_factory=dict)
     elections: int = 0
+    elr_enabled: bool = False  # the brokers run with eligible.leader.replicas.enable
+    elr_states: int = 0  # partition states written with a non-empty ELR
+    min_isr_default: int = 1  # the brokers' min.insync.replicas
 
     def __post_init__(self) -> None:
         watch = Watch(request_id=1, prefix=self.metadata.keys.prefix, start_revision=1)
@@ -95,6 +104,7 @@ class MetadataObserver:
         for b in new.isr:
             if old is None or b not in old.isr:
                 self.isr_joined[(tp, b)] = event.mod_revision
+        self._check_elr(tp, old, new, fail)
         key = (tp, new.topic_id, new.leader_epoch)
         if new.leader != NO_LEADER and self.leaders.setdefault(key, new.leader) != new.leader:
             fail(f"two leaders in leader epoch {new.leader_epoch}: {self.leaders[key]} and {new.leader}")
@@ -110,8 +120,38 @@ class MetadataObserver:
                 fail(f"elected leader {new.leader} is not registered")
             topic = self.metadata.topics.get(tp.topic)
             unclean_allowed = topic is not None and topic.configs.get(UNCLEAN_CONFIG) == "true"
-            if new.leader not in old.isr and not unclean_allowed:
+            # KIP-966: an ELR member may lead once no ISR member can (the new ISR keeps none
+            # of the old one), in the same write that empties the old ISR.
+            from_elr = self.elr_enabled and new.leader in old.elr and not set(old.isr) & set(new.isr)
+            if new.leader not in old.isr and not from_elr and not unclean_allowed:
                 fail(f"unclean election of {new.leader} with {UNCLEAN_CONFIG} off (rule 12)")
+
+    def _min_isr(self, tp: TopicPartition, state: PartitionState) -> int:
+        topic = self.metadata.topics.get(tp.topic)
+        raw = None if topic is None else topic.configs.get("min.insync.replicas")
+        return min(self.min_isr_default if raw is None else int(raw), len(state.replicas))
+
+    def _check_elr(self, tp: TopicPartition, old: PartitionState | None, new: PartitionState,
+                   fail: Callable[[str], None]) -> None:
+        """KIP-966's rules on one partition state written (see the module docstring)."""
+        if not self.elr_enabled:
+            if new.elr or new.last_known_elr or not new.isr:
+                fail("an ELR (or an empty ISR) without eligible.leader.replicas.enable")
+            return
+        if new.elr:
+            self.elr_states += 1
+        min_isr = self._min_isr(tp, new)
+        if len(new.isr) >= min_isr:
+            if new.elr or new.last_known_elr:
+                fail(f"an ELR kept while the ISR is at min.insync.replicas {min_isr}")
+            return
+        if old is None:
+            return
+        held = (set(old.isr) | set(old.elr)) - set(new.isr)
+        forgotten = held - set(new.elr) - set(new.last_known_elr)
+        if forgotten:
+            fail(f"replicas {sorted(forgotten)} left the ISR below min.insync.replicas {min_isr} "
+                 "but are in neither the ELR nor the last known ELR")
 
 
 # --- replicas on the brokers ----------------------------------------------------------------

@@ -64,6 +64,8 @@ CASES = [
         ((TOPIC, T, Op.DESCRIBE),), TOPIC_DENIED),
     Case("metadata", 3, 9, {"topics": [{"name": T}], "allow_auto_topic_creation": False},
          ((TOPIC, T, Op.DESCRIBE),), TOPIC_DENIED),
+    Case("describe-topic-partitions", 75, 0, {"topics": [{"name": T}], "response_partition_limit": 10},
+         ((TOPIC, T, Op.DESCRIBE),), TOPIC_DENIED),
     Case("offset-commit", 8, 8, {"group_id": G, "generation_id_or_member_epoch": -1, "member_id": "",
                                  "topics": [{"name": T, "partitions": [
                                      {"partition_index": 0, "committed_offset": 0,

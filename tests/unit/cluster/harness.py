@@ -54,6 +54,8 @@ class Observer:
     )
     elections: int = 0
     unclean_elections: int = 0
+    elr_enabled: bool = False  # the members run KIP-966's rules: ELR members may be elected
+    elr_elections: int = 0
     offline_transitions: int = 0
 
     def __post_init__(self) -> None:
@@ -113,7 +115,11 @@ class Observer:
             self.elections += 1
             if new.leader not in brokers:
                 fail(f"elected leader {new.leader} is not registered")
-            if new.leader not in old.isr:
+            if self.elr_enabled and new.leader in old.elr and not set(old.isr) & set(new.isr):
+                if new.isr != (new.leader,) or new.leader in new.elr:
+                    fail("a leader elected from the ELR must start alone in the ISR, out of the ELR")
+                self.elr_elections += 1
+            elif new.leader not in old.isr:
                 unclean = topic is not None and topic.configs.get(UNCLEAN_CONFIG) == "true"
                 if not unclean:
                     fail(f"unclean election of {new.leader} with {UNCLEAN_CONFIG} off")
