@@ -71,8 +71,10 @@ class SessionMachine(RuleBasedStateMachine):
     def change_wanted(self, i: int, p: int, offset: int, drop: bool) -> None:
         f = self.fetchers[i]
         if drop and len(f.wanted) > 1:
+            # What the fetcher was told stays true: a partition it names again before its next
+            # fetch is still in the session, unchanged, and is not answered again until it
+            # moves (Kafka's FetchSessionHandler sends no change for it either).
             f.wanted.pop((TOPIC, p), None)
-            f.known_hw.pop((TOPIC, p), None)
         else:
             f.wanted[(TOPIC, p)] = offset
 
