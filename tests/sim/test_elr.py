@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -30,8 +31,14 @@ UNFLUSHED_ELR_SEEDS = (301, 308)
 
 
 @pytest.fixture(autouse=True)
-def _quiet() -> None:
-    logging.getLogger("ackly").setLevel(logging.CRITICAL)
+def _quiet() -> Iterator[None]:
+    """The simulated brokers' logs are noise here; the level is put back for later tests
+    (tests/unit/broker/test_event_logs.py reads the log records)."""
+    logger = logging.getLogger("ackly")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(level)
 
 
 def test_without_eligible_leader_replicas_the_last_replica_standing_loses_acknowledged_writes() -> None:
