@@ -26,6 +26,14 @@ decision handed over again while it is here (the coordinator resends its Prepare
 a failed decision write) is the same decision and changes nothing: the partitions already
 written stay written.
 
+EndTxn answers held for offsets (`hold_for_offsets`): an EndTxn whose transaction carries
+consumer group offsets (a `__consumer_offsets` partition among its partitions) is answered only
+once that partition's marker is written, so an OffsetFetch sent after the answer shows the
+transaction's offsets (a client that does not ask for stable offsets, KIP-447, would otherwise
+see the old ones until the marker lands). The hold is bounded: it ends when the decision leaves
+the channel (completed, dropped, fenced) or after `OFFSETS_HOLD_MAX_MS`, when EndTxn is answered
+all the same (the decision is committed: its outcome stands, only its visibility lags).
+
 Invariants: a decision is dropped as soon as its shard is no longer loaded in the epoch that
 decided it (its new coordinator resends the markers after loading) or once its Complete record
 is committed; a partition is in flight at most once per decision, and its marker is written
@@ -37,13 +45,14 @@ partitions of the pending decisions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.io import PeerRequest
 from ackly.broker.txn_markers import MarkersDone, TxnMarker, append_markers
 from ackly.cluster.metadata import NO_LEADER
+from ackly.coordinator.group_coordinator import OFFSETS_TOPIC
 from ackly.coordinator.transaction_state import Decision
 from ackly.errors import ErrorCode
 from ackly.protocol.messages import build_request
@@ -60,6 +69,17 @@ WRITE_TXN_MARKERS_VERSION = 1
 TXN_CHANNEL = "txn"
 RETRY_BACKOFF_INITIAL_MS = 100
 RETRY_BACKOFF_MAX_MS = 2_000
+# The longest an EndTxn answer waits for the marker on a __consumer_offsets partition.
+OFFSETS_HOLD_MAX_MS = 5_000
+
+
+@dataclass
+class _Hold:
+    """An EndTxn answer waiting for the markers on the offsets partitions of its decision."""
+
+    transactional_id: str
+    release: Callable[[], None]
+    deadline_ms: int | None = None  # set by the first `poll` that sees it
 
 
 @dataclass
@@ -84,6 +104,7 @@ class MarkerChannel:
         self._pending: dict[str, _Pending] = {}
         self._requests: dict[int, tuple[_Pending, tuple[TopicPartition, ...]]] = {}
         self._now_ms = 0
+        self._holds: list[_Hold] = []
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -96,6 +117,40 @@ class MarkerChannel:
 
     def owns(self, request_id: int) -> bool:
         return request_id in self._requests
+
+    # --- EndTxn answers held for offsets ---------------------------------------------------
+
+    def hold_for_offsets(self, transactional_id: str, release: Callable[[], None]) -> None:
+        """Call `release` once the decision of `transactional_id` has no marker left to write
+        on a `__consumer_offsets` partition (at once if it has none), or at the latest after
+        OFFSETS_HOLD_MAX_MS. Called when the decision is committed: it is in the channel or
+        about to be handed to it (`poll` takes the coordinator's decisions first)."""
+        self._holds.append(_Hold(transactional_id, release))
+
+    def _offsets_outstanding(self, transactional_id: str) -> bool:
+        pending = self._pending.get(transactional_id)
+        if pending is None or pending.fenced or not self.coordinator.is_current(pending.decision):
+            return False
+        return any(tp.topic == OFFSETS_TOPIC for tp in pending.remaining | pending.in_flight)
+
+    def _release_holds(self, now_ms: int) -> None:
+        if not self._holds:
+            return
+        still: list[_Hold] = []
+        due: list[_Hold] = []
+        for hold in self._holds:
+            if hold.deadline_ms is None:
+                hold.deadline_ms = now_ms + OFFSETS_HOLD_MAX_MS
+            if hold.deadline_ms > now_ms and self._offsets_outstanding(hold.transactional_id):
+                still.append(hold)
+            else:
+                due.append(hold)
+        self._holds = still
+        for hold in due:
+            if hold.deadline_ms is not None and hold.deadline_ms <= now_ms:
+                log.warning("EndTxn of %r answered before the marker on its offsets partition was "
+                            "written (%d ms)", hold.transactional_id, OFFSETS_HOLD_MAX_MS)
+            hold.release()
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -112,6 +167,7 @@ class MarkerChannel:
             if not pending.remaining and not pending.in_flight and pending.complete_at_ms <= now_ms:
                 pending.completing = True
                 self.coordinator.complete(pending.decision, now_ms, _Completion(self, pending))
+        self._release_holds(now_ms)
 
     def _send_due(self, pending: _Pending, now_ms: int, out: list[PeerRequest]) -> None:
         by_leader: dict[int, list[TopicPartition]] = {}
@@ -216,6 +272,7 @@ class MarkerChannel:
                if tp in p.remaining and tp not in p.in_flight]
         due.extend(p.complete_at_ms for p in self._pending.values()
                    if not p.completing and not p.remaining and not p.in_flight and p.complete_at_ms)
+        due.extend(h.deadline_ms for h in self._holds if h.deadline_ms is not None)
         return min(due) if due else None
 
 
