@@ -8,7 +8,8 @@ For each decision (a committed PrepareCommit / PrepareAbort, coordinator/transac
 every partition gets its marker: partitions this broker leads through `append_markers`
 (broker/txn_markers.py), the others by a WriteTxnMarkers v1 request to their leader on the
 "txn" peer channel (so a marker never queues behind a long-polling replica fetch), carrying
-the coordinator epoch, the leader epoch of the `__transaction_state` partition. A partition's
+the coordinator epoch, the leader epoch of the `__transaction_state` partition (v2, with the
+transaction version, for a transaction of version 2). A partition's
 answer:
 - NONE: its marker is written and committed; done;
 - INVALID_PRODUCER_EPOCH: the partition already has a newer epoch of this producer, which only
@@ -66,6 +67,7 @@ log = logging.getLogger("ackly.transactions")
 
 WRITE_TXN_MARKERS_KEY = 27
 WRITE_TXN_MARKERS_VERSION = 1
+WRITE_TXN_MARKERS_TV2_VERSION = 2  # carries the transaction version
 TXN_CHANNEL = "txn"
 RETRY_BACKOFF_INITIAL_MS = 100
 RETRY_BACKOFF_MAX_MS = 2_000
@@ -189,7 +191,8 @@ class MarkerChannel:
             batch = tuple(tps)
             pending.in_flight.update(batch)
             if leader == self.node.broker_id:
-                marker = TxnMarker(d.producer_id, d.producer_epoch, d.committed, d.coordinator_epoch, batch)
+                marker = TxnMarker(d.producer_id, d.producer_epoch, d.committed, d.coordinator_epoch, batch,
+                                   d.transaction_version)
                 append_markers(self.node, [marker], now_ms, self._local_done(pending, batch))
                 continue
             request_id = self.node.new_request_id()
@@ -207,11 +210,16 @@ class MarkerChannel:
         topics: dict[str, list[int]] = {}
         for tp in partitions:
             topics.setdefault(tp.topic, []).append(tp.partition)
-        return build_request(WRITE_TXN_MARKERS_KEY, WRITE_TXN_MARKERS_VERSION, {"markers": [{
+        marker: dict[str, Any] = {
             "producer_id": d.producer_id, "producer_epoch": d.producer_epoch,
             "transaction_result": d.committed, "coordinator_epoch": d.coordinator_epoch,
             "topics": [{"name": t, "partition_indexes": ids} for t, ids in topics.items()],
-        }]})
+        }
+        version = WRITE_TXN_MARKERS_VERSION
+        if d.transaction_version >= 2:
+            version = WRITE_TXN_MARKERS_TV2_VERSION
+            marker["transaction_version"] = d.transaction_version
+        return build_request(WRITE_TXN_MARKERS_KEY, version, {"markers": [marker]})
 
     # --- outcomes --------------------------------------------------------------------------
 
