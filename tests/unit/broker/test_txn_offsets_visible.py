@@ -11,6 +11,7 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+from ackly.coordinator.group_coordinator import OFFSETS_TOPIC, partition_for
 from ackly.errors import ErrorCode
 
 from .core_cluster import CoreCluster, Reply
@@ -87,3 +88,44 @@ def test_offsets_are_visible_when_end_txn_is_answered(tmp_path: Path) -> None:
     step_until_done(c, end)
     assert end.value.error_code == ErrorCode.none
     assert committed_offset(c, group_coord, group) == 42
+
+
+def test_version_2_adds_partitions_across_brokers_and_shows_offsets_at_end_txn(tmp_path: Path) -> None:
+    """A transaction version 2 client: Produce v12 on another broker than the coordinator has
+    it add the partition (AddPartitionsToTxn v5), TxnOffsetCommit v5 adds the group's offsets
+    partition, EndTxn v5 answers the bumped epoch once the offsets are visible."""
+    from ackly.protocol.record_codec import Record, encode_batch
+
+    c = CoreCluster(tmp_path, [1, 2, 3], PROPS)
+    assert create(c, 1, DATA, partitions=3).topics[0].error_code == ErrorCode.none
+    c.settle()
+    txn_coord = coordinator(c, TXN, 1)
+    c.settle()
+    group, group_coord = next((g, b) for g in (f"g{i}" for i in range(60))
+                              if (b := coordinator(c, g, 0)) != txn_coord)
+    c.settle()
+    init = call(c, txn_coord, 22, 4, transactional_id=TXN, transaction_timeout=datetime.timedelta(seconds=60),
+                producer_id=-1, producer_epoch=-1)
+    pid, epoch = int(init.producer_id), int(init.producer_epoch)
+    remote = next(p for p in range(3) if c.leader(DATA, p) != txn_coord)
+    pm = _schema(0, 12)
+    data = encode_batch([Record(key=None, value=b"v")], producer_id=pid, producer_epoch=epoch,
+                        base_sequence=0, transactional=True)
+    r = call(c, c.leader(DATA, remote), 0, 12, transactional_id=TXN, acks=-1,
+             timeout=datetime.timedelta(seconds=10), topic_data=(pm.TopicProduceData(name=DATA, partition_data=(
+                 pm.PartitionProduceData(index=remote, records=data),)),))
+    assert r.responses[0].partition_responses[0].error_code == ErrorCode.none
+    mod = _schema(28, 5)
+    topic = mod.TxnOffsetCommitRequestTopic(name=DATA, partitions=(mod.TxnOffsetCommitRequestPartition(
+        partition_index=0, committed_offset=7, committed_leader_epoch=-1, committed_metadata=""),))
+    sent = call(c, group_coord, 28, 5, transactional_id=TXN, group_id=group, producer_id=pid,
+                producer_epoch=epoch, generation_id=-1, member_id="", group_instance_id=None, topics=(topic,))
+    assert sent.topics[0].partitions[0].error_code == ErrorCode.none
+    described = call(c, txn_coord, 65, 0, transactional_ids=(TXN,)).transaction_states[0]
+    assert {(t.topic, int(p)) for t in described.topics for p in t.partitions} == {
+        (DATA, remote), (OFFSETS_TOPIC, partition_for(group, 6))}, "both added implicitly"
+    end = c.call(txn_coord, 26, 5, transactional_id=TXN, producer_id=pid, producer_epoch=epoch, committed=True)
+    step_until_done(c, end)
+    assert (end.value.error_code, end.value.producer_id, end.value.producer_epoch) == (ErrorCode.none, pid, epoch + 1)
+    assert committed_offset(c, group_coord, group) == 7
+
