@@ -50,8 +50,11 @@ def _summary(result: SimResult, elapsed_s: float) -> str:
               help="add transactional producers and read_committed consumers (tests/sim's txn seeds)")
 @click.option("--compaction", is_flag=True,
               help="run the log cleaner, with small segments of the compacted internal topics")
+@click.option("--transaction-version", type=click.Choice(["0", "2"]), default="0", show_default=True,
+              help="with --transactions: 2 makes the producers speak KIP-890 part 2 and resend some "
+                   "EndTxn late, after the next transaction began")
 def sim(seed: int, steps: int | None, brokers: int, seeds: int, fault_points: tuple[str, ...], verbose: bool,
-        as_json: bool, transactions: bool, compaction: bool) -> None:
+        as_json: bool, transactions: bool, compaction: bool, transaction_version: str) -> None:
     """Simulate a cluster under faults, deterministically, and check every guarantee."""
     from ackly.sim.cluster import DEFAULT_STEPS
 
@@ -66,7 +69,7 @@ def sim(seed: int, steps: int | None, brokers: int, seeds: int, fault_points: tu
         logger.setLevel(logging.CRITICAL)
     try:
         failed = _run(seed, seeds, steps, brokers, tuple(fault_points), verbose, as_json, transactions,
-                      compaction)
+                      compaction, int(transaction_version))
     finally:
         logger.setLevel(level)
     if seeds > 1 and not as_json:
@@ -75,7 +78,7 @@ def sim(seed: int, steps: int | None, brokers: int, seeds: int, fault_points: tu
 
 
 def _run(seed: int, seeds: int, steps: int, brokers: int, fault_points: tuple[str, ...], verbose: bool,
-         as_json: bool, transactions: bool, compaction: bool = False) -> int:
+         as_json: bool, transactions: bool, compaction: bool = False, transaction_version: int = 0) -> int:
     """Run the seeds, print one line each (or JSON); return how many failed."""
     from ackly.sim.cluster import run_seed
 
@@ -83,7 +86,7 @@ def _run(seed: int, seeds: int, steps: int, brokers: int, fault_points: tuple[st
     for s in range(seed, seed + seeds):
         started = time.perf_counter()
         result = run_seed(s, steps=steps, brokers=brokers, fault_points=fault_points, transactions=transactions,
-                          compaction=compaction)
+                          compaction=compaction, transaction_version=transaction_version)
         elapsed = time.perf_counter() - started
         if as_json:
             click.echo(json.dumps({
