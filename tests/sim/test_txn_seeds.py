@@ -42,6 +42,13 @@ TXN_SMOKE_SEEDS = (4, 2_005)
 TXN_SMOKE_STEPS = 4_000
 # Transaction version 2, with delayed EndTxn copies (seeds whose histories send several).
 TXN_V2_SMOKE_SEEDS = (2_005, 11)
+# Transaction version 2 seeds that once failed: (seed, steps, finding).
+TXN_V2_REGRESSION_SEEDS: list[tuple[int, int, str]] = [
+    (2_006, 6_000, "INVALID_TXN_STATE to a version 2 Produce: twin instances of one transactional id "
+                   "produced to one partition, and the fenced one's request (older epoch) replaced the "
+                   "partition's verification guard of the newer epoch while its implicit add was in flight "
+                   "(fixed: an older epoch never displaces a newer epoch's guard)"),
+]
 # 60 histories of 6,000 events: about 80 s on one core. A transactional history runs more
 # events per virtual second (coordinator writes, markers), so it needs more than CI_STEPS.
 TXN_CI_SEEDS = range(2_000, 2_060)
@@ -108,6 +115,12 @@ def test_txn_v2_smoke_seed(seed: int) -> None:
     assert stats["transactions"]["committed"] > 0, stats
     assert stats["delayed_ends"] > 0 and stats["delayed_ends_fenced"] > 0, stats
     assert "--transaction-version 2" in result.reproduction
+
+
+@pytest.mark.parametrize(("seed", "steps", "found"), [
+    pytest.param(seed, steps, found, id=f"seed{seed}") for seed, steps, found in TXN_V2_REGRESSION_SEEDS])
+def test_txn_v2_regression_seed(seed: int, steps: int, found: str) -> None:
+    assert_ok(run_seed(seed, steps=steps, transactions=True, transaction_version=2))
 
 
 def test_a_coordinator_that_takes_a_delayed_end_txn_for_the_next_one_is_caught(

@@ -384,11 +384,16 @@ class ProducerStateManager:
     def verification_guard(self, producer_id: int, epoch: int, now_ms: int) -> object:
         """The guard a transactional append of this producer must carry after the coordinator
         verified the partition (KIP-890 part 1); the same one while a verification for this
-        epoch stands. A marker or an epoch bump voids it."""
+        epoch stands. A marker or an epoch bump voids it. A request of an older epoch than the
+        verification in flight (a fenced instance's) gets a guard of its own, never stored: it
+        must not void the newer epoch's, as Kafka's VerificationStateEntry keeps the highest
+        epoch it saw."""
         current = self._verifications.get(producer_id)
         if current is not None and current.epoch == epoch:
             return current.guard
         guard = object()
+        if current is not None and current.epoch > epoch:
+            return guard
         self._verifications[producer_id] = _Verification(guard, epoch, now_ms)
         return guard
 
