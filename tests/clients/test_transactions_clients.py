@@ -187,7 +187,8 @@ def test_offsets_sent_in_a_transaction_count_with_its_commit_only(shared_broker:
                                                                   producer_client: str) -> None:
     """Rule 21 through each client's send_offsets_to_transaction (TxnOffsetCommit v3 from
     confluent-kafka and kafka-python, v0 from aiokafka): pending offsets are invisible and
-    unstable, an aborted transaction's offsets never appear, a committed one's do."""
+    unstable, an aborted transaction's offsets never appear, a committed one's do, as soon as
+    the commit returns."""
     bootstrap = shared_broker.bootstrap
     source, sink = unique_topic("offsets-in"), unique_topic("offsets-out")
     group = f"group-{source}"
@@ -216,6 +217,9 @@ def test_offsets_sent_in_a_transaction_count_with_its_commit_only(shared_broker:
                 assert fetched(require_stable=True) == (-1, ErrorCode.none), "an aborted offset never appears"
             else:
                 producer.commit()
+                # Once the commit returned, the offsets show at once, even to a client that
+                # does not ask for stable offsets (EndTxn waits for the offsets' marker).
+                assert fetched(require_stable=False) == (5, ErrorCode.none), "visible when commit returns"
                 wait_until(lambda: fetched(require_stable=True)[1] == ErrorCode.none, 15,
                            "the committed offsets to become stable")
                 assert fetched(require_stable=True) == (5, ErrorCode.none), "offsets count with the commit"

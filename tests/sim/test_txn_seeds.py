@@ -9,6 +9,9 @@ producers and read_uncommitted consumers, under the same swarm faults.
   after healing (no hanging transaction), then the transaction history checks.
 - `test_txn_regression_seed`: every seed that once failed, with what it found (those failing
   on an open core bug are expected failures, run with the slow seeds).
+- `test_txn_v2_smoke_seed`: histories whose producers speak transaction version 2 (KIP-890
+  part 2) and send some EndTxn again late, after the next transaction began: fenced, and one
+  producer epoch per transaction in the final logs.
 - the checkers are not vacuous: a consumer that ignores the aborted-transactions list, or one
   that asks for read_uncommitted while checked as read_committed, is caught; and a synthetic
   history with each kind of broken transaction is reported.
@@ -21,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -30,12 +34,21 @@ from ackly.protocol.record_codec import ControlType, Record, encode_batch, encod
 from ackly.sim.cluster import run_seed
 from ackly.sim.invariants import LogRecord
 from ackly.sim.txn_clients import ABORTED, COMMITTED, UNKNOWN, IsolatedConsumer, TxnBatch, TxnHistory
-from ackly.sim.txn_invariants import check_transactions, marker_outcomes
+from ackly.sim.txn_invariants import check_transactions, marker_outcomes, transaction_epochs
 from ackly.types import TopicPartition
 from tests.sim.test_seeds import assert_ok, expected_failure
 
 TXN_SMOKE_SEEDS = (4, 2_005)
 TXN_SMOKE_STEPS = 4_000
+# Transaction version 2, with delayed EndTxn copies (seeds whose histories send several).
+TXN_V2_SMOKE_SEEDS = (2_005, 11)
+# Transaction version 2 seeds that once failed: (seed, steps, finding).
+TXN_V2_REGRESSION_SEEDS: list[tuple[int, int, str]] = [
+    (2_006, 6_000, "INVALID_TXN_STATE to a version 2 Produce: twin instances of one transactional id "
+                   "produced to one partition, and the fenced one's request (older epoch) replaced the "
+                   "partition's verification guard of the newer epoch while its implicit add was in flight "
+                   "(fixed: an older epoch never displaces a newer epoch's guard)"),
+]
 # 60 histories of 6,000 events: about 80 s on one core. A transactional history runs more
 # events per virtual second (coordinator writes, markers), so it needs more than CI_STEPS.
 TXN_CI_SEEDS = range(2_000, 2_060)
@@ -92,6 +105,66 @@ def test_txn_smoke_seed(seed: int) -> None:
     assert_ok(result)
     assert result.stats["transactions"]["committed"] > 0, result.stats
     assert result.stats["committed_reads"] > 0, result.stats
+
+
+@pytest.mark.parametrize("seed", TXN_V2_SMOKE_SEEDS)
+def test_txn_v2_smoke_seed(seed: int) -> None:
+    result = run_seed(seed, steps=TXN_SMOKE_STEPS, transactions=True, transaction_version=2)
+    assert_ok(result)
+    stats = result.stats
+    assert stats["transactions"]["committed"] > 0, stats
+    assert stats["delayed_ends"] > 0 and stats["delayed_ends_fenced"] > 0, stats
+    assert "--transaction-version 2" in result.reproduction
+
+
+@pytest.mark.parametrize(("seed", "steps", "found"), [
+    pytest.param(seed, steps, found, id=f"seed{seed}") for seed, steps, found in TXN_V2_REGRESSION_SEEDS])
+def test_txn_v2_regression_seed(seed: int, steps: int, found: str) -> None:
+    assert_ok(run_seed(seed, steps=steps, transactions=True, transaction_version=2))
+
+
+def test_a_coordinator_that_takes_a_delayed_end_txn_for_the_next_one_is_caught(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hole version 2 closes: a coordinator that takes an EndTxn of the epoch before as
+    one of the open transaction ends that transaction with the late request's outcome."""
+    from ackly.coordinator.transaction_metadata import TxnState
+    from ackly.coordinator.transaction_state import TransactionShard
+
+    original = TransactionShard._end_v2
+
+    def sloppy(self: TransactionShard, transactional_id: str, producer_id: int, producer_epoch: int,
+               *rest: Any) -> None:
+        meta = self.txns.get(transactional_id)
+        if meta is not None and meta.state == TxnState.ONGOING and producer_epoch == meta.producer_epoch - 1:
+            producer_epoch = meta.producer_epoch  # the bug: the old epoch taken for the current one
+        original(self, transactional_id, producer_id, producer_epoch, *rest)
+
+    monkeypatch.setattr(TransactionShard, "_end_v2", sloppy)
+    result = run_seed(TXN_V2_SMOKE_SEEDS[0], steps=TXN_SMOKE_STEPS, transactions=True, transaction_version=2)
+    assert not result.ok and result.failure is not None, result.stats
+    assert "delayed EndTxn" in result.failure and "not PRODUCER_FENCED" in result.failure, result.failure
+
+
+def test_one_producer_epoch_per_transaction_is_checked() -> None:
+    """`transaction_epochs`: the batches one marker ends on a partition carry one epoch, and a
+    transaction's records one (producer id, epoch) across its partitions."""
+    def data(pid: int, epoch: int, *values: bytes) -> bytes:
+        return encode_batch([Record(key=None, value=v) for v in values], producer_id=pid, producer_epoch=epoch,
+                            base_sequence=0, transactional=True)
+
+    def marker(pid: int, epoch: int) -> bytes:
+        return encode_control_batch(ControlType.COMMIT, producer_id=pid, producer_epoch=epoch)
+
+    epochs, mixed = transaction_epochs([data(1, 0, b"a"), marker(1, 1), data(1, 1, b"b"), marker(1, 2)])
+    assert epochs == {b"a": (1, 0), b"b": (1, 1)} and mixed == []
+    # A batch of an old epoch (a delayed produce) inside the next transaction's run.
+    _, mixed = transaction_epochs([data(1, 0, b"a"), marker(1, 1), data(1, 1, b"b"), data(1, 0, b"late")], "sim-0")
+    assert len(mixed) == 1 and mixed[0].startswith("one producer epoch per transaction: sim-0"), mixed
+    # Across partitions: transaction 0 of the history written in two epochs.
+    txns, logs = _history()
+    written = {b"c0": (7, 0), b"c1": (7, 1), b"v1": (7, 0), b"v2": (7, 0)}
+    problems = check_transactions(txns, logs, [], durable=True, epochs=written)
+    assert len(problems) == 1 and problems[0].startswith("one producer epoch per transaction"), problems
 
 
 @pytest.mark.slow

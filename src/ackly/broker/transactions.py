@@ -7,7 +7,8 @@ when a client first looks a transactional id up (as Kafka does on FindCoordinato
 shard when this broker becomes leader of one of its partitions (coordinator epoch = that
 leader epoch) and drops it when leadership goes, hands committed decisions to the marker
 channel (broker/txn_marker_channel.py), and answers `verify_partitions` for the produce path,
-locally or by AddPartitionsToTxn v4 (verify_only) to the coordinator's broker.
+locally or by AddPartitionsToTxn v4 (verify_only) to the coordinator's broker; for a
+transaction version 2 client it adds the partitions instead (v5, not verify_only).
 
 It runs after every input to the node (`poll`): decisions handed over again after a failed
 decision write, committed decisions, markers and Complete records due, in that order, until
@@ -36,6 +37,7 @@ from ackly.broker.verified_appends import VerifiedAppends
 from ackly.cluster.metadata import BrokerInfo
 from ackly.config import BrokerConfig
 from ackly.coordinator.transaction_coordinator import TRANSACTION_STATE_TOPIC, TransactionCoordinator
+from ackly.coordinator.transaction_metadata import TV_2
 from ackly.coordinator.transaction_state import TxnConfig
 from ackly.errors import ErrorCode
 from ackly.protocol.messages import build_request
@@ -49,6 +51,7 @@ log = logging.getLogger("ackly.transactions")
 
 ADD_PARTITIONS_TO_TXN_KEY = 24
 VERIFY_VERSION = 4
+ADD_VERSION = 5  # a broker adds partitions for a transaction version 2 client (KIP-890 part 2)
 _MAX_POLL_ROUNDS = 100
 
 VerifyDone = Callable[[dict[TopicPartition, ErrorCode]], None]
@@ -81,6 +84,20 @@ def start_error_code_request(node: BrokerNode, ctx: RequestContext,
         waiter.fail(ErrorCode.not_coordinator)
         return None
     return waiter
+
+
+class _AddAnswer:
+    """The coordinator's one code for an implicit add, as a code per partition."""
+
+    def __init__(self, partitions: tuple[TopicPartition, ...], done: VerifyDone) -> None:
+        self.partitions = partitions
+        self.done = done
+
+    def complete(self, result: ErrorCode) -> None:
+        self.done(dict.fromkeys(self.partitions, result))
+
+    def fail(self, code: ErrorCode) -> None:
+        self.complete(code)
 
 
 def txn_config(config: BrokerConfig) -> TxnConfig:
@@ -153,14 +170,22 @@ class TransactionsBroker:
         """The broker coordinating `transactional_id`: the leader of its partition."""
         return key_leader(self.node, TRANSACTION_STATE_TOPIC, transactional_id)
 
-    # --- KIP-890 part 1: verification for the produce path ---------------------------------
+    # --- KIP-890: verification (part 1) and implicit adds (part 2) for the produce path --------
 
     def verify_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                          partitions: Sequence[TopicPartition], now_ms: int, done: VerifyDone) -> None:
-        """Is each partition in this producer's ongoing transaction? `done` gets a code per
-        partition, now (coordinator here) or once the coordinator's broker answered."""
+                          partitions: Sequence[TopicPartition], now_ms: int, done: VerifyDone,
+                          *, add: bool = False) -> None:
+        """Is each partition in this producer's ongoing transaction? With `add` (a transaction
+        version 2 client's Produce v12 or TxnOffsetCommit v5, which send no
+        AddPartitionsToTxn): add them to it, as Kafka's AddPartitionsToTxnManager has the
+        coordinator do. `done` gets a code per partition, at once or once the coordinator
+        (its record committed, or its broker's answer) has answered."""
         parts = tuple(partitions)
         if self.coordinator.loaded and self.coordinator.here(transactional_id):
+            if add:
+                self.coordinator.add_partitions(transactional_id, producer_id, producer_epoch, parts,
+                                                _AddAnswer(parts, done), now_ms, transaction_version=TV_2)
+                return
             done(self.coordinator.verify_partitions(transactional_id, producer_id, producer_epoch, parts))
             return
         broker = self.coordinator_of(transactional_id)
@@ -175,9 +200,9 @@ class TransactionsBroker:
         topics: dict[str, list[int]] = {}
         for tp in parts:
             topics.setdefault(tp.topic, []).append(tp.partition)
-        request = build_request(ADD_PARTITIONS_TO_TXN_KEY, VERIFY_VERSION, {"transactions": [{
+        request = build_request(ADD_PARTITIONS_TO_TXN_KEY, ADD_VERSION if add else VERIFY_VERSION, {"transactions": [{
             "transactional_id": transactional_id, "producer_id": producer_id,
-            "producer_epoch": producer_epoch, "verify_only": True,
+            "producer_epoch": producer_epoch, "verify_only": not add,
             "topics": [{"name": t, "partitions": ids} for t, ids in topics.items()],
         }]})
         request_id = self.node.new_request_id()

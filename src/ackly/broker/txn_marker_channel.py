@@ -8,7 +8,8 @@ For each decision (a committed PrepareCommit / PrepareAbort, coordinator/transac
 every partition gets its marker: partitions this broker leads through `append_markers`
 (broker/txn_markers.py), the others by a WriteTxnMarkers v1 request to their leader on the
 "txn" peer channel (so a marker never queues behind a long-polling replica fetch), carrying
-the coordinator epoch, the leader epoch of the `__transaction_state` partition. A partition's
+the coordinator epoch, the leader epoch of the `__transaction_state` partition (v2, with the
+transaction version, for a transaction of version 2). A partition's
 answer:
 - NONE: its marker is written and committed; done;
 - INVALID_PRODUCER_EPOCH: the partition already has a newer epoch of this producer, which only
@@ -26,6 +27,14 @@ decision handed over again while it is here (the coordinator resends its Prepare
 a failed decision write) is the same decision and changes nothing: the partitions already
 written stay written.
 
+EndTxn answers held for offsets (`hold_for_offsets`): an EndTxn whose transaction carries
+consumer group offsets (a `__consumer_offsets` partition among its partitions) is answered only
+once that partition's marker is written, so an OffsetFetch sent after the answer shows the
+transaction's offsets (a client that does not ask for stable offsets, KIP-447, would otherwise
+see the old ones until the marker lands). The hold is bounded: it ends when the decision leaves
+the channel (completed, dropped, fenced) or after `OFFSETS_HOLD_MAX_MS`, when EndTxn is answered
+all the same (the decision is committed: its outcome stands, only its visibility lags).
+
 Invariants: a decision is dropped as soon as its shard is no longer loaded in the epoch that
 decided it (its new coordinator resends the markers after loading) or once its Complete record
 is committed; a partition is in flight at most once per decision, and its marker is written
@@ -37,13 +46,14 @@ partitions of the pending decisions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ackly.broker.io import PeerRequest
 from ackly.broker.txn_markers import MarkersDone, TxnMarker, append_markers
 from ackly.cluster.metadata import NO_LEADER
+from ackly.coordinator.group_coordinator import OFFSETS_TOPIC
 from ackly.coordinator.transaction_state import Decision
 from ackly.errors import ErrorCode
 from ackly.protocol.messages import build_request
@@ -57,9 +67,21 @@ log = logging.getLogger("ackly.transactions")
 
 WRITE_TXN_MARKERS_KEY = 27
 WRITE_TXN_MARKERS_VERSION = 1
+WRITE_TXN_MARKERS_TV2_VERSION = 2  # carries the transaction version
 TXN_CHANNEL = "txn"
 RETRY_BACKOFF_INITIAL_MS = 100
 RETRY_BACKOFF_MAX_MS = 2_000
+# The longest an EndTxn answer waits for the marker on a __consumer_offsets partition.
+OFFSETS_HOLD_MAX_MS = 5_000
+
+
+@dataclass
+class _Hold:
+    """An EndTxn answer waiting for the markers on the offsets partitions of its decision."""
+
+    transactional_id: str
+    release: Callable[[], None]
+    deadline_ms: int | None = None  # set by the first `poll` that sees it
 
 
 @dataclass
@@ -84,6 +106,7 @@ class MarkerChannel:
         self._pending: dict[str, _Pending] = {}
         self._requests: dict[int, tuple[_Pending, tuple[TopicPartition, ...]]] = {}
         self._now_ms = 0
+        self._holds: list[_Hold] = []
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -96,6 +119,40 @@ class MarkerChannel:
 
     def owns(self, request_id: int) -> bool:
         return request_id in self._requests
+
+    # --- EndTxn answers held for offsets ---------------------------------------------------
+
+    def hold_for_offsets(self, transactional_id: str, release: Callable[[], None]) -> None:
+        """Call `release` once the decision of `transactional_id` has no marker left to write
+        on a `__consumer_offsets` partition (at once if it has none), or at the latest after
+        OFFSETS_HOLD_MAX_MS. Called when the decision is committed: it is in the channel or
+        about to be handed to it (`poll` takes the coordinator's decisions first)."""
+        self._holds.append(_Hold(transactional_id, release))
+
+    def _offsets_outstanding(self, transactional_id: str) -> bool:
+        pending = self._pending.get(transactional_id)
+        if pending is None or pending.fenced or not self.coordinator.is_current(pending.decision):
+            return False
+        return any(tp.topic == OFFSETS_TOPIC for tp in pending.remaining | pending.in_flight)
+
+    def _release_holds(self, now_ms: int) -> None:
+        if not self._holds:
+            return
+        still: list[_Hold] = []
+        due: list[_Hold] = []
+        for hold in self._holds:
+            if hold.deadline_ms is None:
+                hold.deadline_ms = now_ms + OFFSETS_HOLD_MAX_MS
+            if hold.deadline_ms > now_ms and self._offsets_outstanding(hold.transactional_id):
+                still.append(hold)
+            else:
+                due.append(hold)
+        self._holds = still
+        for hold in due:
+            if hold.deadline_ms is not None and hold.deadline_ms <= now_ms:
+                log.warning("EndTxn of %r answered before the marker on its offsets partition was "
+                            "written (%d ms)", hold.transactional_id, OFFSETS_HOLD_MAX_MS)
+            hold.release()
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -112,6 +169,7 @@ class MarkerChannel:
             if not pending.remaining and not pending.in_flight and pending.complete_at_ms <= now_ms:
                 pending.completing = True
                 self.coordinator.complete(pending.decision, now_ms, _Completion(self, pending))
+        self._release_holds(now_ms)
 
     def _send_due(self, pending: _Pending, now_ms: int, out: list[PeerRequest]) -> None:
         by_leader: dict[int, list[TopicPartition]] = {}
@@ -133,7 +191,8 @@ class MarkerChannel:
             batch = tuple(tps)
             pending.in_flight.update(batch)
             if leader == self.node.broker_id:
-                marker = TxnMarker(d.producer_id, d.producer_epoch, d.committed, d.coordinator_epoch, batch)
+                marker = TxnMarker(d.producer_id, d.producer_epoch, d.committed, d.coordinator_epoch, batch,
+                                   d.transaction_version)
                 append_markers(self.node, [marker], now_ms, self._local_done(pending, batch))
                 continue
             request_id = self.node.new_request_id()
@@ -151,11 +210,16 @@ class MarkerChannel:
         topics: dict[str, list[int]] = {}
         for tp in partitions:
             topics.setdefault(tp.topic, []).append(tp.partition)
-        return build_request(WRITE_TXN_MARKERS_KEY, WRITE_TXN_MARKERS_VERSION, {"markers": [{
+        marker: dict[str, Any] = {
             "producer_id": d.producer_id, "producer_epoch": d.producer_epoch,
             "transaction_result": d.committed, "coordinator_epoch": d.coordinator_epoch,
             "topics": [{"name": t, "partition_indexes": ids} for t, ids in topics.items()],
-        }]})
+        }
+        version = WRITE_TXN_MARKERS_VERSION
+        if d.transaction_version >= 2:
+            version = WRITE_TXN_MARKERS_TV2_VERSION
+            marker["transaction_version"] = d.transaction_version
+        return build_request(WRITE_TXN_MARKERS_KEY, version, {"markers": [marker]})
 
     # --- outcomes --------------------------------------------------------------------------
 
@@ -216,6 +280,7 @@ class MarkerChannel:
                if tp in p.remaining and tp not in p.in_flight]
         due.extend(p.complete_at_ms for p in self._pending.values()
                    if not p.completing and not p.remaining and not p.in_flight and p.complete_at_ms)
+        due.extend(h.deadline_ms for h in self._holds if h.deadline_ms is not None)
         return min(due) if due else None
 
 

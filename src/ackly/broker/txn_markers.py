@@ -10,7 +10,10 @@ AppendOrigin.COORDINATOR, as KafkaApis.handleWriteTxnMarkersRequest calls it):
   transactional flags, the coordinator epoch in its value), appended as the leader;
 - the producer state ends the producer's transaction there; a marker whose producer epoch is
   older than the producer's is refused (INVALID_PRODUCER_EPOCH), a newer one fences (becomes
-  the producer's epoch); an ABORT goes to the aborted-transaction index; the LSO moves once HW
+  the producer's epoch); a marker of transaction version 2 must be strictly newer than the
+  producer's epoch there (its Prepare record bumped the epoch past the transaction's data), so
+  a marker retried after the next transaction wrote here cannot end that one (Kafka's
+  ProducerAppendInfo.checkProducerEpoch with TV2); an ABORT goes to the aborted-transaction index; the LSO moves once HW
   passes the marker;
 - the answer for that partition is NONE once HW passes the marker (and the flush policy
   allows), else the append's error (NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION,
@@ -54,6 +57,7 @@ class TxnMarker:
     committed: bool
     coordinator_epoch: int
     partitions: tuple[TopicPartition, ...]
+    transaction_version: int = 0  # 2: the epoch was bumped for the marker (KIP-890 part 2)
 
 
 @dataclass
@@ -124,6 +128,19 @@ class DelayedMarkers(DelayedOperation):
             )
 
 
+def _check_bumped_epoch(p: Partition, marker: TxnMarker) -> None:
+    """Transaction version 2: the marker's epoch is newer than any this producer wrote here."""
+    if marker.transaction_version < 2:
+        return
+    entry = p.log.producer_state.get(marker.producer_id)
+    if entry is not None and marker.producer_epoch <= entry.epoch:
+        raise KafkaError(
+            ErrorCode.invalid_producer_epoch,
+            f"marker of producer {marker.producer_id} epoch {marker.producer_epoch} is not newer "
+            f"than its epoch {entry.epoch} on {p.tp}",
+        )
+
+
 def append_markers(
     node: BrokerNode, markers: Sequence[TxnMarker], now_ms: int, done: MarkersDone
 ) -> None:
@@ -136,6 +153,7 @@ def append_markers(
         for tp in marker.partitions:
             try:
                 p = node.leader_partition(tp.topic, tp.partition)
+                _check_bumped_epoch(p, marker)
                 batch = bytearray(encode_control_batch(
                     kind, producer_id=marker.producer_id, producer_epoch=marker.producer_epoch,
                     coordinator_epoch=marker.coordinator_epoch, now_ms=node.wall_clock(now_ms),

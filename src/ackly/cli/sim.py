@@ -56,9 +56,12 @@ def _summary(result: SimResult, elapsed_s: float) -> str:
               help="every broker with eligible.leader.replicas.enable=true (KIP-966)")
 @click.option("--flush-policy", type=click.Choice(("always", "interval", "never")), default="always",
               show_default=True, help="the user topic's flush.policy (never: Kafka's flushing)")
+@click.option("--transaction-version", type=click.Choice(["0", "2"]), default="0", show_default=True,
+              help="with --transactions: 2 makes the producers speak KIP-890 part 2 and resend some "
+                   "EndTxn late, after the next transaction began")
 def sim(seed: int, steps: int | None, brokers: int, seeds: int, fault_points: tuple[str, ...], verbose: bool,
         as_json: bool, transactions: bool, compaction: bool, consumer_groups: bool, elr: bool,
-        flush_policy: str) -> None:
+        flush_policy: str, transaction_version: str) -> None:
     """Simulate a cluster under faults, deterministically, and check every guarantee."""
     from ackly.sim.cluster import DEFAULT_STEPS
 
@@ -73,7 +76,7 @@ def sim(seed: int, steps: int | None, brokers: int, seeds: int, fault_points: tu
         logger.setLevel(logging.CRITICAL)
     try:
         failed = _run(seed, seeds, steps, brokers, tuple(fault_points), verbose, as_json, transactions,
-                      compaction, consumer_groups, elr, flush_policy)
+                      compaction, consumer_groups, elr, flush_policy, int(transaction_version))
     finally:
         logger.setLevel(level)
     if seeds > 1 and not as_json:
@@ -83,7 +86,7 @@ def sim(seed: int, steps: int | None, brokers: int, seeds: int, fault_points: tu
 
 def _run(seed: int, seeds: int, steps: int, brokers: int, fault_points: tuple[str, ...], verbose: bool,
          as_json: bool, transactions: bool, compaction: bool = False, consumer_groups: bool = False,
-         elr: bool = False, flush_policy: str = "always") -> int:
+         elr: bool = False, flush_policy: str = "always", transaction_version: int = 0) -> int:
     """Run the seeds, print one line each (or JSON); return how many failed."""
     from ackly.sim.cluster import run_seed
 
@@ -92,7 +95,8 @@ def _run(seed: int, seeds: int, steps: int, brokers: int, fault_points: tuple[st
         started = time.perf_counter()
         result = run_seed(s, steps=steps, brokers=brokers, fault_points=fault_points, transactions=transactions,
                           compaction=compaction, consumer_groups=consumer_groups,
-                          eligible_leader_replicas=elr, flush_policy=flush_policy)
+                          eligible_leader_replicas=elr, flush_policy=flush_policy,
+                          transaction_version=transaction_version)
         elapsed = time.perf_counter() - started
         if as_json:
             click.echo(json.dumps({

@@ -1,5 +1,5 @@
 """The transaction coordinator of one broker (Kafka's TransactionCoordinator; KIP-98, KIP-360,
-KIP-588, KIP-890 part 1): which shard owns a transactional id, and the transaction APIs.
+KIP-588, KIP-890 parts 1 and 2): which shard owns a transactional id, and the transaction APIs.
 
 A transactional id lives in partition `abs(javaStringHashCode(id)) % partitions` of
 `__transaction_state`, computed exactly as Kafka does (and as groups are placed), and its
@@ -49,9 +49,10 @@ from ackly.coordinator.runtime import (
     ShardLog,
     Waiter,
 )
-from ackly.coordinator.transaction_metadata import TxnState
+from ackly.coordinator.transaction_metadata import TV_0, TxnState
 from ackly.coordinator.transaction_state import (
     Decision,
+    EndTxnResult,
     InitResult,
     TransactionShard,
     TxnConfig,
@@ -88,6 +89,19 @@ class _DecisionWaiter:
         log.warning("__transaction_state-%d: a Prepare record was not committed (%s); its Prepare "
                     "states are handed over again", self.index, code.name)
         self.coordinator._retries.add((self.index, self.coordinator_epoch))
+
+
+class _ErrorOnly:
+    """An EndTxn waiter of a client before version 2, whose answer is the error code alone."""
+
+    def __init__(self, waiter: Waiter[ErrorCode]) -> None:
+        self.waiter = waiter
+
+    def complete(self, result: EndTxnResult) -> None:
+        self.waiter.complete(result.error)
+
+    def fail(self, code: ErrorCode) -> None:
+        self.waiter.fail(code)
 
 
 class TransactionCoordinator:
@@ -232,14 +246,16 @@ class TransactionCoordinator:
         self.runtime.write(index, op, now_ms)
 
     def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                       partitions: Iterable[TopicPartition], waiter: Waiter[ErrorCode], now_ms: int) -> None:
+                       partitions: Iterable[TopicPartition], waiter: Waiter[ErrorCode], now_ms: int,
+                       transaction_version: int = TV_0) -> None:
         index = self._route(transactional_id, waiter)
         if index is None:
             return
         parts = list(partitions)
 
         def op(s: TransactionShard, fx: Effects) -> None:
-            s.add_partitions(transactional_id, producer_id, producer_epoch, parts, waiter, now_ms, fx)
+            s.add_partitions(transactional_id, producer_id, producer_epoch, parts, waiter, now_ms, fx,
+                             transaction_version)
 
         self.runtime.write(index, op, now_ms)
 
@@ -256,12 +272,22 @@ class TransactionCoordinator:
 
     def end_transaction(self, transactional_id: str, producer_id: int, producer_epoch: int, committed: bool,
                         waiter: Waiter[ErrorCode], now_ms: int) -> None:
+        """EndTxn of a client before transaction version 2 (v0-v4): the answer is a code."""
+        self.end_transaction_versioned(transactional_id, producer_id, producer_epoch, committed, TV_0,
+                                       _ErrorOnly(waiter), now_ms)
+
+    def end_transaction_versioned(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                                  committed: bool, transaction_version: int, waiter: Waiter[EndTxnResult],
+                                  now_ms: int) -> None:
+        """EndTxn as the client's transaction version has it (2: EndTxn v5, the epoch bumped
+        and the producer id and epoch to go on with in the answer)."""
         index = self._route(transactional_id, waiter)
         if index is None:
             return
 
         def op(s: TransactionShard, fx: Effects) -> None:
-            s.end_transaction(transactional_id, producer_id, producer_epoch, committed, waiter, now_ms, fx)
+            s.end_transaction(transactional_id, producer_id, producer_epoch, committed, waiter, now_ms, fx,
+                              transaction_version, self.new_producer_id)
 
         self.runtime.write(index, op, now_ms)
 

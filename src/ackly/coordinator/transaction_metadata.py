@@ -1,5 +1,5 @@
 """One transactional id's state and the transitions it may take (Kafka's TransactionMetadata,
-TransactionState; KIP-98, KIP-360).
+TransactionState; KIP-98, KIP-360, KIP-890 part 2).
 
 Owns: `TxnState` (Kafka's names and ids), the table of valid previous states, and
 `TransactionMetadata` with its `prepare_*` methods. A `prepare_*` method never changes the
@@ -13,6 +13,8 @@ Transitions (Kafka's TransactionState.validPreviousStates, transaction version 0
     Ongoing           <- Ongoing, Empty, CompleteCommit, CompleteAbort (AddPartitionsToTxn)
     PrepareCommit     <- Ongoing                                       (EndTxn commit)
     PrepareAbort      <- Ongoing, PrepareEpochFence                    (EndTxn abort, fencing)
+                         Empty, CompleteCommit, CompleteAbort          (transaction version 2:
+                                                                        an abort with no partition)
     CompleteCommit    <- PrepareCommit                                 (all markers written)
     CompleteAbort     <- PrepareAbort
     PrepareEpochFence <- Ongoing          (a timeout or a new producer instance bumps the epoch)
@@ -21,11 +23,23 @@ Transitions (Kafka's TransactionState.validPreviousStates, transaction version 0
 PrepareEpochFence, as in Kafka, is never written: the fence bumps the epoch and goes on to
 PrepareAbort within the same operation, and the PrepareAbort record carries the bumped epoch.
 
+Transaction version 2 (KIP-890 part 2; `client_transaction_version` 2, set by the requests of a
+client that speaks it: EndTxn v5, and the partitions its Produce v12 / TxnOffsetCommit v5 add):
+every Prepare record bumps the producer epoch (`last_producer_epoch` is the epoch before), so
+the markers carry an epoch newer than any of the transaction's data and a request of the
+finished transaction (old epoch) can never land in the next one. When the epoch would run out
+(at EPOCH_EXHAUSTED) the Prepare record names a `next_producer_id`, and the Complete record
+moves to it at epoch 0, keeping the old id as `previous_producer_id` (Kafka's
+prepareAbortOrCommit and prepareComplete). Version 0 (every older client) keeps the epoch.
+
 Invariants: the partitions are empty in Empty and in the Complete states; the producer epoch
 never goes down for one producer id; `start_ms` (wall-clock) is -1 exactly when no
-transaction was started since the last epoch bump. `last_producer_epoch` and `previous_producer_id` are not in the
-record (value v0 has no room for them, as in Kafka before transaction version 2): they live in
-memory only and a load sets them to -1, as Kafka's loading does.
+transaction was started since the last epoch bump; `next_producer_id` is set only in a Prepare
+state of version 2. `previous_producer_id`, `next_producer_id` and `client_transaction_version`
+are in the record (value v1's tagged fields, txn_records.py), so they survive a failover.
+`last_producer_epoch` is not (nor in Kafka's record): it lives in memory, and a load sets it to
+-1, except in a Prepare or Complete state of version 2, where the epoch bump it came from says
+what it was (`from_value`).
 """
 
 from __future__ import annotations
@@ -42,6 +56,14 @@ from ackly.types import NO_PRODUCER_EPOCH, NO_PRODUCER_ID, TopicPartition
 # an epoch fence may take (Short.MaxValue - 1).
 EPOCH_EXHAUSTED = 2**15 - 2
 MAX_EPOCH = 2**15 - 1
+# Kafka's TransactionVersion: what a client's requests say it speaks. 0: every client before
+# KIP-890 part 2 (Kafka's TV_0, the record's default); 2: epoch bump at each transaction end.
+TV_0 = 0
+TV_2 = 2
+
+
+def supports_epoch_bump(transaction_version: int) -> bool:
+    return transaction_version >= TV_2
 
 
 class TxnState(enum.IntEnum):
@@ -79,7 +101,8 @@ VALID_PREVIOUS: dict[TxnState, frozenset[TxnState]] = {
     S.EMPTY: frozenset({S.EMPTY, S.COMPLETE_COMMIT, S.COMPLETE_ABORT}),
     S.ONGOING: frozenset({S.ONGOING, S.EMPTY, S.COMPLETE_COMMIT, S.COMPLETE_ABORT}),
     S.PREPARE_COMMIT: frozenset({S.ONGOING}),
-    S.PREPARE_ABORT: frozenset({S.ONGOING, S.PREPARE_EPOCH_FENCE}),
+    S.PREPARE_ABORT: frozenset({S.ONGOING, S.PREPARE_EPOCH_FENCE, S.EMPTY, S.COMPLETE_COMMIT,
+                                S.COMPLETE_ABORT}),
     S.COMPLETE_COMMIT: frozenset({S.PREPARE_COMMIT}),
     S.COMPLETE_ABORT: frozenset({S.PREPARE_ABORT}),
     S.PREPARE_EPOCH_FENCE: frozenset({S.ONGOING}),
@@ -112,16 +135,19 @@ class TxnTransit:
     partitions: frozenset[TopicPartition]
     start_ms: int
     last_update_ms: int
-    # In memory only (see the module docstring).
-    last_producer_epoch: int = int(NO_PRODUCER_EPOCH)
+    last_producer_epoch: int = int(NO_PRODUCER_EPOCH)  # in memory only (module docstring)
     previous_producer_id: int = int(NO_PRODUCER_ID)
+    next_producer_id: int = int(NO_PRODUCER_ID)
+    client_transaction_version: int = TV_0
 
     def to_value(self) -> TransactionLogValue:
         return TransactionLogValue(
             producer_id=self.producer_id, producer_epoch=self.producer_epoch,
             timeout_ms=self.timeout_ms, status=int(self.state),
             partitions=tuple(sorted(self.partitions)), last_update_ms=self.last_update_ms,
-            start_ms=self.start_ms,
+            start_ms=self.start_ms, previous_producer_id=self.previous_producer_id,
+            next_producer_id=self.next_producer_id,
+            client_transaction_version=self.client_transaction_version,
         )
 
 
@@ -137,6 +163,8 @@ class TransactionMetadata:
     last_update_ms: int = -1
     last_producer_epoch: int = int(NO_PRODUCER_EPOCH)
     previous_producer_id: int = int(NO_PRODUCER_ID)
+    next_producer_id: int = int(NO_PRODUCER_ID)
+    client_transaction_version: int = TV_0
     # In memory only, on the monotonic clock (types.py): when this coordinator saw the
     # transaction start and the id last change (replayed live, or loaded: then the load's
     # time, so a failover gives a full timeout, never a shorter one). The timeout and the
@@ -147,14 +175,19 @@ class TransactionMetadata:
 
     @classmethod
     def from_value(cls, transactional_id: str, value: TransactionLogValue) -> TransactionMetadata:
-        """As loaded from the log: the in-memory-only fields start unknown (Kafka's loading)."""
+        """As loaded from the log: the last producer epoch, which the record does not hold, is
+        unknown (Kafka's loading), except where a version 2 epoch bump tells it."""
         try:
             state = TxnState(value.status)
         except ValueError:
             raise InvalidTransition(f"{transactional_id}: unknown transaction status {value.status}") from None
         partitions = frozenset(value.partitions) if state not in (S.EMPTY, *COMPLETE_STATES) else frozenset()
         return cls(transactional_id, value.producer_id, value.producer_epoch, value.timeout_ms, state,
-                   partitions, value.start_ms, value.last_update_ms)
+                   partitions, value.start_ms, value.last_update_ms,
+                   last_producer_epoch=derived_last_epoch(state, value),
+                   previous_producer_id=value.previous_producer_id,
+                   next_producer_id=value.next_producer_id,
+                   client_transaction_version=value.client_transaction_version)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -165,7 +198,8 @@ class TransactionMetadata:
     def transit(self) -> TxnTransit:
         return TxnTransit(self.producer_id, self.producer_epoch, self.timeout_ms, self.state,
                           self.partitions, self.start_ms, self.last_update_ms,
-                          self.last_producer_epoch, self.previous_producer_id)
+                          self.last_producer_epoch, self.previous_producer_id,
+                          self.next_producer_id, self.client_transaction_version)
 
     # --- transitions (nothing changes until `apply`) ---------------------------------------
 
@@ -207,10 +241,11 @@ class TransactionMetadata:
             start_ms=-1, last_update_ms=wall_ms,
         )
 
-    def prepare_add_partitions(self, added: Iterable[TopicPartition], wall_ms: int) -> TxnTransit:
+    def prepare_add_partitions(self, added: Iterable[TopicPartition], wall_ms: int,
+                               transaction_version: int = TV_0) -> TxnTransit:
         start_ms = wall_ms if self.state in (S.EMPTY, *COMPLETE_STATES) else self.start_ms
         return self._to(S.ONGOING, partitions=self.partitions | frozenset(added), start_ms=start_ms,
-                        last_update_ms=wall_ms)
+                        last_update_ms=wall_ms, client_transaction_version=transaction_version)
 
     def prepare_fence_epoch(self) -> TxnTransit:
         """Bump the epoch of an Ongoing transaction so its producer is fenced before the
@@ -221,21 +256,43 @@ class TransactionMetadata:
         return self._to(S.PREPARE_EPOCH_FENCE, producer_epoch=self.producer_epoch + 1,
                         last_producer_epoch=NO_PRODUCER_EPOCH)
 
-    def prepare_abort_or_commit(self, state: TxnState, wall_ms: int,
-                                fence: TxnTransit | None = None) -> TxnTransit:
+    def prepare_abort_or_commit(self, state: TxnState, wall_ms: int, fence: TxnTransit | None = None,
+                                *, transaction_version: int | None = None,
+                                next_producer_id: int = NO_PRODUCER_ID) -> TxnTransit:
         """The decision (prepareAbortOrCommit): PrepareCommit or PrepareAbort, from Ongoing, or
-        PrepareAbort from the epoch fence `fence` (its bumped epoch is the one written)."""
+        PrepareAbort from the epoch fence `fence` (its bumped epoch is the one written).
+
+        `transaction_version` (the client's; None: the one the transaction has) 2 bumps the
+        epoch once more, so the markers carry an epoch newer than the transaction's data;
+        `next_producer_id` is the id to move to at completion when that epoch is the last
+        usable one (the caller allocates it). An abort from Empty or a Complete state (version
+        2: a client may abort with no partition added) starts its transaction now."""
         assert state in PREPARE_STATES
+        version = self.client_transaction_version if transaction_version is None else transaction_version
         if fence is not None:
             assert fence.state == S.PREPARE_EPOCH_FENCE and state == S.PREPARE_ABORT
             if not is_valid_transition(fence.state, state):
                 raise InvalidTransition(f"{self.transactional_id}: PrepareEpochFence -> {state.kafka_name}")
-            return replace(fence, state=state, last_update_ms=wall_ms)
-        return self._to(state, last_update_ms=wall_ms)
+            base = replace(fence, state=state, last_update_ms=wall_ms)
+        else:
+            base = self._to(state, last_update_ms=wall_ms)
+        if not supports_epoch_bump(version):
+            return replace(base, client_transaction_version=version)
+        start_ms = wall_ms if self.state in (S.EMPTY, *COMPLETE_STATES) else base.start_ms
+        # An epoch at the int16 maximum cannot be bumped (only a fence can take it there):
+        # the markers then carry that epoch, still newer than the data's.
+        return replace(base, producer_epoch=min(base.producer_epoch + 1, MAX_EPOCH),
+                       last_producer_epoch=base.producer_epoch, next_producer_id=next_producer_id,
+                       start_ms=start_ms, client_transaction_version=version)
 
     def prepare_complete(self, wall_ms: int) -> TxnTransit:
-        """Every marker is written (prepareComplete): CompleteCommit or CompleteAbort."""
+        """Every marker is written (prepareComplete): CompleteCommit or CompleteAbort; with a
+        `next_producer_id` (version 2, epoch exhausted), that id at epoch 0."""
         state = S.COMPLETE_COMMIT if self.state == S.PREPARE_COMMIT else S.COMPLETE_ABORT
+        if supports_epoch_bump(self.client_transaction_version) and self.next_producer_id != NO_PRODUCER_ID:
+            return self._to(state, producer_id=self.next_producer_id, producer_epoch=0,
+                            previous_producer_id=self.producer_id, next_producer_id=NO_PRODUCER_ID,
+                            partitions=frozenset(), last_update_ms=wall_ms)
         return self._to(state, partitions=frozenset(), last_update_ms=wall_ms)
 
     def prepare_dead(self) -> TxnTransit:
@@ -256,3 +313,16 @@ class TransactionMetadata:
         self.last_update_ms = transit.last_update_ms
         self.last_producer_epoch = transit.last_producer_epoch
         self.previous_producer_id = transit.previous_producer_id
+        self.next_producer_id = transit.next_producer_id
+        self.client_transaction_version = transit.client_transaction_version
+
+
+def derived_last_epoch(state: TxnState, value: TransactionLogValue) -> int:
+    """The last producer epoch a loaded record implies: in a Prepare or Complete state of
+    version 2 the epoch was bumped from it (after a move to the next producer id, from the last
+    usable epoch of the old id); unknown (-1) otherwise, as Kafka loads it."""
+    if not supports_epoch_bump(value.client_transaction_version) or state not in PREPARE_STATES | COMPLETE_STATES:
+        return int(NO_PRODUCER_EPOCH)
+    if state in COMPLETE_STATES and value.producer_epoch == 0 and value.previous_producer_id != NO_PRODUCER_ID:
+        return EPOCH_EXHAUSTED
+    return value.producer_epoch - 1

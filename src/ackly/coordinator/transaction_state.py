@@ -20,9 +20,17 @@ aborted (Kafka's abortTimedOutTransactions: epoch bump, then PrepareAbort with t
 an id in Empty or a Complete state untouched for transactional.id.expiration.ms is removed
 (a tombstone; Kafka's removeExpiredTransactionalIds).
 
+Transaction version 2 (KIP-890 part 2, transaction_metadata.py): EndTxn v5 bumps the epoch in
+its Prepare record and answers the new producer id and epoch; a retry of it is recognised by
+its epoch being the one before (or, after a move to the next producer id, by the previous id),
+and answered again; any other epoch is PRODUCER_FENCED, so an EndTxn delayed from the
+transaction before can never end the next one (Kafka's TransactionCoordinator.endTransaction
+with TV2). An abort with no partition added is allowed (it still bumps the epoch).
+
 Invariants: a transactional id maps to the partition `partition_for(id)`; at most one
-decision per (id, producer id, epoch) is in flight; the in-memory-only fields of a record
-come from `_live_extra`, set by the operation that writes it, or are -1 on load.
+decision per (id, producer id, epoch) is in flight; the last producer epoch, which no record
+holds, comes from `_live_last_epoch`, set by the operation that writes the record, or from
+`derived_last_epoch` on load.
 """
 
 from __future__ import annotations
@@ -34,14 +42,17 @@ from dataclasses import dataclass, fields, replace
 from ackly.coordinator.runtime import Effects, Waiter
 from ackly.coordinator.transaction_metadata import (
     COMPLETE_STATES,
+    EPOCH_EXHAUSTED,
     MAX_EPOCH,
     PREPARE_STATES,
+    TV_0,
     InvalidTransition,
     TransactionMetadata,
     TxnState,
     TxnTransit,
     is_epoch_exhausted,
     is_valid_transition,
+    supports_epoch_bump,
 )
 from ackly.coordinator.txn_records import (
     RecordFormatError,
@@ -76,6 +87,18 @@ class Decision:
     producer_epoch: int
     committed: bool
     partitions: frozenset[TopicPartition]
+    # The client's transaction version: with 2 the markers carry an epoch newer than any of
+    # the transaction's data, and a partition takes one only if it is (txn_markers.py).
+    transaction_version: int = TV_0
+
+
+@dataclass(frozen=True)
+class EndTxnResult:
+    """EndTxn's answer; v5 carries the producer id and epoch to go on with (version 2)."""
+
+    error: ErrorCode
+    producer_id: int = NO_PRODUCER_ID
+    producer_epoch: int = NO_PRODUCER_EPOCH
 
 
 @dataclass(frozen=True)
@@ -104,7 +127,7 @@ class TransactionShard:
         self.config = config
         self.decisions = decisions
         self.txns: dict[str, TransactionMetadata] = {}
-        self._live_extra: tuple[int, int] | None = None
+        self._live_last_epoch: int | None = None
         self._next_abort_check_ms = now_ms + config.abort_check_interval_ms
         self._next_expiry_ms = now_ms + config.remove_expired_interval_ms
 
@@ -131,8 +154,8 @@ class TransactionShard:
             log.warning("__transaction_state-%d: record skipped: %s", self.index, exc)
 
     def _replay(self, key: bytes, value: bytes | None, loading: bool) -> None:
-        extra = (NO_PRODUCER_EPOCH, NO_PRODUCER_ID) if loading or self._live_extra is None else self._live_extra
-        self._live_extra = None
+        live_last_epoch = self._live_last_epoch
+        self._live_last_epoch = None
         transactional_id = decode_key(key)
         if value is None:
             self.txns.pop(transactional_id, None)
@@ -142,22 +165,25 @@ class TransactionShard:
         if loading or current is None:
             # The log is the truth; later records win (as Kafka's loading does).
             meta = TransactionMetadata.from_value(transactional_id, decoded)
-            meta.last_producer_epoch, meta.previous_producer_id = extra
+            if not loading and live_last_epoch is not None:
+                meta.last_producer_epoch = live_last_epoch
             self.txns[transactional_id] = meta
             return
         state = TxnState(decoded.status)
         current.apply(TxnTransit(
             decoded.producer_id, decoded.producer_epoch, decoded.timeout_ms, state,
-            frozenset(decoded.partitions), decoded.start_ms, decoded.last_update_ms, *extra))
+            frozenset(decoded.partitions), decoded.start_ms, decoded.last_update_ms,
+            NO_PRODUCER_EPOCH if live_last_epoch is None else live_last_epoch,
+            decoded.previous_producer_id, decoded.next_producer_id, decoded.client_transaction_version))
 
     def _write(self, transactional_id: str, transit: TxnTransit, fx: Effects) -> None:
         key = encode_key(transactional_id)
         if transit.state == TxnState.DEAD:
             fx.append(key, None)
             return
-        self._live_extra = (transit.last_producer_epoch, transit.previous_producer_id)
+        self._live_last_epoch = transit.last_producer_epoch
         fx.append(key, encode_value(transit.to_value(), empty=transit.state == TxnState.EMPTY))
-        assert self._live_extra is None, "the runtime replays a record as it is written"
+        assert self._live_last_epoch is None, "the runtime replays a record as it is written"
 
     def on_loaded(self, now_ms: int) -> None:
         pass
@@ -189,7 +215,8 @@ class TransactionShard:
 
     def _decision(self, meta: TransactionMetadata) -> Decision:
         return Decision(self.index, self.coordinator_epoch, meta.transactional_id, meta.producer_id,
-                        meta.producer_epoch, meta.state == TxnState.PREPARE_COMMIT, meta.partitions)
+                        meta.producer_epoch, meta.state == TxnState.PREPARE_COMMIT, meta.partitions,
+                        meta.client_transaction_version)
 
     # --- operations ------------------------------------------------------------------------
 
@@ -251,8 +278,9 @@ class TransactionShard:
 
     def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
                        partitions: Iterable[TopicPartition], waiter: Waiter[ErrorCode], now_ms: int,
-                       fx: Effects) -> None:
-        """Kafka's handleAddPartitionsToTransaction (also AddOffsetsToTxn's one partition)."""
+                       fx: Effects, transaction_version: int = TV_0) -> None:
+        """Kafka's handleAddPartitionsToTransaction (also AddOffsetsToTxn's one partition, and
+        the partitions a version 2 client's Produce or TxnOffsetCommit adds implicitly)."""
         meta = self.txns.get(transactional_id)
         added = frozenset(partitions)
         error = self._check_producer(meta, producer_id, producer_epoch)
@@ -267,7 +295,8 @@ class TransactionShard:
         elif not is_valid_transition(meta.state, TxnState.ONGOING):
             fx.reply(waiter, ErrorCode.invalid_txn_state)
         else:
-            self._write(transactional_id, meta.prepare_add_partitions(added, self.config.wall_clock(now_ms)), fx)
+            transit = meta.prepare_add_partitions(added, self.config.wall_clock(now_ms), transaction_version)
+            self._write(transactional_id, transit, fx)
             fx.reply(waiter, ErrorCode.none)
 
     def verify_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
@@ -287,27 +316,88 @@ class TransactionShard:
                 for tp in wanted}
 
     def end_transaction(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                        committed: bool, waiter: Waiter[ErrorCode], now_ms: int, fx: Effects) -> None:
-        """Kafka's endTransaction from a client (EndTxn)."""
+                        committed: bool, waiter: Waiter[EndTxnResult], now_ms: int, fx: Effects,
+                        transaction_version: int = TV_0,
+                        new_producer_id: Callable[[], int] | None = None) -> None:
+        """Kafka's endTransaction from a client (EndTxn); version 2 from EndTxn v5."""
+        if supports_epoch_bump(transaction_version):
+            assert new_producer_id is not None
+            self._end_v2(transactional_id, producer_id, producer_epoch, committed, waiter, now_ms, fx,
+                         transaction_version, new_producer_id)
+            return
         meta = self.txns.get(transactional_id)
         error = self._check_producer(meta, producer_id, producer_epoch)
         if error is not None:
-            fx.reply(waiter, error)
+            fx.reply(waiter, EndTxnResult(error))
             return
         assert meta is not None
         wanted = TxnState.PREPARE_COMMIT if committed else TxnState.PREPARE_ABORT
         if meta.state == TxnState.ONGOING:
-            self._decide(meta, wanted, now_ms, fx)
-            fx.reply(waiter, ErrorCode.none)
+            self._decide(meta, wanted, now_ms, fx, transaction_version=transaction_version)
+            code = ErrorCode.none
         elif meta.state in COMPLETE_STATES:
             # A retry of an EndTxn that completed: success if it asked for the same outcome.
             same = (meta.state == TxnState.COMPLETE_COMMIT) == committed
-            fx.reply(waiter, ErrorCode.none if same else ErrorCode.invalid_txn_state)
+            code = ErrorCode.none if same else ErrorCode.invalid_txn_state
         elif meta.state in PREPARE_STATES:
             same = meta.state == wanted
-            fx.reply(waiter, ErrorCode.concurrent_transactions if same else ErrorCode.invalid_txn_state)
+            code = ErrorCode.concurrent_transactions if same else ErrorCode.invalid_txn_state
         else:
-            fx.reply(waiter, ErrorCode.invalid_txn_state)
+            code = ErrorCode.invalid_txn_state
+        fx.reply(waiter, EndTxnResult(code, meta.producer_id, meta.producer_epoch)
+                 if code == ErrorCode.none else EndTxnResult(code))
+
+    def _end_v2(self, transactional_id: str, producer_id: int, producer_epoch: int, committed: bool,
+                waiter: Waiter[EndTxnResult], now_ms: int, fx: Effects, transaction_version: int,
+                new_producer_id: Callable[[], int]) -> None:
+        """EndTxn of a version 2 client (Kafka's endTransaction with TV2): which epoch may ask
+        depends on the state, since every transaction end bumps it."""
+        meta = self.txns.get(transactional_id)
+        if meta is None:
+            fx.reply(waiter, EndTxnResult(ErrorCode.invalid_producer_id_mapping))
+            return
+        complete = meta.state in COMPLETE_STATES
+        # A retry of an EndTxn whose transaction moved to the next producer id (epoch ran out).
+        retry_on_overflow = (complete and producer_id == meta.previous_producer_id
+                             and meta.producer_id != producer_id and meta.producer_epoch == 0
+                             and producer_epoch >= EPOCH_EXHAUSTED)
+        if producer_id != meta.producer_id and not retry_on_overflow:
+            fx.reply(waiter, EndTxnResult(ErrorCode.invalid_producer_id_mapping))
+            return
+        # A retry of an EndTxn whose Prepare record bumped the epoch: it asks with the one before.
+        retry_on_bump = producer_id == meta.producer_id and meta.producer_epoch == producer_epoch + 1
+        if meta.state in PREPARE_STATES:
+            valid = retry_on_bump
+        elif complete:
+            valid = retry_on_bump or retry_on_overflow or producer_epoch == meta.producer_epoch
+        else:
+            valid = producer_epoch == meta.producer_epoch
+        if not valid:
+            fx.reply(waiter, EndTxnResult(ErrorCode.producer_fenced))
+            return
+        is_retry = retry_on_bump or retry_on_overflow
+        wanted = TxnState.PREPARE_COMMIT if committed else TxnState.PREPARE_ABORT
+        same_complete = complete and (meta.state == TxnState.COMPLETE_COMMIT) == committed
+        if meta.state == TxnState.ONGOING or (not committed and not is_retry and (
+                meta.state == TxnState.EMPTY or complete)):
+            # Ongoing: the decision. Empty or Complete, not a retry: an abort with no partition.
+            try:
+                transit = self._decide(meta, wanted, now_ms, fx, transaction_version=transaction_version,
+                                       new_producer_id=new_producer_id)
+            except KafkaError as exc:
+                log.warning("EndTxn %r: %s", transactional_id, exc)
+                fx.reply(waiter, EndTxnResult(ErrorCode.coordinator_not_available))
+                return
+            if transit.next_producer_id != NO_PRODUCER_ID:
+                fx.reply(waiter, EndTxnResult(ErrorCode.none, transit.next_producer_id, 0))
+            else:
+                fx.reply(waiter, EndTxnResult(ErrorCode.none, transit.producer_id, transit.producer_epoch))
+        elif complete and is_retry and same_complete:
+            fx.reply(waiter, EndTxnResult(ErrorCode.none, meta.producer_id, meta.producer_epoch))
+        elif meta.state == wanted:
+            fx.reply(waiter, EndTxnResult(ErrorCode.concurrent_transactions))
+        else:
+            fx.reply(waiter, EndTxnResult(ErrorCode.invalid_txn_state))
 
     @staticmethod
     def _fence(meta: TransactionMetadata) -> TxnTransit | None:
@@ -321,10 +411,21 @@ class TransactionShard:
         return meta.prepare_fence_epoch()
 
     def _decide(self, meta: TransactionMetadata, state: TxnState, now_ms: int, fx: Effects,
-                fence: TxnTransit | None = None) -> None:
-        transit = meta.prepare_abort_or_commit(state, self.config.wall_clock(now_ms), fence)
+                fence: TxnTransit | None = None, *, transaction_version: int | None = None,
+                new_producer_id: Callable[[], int] | None = None) -> TxnTransit:
+        """Write the Prepare record (the decision) and hand it to the decision waiter. With
+        version 2 and the epoch at its last usable value, the next producer id is allocated
+        now (`new_producer_id`; never for a fence, as Kafka's endTransaction)."""
+        version = meta.client_transaction_version if transaction_version is None else transaction_version
+        next_id: int = NO_PRODUCER_ID
+        if (supports_epoch_bump(version) and fence is None and new_producer_id is not None
+                and meta.is_epoch_exhausted):
+            next_id = new_producer_id()
+        transit = meta.prepare_abort_or_commit(state, self.config.wall_clock(now_ms), fence,
+                                               transaction_version=version, next_producer_id=next_id)
         self._write(meta.transactional_id, transit, fx)
         fx.reply(self.decisions, self._decision(meta))
+        return transit
 
     def complete(self, decision: Decision, now_ms: int, fx: Effects, waiter: Waiter[Decision]) -> None:
         """Every marker of `decision` is written: the Complete record (`waiter` hears once it

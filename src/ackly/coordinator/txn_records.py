@@ -16,7 +16,11 @@ what Kafka's TransactionLog writes and reads every version Kafka writes
                 client_transaction_version (tag 2), written by Kafka only with
                 transaction.version 2 (KIP-890 part 2)
 
-ackly writes v0, as Kafka does until transaction.version 2 is enabled. A null value is a
+ackly writes v0 when the three v1 fields are at their defaults (every transaction of a client
+before transaction version 2, unless its producer id was rotated), and v1 otherwise, so the
+previous and next producer ids and the client's transaction version survive a failover. A
+tagged field is written only when it differs from its default, as Kafka's generated writers
+do. A null value is a
 tombstone: the transactional id expired (transactional.id.expiration.ms). The partitions are
 null exactly in state Empty (Kafka's valueToBytes writes them so).
 
@@ -70,26 +74,58 @@ def encode_key(transactional_id: str) -> bytes:
     return _I16.pack(TRANSACTION_LOG_KEY) + _I16.pack(len(data)) + data
 
 
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _tagged(value: TransactionLogValue) -> dict[int, bytes]:
+    fields: dict[int, bytes] = {}
+    if value.previous_producer_id != NO_PRODUCER_ID:
+        fields[0] = _I64.pack(value.previous_producer_id)
+    if value.next_producer_id != NO_PRODUCER_ID:
+        fields[1] = _I64.pack(value.next_producer_id)
+    if value.client_transaction_version != 0:
+        fields[2] = _I16.pack(value.client_transaction_version)
+    return fields
+
+
 def encode_value(value: TransactionLogValue, empty: bool) -> bytes:
-    """Value v0. `empty`: the state is Empty, whose partitions Kafka writes as null."""
-    out = bytearray(_I16.pack(TRANSACTION_LOG_VALUE_VERSION))
+    """Value v0, or v1 when a v1 field is set (module docstring). `empty`: the state is Empty,
+    whose partitions Kafka writes as null."""
+    tagged = _tagged(value)
+    flexible = bool(tagged)
+    out = bytearray(_I16.pack(_FLEXIBLE_VALUE_VERSION if flexible else TRANSACTION_LOG_VALUE_VERSION))
     out += _I64.pack(value.producer_id)
     out += _I16.pack(value.producer_epoch)
     out += _I32.pack(value.timeout_ms)
     out += _I8.pack(value.status)
     if empty:
         assert not value.partitions, "an Empty transaction has no partitions"
-        out += _I32.pack(-1)
+        out += _uvarint(0) if flexible else _I32.pack(-1)
     else:
         by_topic = _by_topic(value.partitions)
-        out += _I32.pack(len(by_topic))
+        out += _uvarint(len(by_topic) + 1) if flexible else _I32.pack(len(by_topic))
         for topic, ids in by_topic:
             name = topic.encode("utf-8")
-            out += _I16.pack(len(name)) + name + _I32.pack(len(ids))
+            if flexible:
+                out += _uvarint(len(name) + 1) + name + _uvarint(len(ids) + 1)
+            else:
+                out += _I16.pack(len(name)) + name + _I32.pack(len(ids))
             for i in ids:
                 out += _I32.pack(i)
+            if flexible:
+                out += _uvarint(0)  # no tagged fields in a partition entry
     out += _I64.pack(value.last_update_ms)
     out += _I64.pack(value.start_ms)
+    if flexible:
+        out += _uvarint(len(tagged))
+        for tag in sorted(tagged):
+            out += _uvarint(tag) + _uvarint(len(tagged[tag])) + tagged[tag]
     return bytes(out)
 
 

@@ -384,16 +384,29 @@ class ProducerStateManager:
     def verification_guard(self, producer_id: int, epoch: int, now_ms: int) -> object:
         """The guard a transactional append of this producer must carry after the coordinator
         verified the partition (KIP-890 part 1); the same one while a verification for this
-        epoch stands. A marker or an epoch bump voids it."""
+        epoch stands. A marker or an epoch bump voids it. A request of an older epoch than the
+        verification in flight (a fenced instance's) gets a guard of its own, never stored: it
+        must not void the newer epoch's, as Kafka's VerificationStateEntry keeps the highest
+        epoch it saw."""
         current = self._verifications.get(producer_id)
         if current is not None and current.epoch == epoch:
             return current.guard
         guard = object()
+        if current is not None and current.epoch > epoch:
+            return guard
         self._verifications[producer_id] = _Verification(guard, epoch, now_ms)
         return guard
 
-    def has_ongoing_transaction(self, producer_id: int) -> bool:
-        return producer_id in self._ongoing
+    def has_ongoing_transaction(self, producer_id: int, epoch: int | None = None) -> bool:
+        """The producer has a transaction open here (with `epoch`: one of that epoch; a
+        transaction version 2 producer's next transaction has a newer epoch than the one whose
+        marker has not landed here yet)."""
+        if producer_id not in self._ongoing:
+            return False
+        if epoch is None:
+            return True
+        entry = self._producers.get(producer_id)
+        return entry is not None and entry.epoch == epoch
 
     # ------------------------------------------------------------------ appends
 
@@ -457,7 +470,13 @@ class ProducerStateManager:
                         duplicates.append(duplicate)
                         continue
                     if is_transactional or ongoing:  # else plain idempotent: nothing to check
-                        self._check_txn_state(h, ongoing, verification_guard)
+                        same_txn = ongoing
+                        if ongoing and is_transactional and pid not in in_txn:
+                            # A newer epoch's transactional batch does not join the open
+                            # transaction of an older one: it needs its own verification.
+                            entry = self._producers.get(pid)
+                            same_txn = entry is None or entry.epoch == h.producer_epoch
+                        self._check_txn_state(h, same_txn, verification_guard)
                 else:
                     self._check_coordinator_batch(h, working, marker)
                 # Only checked appends read it: replication is not checked.

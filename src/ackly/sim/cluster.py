@@ -59,7 +59,7 @@ from ackly.sim.network import Network
 from ackly.sim.scheduler import Scheduler
 from ackly.sim.store import StoreBridge
 from ackly.sim.txn_clients import IsolatedConsumer, TransactionalProducer, TxnHistory
-from ackly.sim.txn_invariants import check_transactions, marker_outcomes
+from ackly.sim.txn_invariants import check_transactions, marker_outcomes, transaction_epochs
 from ackly.types import TopicPartition, WallClock
 
 START_MS = 1_700_000_000_000
@@ -81,6 +81,9 @@ class SimConfig:
     liveness_ms: int = 60_000  # virtual time the healed cluster has to converge
     liveness_events: int = 200_000
     transactions: bool = False  # transactional producers and read_committed consumers too
+    # 2: the transactional producers speak transaction version 2 (KIP-890 part 2) and send a
+    # delayed copy of some EndTxn after the next transaction began (sim/txn_clients.py).
+    transaction_version: int = 0
     # The log cleaner runs, and the internal topics roll small segments so that it has work.
     compaction: bool = False
     # Members of a KIP-848 consumer group heartbeat to its coordinator (sim/group_clients.py).
@@ -114,6 +117,8 @@ class SimResult:
             line += f" --fault-point {name}"
         if c.transactions:
             line += " --transactions"
+        if c.transaction_version:
+            line += f" --transaction-version {c.transaction_version}"
         if c.compaction:
             line += " --compaction"
         if c.consumer_groups:
@@ -124,6 +129,9 @@ class SimResult:
             line += f" --flush-policy {c.flush_policy}"
         return line
 
+
+# Transaction version 2: the share of transaction ends whose EndTxn is sent again, late.
+DELAYED_END_RATE = 0.3
 
 # Kafka's timeouts scaled down so that a short history holds several failovers.
 SIM_BROKER_CONFIG = {
@@ -264,6 +272,8 @@ class SimCluster:
                 timeout_ms=rng.choice((3_000, 6_000, 10_000)), commit_rate=rng.choice((0.5, 0.8)),
                 crash_rate=rng.choice((0.0, 0.01, 0.03)), max_txns=10_000, think_ms=rng.choice((0, 20, 200)),
                 transactional_id="txn-tp0" if twins else None,
+                transaction_version=self.config.transaction_version,
+                delayed_end_rate=DELAYED_END_RATE if self.config.transaction_version >= 2 else 0.0,
             ))
         for i in range(rng.randint(1, 2)):
             self.txn_consumers.append(IsolatedConsumer(
@@ -485,6 +495,7 @@ class SimCluster:
     def final_problems(self) -> list[str]:
         leader_logs: dict[TopicPartition, list[LogRecord]] = {}
         markers: dict[TopicPartition, dict[bytes, str]] = {}
+        epochs: dict[bytes, tuple[int, int]] = {}
         problems: list[str] = []
         for tp in self.topic_partitions():
             found = self._leader_of(tp)
@@ -493,6 +504,10 @@ class SimCluster:
             leader_logs[tp] = log_records(leader)
             expected = read_batches(leader, leader.log_start_offset, leader.log_end_offset)
             markers[tp] = marker_outcomes(data for _base, _last, data in expected)
+            if self.config.transactions:
+                written, mixed = transaction_epochs((data for _base, _last, data in expected), str(tp))
+                epochs.update(written)
+                problems += mixed
             for b, host in self.hosts.items():
                 if b == leader_id or host.node is None:
                     continue
@@ -509,7 +524,8 @@ class SimCluster:
         problems += self.groups.problems(self.scheduler.now_ms)
         if self.config.transactions:
             problems += check_transactions(self.txns, leader_logs, self.txn_consumers,
-                                           durable=self.replication_factor != 2, markers=markers)
+                                           durable=self.replication_factor != 2, markers=markers,
+                                           epochs=epochs)
         return problems
 
     # --- the run -----------------------------------------------------------------------------------
@@ -640,6 +656,8 @@ class SimCluster:
             "committed_reads": len(self.txns.committed_reads),
             "producer_crashes": self.txns.crashes,
             "fenced": self.txns.fenced,
+            **({"delayed_ends": self.txns.delayed_ends, "delayed_ends_fenced": self.txns.delayed_ends_fenced}
+               if self.config.transaction_version >= 2 else {}),
             "surprises": list(self.txns.surprises[:5]),
         }
 

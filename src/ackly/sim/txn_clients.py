@@ -30,6 +30,16 @@ acknowledged, in an epoch nobody fenced, means the coordinator lost committed st
 `ClientViolation` at once. Any other code the producer has no rule for is kept in
 `TxnHistory.surprises` (a problem at the end) and recovered from by re-initialising.
 
+Transaction version 2 (`transaction_version=2`, KIP-890 part 2, as Kafka 4's producer runs
+it): no AddPartitionsToTxn (Produce v12 adds each partition), EndTxn v5, whose answer gives
+the producer id and epoch of the next transaction (the epoch is bumped at every end, so
+sequences start again at 0). With `delayed_end_rate`, after a transaction ends its EndTxn is
+sometimes kept and sent once more after the next transaction's first batch was acknowledged:
+a delayed copy of the network's. The coordinator must fence it (PRODUCER_FENCED); any other
+answer but a coordinator move is a `ClientViolation` at once, and the final logs show whether
+it ended the next transaction (txn_invariants.py: one producer epoch per transaction, outcomes
+as told).
+
 Invariants: a transaction's values are unique in the run and sent under one (producer id,
 epoch) only; a producer has at most one request in flight; read_committed reads are checked
 as they arrive (no record at or above the response's LSO, none of a transaction whose commit
@@ -50,6 +60,8 @@ from ackly.types import TopicPartition
 
 FIND_COORDINATOR, INIT_PRODUCER_ID, ADD_PARTITIONS_TO_TXN, END_TXN = 10, 22, 24, 26
 FIND_COORDINATOR_VERSION, INIT_PRODUCER_ID_VERSION, ADD_PARTITIONS_VERSION, END_TXN_VERSION = 3, 4, 3, 3
+# Transaction version 2: the versions that say so (KIP-890 part 2).
+TV2_PRODUCE_VERSION, TV2_END_TXN_VERSION = 12, 5
 TRANSACTION_KEY_TYPE = 1
 READ_COMMITTED = 1
 # Kafka's producer retries AddPartitionsToTxn after CONCURRENT_TRANSACTIONS quickly (20 ms).
@@ -117,6 +129,8 @@ class TxnHistory:
     surprises: list[str] = field(default_factory=list)
     crashes: int = 0
     fenced: int = 0
+    delayed_ends: int = 0  # delayed EndTxn copies sent (transaction version 2)
+    delayed_ends_fenced: int = 0  # ... answered PRODUCER_FENCED
 
     def new_txn(self, **kwargs: Any) -> Txn:
         txn = Txn(txn_id=len(self.txns), **kwargs)
@@ -142,7 +156,8 @@ class TxnHistory:
 class TransactionalProducer(_Client):
     def __init__(self, name: str, env: ClientEnv, rng: random.Random, txns: TxnHistory, *,
                  timeout_ms: int, commit_rate: float, crash_rate: float, max_txns: int, think_ms: int,
-                 transactional_id: str | None = None) -> None:
+                 transactional_id: str | None = None, transaction_version: int = 0,
+                 delayed_end_rate: float = 0.0) -> None:
         super().__init__(name, env, rng)
         self.txns = txns
         # Two live instances may share one transactional id (a zombie and its replacement):
@@ -167,6 +182,11 @@ class TransactionalProducer(_Client):
         self._inflight = False
         self._started = 0
         self._value_seq = 0
+        self.transaction_version = transaction_version
+        self.delayed_end_rate = delayed_end_rate
+        # Transaction version 2: an EndTxn kept to be sent again once the next transaction has
+        # an acknowledged batch (the coordinator then holds it Ongoing in a newer epoch).
+        self._delayed_end: Any = None
 
     @property
     def idle(self) -> bool:
@@ -284,7 +304,8 @@ class TransactionalProducer(_Client):
             self.txn.batches.append(batch)
             for v in values:
                 self.txns.by_value[v] = self.txn
-        self.stage = "add"
+        # Version 2 sends no AddPartitionsToTxn: the first Produce to a partition adds it.
+        self.stage = "produce" if self.transaction_version >= 2 else "add"
         self._next_batch = 0
         self._end_lost = False
 
@@ -374,7 +395,8 @@ class TransactionalProducer(_Client):
             producer_epoch=self.producer_epoch, base_sequence=batch.sequence, transactional=True,
             now_ms=self.scheduler.now_ms,
         )
-        request = frames.request(PRODUCE, PRODUCE_VERSION, {
+        version = TV2_PRODUCE_VERSION if self.transaction_version >= 2 else PRODUCE_VERSION
+        request = frames.request(PRODUCE, version, {
             "transactional_id": self.transactional_id, "acks": -1, "timeout": self.env.request_timeout_ms - 500,
             "topic_data": [{"name": batch.tp.topic, "partition_data": [{"index": partition, "records": records}]}],
         })
@@ -390,10 +412,11 @@ class TransactionalProducer(_Client):
             batch.offset = int(result.base_offset)
             self.sequences[batch.tp.partition] = batch.sequence + len(batch.values)
             self._next_batch += 1
+            self._send_delayed_end()
             self.wake(self.rng.randint(0, self.think_ms))
             return
         batch.attempts.append(code_name(code))
-        if code == ErrorCode.invalid_txn_state:
+        if code == ErrorCode.invalid_txn_state and self.transaction_version < 2:
             # KIP-890 verification: the coordinator says the partition is not in this epoch's
             # ongoing transaction, though it acknowledged AddPartitionsToTxn for it (answered
             # only once committed) and has not fenced the epoch (that is PRODUCER_FENCED or
@@ -429,23 +452,52 @@ class TransactionalProducer(_Client):
             txn.commit_sent_ms = self.scheduler.now_ms
         if not txn.commit and txn.abort_sent_ms is None:
             txn.abort_sent_ms = self.scheduler.now_ms
-        request = frames.request(END_TXN, END_TXN_VERSION, {
+        version = TV2_END_TXN_VERSION if self.transaction_version >= 2 else END_TXN_VERSION
+        request = frames.request(END_TXN, version, {
             "transactional_id": self.transactional_id, "producer_id": self.producer_id,
             "producer_epoch": self.producer_epoch, "committed": txn.commit,
         })
-        self._request(self.coordinator, request, lambda r: self._on_end(txn, r), lambda why: self._on_end_lost(txn))
+        self._request(self.coordinator, request, lambda r: self._on_end(txn, r, request),
+                      lambda why: self._on_end_lost(txn))
+
+    def _send_delayed_end(self) -> None:
+        """The kept EndTxn of the transaction before, now that this one has an acknowledged
+        batch: its answer must be PRODUCER_FENCED (or a coordinator move, or lost)."""
+        if self._delayed_end is None or self.coordinator is None:
+            return
+        request, txn_id = self._delayed_end
+        self._delayed_end = None
+        self.txns.delayed_ends += 1
+        what = (f"{self.name}: delayed EndTxn of transaction {txn_id} (pid {int(request.producer_id)} epoch "
+                f"{int(request.producer_epoch)}) sent while transaction {self.txn.txn_id if self.txn else '?'} "
+                f"(epoch {self.producer_epoch}) is open")
+
+        def answered(response: Any) -> None:
+            code = int(response.error_code)
+            if code == ErrorCode.producer_fenced:
+                self.txns.delayed_ends_fenced += 1
+            elif code not in COORDINATOR_MOVED:
+                raise ClientViolation(f"{what} answered {code_name(code)}, not PRODUCER_FENCED")
+
+        self.send(self.coordinator, request, answered, lambda why: None)
 
     def _on_end_lost(self, txn: Txn) -> None:
         txn.end_attempts.append("lost")
         self._end_lost = True
         self._lost("EndTxn")
 
-    def _on_end(self, txn: Txn, response: Any) -> None:
+    def _on_end(self, txn: Txn, response: Any, request: Any) -> None:
         code = int(response.error_code)
         txn.end_attempts.append(code_name(code))
         if code == ErrorCode.none:
             self._finish(COMMITTED if txn.commit else ABORTED, "EndTxn answered")
-            if any(a != "ok" for b in txn.batches for a in b.attempts[-1:]):
+            if self.transaction_version >= 2:
+                # The epoch (maybe the producer id) of the next transaction: sequences restart.
+                self.producer_id, self.producer_epoch = int(response.producer_id), int(response.producer_epoch)
+                self.sequences.clear()
+                if self.rng.random() < self.delayed_end_rate:
+                    self._delayed_end = (request, txn.txn_id)
+            elif any(a != "ok" for b in txn.batches for a in b.attempts[-1:]):
                 self.bump = True  # an abortable produce error: KIP-360 bump before the next one
             self._retry(self.rng.randint(0, self.think_ms))
         elif code in COORDINATOR_MOVED:

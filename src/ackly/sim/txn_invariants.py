@@ -1,7 +1,7 @@
 """What must hold for transactions at the end of a simulated history (KIP-98; docs/guarantees.md's
 transaction rules), after the liveness phase healed everything and the cluster converged.
 
-Owns `check_transactions` and `marker_outcomes`. Any answer the producer has no rule for is a
+Owns `check_transactions`, `marker_outcomes` and `transaction_epochs`. Any answer the producer has no rule for is a
 problem too ("unexpected answer"). Checked as things happen (sim/txn_clients.py):
 no read_committed record at or above the LSO its response states, none of a transaction whose
 EndTxn(commit) had not been sent, none of one known aborted (rule 20: early read, aborted
@@ -18,6 +18,10 @@ final logs of the partition leaders and the whole history:
   there twice (its retries are idempotent);
 - no torn transaction (rule 20): a read_committed consumer that read past a committed transaction's
   last record on one of its partitions read every record of it there;
+- one producer epoch per transaction (KIP-890 part 2): every record of a transaction in the
+  final logs was written in one (producer id, epoch), and on each partition the data batches a
+  marker ends all carry one epoch (`transaction_epochs`): a produce delayed from an earlier
+  epoch never joined a later transaction, nor a later epoch's data an earlier one's;
 - every partition's LSO reached its HW (rule 22, checked as part of convergence, sim/cluster.py): no
   transaction was left hanging, the coordinator's timeout aborted what a crashed producer
   left open.
@@ -75,6 +79,33 @@ def marker_outcomes(batches: Iterable[bytes]) -> dict[bytes, str]:
     return out
 
 
+def transaction_epochs(batches: Iterable[bytes], where: str = "") -> tuple[dict[bytes, tuple[int, int]], list[str]]:
+    """For every record of a transactional batch in a partition's log (batches in log order),
+    its (producer id, epoch); and a problem for each run of one producer's data batches up to
+    its marker (one transaction there) that mixes epochs."""
+    epochs: dict[bytes, tuple[int, int]] = {}
+    problems: list[str] = []
+    open_epochs: dict[int, tuple[int, int]] = {}  # producer id -> (epoch, first offset)
+    for data in batches:
+        header, records = decode_batch(data)
+        if not header.is_transactional:
+            continue
+        pid = header.producer_id
+        if header.is_control:
+            open_epochs.pop(pid, None)
+            continue
+        first = open_epochs.setdefault(pid, (header.producer_epoch, header.base_offset))
+        if first[0] != header.producer_epoch:
+            problems.append(
+                f"one producer epoch per transaction: {where} producer {pid}'s open transaction from offset "
+                f"{first[1]} (epoch {first[0]}) took a batch of epoch {header.producer_epoch} at "
+                f"{header.base_offset}")
+        for r in records:
+            if r.value is not None:
+                epochs[r.value] = (pid, header.producer_epoch)
+    return epochs, problems
+
+
 def _describe(txn: Txn) -> str:
     return (f"transaction {txn.txn_id} of {txn.producer} (pid {txn.producer_id} epoch {txn.producer_epoch}, "
             f"{txn.outcome}: {txn.how}; EndTxn attempts {txn.end_attempts})")
@@ -84,6 +115,7 @@ def check_transactions(
     txns: TxnHistory, leader_logs: Mapping[TopicPartition, Sequence[LogRecord]],
     consumers: Sequence[CommittedReader], *, durable: bool,
     markers: Mapping[TopicPartition, Mapping[bytes, str]] | None = None,
+    epochs: Mapping[bytes, tuple[int, int]] | None = None,
 ) -> list[str]:
     """The end-of-run transaction checks; returns the problems found (empty: none)."""
     txns.settle()
@@ -110,6 +142,9 @@ def check_transactions(
             problems.append(f"commit undone: {_describe(txn)} ended in the log by {ended}, not COMMIT alone")
         if txn.outcome == ABORTED and "COMMIT" in ended:
             problems.append(f"abort undone: {_describe(txn)} ended in the log by {ended}")
+        written = sorted({epochs[v] for _tp, v in txn.values() if v in epochs}) if epochs is not None else []
+        if len(written) > 1:
+            problems.append(f"one producer epoch per transaction: {_describe(txn)} was written in {written}")
         if not committed:
             continue
         missing = [v.decode() for (_tp, v), offs in found.items() if not offs]

@@ -113,7 +113,7 @@ def begin(node: BrokerNode, txn: str, *partitions: int) -> tuple[int, int]:
 def test_advertised_ranges() -> None:
     ranges = {key: (TABLE[key].min_version, TABLE[key].max_version)
               for key in (ADD_PARTITIONS, ADD_OFFSETS, END_TXN, DESCRIBE_TXNS, LIST_TXNS)}
-    assert ranges == {ADD_PARTITIONS: (0, 4), ADD_OFFSETS: (0, 3), END_TXN: (0, 3), DESCRIBE_TXNS: (0, 0),
+    assert ranges == {ADD_PARTITIONS: (0, 5), ADD_OFFSETS: (0, 3), END_TXN: (0, 5), DESCRIBE_TXNS: (0, 0),
                       LIST_TXNS: (0, 1)}
 
 

@@ -183,8 +183,8 @@ def describe(node: BrokerNode) -> dict[int, tuple[int, int]]:
 # --- one broker ----------------------------------------------------------------------------
 
 
-def test_write_txn_markers_is_advertised_at_v1_only() -> None:
-    assert (TABLE[WRITE_TXN_MARKERS].min_version, TABLE[WRITE_TXN_MARKERS].max_version) == (1, 1)
+def test_write_txn_markers_is_advertised_at_v1_and_v2() -> None:
+    assert (TABLE[WRITE_TXN_MARKERS].min_version, TABLE[WRITE_TXN_MARKERS].max_version) == (1, 2)
 
 
 @pytest.mark.parametrize("version", [4, 7, 11, 12])
@@ -277,7 +277,8 @@ class FakeTransactions:
 
     def verify_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
                           partitions: Any, now_ms: int,
-                          done: Callable[[dict[TopicPartition, ErrorCode]], None]) -> None:
+                          done: Callable[[dict[TopicPartition, ErrorCode]], None], *,
+                          add: bool = False) -> None:
         self.asked.append((transactional_id, producer_id, producer_epoch, list(partitions)))
         self.pending.append(done)
 

@@ -28,13 +28,15 @@ S = TxnState
 A0, A1 = TopicPartition("a", 0), TopicPartition("a", 1)
 TX = "tx"
 
-# Kafka's TransactionState.validPreviousStates (transaction version 0/1), written out as pairs.
+# Kafka's TransactionState.validPreviousStates, written out as pairs (with transaction version 2's
+# abort from Empty or a Complete state, an abort with no partition added).
 KAFKA_TRANSITIONS = {
     (S.EMPTY, S.EMPTY), (S.COMPLETE_COMMIT, S.EMPTY), (S.COMPLETE_ABORT, S.EMPTY),
     (S.ONGOING, S.ONGOING), (S.EMPTY, S.ONGOING), (S.COMPLETE_COMMIT, S.ONGOING),
     (S.COMPLETE_ABORT, S.ONGOING),
     (S.ONGOING, S.PREPARE_COMMIT),
     (S.ONGOING, S.PREPARE_ABORT), (S.PREPARE_EPOCH_FENCE, S.PREPARE_ABORT),
+    (S.EMPTY, S.PREPARE_ABORT), (S.COMPLETE_COMMIT, S.PREPARE_ABORT), (S.COMPLETE_ABORT, S.PREPARE_ABORT),
     (S.PREPARE_COMMIT, S.COMPLETE_COMMIT), (S.PREPARE_ABORT, S.COMPLETE_ABORT),
     (S.ONGOING, S.PREPARE_EPOCH_FENCE),
     (S.EMPTY, S.DEAD), (S.COMPLETE_COMMIT, S.DEAD), (S.COMPLETE_ABORT, S.DEAD),

@@ -128,7 +128,7 @@ def test_transactional_offset_commit_refusals(tmp_path: Path) -> None:
     assert write_marker(b, committed=True, epoch=EPOCH + 1) == [E.none]
     assert txn_offset_commit(b, {0: 99}, epoch=EPOCH) == [E.invalid_producer_epoch]
     assert fetch(b, require_stable=True) == (E.none, {0: 1, 1: -1})
-    assert (TABLE[28].min_version, TABLE[28].max_version) == (0, 3)  # advertised range
+    assert (TABLE[28].min_version, TABLE[28].max_version) == (0, 5)  # advertised range
     b.node.close()
 
 
@@ -178,7 +178,8 @@ class DeferredVerification:
 
     def verify_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
                           partitions: Sequence[TopicPartition], now_ms: int,
-                          done: Callable[[dict[TopicPartition, ErrorCode]], None]) -> None:
+                          done: Callable[[dict[TopicPartition, ErrorCode]], None], *,
+                          add: bool = False) -> None:
         self.waiting.append((list(partitions), done))
 
     def answer_all(self, code: ErrorCode) -> None:

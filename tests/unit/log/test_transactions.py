@@ -245,6 +245,35 @@ def test_verification_guard_is_voided_by_a_marker_and_by_an_epoch_bump() -> None
     assert state.has_ongoing_transaction(7)
 
 
+def test_a_fenced_epochs_verification_does_not_void_the_newer_one() -> None:
+    """Two instances of one transactional id (the older one fenced) produce to one partition
+    while the newer one's verification is in flight: the older epoch gets a guard of its own,
+    and the newer epoch's append still holds (Kafka keeps the highest epoch's entry)."""
+    log = open_log(SimDisk(random.Random(10)))
+    state = log.producer_state
+    newer = state.verification_guard(7, 3, NOW_MS)
+    older = state.verification_guard(7, 2, NOW_MS)
+    assert older is not newer
+    assert state.verification_guard(7, 3, NOW_MS) is newer
+    send(log, tbatch(7, 3, 0), guard=newer)
+    assert state.has_ongoing_transaction(7, 3) and not state.has_ongoing_transaction(7, 2)
+
+
+def test_a_newer_epochs_batch_does_not_join_an_older_epochs_open_transaction() -> None:
+    """Transaction version 2: the next transaction's epoch is newer; while the older one's
+    marker has not landed, its batch needs a verification of its own (and the guard taken
+    before the marker is void after it)."""
+    log = open_log(SimDisk(random.Random(11)))
+    state = log.producer_state
+    send(log, tbatch(7, 0, 0), guard=state.verification_guard(7, 0, NOW_MS))
+    early = state.verification_guard(7, 1, NOW_MS)
+    assert not state.has_ongoing_transaction(7, 1)
+    send(log, marker(7, 1, commit=True), AppendOrigin.COORDINATOR)
+    assert refused(log, tbatch(7, 1, 0), guard=early) == ErrorCode.invalid_txn_state
+    send(log, tbatch(7, 1, 0), guard=state.verification_guard(7, 1, NOW_MS))
+    assert state.has_ongoing_transaction(7, 1)
+
+
 def test_producers_in_a_transaction_do_not_expire() -> None:
     log = PartitionLog.open(SimDisk(random.Random(9)), DIR, config(), NOW_MS,
                             producer_id_expiration_ms=100)

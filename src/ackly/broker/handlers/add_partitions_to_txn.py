@@ -9,7 +9,10 @@ before v2 (KIP-588).
 v4 (broker to broker, KIP-890 part 1): several transactions at once; one with verify_only asks
 only whether each partition is in its ongoing transaction (INVALID_TXN_STATE if not), without
 adding anything: the produce path of the partition's leader asks it before a producer's first
-transactional batch there (broker/transactions.py). v5 is transaction version 2, not built.
+transactional batch there (broker/transactions.py). v5 (KIP-890 part 2): the same, and a
+transaction without verify_only has its partitions added for a transaction version 2 client,
+whose Produce v12 or TxnOffsetCommit v5 is the first to name them (the transaction becomes
+version 2 there). v4 without verify_only adds them for a version 0 client.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ackly.broker.authz_rules import check
 from ackly.broker.context import RequestContext
 from ackly.broker.transactions import fenced_for_version
+from ackly.coordinator.transaction_metadata import TV_0, TV_2
 from ackly.errors import ErrorCode
 from ackly.protocol.messages import build
 from ackly.types import TopicPartition
@@ -29,7 +33,8 @@ if TYPE_CHECKING:
 
 API_KEY = 24
 MIN_VERSION = 0
-MAX_VERSION = 4
+MAX_VERSION = 5
+TV2_FROM_VERSION = 5
 
 Codes = dict[TopicPartition, ErrorCode]
 
@@ -77,7 +82,8 @@ def add_or_verify(node: BrokerNode, transactional_id: str, producer_id: int, pro
               for tp in partitions})
         return
     coordinator.add_partitions(transactional_id, producer_id, producer_epoch, partitions,
-                               _Answer(partitions, version, done), now_ms)
+                               _Answer(partitions, version, done), now_ms,
+                               transaction_version=TV_2 if version >= TV2_FROM_VERSION else TV_0)
 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:

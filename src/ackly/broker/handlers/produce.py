@@ -34,6 +34,16 @@ INVALID_PRODUCER_EPOCH, a coordinator move as the retriable NOT_ENOUGH_REPLICAS)
 written there. Answers may come in any order (here at once, from a peer later): one producer's
 requests are appended in the order they were read all the same (broker/verified_appends.py),
 or a pipelined request could pass the one before it and be refused for a sequence gap.
+
+v12 is transaction version 2 (KIP-890 part 2; v12 carries the same fields as v11, its number
+says what the client speaks): its client sends no AddPartitionsToTxn, so a transactional
+batch that would start the producer's transaction on a partition (none open there in the
+batch's epoch) has the coordinator *add* the partition, whatever
+`transaction.partition.verification.enable` says, and is appended once that is committed,
+through the same guard as a verification. A batch of an epoch the coordinator has moved past
+(a produce delayed from the transaction before) is refused there (PRODUCER_FENCED, answered as
+INVALID_PRODUCER_EPOCH) and never lands in the next transaction. v13 names topics by id and is
+not offered.
 """
 
 from __future__ import annotations
@@ -60,7 +70,8 @@ if TYPE_CHECKING:
 
 API_KEY = 0
 MIN_VERSION = 3  # record batch v2 only; librdkafka needs v3 to use it
-MAX_VERSION = 11
+MAX_VERSION = 12
+TV2_FROM_VERSION = 12
 
 
 def _recompresses(p: Partition, headers: list[BatchHeader]) -> bool:
@@ -187,21 +198,23 @@ class _Append:
     verification_guard: object | None = None
 
 
-def _verifies(node: BrokerNode, request: Any) -> bool:
-    """KIP-890 part 1 applies to this request: a transactional producer's, with verification
-    on. Decided once per request, so other traffic pays nothing per partition for it."""
-    return getattr(request, "transactional_id", None) is not None and bool(
+def _verifies(node: BrokerNode, request: Any, adds: bool) -> bool:
+    """KIP-890 applies to this request: a transactional producer's, with verification on (part
+    1) or of transaction version 2 (`adds`, part 2). Decided once per request, so other traffic
+    pays nothing per partition for it."""
+    return getattr(request, "transactional_id", None) is not None and (adds or bool(
         node.config.get("transaction.partition.verification.enable")
-    )
+    ))
 
 
 def _starts_transaction(p: Partition, headers: list[BatchHeader]) -> bool:
-    """KIP-890 part 1: a transactional batch that would start the producer's transaction on
-    this partition is appended only after its coordinator confirms the partition is in it."""
+    """KIP-890: a transactional batch that would start the producer's transaction on this
+    partition (none open here in its epoch) is appended only after its coordinator confirms
+    (part 1) or adds (part 2) the partition."""
     first = headers[0]
     if not first.is_transactional or first.producer_id < 0:
         return False
-    return not p.log.producer_state.has_ongoing_transaction(first.producer_id)
+    return not p.log.producer_state.has_ongoing_transaction(first.producer_id, first.producer_epoch)
 
 
 # Verification answers a producer must see as Produce errors it knows (Kafka's
@@ -237,7 +250,8 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     # throttle time, whatever became of the batches.
     ctx.throttle_time_ms = max(ctx.throttle_time_ms, node.quotas.record_produce(
         ctx.principal, ctx.header.client_id or "", ctx.request_bytes, now_ms))
-    verifies = _verifies(node, request)
+    adds = ctx.api_version >= TV2_FROM_VERSION
+    verifies = _verifies(node, request, adds)
     layout: list[tuple[str, list[int]]] = []  # topic name, slots of its partitions
     results: list[PartitionProduceResult | None] = []
     appends: list[_Append] = []
@@ -335,7 +349,7 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
     node.transactions.verify_partitions(
         str(request.transactional_id), first.producer_id, first.producer_epoch,
         [item.partition.tp for item in to_verify], now_ms,
-        lambda codes: order.answered(first.producer_id, waiting, codes),
+        lambda codes: order.answered(first.producer_id, waiting, codes), add=adds,
     )
 
 

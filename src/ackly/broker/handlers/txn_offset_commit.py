@@ -24,7 +24,12 @@ TxnOffsetCommit delayed past the end of its transaction cannot open a new one on
 partition (docs/guarantees.md rule 23). The partition's verification guard is checked again right
 before the append: a marker that landed meanwhile voids it (INVALID_TXN_STATE).
 
-Versions 0-3; v4+ belongs to transaction version 2 (KIP-890 part 2), not offered.
+v4 is v3 (its client may be answered TRANSACTION_ABORTABLE, which ackly never answers). v5
+is transaction version 2 (KIP-890 part 2): its client sends no AddOffsetsToTxn, so the group's
+`__consumer_offsets` partition is *added* to the transaction by the coordinator (whatever
+`transaction.partition.verification.enable` says) when the producer has no transaction open
+there in this epoch, through the same guard; a TxnOffsetCommit delayed from the transaction
+before carries an epoch the coordinator has moved past and is refused (PRODUCER_FENCED).
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ if TYPE_CHECKING:
 
 API_KEY = 28
 MIN_VERSION = 0
-MAX_VERSION = 3
+MAX_VERSION = 5
+TV2_FROM_VERSION = 5
 
 _NO_GENERATION = -1
 
@@ -72,15 +78,16 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
         )
 
     _verify(node, coordinator, str(request.transactional_id), request.group_id, producer_id,
-            producer_epoch, ctx.now_ms, commit)
+            producer_epoch, ctx.now_ms, commit, add=version >= TV2_FROM_VERSION)
 
 
 def _verify(node: BrokerNode, coordinator: GroupCoordinator, transactional_id: str, group_id: str,
             producer_id: int, producer_epoch: int, now_ms: int,
-            then: Callable[[ErrorCode], None]) -> None:
+            then: Callable[[ErrorCode], None], *, add: bool = False) -> None:
     """Run `then(NONE)` once the group's partition is known to be in the producer's ongoing
-    transaction (or needs no verification), else `then(error)`; possibly before returning."""
-    if not bool(node.config.get("transaction.partition.verification.enable")):
+    transaction (`add`: has been added to it), or needs no verification, else `then(error)`;
+    possibly before returning."""
+    if not add and not bool(node.config.get("transaction.partition.verification.enable")):
         then(ErrorCode.none)
         return
     if not coordinator.here(group_id):
@@ -88,7 +95,7 @@ def _verify(node: BrokerNode, coordinator: GroupCoordinator, transactional_id: s
         return
     tp = TopicPartition(OFFSETS_TOPIC, coordinator.partition_for(group_id))
     state = node.partition(tp.topic, tp.partition).log.producer_state
-    if state.has_ongoing_transaction(producer_id):
+    if state.has_ongoing_transaction(producer_id, producer_epoch):
         then(ErrorCode.none)
         return
     guard = state.verification_guard(producer_id, producer_epoch, now_ms)
@@ -98,7 +105,7 @@ def _verify(node: BrokerNode, coordinator: GroupCoordinator, transactional_id: s
         if code is ErrorCode.network_exception:
             code = ErrorCode.coordinator_load_in_progress  # Kafka's maybeConvertOffsetCommitError
         elif code is ErrorCode.none and not (
-            state.has_ongoing_transaction(producer_id)
+            state.has_ongoing_transaction(producer_id, producer_epoch)
             or state.verification_guard(producer_id, producer_epoch, now_ms) is guard
         ):
             # A marker (or an epoch bump) came between the answer and now: the transaction
@@ -107,4 +114,4 @@ def _verify(node: BrokerNode, coordinator: GroupCoordinator, transactional_id: s
         then(code)
 
     node.transactions.verify_partitions(transactional_id, producer_id, producer_epoch, [tp], now_ms,
-                                        verified)
+                                        verified, add=add)

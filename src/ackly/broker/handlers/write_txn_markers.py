@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 API_KEY = 27
 MIN_VERSION = 1
-MAX_VERSION = 1
+MAX_VERSION = 2  # v2 carries the marker's transaction version (KIP-890 part 2)
 
 
 def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
@@ -36,6 +36,7 @@ def handle(node: BrokerNode, ctx: RequestContext, request: Any) -> None:
             partitions=tuple(
                 TopicPartition(t.name, int(i)) for t in m.topics for i in t.partition_indexes
             ),
+            transaction_version=int(getattr(m, "transaction_version", 0)),
         )
         for m in request.markers
     ]
