@@ -27,7 +27,7 @@ pytestmark = [
     pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed (Debian: etcd-server)"),
 ]
 
-RUNS = 6
+RUNS = 3  # the race over many start orders is tests/unit/broker/test_start_then_create.py
 ANSWER_WAIT_S = 20.0  # far above the ~0.1 s an answer takes: a miss means no answer at all
 CONFIGS = {"broker.session.timeout.ms": "6000", "broker.heartbeat.interval.ms": "500"}
 
