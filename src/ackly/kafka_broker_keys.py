@@ -153,7 +153,7 @@ UNSUPPORTED: Mapping[str, tuple[str, str]] = {
     "config.providers": ("", "config providers (${provider:key}) are not resolved"),
     "remote.log.storage.system.enable": ("false", "tiered storage is not supported"),
     "group.share.enable": ("false", "share groups (KIP-932) are not supported"),
-    "group.coordinator.new.enable": ("true", "only the classic group protocol exists here"),
+    "group.coordinator.new.enable": ("true", "there is one group coordinator, serving both group protocols"),
     "delegation.token.secret.key": ("", "delegation tokens are not supported"),
     "delegation.token.expiry.time.ms": ("86400000", "delegation tokens are not supported"),
     "delegation.token.max.lifetime.ms": ("604800000", "delegation tokens are not supported"),
