@@ -14,6 +14,7 @@ faults, and the verdict it reaches (docs/guarantees.md s.7-8).
   on three: the broker stops, nothing acknowledged is lost;
 - each planted bug (broker/faults.py, switched on only through ackly.testing.faulty_serve) makes
   verify fail the run.
+- at-least-once with consumers on the KIP-848 group protocol under broker kills.
 
 Each run is bounded: a few seconds of workload, then healing, final reads and the check.
 """
@@ -201,3 +202,23 @@ def test_other_clients_run_the_queue_workload(tmp_path: Path, client: str) -> No
     assert throughput["send"]["ok"] > 0 and throughput["poll"]["ok"] > 0, output
     assert all(counts(data)[n] == 0 for n in LOSS), output
     assert code == 0 and data["ok"], output
+
+
+def test_at_least_once_with_consumers_on_the_kip848_group_protocol(tmp_path: Path) -> None:
+    # Consumers 0 and 2 share the group (ConsumerGroupHeartbeat; the broker assigns the
+    # partitions), consumer 1 reads by assignment; brokers are killed under them.
+    code, output = verify("--semantics", "at-least-once", "--group-protocol", "consumer",
+                          "--consumers", "3", "--duration", "8", "--faults", "kill", "--seed", "3",
+                          "--out", str(tmp_path))
+    data = summary(tmp_path)
+    assert data["run"]["settings"]["consumer"]["group.protocol"] == "consumer"
+    assert data["stats"]["throughput"]["poll"]["ok"] > 0, output
+    assert all(counts(data)[n] == 0 for n in LOSS), output
+    assert code == 0 and data["ok"], output
+
+
+def test_the_kip848_group_protocol_needs_confluent_and_the_queue_workload() -> None:
+    code, output = verify("--client", "kafka-python", "--group-protocol", "consumer")
+    assert code == 2 and "classic group protocol" in output
+    code, output = verify("--semantics", "exactly-once", "--group-protocol", "consumer")
+    assert code == 2 and "queue workload" in output

@@ -23,7 +23,7 @@ import click
 from ackly.verify.clients import CLIENTS
 from ackly.verify.nemesis import FAULT_KINDS, parse_faults
 from ackly.verify.security import SECURITY_MODES, SecurityUnavailable, check_available, parse_client_config
-from ackly.verify.settings import SEMANTICS, parse_assignments, preset, with_overrides
+from ackly.verify.settings import SEMANTICS, parse_assignments, preset, with_group_protocol, with_overrides
 
 VERDICT_WIDTH = 22
 
@@ -88,13 +88,17 @@ def _print_result(result: Any) -> None:
 @click.option("--client-config", "client_config", multiple=True, metavar="KEY=VALUE",
               help="with --bootstrap: a client security setting (security.protocol, sasl.*, ssl.*; "
                    "librdkafka's names), repeatable")
+@click.option("--group-protocol", type=click.Choice(("classic", "consumer")), default="classic",
+              show_default=True,
+              help="the consumers' group protocol: consumer is KIP-848's (ConsumerGroupHeartbeat), "
+                   "with --client confluent and the queue workload (at-most-once, at-least-once)")
 @click.option("--keep-data", is_flag=True, help="keep the cluster's data directories")
 @click.option("--planted-fault", "planted_faults", multiple=True, hidden=True,
               help="testing only: start the brokers with this fault point enabled")
 def verify(semantics: str, matrix: bool, brokers: int, duration_s: float, faults: str,
            seed: int | None, bootstrap: str | None, client: str, assignments: Sequence[str],
            out_dir: str | None, partitions: int, producers: int, consumers: int, ops_per_s: float,
-           security: str, client_config: Sequence[str], keep_data: bool,
+           security: str, client_config: Sequence[str], group_protocol: str, keep_data: bool,
            planted_faults: Sequence[str]) -> None:
     """Run a workload under faults, check its history, print a verdict per anomaly."""
     import logging
@@ -111,7 +115,8 @@ def verify(semantics: str, matrix: bool, brokers: int, duration_s: float, faults
         kinds = parse_faults(faults)
         overrides = parse_assignments(assignments)
         rows = list(SEMANTICS) if matrix else [semantics]
-        settings = [with_overrides(preset(s), overrides) for s in rows]
+        settings = [with_group_protocol(with_overrides(preset(s), overrides), group_protocol)
+                    for s in rows]
         client_security = parse_client_config(client_config)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -121,6 +126,12 @@ def verify(semantics: str, matrix: bool, brokers: int, duration_s: float, faults
     if client_security and bootstrap is None:
         raise click.UsageError("--client-config goes with --bootstrap; the cluster verify starts "
                                "is secured with --security")
+    if group_protocol == "consumer" and client != "confluent":
+        raise click.UsageError("--group-protocol consumer needs --client confluent: kafka-python and "
+                               "aiokafka speak only the classic group protocol")
+    if group_protocol == "consumer" and any(s.workload != "queue" for s in settings):
+        raise click.UsageError("--group-protocol consumer runs the queue workload only "
+                               "(--semantics at-most-once or at-least-once)")
     if (security != "plaintext" or client_security) and client != "confluent":
         raise click.UsageError("a secured cluster is driven with --client confluent only")
     try:

@@ -260,6 +260,10 @@ class ConfluentConsumer:
             "log_level": LIBRDKAFKA_LOG_LEVEL,
             "log.connection.close": False,
         }
+        if settings.get("group.protocol") == "consumer":
+            # KIP-848: the broker sets the session and heartbeat timing (group.consumer.*);
+            # librdkafka refuses these two in that mode.
+            del conf["session.timeout.ms"], conf["heartbeat.interval.ms"]
         conf.update(settings)
         self._consumer = Consumer(quiet(conf))
         self.generation = 0

@@ -43,6 +43,8 @@ CONSUMER_KEYS = frozenset(
         "fetch.min.bytes",
         "group.instance.id",
         "partition.assignment.strategy",
+        "group.protocol",
+        "group.remote.assignor",
     }
 )
 
@@ -162,3 +164,15 @@ def with_overrides(settings: RunSettings, overrides: Mapping[str, str]) -> RunSe
         workload=workload,
         overrides={**settings.overrides, **overrides},
     )
+
+
+def with_group_protocol(settings: RunSettings, protocol: str) -> RunSettings:
+    """`settings` with the consumers in the classic group protocol (as before) or in KIP-848's
+    (`group.protocol=consumer`: the broker assigns the partitions and sets the session and
+    heartbeat timing, so the client's own session.timeout.ms and heartbeat.interval.ms go)."""
+    if protocol == "classic":
+        return settings
+    consumer = {k: v for k, v in settings.consumer.items()
+                if k not in ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy")}
+    consumer["group.protocol"] = protocol
+    return dataclasses.replace(settings, consumer=consumer)

@@ -41,6 +41,9 @@ FAST_FAILOVER = {
     "offsets.topic.num.partitions": "3",
     "transaction.state.log.num.partitions": "3",
     "group.initial.rebalance.delay.ms": "300",  # the first members of a group start at once
+    # KIP-848 members (--group-protocol consumer): as fast as the classic members' settings.
+    "group.consumer.session.timeout.ms": "6000",
+    "group.consumer.heartbeat.interval.ms": "500",
 }
 
 
