@@ -9,7 +9,9 @@ calls `apply(before, after)`; for each partition whose state changed:
 - assigned here and led by this broker: lead it (Partition.make_leader: a new epoch is
   assigned in the leader-epoch cache at LEO; waiting fetches and produces are re-checked); a
   RECOVERING partition (after an unclean election, KIP-704) is marked RECOVERED at once: there
-  is no tiered storage to wait for;
+  is no tiered storage to wait for. A state written before this broker registered names an
+  earlier incarnation: it waits for the controller's new epoch, unless it resumes that
+  leadership after a clean stop (ClusterMember's resumed leadership: it leads once registered);
 - assigned here and led by another broker (or none): follow it from the new leader in the new
   epoch. Nothing is truncated now: the first fetch finds the divergence (rule 11).
 
