@@ -247,11 +247,17 @@ class BrokerNode:
             self.transactions.coordinator.runtime.on_load_time = functools.partial(
                 on_coordinator_load, "transaction")
         rack = str(config.get("broker.rack")) or None
+        # A single broker resumes leading, in the same epoch, every partition it led at its
+        # last clean stop: no election at the start (ClusterMember's resumed leadership).
+        resumed = {} if external_metadata else {
+            TopicPartition(topic, index): epoch
+            for (topic, index), epoch in self.log_dir.led_epochs.items()
+        }
         self.member = ClusterMember(
             BrokerInfo(self.broker_id, host, port, rack=rack, endpoints=endpoints,
                        unclean_shutdown=unclean_shutdown),
             config=member_config or self._member_config(), rng=random.Random(rng.getrandbits(64)),
-            now_ms=now_ms,
+            now_ms=now_ms, resumed=resumed,
         )
         # Authorization (broker/authorizer.py): decided on the ACLs of the member's view.
         self.authorizer = Authorizer(config, lambda: self.member.metadata.acls)
@@ -857,11 +863,15 @@ class BrokerNode:
                 p.log.abandon()
             return
         states: dict[str, CleanLogState] = {}
+        led_epochs: dict[str, int] = {}  # what a single broker resumes at its next start
         for p, _ in closing:
-            states[os.path.basename(p.log.dir_path)] = p.log.finish_close()
+            name = os.path.basename(p.log.dir_path)
+            states[name] = p.log.finish_close()
+            if p.is_leader and p.offline is None:
+                led_epochs[name] = p.leader_epoch
         try:
             # Last: the marker vouches for the logs listed, each closed and synced above.
-            self.log_dir.write_clean_shutdown(states)
+            self.log_dir.write_clean_shutdown(states, led_epochs)
         except (OSError, KafkaError) as exc:
             log.error("clean-shutdown checkpoints not written (every log is recovered at the "
                       "next start): %s", exc)

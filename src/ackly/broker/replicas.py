@@ -9,7 +9,9 @@ calls `apply(before, after)`; for each partition whose state changed:
 - assigned here and led by this broker: lead it (Partition.make_leader: a new epoch is
   assigned in the leader-epoch cache at LEO; waiting fetches and produces are re-checked); a
   RECOVERING partition (after an unclean election, KIP-704) is marked RECOVERED at once: there
-  is no tiered storage to wait for;
+  is no tiered storage to wait for. A state written before this broker registered names an
+  earlier incarnation: it waits for the controller's new epoch, unless it resumes that
+  leadership after a clean stop (ClusterMember's resumed leadership: it leads once registered);
 - assigned here and led by another broker (or none): follow it from the new leader in the new
   epoch. Nothing is truncated now: the first fetch finds the divergence (rule 11).
 
@@ -96,6 +98,14 @@ class ReplicaManager:
         for tp, _old, state in before.partition_changes(after):
             changed.add(tp)
             self._apply_one(tp, state, after, now_ms)
+        member = self.node.member
+        if (after.brokers.get(self.broker_id) != before.brokers.get(self.broker_id)
+                and member.registration() is not None):
+            # Registered: the leaderships it resumes start now (no state of theirs changes).
+            for tp in member.resumed_partitions:
+                state = after.partitions.get(tp)
+                if tp not in changed and tp in self.partitions and state is not None:
+                    self._apply_one(tp, state, after, now_ms)
         for topic in sorted(recheck_topics or ()):
             for tp, state in list(after.partitions_of(topic)):
                 if tp not in changed:
@@ -123,22 +133,31 @@ class ReplicaManager:
             if p is not None:  # its config turned invalid: offline, the log kept for a fix
                 self.stop(tp, now_ms, delete=False)
             return
+        member = self.node.member
         if p is None:
-            p = self._open(tp, state.topic_id, now_ms)
+            p, clean = self._open(tp, state.topic_id, now_ms)
+            if not clean and member.resumes(tp, state):
+                member.forget_resumed(tp, now_ms)  # not as the clean stop left it: elected
         if state.leader == self.broker_id:
-            registration = self.node.member.registration()
-            if registration is None or registration.epoch > metadata.partition_revision(tp):
+            registration = member.registration()
+            resumed = member.resumes(tp, state)
+            if registration is None and resumed:
+                return  # leads once registered (`apply`): no role, no leader, until then
+            if registration is None or (registration.epoch > metadata.partition_revision(tp)
+                                        and not resumed):
                 # The state names an earlier incarnation of this broker as leader (a restart
                 # faster than the session timeout). This one may have lost unflushed data: it
                 # must not lead until the controller elects it (again) in a new epoch, which it
-                # does for every partition a restarted broker led.
+                # does for every partition a restarted broker led (unless it resumes it after a
+                # clean stop: ClusterMember's resumed leadership).
                 self._become_follower(p, replace(state, leader=NO_LEADER), now_ms)
                 return
             self._become_leader(p, state, now_ms)
         else:
             self._become_follower(p, state, now_ms)
 
-    def _open(self, tp: TopicPartition, topic_id: uuid.UUID, now_ms: int) -> Partition:
+    def _open(self, tp: TopicPartition, topic_id: uuid.UUID, now_ms: int) -> tuple[Partition, bool]:
+        """Open tp's replica; also whether its log opened as the last clean stop left it."""
         node = self.node
         disk = node.disk
         dir_path = node.partition_dir(tp)
@@ -176,7 +195,7 @@ class ReplicaManager:
         self.node.host_partition(p)
         if plog.needs_flush:
             self.node.schedule_flush(tp)  # what recovery accepted, made durable off the loop
-        return p
+        return p, isinstance(recorded, CleanLogState)
 
     def stop(self, tp: TopicPartition, now_ms: int, *, delete: bool = True) -> None:
         """Stop hosting tp (its topic was deleted or it moved away): the log is deleted."""

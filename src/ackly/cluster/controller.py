@@ -41,14 +41,17 @@ Broker status, relative to a partition state written at revision M (`replica_sta
 RESTARTED: registered after M, a new incarnation the state has never seen (Kafka fences the old
 incarnation and bumps the epoch; so do we), whether or not it is shutting down; SHUTTING_DOWN:
 registered before M, controlled shutdown asked; ACTIVE: registered before M and not shutting
-down; DEAD: not registered.
+down; DEAD: not registered. One exception, `resumes`: a single broker restarted after a clean
+stop counts as ACTIVE for the partitions it led then, in the epoch it led them in (nothing it
+acknowledged can have been lost, and there is no other replica to fence), so its start elects
+nothing (ClusterMember's resumed leadership).
 """
 
 from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -69,6 +72,10 @@ from ackly.types import TopicPartition
 
 UNCLEAN_CONFIG = "unclean.leader.election.enable"
 MIN_ISR_CONFIG = "min.insync.replicas"
+
+# Whether the leader a partition state names, registered again after it was written, resumes
+# that leadership in the same epoch (see the module docstring).
+Resumes = Callable[[TopicPartition, PartitionState], bool]
 
 
 class ReplicaStatus(Enum):
@@ -260,15 +267,19 @@ def elect(
     unclean: bool,
     rebalance: bool,
     policy: ControllerPolicy | None = None,
+    resumed: bool = False,
 ) -> PartitionChange | None:
     """What `state` should become given which brokers are alive (PartitionChangeBuilder with
     election ONLINE, or UNCLEAN when `unclean`; PREFERRED when `rebalance`). None: no change.
-    `policy` brings the eligible leader replicas rules (KIP-966) when it enables them."""
+    `policy` brings the eligible leader replicas rules (KIP-966) when it enables them.
+    `resumed`: the restarted leader resumes its leadership (counts as ACTIVE)."""
     policy = policy or ControllerPolicy()
     elr_on = policy.eligible_leader_replicas
     topic = metadata.topics.get(tp.topic)
     revision = metadata.partition_revision(tp)
     status = {b: replica_status(metadata, b, revision) for b in state.replicas}
+    if resumed and status.get(state.leader) is ReplicaStatus.RESTARTED:
+        status[state.leader] = ReplicaStatus.ACTIVE
     # Replicas back from an unclean shutdown that may have lost what they acknowledged: under
     # the ELR rules they are not clean candidates any more (KIP-966).
     dropped = unclean_restarts(metadata, state, revision, topic, policy) if elr_on else set()
@@ -402,12 +413,14 @@ def reconcile(
     metadata: ClusterMetadata,
     policy: ControllerPolicy,
     scope: Iterable[TopicPartition] | None = None,
+    resumes: Resumes | None = None,
 ) -> list[Decision]:
     """Every change the view calls for, in a deterministic order: create missing partition
     states, clean up leftovers, and run an election on every partition (on the partitions of
-    `scope` only, when given: see `reconcile_scope`)."""
+    `scope` only, when given: see `reconcile_scope`). `resumes`: see the module docstring."""
     if scope is not None:
-        return [d for tp in sorted(set(scope)) if (d := _decide(metadata, policy, tp)) is not None]
+        return [d for tp in sorted(set(scope))
+                if (d := _decide(metadata, policy, tp, resumes)) is not None]
     decisions: list[Decision] = []
     for name in sorted(metadata.topics):
         topic = metadata.topics[name]
@@ -422,7 +435,7 @@ def reconcile(
                 decisions.append(Cleanup(tp, metadata.partition_revision(tp)))
             else:
                 change = elect(metadata, tp, state, unclean=unclean, rebalance=policy.auto_leader_rebalance,
-                               policy=policy)
+                               policy=policy, resumed=resumes is not None and resumes(tp, state))
                 if change is not None:
                     decisions.append(change)
     for tp in sorted(metadata.partitions):
@@ -432,7 +445,8 @@ def reconcile(
     return decisions
 
 
-def _decide(metadata: ClusterMetadata, policy: ControllerPolicy, tp: TopicPartition) -> Decision | None:
+def _decide(metadata: ClusterMetadata, policy: ControllerPolicy, tp: TopicPartition,
+            resumes: Resumes | None = None) -> Decision | None:
     """What `reconcile` decides for one partition."""
     topic = metadata.topics.get(tp.topic)
     state = metadata.partitions.get(tp)
@@ -443,7 +457,8 @@ def _decide(metadata: ClusterMetadata, policy: ControllerPolicy, tp: TopicPartit
     if state.topic_id != topic.topic_id:
         return Cleanup(tp, metadata.partition_revision(tp))
     return elect(metadata, tp, state, unclean=unclean_allowed(topic, policy),
-                 rebalance=policy.auto_leader_rebalance, policy=policy)
+                 rebalance=policy.auto_leader_rebalance, policy=policy,
+                 resumed=resumes is not None and resumes(tp, state))
 
 
 def controlled_shutdown_complete(metadata: ClusterMetadata, broker_id: int) -> bool:

@@ -20,6 +20,17 @@ Invariants:
   resumed: the member revokes the old lease and registers again as a new incarnation, so the
   controller re-elects every partition the old incarnation led or followed (Kafka fences a
   broker whose session timed out the same way).
+
+Resumed leadership (single-broker mode only): a broker started after a clean stop is given the
+leader epoch of every partition it led then (log/log_dir.py records them with the clean
+state). Its first session resumes those leaderships: as long as a partition's state still
+names it leader in that epoch, its new registration does not count as a restart for that
+partition (`resumes`), so the controller elects nothing at the start and the leader epoch
+stays. Nothing it acknowledged was lost (every log was flushed and closed before the epochs
+were recorded) and no other replica exists to fence. Kafka's controller bumps the epoch on
+every restart; after a crash this one does too (no record, every partition elected). A
+partition whose log did not open from that clean state is handed back to the controller
+(`forget_resumed`); a lost session ends every resumption.
 """
 
 from __future__ import annotations
@@ -56,6 +67,7 @@ from ackly.cluster.metadata import (
     ControllerInfo,
     KeyKind,
     KeySpace,
+    PartitionState,
     encode_cluster_id,
     encode_next_producer_id,
 )
@@ -172,9 +184,13 @@ class ClusterMember:
         config: MemberConfig | None = None,
         rng: random.Random,
         now_ms: int,
+        resumed: Mapping[TopicPartition, int] | None = None,
     ) -> None:
+        """`resumed`: the leader epoch of each partition this broker led at its last clean
+        stop (single-broker mode: see "Resumed leadership" in the module docstring)."""
         self.broker = replace(broker, lease_id=None, epoch=0, shutting_down=False)
         self._unclean_checked_view: ClusterMetadata | None = None  # see _unclean_start_seen
+        self._resumed: dict[TopicPartition, int] = dict(resumed or {})
         self.broker_id = broker.broker_id
         self.config = config or MemberConfig()
         self.keys = self.config.keys
@@ -323,6 +339,24 @@ class ClusterMember:
             and controller.lease_id == self._lease_id
             and controller.epoch != self._resigned_epoch
         )
+
+    def resumes(self, tp: TopicPartition, state: PartitionState) -> bool:
+        """Whether this broker's session resumes the leadership `state` names (see the
+        module docstring): it names this broker, in the epoch it led tp in at its clean stop."""
+        return (bool(self._resumed) and state.leader == self.broker_id
+                and self._resumed.get(tp) == state.leader_epoch)
+
+    @property
+    def resumed_partitions(self) -> list[TopicPartition]:
+        return list(self._resumed)
+
+    def forget_resumed(self, tp: TopicPartition, now_ms: int) -> None:
+        """tp's log did not open as its clean stop left it: its leadership is decided by the
+        controller again (a new epoch), as after a crash."""
+        if self._resumed.pop(tp, None) is None:
+            return
+        self._recheck({tp})
+        self._step(now_ms)
 
     def isr_change_pending(self, tp: TopicPartition) -> bool:
         """An AlterPartition write for tp is in flight (send one at a time, as Kafka does)."""
@@ -588,7 +622,8 @@ class ClusterMember:
         if self._reconciled is None or self._reconciled_epoch != controller.epoch:
             scope = None  # a new term, a resync, a lost session: look at everything
         undone: set[TopicPartition] = set()
-        for decision in reconcile(self.metadata, self.config.policy, scope):
+        resumes = self.resumes if self._resumed else None
+        for decision in reconcile(self.metadata, self.config.policy, scope, resumes):
             if len(self._pending_writes) >= self.config.max_inflight_writes:
                 undone.add(decision.tp)
                 continue
@@ -708,10 +743,18 @@ class ClusterMember:
             if request.kind is _Kind.WATCH and rid == self._watch_id:
                 self._resync()
 
+    def _recheck(self, tps: set[TopicPartition]) -> None:
+        """The next controller run decides `tps` again, though the view did not change."""
+        if self._unreconciled is not None:
+            self._unreconciled |= tps
+        if self._reconciled is not None:
+            self._reconciled = (self._reconciled[0], -1)  # never equal to a real run's
+
     def _lose_session(self, now_ms: int, *, revoke: bool) -> None:
         old = self._lease_id
         self._lease_id = None
         self._reconciled = None
+        self._resumed.clear()  # a new incarnation: the controller decides every partition
         self._pending_writes.clear()
         for rid in [r for r, req in self._inflight.items() if req.kind in _SESSION_KINDS]:
             self._forget(rid)

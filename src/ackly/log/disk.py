@@ -145,6 +145,10 @@ class Disk(Protocol):
 
     def exists(self, path: str) -> bool: ...
 
+    def file_size(self, path: str) -> int | None:
+        """The size of file `path` without opening it, or None if there is no such file."""
+        ...
+
     def listdir(self, path: str) -> list[str]:
         """Names (not paths) in directory `path`, sorted."""
         ...
@@ -342,6 +346,12 @@ class RealDisk:
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
+
+    def file_size(self, path: str) -> int | None:
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            return None
 
     def listdir(self, path: str) -> list[str]:
         return sorted(os.listdir(path))
@@ -686,6 +696,10 @@ class SimDisk:
     def exists(self, path: str) -> bool:
         path = self._norm(path)
         return path in self._files or path in self._dirs
+
+    def file_size(self, path: str) -> int | None:
+        node = self._files.get(self._norm(path))
+        return None if node is None else len(node.data)
 
     def listdir(self, path: str) -> list[str]:
         path = self._norm(path)

@@ -5,9 +5,14 @@ at a clean shutdown for every log that closed cleanly, and read once at the next
     recovery-point-offset-checkpoint   every batch below it is durable
     log-start-offset-checkpoint        the log start offset
     replication-offset-checkpoint      the high watermark
+    clean-shutdown-leader-epochs       the leader epoch of every log this broker led at the
+                                       stop (ackly's own; same format, the epoch in place of
+                                       the offset)
     .clean-shutdown                    the marker (Kafka's `.kafka_cleanshutdown`)
-A start-up after a clean stop then reads four files, however many partitions there are,
-and a clean stop writes four, instead of a marker and three checkpoints per partition.
+A start-up after a clean stop then reads five files, however many partitions there are,
+and a clean stop writes five, instead of a marker and three checkpoints per partition.
+A single broker resumes leading each listed log in the epoch recorded (no election: nothing
+it acknowledged was lost, see ClusterMember's resumed leadership).
 
 Besides them, `log-recovery-checkpoint` records for every log where its recovery point lies
 exactly: the offset, the segment holding it and the byte position in that segment's .log
@@ -60,6 +65,7 @@ logger = logging.getLogger(__name__)
 RECOVERY_POINT_CHECKPOINT = "recovery-point-offset-checkpoint"
 LOG_START_CHECKPOINT = "log-start-offset-checkpoint"
 HIGH_WATERMARK_CHECKPOINT = "replication-offset-checkpoint"
+LEADER_EPOCH_CHECKPOINT = "clean-shutdown-leader-epochs"
 CLEAN_SHUTDOWN_MARKER = ".clean-shutdown"
 LOG_RECOVERY_CHECKPOINT = "log-recovery-checkpoint"
 
@@ -174,6 +180,9 @@ class LogDirCheckpoints:
         self._data_dir = data_dir
         self._clean: dict[tuple[str, int], CleanLogState] = {}
         self._recovery: dict[tuple[str, int], RecoveryCheckpoint] = {}
+        # (topic, partition) -> the leader epoch this broker led the log in at the clean stop,
+        # for the logs the clean state vouches for (empty after a crash).
+        self.led_epochs: dict[tuple[str, int], int] = {}
         # Whether log-recovery-checkpoint may be on disk (`invalidate` removes it).
         self._recovery_file_present = True
         # Whether `load` found a valid clean-shutdown marker (the last stop was clean).
@@ -217,7 +226,20 @@ class LogDirCheckpoints:
                                                      end.segment_base, end.position)
                 else:
                     self._clean[key] = CleanLogState(recovery_point, log_start, hw)
+        self._load_led_epochs()
         return len(self._clean)
+
+    def _load_led_epochs(self) -> None:
+        """The leader epochs recorded with the clean state, for the logs it vouches for. A
+        missing or garbled file costs only the elections the epochs would have spared."""
+        data = self._disk.read_file(self._path(LEADER_EPOCH_CHECKPOINT))
+        epochs = None if data is None else decode_checkpoint(data)
+        if epochs is None:
+            if data is not None:
+                logger.warning("%s is garbled: every partition is elected in a new epoch",
+                               self._path(LEADER_EPOCH_CHECKPOINT))
+            return
+        self.led_epochs = {key: epoch for key, epoch in epochs.items() if key in self._clean}
 
     def _load_recovery(self) -> None:
         """After a crash: where each log's recovery point lay at the last checkpoint."""
@@ -245,6 +267,7 @@ class LogDirCheckpoints:
     def forget(self) -> None:
         self._clean.clear()
         self._recovery.clear()
+        self.led_epochs.clear()
 
     def invalidate(self, durable: bool = True) -> None:
         """A log is about to go below what the recovery checkpoint says of it (truncation) or
@@ -269,10 +292,16 @@ class LogDirCheckpoints:
         )
         self._recovery_file_present = True
 
-    def write_clean_shutdown(self, states: dict[str, CleanLogState]) -> None:
-        """Write the checkpoint files for `states` (partition directory name -> state), then
+    def write_clean_shutdown(self, states: dict[str, CleanLogState],
+                             led_epochs: dict[str, int] | None = None) -> None:
+        """Write the checkpoint files for `states` (partition directory name -> state) and
+        the leader epoch of each log led at the stop (`led_epochs`, by directory name), then
         the marker; each durable on return. Call only once every listed log is closed."""
         keyed = {key: state for name, state in states.items() if (key := _key(name)) is not None}
+        epochs = {key: epoch for name, epoch in (led_epochs or {}).items()
+                  if (key := _key(name)) is not None and key in keyed}
+        # Always written, so that an earlier stop's epochs are never read with these states.
+        self._disk.write_atomic(self._path(LEADER_EPOCH_CHECKPOINT), encode_checkpoint(epochs))
         for name, field in ((RECOVERY_POINT_CHECKPOINT, "recovery_point"),
                             (LOG_START_CHECKPOINT, "log_start_offset"),
                             (HIGH_WATERMARK_CHECKPOINT, "high_watermark")):

@@ -399,18 +399,21 @@ class PartitionLog:
 
         bases: set[int] = set()
         txn_indexed: set[int] = set()  # segments with a .txnindex: only those are read
+        segment_files: list[tuple[str, int, str]] = []  # (name, base offset, suffix)
         for name in names:
             if name.endswith((DELETED_SUFFIX, TEMP_SUFFIX)):
                 disk.remove(os.path.join(self.dir_path, name))
                 continue
             parsed = parse_file_name(name)
-            if parsed is not None and parsed[1] == LOG_SUFFIX:
+            if parsed is None:
+                continue
+            segment_files.append((name, *parsed))
+            if parsed[1] == LOG_SUFFIX:
                 bases.add(parsed[0])
-            elif parsed is not None and parsed[1] == TXN_INDEX_SUFFIX:
+            elif parsed[1] == TXN_INDEX_SUFFIX:
                 txn_indexed.add(parsed[0])
-        for name in names:
-            parsed = parse_file_name(name)
-            if parsed is not None and parsed[1] != LOG_SUFFIX and parsed[0] not in bases:
+        for name, base, suffix in segment_files:
+            if suffix != LOG_SUFFIX and base not in bases:
                 disk.remove(os.path.join(self.dir_path, name))  # index without its log
 
         segments = [

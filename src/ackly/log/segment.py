@@ -42,6 +42,7 @@ from ackly.log.index import (
     OffsetIndex,
     TimeIndex,
 )
+from ackly.log.lazy_file import LazyFile
 from ackly.log.txn_index import TXN_INDEX_SUFFIX, TransactionIndex
 from ackly.protocol.records import (
     HEADER_SIZE,
@@ -241,8 +242,9 @@ class LogSegment:
         now_ms: int,
         syncs: PendingSyncs | None = None,
     ) -> LogSegment:
-        """Open a segment found on disk; its state is set by `load_indexes` or `recover`."""
-        file = disk.open(os.path.join(dir_path, file_name(base_offset, LOG_SUFFIX)))
+        """A segment found on disk; its state is set by `load_indexes` or `recover`. Its
+        .log is opened by its first read or append (lazy_file.py), not here."""
+        file = LazyFile(disk, os.path.join(dir_path, file_name(base_offset, LOG_SUFFIX)))
         return cls(disk, dir_path, base_offset, file, config, now_ms, syncs)
 
     def path(self, suffix: str) -> str:
@@ -616,6 +618,8 @@ class LogSegment:
             if self.disk.exists(path):
                 self.disk.rename(path, path + DELETED_SUFFIX, durable=durable)
                 renamed.append(path + DELETED_SUFFIX)
+                if suffix == LOG_SUFFIX and isinstance(self.file, LazyFile):
+                    self.file.moved(path + DELETED_SUFFIX)  # opened later, under its new name
         return renamed
 
     def __repr__(self) -> str:

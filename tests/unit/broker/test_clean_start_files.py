@@ -1,7 +1,10 @@
 """What a start after a clean stop reads, counted per file kind: a fixed number of files per
 partition (no producer snapshot, no index), however many records the logs hold; a clean stop
 of a broker whose logs were not used rewrites no snapshot; and a log's producer state, loaded
-at its first use, still knows every producer (a retried batch is a duplicate)."""
+at its first use, still knows every producer (a retried batch is a duplicate). The start-up
+elections: none after a clean stop (every leadership resumed, the metadata file not written),
+and after a crash one write of the metadata file for all of them. No segment file is opened
+before its first use."""
 
 from __future__ import annotations
 
@@ -101,13 +104,18 @@ def test_a_clean_start_reads_a_fixed_number_of_files_per_partition(tmp_path: Pat
         # Loaded at the first use, not at the start: no snapshot, no index read.
         assert disk.reads["snapshot"] == 0
         assert disk.reads["index"] == disk.reads["timeindex"] == 0
-        # One .log opened per partition (its only segment), nothing else opened.
-        assert disk.opens == Counter({"log": PARTITIONS})
+        # No file opened at all: a segment's .log opens at its first read or append.
+        assert disk.opens == Counter()
         # Per partition: its topic id and its leader epochs; the rest is the data directory's.
         assert disk.reads["metadata"] == PARTITIONS
         assert disk.reads["leader-epoch-checkpoint"] == PARTITIONS
         per_directory = sum(disk.reads.values()) - 2 * PARTITIONS
         assert per_directory <= 10, disk.reads
+        # No election: every partition resumes its leadership, nothing is written to the
+        # metadata file (metadata.json) or any other, but the next producer-id block.
+        assert not node.member.controller_changes
+        assert disk.writes == Counter({"producer-id-block": 1})
+        assert all(p.is_leader for p in node.topics["t"].partitions)
         node.close()
     # The bytes stored do not change what a start reads.
     assert starts[0] == starts[1]
@@ -133,9 +141,11 @@ def test_the_first_use_of_a_log_loads_its_producers(tmp_path: Path) -> None:
     # one, LEO does not move); the next sequence is appended after it.
     assert append(node, 0, idempotent_batch(0, 3)) == 3
     assert disk.reads["snapshot"] == 1  # only the log used
+    assert disk.opens == Counter()  # a duplicate: nothing read or appended
     assert node.leader_partition("t", 0).log_end_offset == 6
     assert append(node, 0, idempotent_batch(0, 6)) == 6
     assert node.leader_partition("t", 0).log_end_offset == 9
+    assert disk.opens == Counter({"log": 1})  # only the .log appended to
     flush(node)
     node.close()
     assert disk.writes["snapshot"] == 1  # the one log whose producers changed
@@ -143,3 +153,15 @@ def test_the_first_use_of_a_log_loads_its_producers(tmp_path: Path) -> None:
     assert append(again, 0, idempotent_batch(0, 6)) == 6
     assert again.leader_partition("t", 0).log_end_offset == 9
     again.close()
+
+
+def test_a_start_after_a_crash_elects_every_partition_with_one_metadata_write(tmp_path: Path) -> None:
+    fill(tmp_path, 1)
+    counted_start(tmp_path)  # not closed: the next start follows a crash
+    node, disk = counted_start(tmp_path)
+    assert node.member.controller_changes == Counter({"election": PARTITIONS})
+    # Nothing was written since the last recovery checkpoint: no segment is read or opened.
+    assert disk.opens == Counter()
+    assert disk.writes["json"] == 1  # metadata.json: one batch for every election
+    assert all(p.is_leader and p.leader_epoch == 1 for p in node.topics["t"].partitions)
+    node.close()

@@ -4,7 +4,9 @@ A single broker once rewrote its whole metadata file (every partition's state) a
 partition state written by a CreateTopics or a start-up election: N writes of an N-sized file,
 each fsynced. Timing would not catch that reliably on a shared machine; counting the writes
 does: every count here is exact (SimDisk), so a cost per partition that grows with the
-partition count shows as a count that is not an affine function of N.
+partition count shows as a count that is not an affine function of N. A start after a clean
+stop elects nothing (each leadership is resumed); one after a crash elects every partition,
+in one batch.
 """
 
 from __future__ import annotations
@@ -113,8 +115,9 @@ Phase = tuple[Counter[str], int]
 
 
 def run(partitions: int, view_updates: list[int]) -> dict[str, Phase]:
-    """The durable writes of: CreateTopics of `partitions`, a clean stop, and a start-up.
-    `view_updates` counts ClusterMetadata.apply calls (each copies every partition)."""
+    """The durable writes of: CreateTopics of `partitions`, a clean stop, a start-up, and a
+    start-up after a crash of that one. `view_updates` counts ClusterMetadata.apply calls
+    (each copies every partition)."""
     disk = CountingDisk()
     node = make_node(disk)
     disk.take()
@@ -139,8 +142,17 @@ def run(partitions: int, view_updates: list[int]) -> dict[str, Phase]:
     assert all(again.leader_partition("t", i).is_leader for i in range(partitions))
     restarted = disk.take()
     restarted[0]["(view updates)"] = len(view_updates)
-    again.close()
-    return {"create": created, "flush": flushed, "close": closed, "restart": restarted}
+    epochs = [again.leader_partition("t", i).leader_epoch for i in range(partitions)]
+    disk.inner.crash()
+    view_updates.clear()
+    crashed = make_node(disk)
+    assert [crashed.leader_partition("t", i).leader_epoch for i in range(partitions)] == [
+        e + 1 for e in epochs]
+    after_crash = disk.take()
+    after_crash[0]["(view updates)"] = len(view_updates)
+    crashed.close()
+    return {"create": created, "flush": flushed, "close": closed, "restart": restarted,
+            "crash restart": after_crash}
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +169,7 @@ def runs() -> Iterator[dict[int, dict[str, Phase]]]:
         yield {n: run(n, view_updates) for n in SIZES}
 
 
-@pytest.mark.parametrize("phase", ["create", "restart"])
+@pytest.mark.parametrize("phase", ["create", "crash restart"])
 def test_the_metadata_file_is_written_once_per_batch_not_once_per_partition(
     runs: dict[int, dict[str, Phase]], phase: str
 ) -> None:
@@ -170,7 +182,12 @@ def test_the_metadata_file_is_written_once_per_batch_not_once_per_partition(
     assert sizes[big] / sizes[small] < 1.5 * big / small, sizes
 
 
-@pytest.mark.parametrize("phase", ["create", "restart"])
+def test_a_clean_restart_writes_no_metadata(runs: dict[int, dict[str, Phase]]) -> None:
+    """No election: every partition resumes its leadership in its epoch."""
+    assert [runs[n]["restart"][0][METADATA_FILE] for n in SIZES] == [0] * len(SIZES)
+
+
+@pytest.mark.parametrize("phase", ["create", "restart", "crash restart"])
 def test_the_view_is_updated_once_per_batch_not_once_per_partition(
     runs: dict[int, dict[str, Phase]], phase: str
 ) -> None:
@@ -178,7 +195,7 @@ def test_the_view_is_updated_once_per_batch_not_once_per_partition(
     assert len(set(updates.values())) == 1, f"{phase}: view updates by partition count {updates}"
 
 
-@pytest.mark.parametrize("phase", ["create", "flush", "close", "restart"])
+@pytest.mark.parametrize("phase", ["create", "flush", "close", "restart", "crash restart"])
 def test_durable_writes_are_linear_in_the_partition_count(
     runs: dict[int, dict[str, Phase]], phase: str
 ) -> None:
@@ -248,9 +265,9 @@ def test_a_start_up_election_beyond_a_thousand_partitions_is_one_batch() -> None
         node = make_node(disk)
         node.create_topic("t", partitions, {}, NOW_MS)
         created = disk.take()[0][METADATA_FILE]
-        node.close()
-        disk.take()
+        disk.inner.crash()  # a clean stop would leave nothing to elect (resumed leaderships)
         again = make_node(disk)
         writes[partitions] = (created, disk.take()[0][METADATA_FILE])
+        assert again.member.controller_changes["election"] == partitions
         again.close()
     assert writes[10] == writes[1_001], writes

@@ -14,6 +14,7 @@ from ackly.log.disk import RealDisk
 from ackly.log.partition_log import PartitionLog
 from ackly.protocol.record_codec import Record, encode_batch
 from ackly.protocol.records import validate_batches
+from ackly.types import TopicPartition
 
 NOW_MS = 1_700_000_000_000
 
@@ -34,12 +35,17 @@ def append(node: BrokerNode, topic: str, value: bytes) -> None:
     node.complete_flush(jobs, NOW_MS)
 
 
-def test_topics_ids_and_data_survive_a_restart_in_a_new_leader_epoch(tmp_path: Path) -> None:
+def epochs(node: BrokerNode) -> list[int]:
+    return [p.leader_epoch for p in node.topics["t"].partitions]
+
+
+def test_topics_ids_and_data_survive_a_clean_restart_in_the_same_leader_epoch(tmp_path: Path) -> None:
     node = make_node(tmp_path)
     state = node.create_topic("t", 2, {"retention.ms": "1000"}, NOW_MS)
     topic_id, cluster_id = state.topic_id, node.cluster_id
     append(node, "t", b"before")
     epoch = node.partition("t", 0).leader_epoch
+    revision = node.metadata.partition_revision(TopicPartition("t", 0))
     node.close()
     again = make_node(tmp_path)
     assert again.cluster_id == cluster_id
@@ -48,9 +54,57 @@ def test_topics_ids_and_data_survive_a_restart_in_a_new_leader_epoch(tmp_path: P
     assert dict(state.config.overrides) == {"retention.ms": "1000"}
     p = again.leader_partition("t", 0)
     assert p.high_watermark == 1
-    assert p.leader_epoch > epoch, "every restart is a new leadership"
-    assert p.log.leader_epochs.latest_epoch == p.leader_epoch
+    # Resumed, not elected: nothing was lost at a clean stop, and no other replica exists.
+    assert p.leader_epoch == epoch and not again.member.controller_changes
+    assert again.metadata.partition_revision(TopicPartition("t", 0)) == revision
+    append(again, "t", b"after")
+    assert p.log.leader_epochs.latest_epoch == p.leader_epoch == epoch
     assert again.metadata.controller is not None and list(again.metadata.brokers) == [0]
+
+
+def test_a_restart_after_a_crash_elects_every_partition_in_a_new_epoch(tmp_path: Path) -> None:
+    node = make_node(tmp_path)
+    node.create_topic("t", 2, {}, NOW_MS)
+    append(node, "t", b"before")
+    node.close()
+    resumed = make_node(tmp_path)
+    before = epochs(resumed)
+    append(resumed, "t", b"flushed")
+    # No close: a crash. The epochs the clean stop recorded were for the last start only.
+    crashed = make_node(tmp_path)
+    assert epochs(crashed) == [e + 1 for e in before]
+    assert crashed.member.controller_changes["election"] == 2
+    assert crashed.leader_partition("t", 0).log_end_offset == 2
+    crashed.close()
+    assert epochs(make_node(tmp_path)) == [e + 1 for e in before]
+
+
+def test_a_log_not_opened_as_the_clean_stop_left_it_is_elected_again(tmp_path: Path) -> None:
+    node = make_node(tmp_path)
+    node.create_topic("t", 2, {}, NOW_MS)
+    append(node, "t", b"before")
+    before = epochs(node)
+    node.close()
+    # Its topic id file gone: the log recovers from its own checkpoints, not the clean state.
+    (tmp_path / "t-0" / "partition.metadata").unlink()
+    again = make_node(tmp_path)
+    assert epochs(again) == [before[0] + 1, before[1]]
+    assert again.member.controller_changes["election"] == 1
+    assert again.leader_partition("t", 0).log_end_offset == 1
+    again.close()
+
+
+def test_a_garbled_epoch_record_costs_an_election_not_the_clean_state(tmp_path: Path) -> None:
+    node = make_node(tmp_path)
+    node.create_topic("t", 2, {}, NOW_MS)
+    append(node, "t", b"before")
+    before = epochs(node)
+    node.close()
+    (tmp_path / "clean-shutdown-leader-epochs").write_bytes(b"0\n2\nt 0\n")
+    again = make_node(tmp_path)
+    assert epochs(again) == [e + 1 for e in before]
+    assert all(p.log.recovered_segments == 0 for p in again.topics["t"].partitions)
+    again.close()
 
 
 def test_a_data_directory_from_before_the_metadata_store_is_imported(tmp_path: Path) -> None:

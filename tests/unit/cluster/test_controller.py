@@ -114,6 +114,20 @@ def test_leader_loss_prefers_isr_order_of_replicas_not_outsiders() -> None:
     assert change is not None and change.after.leader == 1 and change.after.isr == (1,)
 
 
+def test_a_restarted_single_leader_is_elected_again_unless_it_resumes_its_epoch() -> None:
+    m = view([1], state((1,), 1, replicas=(1,)), restarted=(1,), replicas=(1,))
+    current = m.partition(TP)
+    assert current is not None
+    change = elect(m, TP, current, unclean=False, rebalance=True)
+    assert change is not None and change.reason is ChangeReason.ELECTION
+    assert (change.after.leader, change.after.leader_epoch) == (1, 6)
+    # Resumed after a clean stop (single-broker mode): no change at all, the epoch stays.
+    assert elect(m, TP, current, unclean=False, rebalance=True, resumed=True) is None
+    assert reconcile(m, ControllerPolicy(), resumes=lambda tp, s: s.leader_epoch == 5) == []
+    # Only the epoch recorded resumes: another one is an election.
+    assert len(reconcile(m, ControllerPolicy(), resumes=lambda tp, s: s.leader_epoch == 4)) == 1
+
+
 def test_follower_loss_shrinks_the_isr_and_keeps_the_leader_epoch() -> None:
     change = run(view([1, 2], state((1, 2, 3), 1)))
     assert change is not None and change.reason is ChangeReason.ISR_SHRINK
