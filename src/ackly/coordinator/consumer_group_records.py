@@ -31,7 +31,7 @@ import struct
 import uuid
 from dataclasses import dataclass
 
-from ackly.coordinator.records import RecordFormatError, _Reader
+from ackly.coordinator.records import RecordFormatError, _Reader, _Writer
 
 CONSUMER_GROUP_METADATA = 3
 CONSUMER_GROUP_PARTITION_METADATA = 4
@@ -109,21 +109,12 @@ def from_tuples(parts: tuple[tuple[uuid.UUID, tuple[int, ...]], ...]) -> Assignm
     return {t: frozenset(ps) for t, ps in parts if ps}
 
 
-class _FlexWriter:
-    def __init__(self) -> None:
-        self.buf = bytearray()
+class _FlexWriter(_Writer):
+    """Flexible Kafka encoding for the values (compact strings and arrays, tagged fields); the
+    keys keep the int16-length strings of `_Writer`."""
 
     def i8(self, v: int) -> None:
         self.buf += struct.pack(">b", v)
-
-    def i16(self, v: int) -> None:
-        self.buf += struct.pack(">h", v)
-
-    def i32(self, v: int) -> None:
-        self.buf += struct.pack(">i", v)
-
-    def i64(self, v: int) -> None:
-        self.buf += struct.pack(">q", v)
 
     def uvarint(self, v: int) -> None:
         while v >= 0x80:
@@ -140,11 +131,7 @@ class _FlexWriter:
         self.buf += raw
 
     def key_string(self, v: str) -> None:
-        raw = v.encode("utf-8")
-        if len(raw) > 0x7FFF:
-            raise RecordFormatError(f"string of {len(raw)} bytes does not fit an int16 length")
-        self.i16(len(raw))
-        self.buf += raw
+        _Writer.string(self, v)
 
     def array_length(self, n: int) -> None:
         self.uvarint(n + 1)
